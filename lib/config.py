@@ -1,0 +1,239 @@
+"""Root resolution, swarm.yaml, paths, defaults, timestamps and id validation.
+
+Every default lives in ``DEFAULTS`` below with a one-line comment; ``swarm.yaml`` at the
+workspace root overrides any of them with the same nesting, so the runtime can be pointed
+at an existing RALF tree::
+
+    paths:
+      heartbeat: .autonomous/communications/heartbeat.yaml
+      tasks_active: .autonomous/tasks/active
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import socket
+from datetime import date, datetime, timezone, timedelta
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from errors import InvalidIdError, ValidationError
+
+__all__ = [
+    "DEFAULTS",
+    "Config",
+    "load_config",
+    "resolve_root",
+    "utc_now",
+    "format_ts",
+    "parse_ts",
+    "validate_id",
+    "ID_PATTERN",
+    "HOSTNAME",
+    "seconds_since",
+    "in_seconds",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULTS: dict[str, Any] = {
+    "paths": {
+        "heartbeat": "heartbeat.yaml",  # agent registry
+        "events": "events.yaml",  # append-only event log
+        "state": "agent-state.yaml",  # per-agent state and context
+        "chat": "chat-log.yaml",  # messages between agents
+        "tasks_active": "tasks/active",  # open task Markdown files
+        "tasks_completed": "tasks/completed",  # finished tasks are moved here
+        "runtime": ".swarm",  # locks, claims, runs, worktrees: never committed
+    },
+    "timeouts": {
+        "heartbeat_seconds": 120,  # an agent not seen for this long is inactive
+        "lock_seconds": 30,  # longest wait for a file lock before LockTimeout
+        "lease_seconds": 300,  # default TTL of a task lease
+    },
+    "events": {
+        "rotate_bytes": 64 * 1024 * 1024,  # past this size the log moves to an archive
+        "fsync": True,  # fsync every append (durable; off only for throwaway logs)
+    },
+    "distribution": {
+        "max_subtasks": 3,  # most sub-tasks one split creates
+        # words that say units of a task can run apart
+        "parallel_keywords": [
+            "parallel", "independent", "independently", "separate", "separately",
+            "concurrent", "concurrently", "each", "multiple", "several", "and",
+            "simultaneously", "in any order",
+        ],
+        # words that say units must run in order
+        "sequential_keywords": [
+            "then", "after", "afterwards", "before", "depends on", "once",
+            "followed by", "next", "finally", "sequential", "sequentially", "in order",
+            "first",
+        ],
+    },
+    "duplicates": {
+        "threshold": 0.8,  # keyword Jaccard similarity at which two tasks are near-duplicates
+    },
+    "state": {
+        "stale_seconds": 600,  # cleanup_stale drops agent states not updated for this long
+    },
+}
+
+# Ids reach file names (leases, sub-task files, lock files): nothing that can climb a path.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+HOSTNAME = socket.gethostname()
+
+
+def resolve_root(root: Optional[PathLike] = None) -> Path:
+    """The workspace root: ``root`` if given, else ``$SWARM_ROOT``, else the current directory."""
+    if root is None:
+        root = os.environ.get("SWARM_ROOT") or os.getcwd()
+    return Path(root).expanduser().absolute()
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    for key, value in override.items():
+        if isinstance(base.get(key), dict):
+            if not isinstance(value, dict):
+                raise ValidationError(f"'{where}{key}' must be a mapping, got {type(value).__name__}")
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+class Config:
+    """Resolved settings and paths of one workspace."""
+
+    def __init__(self, root: Path, settings: dict[str, Any]) -> None:
+        self.root = root
+        self.settings = settings
+        paths = settings["paths"]
+        self.heartbeat_file = self._path(paths["heartbeat"])
+        self.events_file = self._path(paths["events"])
+        self.state_file = self._path(paths["state"])
+        self.chat_file = self._path(paths["chat"])
+        self.tasks_active = self._path(paths["tasks_active"])
+        self.tasks_completed = self._path(paths["tasks_completed"])
+        self.runtime_dir = self._path(paths["runtime"])
+        self.lock_dir = self.runtime_dir / "locks"
+        timeouts = settings["timeouts"]
+        self.heartbeat_timeout = float(timeouts["heartbeat_seconds"])
+        self.lock_timeout = float(timeouts["lock_seconds"])
+        self.lease_seconds = float(timeouts["lease_seconds"])
+
+    def _path(self, value: Any) -> Path:
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else self.root / path
+
+    def get(self, section: str, key: str) -> Any:
+        return self.settings[section][key]
+
+    def __repr__(self) -> str:
+        return f"Config(root={str(self.root)!r})"
+
+
+_cache: dict[Path, tuple[Optional[int], Config]] = {}
+
+
+def load_config(root: Optional[PathLike] = None) -> Config:
+    """Settings of the workspace at ``root`` (see ``resolve_root``), cached until swarm.yaml changes.
+
+    Raises ParseError/ValidationError naming swarm.yaml when it is malformed.
+    """
+    resolved = resolve_root(root)
+    config_file = resolved / "swarm.yaml"
+    try:
+        stamp: Optional[int] = config_file.stat().st_mtime_ns
+    except FileNotFoundError:
+        stamp = None
+    cached = _cache.get(resolved)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    settings = copy.deepcopy(DEFAULTS)
+    if stamp is not None:
+        from fileio import load_yaml_file  # late: fileio imports this module
+
+        data = load_yaml_file(config_file, default=None)
+        if data is not None:
+            if not isinstance(data, dict):
+                raise ValidationError(
+                    f"must be a mapping of settings, got {type(data).__name__}",
+                    path=config_file, line=1, hint="see operations/example-swarm.yaml",
+                )
+            try:
+                _merge(settings, data, "")
+            except ValidationError as exc:
+                raise ValidationError(exc.reason, path=config_file, hint="fix swarm.yaml") from None
+    config = Config(resolved, settings)
+    _cache[resolved] = (stamp, config)
+    return config
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def format_ts(moment: Optional[datetime] = None) -> str:
+    """``moment`` (default now) as ISO-8601 UTC with milliseconds and ``Z``."""
+    if moment is None:
+        moment = utc_now()
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+_OFFSET_NO_COLON = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def parse_ts(value: Any) -> datetime:
+    """A stored time as an aware UTC datetime.
+
+    Accepts ``Z``, ``+07:00``, ``+0700`` and naive times (taken as UTC), as strings or as the
+    datetime/date objects YAML makes of unquoted timestamps. Raises ValueError otherwise.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        text = _OFFSET_NO_COLON.sub(r"\1:\2", text) if "T" in text or " " in text else text
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 time: {value!r}") from None
+    else:
+        raise ValueError(f"not a time: {value!r}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def seconds_since(value: Any, now: Optional[datetime] = None) -> float:
+    """Seconds from the stored time ``value`` to ``now`` (default: the current time)."""
+    return ((now or utc_now()) - parse_ts(value)).total_seconds()
+
+
+def validate_id(value: Any, kind: str = "id") -> str:
+    """``value`` if it is a safe agent/task id, else InvalidIdError saying what is allowed."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        shown = repr(value) if not isinstance(value, str) else repr(value[:60])
+        raise InvalidIdError(
+            f"invalid {kind} {shown}",
+            hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def in_seconds(seconds: float, now: Optional[datetime] = None) -> datetime:
+    """``now`` (default the current time) plus ``seconds``."""
+    return (now or utc_now()) + timedelta(seconds=seconds)

@@ -1,0 +1,120 @@
+"""One exception hierarchy for Swarmfile.
+
+Catch ``SwarmError`` to handle anything the runtime raises on purpose::
+
+    SwarmError
+    ├── ParseError          a file does not parse (path, line); it was left untouched
+    ├── ValidationError     a value has the wrong type or shape (path, line, field)
+    ├── InvalidIdError      an agent or task id that must not reach a path (also ValueError)
+    ├── NotFoundError       a task, agent or file that does not exist
+    ├── DuplicateTaskError  a new task is too close to an existing one
+    ├── LockTimeout         a file lock was not acquired in time (path, holder; also TimeoutError)
+    │   └── StateLockError  ... the lock of agent-state.yaml
+    ├── StateSyncError      agent-state.yaml could not be read or written
+    ├── AlreadyClaimed      a task is leased by another agent (holder)
+    └── LeaseLost           a lease action presented a token that is no longer current
+
+Every error renders as ``FILE:LINE: what went wrong (what to do)`` so a CLI can print
+``error: {exc}`` as its one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+__all__ = [
+    "SwarmError",
+    "ParseError",
+    "ValidationError",
+    "InvalidIdError",
+    "NotFoundError",
+    "DuplicateTaskError",
+    "LockTimeout",
+    "StateLockError",
+    "StateSyncError",
+    "AlreadyClaimed",
+    "LeaseLost",
+]
+
+
+class SwarmError(Exception):
+    """Base of every error Swarmfile raises on purpose."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: "Optional[os.PathLike[str] | str]" = None,
+        line: Optional[int] = None,
+        hint: Optional[str] = None,
+        task_id: Optional[str] = None,
+        holder: Optional[str] = None,
+    ) -> None:
+        self.reason = reason
+        self.path = os.fspath(path) if path is not None else None
+        self.line = line
+        self.hint = hint
+        self.task_id = task_id
+        self.holder = holder
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = self.path if self.line is None else f"{self.path}:{self.line}"
+            where += ": "
+        text = f"{where}{self.reason}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ParseError(SwarmError):
+    """A file does not parse; it was not changed."""
+
+
+class ValidationError(SwarmError, ValueError):
+    """A value in a file or an argument has the wrong type or shape."""
+
+
+class InvalidIdError(SwarmError, ValueError):
+    """An agent or task id that is not safe to use in a path."""
+
+
+class NotFoundError(SwarmError, LookupError):
+    """A task, agent or file that does not exist."""
+
+
+class DuplicateTaskError(SwarmError):
+    """A task was refused because a near-duplicate already exists."""
+
+
+class LockTimeout(SwarmError, TimeoutError):
+    """A file lock was not acquired within the timeout."""
+
+    def __init__(self, path, timeout: float, holder: Optional[str] = None) -> None:
+        self.timeout = timeout
+        held = f" held by {holder}" if holder else ""
+        super().__init__(
+            f"could not lock within {timeout:g}s{held}",
+            path=path,
+            holder=holder,
+            hint="retry, or check that the holder is alive",
+        )
+
+
+class StateLockError(LockTimeout):
+    """The lock of agent-state.yaml was not acquired in time."""
+
+
+class StateSyncError(SwarmError):
+    """agent-state.yaml could not be read or written."""
+
+
+class AlreadyClaimed(SwarmError):
+    """A task is already leased by another agent."""
+
+
+class LeaseLost(SwarmError):
+    """A holder action used a lease whose token is no longer current."""

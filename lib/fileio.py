@@ -1,0 +1,406 @@
+"""Locks, atomic rewrites, line appends with torn-tail repair, and safe YAML.
+
+The only module that touches portalocker or yaml. Everything else reads and writes shared
+files through these functions, so the guarantees hold everywhere:
+
+* ``locked(target, lock_dir=...)``: an exclusive (or shared) lock on a sidecar file under
+  ``lock_dir``, never on the data file itself, because the data file is replaced on every
+  rewrite and a lock on a replaced inode protects nothing. Sidecars are never deleted:
+  deleting a held lock file would let a second process lock a new inode at the same path.
+* ``atomic_write(path, data)``: temp file in the same directory, fsync, ``os.replace``,
+  fsync of the directory. Readers see the old file or the new one, never a mix.
+* ``append_line(path, line, lock_dir=...)``: one ``os.write`` of one whole line under the
+  lock, after repairing a torn last line left by a crash; a short write is rolled back.
+* ``load_yaml_*`` / ``dump_yaml`` / ``dump_flow``: safe loading only (libyaml when present);
+  a file that does not parse raises ParseError with file and line, and is never rewritten.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import portalocker
+import yaml
+
+from config import HOSTNAME, format_ts
+from errors import LockTimeout, NotFoundError, ParseError, ValidationError
+
+__all__ = [
+    "locked",
+    "lock_path",
+    "atomic_write",
+    "append_line",
+    "append_line_unlocked",
+    "AppendResult",
+    "read_text",
+    "load_yaml_text",
+    "load_yaml_file",
+    "dump_yaml",
+    "dump_flow",
+    "expect_mapping",
+    "MISSING",
+    "YAML_ERROR",
+]
+
+log = logging.getLogger("swarmfile")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+MISSING: Any = object()
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+YAML_ERROR = yaml.YAMLError
+
+
+# ---------------------------------------------------------------------------- locks
+
+_lock_names: dict[tuple[str, str], Path] = {}
+
+
+def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
+    """The sidecar lock file of ``target`` inside ``lock_dir``.
+
+    Named after the file and a hash of its real path, so two processes that reach one file
+    through different spellings (relative, symlinked root) still share one lock.
+    """
+    key = (os.fspath(target), os.fspath(lock_dir))
+    found = _lock_names.get(key)
+    if found is None:
+        real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(key[0]))),
+                            os.path.basename(key[0]))
+        digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        found = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
+        _lock_names[key] = found
+    return found
+
+
+def _holder_of(path: Path) -> Optional[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text or None
+
+
+@contextmanager
+def locked(
+    target: PathLike,
+    *,
+    lock_dir: PathLike,
+    timeout: float = 30.0,
+    shared: bool = False,
+    error: type = LockTimeout,
+) -> Iterator[Path]:
+    """Hold the lock of ``target`` for the ``with`` block; yields the sidecar path.
+
+    Waits at most ``timeout`` seconds (monotonic clock), then raises ``error`` (a LockTimeout
+    subclass) naming the file and, when it is known, the process that holds it. The lock is
+    per open file description, so threads of one process exclude each other too; it is not
+    re-entrant.
+    """
+    sidecar = lock_path(target, lock_dir)
+    try:
+        handle = open(sidecar, "a+b")
+    except FileNotFoundError:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(sidecar, "a+b")
+    flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            try:
+                portalocker.lock(handle, flags | portalocker.LOCK_NB)
+                break
+            except portalocker.AlreadyLocked:
+                pass
+            except portalocker.LockException as exc:  # pragma: no cover - e.g. ENOLCK on NFS
+                if not isinstance(exc.__cause__, BlockingIOError):
+                    raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error(target, timeout, holder=_holder_of(sidecar))
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 1.5, 0.02)
+        if not shared:
+            # Who holds it, for the LockTimeout of whoever waits next. Written in place:
+            # the sidecar's inode must stay the same for the lock to mean anything.
+            fd = handle.fileno()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {HOSTNAME} since {format_ts()}\n".encode(), 0)
+        yield sidecar
+    finally:
+        handle.close()  # closing the descriptor releases the flock
+
+
+# ---------------------------------------------------------------------------- writes
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write ``data`` with one os.write; returns the count written (short writes included)."""
+    return os.write(fd, data)
+
+
+def atomic_write(path: PathLike, data: Union[str, bytes], *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, os.replace, dir fsync.
+
+    A symlink at ``path`` is replaced by a regular file, never written through. On any
+    error the temp file is removed and ``path`` is left exactly as it was.
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        try:
+            if not target.is_symlink():
+                os.fchmod(fd, target.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
+        view = memoryview(payload)
+        while view:
+            written = _write_all(fd, view)
+            if written <= 0:  # pragma: no cover - os.write raises rather than return 0
+                raise OSError(errno.EIO, f"write to {tmp} made no progress")
+            view = view[written:]
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if fsync:
+        _fsync_dir(directory)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: where the line starts, and any torn tail it repaired first."""
+
+    offset: int
+    repaired_bytes: int = 0
+    torn_tail: Optional[str] = None
+
+
+def _tail_start(fd: int, size: int) -> int:
+    """Offset just after the last newline before ``size`` (0 when there is none)."""
+    position = size
+    chunk = 65536
+    while position > 0:
+        start = max(0, position - chunk)
+        block = os.pread(fd, position - start, start)
+        index = block.rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        position = start
+    return 0
+
+
+def _repair_tail(fd: int, path: Path) -> tuple[int, Optional[str]]:
+    """Make the file end with a newline. Returns (bytes removed, the removed text).
+
+    A last line without its newline is either complete (an operator's editor left no
+    newline: keep it and add one) or torn by a crash mid-write (it does not parse on its
+    own: cut it off, report it). Nothing before the last newline is ever touched.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0, None
+    start = _tail_start(fd, size)
+    tail = os.pread(fd, size - start, start)
+    try:
+        yaml.load(tail.decode("utf-8"), Loader=_Loader)
+        complete = True
+    except (UnicodeDecodeError, yaml.YAMLError):
+        complete = False
+    if complete:
+        if os.write(fd, b"\n") != 1:  # pragma: no cover
+            raise OSError(errno.EIO, f"could not end {path} with a newline")
+        return 0, None
+    os.ftruncate(fd, start)
+    text = tail.decode("utf-8", errors="replace")
+    log.warning("%s: repaired a torn last line (%d bytes removed): %.200s", path, len(tail), text)
+    return len(tail), text
+
+
+def append_line_unlocked(
+    path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None
+) -> AppendResult:
+    """Append one line; the caller holds the file's lock (see ``append_line``).
+
+    ``header`` is written first when the file is new or empty (``"events:\\n"``). If the
+    write comes up short, or the fsync fails, the file is cut back to its old length and
+    OSError is raised: an append is all there or not there.
+    """
+    target = Path(path)
+    if not line.endswith("\n"):
+        line += "\n"
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags, 0o644)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValidationError(
+                "is a symlink; refusing to append through it", path=target,
+                hint="replace the link with a regular file",
+            ) from None
+        raise
+    try:
+        removed, torn = _repair_tail(fd, target)
+        size = os.fstat(fd).st_size
+        payload = line.encode("utf-8")
+        if size == 0 and header:
+            payload = header.encode("utf-8") + payload
+        try:
+            written = _write_all(fd, payload)
+            if written != len(payload):
+                raise OSError(errno.EIO, f"short write to {target} ({written} of {len(payload)} bytes)")
+            if fsync:
+                os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # roll back the partial line: all or nothing
+            raise
+        return AppendResult(offset=size, repaired_bytes=removed, torn_tail=torn)
+    finally:
+        os.close(fd)
+
+
+def append_line(
+    path: PathLike,
+    line: str,
+    *,
+    lock_dir: PathLike,
+    timeout: float = 30.0,
+    fsync: bool = True,
+    header: Optional[str] = None,
+) -> AppendResult:
+    """Append one whole line to ``path`` under its lock (see ``append_line_unlocked``)."""
+    with locked(path, lock_dir=lock_dir, timeout=timeout):
+        return append_line_unlocked(path, line, fsync=fsync, header=header)
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+def _line_of_byte(data: bytes, index: int) -> int:
+    return data.count(b"\n", 0, index) + 1
+
+
+def read_text(path: PathLike) -> str:
+    """The UTF-8 text of ``path``; ParseError with the line of the first invalid byte."""
+    target = Path(path)
+    data = target.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"is not valid UTF-8 (byte {exc.start})", path=target, line=_line_of_byte(data, exc.start),
+            hint="fix or restore the file; it was not changed",
+        ) from None
+
+
+def load_yaml_text(text: str, path: Optional[PathLike] = None) -> Any:
+    """Parse YAML safely; ParseError with the file and line where it went wrong."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParseError(
+            f"does not parse as YAML: {problem}",
+            path=path or "<text>",
+            line=mark.line + 1 if mark is not None else None,
+            hint="fix the file by hand; it was not changed",
+        ) from None
+    except RecursionError:
+        raise ParseError("nesting too deep to parse", path=path or "<text>",
+                         hint="fix the file by hand; it was not changed") from None
+
+
+def load_yaml_file(path: PathLike, *, default: Any = MISSING) -> Any:
+    """Parse the YAML file at ``path``.
+
+    A missing file returns ``default`` when one is given, else raises NotFoundError.
+    """
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        if default is MISSING:
+            raise NotFoundError("does not exist", path=path) from None
+        return default
+    return load_yaml_text(text, path)
+
+
+def expect_mapping(data: Any, path: PathLike, what: str, *, line: Optional[int] = None) -> dict:
+    """``data`` if it is a mapping, else ValidationError naming the file and what belongs there."""
+    if not isinstance(data, dict):
+        got = "nothing" if data is None else f"a {type(data).__name__}"
+        raise ValidationError(
+            f"{what} must be a mapping, got {got}", path=path, line=line,
+            hint="fix the file by hand; it was not changed",
+        )
+    return data
+
+
+class _BlockDumper(_BaseDumper):  # type: ignore[misc, valid-type]
+    """Block style for whole files; strings that look like times stay quoted strings."""
+
+
+class _FlowDumper(_BaseDumper):  # type: ignore[misc, valid-type]
+    """One-line flow style: strings with line breaks become double-quoted escapes."""
+
+
+def _represent_str_one_line(dumper: Any, value: str) -> Any:
+    style = '"' if any(ch in value for ch in "\n\r\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_FlowDumper.add_representer(str, _represent_str_one_line)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block-style YAML text, keys in their given order."""
+    return yaml.dump(data, Dumper=_BlockDumper, default_flow_style=False, sort_keys=False,
+                     allow_unicode=True, width=100)
+
+
+def dump_flow(data: Any) -> str:
+    """``data`` as one line of flow-style YAML, without the newline."""
+    text = yaml.dump(data, Dumper=_FlowDumper, default_flow_style=True, sort_keys=False,
+                     allow_unicode=True, width=2**31 - 1)
+    text = text.rstrip("\n")
+    if text.endswith("\n...") or "\n" in text:  # pragma: no cover - guarded by the representer
+        raise ValueError(f"value does not fit on one line: {data!r:.80}")
+    return text

@@ -1,0 +1,50 @@
+"""Shared fixtures: lib/ on sys.path, a fresh workspace per test, the RALF fixture tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parent.parent / "lib"
+TESTS = Path(__file__).resolve().parent
+RALF = TESTS / "fixtures" / "ralf"
+for entry in (str(LIB), str(TESTS)):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """An empty workspace root with the standard files, and SWARM_ROOT pointing at it."""
+    root = tmp_path / "ws"
+    (root / "tasks" / "active").mkdir(parents=True)
+    (root / "tasks" / "completed").mkdir(parents=True)
+    (root / "heartbeat.yaml").write_text("heartbeats: {}\nmetadata:\n  timeout_seconds: 120\n")
+    (root / "events.yaml").write_text("events:\n")
+    monkeypatch.setenv("SWARM_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def ralf(tmp_path):
+    """A copy of the real RALF files, laid out as a Swarmfile workspace would read them."""
+    root = tmp_path / "ralf"
+    shutil.copytree(RALF, root)
+    for name in os.listdir(root / "communications"):
+        shutil.copy(root / "communications" / name, root / name)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _short_lock_timeout(monkeypatch):
+    """Fail fast instead of waiting the production 30 s when a test leaves a lock held."""
+    import config
+
+    monkeypatch.setitem(config.DEFAULTS["timeouts"], "lock_seconds", 5)
+    config._cache.clear()
+    yield
+    config._cache.clear()
