@@ -337,11 +337,17 @@ def load_yaml_text(text: str, path: Optional[PathLike] = None) -> Any:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        if mark is not None:
+            line: Optional[int] = mark.line + 1
+        elif isinstance(getattr(exc, "position", None), int):  # ReaderError: a forbidden character
+            line = text.count("\n", 0, exc.position) + 1
+        else:
+            line = None
         raise ParseError(
             f"does not parse as YAML: {problem}",
             path=path or "<text>",
-            line=mark.line + 1 if mark is not None else None,
+            line=line,
             hint="fix the file by hand; it was not changed",
         ) from None
     except RecursionError:
