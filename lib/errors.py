@@ -12,6 +12,7 @@ Catch ``SwarmError`` to handle anything the runtime raises on purpose::
     │   └── StateLockError  ... the lock of agent-state.yaml
     ├── StateSyncError      agent-state.yaml could not be read or written
     ├── AlreadyClaimed      a task is leased by another agent (holder)
+    ├── NotClaimable        a task is not ready: done, blocked, waiting for a retry
     └── LeaseLost           a lease action presented a token that is no longer current
 
 Every error renders as ``FILE:LINE: what went wrong (what to do)`` so a CLI can print
@@ -35,6 +36,7 @@ __all__ = [
     "StateSyncError",
     "AlreadyClaimed",
     "LeaseLost",
+    "NotClaimable",
 ]
 
 
@@ -118,3 +120,7 @@ class AlreadyClaimed(SwarmError):
 
 class LeaseLost(SwarmError):
     """A holder action used a lease whose token is no longer current."""
+
+
+class NotClaimable(SwarmError):
+    """A task cannot be claimed now: it is finished, blocked or backing off before a retry."""
