@@ -1,0 +1,433 @@
+"""Task leases with fencing tokens: who may work on a task, and until when.
+
+A lease file ``.swarm/claims/<task>.yaml`` is the truth about a claim; the task's
+``**Status:**`` line in the Markdown only mirrors it for people. Every claim of a task gets a
+token one higher than any before it, and every holder action (renew, start, release,
+complete, fail) presents its lease: if the token is no longer current, or the lease has
+expired, the action raises LeaseLost and changes nothing. So a holder that was paused past
+its TTL (SIGSTOP, a laptop lid, a long GC) can never complete a task someone else now owns.
+
+A lease is free again when it expires, or at once when its holder is a dead process on this
+host. Lock order, everywhere: the lease's lock, then the task file's lock.
+
+Lease files are never deleted: the token of the next claim is read from them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import tasks as taskmod
+from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, ValidationError
+from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
+from liveness import dead_reason, my_identity
+
+__all__ = [
+    "Lease",
+    "LeaseState",
+    "claim_task",
+    "claim_next",
+    "ready_tasks",
+    "renew",
+    "start",
+    "release",
+    "complete",
+    "fail",
+    "revoke_unacknowledged",
+    "reap_expired",
+    "get_lease",
+    "list_leases",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class LeaseState(str, Enum):
+    HELD = "held"
+    RELEASED = "released"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One claim of one task; ``token`` grows on every claim of that task."""
+
+    task_id: str
+    agent_id: str
+    token: int
+    acquired_at: str
+    expires_at: str
+    pid: Optional[int] = None
+    host: Optional[str] = None
+    proc_start: Optional[int] = None
+    state: LeaseState = LeaseState.HELD
+    acknowledged_at: Optional[str] = None  # the holder started work (executor ACK)
+    attempts: int = 0  # failed runs of this task so far, across leases
+    not_before: Optional[str] = None  # a failed task waits until then before its retry
+    ended_at: Optional[str] = None
+    error: Optional[str] = None
+    mirror: Optional[dict] = None  # the task-file fields this lease's last change wrote
+    extra: dict = field(default_factory=dict)  # keys this version does not know, kept
+
+    def expired(self, now: Optional[datetime] = None) -> bool:
+        return (now or utc_now()) >= parse_ts(self.expires_at)
+
+    def free_reason(self, now: Optional[datetime] = None) -> Optional[str]:
+        """Why another agent may take this task now, or None while the lease binds."""
+        if self.state is not LeaseState.HELD:
+            return f"lease {self.state.value}"
+        if self.expired(now):
+            return f"lease expired at {self.expires_at}"
+        return dead_reason(self.pid, self.host, self.proc_start)
+
+    def seconds_left(self, now: Optional[datetime] = None) -> float:
+        return (parse_ts(self.expires_at) - (now or utc_now())).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data["state"] = self.state.value
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Optional[Path] = None) -> "Lease":
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        try:
+            values["state"] = LeaseState(values.get("state", "held"))
+            values["token"] = int(values["token"])
+            for key in ("task_id", "agent_id", "acquired_at", "expires_at"):
+                if not isinstance(values[key], str):
+                    raise ValueError(f"{key} must be a string")
+            parse_ts(values["expires_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"malformed lease: {exc}", path=path,
+                                  hint="fix or delete the lease file; the task's claim is unknown") from None
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+
+# ---------------------------------------------------------------------------- the lease table
+# These few functions are the storage of leases; a networked backend would replace only them.
+
+
+def _lease_file(cfg: Config, task_id: str) -> Path:
+    return cfg.runtime_dir / "claims" / f"{task_id}.yaml"
+
+
+def _read(cfg: Config, task_id: str) -> Optional[Lease]:
+    path = _lease_file(cfg, task_id)
+    data = load_yaml_file(path, default=None)
+    if data is None:
+        return None
+    return Lease.from_dict(expect_mapping(data, path, "a lease"), path)
+
+
+def _write(cfg: Config, lease: Lease) -> None:
+    atomic_write(_lease_file(cfg, lease.task_id), dump_yaml(lease.to_dict()))
+
+
+def _lease_lock(cfg: Config, task_id: str):
+    return locked(_lease_file(cfg, task_id), lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout)
+
+
+def get_lease(task_id: str, *, root: Optional[PathLike] = None) -> Optional[Lease]:
+    """The current lease record of a task (held or ended), or None if it was never claimed."""
+    return _read(load_config(root), validate_id(task_id, "task id"))
+
+
+def list_leases(*, root: Optional[PathLike] = None, held_only: bool = False) -> list[Lease]:
+    """All lease records, ordered by task id."""
+    cfg = load_config(root)
+    directory = cfg.runtime_dir / "claims"
+    try:
+        names = sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".yaml"))
+    except FileNotFoundError:
+        return []
+    leases = [lease for lease in (_read(cfg, name) for name in names) if lease is not None]
+    return [lease for lease in leases if lease.state is LeaseState.HELD] if held_only else leases
+
+
+# ---------------------------------------------------------------------------- the task mirror
+
+
+def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None:
+    """Write the lease, then mirror it into the task file.
+
+    The lease is written first because it is the truth. A crash between the two writes
+    leaves the task file showing the previous, runtime-owned status (claimed or
+    in_progress); ``reap_expired`` finds such tasks and writes the lease's mirror again.
+    """
+    _write(cfg, lease)
+    if lease.mirror:
+        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id), lease.mirror, root=cfg.root)
+
+
+def _task_path(cfg: Config, task_id: str) -> Path:
+    task = taskmod.find_task(task_id, root=cfg.root)
+    return task.path
+
+
+# ---------------------------------------------------------------------------- claiming
+
+# The statuses only the runtime writes: a task showing one of them is mirroring a lease.
+_CLAIMABLE_WHEN_FREE = {taskmod.Status.CLAIMED, taskmod.Status.IN_PROGRESS}
+_REQUEUED = {"Status": "pending", "Claimed By": "none"}
+
+
+def claim_task(
+    task_id: str,
+    agent_id: str,
+    ttl: Optional[float] = None,
+    *,
+    root: Optional[PathLike] = None,
+    now: Optional[datetime] = None,
+    pid: Optional[int] = None,
+    host: Optional[str] = None,
+    proc_start: Optional[int] = None,
+    task_path: Optional[Path] = None,
+) -> Lease:
+    """Lease ``task_id`` to ``agent_id`` for ``ttl`` seconds (default: the configured lease TTL).
+
+    The holder process defaults to this one; a planner claiming for an executor passes the
+    executor's pid/host/proc_start. Raises AlreadyClaimed naming the live holder,
+    NotClaimable when the task is not pending (or is backing off), NotFoundError.
+    """
+    cfg = load_config(root)
+    validate_id(task_id, "task id")
+    validate_id(agent_id, "agent id")
+    now = now or utc_now()
+    ttl = cfg.lease_seconds if ttl is None else ttl
+    if pid is None:
+        ident = my_identity()
+        pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
+    path = task_path or _task_path(cfg, task_id)
+    # Lock-free first look: losers of a race skip a freshly claimed task without queueing
+    # on its lock. Safe because lease files are only ever replaced atomically.
+    current = _read(cfg, task_id)
+    if current is not None and current.free_reason(now) is None:
+        raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
+                             task_id=task_id, holder=current.agent_id)
+    with _lease_lock(cfg, task_id):
+        current = _read(cfg, task_id)
+        free = current.free_reason(now) if current is not None else "never claimed"
+        if free is None:
+            raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
+                                 task_id=task_id, holder=current.agent_id)
+        if current is not None and current.not_before and now < parse_ts(current.not_before):
+            raise NotClaimable(f"task {task_id} waits until {current.not_before} before its retry",
+                               task_id=task_id)
+        task = taskmod.load_task(path, use_cache=False)
+        taken_over = current is not None and current.state is LeaseState.HELD
+        if not (task.status is taskmod.Status.PENDING or (taken_over and task.status in _CLAIMABLE_WHEN_FREE)):
+            raise NotClaimable(f"task {task_id} is {task.status_text!r}, not pending", task_id=task_id,
+                               path=path, hint="set **Status:** pending to make it claimable")
+        lease = Lease(
+            task_id=task_id, agent_id=agent_id, token=(current.token if current else 0) + 1,
+            acquired_at=format_ts(now), expires_at=format_ts(in_seconds(ttl, now)),
+            pid=pid, host=host, proc_start=proc_start,
+            attempts=current.attempts if current else 0,
+            mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
+            extra=current.extra if current else {},
+        )
+        _commit(cfg, lease, path)
+        return lease
+
+
+def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
+    """Pending tasks whose dependencies are completed and that have no open sub-tasks, in claim order.
+
+    Order: priority (critical > high > medium > low, or a number: higher first), then oldest
+    first (FIFO within a priority), then task id.
+    """
+    cfg = load_config(root)
+    every = taskmod.list_tasks(root=cfg.root, include_completed=True)
+    status_of = {t.task_id: t.status for t in every}
+    open_children: set[str] = {t.parent for t in every if t.parent and t.status is not taskmod.Status.COMPLETED}
+    ready = [
+        t for t in every
+        if t.status is taskmod.Status.PENDING
+        and t.path.parent == cfg.tasks_active
+        and t.task_id not in open_children
+        and all(status_of.get(dep) is taskmod.Status.COMPLETED for dep in t.depends_on)
+    ]
+    ready.sort(key=taskmod.ready_order_key)
+    return ready
+
+
+def claim_next(
+    agent_id: str,
+    ttl: Optional[float] = None,
+    *,
+    root: Optional[PathLike] = None,
+    now: Optional[datetime] = None,
+    skip: Iterable[str] = (),
+    pid: Optional[int] = None,
+    host: Optional[str] = None,
+    proc_start: Optional[int] = None,
+) -> Optional[Lease]:
+    """Lease the first ready task (see ``ready_tasks``) to ``agent_id``, or None if none is free."""
+    skipped = set(skip)
+    for task in ready_tasks(root=root):
+        if task.task_id in skipped:
+            continue
+        try:
+            return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
+                              proc_start=proc_start, task_path=task.path)
+        except (AlreadyClaimed, NotClaimable, NotFoundError):
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------- holder actions
+
+
+def _current(cfg: Config, lease: Lease, now: datetime, action: str) -> Lease:
+    """The stored lease, if ``lease`` is still the live one; LeaseLost otherwise."""
+    stored = _read(cfg, lease.task_id)
+    if stored is None or stored.token != lease.token or stored.agent_id != lease.agent_id:
+        holder = f"{stored.agent_id} (token {stored.token})" if stored else "nobody"
+        raise LeaseLost(f"cannot {action} task {lease.task_id}: token {lease.token} is stale, "
+                        f"the task is now with {holder}", task_id=lease.task_id,
+                        holder=stored.agent_id if stored else None)
+    if stored.state is not LeaseState.HELD:
+        raise LeaseLost(f"cannot {action} task {lease.task_id}: lease was already {stored.state.value}",
+                        task_id=lease.task_id)
+    if stored.expired(now):
+        raise LeaseLost(f"cannot {action} task {lease.task_id}: lease expired at {stored.expires_at}",
+                        task_id=lease.task_id, hint="renew leases well before they expire")
+    return stored
+
+
+def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike] = None,
+          now: Optional[datetime] = None) -> Lease:
+    """Extend a live lease by ``ttl`` seconds from now; LeaseLost if it is no longer current."""
+    cfg = load_config(root)
+    now = now or utc_now()
+    with _lease_lock(cfg, lease.task_id):
+        stored = _current(cfg, lease, now, "renew")
+        renewed = replace(stored, expires_at=format_ts(in_seconds(cfg.lease_seconds if ttl is None else ttl, now)))
+        _write(cfg, renewed)
+        return renewed
+
+
+def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
+    """The holder acknowledges the task and starts work: the task shows ``in_progress``."""
+    cfg = load_config(root)
+    now = now or utc_now()
+    with _lease_lock(cfg, lease.task_id):
+        stored = _current(cfg, lease, now, "start")
+        started = replace(stored, acknowledged_at=format_ts(now),
+                          mirror={**(stored.mirror or {}), "Status": taskmod.Status.IN_PROGRESS.value})
+        _commit(cfg, started)
+        return started
+
+
+def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optional[datetime],
+         action: str, task_fields: dict[str, str], **changes: Any) -> Lease:
+    cfg = load_config(root)
+    now = now or utc_now()
+    with _lease_lock(cfg, lease.task_id):
+        stored = _current(cfg, lease, now, action)
+        ended = replace(stored, state=state, ended_at=format_ts(now), mirror=task_fields, **changes)
+        _commit(cfg, ended)
+        return ended
+
+
+def release(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
+    """Give the task back unfinished: it is pending again for anyone."""
+    return _end(lease, LeaseState.RELEASED, root, now, "release", dict(_REQUEUED))
+
+
+def complete(lease: Lease, result: Any = None, *, root: Optional[PathLike] = None,
+             now: Optional[datetime] = None) -> Lease:
+    """Mark the task completed by the lease holder; refused (LeaseLost) with a stale lease."""
+    moment = format_ts(now or utc_now())
+    extra = dict(lease.extra)
+    if result is not None:
+        extra["result"] = result
+    return _end(lease, LeaseState.COMPLETED, root, now, "complete",
+                {"Status": taskmod.Status.COMPLETED.value, "Completed": moment}, extra=extra)
+
+
+def fail(lease: Lease, error: str = "", *, max_attempts: int = 1, retry_after: float = 0.0,
+         root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
+    """Record a failed run; the task is retried after ``retry_after`` seconds, or blocked.
+
+    After ``max_attempts`` failed runs in all the task is marked ``blocked`` for a person to
+    look at; before that it is pending again but no one may claim it before ``not_before``.
+    """
+    now = now or utc_now()
+    attempts = lease.attempts + 1
+    if attempts >= max_attempts:
+        task_fields = {"Status": taskmod.Status.BLOCKED.value, "Claimed By": "none"}
+        not_before = None
+    else:
+        task_fields = {"Status": taskmod.Status.PENDING.value, "Claimed By": "none"}
+        not_before = format_ts(in_seconds(retry_after, now)) if retry_after > 0 else None
+    return _end(lease, LeaseState.FAILED, root, now, "fail", task_fields,
+                attempts=attempts, not_before=not_before, error=str(error)[:500])
+
+
+def revoke_unacknowledged(lease: Lease, *, root: Optional[PathLike] = None,
+                          now: Optional[datetime] = None) -> Lease:
+    """Take back a lease a planner assigned but its executor never acknowledged.
+
+    LeaseLost if the executor acknowledged in the meantime (or the lease moved on): the
+    check and the release happen under the same lock as the executor's ``start``.
+    """
+    cfg = load_config(root)
+    now = now or utc_now()
+    with _lease_lock(cfg, lease.task_id):
+        stored = _read(cfg, lease.task_id)
+        if (stored is None or stored.token != lease.token or stored.state is not LeaseState.HELD
+                or stored.acknowledged_at is not None):
+            raise LeaseLost(f"cannot revoke task {lease.task_id}: it was acknowledged or moved on",
+                            task_id=lease.task_id)
+        revoked = replace(stored, state=LeaseState.RELEASED, ended_at=format_ts(now), error="not acknowledged",
+                          mirror=_REQUEUED)
+        _commit(cfg, revoked)
+        return revoked
+
+
+def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = None) -> list[tuple[Lease, str]]:
+    """Requeue every task whose lease expired or whose holder died; repair crash-torn mirrors.
+
+    Looks at the tasks whose file shows a runtime-owned status (claimed, in_progress). A live
+    lease is left alone; an expired one, or one held by a dead process, ends as ``expired``
+    and its task is pending again; a lease that already ended (its holder died between
+    writing the lease and its task file) has its mirror written again. Returns each lease
+    changed or repaired with the reason. Tokens are kept, so the next claim outranks the old.
+    """
+    cfg = load_config(root)
+    now = now or utc_now()
+    changed = []
+    candidates = [t for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+                  if t.status in _CLAIMABLE_WHEN_FREE]
+    for task in candidates:
+        seen = _read(cfg, task.task_id)
+        if seen is None or seen.free_reason(now) is None:
+            continue  # live, or claimed by hand without a lease: not ours to undo
+        with _lease_lock(cfg, task.task_id):
+            stored = _read(cfg, task.task_id)
+            reason = stored.free_reason(now) if stored is not None else None
+            if stored is None or reason is None:
+                continue
+            if stored.state is LeaseState.HELD:
+                stored = replace(stored, state=LeaseState.EXPIRED, ended_at=format_ts(now), error=reason,
+                                 mirror=dict(_REQUEUED))
+                _write(cfg, stored)
+            else:
+                reason = f"repaired the task status after a crash ({reason})"
+            fresh = taskmod.load_task(task.path, use_cache=False)
+            if fresh.status in _CLAIMABLE_WHEN_FREE and stored.mirror:
+                taskmod.set_fields(task.path, stored.mirror, root=cfg.root)
+            changed.append((stored, reason))
+    return changed

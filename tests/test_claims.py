@@ -1,0 +1,361 @@
+"""claims: leases with fencing tokens, ready order, expiry, dead holders, real-process races."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+
+import claims
+import tasks
+from claims import LeaseState
+from config import HOSTNAME, load_config, utc_now
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
+from procs import run_together
+
+
+def make_task(root, task_id, priority="medium", created="2026-01-01T00:00:00Z", **parts):
+    return tasks.new_task_file(task_id, f"Task {task_id}", root, priority=priority, created=created, **parts)
+
+
+def status_of(root, task_id):
+    return tasks.find_task(task_id, root).status
+
+
+def test_claim_mirrors_status_and_refuses_second_claimer(workspace):
+    make_task(workspace, "T-1")
+    lease = claims.claim_task("T-1", "executor-1")
+    assert (lease.token, lease.agent_id, lease.pid, lease.host) == (1, "executor-1", os.getpid(), HOSTNAME)
+    task = tasks.find_task("T-1", workspace)
+    assert task.status is tasks.Status.CLAIMED
+    assert task.field("Claimed By") == "executor-1"
+    with pytest.raises(AlreadyClaimed) as info:
+        claims.claim_task("T-1", "executor-2")
+    assert info.value.holder == "executor-1"
+    assert "held by executor-1" in str(info.value)
+
+
+def test_token_grows_and_stale_token_changes_nothing(workspace):
+    make_task(workspace, "T-1")
+    first = claims.claim_task("T-1", "executor-1")
+    claims.release(first)
+    assert status_of(workspace, "T-1") is tasks.Status.PENDING
+    second = claims.claim_task("T-1", "executor-2")
+    assert second.token == first.token + 1
+    lease_file = workspace / ".swarm" / "claims" / "T-1.yaml"
+    task_file = tasks.find_task("T-1", workspace).path
+    before = (lease_file.read_bytes(), task_file.read_bytes())
+    for action in (claims.renew, claims.release, claims.complete, claims.fail, claims.start):
+        with pytest.raises(LeaseLost, match="token 1 is stale"):
+            action(first)
+    assert (lease_file.read_bytes(), task_file.read_bytes()) == before
+    done = claims.complete(second, result="ok")
+    assert done.state is LeaseState.COMPLETED and done.extra["result"] == "ok"
+    assert status_of(workspace, "T-1") is tasks.Status.COMPLETED
+    with pytest.raises(LeaseLost, match="already completed"):
+        claims.complete(second)
+    with pytest.raises(NotClaimable, match="not pending"):
+        claims.claim_task("T-1", "executor-3")
+
+
+def test_expired_lease_is_taken_over_and_old_holder_refused(workspace):
+    make_task(workspace, "T-1")
+    now = utc_now()
+    old = claims.claim_task("T-1", "executor-1", ttl=60, now=now)
+    with pytest.raises(AlreadyClaimed):
+        claims.claim_task("T-1", "executor-2", now=now + timedelta(seconds=59))
+    later = now + timedelta(seconds=61)
+    with pytest.raises(LeaseLost, match="expired"):
+        claims.renew(old, now=later)
+    new = claims.claim_task("T-1", "executor-2", now=later)
+    assert new.token == 2
+    with pytest.raises(LeaseLost):
+        claims.complete(old, now=later)
+    claims.complete(new, now=later)
+
+
+def test_renew_extends_the_lease(workspace):
+    make_task(workspace, "T-1")
+    now = utc_now()
+    lease = claims.claim_task("T-1", "executor-1", ttl=60, now=now)
+    renewed = claims.renew(lease, ttl=60, now=now + timedelta(seconds=50))
+    assert renewed.token == lease.token
+    with pytest.raises(AlreadyClaimed):
+        claims.claim_task("T-1", "executor-2", now=now + timedelta(seconds=100))
+    claims.complete(renewed, now=now + timedelta(seconds=100))
+
+
+def test_dead_holder_frees_the_task_at_once(workspace):
+    make_task(workspace, "T-1")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    claims.claim_task("T-1", "executor-1", ttl=3600, pid=child.pid, host=HOSTNAME)
+    lease = claims.claim_task("T-1", "executor-2")
+    assert lease.token == 2 and lease.agent_id == "executor-2"
+
+
+def test_holder_on_another_host_binds_until_expiry(workspace):
+    make_task(workspace, "T-1")
+    claims.claim_task("T-1", "remote-1", ttl=3600, pid=1, host="elsewhere")
+    with pytest.raises(AlreadyClaimed):
+        claims.claim_task("T-1", "executor-2")
+
+
+def test_ready_order_priority_then_fifo_then_dependencies(workspace):
+    make_task(workspace, "LOW-1", priority="low", created="2026-01-01T00:00:00Z")
+    make_task(workspace, "HIGH-NEW", priority="high", created="2026-01-03T00:00:00Z")
+    make_task(workspace, "HIGH-OLD", priority="HIGH", created="2026-01-02T00:00:00Z")
+    make_task(workspace, "CRIT-1", priority="critical", created="2026-01-05T00:00:00Z")
+    make_task(workspace, "DEP-1", priority="critical", depends_on=["LOW-1"])
+    make_task(workspace, "NUM-1", priority="7")
+    assert [t.task_id for t in claims.ready_tasks()] == ["NUM-1", "CRIT-1", "HIGH-OLD", "HIGH-NEW", "LOW-1"]
+    order = []
+    while (lease := claims.claim_next("executor-1")) is not None:
+        order.append(lease.task_id)
+        claims.complete(lease)
+    assert order == ["NUM-1", "CRIT-1", "HIGH-OLD", "HIGH-NEW", "LOW-1", "DEP-1"]
+
+
+def test_parent_with_open_subtasks_is_not_ready(workspace):
+    make_task(workspace, "P-1", priority="high")
+    make_task(workspace, "P-1-SUB1", fields={"Parent Task": "P-1"})
+    assert [t.task_id for t in claims.ready_tasks()] == ["P-1-SUB1"]
+    claims.complete(claims.claim_task("P-1-SUB1", "e"))
+    assert [t.task_id for t in claims.ready_tasks()] == ["P-1"]
+
+
+def test_dependency_in_completed_dir_counts(workspace):
+    make_task(workspace, "A-1")
+    make_task(workspace, "B-1", depends_on=["A-1"])
+    claims.complete(claims.claim_task("A-1", "e"))
+    tasks.move_to_completed("A-1", workspace)
+    assert [t.task_id for t in claims.ready_tasks()] == ["B-1"]
+
+
+def test_fail_retries_with_backoff_then_blocks(workspace):
+    make_task(workspace, "T-1")
+    now = utc_now()
+    lease = claims.claim_task("T-1", "e", now=now)
+    failed = claims.fail(lease, "boom", max_attempts=2, retry_after=30, now=now)
+    assert failed.attempts == 1 and failed.error == "boom"
+    assert status_of(workspace, "T-1") is tasks.Status.PENDING
+    with pytest.raises(NotClaimable, match="before its retry"):
+        claims.claim_task("T-1", "e", now=now + timedelta(seconds=10))
+    assert claims.claim_next("e", now=now + timedelta(seconds=10)) is None
+    again = claims.claim_next("e", now=now + timedelta(seconds=31))
+    assert again.task_id == "T-1" and again.attempts == 1 and again.token == 2
+    claims.fail(again, "boom again", max_attempts=2, now=now + timedelta(seconds=31))
+    assert status_of(workspace, "T-1") is tasks.Status.BLOCKED
+    assert claims.claim_next("e", now=now + timedelta(hours=1)) is None
+
+
+def test_reap_expired_requeues(workspace):
+    make_task(workspace, "T-1")
+    make_task(workspace, "T-2")
+    now = utc_now()
+    stale = claims.claim_task("T-1", "e1", ttl=10, now=now)
+    claims.start(stale, now=now)
+    claims.claim_task("T-2", "e2", ttl=1000, now=now)
+    reaped = claims.reap_expired(now=now + timedelta(seconds=11))
+    assert [(lease.task_id, lease.state) for lease, _ in reaped] == [("T-1", LeaseState.EXPIRED)]
+    assert "expired" in reaped[0][1]
+    assert status_of(workspace, "T-1") is tasks.Status.PENDING
+    assert status_of(workspace, "T-2") is tasks.Status.CLAIMED
+    assert claims.reap_expired(now=now + timedelta(seconds=11)) == []
+    with pytest.raises(LeaseLost):
+        claims.complete(stale, now=now + timedelta(seconds=11))
+
+
+def test_revoke_unacknowledged_races_start_under_one_lock(workspace):
+    make_task(workspace, "T-1")
+    make_task(workspace, "T-2")
+    assigned = claims.claim_task("T-1", "executor-1")
+    claims.revoke_unacknowledged(assigned)
+    assert status_of(workspace, "T-1") is tasks.Status.PENDING
+    with pytest.raises(LeaseLost):
+        claims.start(assigned)
+    acked = claims.start(claims.claim_task("T-2", "executor-1"))
+    assert status_of(workspace, "T-2") is tasks.Status.IN_PROGRESS
+    with pytest.raises(LeaseLost, match="acknowledged"):
+        claims.revoke_unacknowledged(acked)
+
+
+def test_operator_edits_survive_status_mirroring(workspace):
+    path = make_task(workspace, "T-1", criteria=["one", "two"])
+    text = path.read_text().replace("- [ ] two", "- [x] two\n\nOperator note: keep this.")
+    path.write_text(text)
+    lease = claims.claim_task("T-1", "e")
+    claims.complete(lease)
+    after = path.read_text()
+    assert "Operator note: keep this." in after and "- [x] two" in after
+    assert "**Status:** completed" in after
+
+
+def test_unknown_task_and_bad_ids(workspace):
+    with pytest.raises(NotFoundError):
+        claims.claim_task("NOPE-1", "e")
+    with pytest.raises(Exception, match="invalid task id"):
+        claims.claim_task("../../etc", "e")
+    with pytest.raises(Exception, match="invalid agent id"):
+        claims.claim_task("T-1", "a/b")
+
+
+def test_corrupt_lease_file_fails_closed(workspace):
+    make_task(workspace, "T-1")
+    lease_file = workspace / ".swarm" / "claims" / "T-1.yaml"
+    lease_file.parent.mkdir(parents=True)
+    lease_file.write_text("task_id: T-1\ntoken: [\n")
+    with pytest.raises(Exception, match=r"T-1.yaml:\d+: does not parse"):
+        claims.claim_task("T-1", "e")
+    assert lease_file.read_text() == "task_id: T-1\ntoken: [\n"
+
+
+# ---------------------------------------------------------------------------- real processes
+
+
+def _claim_all(root, agent_id):
+    os.environ["SWARM_ROOT"] = root
+    got = []
+    while (lease := claims.claim_next(agent_id)) is not None:
+        got.append((lease.task_id, lease.token))
+    return got
+
+
+def _many_tasks(root, count):
+    active = root / "tasks" / "active"
+    for n in range(count):
+        (active / f"T-{n:05d}.md").write_text(
+            f"# T-{n:05d}: task {n}\n\n**Priority:** {['low', 'medium', 'high'][n % 3]}\n**Status:** pending\n"
+            f"**Created:** 2026-01-01T00:00:{n % 60:02d}Z\n")
+
+
+def test_eight_processes_claim_each_task_exactly_once(workspace):
+    count = int(os.environ.get("SWARM_CLAIM_RACE_TASKS", "300"))
+    _many_tasks(workspace, count)
+    results = run_together(_claim_all, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=600)
+    claimed = [task for got in results for task, _ in got]
+    assert len(claimed) == count and len(set(claimed)) == count
+    assert all(token == 1 for got in results for _, token in got)
+    assert sum(1 for got in results if got) > 1, "the race had more than one winner overall"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SWARM_LONG_TESTS"), reason="set SWARM_LONG_TESTS=1")
+def test_eight_processes_over_two_thousand_tasks(workspace):
+    _many_tasks(workspace, 2000)
+    results = run_together(_claim_all, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=1200)
+    claimed = [task for got in results for task, _ in got]
+    assert len(claimed) == 2000 and len(set(claimed)) == 2000
+
+
+WORKER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import claims, fileio
+from config import load_config
+agent = sys.argv[2]
+cfg = load_config()
+record = cfg.root / "completions.log"
+while True:
+    claims.reap_expired()
+    lease = claims.claim_next(agent, ttl=30)
+    if lease is None:
+        break
+    claims.complete(lease)
+    fileio.append_line(record, f"{lease.task_id} {lease.token} {agent}", lock_dir=cfg.lock_dir)
+"""
+
+
+def test_kill_nine_claimers_every_task_completed_exactly_once(workspace, tmp_path):
+    count = 150
+    _many_tasks(workspace, count)
+    lib = os.path.join(os.path.dirname(__file__), "..", "lib")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    rng = random.Random(7)
+    env = dict(os.environ, SWARM_ROOT=str(workspace))
+    spawned = 0
+    procs: list[subprocess.Popen] = []
+    try:
+        for round_ in range(30):
+            procs = [p for p in procs if p.poll() is None]
+            while len(procs) < 4:
+                procs.append(subprocess.Popen([sys.executable, str(script), lib, f"w-{spawned}"], env=env))
+                spawned += 1
+            victim = rng.choice(procs)
+            time.sleep(rng.uniform(0.01, 0.08))  # a random moment in the victim's work, by design
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+        # The survivors and one last worker finish the queue, reaping what the dead held.
+        procs.append(subprocess.Popen([sys.executable, str(script), lib, "finisher"], env=env))
+        for proc in procs:
+            assert proc.wait(timeout=300) in (0, -signal.SIGKILL)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for n in range(count):
+        lease = claims.get_lease(f"T-{n:05d}")
+        assert lease is not None and lease.state is LeaseState.COMPLETED, (n, lease)
+        assert status_of(workspace, f"T-{n:05d}") is tasks.Status.COMPLETED
+    recorded = [line.split()[0] for line in (workspace / "completions.log").read_text().splitlines()]
+    assert len(recorded) == len(set(recorded)), "no task was completed twice"
+
+
+SLEEPER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import claims
+from errors import LeaseLost
+lease = claims.claim_task("T-1", "sleepy", ttl=float(sys.argv[2]))
+print("claimed", lease.token, flush=True)
+sys.stdin.readline()          # the parent stops us here with SIGSTOP, then resumes us
+try:
+    claims.complete(lease)
+    print("completed", flush=True)
+except LeaseLost as exc:
+    print("refused", exc, flush=True)
+"""
+
+
+def test_sigstopped_holder_past_ttl_is_refused(workspace, tmp_path):
+    make_task(workspace, "T-1")
+    lib = os.path.join(os.path.dirname(__file__), "..", "lib")
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    ttl = 1.0
+    proc = subprocess.Popen([sys.executable, str(script), lib, str(ttl)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, SWARM_ROOT=str(workspace)))
+    try:
+        assert proc.stdout.readline().split() == ["claimed", "1"]
+        proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while True:  # the lease binds until its TTL has passed; then exactly one takeover
+            try:
+                lease = claims.claim_task("T-1", "awake")
+                break
+            except AlreadyClaimed:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert lease.token == 2
+        proc.send_signal(signal.SIGCONT)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        reply = proc.stdout.readline()
+        assert reply.startswith("refused"), reply
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+    assert claims.get_lease("T-1").agent_id == "awake"
+    claims.complete(lease)
