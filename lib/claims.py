@@ -43,6 +43,9 @@ __all__ = [
     "reap_expired",
     "get_lease",
     "list_leases",
+    "assign",
+    "assignment_for",
+    "clear_assignment",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -341,9 +344,13 @@ def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optiona
         return ended
 
 
-def release(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
-    """Give the task back unfinished: it is pending again for anyone."""
-    return _end(lease, LeaseState.RELEASED, root, now, "release", dict(_REQUEUED))
+def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = None,
+            root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
+    """Give the task back unfinished: it is pending again, for anyone after ``retry_after`` seconds."""
+    now = now or utc_now()
+    not_before = format_ts(in_seconds(retry_after, now)) if retry_after > 0 else None
+    return _end(lease, LeaseState.RELEASED, root, now, "release", dict(_REQUEUED),
+                not_before=not_before, error=reason)
 
 
 def complete(lease: Lease, result: Any = None, *, root: Optional[PathLike] = None,
@@ -431,3 +438,45 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
                 taskmod.set_fields(task.path, stored.mirror, root=cfg.root)
             changed.append((stored, reason))
     return changed
+
+
+# ---------------------------------------------------------------------------- planner assignments
+# A planner that dispatches first claims the task FOR the executor (so no one else can take
+# it), then leaves the lease here for the executor to pick up and acknowledge (``start``).
+
+
+def _assignment_file(cfg: Config, agent_id: str) -> Path:
+    return cfg.runtime_dir / "assignments" / f"{validate_id(agent_id, 'agent id')}.yaml"
+
+
+def assign(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> None:
+    """Hand ``lease`` (claimed for its agent) to that agent's next look for work."""
+    cfg = load_config(root)
+    record = {**lease.to_dict(), "assigned_at": format_ts(now or utc_now())}
+    path = _assignment_file(cfg, lease.agent_id)
+    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        atomic_write(path, dump_yaml(record))
+
+
+def assignment_for(agent_id: str, *, root: Optional[PathLike] = None) -> Optional[tuple[Lease, str]]:
+    """The lease assigned to ``agent_id`` and when it was assigned, or None."""
+    cfg = load_config(root)
+    path = _assignment_file(cfg, agent_id)
+    data = load_yaml_file(path, default=None)
+    if data is None:
+        return None
+    data = dict(expect_mapping(data, path, "an assignment"))
+    assigned_at = str(data.pop("assigned_at", "") or "")
+    return Lease.from_dict(data, path), assigned_at
+
+
+def clear_assignment(agent_id: str, token: Optional[int] = None, *, root: Optional[PathLike] = None) -> bool:
+    """Remove the assignment of ``agent_id`` (only if it still carries ``token``, when given)."""
+    cfg = load_config(root)
+    path = _assignment_file(cfg, agent_id)
+    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        found = assignment_for(agent_id, root=cfg.root)
+        if found is None or (token is not None and found[0].token != token):
+            return False
+        path.unlink()
+        return True

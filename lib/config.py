@@ -78,6 +78,21 @@ DEFAULTS: dict[str, Any] = {
     "state": {
         "stale_seconds": 600,  # cleanup_stale drops agent states not updated for this long
     },
+    "executor": {
+        "max_attempts": 3,  # failed runs of one task before it is marked blocked
+        "backoff_seconds": 5,  # wait before the first retry; doubles on every further failure
+        "run_timeout_seconds": 3600,  # an agent run longer than this is killed and counts as failed
+        "poll_seconds": 5,  # idle wait between looks for ready work
+        "wait_retry_seconds": 60,  # a task whose agent said [WAIT] or [HELP] is retried after this
+    },
+    "planner": {
+        "interval_seconds": 10,  # one planning round every this many seconds
+        "ack_timeout_seconds": 30,  # an assignment not acknowledged by its executor in time goes back
+        "min_executors_to_split": 2,  # split parallelizable tasks only with this many active executors
+    },
+    "agents": {
+        "presets": {},  # name: command template, adding to or overriding the built-in presets
+    },
 }
 
 # Ids reach file names (leases, sub-task files, lock files): nothing that can climb a path.

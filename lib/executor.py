@@ -1,0 +1,298 @@
+"""The executor loop: claim ready tasks one at a time and run an agent CLI on each.
+
+    python lib/executor.py --agent-id executor-1 --agent claude
+    python lib/executor.py --agent-id executor-2 --command 'my-agent {task_file}' --once
+
+An executor registers in heartbeat.yaml and keeps beating from a background thread, which
+also renews the lease of the task in hand. It takes work a planner assigned to it first,
+else claims the next ready task itself; appends ``started``, runs the agent (output kept in
+``.swarm/runs/<task>/<attempt>.log``), then ``completed`` (and moves the task to
+tasks/completed/) or ``failed`` (retried with exponential backoff, then ``blocked``).
+SIGINT/SIGTERM stop it cleanly: the agent is stopped, the lease released, the agent
+deregistered. If its lease is lost (it was paused past the TTL and someone else took the
+task) it stops the agent and touches nothing of that task.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import agent_discovery
+import agents
+import claims
+import events
+import tasks
+from cli import EXIT_OK, fail, parser, run
+from config import Config, format_ts, load_config, validate_id
+from errors import LeaseLost, SwarmError
+
+__all__ = ["Executor", "main"]
+
+
+def _git_dirty_files(workdir: Path) -> Optional[set[str]]:
+    """Paths git sees as changed or new under ``workdir``, or None outside a git repository."""
+    try:
+        out = subprocess.run(["git", "-C", str(workdir), "status", "--porcelain", "-z", "--untracked-files=all"],
+                             capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    entries = out.stdout.decode("utf-8", "replace").split("\0")
+    return {entry[3:] for entry in entries if len(entry) > 3 and not entry[3:].startswith(".swarm/")}
+
+
+class Executor:
+    """One executor agent: its identity, its agent command and the loop around them."""
+
+    def __init__(self, agent_id: str, command: agents.AgentCommand, *, root: Optional[str] = None,
+                 once: bool = False, max_tasks: Optional[int] = None, poll: Optional[float] = None,
+                 ttl: Optional[float] = None, run_timeout: Optional[float] = None,
+                 max_attempts: Optional[int] = None, backoff: Optional[float] = None,
+                 use_worktree: bool = False) -> None:
+        self.agent_id = validate_id(agent_id, "agent id")
+        self.cfg: Config = load_config(root)
+        setting = self.cfg.settings["executor"]
+        self.command = command
+        self.once = once
+        self.max_tasks = max_tasks
+        self.poll = float(setting["poll_seconds"] if poll is None else poll)
+        self.ttl = float(self.cfg.lease_seconds if ttl is None else ttl)
+        self.run_timeout = float(setting["run_timeout_seconds"] if run_timeout is None else run_timeout)
+        self.max_attempts = int(setting["max_attempts"] if max_attempts is None else max_attempts)
+        self.backoff = float(setting["backoff_seconds"] if backoff is None else backoff)
+        self.wait_retry = float(setting["wait_retry_seconds"])
+        self.use_worktree = use_worktree
+        self.stop = threading.Event()
+        self.done = 0
+        self._lease: Optional[claims.Lease] = None
+        self._lease_lock = threading.Lock()
+        self._lost = threading.Event()
+        self._agent: Optional[agents.AgentProcess] = None
+        self._beater: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    def run(self) -> int:
+        """Work until stopped, out of work (``--once``) or past ``--max-tasks``; returns an exit code."""
+        root = self.cfg.root
+        agent_discovery.register_agent(self.agent_id, role="executor", root=root, current_action="idle",
+                                       agent_command=self.command.name)
+        events.append_event("registered", self.agent_id, root=root, role="executor", command=self.command.name)
+        self._beater = threading.Thread(target=self._beat, name=f"{self.agent_id}-heartbeat", daemon=True)
+        self._beater.start()
+        try:
+            while not self.stop.is_set():
+                if self.max_tasks is not None and self.done >= self.max_tasks:
+                    break
+                lease = self._next_lease()
+                if lease is None:
+                    if self.once:
+                        break
+                    self.stop.wait(self.poll)
+                    continue
+                self._work(lease)
+        finally:
+            self._shutdown()
+        return EXIT_OK
+
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        """Signal handler: stop the loop and the running agent; the loop cleans up."""
+        self.stop.set()
+        if self._agent is not None:
+            self._agent.cancelled = True
+            self._agent._signal(signal.SIGTERM)  # no waiting inside a signal handler
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        with self._lease_lock:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                claims.release(lease, reason="executor stopped", root=self.cfg.root)
+                events.append_event("released", self.agent_id, lease.task_id, root=self.cfg.root,
+                                    reason="executor stopped", token=lease.token)
+            except LeaseLost:
+                pass
+        if self._beater is not None:
+            self._beater.join(timeout=10)
+        agent_discovery.deregister_agent(self.agent_id, root=self.cfg.root)
+        events.append_event("stopped", self.agent_id, root=self.cfg.root, tasks_done=self.done)
+
+    def _beat(self) -> None:
+        """Heartbeat and lease renewal, every third of the shorter of TTL and heartbeat timeout."""
+        interval = max(0.05, min(self.ttl, self.cfg.heartbeat_timeout) / 3)
+        while not self.stop.wait(interval):
+            with self._lease_lock:
+                lease = self._lease
+                if lease is not None:
+                    try:
+                        self._lease = claims.renew(lease, self.ttl, root=self.cfg.root)
+                    except LeaseLost as exc:
+                        self._lease = None
+                        self._lost.set()
+                        if self._agent is not None:
+                            self._agent.terminate(grace=2)
+                        self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
+                    except SwarmError:
+                        pass  # a slow disk or a held lock: try again next beat, well before expiry
+            try:
+                agent_discovery.heartbeat(self.agent_id, current_task=lease.task_id if lease else None,
+                                          current_action="executing" if lease else "idle", root=self.cfg.root)
+            except SwarmError:
+                pass
+
+    # ------------------------------------------------------------------ one task
+
+    def _next_lease(self) -> Optional[claims.Lease]:
+        found = claims.assignment_for(self.agent_id, root=self.cfg.root)
+        if found is not None:
+            lease, _ = found
+            claims.clear_assignment(self.agent_id, lease.token, root=self.cfg.root)
+            try:
+                lease = claims.start(lease, root=self.cfg.root)
+            except LeaseLost:
+                return None  # taken back before we acknowledged: look again
+            self._event("acknowledged", lease.task_id, token=lease.token)
+            return lease
+        lease = claims.claim_next(self.agent_id, self.ttl, root=self.cfg.root)
+        if lease is None:
+            return None
+        try:
+            return claims.start(lease, root=self.cfg.root)
+        except LeaseLost:
+            return None
+
+    def _event(self, kind: str, task_id: Optional[str], **data: Any) -> None:
+        events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **data)
+
+    def _work(self, lease: claims.Lease) -> None:
+        root = self.cfg.root
+        attempt = lease.attempts + 1
+        self._lost.clear()
+        with self._lease_lock:
+            self._lease = lease
+        task = tasks.find_task(lease.task_id, root)
+        workdir = root
+        log_path = self.cfg.runtime_dir / "runs" / lease.task_id / f"{attempt}.log"
+        before = _git_dirty_files(workdir)
+        self._event("started", lease.task_id, token=lease.token, attempt=attempt, title=task.title,
+                    log=str(log_path.relative_to(root)) if log_path.is_relative_to(root) else str(log_path))
+        try:
+            self._agent = agents.start_agent(self.command, task_id=lease.task_id, task_file=task.path,
+                                             agent_id=self.agent_id, root=root, workdir=workdir, log_path=log_path)
+        except SwarmError as exc:
+            self._finish_failed(attempt, str(exc), None, 0.0)
+            return
+        if self.stop.is_set():  # a signal arrived while the agent was starting
+            self._agent.cancelled = True
+            self._agent._signal(signal.SIGTERM)
+        result = self._agent.wait(self.run_timeout)
+        self._agent = None
+        after = _git_dirty_files(workdir)
+        changed = sorted(after - before) if before is not None and after is not None else None
+        if self._lost.is_set():
+            return  # someone else owns the task now; its files are theirs to judge
+        outcome = result.outcome
+        if outcome is agents.Outcome.DONE:
+            self._finish_done(attempt, result, changed)
+        elif outcome is agents.Outcome.CANCELLED:
+            pass  # _shutdown releases the lease
+        elif outcome in (agents.Outcome.WAITING, agents.Outcome.HELP):
+            self._finish_paused(attempt, result)
+        else:
+            self._finish_failed(attempt, result.reason, result.exit_code, result.duration, result.output_tail)
+
+    def _take_lease(self) -> Optional[claims.Lease]:
+        with self._lease_lock:
+            lease, self._lease = self._lease, None
+        return lease
+
+    def _finish_done(self, attempt: int, result: agents.AgentResult, changed: Optional[list[str]]) -> None:
+        lease = self._take_lease()
+        if lease is None:
+            return
+        try:
+            claims.complete(lease, result={"exit_code": result.exit_code, "duration_seconds": round(result.duration, 3)},
+                            root=self.cfg.root)
+        except LeaseLost as exc:
+            self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
+            return
+        tasks.move_to_completed(lease.task_id, self.cfg.root)
+        self.done += 1
+        data: dict[str, Any] = {"duration_seconds": round(result.duration, 3), "exit_code": result.exit_code,
+                                "attempt": attempt, "token": lease.token}
+        if changed is not None:
+            data["files_modified"] = changed
+        self._event("completed", lease.task_id, **data)
+
+    def _finish_failed(self, attempt: int, reason: str, exit_code: Optional[int], duration: float,
+                       output_tail: str = "") -> None:
+        lease = self._take_lease()
+        if lease is None:
+            return
+        retry_after = self.backoff * (2 ** (attempt - 1))
+        try:
+            ended = claims.fail(lease, reason, max_attempts=self.max_attempts, retry_after=retry_after,
+                                root=self.cfg.root)
+        except LeaseLost as exc:
+            self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
+            return
+        self.done += 1
+        blocked = ended.attempts >= self.max_attempts
+        self._event("failed", lease.task_id, error=reason, exit_code=exit_code, attempt=attempt,
+                    duration_seconds=round(duration, 3), token=lease.token,
+                    **({"blocked": True} if blocked else {"retry_in_seconds": retry_after}),
+                    **({"output_tail": output_tail[-500:]} if output_tail else {}))
+        if blocked:
+            self._event("blocked", lease.task_id, attempts=ended.attempts, error=reason)
+
+    def _finish_paused(self, attempt: int, result: agents.AgentResult) -> None:
+        lease = self._take_lease()
+        if lease is None:
+            return
+        kind = "waiting" if result.outcome is agents.Outcome.WAITING else "help"
+        try:
+            claims.release(lease, retry_after=self.wait_retry, reason=f"{kind}: {result.reason}", root=self.cfg.root)
+        except LeaseLost:
+            return
+        self._event(kind, lease.task_id, message=result.reason, attempt=attempt, retry_in_seconds=self.wait_retry)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser("executor.py", "Run an executor: claim ready tasks and run an agent CLI on each.", json_flag=False)
+    p.add_argument("--agent-id", required=True, help="this executor's id, e.g. executor-1")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--agent", metavar="PRESET", help=f"agent preset: {', '.join(sorted(agents.PRESETS))}")
+    how.add_argument("--command", metavar="CMD", help="any command; {task_file} {task_id} {prompt} {workdir} are filled in")
+    p.add_argument("--once", action="store_true", help="exit when no ready task is left instead of polling")
+    p.add_argument("--max-tasks", type=int, metavar="N", help="exit after N tasks")
+    p.add_argument("--poll", type=float, metavar="S", help="seconds between looks for work when idle")
+    p.add_argument("--ttl", type=float, metavar="S", help="lease TTL in seconds (renewed while working)")
+    p.add_argument("--timeout", type=float, metavar="S", help="kill an agent run after S seconds")
+    p.add_argument("--max-attempts", type=int, metavar="N", help="failed runs before a task is blocked")
+    p.add_argument("--backoff", type=float, metavar="S", help="seconds before the first retry (doubles)")
+    p.add_argument("--worktree", action="store_true", help="run each task in its own git worktree")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        cfg = load_config(args.root)
+        command = agents.resolve_command(args.agent, args.command, cfg.settings["agents"]["presets"])
+        executor = Executor(args.agent_id, command, root=str(cfg.root), once=args.once, max_tasks=args.max_tasks,
+                            poll=args.poll, ttl=args.ttl, run_timeout=args.timeout,
+                            max_attempts=args.max_attempts, backoff=args.backoff, use_worktree=args.worktree)
+        signal.signal(signal.SIGTERM, executor.request_stop)
+        signal.signal(signal.SIGINT, executor.request_stop)
+        return executor.run()
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
