@@ -15,11 +15,9 @@ task) it stops the agent and touches nothing of that task.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -28,8 +26,8 @@ import agents
 import claims
 import events
 import tasks
-from cli import EXIT_OK, fail, parser, run
-from config import Config, format_ts, load_config, validate_id
+from cli import EXIT_OK, parser, run
+from config import Config, load_config, validate_id
 from errors import LeaseLost, SwarmError
 
 __all__ = ["Executor", "main"]
@@ -169,15 +167,30 @@ class Executor:
         except LeaseLost:
             return None
 
+    def _announce(self, task_id: Optional[str]) -> None:
+        """Heartbeat now with the task in hand, so a planner never sees a busy executor as idle."""
+        try:
+            agent_discovery.heartbeat(self.agent_id, current_task=task_id,
+                                      current_action="executing" if task_id else "idle", root=self.cfg.root)
+        except SwarmError:
+            pass  # the beat thread retries
+
     def _event(self, kind: str, task_id: Optional[str], **data: Any) -> None:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **data)
 
     def _work(self, lease: claims.Lease) -> None:
-        root = self.cfg.root
         attempt = lease.attempts + 1
         self._lost.clear()
         with self._lease_lock:
             self._lease = lease
+        self._announce(lease.task_id)
+        try:
+            self._run(lease, attempt)
+        finally:
+            self._announce(None)
+
+    def _run(self, lease: claims.Lease, attempt: int) -> None:
+        root = self.cfg.root
         task = tasks.find_task(lease.task_id, root)
         workdir = root
         log_path = self.cfg.runtime_dir / "runs" / lease.task_id / f"{attempt}.log"

@@ -1,0 +1,230 @@
+"""The planner loop: keep the task queue healthy and hand work to idle executors.
+
+    python lib/planner.py --agent-id planner [--interval S] [--once]
+
+One round, every ``--interval`` seconds:
+
+1. heartbeat;
+2. reap: leases that expired or whose holder died are ended and their tasks requeued
+   (event ``requeued``); task files left showing a stale status by a crash are repaired;
+3. take back assignments an executor did not acknowledge in time (``requeued``);
+4. mark a parent completed once all its sub-tasks are (``completed``);
+5. flag near-duplicate pending tasks (``flagged``; the task gets a ``Possible Duplicate Of``
+   field and stays for a person to decide);
+6. split parallelizable tasks into sub-tasks when enough executors are active (``split``);
+7. dispatch: assign ready tasks to idle executors, FIFO within priority. The planner takes
+   the lease FOR the executor before it writes the assignment, so no one else can take the
+   task meanwhile (``assigned``); the executor acknowledges it (``acknowledged``).
+
+Every decision is an event in events.yaml.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Optional, Sequence
+
+import agent_discovery
+import claims
+import duplicate_detector
+import events
+import task_distribution
+import tasks
+from cli import EXIT_OK, parser, print_json, run
+from config import Config, load_config, parse_ts, utc_now, validate_id
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError
+
+__all__ = ["Planner", "Decision", "main"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One thing a planning round did (each is also an event)."""
+
+    kind: str
+    task_id: Optional[str]
+    detail: dict
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "task_id": self.task_id, **self.detail}
+
+
+class Planner:
+    """The planner agent: one ``round()`` of decisions at a time."""
+
+    def __init__(self, agent_id: str = "planner", *, root: Optional[str] = None,
+                 ack_timeout: Optional[float] = None, min_executors: Optional[int] = None) -> None:
+        self.agent_id = validate_id(agent_id, "agent id")
+        self.cfg: Config = load_config(root)
+        setting = self.cfg.settings["planner"]
+        self.ack_timeout = float(setting["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
+        self.min_executors = int(setting["min_executors_to_split"] if min_executors is None else min_executors)
+        self._checked_for_duplicates: set[str] = set()
+
+    def _decide(self, kind: str, task_id: Optional[str], **detail: Any) -> Decision:
+        events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **detail)
+        return Decision(kind, task_id, detail)
+
+    def round(self, now: Optional[datetime] = None) -> list[Decision]:
+        """One planning round; returns what it decided."""
+        now = now or utc_now()
+        root = self.cfg.root
+        agent_discovery.heartbeat(self.agent_id, current_action="planning", root=root, role="planner")
+        decisions: list[Decision] = []
+        decisions += self._reap(now)
+        executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
+        decisions += self._take_back_unacknowledged(executors, now)
+        decisions += self._complete_parents()
+        decisions += self._flag_duplicates()
+        if len(executors) >= self.min_executors:
+            decisions += self._split([a.agent_id for a in executors])
+        decisions += self._dispatch(executors, now)
+        agent_discovery.heartbeat(self.agent_id, current_action="idle", root=root)
+        return decisions
+
+    # ------------------------------------------------------------------ the steps
+
+    def _reap(self, now: datetime) -> list[Decision]:
+        out = []
+        for lease, reason in claims.reap_expired(now, root=self.cfg.root):
+            kind = "requeued" if lease.state is claims.LeaseState.EXPIRED else "repaired"
+            out.append(self._decide(kind, lease.task_id, reason=reason, previous_agent=lease.agent_id,
+                                    token=lease.token))
+        return out
+
+    def _take_back_unacknowledged(self, executors: Sequence[Any], now: datetime) -> list[Decision]:
+        out = []
+        live = {a.agent_id for a in executors}
+        directory = self.cfg.runtime_dir / "assignments"
+        names = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+        for agent_id in names:
+            found = claims.assignment_for(agent_id, root=self.cfg.root)
+            if found is None:
+                continue
+            lease, assigned_at = found
+            waited = (now - parse_ts(assigned_at)).total_seconds() if assigned_at else float("inf")
+            if waited < self.ack_timeout and agent_id in live:
+                continue
+            try:
+                claims.revoke_unacknowledged(lease, root=self.cfg.root, now=now)
+            except LeaseLost:
+                pass  # acknowledged meanwhile, or already reaped: nothing to take back
+            else:
+                out.append(self._decide("requeued", lease.task_id, reason="not acknowledged",
+                                        previous_agent=agent_id, waited_seconds=round(waited, 1)))
+            claims.clear_assignment(agent_id, lease.token, root=self.cfg.root)
+        return out
+
+    def _complete_parents(self) -> list[Decision]:
+        out = []
+        every = tasks.list_tasks(self.cfg.root, include_completed=True, errors=[])
+        children: dict[str, list[tasks.Task]] = {}
+        for task in every:
+            if task.parent:
+                children.setdefault(task.parent, []).append(task)
+        for task in every:
+            subs = children.get(task.task_id)
+            if (not subs or task.status is tasks.Status.COMPLETED
+                    or any(s.status is not tasks.Status.COMPLETED for s in subs)):
+                continue
+            tasks.move_to_completed(task.task_id, self.cfg.root)
+            out.append(self._decide("completed", task.task_id, reason="all sub-tasks completed",
+                                    sub_tasks=sorted(s.task_id for s in subs)))
+        return out
+
+    def _flag_duplicates(self) -> list[Decision]:
+        out = []
+        for task in tasks.list_tasks(self.cfg.root, errors=[]):
+            if (task.task_id in self._checked_for_duplicates or task.status is not tasks.Status.PENDING
+                    or task.parent or task.field("Possible Duplicate Of")):
+                continue
+            self._checked_for_duplicates.add(task.task_id)
+            matches = [m for m in duplicate_detector.find_duplicates(task.title, task.objective, self.cfg.root,
+                                                                     exclude=[task.path], errors=[])
+                       if m.task_id != task.task_id and m.task_id != task.parent]
+            if not matches:
+                continue
+            best = matches[0]
+            tasks.set_field(task.path, "Possible Duplicate Of", f"{best.task_id} ({best.similarity:.0%} similar)",
+                            root=self.cfg.root)
+            out.append(self._decide("flagged", task.task_id, duplicate_of=best.task_id,
+                                    similarity=round(best.similarity, 3)))
+        return out
+
+    def _split(self, executor_ids: list[str]) -> list[Decision]:
+        out = []
+        for task in claims.ready_tasks(root=self.cfg.root):
+            if task.parent or task.sub_tasks or task.field("Possible Duplicate Of"):
+                continue
+            try:
+                if not task_distribution.can_parallelize(task.path, self.cfg.root):
+                    continue
+                subs = task_distribution.distribute_task(task.path, executor_ids, root=self.cfg.root)
+            except SwarmError as exc:
+                out.append(self._decide("skipped", task.task_id, reason=f"could not split: {exc}"))
+                continue
+            if subs:
+                out.append(self._decide("split", task.task_id, sub_tasks=[s.task_id for s in subs]))
+        return out
+
+    def _dispatch(self, executors: Sequence[Any], now: datetime) -> list[Decision]:
+        idle = [a for a in executors if not a.current_task and a.pid is not None
+                and claims.assignment_for(a.agent_id, root=self.cfg.root) is None]
+        if not idle:
+            return []
+        out = []
+        ready = iter(claims.ready_tasks(root=self.cfg.root))
+        for agent in idle:
+            for task in ready:
+                try:
+                    lease = claims.claim_task(task.task_id, agent.agent_id, root=self.cfg.root, now=now,
+                                              pid=agent.pid, host=agent.host, proc_start=agent.proc_start,
+                                              task_path=task.path)
+                except (AlreadyClaimed, NotClaimable, NotFoundError):
+                    continue
+                claims.assign(lease, root=self.cfg.root, now=now)
+                out.append(self._decide("assigned", task.task_id, to=agent.agent_id, token=lease.token))
+                break
+            else:
+                break  # no ready task left
+        return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser("planner.py", "Run the planner: requeue dead agents' work, split, flag duplicates, dispatch.")
+    p.add_argument("--agent-id", default="planner", help="this planner's id (default: planner)")
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between planning rounds")
+    p.add_argument("--once", action="store_true", help="run one round and exit")
+    p.add_argument("--ack-timeout", type=float, metavar="S", help="take an assignment back after S seconds")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        planner = Planner(args.agent_id, root=args.root, ack_timeout=args.ack_timeout)
+        interval = float(planner.cfg.settings["planner"]["interval_seconds"] if args.interval is None else args.interval)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        agent_discovery.register_agent(planner.agent_id, role="planner", root=planner.cfg.root)
+        try:
+            while True:
+                decisions = planner.round()
+                if args.json:
+                    print_json([d.to_dict() for d in decisions])
+                else:
+                    for d in decisions:
+                        print(f"{d.kind:<10} {d.task_id or '-':<24} "
+                              + " ".join(f"{k}={v}" for k, v in d.detail.items()), flush=True)
+                if args.once or stop.wait(interval):
+                    break
+        finally:
+            agent_discovery.deregister_agent(planner.agent_id, root=planner.cfg.root)
+        return EXIT_OK
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
