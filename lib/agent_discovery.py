@@ -35,6 +35,7 @@ from config import HOSTNAME, ID_PATTERN, Config, format_ts, load_config, parse_t
 from errors import ValidationError
 from fileio import atomic_write, dump_yaml, load_yaml_text, locked, read_text
 from liveness import dead_reason, process_start_time
+from cli import duration, table
 
 __all__ = ["AgentInfo", "AgentStatus", "KEEP", "register_agent", "heartbeat", "deregister_agent", "read_agents",
            "discover_agents", "get_agent_info", "count_active_agents", "can_coordinate", "main"]
@@ -128,7 +129,7 @@ class AgentInfo:
         if problem is not None:
             return problem
         age = (_now(now) - seen).total_seconds()
-        return f"not seen for {_duration(age)}" if age > timeout_seconds else None
+        return f"not seen for {duration(age)}" if age > timeout_seconds else None
 
     def is_active(self, now: Optional[datetime] = None, timeout_seconds: float = 120) -> bool:
         """Whether the agent counts as alive (see ``inactive_reason``)."""
@@ -155,16 +156,6 @@ def _as_pid(value: Any) -> Optional[int]:
 
 def _now(now: Any) -> datetime:
     return utc_now() if now is None else parse_ts(now)
-
-
-def _duration(seconds: float) -> str:
-    """``42s``, ``5m12s``, ``3h04m``, ``2d03h``."""
-    total = int(seconds)
-    if total < 3600:
-        return f"{total}s" if total < 60 else f"{total // 60}m{total % 60:02d}s"
-    if total < 86400:
-        return f"{total // 3600}h{total % 3600 // 60:02d}m"
-    return f"{total // 86400}d{total % 86400 // 3600:02d}h"
 
 
 # ---------------------------------------------------------------------------- the file
@@ -469,18 +460,12 @@ def _seen(agent: AgentInfo, now: datetime) -> str:
     age = agent.seconds_since_seen(now)
     if age is None:
         return "?"
-    return f"{_duration(age)} ago" if age >= 0 else f"in {_duration(-age)}"  # a clock ahead of ours
+    return f"{duration(age)} ago" if age >= 0 else f"in {duration(-age)}"  # a clock ahead of ours
 
 
 def _cell(value: Any, width: int = 32) -> str:
     text = "-" if value is None or value == "" else " ".join(str(value).split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in [headers, *rows]]
 
 
 def _listing(args: Any) -> int:
@@ -505,17 +490,17 @@ def _listing(args: Any) -> int:
                             seconds_since_seen=agent.seconds_since_seen(now)) for agent, reason in shown],
         })
     else:
-        out = [f"heartbeat file: {path} (timeout {_duration(timeout)})"]
+        out = [f"heartbeat file: {path} (timeout {duration(timeout)})"]
         if beats is None:
             out.append("no heartbeat file: no agents registered")
         if active:
-            out += _table(["AGENT", "ROLE", "STATUS", "ACTION", "TASK", "PID", "HOST", "SEEN"],
+            out.append(table(["AGENT", "ROLE", "STATUS", "ACTION", "TASK", "PID", "HOST", "SEEN"],
                           [[_cell(a.agent_id, 40), _cell(a.role), _cell(a.status), _cell(a.current_action),
-                            _cell(a.current_task), _cell(a.pid), _cell(a.host), _seen(a, now)] for a in active])
+                            _cell(a.current_task), _cell(a.pid), _cell(a.host), _seen(a, now)] for a in active]))
         if args.all and inactive:
-            out += ["", "inactive:"] + _table(
+            out += ["", "inactive:", table(
                 ["AGENT", "ROLE", "STATUS", "SEEN", "WHY"],
-                [[_cell(a.agent_id, 40), _cell(a.role), _cell(a.status), _seen(a, now), why] for a, why in inactive])
+                [[_cell(a.agent_id, 40), _cell(a.role), _cell(a.status), _seen(a, now), why] for a, why in inactive])]
         hidden = "" if args.all or not inactive else " (--all lists them)"
         out += ["", f"{len(active)} active agent{'s' * (len(active) != 1)}, {len(inactive)} inactive{hidden}",
                 f"coordination: {'possible' if coordinate else 'not possible'} "

@@ -46,6 +46,7 @@ from config import Config, format_ts, load_config, parse_ts, seconds_since, vali
 from errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateSyncError,
                     SwarmError, ValidationError)
 from fileio import YAML_ERROR, atomic_write, dump_yaml, load_yaml_text, locked, read_text
+from cli import table
 
 __all__ = [
     "AgentStatus", "AgentContext", "StateParseError", "StateShapeError", "sync_agent_state",
@@ -455,12 +456,6 @@ def get_task_summary(task_id: str, state_file: Optional[PathLike] = None,
 # ---------------------------------------------------------------------------- CLI
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     for row in [headers, *rows])
-
-
 def _show_progress(value: Any) -> str:
     if value is None:
         return "-"
@@ -475,7 +470,7 @@ def _agents_table(agents: dict[str, dict[str, Any]]) -> str:
                      _show_progress(ctx.get("progress")), str(ctx.get("current_file") or "-"),
                      ", ".join(map(str, ctx.get("files_locked") or [])) or "-",
                      str(ctx.get("last_update") or "-")])
-    return _table(["AGENT", "STATUS", "TASK", "PROGRESS", "FILE", "LOCKED", "UPDATED"], rows)
+    return table(["AGENT", "STATUS", "TASK", "PROGRESS", "FILE", "LOCKED", "UPDATED"], rows)
 
 
 def _field_value(raw: str) -> Any:
@@ -560,7 +555,7 @@ def _cmd_cleanup(args: Any, where: dict[str, Any]) -> _Output:
 
 def _cmd_conflicts(args: Any, where: dict[str, Any]) -> _Output:
     found = find_file_conflicts(args.path, args.exclude, **where)
-    text = _table(["AGENT", "LOCKED", "STATUS", "TASK"],
+    text = table(["AGENT", "LOCKED", "STATUS", "TASK"],
                   [[c["agent_id"], str(c["locked"]), str(c["status"] or "-"),
                     str(c["task_id"] or "-")] for c in found])
     return ({"path": normalize_path(args.path), "conflicts": found},

@@ -1,0 +1,915 @@
+"""The task Markdown model: parse, edit one field or one checklist line, list, find, create, move.
+
+A task file is what operators edit, so the runtime parses it leniently and edits it surgically::
+
+    # TASK-1769952151: Implement Feature F-005      <- id before the first colon (or **Task ID:**)
+    **Priority:** high                               <- header fields: before the first ## heading
+    **Status:** pending
+    ## Success Criteria
+    - [ ] item two [IP:executor-2]                   <- checklist item, in progress by executor-2
+
+Edits (``set_field``, ``set_fields``, ``set_checklist_item``, ``edit_task``) take the task's
+lock, re-read the file, change only the lines they own and write atomically, so an operator's
+edit elsewhere in the file is kept and an unchanged document renders back byte for byte.
+A file that does not parse raises ParseError (InvalidIdError for a bad id) and is never written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+from config import Config, format_ts, load_config, parse_ts, validate_id
+from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
+from fileio import atomic_write, locked, read_text
+
+__all__ = [
+    "Status", "Priority", "Task", "Section", "ChecklistItem", "TaskDocument", "KEEP",
+    "parse_task", "load_task", "list_tasks", "find_task", "validate_task", "task_config",
+    "edit_task", "set_field", "set_fields", "set_checklist_item",
+    "render_task", "new_task_file", "move_to_completed",
+    "priority_rank", "ready_order_key", "extract_paths", "parse_id_list", "clear_cache",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+KEEP: Any = object()  # set_checklist_item: leave the [IP:agent] marker as it is
+
+
+class Status(str, Enum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    NEEDS_ATTENTION = "needs_attention"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> Optional["Status"]:
+        """The status named by ``text`` ("COMPLETE", "in progress", "done ✅"...), else None."""
+        return _lookup(_STATUS_WORDS, text)
+
+
+class Priority(str, Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> Optional["Priority"]:
+        """The level named by ``text`` ("HIGH", "urgent"...), else None (numbers included)."""
+        return _lookup(_PRIORITY_WORDS, text)
+
+
+_S, _P = Status, Priority
+_STATUS_WORDS = {
+    **dict.fromkeys(["pending", "todo", "to do", "open", "new", "not started", "ready", "queued"], _S.PENDING),
+    **dict.fromkeys(["claimed", "assigned"], _S.CLAIMED),
+    **dict.fromkeys(["in progress", "inprogress", "wip", "active", "running", "started", "working",
+                     "doing", "ongoing"], _S.IN_PROGRESS),
+    **dict.fromkeys(["completed", "complete", "done", "finished", "resolved", "succeeded", "success"],
+                    _S.COMPLETED),
+    **dict.fromkeys(["failed", "failure", "fail", "error", "errored"], _S.FAILED),
+    **dict.fromkeys(["blocked", "waiting", "on hold"], _S.BLOCKED),
+    **dict.fromkeys(["needs attention", "needsattention", "attention", "needs review", "needs help"],
+                    _S.NEEDS_ATTENTION),
+    **dict.fromkeys(["cancelled", "canceled", "abandoned", "wontfix", "wont fix", "dropped", "obsolete"],
+                    _S.CANCELLED),
+}
+_PRIORITY_WORDS = {
+    **dict.fromkeys(["critical", "urgent", "blocker"], _P.CRITICAL),
+    **dict.fromkeys(["high"], _P.HIGH),
+    **dict.fromkeys(["medium", "normal", "moderate"], _P.MEDIUM),
+    **dict.fromkeys(["low", "minor"], _P.LOW),
+}
+_RANK = {_P.CRITICAL: 3.0, _P.HIGH: 2.0, _P.MEDIUM: 1.0, _P.LOW: 0.0}
+_NOT_WORD = re.compile(r"[^a-z0-9 ]+")
+
+
+def _lookup(table: Mapping[str, Any], text: Optional[str]) -> Any:
+    if not text:
+        return None
+    # "COMPLETE - NO ACTION NEEDED", "completed ✅", "In-Progress": the leading words decide.
+    words = _NOT_WORD.sub("", text.lower().replace("_", " ").replace("-", " ")).split()
+    for size in range(min(3, len(words)), 0, -1):
+        found = table.get(" ".join(words[:size]))
+        if found is not None:
+            return found
+    return None
+
+
+def priority_rank(value: Any) -> float:
+    """Sort weight of a priority: critical 3 > high 2 > medium 1 > low 0; a number is itself.
+
+    Missing or unrecognised priorities weigh as medium.
+    """
+    if isinstance(value, Priority):
+        return _RANK[value]
+    text = str(value).strip() if value is not None else ""
+    try:
+        return float(text)
+    except ValueError:
+        level = Priority.parse(text)
+        return _RANK[level] if level is not None else _RANK[Priority.MEDIUM]
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One ``- [ ]`` / ``- [x]`` line; ``text`` is without the ``[IP:agent]`` marker."""
+
+    index: int  # 0-based among the file's checklist items (code blocks excluded)
+    line: int  # 1-based
+    checked: bool
+    text: str
+    agent: Optional[str] = None
+    section: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "line": self.line, "checked": self.checked, "text": self.text,
+                "agent": self.agent, "section": self.section}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A ``## Name`` section: heading line, last body line, body text (### headings included)."""
+
+    name: str
+    line: int
+    end: int
+    text: str
+    level: int = 2
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "line": self.line, "end": self.end, "level": self.level}
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A parsed task file, shared with the list cache: read-only, compared by identity."""
+
+    task_id: str
+    title: str
+    path: Optional[Path]
+    fields: Mapping[str, str]  # header fields in file order, names as written
+    field_lines: Mapping[str, int]
+    status: Optional[Status]  # PENDING when the file has no Status field; None when unrecognised
+    status_text: Optional[str]
+    priority: Optional[Priority]
+    priority_text: Optional[str]
+    created: Optional[str]
+    depends_on: tuple[str, ...]
+    parent: Optional[str]
+    assigned_to: Optional[str]
+    sub_tasks: tuple[str, ...]
+    sections: tuple[Section, ...]
+    checklist: tuple[ChecklistItem, ...]
+    files_to_modify: tuple[str, ...]
+    title_line: int = 1
+
+    def field(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """A header field by name, ignoring case, spaces and dashes."""
+        wanted = _key(name)
+        for written, value in self.fields.items():
+            if _key(written) == wanted:
+                return value
+        return default
+
+    def section(self, name: str) -> Optional[Section]:
+        """The first section with this name (case-insensitive), or None."""
+        wanted = name.strip().lower()
+        return next((s for s in self.sections if s.name.lower() == wanted), None)
+
+    @property
+    def type(self) -> Optional[str]:
+        return self.field("Type")
+
+    @property
+    def objective(self) -> str:
+        found = self.section("Objective") or self.section("Goal")
+        return found.text if found else ""
+
+    @property
+    def success_criteria(self) -> tuple[ChecklistItem, ...]:
+        return tuple(i for i in self.checklist if (i.section or "").lower().startswith("success criteria"))
+
+    @property
+    def priority_rank(self) -> float:
+        return priority_rank(self.priority or self.priority_text)
+
+    @property
+    def created_at(self) -> Optional[datetime]:
+        try:
+            return parse_ts(self.created) if self.created else None
+        except ValueError:
+            return None
+
+    @cached_property
+    def _order(self) -> tuple:
+        moment = self.created_at
+        return (-self.priority_rank, moment.timestamp() if moment else float("inf"), self.task_id)
+
+    def to_dict(self) -> dict:
+        return {
+            "task_id": self.task_id, "title": self.title, "path": str(self.path) if self.path else None,
+            "status": self.status.value if self.status else None, "status_text": self.status_text,
+            "priority": self.priority.value if self.priority else None, "priority_text": self.priority_text,
+            "created": self.created, "depends_on": list(self.depends_on), "parent": self.parent,
+            "assigned_to": self.assigned_to, "sub_tasks": list(self.sub_tasks), "fields": dict(self.fields),
+            "sections": [s.to_dict() for s in self.sections],
+            "checklist": [i.to_dict() for i in self.checklist], "files_to_modify": list(self.files_to_modify),
+        }
+
+
+def ready_order_key(task: Task) -> tuple:
+    """Claim order: higher priority first, then oldest Created first, then task id."""
+    return task._order
+
+
+# ---------------------------------------------------------------------------- parsing
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+_HEADING = re.compile(r"(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FIELD = re.compile(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
+_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
+_CHECK = re.compile(r"([ \t]*[-*+][ \t]+\[)([ xX])(\])(.*?)[ \t]*$")
+_IP = re.compile(r"[ \t]*\[IP:([^\]\s]*)\]$")
+_FILES_SECTION = re.compile(
+    r"files?\s+(?:to\s+(?:modify|create|change|edit|update|add|write|touch)|modified|created|changed|added)\b",
+    re.I)
+_BULLET = re.compile(r"[ \t]*(?:[-*+]|\d+[.)])[ \t]+(.*)$")
+_TICKED = re.compile(r"`([^`\n]+)`")
+_BARE_PATH = re.compile(
+    r"(?<![\w@:/.~-])((?:~/|\.{1,2}/)?[\w.-]*[\w-]/[\w./*-]*[\w*]|[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/-])")
+_PATH_LIKE = re.compile(r"(?:~/|\.{1,2}/)?[\w.*-]+(?:/[\w.*-]+)*/?$")
+_ID_TOKEN = re.compile(r"[^\s,;()]+")
+_NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _split_lines(text: str) -> list[str]:
+    # str.splitlines would also split on \x0c, \u2028...: line numbers must match the file's \n.
+    return _LINE.findall(text)
+
+
+def _is_path(token: str, bare: bool = False) -> bool:
+    token = token.strip().rstrip(".,:;")
+    if not token or not _PATH_LIKE.match(token) or token.startswith("-"):
+        return False
+    stem, _, ext = token.rpartition(".")
+    has_ext = len(stem) >= 2 and ext[:1].isalpha() and "/" not in ext
+    if bare and not has_ext and token.count("/") == 1 and not token.startswith(("~/", "./", "../")):
+        return token.endswith("/")  # "before/after", "and/or" in prose are not paths
+    return "/" in token or has_ext
+
+
+def extract_paths(text: str) -> list[str]:
+    """File paths named in ``text``: backticked spans and bare tokens that look like paths."""
+    found: list[str] = []
+    for match in _TICKED.finditer(text):
+        if _is_path(match.group(1)):
+            found.append(match.group(1).strip().rstrip(".,:;"))
+    for match in _BARE_PATH.finditer(_TICKED.sub(" ", text)):
+        if _is_path(match.group(1), bare=True):
+            found.append(match.group(1).rstrip(".,:;"))
+    return list(dict.fromkeys(p[2:] if p.startswith("./") else p for p in found))
+
+
+def _bullet_paths(line: str) -> list[str]:
+    bullet = _BULLET.match(line)
+    if not bullet:
+        return []
+    body = bullet.group(1)
+    ticked = [m.group(1).strip() for m in _TICKED.finditer(body) if _is_path(m.group(1))]
+    if ticked:
+        return ticked
+    first = body.split(maxsplit=1)[0].rstrip(".,:;") if body.strip() else ""
+    return [first] if _is_path(first) else []
+
+
+def parse_id_list(value: Optional[str]) -> tuple[list[str], list[str]]:
+    """Ids in a field like ``TASK-1 (framework), TASK-2``: (valid ids, tokens that are not ids)."""
+    good: list[str] = []
+    bad: list[str] = []
+    if not value:
+        return good, bad
+    for part in re.split(r"[,;]|\band\b", re.sub(r"\([^)]*\)", " ", value)):
+        token = next(iter(_ID_TOKEN.findall(part)), "").strip("`*")
+        if not token or token.lower() in _NONE_WORDS:
+            continue
+        try:
+            good.append(validate_id(token, "task id"))
+        except InvalidIdError:
+            bad.append(token)
+    return good, bad
+
+
+def _blank_trimmed(lines: list[str]) -> str:
+    start, end = 0, len(lines)
+    while start < end and not lines[start].strip():
+        start += 1
+    while end > start and not lines[end - 1].strip():
+        end -= 1
+    return "\n".join(lines[start:end])
+
+
+def _title_id(title: str, path: Any, line: int) -> tuple[Optional[str], str]:
+    head, colon, rest = title.partition(":")
+    head = head.strip().strip("*`")
+    if not colon or not head or re.search(r"\s", head):
+        return None, title.strip()
+    return _checked_id(head, path, line), rest.strip()
+
+
+def _checked_id(value: str, path: Any, line: int) -> str:
+    try:
+        return validate_id(value, "task id")
+    except InvalidIdError as exc:
+        raise InvalidIdError(exc.reason, path=path, line=line, hint=exc.hint) from None
+
+
+def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
+    where = path if path is not None else "<text>"
+    title: Optional[str] = None
+    title_line = 0
+    fields: dict[str, str] = {}
+    field_lines: dict[str, int] = {}
+    sections: list[Section] = []
+    checklist: list[ChecklistItem] = []
+    files: list[str] = []
+    fences: list[tuple[str, int]] = []
+    header = True
+    current: Optional[tuple[str, int, int]] = None  # name, heading line, level
+    body: list[str] = []
+    in_files = False
+
+    def close(end: int) -> None:
+        if current is not None:
+            sections.append(Section(current[0], current[1], end, _blank_trimmed(body), current[2]))
+
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\n").rstrip("\r")
+        if title is None:
+            stripped = line.lstrip("\ufeff").strip()
+            if not stripped:
+                continue
+            heading = _HEADING.match(stripped)
+            if not heading or len(heading.group(1)) != 1:
+                raise ParseError("no title line", path=where, line=number,
+                                 hint="a task file starts with '# <ID>: <title>'")
+            title, title_line = heading.group(2), number
+            continue
+        first = line.lstrip()[:1]
+        if first in ("`", "~"):
+            fence = _FENCE.match(line)
+            if fence:
+                mark, info = fence.group(1), fence.group(2)
+                # A marker with an info string always opens (RALF nests ```bash inside ```markdown);
+                # a bare marker closes the innermost open block.
+                if fences and not info and mark[0] == fences[-1][0] and len(mark) >= fences[-1][1]:
+                    fences.pop()
+                elif info or not fences:
+                    fences.append((mark[0], len(mark)))
+                body.append(line)
+                continue
+        if fences:
+            body.append(line)
+            continue
+        if first == "#":
+            heading = _HEADING.match(line)
+            if heading:
+                header = False
+                if len(heading.group(1)) <= 2:
+                    close(number - 1)
+                    current, body = (heading.group(2), number, len(heading.group(1))), []
+                    in_files = bool(_FILES_SECTION.match(heading.group(2)))
+                    continue
+        elif header and first == "*":
+            found = _FIELD.match(line)
+            if found and found.group(1).strip() not in fields:
+                fields[found.group(1).strip()] = found.group(2)
+                field_lines[found.group(1).strip()] = number
+        if "[" in line:
+            item = _CHECK.match(line)
+            if item:
+                text = item.group(4)
+                marker = _IP.search(text)
+                agent = None
+                if marker:
+                    agent, text = marker.group(1), text[:marker.start()]
+                checklist.append(ChecklistItem(len(checklist), number, item.group(2) != " ",
+                                               text.strip(), agent, current[0] if current else None))
+        if in_files:
+            files.extend(_bullet_paths(line))
+        body.append(line)
+    if title is None:  # only blank lines
+        raise ParseError("empty task file", path=where, line=1, hint="a task file starts with '# <ID>: <title>'")
+    close(len(lines))
+
+    def get(name: str) -> Optional[str]:
+        wanted = _key(name)
+        return next((v for k, v in fields.items() if _key(k) == wanted), None)
+
+    task_id, title_text = _title_id(title, where, title_line)
+    if task_id is None:
+        declared = get("Task ID")
+        if not declared:
+            raise ParseError("no task id in the title line", path=where, line=title_line,
+                             hint="write the title as '# <ID>: <title>' or add '**Task ID:** <ID>'")
+        line_no = next(n for k, n in field_lines.items() if _key(k) == "taskid")
+        task_id = _checked_id(declared.strip().strip("`"), where, line_no)
+    status_text = get("Status")
+    priority_text = get("Priority")
+    return Task(
+        task_id=task_id, title=title_text, path=path,
+        fields=MappingProxyType(fields), field_lines=MappingProxyType(field_lines),
+        status=Status.parse(status_text) if status_text is not None else Status.PENDING,
+        status_text=status_text,
+        priority=Priority.parse(priority_text), priority_text=priority_text,
+        created=get("Created"),
+        depends_on=tuple(parse_id_list(get("Depends On") or get("Dependencies"))[0]),
+        parent=(parse_id_list(get("Parent Task") or get("Parent"))[0] or [None])[0],
+        assigned_to=get("Assigned To") or get("Assignee"),
+        sub_tasks=tuple(parse_id_list(get("Sub-Tasks"))[0]),
+        sections=tuple(sections), checklist=tuple(checklist),
+        files_to_modify=tuple(dict.fromkeys(files)), title_line=title_line,
+    )
+
+
+def parse_task(text: str, path: Optional[PathLike] = None) -> Task:
+    """Parse task Markdown; ParseError/InvalidIdError naming ``path`` and the line."""
+    return _parse(_split_lines(text), Path(path) if path is not None else None)
+
+
+def validate_task(task: Task) -> list[ValidationError]:
+    """What is wrong with a parsed task (unknown status or priority, bad ids, bad time); [] if fine."""
+    problems: list[ValidationError] = []
+
+    def report(name: str, what: str, hint: str) -> None:
+        line = next((n for k, n in task.field_lines.items() if _key(k) == _key(name)), task.title_line)
+        problems.append(ValidationError(what, path=task.path or "<text>", line=line, hint=hint))
+
+    if task.status is None:
+        report("Status", f"unrecognised status {task.status_text!r}",
+                "use one of: " + ", ".join(s.value for s in Status))
+    if task.priority_text is not None and task.priority is None:
+        try:
+            float(task.priority_text)
+        except ValueError:
+            report("Priority", f"unrecognised priority {task.priority_text!r}",
+                   "use critical, high, medium, low or a number")
+    if task.created is not None and task.created_at is None:
+        report("Created", f"Created is not an ISO-8601 time: {task.created!r}", "e.g. 2026-02-01T18:30:00Z")
+    for name in ("Depends On", "Dependencies", "Parent Task", "Sub-Tasks"):
+        bad = parse_id_list(task.field(name))[1]
+        if bad:
+            report(name, f"{name} names invalid task ids: {', '.join(bad)}", "ids are letters, digits, . _ -")
+    declared = task.field("Task ID")
+    if declared and declared.strip().strip("`") != task.task_id:
+        report("Task ID", f"Task ID {declared!r} differs from the title's id {task.task_id!r}",
+               "make them the same; the title wins")
+    return problems
+
+
+# ---------------------------------------------------------------------------- line-level edits
+
+
+def _clean_value(value: Any, path: Optional[Path] = None) -> str:
+    text = value.value if isinstance(value, Enum) else str(value)
+    if "\n" in text or "\r" in text:
+        raise ValidationError(f"value must be one line: {text[:60]!r}", path=path)
+    return text.strip()
+
+
+class TaskDocument:
+    """The lines of one task file, editable one line at a time; ``render()`` gives the text back."""
+
+    def __init__(self, text: str, path: Optional[PathLike] = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.original = text
+        self._lines = _split_lines(text)
+        self._task: Optional[Task] = None
+        self.task  # parse now: a document that does not parse is never edited
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = _parse(self._lines, self.path)
+        return self._task
+
+    def render(self) -> str:
+        return "".join(self._lines)
+
+    @property
+    def changed(self) -> bool:
+        return self.render() != self.original
+
+    def _newline(self) -> str:
+        return "\r\n" if self._lines and self._lines[0].endswith("\r\n") else "\n"
+
+    def _insert(self, index: int, new: list[str]) -> None:
+        newline = self._newline()
+        at_end = index >= len(self._lines)
+        if at_end and self._lines and not self._lines[-1].endswith("\n"):
+            # The file ended without a newline: keep it that way after the inserted lines.
+            self._lines[-1] += newline
+            self._lines.extend([n + newline for n in new[:-1]] + [new[-1]])
+        else:
+            self._lines[index:index] = [n + newline for n in new]
+        self._task = None
+
+    def set_field(self, name: str, value: Any) -> bool:
+        """Set header field ``name``: replace its value in place, else add a line after the last field."""
+        name = name.strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
+            raise ValidationError(f"invalid field name {name!r}", path=self.path)
+        text = _clean_value(value, self.path)
+        task = self.task
+        line_no = next((n for k, n in task.field_lines.items() if _key(k) == _key(name)), None)
+        if line_no is not None:
+            raw = self._lines[line_no - 1]
+            content = raw.rstrip("\n").rstrip("\r")
+            found = _FIELD.match(content)
+            start, end = found.span(2)
+            prefix = content[:start]
+            if not prefix[-1:].isspace() and text:
+                prefix += " "
+            new = prefix + text + content[end:] + raw[len(content):]
+            if new == raw:
+                return False
+            self._lines[line_no - 1] = new
+            self._task = None
+            return True
+        new_line = f"**{name}:** {text}".rstrip()
+        if task.field_lines:
+            self._insert(max(task.field_lines.values()), [new_line])
+        else:
+            index = task.title_line
+            following = self._lines[index] if index < len(self._lines) else None
+            if following is not None and not following.strip():
+                after = self._lines[index + 1] if index + 1 < len(self._lines) else None
+                self._insert(index + 1, [new_line] + ([""] if after is not None and after.strip() else []))
+            else:
+                self._insert(index, ["", new_line] + ([""] if following is not None else []))
+        return True
+
+    def find_item(self, selector: Union[int, str]) -> ChecklistItem:
+        """A checklist item by index, or by its text (exact, then ignoring case and spaces)."""
+        items = self.task.checklist
+        if isinstance(selector, int) and not isinstance(selector, bool):
+            if 0 <= selector < len(items):
+                return items[selector]
+            raise NotFoundError(f"no checklist item #{selector} ({len(items)} items)", path=self.path)
+        wanted = str(selector).strip()
+        exact = [i for i in items if i.text == wanted]
+        loose = exact or [i for i in items if " ".join(i.text.split()).lower() == " ".join(wanted.split()).lower()]
+        if len(loose) == 1:
+            return loose[0]
+        if not loose:
+            raise NotFoundError(f"no checklist item {wanted[:60]!r}", path=self.path)
+        raise ValidationError(f"checklist item {wanted[:60]!r} is ambiguous", path=self.path,
+                              line=loose[1].line, hint="select it by index")
+
+    def set_checklist_item(self, selector: Union[int, str], *, checked: Optional[bool] = None,
+                           agent: Any = KEEP) -> ChecklistItem:
+        """Tick/untick one item and/or set (a str) or remove (None) its ``[IP:agent]`` marker."""
+        item = self.find_item(selector)
+        if agent is not KEEP and agent is not None:
+            validate_id(agent, "agent id")
+        raw = self._lines[item.line - 1]
+        content = raw.rstrip("\n").rstrip("\r")
+        found = _CHECK.match(content)
+        mark = found.group(2) if checked is None or bool(checked) == item.checked else ("x" if checked else " ")
+        new = content[:found.start(2)] + mark + content[found.end(2):]
+        if agent is not KEEP and agent != item.agent:
+            tail = content[found.start(4):]
+            marker = _IP.search(tail.rstrip())
+            text = tail.rstrip()[:marker.start()] if marker else tail.rstrip()
+            new = content[:found.start(2)] + mark + "]" + text + (f" [IP:{agent}]" if agent else "")
+        new += raw[len(content):]
+        if new != raw:
+            self._lines[item.line - 1] = new
+            self._task = None
+        return self.task.checklist[item.index]
+
+
+# ---------------------------------------------------------------------------- files
+
+# directory -> ({file name: (stat stamp, Task or its ParseError)}, the values sorted by file name)
+_dir_cache: dict[str, tuple[dict[str, tuple[tuple[int, int, int, int], Any]], list]] = {}
+_file_cache: dict[str, tuple[tuple[int, int, int, int], Any]] = {}  # load_task outside a listing
+_SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
+
+
+def clear_cache() -> None:
+    """Forget every parsed task (tests; the cache is already keyed by each file's stat)."""
+    _dir_cache.clear()
+    _file_cache.clear()
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _read_task(path: Path) -> Task:
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        raise NotFoundError("task file does not exist", path=path) from None
+    except IsADirectoryError:
+        raise ParseError("is a directory, not a task file", path=path) from None
+    return _parse(_split_lines(text), path)
+
+
+def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
+    """Parse the task file at ``path`` (cached by its stat unless ``use_cache`` is False)."""
+    target = Path(path)
+    if not use_cache:
+        return _read_task(target)
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        raise NotFoundError("task file does not exist", path=target) from None
+    stamp = _stat_key(st)
+    hit = _dir_cache.get(os.fspath(target.parent), ({}, []))[0].get(target.name)
+    if hit is not None and hit[0] == stamp and isinstance(hit[1], Task):
+        return hit[1]
+    if len(_file_cache) > 4096:  # a bound, not an LRU: cheap and rarely hit
+        _file_cache.clear()
+    return _cached(_file_cache, target, os.fspath(target), stamp)
+
+
+def _cached(entries: dict, path: Path, name: str, key: tuple) -> Task:
+    hit = entries.get(name)
+    if hit is None or hit[0] != key:
+        # Stat before reading: if the file changes in between, the next stat differs and re-parses.
+        try:
+            value: Any = _read_task(path)
+        except (ParseError, InvalidIdError) as exc:
+            value = exc
+        entries[name] = hit = (key, value)
+    if isinstance(hit[1], SwarmError):
+        raise hit[1].with_traceback(None)
+    return hit[1]
+
+
+def _scan(directory: Path, errors: Optional[list]) -> list[Task]:
+    # The hot path of every ready-query: one stat per file; Paths, parsing and sorting only
+    # when something in the directory changed since the last scan.
+    key = os.fspath(directory)
+    old, old_list = _dir_cache.get(key, ({}, []))
+    fresh: dict = {}
+    changed = False
+    try:
+        listing = os.scandir(directory)
+    except FileNotFoundError:
+        _dir_cache.pop(key, None)
+        return []
+    with listing:
+        for entry in listing:
+            name = entry.name
+            if not name.endswith(".md") or name[0] in "._" or name in _SKIPPED:
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+            hit = old.get(name)
+            if hit is None or hit[0] != stamp:
+                if not entry.is_file():
+                    continue
+                changed = True
+                try:
+                    _cached(old, directory / name, name, stamp)
+                except (ParseError, InvalidIdError):
+                    pass
+                hit = old[name]
+            fresh[name] = hit
+    if changed or len(fresh) != len(old):
+        old_list = [fresh[name][1] for name in sorted(fresh)]
+        _dir_cache[key] = (fresh, old_list)  # files that disappeared drop out of the cache
+    found = []
+    for value in old_list:
+        if isinstance(value, Task):
+            found.append(value)
+        elif errors is None:
+            raise value.with_traceback(None)  # the cached instance: do not grow its traceback
+        else:
+            errors.append(value)
+    return found
+
+
+def list_tasks(root: Optional[PathLike] = None, *, directory: Optional[PathLike] = None,
+               include_completed: bool = False, errors: Optional[list] = None) -> list[Task]:
+    """Tasks of the workspace at ``root`` (active, then completed), or of one ``directory``.
+
+    Unchanged files are not re-parsed. A file that does not parse raises its ParseError,
+    unless ``errors`` is a list: then the error is appended there and the file skipped.
+    """
+    if directory is not None:
+        return _scan(Path(directory), errors)
+    cfg = load_config(root)
+    found = _scan(cfg.tasks_active, errors)
+    if include_completed:
+        found += _scan(cfg.tasks_completed, errors)
+    return found
+
+
+def find_task(task_id: str, root: Optional[PathLike] = None) -> Task:
+    """The task with this id, active or completed; ValidationError if two files claim it."""
+    validate_id(task_id, "task id")
+    errors: list = []
+    matches = [t for t in list_tasks(root, include_completed=True, errors=errors) if t.task_id == task_id]
+    if len(matches) > 1:
+        raise ValidationError(f"task id {task_id} is used by two files: {matches[0].path} and {matches[1].path}",
+                              path=matches[1].path, line=matches[1].title_line, task_id=task_id,
+                              hint="rename one of the tasks or delete the stale copy")
+    if not matches:
+        cfg = load_config(root)
+        hint = f"{len(errors)} task file(s) did not parse, e.g. {errors[0]}" if errors else None
+        raise NotFoundError(f"no task {task_id} in {cfg.tasks_active} or {cfg.tasks_completed}",
+                            task_id=task_id, hint=hint)
+    return matches[0]
+
+
+def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
+    """The workspace config that owns task file ``path`` (its lock dir is where edits lock).
+
+    Without ``root``: $SWARM_ROOT/current workspace if its task dirs hold the file, else the
+    nearest ancestor with swarm.yaml or the default tasks/active|completed layout, else the
+    file's own directory. Processes must agree on it: pass ``root`` when in doubt.
+    """
+    if root is not None:
+        return load_config(root)
+    parent = Path(os.path.abspath(path)).parent
+    cfg = load_config(None)
+    if parent in (cfg.tasks_active, cfg.tasks_completed):
+        return cfg
+    for ancestor in list(parent.parents)[:6]:
+        if (ancestor / "swarm.yaml").is_file():
+            candidate = load_config(ancestor)
+            if parent in (candidate.tasks_active, candidate.tasks_completed):
+                return candidate
+        elif parent in (ancestor / "tasks" / "active", ancestor / "tasks" / "completed"):
+            return load_config(ancestor)
+    return load_config(parent)
+
+
+@contextmanager
+def edit_task(path: PathLike, root: Optional[PathLike] = None) -> Iterator[TaskDocument]:
+    """Hold the task's lock, yield its freshly re-read document, write it back if it changed.
+
+    Nothing is written when the block raises. The lock is not re-entrant: do not call
+    ``set_field`` on the same file inside the block, edit the yielded document instead.
+    """
+    target = Path(path)
+    cfg = task_config(target, root)
+    with locked(target, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        try:
+            text = read_text(target)
+        except FileNotFoundError:
+            raise NotFoundError("task file does not exist", path=target) from None
+        document = TaskDocument(text, target)
+        yield document
+        if document.changed:
+            atomic_write(target, document.render())
+
+
+def set_fields(path: PathLike, values: Mapping[str, Any], root: Optional[PathLike] = None) -> Task:
+    """Set several header fields in one locked re-read and write; returns the task after it."""
+    with edit_task(path, root) as document:
+        for name, value in values.items():
+            document.set_field(name, value)
+    return document.task
+
+
+def set_field(path: PathLike, name: str, value: Any, root: Optional[PathLike] = None) -> Task:
+    """Set one header field (``**Name:** value``), touching no other line of the file."""
+    return set_fields(path, {name: value}, root)
+
+
+def set_checklist_item(path: PathLike, selector: Union[int, str], checked: Optional[bool] = None,
+                       agent: Any = KEEP, root: Optional[PathLike] = None) -> ChecklistItem:
+    """Edit one checklist line (see ``TaskDocument.set_checklist_item``); returns the item after."""
+    with edit_task(path, root) as document:
+        item = document.set_checklist_item(selector, checked=checked, agent=agent)
+    return item
+
+
+# ---------------------------------------------------------------------------- new tasks
+
+
+def _one_line(value: Any, what: str) -> str:
+    text = _clean_value(value)
+    if not text and what == "title":
+        raise ValidationError("a task needs a title")
+    return text
+
+
+def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, priority: Any = Priority.MEDIUM,
+                type: Optional[str] = None, created: Optional[str] = None, depends_on: Sequence[str] = (),
+                fields: Optional[Mapping[str, Any]] = None, objective: str = "",
+                criteria: Sequence[str] = (), files: Sequence[str] = (),
+                sections: Optional[Mapping[str, str]] = None) -> str:
+    """Task Markdown from its parts. ``criteria`` items become ``- [ ]`` lines unless already checklist lines."""
+    validate_id(task_id, "task id")
+    for dep in depends_on:
+        validate_id(dep, "task id")
+    head: dict[str, Any] = {}
+    if type:
+        head["Type"] = type
+    head.update({"Priority": priority, "Status": status, "Created": created or format_ts()})
+    if depends_on:
+        head["Depends On"] = ", ".join(depends_on)
+    head.update(fields or {})
+    out = [f"# {task_id}: {_one_line(title, 'title')}", ""]
+    for name, value in head.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
+            raise ValidationError(f"invalid field name {name!r}")
+        out.append(f"**{name}:** {_one_line(value, name)}".rstrip())
+    body = {"Objective": objective.strip(),
+            "Success Criteria": "\n".join(c if _CHECK.match(c) else f"- [ ] {c}"
+                                          for c in (_one_line(c, "criterion") for c in criteria)),
+            "Files to Modify": "\n".join(f"- `{_one_line(f, 'file')}`" for f in files)}
+    body.update({k: v.strip() for k, v in (sections or {}).items()})
+    for name, text in body.items():
+        if text or name == "Objective":
+            out += ["", f"## {_one_line(name, 'section')}", ""] + ([text] if text else [])
+    return "\n".join(out) + "\n"
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:50].strip("-")
+
+
+def new_task_file(task_id: str, title: str, root: Optional[PathLike] = None, *,
+                  directory: Optional[PathLike] = None, filename: Optional[str] = None,
+                  **parts: Any) -> Path:
+    """Write a new task (see ``render_task``) to tasks/active/``<ID>-<slug>.md``; returns its path.
+
+    Refuses (ValidationError) when the file exists or another task already has this id.
+    """
+    cfg = load_config(root)
+    target_dir = Path(directory) if directory is not None else cfg.tasks_active
+    text = render_task(task_id, title, **parts)
+    name = filename or (f"{task_id}-{_slug(title)}.md" if _slug(title) else f"{task_id}.md")
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".md"):
+        raise ValidationError(f"invalid task file name {name!r}")
+    target = target_dir / name
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with locked(target_dir, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        if target.exists():
+            raise ValidationError("task file already exists", path=target, task_id=task_id)
+        # Files that do not parse cannot be checked here; find_task names them once fixed.
+        taken = [t for d in {target_dir, cfg.tasks_active, cfg.tasks_completed}
+                 for t in list_tasks(directory=d, errors=[]) if t.task_id == task_id]
+        if taken:
+            raise ValidationError(f"task id {task_id} is already used", path=taken[0].path, task_id=task_id,
+                                  hint="pick another id")
+        atomic_write(target, text)
+    return target
+
+
+def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
+                      status: Optional[Any] = Status.COMPLETED) -> Path:
+    """Set the task's Status (unless ``status`` is None) and move it to tasks/completed/.
+
+    Returns the new path; a task already in completed/ is left there. Refuses to overwrite.
+    """
+    cfg = load_config(root)
+    task = find_task(task_id, cfg.root)
+    source = task.path
+    if source is None or source.parent == cfg.tasks_completed:
+        return source
+    target = cfg.tasks_completed / source.name
+    with locked(source, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        document = TaskDocument(read_text(source), source)  # re-read under the lock
+        if document.task.task_id != task_id:
+            raise NotFoundError(f"{source.name} no longer holds task {task_id}", path=source, task_id=task_id)
+        if status is not None:
+            document.set_field("Status", status)
+        if target.exists():
+            raise ValidationError("a completed task file with this name already exists", path=target,
+                                  task_id=task_id, hint="rename or remove one of them")
+        # Written in full before the source goes: a crash in between leaves two copies, which
+        # find_task reports by name, never zero.
+        atomic_write(target, document.render())
+        os.unlink(source)
+    return target

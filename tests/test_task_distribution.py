@@ -1,0 +1,313 @@
+"""task_distribution.py: analysis, grouping, splitting into sub-task files, idempotence, races, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import task_distribution as td
+import tasks
+from config import DEFAULTS, Config
+from conftest import LIB, RALF
+from errors import ParseError, ValidationError
+from procs import run_together
+
+pytestmark = pytest.mark.timeout(60)
+
+F005 = "TASK-1769952151-implement-feature-f005.md"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    tasks.clear_cache()
+    yield
+    tasks.clear_cache()
+
+
+def make_task(workspace: Path, criteria, *, task_id="TASK-1", objective="Build several independent parts.",
+              files=(), status="pending", name=None) -> Path:
+    return tasks.new_task_file(task_id, "Build the parts", workspace, filename=name or f"{task_id}.md",
+                               status=status, priority="high", objective=objective, criteria=criteria,
+                               files=files, depends_on=["TASK-0"], created="2026-02-01T00:00:00Z")
+
+
+def criteria_of(path: Path) -> list[str]:
+    return [i.text for i in tasks.load_task(path, use_cache=False).success_criteria]
+
+
+def sub_files(workspace: Path) -> list[str]:
+    return sorted(p.name for p in (workspace / "tasks" / "active").glob("*-SUB*.md"))
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+def test_feature_task_can_be_split(ralf):
+    path = ralf / "tasks" / "active" / F005
+    analysis = td.analyze_task_structure(path)
+    assert analysis.can_parallelize and td.can_parallelize(path)
+    assert analysis.unit_kind == "criterion" and len(analysis.units) == 7 and len(analysis.groups) == 7
+    assert analysis.units[6].files == ("operations/.docs/auto-docs-guide.md",)
+    assert any("independent groups" in r for r in analysis.reasons)
+    assert any("'and'" in e for e in analysis.parallel_evidence)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("TASK-1769800176-create-workflow-loader-library.md", "status is 'completed'"),
+    ("TASK-1738300332-fix-skills-system-critical-issues.md", "status is 'in_progress'"),
+])
+def test_finished_or_running_tasks_are_not_split(ralf, name, reason):
+    path = ralf / "tasks" / "completed" / name
+    analysis = td.analyze_task_structure(path)
+    assert not analysis.can_parallelize and any(reason in r for r in analysis.reasons)
+    before = path.read_bytes()
+    assert td.distribute_task(path, root=ralf) == []
+    assert path.read_bytes() == before and sub_files(ralf) == []
+
+
+@pytest.mark.parametrize("criteria, objective, files, reason", [
+    (["only one thing"], "Build it.", (), "only 1 unit"),
+    ([], "Build it.", (), "only 0 unit"),
+    (["write the schema", "load the data", "index it"], "First write the schema, then load data, then index.",
+     (), "read as sequential"),
+    (["edit `lib/a.py` header", "edit lib/a.py body", "then test it"], "Several parts.", (), "linked"),
+])
+def test_tasks_that_are_not_split_say_why(workspace, criteria, objective, files, reason):
+    path = make_task(workspace, criteria, objective=objective, files=files)
+    before = path.read_bytes()
+    analysis = td.analyze_task_structure(path)
+    assert not analysis.can_parallelize
+    assert any(reason in r for r in analysis.reasons), analysis.reasons
+    assert td.distribute_task(path) == []
+    assert path.read_bytes() == before and sub_files(workspace) == []
+
+
+def test_files_are_units_when_there_is_no_checklist(workspace):
+    path = tasks.new_task_file("TASK-2", "Touch files", workspace, filename="TASK-2.md",
+                               files=["lib/a.py", "lib/b.py", "docs/c.md"])
+    analysis = td.analyze_task_structure(path)
+    assert analysis.unit_kind == "file" and analysis.can_parallelize
+    subs = td.distribute_task(path, max_subtasks=2)
+    assert [s.files for s in subs] == [("lib/a.py", "lib/b.py"), ("docs/c.md",)]
+    assert tasks.load_task(subs[1].path).files_to_modify == ("docs/c.md",)
+
+
+def test_numbered_steps_stay_together(workspace):
+    text = ("# TASK-3: Steps\n\n**Status:** pending\n\n## Objective\n\nDo it.\n\n## Approach\n\n"
+            "### 1. Prepare\n\nprep\n\n### 2. Build\n\nbuild\n\n### 3. Ship\n\nship\n")
+    path = workspace / "tasks" / "active" / "TASK-3.md"
+    path.write_text(text)
+    analysis = td.analyze_task_structure(path)
+    assert analysis.unit_kind == "step" and len(analysis.units) == 3
+    assert analysis.groups == ((0, 1, 2),) and not analysis.can_parallelize
+
+
+def test_shared_files_and_order_words_group_units(workspace):
+    criteria = ["change `lib/x.py` parser", "write docs", "test lib/x.py edge cases", "then release it",
+                "strengthen the authentication"]  # "strengthen"/"authentication" hold no whole "then"
+    path = make_task(workspace, criteria, files=["lib/x.py", "docs/guide.md"])
+    analysis = td.analyze_task_structure(path)
+    assert analysis.groups == ((0, 2, 3), (1,), (4,))
+    assert any("share files: lib/x.py" in e for e in analysis.sequential_evidence)
+    subs = td.distribute_task(path, ["e1", "e2"])
+    assert [criteria_of(s.path) for s in subs] == [criteria[:1] + criteria[2:4], [criteria[1]], [criteria[4]]]
+    assert [s.assigned_to for s in subs] == ["e1", "e2", "e1"]
+    first = tasks.load_task(subs[0].path)
+    assert first.files_to_modify == ("lib/x.py",)
+    assert "docs/guide.md" in first.section("Related Files").text
+
+
+def test_keywords_come_from_swarm_yaml(workspace):
+    (workspace / "swarm.yaml").write_text("distribution:\n  sequential_keywords: [zorp]\n  max_subtasks: 5\n")
+    criteria = ["part a", "zorp part b", "then part c"]
+    path = make_task(workspace, criteria)
+    analysis = td.analyze_task_structure(path)
+    assert analysis.groups == ((0, 1), (2,))
+    assert [criteria_of(s.path) for s in td.distribute_task(path)] == [criteria[:2], criteria[2:]]
+
+
+def test_bad_keyword_config_is_a_clear_error(workspace):
+    (workspace / "swarm.yaml").write_text("distribution:\n  parallel_keywords: parallel\n")
+    path = make_task(workspace, ["a", "b"])
+    with pytest.raises(ValidationError, match="parallel_keywords must be a list"):
+        td.analyze_task_structure(path)
+
+
+# ---------------------------------------------------------------------------- splitting
+
+
+def test_split_writes_sub_tasks_and_records_them_on_the_parent(ralf):
+    parent = ralf / "tasks" / "active" / F005
+    before = parent.read_bytes()
+    subs = td.distribute_task(parent, ["executor-1", "executor-2"], max_subtasks=3)
+    ids = [f"TASK-1769952151-SUB{n}" for n in (1, 2, 3)]
+    assert [s.task_id for s in subs] == ids
+    assert sub_files(ralf) == [f"{i}.md" for i in ids]
+    for sub, agent in zip(subs, ["executor-1", "executor-2", "executor-1"]):
+        task = tasks.load_task(sub.path)
+        assert task.task_id == sub.task_id and task.parent == "TASK-1769952151"
+        assert task.assigned_to == agent and task.status is tasks.Status.PENDING
+        assert task.priority is tasks.Priority.HIGH and task.created_at is not None
+        assert task.type == "implement (feature)" and tasks.validate_task(task) == []
+        assert task.objective and task.success_criteria
+    after = parent.read_bytes()
+    added = b"**Sub-Tasks:** " + ", ".join(ids).encode() + b"\n"
+    assert after == before.replace(b"(~1.5 hours)\n", b"(~1.5 hours)\n" + added, 1)
+    assert tasks.load_task(parent).sub_tasks == tuple(ids)
+    assert sorted(t for s in subs for t in criteria_of(s.path)) == sorted(criteria_of(parent))
+
+
+def test_split_is_idempotent_even_after_operator_edits(ralf):
+    parent = ralf / "tasks" / "active" / F005
+    first = td.distribute_task(parent, ["executor-1"])
+    edited = first[1].path
+    edited.write_text(edited.read_text().replace("**Assigned To:** executor-1", "**Assigned To:** alice")
+                      + "\nOperator note.\n")
+    snapshot = {p: p.read_bytes() for p in (ralf / "tasks" / "active").iterdir()}
+    again = td.distribute_task(parent, ["executor-9"], max_subtasks=2)
+    assert [s.task_id for s in again] == [s.task_id for s in first]
+    assert again[1].assigned_to == "alice"
+    assert {p: p.read_bytes() for p in (ralf / "tasks" / "active").iterdir()} == snapshot
+
+
+def test_sub_tasks_found_without_the_parent_field_are_returned_and_recorded(ralf):
+    parent = ralf / "tasks" / "active" / F005
+    subs = td.distribute_task(parent)
+    tasks.set_field(parent, "Sub-Tasks", "", root=ralf)  # as if a crash came before the parent's line
+    assert tasks.load_task(parent).sub_tasks == ()
+    again = td.distribute_task(parent)
+    assert [s.task_id for s in again] == [s.task_id for s in subs]
+    assert tasks.load_task(parent).sub_tasks == tuple(s.task_id for s in subs)
+
+
+@pytest.mark.parametrize("name, text", [("TASK-1-SUB2.md", "# OTHER-1: unrelated\n"),
+                                        ("other.md", "# TASK-1-SUB2: same id, other name\n")])
+def test_a_stray_sub_task_name_or_id_stops_the_whole_split(workspace, name, text):
+    path = make_task(workspace, ["a", "b", "c"])
+    (workspace / "tasks" / "active" / name).write_text(text)
+    before = path.read_bytes()
+    with pytest.raises(ValidationError, match="TASK-1-SUB2 already exists"):
+        td.distribute_task(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in (workspace / "tasks" / "active").iterdir()) == sorted(["TASK-1.md", name])
+
+
+def test_split_by_task_id(ralf):
+    subs = td.distribute_task("TASK-1769952151", ["e1"], 2, root=ralf)
+    assert [s.task_id for s in subs] == ["TASK-1769952151-SUB1", "TASK-1769952151-SUB2"]
+
+
+def test_an_unreadable_sub_task_is_never_split_over(workspace):
+    path = make_task(workspace, ["a", "b"])
+    td.distribute_task(path)
+    tasks.set_field(path, "Sub-Tasks", "", root=workspace)
+    (workspace / "tasks" / "active" / "TASK-1-SUB1.md").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ParseError):
+        td.distribute_task(path)
+
+
+def _split_in_child(root: str, parent: str) -> list:
+    return [s.task_id for s in td.distribute_task(parent, ["a", "b"], root=root)]
+
+
+@pytest.mark.parametrize("procs", [2, 4])
+def test_concurrent_planners_create_one_set(ralf, procs):
+    parent = ralf / "tasks" / "active" / F005
+    results = run_together(_split_in_child, [(str(ralf), str(parent))] * procs)
+    ids = [f"TASK-1769952151-SUB{n}" for n in (1, 2, 3)]
+    assert results == [ids] * procs
+    assert sub_files(ralf) == [f"{i}.md" for i in ids]
+    assert parent.read_text().count("**Sub-Tasks:**") == 1
+
+
+@pytest.mark.parametrize("path", sorted((RALF / "tasks").glob("*/*.md")), ids=lambda p: p.name)
+def test_every_criterion_lands_in_exactly_one_sub_task_ralf(tmp_path, path):
+    root = tmp_path / "ws"
+    (root / "tasks" / "active").mkdir(parents=True)
+    copy = root / "tasks" / "active" / path.name
+    shutil.copy(path, copy)
+    tasks.set_field(copy, "Status", "pending", root=root)  # finished fixtures too: split them as if new
+    analysis = td.analyze_task_structure(copy, root)
+    subs = td.distribute_task(copy, root=root)
+    assert bool(subs) == analysis.can_parallelize
+    if subs:
+        got = Counter((i.text, i.checked) for s in subs for i in tasks.load_task(s.path).success_criteria)
+        want = Counter((i.text, i.checked) for i in tasks.load_task(copy).success_criteria)
+        assert got == want
+
+
+words = st.sampled_from(["alpha", "beta", "gamma", "delta", "then", "after", "and", "separately", "x"])
+mentions = st.sampled_from(["", "", "", " `lib/a.py`", " lib/b.py", " docs/c.md"])
+criterion = st.builds(lambda w, m, done: ("- [x] " if done else "") + " ".join(w) + m,
+                      st.lists(words, min_size=1, max_size=4), mentions, st.booleans())
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(criterion, min_size=0, max_size=9), st.integers(min_value=2, max_value=4))
+def test_every_criterion_lands_in_exactly_one_sub_task_generated(items, limit):
+    text = tasks.render_task("GEN-1", "Generated", objective="Independent parts.", criteria=items,
+                             created="2026-01-01T00:00:00Z")
+    task = tasks.parse_task(text, "GEN-1.md")
+    analysis = td._analyze(task, Config(Path("/nonexistent"), copy.deepcopy(DEFAULTS)))
+    planned = td.plan_subtasks(analysis, task, max_subtasks=limit)
+    if not planned:
+        return
+    assert 2 <= len(planned) <= limit
+    assert Counter(c for s in planned for c in s.criteria) == Counter(u.markdown() for u in analysis.units)
+    where = {i: n for n, s in enumerate(planned) for i in s.units}
+    assert sorted(where) == list(range(len(analysis.units)))
+    for unit in analysis.units:  # grouping holds: shared files and order words stay together
+        if unit.order_words and unit.index:
+            assert where[unit.index] == where[unit.index - 1]
+        for other in analysis.units:
+            if set(unit.files) & set(other.files):
+                assert where[unit.index] == where[other.index]
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, str(LIB / "task_distribution.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_cli_plans_then_splits(ralf, tmp_path):
+    parent = ralf / "tasks" / "active" / F005
+    before = parent.read_bytes()
+    shown = cli(parent, "--agents", "e1,e2", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "can be split" in shown.stdout and "TASK-1769952151-SUB3  assigned to e1" in shown.stdout
+    assert parent.read_bytes() == before and sub_files(ralf) == []
+    done = cli(parent, "--split", "--max-subtasks", "2", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert [s["task_id"] for s in document["subtasks"]] == ["TASK-1769952151-SUB1", "TASK-1769952151-SUB2"]
+    assert document["analysis"]["can_parallelize"] and all(Path(s["path"]).is_file() for s in document["subtasks"])
+    assert sub_files(ralf) == ["TASK-1769952151-SUB1.md", "TASK-1769952151-SUB2.md"]
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe\x00garbage", b"no title\n"])
+def test_cli_bad_task_file_exits_2_with_one_line(tmp_path, content):
+    path = tmp_path / "TASK.md"
+    if content is not None:
+        path.write_bytes(content)
+    result = cli(path, "--split", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {path}") and result.stderr.count("\n") == 1
+    if content is not None:
+        assert path.read_bytes() == content
+
+
+def test_cli_help_from_anywhere(tmp_path):
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--split" in result.stdout

@@ -1,0 +1,469 @@
+"""tasks.py: parsing every RALF task, byte-exact edits under the lock, listing with a cache, bad input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import tasks
+from conftest import RALF
+from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from procs import run_together
+from tasks import Priority, Status
+
+pytestmark = pytest.mark.timeout(60)
+
+FIXTURES = sorted((RALF / "tasks").glob("*/*.md"))
+
+SIMPLE = """# TASK-1: Build the thing
+
+**Type:** implement
+**Priority:** high
+**Status:** pending
+**Created:** 2026-02-01T18:30:00Z
+**Depends On:** TASK-0 (setup), TASK-00
+
+## Objective
+
+Build it.
+
+```bash
+# not a heading
+## not a section either
+- [ ] not an item
+```
+
+## Success Criteria
+
+- [ ] item one
+- [ ] item two [IP:executor-2]
+- [X] item three
+
+## Files to Modify
+
+- `lib/thing.py` (create) - the thing
+- docs/thing.md
+- some prose without a path
+
+## Completion
+
+**Status:** COMPLETE - NO ACTION NEEDED
+"""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    tasks.clear_cache()
+    yield
+    tasks.clear_cache()
+
+
+def write(workspace: Path, name: str, text: str, where: str = "active") -> Path:
+    path = workspace / "tasks" / where / name
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def changed_lines(before: bytes, after: bytes) -> list[tuple[bytes, bytes]]:
+    old, new = before.split(b"\n"), after.split(b"\n")
+    assert len(old) == len(new), "line count changed"
+    return [(a, b) for a, b in zip(old, new) if a != b]
+
+
+# ---------------------------------------------------------------------------- RALF fixtures
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_every_ralf_task_parses_and_round_trips(path):
+    text = path.read_bytes().decode("utf-8")
+    task = tasks.load_task(path)
+    assert task.task_id and task.title and task.path == path
+    assert task.status is not None, task.status_text
+    assert tasks.validate_task(task) == []
+    assert task.success_criteria, "every fixture has success criteria"
+    assert tasks.TaskDocument(text, path).render() == text
+
+
+@pytest.mark.parametrize("name, task_id, title, status, priority, criteria", [
+    ("TASK-1769952151-implement-feature-f005.md", "TASK-1769952151",
+     "Implement Feature F-005 (Automated Documentation Generator)", Status.PENDING, Priority.HIGH, 7),
+    ("TASK-1769811775-fix-critical-api-mismatches.md", "TASK-1738363312",
+     "Fix Critical API Mismatches in main.py", Status.COMPLETED, Priority.HIGH, 4),
+    ("RALF-2026-01-30-001.md", "RALF-2026-01-30-001", "Initialize Self-Improvement System",
+     Status.COMPLETED, Priority.CRITICAL, 5),
+    # the Completion section says "**Status:** COMPLETE", but only header fields are the task's
+    ("TASK-1738300332-fix-skills-system-critical-issues.md", "TASK-1738300332",
+     "Fix Skills System Critical Issues", Status.IN_PROGRESS, Priority.CRITICAL, 5),
+    ("TASK-1769916002-add-phase-1.5-skill-checking.md", "TASK-1769916002",
+     "Add Phase 1.5 Skill Checking to Executor Prompt", Status.PENDING, Priority.HIGH, 5),
+])
+def test_ralf_task_details(name, task_id, title, status, priority, criteria):
+    path = next(p for p in FIXTURES if p.name == name)
+    task = tasks.load_task(path)
+    assert (task.task_id, task.title, task.status, task.priority) == (task_id, title, status, priority)
+    assert len(task.success_criteria) == criteria
+
+
+def test_headings_inside_code_fences_are_not_sections():
+    path = next(p for p in FIXTURES if p.name.startswith("TASK-1769916002"))
+    task = tasks.load_task(path)
+    names = [s.name for s in task.sections]
+    assert "Skill Usage for This Task" not in names and "Phase 1.5: Skill Checking (MANDATORY)" not in names
+    assert names[:5] == ["Objective", "Context", "Success Criteria", "Approach", "Files to Modify"]
+    assert task.files_to_modify == (
+        "2-engine/.autonomous/prompts/system/executor/variations/v2-legacy-based.md",
+        ".templates/tasks/THOUGHTS.md.template", ".templates/tasks/task-completion.md.template")
+
+
+def test_find_task_uses_the_title_id_not_the_file_name(ralf):
+    task = tasks.find_task("TASK-1738363312", ralf)
+    assert task.path.name == "TASK-1769811775-fix-critical-api-mismatches.md"
+    assert task.path.parent == ralf / "tasks" / "completed"
+    with pytest.raises(NotFoundError):
+        tasks.find_task("TASK-1769811775", ralf)
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def test_parse_fields_sections_checklist_and_files():
+    task = tasks.parse_task(SIMPLE, "x.md")
+    assert list(task.fields) == ["Type", "Priority", "Status", "Created", "Depends On"]
+    assert task.field_lines["Status"] == 5 and task.field("depends-on") == "TASK-0 (setup), TASK-00"
+    assert task.status is Status.PENDING and task.type == "implement"
+    assert task.depends_on == ("TASK-0", "TASK-00")
+    assert [s.name for s in task.sections] == ["Objective", "Success Criteria", "Files to Modify", "Completion"]
+    assert task.objective.startswith("Build it.") and "## not a section either" in task.objective
+    items = task.checklist
+    assert [(i.index, i.line, i.checked, i.agent, i.text) for i in items] == [
+        (0, 21, False, None, "item one"), (1, 22, False, "executor-2", "item two"), (2, 23, True, None, "item three")]
+    assert task.files_to_modify == ("lib/thing.py", "docs/thing.md")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("pending", Status.PENDING), ("COMPLETE", Status.COMPLETED), ("done", Status.COMPLETED),
+    ("in progress", Status.IN_PROGRESS), ("In-Progress", Status.IN_PROGRESS), ("in_progress", Status.IN_PROGRESS),
+    ("completed ✅", Status.COMPLETED), ("COMPLETE - NO ACTION NEEDED", Status.COMPLETED),
+    ("Needs Attention", Status.NEEDS_ATTENTION), ("canceled", Status.CANCELLED), ("BLOCKED", Status.BLOCKED),
+    ("claimed", Status.CLAIMED), ("failed: timeout", Status.FAILED), ("frobnicated", None), ("", None),
+])
+def test_status_normalisation(raw, expected):
+    assert Status.parse(raw) is expected
+
+
+def test_unrecognised_status_parses_and_is_reported_by_validate():
+    text = SIMPLE.replace("**Status:** pending", "**Status:** frobnicated").replace("**Priority:** high",
+                                                                                   "**Priority:** sky-high")
+    task = tasks.parse_task(text, "t.md")
+    assert task.status is None and task.status_text == "frobnicated"
+    problems = [str(p) for p in tasks.validate_task(task)]
+    assert any(p.startswith("t.md:5: unrecognised status 'frobnicated'") for p in problems), problems
+    assert any("t.md:4: unrecognised priority" in p for p in problems), problems
+    assert tasks.parse_task("# T-1: no fields\n").status is Status.PENDING  # no Status line: pending
+
+
+def test_priority_order_and_ready_order():
+    assert tasks.priority_rank("CRITICAL") > tasks.priority_rank("high") > tasks.priority_rank("Medium") \
+        > tasks.priority_rank("low")
+    assert tasks.priority_rank("7") == 7.0 and tasks.priority_rank(None) == tasks.priority_rank("medium")
+
+    def make(task_id, priority, created):
+        return tasks.parse_task(f"# {task_id}: t\n\n**Priority:** {priority}\n**Created:** {created}\n")
+
+    batch = [make("C", "low", "2026-01-01T00:00:00Z"), make("B", "high", "2026-01-02T00:00:00Z"),
+             make("A", "HIGH", "2026-01-01T00:00:00+00:00"), make("D", "critical", "2026-03-01T00:00:00Z"),
+             make("E", "high", "not a time")]
+    assert [t.task_id for t in sorted(batch, key=tasks.ready_order_key)] == ["D", "A", "B", "E", "C"]
+
+
+def test_title_id_and_task_id_field():
+    assert tasks.parse_task("# Initialise things\n\n**Task ID:** RALF-1\n").task_id == "RALF-1"
+    task = tasks.parse_task("# TASK-9: Fix: a colon in the title\n")
+    assert (task.task_id, task.title) == ("TASK-9", "Fix: a colon in the title")
+    mismatch = tasks.parse_task("# TASK-9: t\n\n**Task ID:** TASK-8\n", "m.md")
+    assert "Task ID 'TASK-8' differs" in str(tasks.validate_task(mismatch)[0])
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("content, error, line", [
+    (b"", ParseError, 1),
+    (b"\n  \n", ParseError, 1),
+    (b"just some text\n# TASK-1: late title\n", ParseError, 1),
+    (b"\x00\x01\x02garbage\xff\xfe", ParseError, 1),
+    (b"# TASK-1: ok\n\xc3\x28 bad utf-8\n", ParseError, 2),
+    (b"# ../../etc: escape\n", InvalidIdError, 1),
+    (b"# A title without an id\n\n**Status:** pending\n", ParseError, 1),
+    (b"# A title\n\n**Task ID:** ../x\n", InvalidIdError, 3),
+])
+def test_bad_task_files_fail_closed(workspace, content, error, line):
+    path = write(workspace, "bad.md", "")
+    path.write_bytes(content)
+    with pytest.raises(error) as caught:
+        tasks.load_task(path)
+    assert caught.value.path == str(path) and caught.value.line == line
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+    assert caught.value.hint
+    with pytest.raises(error):
+        tasks.set_field(path, "Status", "completed", root=workspace)
+    with pytest.raises(error):
+        tasks.set_checklist_item(path, 0, checked=True, root=workspace)
+    assert path.read_bytes() == content
+
+
+def test_find_task_rejects_invalid_ids(workspace):
+    with pytest.raises(InvalidIdError):
+        tasks.find_task("../../etc", workspace)
+
+
+# ---------------------------------------------------------------------------- edits
+
+
+def test_set_field_replaces_one_line_in_place(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    before = path.read_bytes()
+    task = tasks.set_field(path, "status", Status.IN_PROGRESS, root=workspace)
+    assert task.status is Status.IN_PROGRESS
+    assert changed_lines(before, path.read_bytes()) == [(b"**Status:** pending", b"**Status:** in_progress")]
+    # the Completion section's own Status line is untouched
+    assert path.read_bytes().endswith(b"**Status:** COMPLETE - NO ACTION NEEDED\n")
+
+
+def test_unchanged_edit_does_not_rewrite(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    inode = path.stat().st_ino
+    tasks.set_field(path, "Status", "pending", root=workspace)
+    assert path.stat().st_ino == inode and path.read_text() == SIMPLE
+
+
+def test_set_field_inserts_after_the_last_header_field(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    tasks.set_fields(path, {"Claimed By": "executor-1", "Priority": "low"}, root=workspace)
+    lines = path.read_text().split("\n")
+    assert lines[1:9] == ["", "**Type:** implement", "**Priority:** low", "**Status:** pending",
+                          "**Created:** 2026-02-01T18:30:00Z", "**Depends On:** TASK-0 (setup), TASK-00",
+                          "**Claimed By:** executor-1", ""]
+    assert path.read_text().replace("**Claimed By:** executor-1\n", "").replace("low", "high", 1) == SIMPLE
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("# T-1: title\r\n\r\n**Status:** pending\r\n\r\n## Objective\r\nx",
+     "# T-1: title\r\n\r\n**Status:** pending\r\n**Owner:** me\r\n\r\n## Objective\r\nx"),
+    ("# T-1: title\n**Status:** pending", "# T-1: title\n**Status:** pending\n**Owner:** me"),
+    ("# T-1: title", "# T-1: title\n\n**Owner:** me"),
+    ("# T-1: title\n\n## Objective\n", "# T-1: title\n\n**Owner:** me\n\n## Objective\n"),
+    ("# T-1: title\n## Objective\n", "# T-1: title\n\n**Owner:** me\n\n## Objective\n"),
+])
+def test_insert_keeps_line_endings_and_missing_final_newline(workspace, text, expected):
+    path = write(workspace, "t.md", text)
+    tasks.set_field(path, "Owner", "me", root=workspace)
+    assert path.read_bytes() == expected.encode()
+    assert tasks.load_task(path).field("Owner") == "me"
+
+
+def test_crlf_field_replace_keeps_crlf(workspace):
+    path = write(workspace, "t.md", SIMPLE.replace("\n", "\r\n"))
+    tasks.set_field(path, "Status", "blocked", root=workspace)
+    assert path.read_bytes() == SIMPLE.replace("**Status:** pending", "**Status:** blocked").replace(
+        "\n", "\r\n").encode()
+
+
+@pytest.mark.parametrize("name, value", [("Status", "two\nlines"), ("Bad*Name", "x"), ("", "x"),
+                                         ("Status", "x\r")])
+def test_invalid_field_edits_are_refused(workspace, name, value):
+    path = write(workspace, "t.md", SIMPLE)
+    with pytest.raises(ValidationError):
+        tasks.set_field(path, name, value, root=workspace)
+    assert path.read_text() == SIMPLE
+
+
+def test_checklist_edits_touch_only_their_line(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    before = path.read_bytes()
+    item = tasks.set_checklist_item(path, "item one", checked=True, agent="executor-1", root=workspace)
+    assert (item.checked, item.agent, item.text) == (True, "executor-1", "item one")
+    assert changed_lines(before, path.read_bytes()) == [(b"- [ ] item one", b"- [x] item one [IP:executor-1]")]
+    item = tasks.set_checklist_item(path, 1, agent=None, root=workspace)
+    assert (item.agent, item.checked) == (None, False)
+    item = tasks.set_checklist_item(path, "ITEM   three", checked=False, root=workspace)
+    assert not item.checked
+    text = path.read_text()
+    assert "- [x] item one [IP:executor-1]\n- [ ] item two\n- [ ] item three\n" in text
+    tasks.set_checklist_item(path, 2, checked=True, root=workspace)
+    tasks.set_checklist_item(path, "item one", checked=False, agent=None, root=workspace)
+    assert path.read_text() == SIMPLE.replace(" [IP:executor-2]", "").replace("[X]", "[x]")
+
+
+def test_checked_capital_x_is_kept_when_only_the_agent_changes(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    tasks.set_checklist_item(path, 2, agent="a-1", root=workspace)
+    assert "- [X] item three [IP:a-1]\n" in path.read_text()
+
+
+@pytest.mark.parametrize("selector, kwargs, error", [
+    (7, {"checked": True}, NotFoundError), ("no such item", {"checked": True}, NotFoundError),
+    (0, {"agent": "../evil"}, InvalidIdError), (True, {"checked": True}, NotFoundError),
+])
+def test_checklist_edit_errors_leave_the_file_alone(workspace, selector, kwargs, error):
+    path = write(workspace, "t.md", SIMPLE)
+    with pytest.raises(error):
+        tasks.set_checklist_item(path, selector, root=workspace, **kwargs)
+    assert path.read_text() == SIMPLE
+
+
+def test_ambiguous_checklist_text(workspace):
+    path = write(workspace, "t.md", SIMPLE.replace("item two", "item one"))
+    with pytest.raises(ValidationError, match="ambiguous"):
+        tasks.set_checklist_item(path, "item one", checked=True, root=workspace)
+
+
+def test_edit_rereads_so_an_operators_concurrent_edit_is_kept(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    stale = tasks.load_task(path)
+    path.write_text(SIMPLE.replace("Build it.", "Build it, carefully."))  # the operator saves
+    tasks.set_field(stale.path, "Status", "claimed", root=workspace)
+    text = path.read_text()
+    assert "Build it, carefully." in text and "**Status:** claimed" in text
+
+
+def test_edit_task_writes_nothing_when_the_block_raises(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    with pytest.raises(RuntimeError):
+        with tasks.edit_task(path, workspace) as document:
+            document.set_field("Status", "failed")
+            raise RuntimeError("boom")
+    assert path.read_text() == SIMPLE
+
+
+def _edit_in_child(root: str, path: str, n: int) -> int:
+    for round_ in range(5):
+        tasks.set_field(path, f"Field {n}", f"value {round_}", root=root)
+    tasks.set_checklist_item(path, n % 3, agent=f"agent-{n}", root=root) if n < 3 else None
+    return n
+
+
+def test_concurrent_editors_lose_no_update(workspace):
+    path = write(workspace, "t.md", SIMPLE)
+    run_together(_edit_in_child, [(str(workspace), str(path), n) for n in range(4)])
+    task = tasks.load_task(path, use_cache=False)
+    assert [task.field(f"Field {n}") for n in range(4)] == ["value 4"] * 4
+    assert [i.agent for i in task.checklist] == ["agent-0", "agent-1", "agent-2"]
+    assert task.objective.startswith("Build it.")
+
+
+def test_edit_without_root_finds_the_workspace_lock_dir(workspace, tmp_path, monkeypatch):
+    path = write(workspace, "t.md", SIMPLE)
+    monkeypatch.delenv("SWARM_ROOT")
+    monkeypatch.chdir(tmp_path)
+    assert tasks.task_config(path).root == workspace
+    tasks.set_field(path, "Status", "claimed")
+    assert (workspace / ".swarm" / "locks").is_dir()
+
+
+# ---------------------------------------------------------------------------- listing, finding, creating
+
+
+def test_list_tasks_caches_by_stat(workspace, monkeypatch):
+    for n in range(5):
+        write(workspace, f"T-{n}.md", f"# T-{n}: task {n}\n")
+    write(workspace, "T-9.md", "# T-9: done\n\n**Status:** completed\n", "completed")
+    write(workspace, "README.md", "not a task\n")
+    parsed = []
+    real = tasks._read_task
+    monkeypatch.setattr(tasks, "_read_task", lambda p: parsed.append(p.name) or real(p))
+    first = tasks.list_tasks(workspace)
+    assert [t.task_id for t in first] == [f"T-{n}" for n in range(5)] and len(parsed) == 5
+    assert [t.task_id for t in tasks.list_tasks(workspace, include_completed=True)][-1] == "T-9"
+    parsed.clear()
+    again = tasks.list_tasks(workspace)
+    assert parsed == [] and all(a is b for a, b in zip(first, again))
+    tasks.set_field(workspace / "tasks" / "active" / "T-2.md", "Status", "claimed", root=workspace)
+    (workspace / "tasks" / "active" / "T-4.md").unlink()
+    after = tasks.list_tasks(workspace)
+    assert parsed == ["T-2.md"] and [t.status for t in after] == [Status.PENDING, Status.PENDING, Status.CLAIMED,
+                                                                  Status.PENDING]
+    assert tasks.load_task(workspace / "tasks" / "active" / "T-2.md") is after[2]
+
+
+def test_list_tasks_with_a_broken_file(workspace):
+    write(workspace, "good.md", "# T-1: fine\n")
+    bad = write(workspace, "bad.md", "no title here\n")
+    with pytest.raises(ParseError):
+        tasks.list_tasks(workspace)
+    errors: list = []
+    assert [t.task_id for t in tasks.list_tasks(workspace, errors=errors)] == ["T-1"]
+    assert [e.path for e in errors] == [str(bad)]
+    assert bad.read_text() == "no title here\n"
+
+
+def test_list_tasks_of_a_directory(tmp_path):
+    (tmp_path / "a.md").write_text("# A-1: a\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert [t.task_id for t in tasks.list_tasks(directory=tmp_path)] == ["A-1"]
+    assert tasks.list_tasks(directory=tmp_path / "missing") == []
+
+
+def test_find_task_active_then_completed_and_duplicates(workspace):
+    write(workspace, "T-1.md", "# T-1: open\n")
+    write(workspace, "T-2.md", "# T-2: done\n\n**Status:** done\n", "completed")
+    assert tasks.find_task("T-1", workspace).title == "open"
+    assert tasks.find_task("T-2", workspace).status is Status.COMPLETED
+    write(workspace, "T-1-copy.md", "# T-1: stale copy\n", "completed")
+    with pytest.raises(ValidationError) as caught:
+        tasks.find_task("T-1", workspace)
+    assert "T-1.md" in str(caught.value) and "T-1-copy.md" in str(caught.value)
+    with pytest.raises(NotFoundError):
+        tasks.find_task("T-3", workspace)
+
+
+def test_new_task_file_renders_a_parseable_task(workspace):
+    path = tasks.new_task_file("TASK-7", "Add a cache", workspace, priority="high", type="implement",
+                               depends_on=["TASK-1"], objective="Make it fast.",
+                               criteria=["first", "- [x] already done"], files=["lib/cache.py"],
+                               fields={"Assigned To": "executor-1"}, sections={"Notes": "Be careful."},
+                               created="2026-02-01T00:00:00Z")
+    assert path == workspace / "tasks" / "active" / "TASK-7-add-a-cache.md"
+    task = tasks.load_task(path)
+    assert (task.task_id, task.title, task.status, task.priority, task.type) == (
+        "TASK-7", "Add a cache", Status.PENDING, Priority.HIGH, "implement")
+    assert task.depends_on == ("TASK-1",) and task.assigned_to == "executor-1"
+    assert [(i.text, i.checked) for i in task.success_criteria] == [("first", False), ("already done", True)]
+    assert task.files_to_modify == ("lib/cache.py",) and task.section("Notes").text == "Be careful."
+    assert tasks.validate_task(task) == []
+    with pytest.raises(ValidationError, match="already used"):
+        tasks.new_task_file("TASK-7", "Another title", workspace)
+    with pytest.raises(InvalidIdError):
+        tasks.new_task_file("../x", "Escape", workspace)
+    with pytest.raises(ValidationError):
+        tasks.new_task_file("TASK-8", "two\nlines", workspace)
+
+
+def test_move_to_completed(workspace):
+    path = tasks.new_task_file("TASK-5", "Finish", workspace, filename="TASK-5.md")
+    moved = tasks.move_to_completed("TASK-5", workspace)
+    assert moved == workspace / "tasks" / "completed" / "TASK-5.md" and not path.exists()
+    assert tasks.find_task("TASK-5", workspace).status is Status.COMPLETED
+    assert tasks.move_to_completed("TASK-5", workspace) == moved  # already there
+    tasks.new_task_file("TASK-6", "Clash", workspace, filename="TASK-5.md")
+    with pytest.raises(ValidationError, match="already exists"):
+        tasks.move_to_completed("TASK-6", workspace)
+    assert (workspace / "tasks" / "active" / "TASK-5.md").exists()
+
+
+def test_cached_listing_of_many_tasks_is_fast(workspace):
+    active = workspace / "tasks" / "active"
+    for n in range(2000):
+        (active / f"T-{n}.md").write_text(f"# T-{n}: task\n\n**Priority:** high\n**Status:** pending\n")
+    assert len(tasks.list_tasks(workspace)) == 2000
+    best = min(_timed(lambda: tasks.list_tasks(workspace)) for _ in range(5))
+    # 10,000 files take ~30 ms on a slow 2-core VM, mostly the stat() calls; a re-parse takes ~100x longer
+    assert best < 0.05, best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
