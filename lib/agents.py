@@ -192,8 +192,9 @@ class AgentProcess:
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.proc.wait()
+            pass
+        self._signal(signal.SIGKILL)  # whatever is left of the group, the agent's children included
+        self.proc.wait()
 
     def _signal(self, signum: int) -> None:
         try:
