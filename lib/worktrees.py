@@ -365,7 +365,7 @@ def create(task_id: str, agent_id: str, root: Optional[PathLike] = None, base: O
                       created_at=format_ts(), base_commit=base_commit, lease_token=lease_token, root=cfg.root)
         try:
             atomic_write(record, dump_yaml(wt.to_dict()))
-            git(cfg.root, "worktree", "add", "--quiet", "-b", branch, str(path), base_commit)
+            _worktree_admin(cfg, "add", "--quiet", "-b", branch, str(path), base_commit)
         except BaseException:
             record.unlink()
             raise
@@ -441,11 +441,22 @@ def finish(worktree: Worktree, message: Optional[str] = None, root: Optional[Pat
 # ---------------------------------------------------------------------------- remove and clean up
 
 
+def _worktree_admin(cfg: Config, *args: str) -> subprocess.CompletedProcess:
+    """``git worktree <args>``, one process at a time.
+
+    git does not lock its worktree bookkeeping: an ``add`` running while another process adds
+    or prunes can read a half-made ``.git/worktrees/<name>/`` and fail ("failed to read
+    commondir"), so every add/remove/prune of the workspace goes through one lock.
+    """
+    with locked(cfg.root / ".git" / "worktrees", lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout * 4):
+        return git(cfg.root, "worktree", *args)
+
+
 def _drop_dir(cfg: Config, wt: Worktree) -> None:
     if wt.path.exists():
-        git(cfg.root, "worktree", "remove", "--force", str(wt.path))
+        _worktree_admin(cfg, "remove", "--force", str(wt.path))
     else:
-        git(cfg.root, "worktree", "prune")
+        _worktree_admin(cfg, "prune")
 
 
 def _drop_record(cfg: Config, wt: Worktree) -> None:
@@ -533,7 +544,7 @@ def cleanup_stale(root: Optional[PathLike] = None, now: Optional[datetime] = Non
     worktree with uncommitted changes is kept whole. Also runs ``git worktree prune``.
     """
     cfg = load_config(root)
-    git(cfg.root, "worktree", "prune")
+    _worktree_admin(cfg, "prune")
     results = []
     for wt in list_worktrees(cfg.root):
         outcome = retire(wt, cfg.root, now)
