@@ -227,25 +227,41 @@ def claim_task(
         if current is not None and current.not_before and now < parse_ts(current.not_before):
             raise NotClaimable(f"task {task_id} waits until {current.not_before} before its retry",
                                task_id=task_id)
-        task = taskmod.load_task(path, use_cache=False)
         taken_over = current is not None and current.state is LeaseState.HELD
-        if not (task.status is taskmod.Status.PENDING or (taken_over and task.status in _CLAIMABLE_WHEN_FREE)):
-            raise NotClaimable(f"task {task_id} is {task.status_text!r}, not pending", task_id=task_id,
-                               path=path, hint="set **Status:** pending to make it claimable")
-        lease = Lease(
-            task_id=task_id, agent_id=agent_id, token=(current.token if current else 0) + 1,
-            acquired_at=format_ts(now), expires_at=format_ts(in_seconds(ttl, now)),
-            pid=pid, host=host, proc_start=proc_start,
-            attempts=current.attempts if current else 0,
-            mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
-            extra=current.extra if current else {},
-        )
-        _commit(cfg, lease, path)
+        # Check and mirror under the task's lock: a planner splitting the task holds the same
+        # lock, so a task is never both claimed and split into sub-tasks.
+        with taskmod.edit_task(path, cfg.root) as document:
+            task = document.task
+            if task.sub_tasks or _has_children(cfg, task_id):
+                raise NotClaimable(f"task {task_id} was split into sub-tasks; it completes when they do",
+                                   task_id=task_id, path=path)
+            if not (task.status is taskmod.Status.PENDING
+                    or (taken_over and task.status in _CLAIMABLE_WHEN_FREE)):
+                raise NotClaimable(f"task {task_id} is {task.status_text!r}, not pending", task_id=task_id,
+                                   path=path, hint="set **Status:** pending to make it claimable")
+            lease = Lease(
+                task_id=task_id, agent_id=agent_id, token=(current.token if current else 0) + 1,
+                acquired_at=format_ts(now), expires_at=format_ts(in_seconds(ttl, now)),
+                pid=pid, host=host, proc_start=proc_start,
+                attempts=current.attempts if current else 0,
+                mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
+                extra=current.extra if current else {},
+            )
+            _write(cfg, lease)  # the truth first; the mirror below is written when the block ends
+            for name, value in lease.mirror.items():
+                document.set_field(name, value)
         return lease
 
 
+def _has_children(cfg: Config, task_id: str) -> bool:
+    return any(t.parent == task_id for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[]))
+
+
 def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
-    """Pending tasks whose dependencies are completed and that have no open sub-tasks, in claim order.
+    """Pending tasks whose dependencies are completed and that were not split, in claim order.
+
+    A task split into sub-tasks is never ready itself: the planner completes it when its
+    sub-tasks are all completed.
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
@@ -253,12 +269,13 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     cfg = load_config(root)
     every = taskmod.list_tasks(root=cfg.root, include_completed=True)
     status_of = {t.task_id: t.status for t in every}
-    open_children: set[str] = {t.parent for t in every if t.parent and t.status is not taskmod.Status.COMPLETED}
+    parents: set[str] = {t.parent for t in every if t.parent}
     ready = [
         t for t in every
         if t.status is taskmod.Status.PENDING
         and t.path.parent == cfg.tasks_active
-        and t.task_id not in open_children
+        and not t.sub_tasks
+        and t.task_id not in parents
         and all(status_of.get(dep) is taskmod.Status.COMPLETED for dep in t.depends_on)
     ]
     ready.sort(key=taskmod.ready_order_key)

@@ -7,7 +7,7 @@ It reads the task file it is given, "works" for a moment, writes one file per ta
 task's success criteria in that output, and reports with the markers every agent uses:
 ``[DONE] <task>`` or ``[ERROR] <task> <reason>``.
 Settings through the environment: SIM_DELAY (seconds of "work", default 0.2) and
-SIM_FAIL_EVERY (fail the first run of every Nth task, by task number; default never).
+SIM_FAIL_ONCE (comma-separated task ids whose first run fails, to show a retry).
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     task_id = title.group(1).strip() if title else task_file.stem
     print(f"sim-agent {os.environ.get('SWARM_AGENT_ID', '?')} reading {task_file.name}", flush=True)
     time.sleep(float(os.environ.get("SIM_DELAY", "0.2")))
-    every = int(os.environ.get("SIM_FAIL_EVERY", "0") or 0)
-    number = int((re.findall(r"\d+", task_id) or ["0"])[-1])
+    fail_once = {t.strip() for t in os.environ.get("SIM_FAIL_ONCE", "").split(",") if t.strip()}
     marker = Path(".sim-failed") / task_id
-    if every and number % every == 0 and not marker.exists():
+    if task_id in fail_once and not marker.exists():
         marker.parent.mkdir(exist_ok=True)
         marker.write_text("failed once\n")
         print(f"[ERROR] {task_id} simulated failure on the first attempt", flush=True)

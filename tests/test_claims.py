@@ -122,12 +122,10 @@ def test_ready_order_priority_then_fifo_then_dependencies(workspace):
     assert order == ["NUM-1", "CRIT-1", "HIGH-OLD", "HIGH-NEW", "LOW-1", "DEP-1"]
 
 
-def test_parent_with_open_subtasks_is_not_ready(workspace):
+def test_parent_with_subtasks_is_not_ready(workspace):
     make_task(workspace, "P-1", priority="high")
     make_task(workspace, "P-1-SUB1", fields={"Parent Task": "P-1"})
     assert [t.task_id for t in claims.ready_tasks()] == ["P-1-SUB1"]
-    claims.complete(claims.claim_task("P-1-SUB1", "e"))
-    assert [t.task_id for t in claims.ready_tasks()] == ["P-1"]
 
 
 def test_dependency_in_completed_dir_counts(workspace):
@@ -358,4 +356,27 @@ def test_sigstopped_holder_past_ttl_is_refused(workspace, tmp_path):
         proc.stdin.close()
         proc.stdout.close()
     assert claims.get_lease("T-1").agent_id == "awake"
+    claims.complete(lease)
+
+
+def test_split_parent_is_never_claimable_even_when_its_parts_are_done(workspace):
+    # Regression: the demo ran a parent whose sub-tasks had all completed while the planner
+    # completed it too: two completions of one task.
+    make_task(workspace, "P-1", fields={"Sub-Tasks": "P-1-SUB1"})
+    make_task(workspace, "P-1-SUB1", fields={"Parent Task": "P-1"})
+    claims.complete(claims.claim_task("P-1-SUB1", "e"))
+    assert claims.ready_tasks() == []
+    with pytest.raises(NotClaimable, match="split into sub-tasks"):
+        claims.claim_task("P-1", "e")
+
+
+def test_claimed_task_is_not_split(workspace):
+    import task_distribution
+
+    path = make_task(workspace, "BIG", objective="Three independent parts, in parallel.",
+                     criteria=["Part `a.py`", "Part `b.py`", "Part `c.py`"])
+    assert task_distribution.can_parallelize(path)
+    lease = claims.claim_task("BIG", "e")
+    assert task_distribution.distribute_task(path, ["e", "f"]) == []
+    assert tasks.find_task("BIG", workspace).sub_tasks == ()
     claims.complete(lease)
