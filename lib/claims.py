@@ -362,11 +362,14 @@ def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optiona
 
 
 def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = None,
-            root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
-    """Give the task back unfinished: it is pending again, for anyone after ``retry_after`` seconds."""
+            status: str = "pending", root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
+    """Give the task back unfinished: it is pending again, for anyone after ``retry_after`` seconds.
+
+    ``status`` other than pending (``needs_attention``) hands it to a person instead.
+    """
     now = now or utc_now()
     not_before = format_ts(in_seconds(retry_after, now)) if retry_after > 0 else None
-    return _end(lease, LeaseState.RELEASED, root, now, "release", dict(_REQUEUED),
+    return _end(lease, LeaseState.RELEASED, root, now, "release", {**_REQUEUED, "Status": status},
                 not_before=not_before, error=reason)
 
 

@@ -24,7 +24,6 @@ import claims
 import events
 import tasks
 from cli import print_json, table
-from config import load_config
 
 __all__ = ["run_demo", "SAMPLE_TASKS"]
 
@@ -55,6 +54,21 @@ SAMPLE_TASKS: list[dict[str, Any]] = [
 ]
 
 
+def _make_repo(root: Path) -> bool:
+    """Make the workspace a git repository with one commit, so executors can use worktrees."""
+    if shutil.which("git") is None:
+        return False
+    if not (root / ".git").exists():
+        run = lambda *args: subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+        run("init", "-q")
+        run("config", "user.name", "Swarmfile demo")
+        run("config", "user.email", "demo@swarm.local")
+        (root / "README.md").write_text("# Demo project\n\nEdited by simulated agents.\n")
+        run("add", "README.md")
+        run("commit", "-qm", "Demo project")
+    return True
+
+
 def _write_samples(root: Path) -> None:
     for n, sample in enumerate(SAMPLE_TASKS):
         spec = dict(sample)
@@ -62,13 +76,20 @@ def _write_samples(root: Path) -> None:
                             created=f"2026-01-01T00:00:{n:02d}Z", **spec)
 
 
-def _all_done(root: Path) -> bool:
+_SETTLED = {tasks.Status.COMPLETED, tasks.Status.BLOCKED, tasks.Status.NEEDS_ATTENTION, tasks.Status.CANCELLED}
+
+
+def _settled(root: Path) -> bool:
+    """Nothing left to run: every task completed, or waiting for a person."""
     every = tasks.list_tasks(root, include_completed=True, errors=[])
-    return bool(every) and all(t.status is tasks.Status.COMPLETED for t in every)
+    return bool(every) and all(t.status in _SETTLED for t in every)
 
 
 def _line(event: dict, start: float) -> str:
-    extra = {k: v for k, v in event.items() if k in ("to", "sub_tasks", "error", "duration_seconds", "reason", "attempt")}
+    extra = {k: v for k, v in event.items()
+             if k in ("to", "sub_tasks", "error", "duration_seconds", "reason", "attempt", "commit", "files")}
+    if "commit" in extra:
+        extra["commit"] = str(extra["commit"])[:10]
     detail = " ".join(f"{k}={v}" for k, v in extra.items())
     return (f"  {time.monotonic() - start:5.1f}s  {event.get('agent', ''):<11} {event.get('type', ''):<13}"
             f"{event.get('task_id') or '':<13} {detail}")[:150]
@@ -105,11 +126,12 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
     made_temp = root is None
     workspace = Path(tempfile.mkdtemp(prefix="swarm-demo-") if made_temp else root).absolute()
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
+    use_git = _make_repo(workspace)
     swarm.init_workspace(str(workspace))
-    cfg = load_config(workspace)
     _write_samples(workspace)
     say(f"Swarmfile demo in {workspace}")
-    say(f"{len(SAMPLE_TASKS)} sample tasks, 1 planner, {executors} executors running the simulated agent\n")
+    say(f"{len(SAMPLE_TASKS)} sample tasks, 1 planner, {executors} executors running the simulated agent"
+        + (" in git worktrees, merged back through the merge queue\n" if use_git else " (no git: no worktrees)\n"))
     env = dict(os.environ, SWARM_ROOT=str(workspace), SIM_DELAY="0.4", SIM_FAIL_ONCE="DEMO-2", PYTHONUNBUFFERED="1")
     sim = f"{sys.executable} {LIB / 'sim_agent.py'} {{task_file}}"
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workspace, env=env)
@@ -121,10 +143,11 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
                                        "--interval", "0.3", "--ack-timeout", "5"], **quiet))
         for n in range(1, executors + 1):
             procs.append(subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", f"executor-{n}",
-                                           "--command", sim, "--poll", "0.2", "--backoff", "0.5"], **quiet))
+                                           "--command", sim, "--poll", "0.2", "--backoff", "0.5"]
+                                          + (["--worktree"] if use_git else []), **quiet))
         for event in events.follow(root=workspace, timeout=timeout, interval=0.1):
             say(_line(event, start))
-            if event.get("type") in ("completed", "blocked") and _all_done(workspace):
+            if event.get("type") in ("completed", "blocked", "merge_conflict") and _settled(workspace):
                 finished = True
                 break
             if any(p.poll() is not None for p in procs):
@@ -145,6 +168,14 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
     for proc in procs:
         proc.stderr.close()
     ok, rows, facts = _summary(workspace)
+    if use_git:
+        merged = [e.get("task_id") for e in events.read_events(types=["merged"], root=workspace)]
+        facts["merged"] = len(merged)
+        executed = [e.get("task_id") for e in events.read_events(types=["completed"], root=workspace)
+                    if e.get("agent", "").startswith("executor")]
+        if sorted(merged) != sorted(executed):
+            facts["problems"].append(f"merged {len(merged)} branches for {len(executed)} executed tasks")
+            ok = False
     ok = ok and finished and not crashed
     facts.update(workspace=str(workspace), seconds=round(elapsed, 1), ok=ok,
                  crashed=[f"{name}: {err[-300:]}" for name, err in crashed])
@@ -152,16 +183,16 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
         print_json(facts)
     else:
         say("\n" + table(["TASK", "TITLE", "DONE BY", "TOOK", "RUNS", "COMPLETED"], rows))
-        say(f"\n{facts['tasks']} tasks, {facts['events_written']} events, {elapsed:.1f}s; "
+        say(f"\n{facts['tasks']} tasks, {facts['events_written']} events, "
+            + (f"{facts['merged']} branches merged, " if use_git else "") + f"{elapsed:.1f}s; "
             f"completed by {', '.join(f'{a}: {n}' for a, n in sorted(facts['completed_by'].items()))}")
         for problem in facts["problems"] + facts["crashed"]:
             say(f"PROBLEM {problem}")
         if not finished:
-            say(f"PROBLEM not all tasks were completed within {timeout:g}s")
+            say(f"PROBLEM the tasks did not settle within {timeout:g}s")
         say("every task completed exactly once" if ok else "demo FAILED")
     if made_temp and not keep and ok:
         shutil.rmtree(workspace, ignore_errors=True)
     elif not as_json:
         say(f"workspace kept: {workspace}")
-    del cfg
     return ok

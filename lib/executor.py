@@ -15,6 +15,7 @@ task) it stops the agent and touches nothing of that task.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -25,7 +26,10 @@ import agent_discovery
 import agents
 import claims
 import events
+import merge_queue
+import reservations
 import tasks
+import worktrees
 from cli import EXIT_OK, parser, run
 from config import Config, load_config, validate_id
 from errors import LeaseLost, SwarmError
@@ -73,6 +77,8 @@ class Executor:
         self._lease_lock = threading.Lock()
         self._lost = threading.Event()
         self._agent: Optional[agents.AgentProcess] = None
+        self._skipped: set[str] = set()  # tasks whose files another agent holds, this round
+        self._worktree: Optional[worktrees.Worktree] = None
         self._beater: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ life cycle
@@ -158,13 +164,35 @@ class Executor:
             except LeaseLost:
                 return None  # taken back before we acknowledged: look again
             self._event("acknowledged", lease.task_id, token=lease.token)
+            return self._reserve_files(lease)
+        while not self.stop.is_set():
+            lease = claims.claim_next(self.agent_id, self.ttl, root=self.cfg.root, skip=self._skipped)
+            if lease is None:
+                self._skipped.clear()  # files held elsewhere may be free by the next look
+                return None
+            try:
+                lease = claims.start(lease, root=self.cfg.root)
+            except LeaseLost:
+                continue
+            reserved = self._reserve_files(lease)
+            if reserved is not None:
+                return reserved
+        return None
+
+    def _reserve_files(self, lease: claims.Lease) -> Optional[claims.Lease]:
+        """Reserve the task's Files to Modify; on a clash give the task back and skip it for now."""
+        task = tasks.find_task(lease.task_id, self.cfg.root)
+        if not task.files_to_modify:
             return lease
-        lease = claims.claim_next(self.agent_id, self.ttl, root=self.cfg.root)
-        if lease is None:
-            return None
         try:
-            return claims.start(lease, root=self.cfg.root)
-        except LeaseLost:
+            patterns = reservations.patterns_for_task(task.files_to_modify)
+            reservations.reserve(self.agent_id, patterns, task_id=lease.task_id, ttl=self.ttl * 4,
+                                 root=self.cfg.root)
+            return lease
+        except reservations.ReservationConflict as exc:
+            claims.release(lease, reason=f"files held by {exc.holder}", root=self.cfg.root)
+            self._skipped.add(lease.task_id)
+            self._event("skipped", lease.task_id, reason=str(exc.reason), holder=exc.holder, token=lease.token)
             return None
 
     def _announce(self, task_id: Optional[str]) -> None:
@@ -187,19 +215,26 @@ class Executor:
         try:
             self._run(lease, attempt)
         finally:
+            reservations.release_all(self.agent_id, lease.task_id, root=self.cfg.root)
+            self._retire_worktree()
             self._announce(None)
 
     def _run(self, lease: claims.Lease, attempt: int) -> None:
         root = self.cfg.root
         task = tasks.find_task(lease.task_id, root)
-        workdir = root
+        workdir, env = root, dict(os.environ)
+        if self.use_worktree:
+            self._worktree = worktrees.create_for_lease(lease, root)
+            workdir = self._worktree.path
+            env.update(worktrees.run_env(self._worktree, root))
         log_path = self.cfg.runtime_dir / "runs" / lease.task_id / f"{attempt}.log"
-        before = _git_dirty_files(workdir)
+        before = set() if self.use_worktree else _git_dirty_files(workdir)
         self._event("started", lease.task_id, token=lease.token, attempt=attempt, title=task.title,
                     log=str(log_path.relative_to(root)) if log_path.is_relative_to(root) else str(log_path))
         try:
             self._agent = agents.start_agent(self.command, task_id=lease.task_id, task_file=task.path,
-                                             agent_id=self.agent_id, root=root, workdir=workdir, log_path=log_path)
+                                             agent_id=self.agent_id, root=root, workdir=workdir, log_path=log_path,
+                                             env=env)
         except SwarmError as exc:
             self._finish_failed(attempt, str(exc), None, 0.0)
             return
@@ -208,8 +243,11 @@ class Executor:
             self._agent._signal(signal.SIGTERM)
         result = self._agent.wait(self.run_timeout)
         self._agent = None
-        after = _git_dirty_files(workdir)
-        changed = sorted(after - before) if before is not None and after is not None else None
+        if self._worktree is not None:
+            changed: Optional[list[str]] = worktrees.changed_files(self._worktree)
+        else:
+            after = _git_dirty_files(workdir)
+            changed = sorted(after - before) if before is not None and after is not None else None
         if self._lost.is_set():
             return  # someone else owns the task now; its files are theirs to judge
         outcome = result.outcome
@@ -228,6 +266,22 @@ class Executor:
         return lease
 
     def _finish_done(self, attempt: int, result: agents.AgentResult, changed: Optional[list[str]]) -> None:
+        with self._lease_lock:
+            lease = self._lease
+        if lease is None:
+            return
+        merge: dict[str, Any] = {}
+        if self._worktree is not None:
+            merge = self._merge_back(lease)
+            if merge.get("merge") in (merge_queue.MergeStatus.CONFLICT.value, merge_queue.MergeStatus.FAILED.value):
+                lease = self._take_lease()
+                try:  # the merge queue has marked the task and logged why; a person takes it from here
+                    claims.release(lease, reason=f"merge {merge['merge']}", status=tasks.Status.NEEDS_ATTENTION.value,
+                                   root=self.cfg.root)
+                except LeaseLost:
+                    pass
+                self.done += 1
+                return
         lease = self._take_lease()
         if lease is None:
             return
@@ -240,10 +294,33 @@ class Executor:
         tasks.move_to_completed(lease.task_id, self.cfg.root)
         self.done += 1
         data: dict[str, Any] = {"duration_seconds": round(result.duration, 3), "exit_code": result.exit_code,
-                                "attempt": attempt, "token": lease.token}
+                                "attempt": attempt, "token": lease.token, **merge}
         if changed is not None:
             data["files_modified"] = changed
         self._event("completed", lease.task_id, **data)
+
+    def _merge_back(self, lease: claims.Lease) -> dict[str, Any]:
+        """Commit the worktree, queue its branch and drain the merge queue; how our merge went."""
+        task = tasks.find_task(lease.task_id, self.cfg.root)
+        entry = worktrees.finish(self._worktree, task.title, root=self.cfg.root)
+        if entry is None:
+            return {"merge": "nothing to merge"}
+        try:
+            merge_queue.process_queue(self.cfg.root)
+        except SwarmError as exc:  # e.g. the root checkout is dirty: the entry waits for a later run
+            self._event("merge_waiting", lease.task_id, reason=str(exc), branch=entry.branch)
+            return {"merge": "queued", "branch": entry.branch}
+        done = next((e for e in merge_queue.read_queue(self.cfg.root) if e.id == entry.id), None)
+        status = done.status if done is not None and done.status else "queued"
+        return {"merge": status, "branch": entry.branch}
+
+    def _retire_worktree(self) -> None:
+        wt, self._worktree = self._worktree, None
+        if wt is not None:
+            try:
+                worktrees.retire(wt, self.cfg.root)
+            except SwarmError:
+                pass  # cleanup_stale (or doctor --fix) gets it later; unmerged commits are never lost
 
     def _finish_failed(self, attempt: int, reason: str, exit_code: Optional[int], duration: float,
                        output_tail: str = "") -> None:

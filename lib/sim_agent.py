@@ -34,9 +34,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"sim-agent {os.environ.get('SWARM_AGENT_ID', '?')} reading {task_file.name}", flush=True)
     time.sleep(float(os.environ.get("SIM_DELAY", "0.2")))
     fail_once = {t.strip() for t in os.environ.get("SIM_FAIL_ONCE", "").split(",") if t.strip()}
-    marker = Path(".sim-failed") / task_id
+    # Remembered in the workspace, not the working directory: each attempt may get a fresh worktree.
+    marker = Path(os.environ.get("SWARM_ROOT", ".")) / ".swarm" / "sim-failed" / task_id
     if task_id in fail_once and not marker.exists():
-        marker.parent.mkdir(exist_ok=True)
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("failed once\n")
         print(f"[ERROR] {task_id} simulated failure on the first attempt", flush=True)
         return 1

@@ -92,7 +92,12 @@ def test_demo_completes_every_task_exactly_once(tmp_path):
     completed = events.read_events(types=["completed"], root=root)
     ids = [e["task_id"] for e in completed]
     assert len(ids) == len(set(ids)) == len(tasks.list_tasks(root, include_completed=True))
-    assert {e["type"] for e in events.read_events(root=root)} >= {"split", "started", "completed", "failed"}
+    assert {e["type"] for e in events.read_events(root=root)} >= {"split", "started", "completed", "failed", "merged"}
+    executed = [e["task_id"] for e in completed if e["agent"].startswith("executor")]
+    merged = [e["task_id"] for e in events.read_events(types=["merged"], root=root)]
+    assert sorted(merged) == sorted(executed), "every executed task came back through the merge queue"
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files", "work"], capture_output=True, text=True).stdout.split()
+    assert sorted(tracked) == sorted(f"work/{task_id}.txt" for task_id in executed)
 
 
 def test_help_works_from_anywhere():
