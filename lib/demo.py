@@ -126,6 +126,7 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
     made_temp = root is None
     workspace = Path(tempfile.mkdtemp(prefix="swarm-demo-") if made_temp else root).absolute()
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
+    workspace.mkdir(parents=True, exist_ok=True)
     use_git = _make_repo(workspace)
     swarm.init_workspace(str(workspace))
     _write_samples(workspace)
