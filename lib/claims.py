@@ -15,6 +15,7 @@ Lease files are never deleted: the token of the next claim is read from them.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -24,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, ValidationError
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from liveness import dead_reason, my_identity
 
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger("swarmfile")
 
 
 class LeaseState(str, Enum):
@@ -146,16 +149,31 @@ def get_lease(task_id: str, *, root: Optional[PathLike] = None) -> Optional[Leas
     return _read(load_config(root), validate_id(task_id, "task id"))
 
 
-def list_leases(*, root: Optional[PathLike] = None, held_only: bool = False) -> list[Lease]:
-    """All lease records, ordered by task id."""
+def list_leases(*, root: Optional[PathLike] = None, held_only: bool = False,
+                errors: Optional[list] = None) -> list[Lease]:
+    """All lease records, ordered by task id.
+
+    A lease file that does not parse raises its error, unless ``errors`` is a list: then the
+    error is appended there and the file skipped (and left as it is).
+    """
     cfg = load_config(root)
     directory = cfg.runtime_dir / "claims"
     try:
-        names = sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".yaml"))
+        names = sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".yaml") and not n.startswith("."))
     except FileNotFoundError:
         return []
-    leases = [lease for lease in (_read(cfg, name) for name in names) if lease is not None]
-    return [lease for lease in leases if lease.state is LeaseState.HELD] if held_only else leases
+    leases = []
+    for name in names:
+        try:
+            lease = _read(cfg, name)
+        except SwarmError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
+            continue
+        if lease is not None and (not held_only or lease.state is LeaseState.HELD):
+            leases.append(lease)
+    return leases
 
 
 # ---------------------------------------------------------------------------- the task mirror
@@ -439,7 +457,11 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     candidates = [t for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
                   if t.status in _CLAIMABLE_WHEN_FREE]
     for task in candidates:
-        seen = _read(cfg, task.task_id)
+        try:
+            seen = _read(cfg, task.task_id)
+        except SwarmError as exc:  # one corrupt lease file must not stop the requeue of the rest
+            log.warning("cannot reap %s: %s", task.task_id, exc)
+            continue
         if seen is None or seen.free_reason(now) is None:
             continue  # live, or claimed by hand without a lease: not ours to undo
         with _lease_lock(cfg, task.task_id):

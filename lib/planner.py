@@ -33,6 +33,7 @@ import duplicate_detector
 import events
 import task_distribution
 import tasks
+import work_items
 from cli import EXIT_OK, parser, print_json, run
 from config import Config, load_config, parse_ts, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError
@@ -63,6 +64,7 @@ class Planner:
         self.ack_timeout = float(setting["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
         self.min_executors = int(setting["min_executors_to_split"] if min_executors is None else min_executors)
         self._checked_for_duplicates: set[str] = set()
+        self._items_released: set[tuple[str, str]] = set()  # (agent, started_at) already handled
 
     def _decide(self, kind: str, task_id: Optional[str], **detail: Any) -> Decision:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **detail)
@@ -75,6 +77,7 @@ class Planner:
         agent_discovery.heartbeat(self.agent_id, current_action="planning", root=root, role="planner")
         decisions: list[Decision] = []
         decisions += self._reap(now)
+        decisions += self._release_items_of_gone_agents(now)
         executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
         decisions += self._take_back_unacknowledged(executors, now)
         decisions += self._complete_parents()
@@ -93,6 +96,21 @@ class Planner:
             kind = "requeued" if lease.state is claims.LeaseState.EXPIRED else "repaired"
             out.append(self._decide(kind, lease.task_id, reason=reason, previous_agent=lease.agent_id,
                                     token=lease.token))
+        return out
+
+    def _release_items_of_gone_agents(self, now: datetime) -> list[Decision]:
+        """Checklist items ``[IP:agent]`` of agents that died or went silent come back."""
+        out = []
+        for agent in agent_discovery.read_agents(root=self.cfg.root):
+            reason = agent.inactive_reason(now, self.cfg.heartbeat_timeout)
+            key = (agent.agent_id, str(agent.started_at))
+            if reason is None or key in self._items_released or agent.agent_id == self.agent_id:
+                continue
+            self._items_released.add(key)
+            released = work_items.release_items_of(agent.agent_id, self.cfg.root, by=self.agent_id)
+            if released:
+                out.append(self._decide("requeued", None, reason=f"{agent.agent_id}: {reason}",
+                                        items=[f"{task_id}#{item.index}" for task_id, item in released]))
         return out
 
     def _take_back_unacknowledged(self, executors: Sequence[Any], now: datetime) -> list[Decision]:

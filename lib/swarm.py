@@ -116,7 +116,7 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
         by_status.setdefault(key, []).append({"task_id": task.task_id, "title": task.title,
                                               "priority": task.priority_text, "items": f"{done}/{len(task.checklist)}"})
     leases = []
-    for lease in claims.list_leases(root=cfg.root, held_only=True):
+    for lease in claims.list_leases(root=cfg.root, held_only=True, errors=errors):
         leases.append({"task_id": lease.task_id, "agent_id": lease.agent_id, "token": lease.token,
                        "expires_in_seconds": round(lease.seconds_left(now), 1), "free": lease.free_reason(now)})
     return {

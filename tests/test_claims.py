@@ -380,3 +380,22 @@ def test_claimed_task_is_not_split(workspace):
     assert task_distribution.distribute_task(path, ["e", "f"]) == []
     assert tasks.find_task("BIG", workspace).sub_tasks == ()
     claims.complete(lease)
+
+
+def test_one_corrupt_lease_does_not_stop_reaping_the_rest(workspace):
+    # Regression (found by doctor's tests): reap_expired stopped at the first corrupt lease file.
+    make_task(workspace, "T-1")
+    make_task(workspace, "T-2")
+    now = utc_now()
+    claims.claim_task("T-1", "e1", ttl=10, now=now)
+    claims.claim_task("T-2", "e2", ttl=10, now=now)
+    bad = workspace / ".swarm" / "claims" / "T-1.yaml"
+    bad.write_text("token: [\n")
+    reaped = claims.reap_expired(now=now + timedelta(seconds=11))
+    assert [lease.task_id for lease, _ in reaped] == ["T-2"]
+    assert bad.read_text() == "token: [\n"
+    errors: list = []
+    assert [l.task_id for l in claims.list_leases(errors=errors)] == ["T-2"]
+    assert len(errors) == 1 and "T-1.yaml" in str(errors[0])
+    with pytest.raises(Exception, match="T-1.yaml"):
+        claims.list_leases()

@@ -144,3 +144,17 @@ def test_cli_once_json_from_any_directory(workspace):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("[")
     assert agent_discovery.get_agent_info("planner", root=workspace).status == "stopped"
+
+
+def test_items_of_a_dead_agent_come_back(workspace):
+    import work_items
+
+    make_task(workspace, "T-1", criteria=["first item", "second item"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    agent_discovery.register_agent("executor-9", role="executor", root=workspace, pid=dead.pid)
+    work_items.claim_item("T-1", 1, "executor-9", root=workspace)
+    assert tasks.find_task("T-1", workspace).checklist[1].agent == "executor-9"
+    decisions = Planner(root=str(workspace), min_executors=99).round()
+    assert any(d.kind == "requeued" and d.detail.get("items") == ["T-1#1"] for d in decisions)
+    assert tasks.find_task("T-1", workspace).checklist[1].agent is None
