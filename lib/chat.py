@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import events
 from config import Config, format_ts, load_config, validate_id
 from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
-from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping,
+from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, line_at,
                     load_yaml_file, load_yaml_text, locked)
 
 __all__ = [
@@ -164,9 +164,6 @@ class Message:
 
 # ---------------------------------------------------------------------------- bytes
 
-Reader = Callable[[int, int], bytes]  # (size, offset) -> bytes
-
-
 def _open(path: Path) -> Optional[int]:
     try:
         return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -179,35 +176,6 @@ def _open(path: Path) -> Optional[int]:
         raise
 
 
-def _reader(fd: int) -> Reader:
-    return lambda size, offset: os.pread(fd, size, offset)
-
-
-def _line_number(read: Reader, offset: int) -> int:
-    """1-based line of byte ``offset`` (reads everything before it: only for errors)."""
-    return read(offset, 0).count(b"\n") + 1
-
-
-def _kept_end(read: Reader, size: int) -> int:
-    """Where the log ends once fileio's torn-tail repair has run.
-
-    A last line without its newline is kept when it parses on its own, else cut off.
-    """
-    if size == 0 or read(1, size - 1) == b"\n":
-        return size
-    pos = size
-    while pos > 0:
-        start = max(0, pos - _BLOCK)
-        index = read(pos - start, start).rfind(b"\n")
-        if index >= 0:
-            pos = start + index + 1
-            break
-        pos = start
-    try:
-        load_yaml_text(read(size - pos, pos).decode("utf-8"))
-        return size
-    except (UnicodeDecodeError, ParseError):
-        return pos
 
 
 class _NotAppendable(Exception):
@@ -218,8 +186,10 @@ def _is_item(line: bytes) -> bool:
     return line[:1] == b"-" and line[1:2] in (b" ", b"\t", b"\r", b"\n", b"")
 
 
-def _scan(read: Reader, end: int) -> tuple[int, Optional[int]]:
+def _scan(read: Callable[[int, int], bytes], end: int) -> tuple[int, Optional[int]]:
     """(offset of the ``messages:`` line, offset of the last item after it, or None).
+
+    ``read(size, offset)`` gives the log's bytes (from the file, or from a candidate text).
 
     Walks the column-0 lines backwards from ``end``; raises _NotAppendable on any top-level
     line other than an item before a bare ``messages:`` is reached.
@@ -247,21 +217,21 @@ def _scan(read: Reader, end: int) -> tuple[int, Optional[int]]:
             raise _NotAppendable
 
 
-def _decode(read: Reader, path: Path, start: int, end: int) -> str:
+def _decode(fd: int, path: Path, start: int, end: int) -> str:
     try:
-        return read(end - start, start).decode("utf-8")
+        return os.pread(fd, end - start, start).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError(f"is not valid UTF-8 (byte {start + exc.start})", path=path,
-                         line=_line_number(read, start + exc.start), hint=_FIX) from None
+                         line=line_at(fd, start + exc.start), hint=_FIX) from None
 
 
-def _parse_chunk(read: Reader, path: Path, start: int, end: int) -> Any:
+def _parse_chunk(fd: int, path: Path, start: int, end: int) -> Any:
     """Parse bytes [start, end) of the log; errors carry the line in the whole file."""
-    text = _decode(read, path, start, end)
+    text = _decode(fd, path, start, end)
     try:
         return load_yaml_text(text, path)
     except ParseError as exc:
-        line = None if exc.line is None else exc.line + _line_number(read, start) - 1
+        line = None if exc.line is None else exc.line + line_at(fd, start) - 1
         raise ParseError(exc.reason, path=path, line=line, hint=_FIX) from None
 
 
@@ -412,9 +382,9 @@ def _rebuilt(text: str, data: dict) -> str:
     return body + _NOTE + "messages:\n" + "".join("- " + dump_flow(m) + "\n" for m in data["messages"] or [])
 
 
-def _convert(path: Path, read: Reader, end: int, fsync: bool) -> None:
+def _convert(path: Path, fd: int, end: int, fsync: bool) -> None:
     """Rewrite the log once into the appendable layout (the caller holds the lock)."""
-    text = _decode(read, path, 0, end)
+    text = _decode(fd, path, 0, end)
     data, _ = _parse_log(text, path)
     for candidate in (_rearranged(text, data), _rebuilt(text, data)):
         if candidate is not None and _fits(candidate, data):
@@ -441,20 +411,19 @@ def _next_id(path: Path, fsync: bool) -> tuple[int, Optional[str]]:
         return 1, "messages:\n"
     try:
         for attempt in (1, 2):
-            read = _reader(fd)
-            end = _kept_end(read, os.fstat(fd).st_size)
+            end = kept_end(fd, os.fstat(fd).st_size)
             try:
-                messages_at, last = _scan(read, end)
+                messages_at, last = _scan(lambda size, offset: os.pread(fd, size, offset), end)
                 break
             except _NotAppendable:
                 if attempt == 2:  # pragma: no cover - _convert checks its output
                     raise ValidationError("is not in an appendable layout", path=path, hint=_FIX) from None
-                _convert(path, read, end, fsync)
+                _convert(path, fd, end, fsync)
                 os.close(fd)
                 fd = _open(path)
                 if fd is None:  # pragma: no cover - we hold the lock
                     return 1, "messages:\n"
-        head = _parse_chunk(read, path, 0, messages_at)
+        head = _parse_chunk(fd, path, 0, messages_at)
         if head is not None:
             expect_mapping(head, path, "the chat log", line=1)
         metadata = (head or {}).get("metadata")
@@ -462,13 +431,13 @@ def _next_id(path: Path, fsync: bool) -> tuple[int, Optional[str]]:
         floor = floor if _is_id(floor) else 0
         if last is None:
             return floor + 1, None
-        item = _parse_chunk(read, path, last, end)
+        item = _parse_chunk(fd, path, last, end)
         try:
             if not isinstance(item, list) or len(item) != 1:  # pragma: no cover - one '- ' item by _scan
                 raise ValidationError("is not one list entry")
             return max(floor, Message.from_dict(item[0]).id) + 1, None
         except ValidationError as exc:
-            raise ValidationError(f"last message: {exc.reason}", path=path, line=_line_number(read, last),
+            raise ValidationError(f"last message: {exc.reason}", path=path, line=line_at(fd, last),
                                   hint=_FIX) from None
     finally:
         os.close(fd)
@@ -522,9 +491,8 @@ def _read_log(path: Path) -> list[Message]:
     if fd is None:
         return []
     try:
-        read = _reader(fd)
-        end = _kept_end(read, os.fstat(fd).st_size)
-        return sorted(_parse_log(_decode(read, path, 0, end), path)[1], key=lambda m: m.id)
+        end = kept_end(fd, os.fstat(fd).st_size)
+        return sorted(_parse_log(_decode(fd, path, 0, end), path)[1], key=lambda m: m.id)
     finally:
         os.close(fd)
 

@@ -367,21 +367,13 @@ def _field_line(task: Any, *names: str) -> Optional[int]:
 
 
 def _torn(data: bytes) -> Optional[int]:
-    """Where the torn last line of ``data`` starts: it has no newline and does not parse alone.
-
-    fileio's append rule: such a line was cut short by a crash; one that parses is complete.
-    """
-    from errors import ParseError
-    from fileio import load_yaml_text
+    """Where the torn last line of ``data`` starts (fileio's rule, ``tail_is_complete``), or None."""
+    from fileio import tail_is_complete
 
     if not data or data.endswith(b"\n"):
         return None
     start = data.rfind(b"\n") + 1
-    try:
-        load_yaml_text(data[start:].decode("utf-8"))
-        return None
-    except (UnicodeDecodeError, ParseError):
-        return start
+    return None if tail_is_complete(data[start:]) else start
 
 
 def _torn_tail(path: Path) -> Optional[tuple[int, bytes, int]]:

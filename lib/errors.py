@@ -11,6 +11,12 @@ Catch ``SwarmError`` to handle anything the runtime raises on purpose::
     ├── LockTimeout         a file lock was not acquired in time (path, holder; also TimeoutError)
     │   └── StateLockError  ... the lock of agent-state.yaml
     ├── StateSyncError      agent-state.yaml could not be read or written
+    │   ├── StateParseError     ... because it does not parse (also a ParseError)
+    │   └── StateShapeError     ... because it holds the wrong shape (also a ValidationError)
+    ├── ReservationConflict files asked for are reserved by another live agent (holders, overlaps)
+    ├── GitError            a git command failed (command, returncode, stderr)
+    ├── WorktreeBusy        a worktree was kept: its lease is live or it holds uncommitted work
+    ├── MergeRefused        nothing was merged: the root checkout is not ready
     ├── AlreadyClaimed      a task is leased by another agent (holder)
     ├── NotClaimable        a task is not ready: done, blocked, waiting for a retry
     └── LeaseLost           a lease action presented a token that is no longer current
@@ -37,6 +43,12 @@ __all__ = [
     "AlreadyClaimed",
     "LeaseLost",
     "NotClaimable",
+    "StateParseError",
+    "StateShapeError",
+    "ReservationConflict",
+    "GitError",
+    "WorktreeBusy",
+    "MergeRefused",
 ]
 
 
@@ -124,3 +136,50 @@ class LeaseLost(SwarmError):
 
 class NotClaimable(SwarmError):
     """A task cannot be claimed now: it is finished, blocked or backing off before a retry."""
+
+
+class StateParseError(StateSyncError, ParseError):
+    """agent-state.yaml does not parse; it was not changed."""
+
+
+class StateShapeError(StateSyncError, ValidationError):
+    """agent-state.yaml parses but holds the wrong shape or a bad value; it was not changed."""
+
+
+class ReservationConflict(SwarmError):
+    """Patterns asked for overlap live reservations of other agents; nothing was reserved.
+
+    ``overlaps`` lists each clash (reservations.Overlap); ``holders`` the agents in the way
+    (``holder`` is the first).
+    """
+
+    def __init__(self, agent_id: str, overlaps: list, path=None) -> None:
+        self.overlaps = list(overlaps)
+        self.holders = sorted({o.holder.agent_id for o in self.overlaps})
+        super().__init__(f"{agent_id} cannot reserve: " + "; ".join(map(str, self.overlaps)),
+                         path=path, holder=self.holders[0] if self.holders else None,
+                         hint="wait for the holder to release it, or pick other work")
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+
+
+class GitError(SwarmError):
+    """A git command failed; ``command``, ``returncode`` and ``stderr`` say how."""
+
+    def __init__(self, command: list, cwd, returncode: int, stderr: str, stdout: str = "",
+                 hint: Optional[str] = None) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr
+        complaint = _first_line(stderr) or _first_line(stdout) or f"exit status {returncode}"
+        super().__init__(f"git {command[0] if command else ''} failed: {complaint}", path=cwd, hint=hint)
+
+
+class WorktreeBusy(SwarmError):
+    """A worktree was not removed: its task's lease is live, or it holds uncommitted work."""
+
+
+class MergeRefused(SwarmError):
+    """Nothing was merged: the root checkout is not on the base branch or has uncommitted changes."""

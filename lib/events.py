@@ -39,7 +39,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from config import Config, format_ts, load_config, parse_ts, utc_now, validate_id
 from errors import ParseError, ValidationError
-from fileio import YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, load_yaml_text, locked
+from fileio import (YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, kept_end, last_line_start, line_at,
+                    load_yaml_text, locked)
 
 __all__ = ["HEADER", "Broadcast", "StatusBroadcaster", "append_event", "read_events", "tail", "follow",
            "archives", "main"]
@@ -91,45 +92,14 @@ def _is_blank(line: bytes) -> bool:
     return not text or text[:1] == b"#"
 
 
-def _line_number(fd: int, offset: int) -> int:
-    """1-based line of byte ``offset``; reads everything before it, so only used for errors."""
-    count, pos = 1, 0
-    while pos < offset:
-        block = _read_at(fd, min(_MAX_BLOCK, offset - pos), pos)
-        if not block:
-            break
-        count += block.count(b"\n")
-        pos += len(block)
-    return count
 
 
-def _complete_end(fd: int, size: int) -> int:
-    """End of the last whole line: a last line without its newline may still be torn."""
+
+def _whole_lines_end(fd: int, size: int) -> int:
+    """End of the last whole line: a last line without its newline may still be being written."""
     if size == 0 or _read_at(fd, 1, size - 1) == b"\n":
         return size
-    pos = size
-    while pos > 0:
-        start = max(0, pos - _BLOCK)
-        index = _read_at(fd, pos - start, start).rfind(b"\n")
-        if index >= 0:
-            return start + index + 1
-        pos = start
-    return 0
-
-
-def _kept_end(fd: int, size: int) -> int:
-    """Where the file ends once a torn last line is cut off.
-
-    fileio's repair keeps a last line without its newline when it parses on its own; readers
-    apply the same rule, so they see the log as the next append will leave it.
-    """
-    end = _complete_end(fd, size)
-    if end < size:
-        try:
-            load_yaml_text(_read_at(fd, size - end, end).decode("utf-8"))
-        except (UnicodeDecodeError, ParseError):
-            return end
-    return size
+    return last_line_start(fd, size)
 
 
 def _decode(chunk: bytes, path: Path, fd: int, offset: int) -> str:
@@ -137,7 +107,7 @@ def _decode(chunk: bytes, path: Path, fd: int, offset: int) -> str:
         return chunk.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError(f"is not valid UTF-8 (byte {offset + exc.start})", path=path,
-                         line=_line_number(fd, offset + exc.start), hint=_FIX) from None
+                         line=line_at(fd, offset + exc.start), hint=_FIX) from None
 
 
 def _lines_forward(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
@@ -307,12 +277,12 @@ def _prepare(path: Path, fsync: bool) -> str:
         raise
     try:
         size = os.fstat(fd).st_size
-        end = _kept_end(fd, size)
+        end = kept_end(fd, size)
         kind, body, at = _layout(fd, end)
 
         def refuse(offset: int, reason: str) -> ValidationError:
             return ValidationError(f"{reason}; refusing to append", path=path,
-                                   line=_line_number(fd, offset), hint=_FIX)
+                                   line=line_at(fd, offset), hint=_FIX)
 
         if kind == "other":
             raise refuse(at, "does not start with 'events:' or a '- ' list item")
@@ -427,7 +397,7 @@ def _events_in(data: Any, path: Path) -> list[dict]:
 
 def _read_all(fd: int, path: Path, size: Optional[int] = None) -> list[dict]:
     """Every event of the file, parsing all of it; a torn last line is skipped."""
-    end = _kept_end(fd, os.fstat(fd).st_size if size is None else size)
+    end = kept_end(fd, os.fstat(fd).st_size if size is None else size)
     return _events_in(load_yaml_text(_decode(_read_at(fd, end, 0), path, fd, 0), path), path)
 
 
@@ -445,11 +415,11 @@ def _parse_batch(fd: int, path: Path, batch: list[tuple[int, bytes]]) -> list[di
             items = load_yaml_text(_decode(chunk, path, fd, offset), path)
         except ParseError as exc:
             # The parser may point past the entry (at the end of the chunk): keep the line inside it.
-            line = _line_number(fd, offset) + min(exc.line or 1, max(1, chunk.count(b"\n"))) - 1
+            line = line_at(fd, offset) + min(exc.line or 1, max(1, chunk.count(b"\n"))) - 1
             raise ParseError(exc.reason, path=path, line=line, hint=exc.hint) from None
         if not (isinstance(items, list) and len(items) == 1 and isinstance(items[0], dict)):
             raise ValidationError("event entry is not a mapping", path=path,
-                                  line=_line_number(fd, offset), hint=_FIX)
+                                  line=line_at(fd, offset), hint=_FIX)
         events.append(items[0])
     return events
 
@@ -458,7 +428,7 @@ def _read_last(fd: int, path: Path, want: int, match: Matcher, maybe: Callable[[
                size: Optional[int] = None) -> list[dict]:
     """The last ``want`` matching events of the file, newest first, reading backwards."""
     size = os.fstat(fd).st_size if size is None else size
-    end = _kept_end(fd, size)
+    end = kept_end(fd, size)
     kind, body, _ = _layout(fd, end)
     found: list[dict] = []
     try:
@@ -572,7 +542,7 @@ class _Watcher:
         if fd is None:
             return False
         self.fd, self.ident = fd, _identity(fd)
-        self.pos = _complete_end(fd, os.fstat(fd).st_size) if at_end else 0
+        self.pos = _whole_lines_end(fd, os.fstat(fd).st_size) if at_end else 0
         self.group, self.entered, self.seen = [], at_end, 0
         return True
 
@@ -635,7 +605,7 @@ class _Watcher:
                 pass  # a comment, or the rest of an entry already taken on an idle poll
             elif self.entered or _classify(line) not in ("blank", "mapping", "flow_empty"):
                 raise ValidationError("a top-level line that is not an event entry", path=self.path,
-                                      line=_line_number(fd, offset), hint=_FIX)
+                                      line=line_at(fd, offset), hint=_FIX)
             offset += len(line)
         self.pos += cut
         # One flow line is a whole event; a block entry is whole when the next begins or the log rests.

@@ -40,6 +40,10 @@ __all__ = [
     "append_line",
     "append_line_unlocked",
     "AppendResult",
+    "kept_end",
+    "last_line_start",
+    "line_at",
+    "tail_is_complete",
     "read_text",
     "load_yaml_text",
     "load_yaml_file",
@@ -211,7 +215,7 @@ class AppendResult:
     torn_tail: Optional[str] = None
 
 
-def _tail_start(fd: int, size: int) -> int:
+def last_line_start(fd: int, size: int) -> int:
     """Offset just after the last newline before ``size`` (0 when there is none)."""
     position = size
     chunk = 65536
@@ -225,24 +229,52 @@ def _tail_start(fd: int, size: int) -> int:
     return 0
 
 
+def tail_is_complete(tail: bytes) -> bool:
+    """Whether a last line left without its newline is whole.
+
+    Either an operator's editor left no newline (the line parses on its own: keep it) or a
+    crash tore it mid-write (it does not parse: it is cut off). Every reader and the append
+    repair use this one rule, so readers see a log exactly as the next append will leave it.
+    """
+    try:
+        yaml.load(tail.decode("utf-8"), Loader=_Loader)
+        return True
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
+
+
+def kept_end(fd: int, size: int) -> int:
+    """Where the file ends once a torn last line is cut off (``size`` when nothing is torn)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    start = last_line_start(fd, size)
+    return size if tail_is_complete(os.pread(fd, size - start, start)) else start
+
+
+def line_at(fd: int, offset: int) -> int:
+    """1-based line number of byte ``offset`` (reads everything before it: for error messages)."""
+    count, position = 1, 0
+    while position < offset:
+        block = os.pread(fd, min(1 << 20, offset - position), position)
+        if not block:
+            break
+        count += block.count(b"\n")
+        position += len(block)
+    return count
+
+
 def _repair_tail(fd: int, path: Path) -> tuple[int, Optional[str]]:
     """Make the file end with a newline. Returns (bytes removed, the removed text).
 
-    A last line without its newline is either complete (an operator's editor left no
-    newline: keep it and add one) or torn by a crash mid-write (it does not parse on its
-    own: cut it off, report it). Nothing before the last newline is ever touched.
+    A complete last line without its newline gets one; a torn one is cut off and reported
+    (see ``tail_is_complete``). Nothing before the last newline is ever touched.
     """
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return 0, None
-    start = _tail_start(fd, size)
+    start = last_line_start(fd, size)
     tail = os.pread(fd, size - start, start)
-    try:
-        yaml.load(tail.decode("utf-8"), Loader=_Loader)
-        complete = True
-    except (UnicodeDecodeError, yaml.YAMLError):
-        complete = False
-    if complete:
+    if tail_is_complete(tail):
         if os.write(fd, b"\n") != 1:  # pragma: no cover
             raise OSError(errno.EIO, f"could not end {path} with a newline")
         return 0, None

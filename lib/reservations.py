@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
 from config import Config, HOSTNAME, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
-from errors import LeaseLost, SwarmError, ValidationError
+from errors import LeaseLost, ReservationConflict, SwarmError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_text, locked, read_text
 from liveness import dead_reason, my_identity, process_start_time
 
@@ -59,20 +59,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 # with `reservations: {ttl_seconds: N}`.
 _DEFAULT_TTL = 1800.0
 _UNCHANGED = "fix or restore the file by hand; it was not changed"
-
-
-class ReservationConflict(SwarmError):
-    """Patterns asked for overlap live reservations of other agents; nothing was reserved.
-
-    ``overlaps`` lists each clash; ``holders`` the agents in the way (``holder`` is the first).
-    """
-
-    def __init__(self, agent_id: str, overlaps: list["Overlap"], path: Optional[PathLike] = None):
-        self.overlaps = list(overlaps)
-        self.holders = sorted({o.holder.agent_id for o in self.overlaps})
-        super().__init__(f"{agent_id} cannot reserve: " + "; ".join(map(str, self.overlaps)),
-                         path=path, holder=self.holders[0] if self.holders else None,
-                         hint="wait for the holder to release it, or pick other work")
 
 
 # ---------------------------------------------------------------------------- patterns

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
 from config import Config, format_ts, load_config, parse_ts, seconds_since, validate_id
-from errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateSyncError,
-                    SwarmError, ValidationError)
+from errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateParseError, StateShapeError,
+                    StateSyncError, SwarmError, ValidationError)
 from fileio import YAML_ERROR, atomic_write, dump_yaml, load_yaml_text, locked, read_text
 from cli import table
 
@@ -66,14 +66,6 @@ class AgentStatus(str, Enum):
     BLOCKED = "blocked"
     DONE = "done"
     WAITING = "waiting"
-
-
-class StateParseError(StateSyncError, ParseError):
-    """agent-state.yaml does not parse; it was not changed."""
-
-
-class StateShapeError(StateSyncError, ValidationError):
-    """agent-state.yaml parses but holds the wrong shape or a bad value; it was not changed."""
 
 
 # ---------------------------------------------------------------------------- values

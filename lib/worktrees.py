@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from config import Config, format_ts, load_config, validate_id
-from errors import NotFoundError, SwarmError, ValidationError
+from errors import GitError, MergeRefused, NotFoundError, SwarmError, ValidationError, WorktreeBusy
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 
 __all__ = [
@@ -57,29 +57,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,299}")
 _GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX",
                  "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE")
 
-
-class GitError(SwarmError):
-    """A git command failed; ``command``, ``returncode`` and ``stderr`` say how."""
-
-    def __init__(self, command: list[str], cwd: PathLike, returncode: int, stderr: str, stdout: str = "",
-                 hint: Optional[str] = None) -> None:
-        self.command = command
-        self.returncode = returncode
-        self.stderr = stderr
-        complaint = _first_line(stderr) or _first_line(stdout) or f"exit status {returncode}"
-        super().__init__(f"git {command[0] if command else ''} failed: {complaint}", path=cwd, hint=hint)
-
-
-class WorktreeBusy(SwarmError):
-    """A worktree was not removed: its task's lease is live, or it holds uncommitted work."""
-
-
-class MergeRefused(SwarmError):
-    """Nothing was merged: the root checkout is not on the base branch or has uncommitted changes."""
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 # ---------------------------------------------------------------------------- git
