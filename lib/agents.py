@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -164,6 +166,51 @@ def _decide(exit_code: Optional[int], markers: Sequence[Marker]) -> tuple[Outcom
     return Outcome.DONE, ""
 
 
+def _orphan_safe(argv: Sequence[str]) -> list[str]:
+    """``argv`` started through this module's launcher, which ties the agent to our life.
+
+    The agent runs in its own session (so a timeout can kill its whole group), which also
+    means nothing stops it when the executor is killed with -9: the launcher asks Linux to
+    send it SIGTERM when its parent dies (PR_SET_PDEATHSIG), then execs the agent in place.
+    """
+    return [sys.executable, os.path.abspath(__file__), "--launch", str(os.getpid()), "--", *argv]
+
+
+def _launch(parent_pid: int, argv: Sequence[str]) -> int:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG; it survives exec
+        if os.getppid() != parent_pid:  # the executor died before we could ask
+            return 128 + int(signal.SIGTERM)
+    try:
+        os.execvp(argv[0], list(argv))
+    except OSError as exc:
+        print(f"could not start {argv[0]}: {exc.strerror}", file=sys.stderr)
+        return 127
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``agents.py`` lists the presets; ``--launch PID -- CMD...`` is the internal launcher."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--launch"] and len(args) >= 4 and args[2] == "--":
+        return _launch(int(args[1]), args[3:])
+    if args and args[0] not in ("-h", "--help", "--json"):
+        print(f"error: unknown arguments {' '.join(args)!r} (see --help)", file=sys.stderr)
+        return 2
+    if args[:1] == ["--json"]:
+        import json
+
+        print(json.dumps(PRESETS, indent=2))
+        return 0
+    print("usage: python lib/agents.py [--json]\n\nAgent presets (use with executor.py --agent NAME):")
+    for name, template in sorted(PRESETS.items()):
+        print(f"  {name:<8} {template}")
+    print("\nPlaceholders: " + " ".join("{" + key + "}" for key in _PLACEHOLDERS))
+    return 0
+
+
 class AgentProcess:
     """One running agent: its own process group, output to a log file, killable as a whole."""
 
@@ -173,9 +220,14 @@ class AgentProcess:
         self._log = open(log_path, "wb")
         self.started = time.monotonic()
         self.cancelled = False
+        if shutil.which(argv[0], path=env.get("PATH")) is None:
+            self._log.write(f"could not start {argv[0]}: not found on PATH\n".encode())
+            self._log.close()
+            raise ValidationError(f"could not start agent command {argv[0]!r}: not found",
+                                  hint="is the agent CLI installed and on PATH?")
         try:
             self.proc = subprocess.Popen(
-                list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                _orphan_safe(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                 stdout=self._log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: a timeout kills its children too
             )
@@ -263,3 +315,7 @@ def start_agent(
     full_env.update(SWARM_ROOT=str(root), SWARM_AGENT_ID=agent_id, SWARM_TASK_ID=task_id,
                     SWARM_TASK_FILE=str(task_file))
     return AgentProcess(command.render(values), cwd=workdir, env=full_env, log_path=log_path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -257,11 +257,14 @@ def claim_task(
                     or (taken_over and task.status in _CLAIMABLE_WHEN_FREE)):
                 raise NotClaimable(f"task {task_id} is {task.status_text!r}, not pending", task_id=task_id,
                                    path=path, hint="set **Status:** pending to make it claimable")
+            attempts = current.attempts if current else 0
+            if current is not None and (current.mirror or {}).get("Status") == taskmod.Status.BLOCKED.value:
+                attempts = 0  # we marked it blocked and a person set it pending again: a fresh start
             lease = Lease(
                 task_id=task_id, agent_id=agent_id, token=(current.token if current else 0) + 1,
                 acquired_at=format_ts(now), expires_at=format_ts(in_seconds(ttl, now)),
                 pid=pid, host=host, proc_start=proc_start,
-                attempts=current.attempts if current else 0,
+                attempts=attempts,
                 mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
                 extra=current.extra if current else {},
             )
@@ -285,7 +288,10 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     first (FIFO within a priority), then task id.
     """
     cfg = load_config(root)
-    every = taskmod.list_tasks(root=cfg.root, include_completed=True)
+    unreadable: list = []
+    every = taskmod.list_tasks(root=cfg.root, include_completed=True, errors=unreadable)
+    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
+        log.warning("skipping a task file that does not parse: %s", error)
     status_of = {t.task_id: t.status for t in every}
     parents: set[str] = {t.parent for t in every if t.parent}
     ready = [
@@ -320,6 +326,9 @@ def claim_next(
             return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
                               proc_start=proc_start, task_path=task.path)
         except (AlreadyClaimed, NotClaimable, NotFoundError):
+            continue
+        except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
+            log.warning("cannot claim %s: %s", task.task_id, exc)
             continue
     return None
 

@@ -71,6 +71,7 @@ class Executor:
         self.backoff = float(setting["backoff_seconds"] if backoff is None else backoff)
         self.wait_retry = float(setting["wait_retry_seconds"])
         self.use_worktree = use_worktree
+        self.kill_grace = 5.0  # seconds between SIGTERM and SIGKILL of an agent when stopping
         self.stop = threading.Event()
         self.done = 0
         self._lease: Optional[claims.Lease] = None
@@ -109,9 +110,14 @@ class Executor:
     def request_stop(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
         """Signal handler: stop the loop and the running agent; the loop cleans up."""
         self.stop.set()
-        if self._agent is not None:
-            self._agent.cancelled = True
-            self._agent._signal(signal.SIGTERM)  # no waiting inside a signal handler
+        agent = self._agent
+        if agent is not None:
+            agent.cancelled = True
+            agent._signal(signal.SIGTERM)  # no waiting inside a signal handler
+            # An agent that ignores SIGTERM must not hold the stop up until its run timeout.
+            killer = threading.Timer(self.kill_grace, agent._signal, args=(signal.SIGKILL,))
+            killer.daemon = True
+            killer.start()
 
     def _shutdown(self) -> None:
         self.stop.set()
@@ -165,6 +171,10 @@ class Executor:
                 return None  # taken back before we acknowledged: look again
             self._event("acknowledged", lease.task_id, token=lease.token)
             return self._reserve_files(lease)
+        # Requeue what dead agents held before looking: without a planner, nobody else would.
+        for lease, reason in claims.reap_expired(root=self.cfg.root):
+            self._event("requeued" if lease.state is claims.LeaseState.EXPIRED else "repaired", lease.task_id,
+                        reason=reason, previous_agent=lease.agent_id, token=lease.token)
         while not self.stop.is_set():
             lease = claims.claim_next(self.agent_id, self.ttl, root=self.cfg.root, skip=self._skipped)
             if lease is None:
@@ -207,7 +217,9 @@ class Executor:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **data)
 
     def _work(self, lease: claims.Lease) -> None:
-        attempt = lease.attempts + 1
+        # The run number names the log: every run of the task gets a log of its own.
+        runs = self.cfg.runtime_dir / "runs" / lease.task_id
+        attempt = 1 + (sum(1 for name in os.listdir(runs) if name.endswith(".log")) if runs.is_dir() else 0)
         self._lost.clear()
         with self._lease_lock:
             self._lease = lease
@@ -327,7 +339,7 @@ class Executor:
         lease = self._take_lease()
         if lease is None:
             return
-        retry_after = self.backoff * (2 ** (attempt - 1))
+        retry_after = self.backoff * (2 ** lease.attempts)  # doubles with every failure of this task
         try:
             ended = claims.fail(lease, reason, max_attempts=self.max_attempts, retry_after=retry_after,
                                 root=self.cfg.root)
@@ -360,7 +372,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--agent-id", required=True, help="this executor's id, e.g. executor-1")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--agent", metavar="PRESET", help=f"agent preset: {', '.join(sorted(agents.PRESETS))}")
-    how.add_argument("--command", metavar="CMD", help="any command; {task_file} {task_id} {prompt} {workdir} are filled in")
+    how.add_argument("--command", metavar="CMD",
+                     help="any command; {task_file} {task_id} {prompt} {workdir} {agent_id} {root} are filled in")
     p.add_argument("--once", action="store_true", help="exit when no ready task is left instead of polling")
     p.add_argument("--max-tasks", type=int, metavar="N", help="exit after N tasks")
     p.add_argument("--poll", type=float, metavar="S", help="seconds between looks for work when idle")

@@ -10,13 +10,14 @@ One round, every ``--interval`` seconds:
 3. take back assignments an executor did not acknowledge in time (``requeued``);
 4. mark a parent completed once all its sub-tasks are (``completed``);
 5. flag near-duplicate pending tasks (``flagged``; the task gets a ``Possible Duplicate Of``
-   field and stays for a person to decide);
+   field and status ``needs_attention``, so no one runs it until a person sets it pending);
 6. split parallelizable tasks into sub-tasks when enough executors are active (``split``);
 7. dispatch: assign ready tasks to idle executors, FIFO within priority. The planner takes
    the lease FOR the executor before it writes the assignment, so no one else can take the
    task meanwhile (``assigned``); the executor acknowledges it (``acknowledged``).
 
-Every decision is an event in events.yaml.
+Every decision is an event in events.yaml. A step that meets a file that does not parse
+logs one ``error`` event and the round goes on; the file is never rewritten.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Planner:
         self.min_executors = int(setting["min_executors_to_split"] if min_executors is None else min_executors)
         self._checked_for_duplicates: set[str] = set()
         self._items_released: set[tuple[str, str]] = set()  # (agent, started_at) already handled
+        self._reported: set[str] = set()  # steps whose error was already logged (once per outage)
 
     def _decide(self, kind: str, task_id: Optional[str], **detail: Any) -> Decision:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **detail)
@@ -74,19 +76,43 @@ class Planner:
         """One planning round; returns what it decided."""
         now = now or utc_now()
         root = self.cfg.root
-        agent_discovery.heartbeat(self.agent_id, current_action="planning", root=root, role="planner")
         decisions: list[Decision] = []
-        decisions += self._reap(now)
-        decisions += self._release_items_of_gone_agents(now)
-        executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
-        decisions += self._take_back_unacknowledged(executors, now)
-        decisions += self._complete_parents()
-        decisions += self._flag_duplicates()
-        if len(executors) >= self.min_executors:
-            decisions += self._split([a.agent_id for a in executors])
-        decisions += self._dispatch(executors, now)
-        agent_discovery.heartbeat(self.agent_id, current_action="idle", root=root)
+        decisions += self._step("heartbeat", agent_discovery.heartbeat, self.agent_id,
+                                current_action="planning", root=root, role="planner")
+        decisions += self._step("reap", self._reap, now)
+        try:
+            executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
+        except SwarmError as exc:  # a corrupt heartbeat.yaml: no dispatching blind, the rest goes on
+            executors = None
+            decisions += self._report("discovery", exc)
+        else:
+            self._reported.discard("discovery")
+        if executors is not None:
+            decisions += self._step("items", self._release_items_of_gone_agents, now)
+            decisions += self._step("assignments", self._take_back_unacknowledged, executors, now)
+        decisions += self._step("parents", self._complete_parents)
+        decisions += self._step("duplicates", self._flag_duplicates)
+        if executors is not None and len(executors) >= self.min_executors:
+            decisions += self._step("split", self._split, [a.agent_id for a in executors])
+        if executors is not None:
+            decisions += self._step("dispatch", self._dispatch, executors, now)
+        self._step("heartbeat", agent_discovery.heartbeat, self.agent_id, current_action="idle", root=root)
         return decisions
+
+    def _step(self, name: str, step: Any, *args: Any, **kwargs: Any) -> list[Decision]:
+        """Run one step; a file that does not parse is reported once, not a crash of the planner."""
+        try:
+            found = step(*args, **kwargs)
+        except SwarmError as exc:
+            return self._report(name, exc)
+        self._reported.discard(name)
+        return found if isinstance(found, list) else []
+
+    def _report(self, step: str, exc: SwarmError) -> list[Decision]:
+        if step in self._reported:
+            return []
+        self._reported.add(step)
+        return [self._decide("error", exc.task_id, step=step, error=str(exc))]
 
     # ------------------------------------------------------------------ the steps
 
@@ -166,8 +192,9 @@ class Planner:
             if not matches:
                 continue
             best = matches[0]
-            tasks.set_field(task.path, "Possible Duplicate Of", f"{best.task_id} ({best.similarity:.0%} similar)",
-                            root=self.cfg.root)
+            # Held for a person: set Status back to pending to run it anyway (it is not flagged twice).
+            tasks.set_fields(task.path, {"Possible Duplicate Of": f"{best.task_id} ({best.similarity:.0%} similar)",
+                                         "Status": tasks.Status.NEEDS_ATTENTION.value}, root=self.cfg.root)
             out.append(self._decide("flagged", task.task_id, duplicate_of=best.task_id,
                                     similarity=round(best.similarity, 3)))
         return out

@@ -399,3 +399,25 @@ def test_one_corrupt_lease_does_not_stop_reaping_the_rest(workspace):
     assert len(errors) == 1 and "T-1.yaml" in str(errors[0])
     with pytest.raises(Exception, match="T-1.yaml"):
         claims.list_leases()
+
+
+def test_a_corrupt_task_file_does_not_stop_claiming(workspace):
+    # Regression (found writing the guide): one unparseable task file stopped every executor.
+    make_task(workspace, "T-1")
+    bad = workspace / "tasks" / "active" / "BROKEN.md"
+    bad.write_bytes(b"no title line here\n")
+    lease = claims.claim_next("e")
+    assert lease is not None and lease.task_id == "T-1"
+    assert bad.read_bytes() == b"no title line here\n"
+
+
+def test_unblocking_by_hand_gives_a_fresh_set_of_attempts(workspace):
+    make_task(workspace, "T-1")
+    lease = claims.claim_task("T-1", "e")
+    claims.fail(lease, "boom", max_attempts=1)
+    assert status_of(workspace, "T-1") is tasks.Status.BLOCKED
+    tasks.set_field(tasks.find_task("T-1", workspace).path, "Status", "pending")
+    again = claims.claim_task("T-1", "e")
+    assert again.attempts == 0
+    failed = claims.fail(again, "boom", max_attempts=2)
+    assert status_of(workspace, "T-1") is tasks.Status.PENDING and failed.attempts == 1

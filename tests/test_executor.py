@@ -16,6 +16,7 @@ import claims
 import events
 import tasks
 from claims import LeaseState
+from config import HOSTNAME
 from liveness import pid_alive
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
@@ -164,3 +165,52 @@ def test_cli_errors_are_one_line(workspace):
     out = subprocess.run([sys.executable, str(LIB / "executor.py"), "--agent-id", "e1", "--agent", "nope"],
                          capture_output=True, text=True, cwd="/", env=dict(os.environ, SWARM_ROOT=str(workspace)))
     assert out.returncode == 2 and "unknown agent preset 'nope'" in out.stderr
+
+
+def test_agent_dies_with_a_killed_executor(workspace, tmp_path):
+    # Regression (found writing the guide): after kill -9 of an executor its agent ran on.
+    make_tasks(workspace, 1)
+    pidfile = tmp_path / "agent.pid"
+    proc = executor(workspace, "--agent-id", "executor-1", "--command", f"{FAKE} {{task_id}}",
+                    env={"FAKE_BEHAVIOUR": "hang", "FAKE_PIDFILE": str(pidfile)})
+    try:
+        wait_for_event(workspace, "started")
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text().endswith("\n"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    agent_pid = int(pidfile.read_text().split()[0])
+    deadline = time.monotonic() + 10
+    while pid_alive(agent_pid):  # the kernel signals it when its parent dies
+        assert time.monotonic() < deadline, "the agent outlived its executor"
+        time.sleep(0.02)
+
+
+def test_executor_without_planner_requeues_a_dead_executors_task(workspace):
+    make_tasks(workspace, 1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claims.start(claims.claim_task("T-1", "executor-9", pid=dead.pid, host=HOSTNAME))
+    proc = executor(workspace, "--agent-id", "e1", "--command", f"{FAKE} {{task_id}}", "--once")
+    assert proc.wait(timeout=60) == 0
+    assert types_for(workspace, "T-1") == ["requeued", "started", "completed"]
+    assert claims.get_lease("T-1").token == 2
+
+
+def test_every_run_keeps_its_own_log(workspace):
+    make_tasks(workspace, 1)
+    for behaviour in ("wait", "done"):
+        proc = executor(workspace, "--agent-id", "e1", "--command", f"{FAKE} {{task_id}}", "--once",
+                        env={"FAKE_BEHAVIOUR": behaviour})
+        assert proc.wait(timeout=60) == 0
+        if behaviour == "wait":  # let the retry be due at once
+            lease_file = workspace / ".swarm" / "claims" / "T-1.yaml"
+            lease_file.write_text(lease_file.read_text().replace("not_before:", "old_not_before:"))
+    assert sorted(os.listdir(workspace / ".swarm" / "runs" / "T-1")) == ["1.log", "2.log"]
+    assert "[WAIT]" in (workspace / ".swarm" / "runs" / "T-1" / "1.log").read_text()

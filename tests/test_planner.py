@@ -158,3 +158,30 @@ def test_items_of_a_dead_agent_come_back(workspace):
     decisions = Planner(root=str(workspace), min_executors=99).round()
     assert any(d.kind == "requeued" and d.detail.get("items") == ["T-1#1"] for d in decisions)
     assert tasks.find_task("T-1", workspace).checklist[1].agent is None
+
+
+def test_flagged_duplicate_waits_for_a_person(workspace):
+    make_task(workspace, "A-1", title="Implement automated documentation generator", priority="high")
+    make_task(workspace, "A-2", title="Implement the automated documentation generator")
+    executor_alive("executor-1", workspace)
+    decisions = Planner(root=str(workspace), min_executors=99).round()
+    flagged = {d.task_id for d in decisions if d.kind == "flagged"}
+    assigned = {d.task_id for d in decisions if d.kind == "assigned"}
+    assert flagged and not (flagged & assigned)
+    held = tasks.find_task(flagged.pop(), workspace)
+    assert held.status is tasks.Status.NEEDS_ATTENTION
+
+
+def test_corrupt_heartbeat_is_reported_once_and_the_round_goes_on(workspace):
+    make_task(workspace, "P-1", title="Parent work")
+    make_task(workspace, "P-1-SUB1", title="Only half", fields={"Parent Task": "P-1"})
+    claims.complete(claims.claim_task("P-1-SUB1", "e"))
+    planner = Planner(root=str(workspace), min_executors=99)
+    agent_discovery.register_agent("planner", role="planner", root=workspace)
+    (workspace / "heartbeat.yaml").write_text("heartbeats: [\n")
+    first = planner.round()
+    errors = [d for d in first if d.kind == "error"]
+    assert errors and all("heartbeat.yaml" in d.detail["error"] for d in errors)
+    assert ("completed", "P-1") in kinds(first), "the steps that need no heartbeat still ran"
+    assert [d for d in planner.round() if d.kind == "error"] == [], "reported once per outage"
+    assert (workspace / "heartbeat.yaml").read_text() == "heartbeats: [\n"
