@@ -52,11 +52,7 @@ _NAME = re.compile(r"[^\s#][^\n\r]{0,79}")
 
 
 def _directory(cfg: Config) -> Path:
-    settings = cfg.settings.get("memory") or {}
-    if not isinstance(settings, dict):
-        raise ValidationError("'memory' must be a mapping", path=cfg.root / "swarm.yaml",
-                              hint="e.g. memory: {directory: .swarm/agents}")
-    directory = settings.get("directory")
+    directory = cfg.get("memory", "directory")
     if directory is None:
         return cfg.runtime_dir / "agents"
     if not isinstance(directory, str) or not directory.strip():

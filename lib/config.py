@@ -93,6 +93,19 @@ DEFAULTS: dict[str, Any] = {
     "agents": {
         "presets": {},  # name: command template, adding to or overriding the built-in presets
     },
+    "worktrees": {
+        "base_branch": None,  # branch tasks are cut from and merged into; None: the root's current branch
+        "remove_after_merge": True,  # retire a merged task's worktree and branch once its lease is over
+        "merge_lock_seconds": 300,  # longest wait for the merge lock: merges queue behind one another
+    },
+    "reservations": {
+        # Half an hour: longer than one step of a typical task, short enough that a holder that
+        # vanished on another host (whose death we cannot see) blocks nobody for long.
+        "ttl_seconds": 1800,
+    },
+    "memory": {
+        "directory": None,  # per-agent memory files; None: <runtime>/agents
+    },
 }
 
 # Ids reach file names (leases, sub-task files, lock files): nothing that can climb a path.

@@ -54,10 +54,6 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Half an hour: longer than one step of a typical task, short enough that a holder that vanished
-# on another host (whose death we cannot see) blocks nobody for long. swarm.yaml overrides it
-# with `reservations: {ttl_seconds: N}`.
-_DEFAULT_TTL = 1800.0
 _UNCHANGED = "fix or restore the file by hand; it was not changed"
 
 
@@ -469,10 +465,7 @@ def _ttl(value: Any, cfg: Config) -> float:
     where = None
     if value is None:
         where = cfg.root / "swarm.yaml"
-        section = cfg.settings.get("reservations", {})
-        if not isinstance(section, dict):
-            raise ValidationError("'reservations' must be a mapping", path=where)
-        value = section.get("ttl_seconds", _DEFAULT_TTL)
+        value = cfg.get("reservations", "ttl_seconds")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValidationError(f"ttl must be a positive number of seconds, got {value!r:.40}", path=where)
     return float(value)

@@ -45,12 +45,6 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Section ``worktrees`` of swarm.yaml. Kept here until config.DEFAULTS grows the section.
-_DEFAULTS: dict[str, Any] = {
-    "base_branch": None,  # branch tasks are cut from and merged into; None: the root's current branch
-    "remove_after_merge": True,  # retire a merged task's worktree and branch once its lease is over
-    "merge_lock_seconds": 300,  # longest wait for the merge lock: merges queue behind one another
-}
-
 # A worktree name is <task>-<agent>-<nonce>: two ids joined, so longer than one id may be.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,299}")
 # Environment that would point git at another repository than the one we pass with -C.
@@ -135,11 +129,8 @@ def _ahead(cwd: PathLike, base: str, branch: str) -> int:
 
 
 def setting(cfg: Config, key: str) -> Any:
-    """A ``worktrees.<key>`` setting from swarm.yaml, or its default."""
-    section = cfg.settings.get("worktrees") or {}
-    if not isinstance(section, dict):
-        raise ValidationError("'worktrees' must be a mapping", path=cfg.root / "swarm.yaml", hint="fix swarm.yaml")
-    return section.get(key, _DEFAULTS[key])
+    """A ``worktrees.<key>`` setting (swarm.yaml over config.DEFAULTS)."""
+    return cfg.get("worktrees", key)
 
 
 def resolve_base(root: Optional[PathLike] = None, base: Optional[str] = None) -> str:

@@ -208,7 +208,7 @@ def test_ttl_expiry_frees_the_paths(workspace):
 
 def test_default_ttl_and_the_swarm_yaml_override(workspace):
     made = res.reserve("executor-1", ["a"], root=workspace, now=T0)
-    assert made.expires_at == "2026-02-01T12:30:00.000Z" and res._DEFAULT_TTL == 1800
+    assert made.expires_at == "2026-02-01T12:30:00.000Z"
     (workspace / "swarm.yaml").write_text("reservations:\n  ttl_seconds: 90\n")
     assert res.reserve("executor-1", ["b"], root=workspace, now=T0).expires_at == "2026-02-01T12:01:30.000Z"
     (workspace / "swarm.yaml").write_text("reservations:\n  ttl_seconds: -5\n")
