@@ -10,8 +10,8 @@ each registered in heartbeat.yaml as executor ``<cluster>-agent-<n>`` with its p
 Dispatch leases the task to the pane's agent (holder: the pane's process), then types
 ``[TASK] <id> <task file>``; the worker answers with lines starting ``[ACK] id``, ``[DONE] id``,
 ``[ERROR] id why``, ``[WAIT] id why`` (or ``[HELP] id question``), each of which moves the lease
-and becomes an event. Only markers printed after the dispatch count: those after the echo of
-the typed line, or, until that echo shows, those beyond the ones already on screen at dispatch.
+and becomes an event. The echo of the typed line is no marker, nor is a marker word mid-line.
+Only markers printed after the dispatch count: copies already on screen then are skipped, and
 ``.swarm/tmux/<agent>.yaml`` keeps the (task, marker, lease token) already handled, so a marker
 still in scrollback never acts twice, while a new attempt (a new token) of the same task does.
 
@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "auto_confirm": False,  # press Enter for "press enter" prompts (never y/n, never near danger)
     "cooldown_seconds": 30,  # auto-confirm presses Enter in one window at most this often
     "lines": 20,  # last lines per pane shown by `panes`
+    "history_lines": 20000,  # scrollback kept per pane: markers are read from it
     "presets": {},  # name: interactive command, adding to or overriding INTERACTIVE_PRESETS
     # regular expressions, case-insensitive, for a prompt that only wants Enter
     "confirm_patterns": [r"press\s+(enter|return)", r"hit\s+(enter|return)", r"\[enter\]", r"回车继续",
@@ -78,9 +79,10 @@ INTERACTIVE_PRESETS: dict[str, str] = {
 _CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # tmux turns '.' and ':' in session names into '_'
 _FORMAT = "\t".join(["#{session_name}", "#{window_name}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
                      "#{@swarm_agent}", "#{@swarm_cluster}"])
-_NO_SERVER = ("no server running", "error connecting to", "server exited", "can't find session")
+_NO_SERVER = ("no server running", "error connecting to", "server exited")
 _PROMPT_LINES = 5  # a prompt that wants Enter sits among the last non-empty lines of the screen
 _HANDLED_KEPT = 500  # handled-marker keys remembered per pane
+_YES_NO = "a yes/no question: Enter would answer it"
 _MISSING: Any = object()
 
 
@@ -149,30 +151,27 @@ class Handled:
     event: str
     text: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 # ---------------------------------------------------------------------------- settings and panes
 
 
 def _settings(cfg: Config) -> dict[str, Any]:
+    """DEFAULTS overridden by swarm.yaml ``tmux:``, the pattern lists compiled."""
     raw = cfg.settings.get("tmux", {}) or {}
-    where = cfg.root / "swarm.yaml"
-    if not isinstance(raw, dict):
-        raise ValidationError(f"'tmux' must be a mapping, got {type(raw).__name__}", path=where, hint="fix swarm.yaml")
+
+    def bad(what: str) -> ValidationError:
+        return ValidationError(what, path=cfg.root / "swarm.yaml", hint="fix swarm.yaml")
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("presets", {}), dict):
+        raise bad("'tmux' and 'tmux.presets' must be mappings")
     out = {**DEFAULTS, **raw}
     for key in ("confirm_patterns", "yes_no_patterns", "danger_patterns"):
-        value = out[key]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValidationError(f"'tmux.{key}' must be a list of regular expressions", path=where, hint="fix swarm.yaml")
+        if not isinstance(out[key], list) or not all(isinstance(v, str) for v in out[key]):
+            raise bad(f"'tmux.{key}' must be a list of regular expressions")
         try:
-            out[key] = [re.compile(v, re.I) for v in value]
+            out[key] = [re.compile(v, re.I) for v in out[key]]
         except re.error as exc:
-            raise ValidationError(f"'tmux.{key}' holds a bad regular expression: {exc}", path=where,
-                                  hint="fix swarm.yaml") from None
-    if not isinstance(out["presets"], dict):
-        raise ValidationError("'tmux.presets' must be a mapping of name: command", path=where, hint="fix swarm.yaml")
+            raise bad(f"'tmux.{key}' holds a bad regular expression: {exc}") from None
     return out
 
 
@@ -185,14 +184,14 @@ def _check_cluster(cluster: str) -> str:
 
 def list_panes(tmux: Tmux, cluster: Optional[str] = None) -> list[Pane]:
     """The swarm agents' panes on this tmux server (of one cluster, or of all), in window order."""
-    out = tmux.run("list-panes", "-a", "-F", _FORMAT, check=False)
-    if out is None:
-        probe = subprocess.run([*tmux.base, "list-sessions"], capture_output=True, text=True)
-        if probe.returncode != 0 and any(s in probe.stderr for s in _NO_SERVER):
-            return []  # no server: no panes
-        tmux.run("list-panes", "-a", "-F", _FORMAT)  # raises with tmux's own reason
+    try:
+        out = tmux.run("list-panes", "-a", "-F", _FORMAT) or ""
+    except TmuxError as exc:
+        if any(text in exc.reason for text in _NO_SERVER):
+            return []  # no server running: no panes
+        raise
     panes = []
-    for line in (out or "").splitlines():
+    for line in out.splitlines():
         session, window, pane_id, pid, dead, agent_id, owner = (line.split("\t") + [""] * 7)[:7]
         if not (session.startswith("swarm-") and agent_id and owner) or (cluster and owner != cluster):
             continue
@@ -235,24 +234,28 @@ def up(agent_count: int, *, preset: Optional[str] = None, command: Optional[str]
     if not isinstance(agent_count, int) or not 1 <= agent_count <= 64:
         raise ValidationError(f"--agents must be 1 to 64, got {agent_count}")
     name, argv = _agent_argv(preset, command, settings)
+    for n in range(1, agent_count + 1):
+        _read_state(cfg, f"{cluster}-agent-{n}")  # a corrupt state file stops us before tmux starts
     tmux = Tmux(socket)
     session = f"swarm-{cluster}"
     if tmux.run("has-session", "-t", f"={session}", check=False) is not None:
         raise ValidationError(f"cluster {cluster} is already up (tmux session {session})",
                               hint="run down first, or pick another --cluster")
+    # The history limit applies to windows made after it is set: a setup window comes first.
+    tmux.run("new-session", "-d", "-s", session, "-n", "swarm-setup", "-x", "220", "-y", "50", "cat")
     try:
+        tmux.run("set-option", "-t", f"={session}:", "history-limit", str(int(settings["history_lines"])))
         for n in range(1, agent_count + 1):
             agent_id = f"{cluster}-agent-{n}"
-            where = (["new-session", "-d", "-s", session, "-x", "220", "-y", "50"] if n == 1
-                     else ["new-window", "-d", "-t", f"={session}:"])
             # A placeholder runs until the options are set, so an agent that exits at once
             # still leaves its pane (and last words) behind instead of closing the window.
-            pane_id = (tmux.run(*where, "-n", f"agent-{n}", "-c", str(cfg.root), "-P", "-F", "#{pane_id}", "cat")
-                       or "").strip()
+            pane_id = (tmux.run("new-window", "-d", "-t", f"={session}:", "-n", f"agent-{n}", "-c", str(cfg.root),
+                                "-P", "-F", "#{pane_id}", "cat") or "").strip()
             for option, value in (("remain-on-exit", "on"), ("@swarm_agent", agent_id), ("@swarm_cluster", cluster)):
                 tmux.run("set-option", "-w", "-t", pane_id, option, value)
             tmux.run("respawn-pane", "-k", "-t", pane_id, "-c", str(cfg.root), "-e", f"SWARM_ROOT={cfg.root}",
                      "-e", f"SWARM_AGENT_ID={agent_id}", "-e", f"SWARM_CLUSTER={cluster}", *argv)
+        tmux.run("kill-window", "-t", f"={session}:swarm-setup")
     except SwarmError:
         tmux.run("kill-session", "-t", f"={session}", check=False)
         raise
@@ -302,7 +305,7 @@ def assess_screen(screen: str, settings: dict) -> Optional[tuple[str, str, str]]
     lines = [line.rstrip() for line in screen.splitlines() if line.strip()][-_PROMPT_LINES:]
     for line in reversed(lines):
         if any(p.search(line) for p in settings["yes_no_patterns"]):
-            return "skip", line.strip(), "a yes/no question: Enter would answer it"
+            return "skip", line.strip(), _YES_NO
     prompt = next((line for line in reversed(lines) if any(p.search(line) for p in settings["confirm_patterns"])), None)
     if prompt is None:
         return None
@@ -314,38 +317,28 @@ def assess_screen(screen: str, settings: dict) -> Optional[tuple[str, str, str]]
 
 
 def fresh_markers(text: str, current: dict) -> list[agents.Marker]:
-    """The markers of the task in ``current`` printed after it was dispatched, in order.
+    """The marker lines of the task in ``current`` printed since its dispatch, in order.
 
-    After the echo of the typed ``[TASK]`` line shows (more echoes than at dispatch), only lines
-    below the last echo count; until then, every line counts except as many copies of each
-    marker as were already on screen at dispatch (``current['before']``).
+    ``current['before']`` counts each marker line of the task already on screen at dispatch
+    (an earlier attempt's ``[ACK] T`` looks the same as this one's); that many of the oldest
+    copies are skipped. The counts are lowered, in place, to what the scrollback still holds,
+    so old lines that fall out of the history never hide new ones.
     """
-    task_id = current["task_id"]
-    lines = text.splitlines()
-    anchor = f"[TASK] {task_id} "
-    echoes = [i for i, line in enumerate(lines) if anchor in line + " "]
-    skip: Counter = Counter()
-    if len(echoes) > int(current.get("anchors") or 0):
-        lines = lines[echoes[-1] + 1:]
-    else:
-        skip.update(current.get("before") or {})
-    out = []
-    for marker in agents.parse_markers("\n".join(lines)):
-        if marker.task_id != task_id:
-            continue
-        key = f"{marker.kind} {marker.text}".rstrip()
-        if skip[key] > 0:
-            skip[key] -= 1
-            continue
-        out.append(marker)
+    mine = [m for m in agents.parse_markers(text) if m.task_id == current["task_id"]]
+    seen = Counter(_marker_key(m) for m in mine)
+    before = current.setdefault("before", {})
+    before.update({key: min(count, seen[key]) for key, count in before.items()})
+    skip, out = Counter(before), []
+    for marker in mine:
+        if skip[_marker_key(marker)] > 0:
+            skip[_marker_key(marker)] -= 1
+        else:
+            out.append(marker)
     return out
 
 
-def _baseline(text: str, task_id: str) -> tuple[int, dict[str, int]]:
-    anchor = f"[TASK] {task_id} "
-    echoes = sum(1 for line in text.splitlines() if anchor in line + " ")
-    seen = Counter(f"{m.kind} {m.text}".rstrip() for m in agents.parse_markers(text) if m.task_id == task_id)
-    return echoes, dict(seen)
+def _marker_key(marker: agents.Marker) -> str:
+    return f"{marker.kind} {marker.text}".rstrip()
 
 
 # ---------------------------------------------------------------------------- per-pane state
@@ -360,10 +353,7 @@ def _pane_state(cfg: Config, agent_id: str) -> Iterator[dict]:
     """The pane's state under its lock, written back (if changed) even when the block fails."""
     path = _state_file(cfg, agent_id)
     with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        data = load_yaml_file(path, default=_MISSING)
-        state = {} if data is _MISSING else dict(expect_mapping(data, path, "a tmux pane state"))
-        if not isinstance(state.get("handled", []), list) or not isinstance(state.get("current") or {}, dict):
-            raise ValidationError("malformed tmux pane state", path=path, hint="fix or delete the file")
+        state = _read_state(cfg, agent_id)
         state.setdefault("agent_id", agent_id)
         state.setdefault("handled", [])
         before = repr(state)
@@ -378,7 +368,13 @@ def _pane_state(cfg: Config, agent_id: str) -> Iterator[dict]:
 def _read_state(cfg: Config, agent_id: str) -> dict:
     path = _state_file(cfg, agent_id)
     data = load_yaml_file(path, default=_MISSING)
-    return {} if data is _MISSING else dict(expect_mapping(data, path, "a tmux pane state"))
+    state = {} if data is _MISSING else dict(expect_mapping(data, path, "a tmux pane state"))
+    cur = state.get("current")
+    if not isinstance(state.get("handled", []), list) or cur is not None and not (
+            isinstance(cur, dict) and isinstance(cur.get("task_id"), str) and isinstance(cur.get("token"), int)
+            and isinstance(cur.get("dispatched_at"), str)):
+        raise ValidationError("malformed tmux pane state", path=path, hint="fix or delete the file")
+    return state
 
 
 # ---------------------------------------------------------------------------- the bridge
@@ -390,21 +386,18 @@ class Bridge:
     def __init__(self, cluster: str = "main", *, root: Optional[str] = None, socket: Optional[str] = None,
                  ack_timeout: Optional[float] = None, auto_confirm: Optional[bool] = None, dry_run: bool = False,
                  cooldown: Optional[float] = None) -> None:
-        self.cluster = _check_cluster(cluster)
+        self.cluster, self.agent_id = _check_cluster(cluster), f"{cluster}-bridge"
         self.cfg = load_config(root)
-        self.root = self.cfg.root
-        self.settings = _settings(self.cfg)
-        self.tmux = Tmux(socket)
-        self.agent_id = f"{cluster}-bridge"
+        self.root, self.settings, self.tmux = self.cfg.root, _settings(self.cfg), Tmux(socket)
         self.ack_timeout = float(self.settings["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
         self.auto_confirm = bool(self.settings["auto_confirm"] if auto_confirm is None else auto_confirm)
-        self.dry_run = dry_run
         self.cooldown = float(self.settings["cooldown_seconds"] if cooldown is None else cooldown)
-        executor = self.cfg.settings["executor"]
-        self.max_attempts = int(executor["max_attempts"])
-        self.backoff = float(executor["backoff_seconds"])
+        self.dry_run = dry_run
+        executor = self.cfg.settings["executor"]  # failures and waits are retried as the executor loop does
+        self.max_attempts, self.backoff = int(executor["max_attempts"]), float(executor["backoff_seconds"])
         self.wait_retry = float(executor["wait_retry_seconds"])
         self._beats: dict[str, tuple[float, Any]] = {}
+        self._dry_presses: dict[str, str] = {}
 
     def panes(self) -> list[Pane]:
         return list_panes(self.tmux, self.cluster)
@@ -431,25 +424,29 @@ class Bridge:
         pane = self.find_pane(target)
         task = tasks.find_task(validate_id(task_id, "task id"), self.root)
         with _pane_state(self.cfg, pane.agent_id) as state:
-            self._check_ready(pane, state)
-            lease = claims.claim_task(task_id, pane.agent_id, root=self.root, now=now, pid=pane.pid, host=HOSTNAME,
-                                      proc_start=process_start_time(pane.pid), task_path=task.path)
+            why = self._unready(pane, state)
+            if why:
+                raise ValidationError(f"{pane.agent_id} {why}", hint="wait for it, or pick another pane")
+            lease = self._claim(pane, task, now)
             self._send(pane, state, lease, task.path, now)
         return lease
 
-    def _check_ready(self, pane: Pane, state: dict) -> None:
+    def _claim(self, pane: Pane, task: tasks.Task, now: datetime) -> claims.Lease:
+        # The holder is the pane's process: the lease binds while the agent lives, not this bridge.
+        return claims.claim_task(task.task_id, pane.agent_id, root=self.root, now=now, pid=pane.pid, host=HOSTNAME,
+                                 proc_start=process_start_time(pane.pid), task_path=task.path)
+
+    def _unready(self, pane: Pane, state: dict) -> Optional[str]:
+        """Why the pane cannot take a task now, or None."""
         if pane.dead:
-            raise ValidationError(f"{pane.agent_id} has exited", hint="run down and up again")
+            return "has exited"
         if state.get("current"):
-            raise ValidationError(f"{pane.agent_id} is busy with {state['current']['task_id']}",
-                                  hint="wait for its [DONE], or pick another pane")
+            return f"is busy with {state['current']['task_id']}"
         verdict = assess_screen(self.tmux.capture(pane.pane_id), self.settings)
-        if verdict is not None:
-            raise ValidationError(f"{pane.agent_id} is waiting at a prompt: {verdict[1][:80]!r}",
-                                  hint="answer it in the pane first")
+        return None if verdict is None else f"is waiting at a prompt: {verdict[1][:80]!r}"
 
     def _send(self, pane: Pane, state: dict, lease: claims.Lease, path: Path, now: datetime) -> None:
-        anchors, before = _baseline(self.tmux.capture(pane.pane_id, history=-1), lease.task_id)
+        before = fresh_markers(self.tmux.capture(pane.pane_id, history=-1), {"task_id": lease.task_id})
         shown = path.relative_to(self.root) if path.is_relative_to(self.root) else path
         try:
             self.tmux.send_line(pane.pane_id, f"[TASK] {lease.task_id} {shown}")
@@ -458,7 +455,7 @@ class Bridge:
             raise
         state["current"] = {"task_id": lease.task_id, "token": lease.token, "task_file": str(shown),
                             "dispatched_at": format_ts(now), "acknowledged_at": None,
-                            "anchors": anchors, "before": before}
+                            "before": dict(Counter(_marker_key(m) for m in before))}
         self._event("assigned", self.agent_id, lease.task_id, to=pane.agent_id, token=lease.token,
                     pane=pane.pane_id, via="tmux")
         self._beat(pane, lease.task_id, force=True)
@@ -469,45 +466,38 @@ class Bridge:
         sent: list[claims.Lease] = []
         ready: Optional[Iterator[tasks.Task]] = None
         for pane in self.panes():
-            try:
-                with _pane_state(self.cfg, pane.agent_id) as state:
-                    self._check_ready(pane, state)
-                    lease = self._assigned(pane, now)
-                    if lease is not None:
-                        self._send(pane, state, lease, tasks.find_task(lease.task_id, self.root).path, now)
-                        sent.append(lease)
-                        continue
+            with _pane_state(self.cfg, pane.agent_id) as state:
+                if self._unready(pane, state):
+                    continue
+                lease = self._assigned(pane, now)
+                if lease is None:
                     ready = ready if ready is not None else iter(claims.ready_tasks(root=self.root))
                     for task in ready:
                         try:
-                            lease = claims.claim_task(task.task_id, pane.agent_id, root=self.root, now=now,
-                                                      pid=pane.pid, host=HOSTNAME, task_path=task.path,
-                                                      proc_start=process_start_time(pane.pid))
+                            lease = self._claim(pane, task, now)
+                            break
                         except (AlreadyClaimed, NotClaimable, NotFoundError):
                             continue
-                        self._send(pane, state, lease, task.path, now)
-                        sent.append(lease)
-                        break
-            except ValidationError:
-                continue  # busy, dead or at a prompt
+                if lease is not None:
+                    self._send(pane, state, lease, tasks.find_task(lease.task_id, self.root).path, now)
+                    sent.append(lease)
         return sent
 
     def _assigned(self, pane: Pane, now: datetime) -> Optional[claims.Lease]:
-        """A planner's assignment to this pane's agent, if its lease is still live."""
+        """A planner's assignment to this pane's agent (see claims.assign), if its lease is still live."""
         found = claims.assignment_for(pane.agent_id, root=self.root)
         if found is None:
             return None
-        lease = found[0]
-        claims.clear_assignment(pane.agent_id, lease.token, root=self.root)
-        stored = claims.get_lease(lease.task_id, root=self.root)
-        if stored is None or stored.token != lease.token or stored.free_reason(now) is not None:
-            return None
-        return stored
+        claims.clear_assignment(pane.agent_id, found[0].token, root=self.root)
+        stored = claims.get_lease(found[0].task_id, root=self.root)
+        live = stored is not None and stored.token == found[0].token and stored.free_reason(now) is None
+        return stored if live else None
 
     # ------------------------------------------------------------------ scanning
 
     def scan_once(self, now: Optional[datetime] = None) -> list[Handled]:
-        """Act on new markers of every pane; take back unacknowledged tasks; renew leases in work."""
+        """Act on new markers of every pane; take back tasks not acknowledged in time or of dead panes;
+        renew the leases of panes at work."""
         now = now or utc_now()
         out: list[Handled] = []
         for pane in self.panes():
@@ -533,73 +523,60 @@ class Bridge:
                 return out
             cur["acknowledged_at"] = format_ts(now)
         lease = claims.get_lease(task_id, root=self.root)
-        if lease is None or lease.token != token or lease.state is not claims.LeaseState.HELD:
-            state["current"] = None
-            out.append(self._handled(pane, task_id, "LOST", token, "lease_lost", "the lease moved on"))
-        elif not cur.get("acknowledged_at") and seconds_since(cur["dispatched_at"], now) >= self.ack_timeout:
-            state["current"] = None
-            waited = round(seconds_since(cur["dispatched_at"], now), 1)
-            try:
+        waited = seconds_since(cur["dispatched_at"], now)
+        try:
+            if lease is None or lease.token != token or lease.state is not claims.LeaseState.HELD:
+                raise LeaseLost("the lease moved on", task_id=task_id)
+            if not cur.get("acknowledged_at") and waited >= self.ack_timeout:
                 claims.revoke_unacknowledged(lease, root=self.root, now=now)
-            except LeaseLost:
-                return out
-            out.append(self._handled(pane, task_id, "NOACK", token, "requeued", "not acknowledged",
-                                     agent=self.agent_id, previous_agent=pane.agent_id, waited_seconds=waited))
-        elif pane.dead:
-            state["current"] = None
-            try:
+                kind, event, why = "NOACK", "requeued", "not acknowledged"
+            elif pane.dead:
                 claims.release(lease, reason="the agent's pane exited", root=self.root, now=now)
-            except LeaseLost:
+                kind, event, why = "DEAD", "released", "the agent's pane exited"
+            else:
+                if lease.seconds_left(now) < self.cfg.lease_seconds / 2:
+                    claims.renew(lease, root=self.root, now=now)
                 return out
-            out.append(self._handled(pane, task_id, "DEAD", token, "released", "the agent's pane exited",
-                                     agent=self.agent_id, previous_agent=pane.agent_id))
-        elif lease.seconds_left(now) < self.cfg.lease_seconds / 2:
-            try:
-                claims.renew(lease, root=self.root, now=now)
-            except LeaseLost as exc:
-                state["current"] = None
-                out.append(self._handled(pane, task_id, "LOST", token, "lease_lost", str(exc)))
+            self._event(event, self.agent_id, task_id, token=token, pane=pane.pane_id, reason=why,
+                        previous_agent=pane.agent_id, waited_seconds=round(waited, 1))
+        except LeaseLost as exc:
+            kind, event, why = "LOST", "lease_lost", exc.reason
+            self._event(event, pane.agent_id, task_id, token=token, pane=pane.pane_id, reason=why)
+        state["current"] = None
+        out.append(Handled(pane.agent_id, pane.pane_id, task_id, kind, token, event, why))
         return out
-
-    def _handled(self, pane: Pane, task_id: str, kind: str, token: int, event: str, text: str,
-                 agent: Optional[str] = None, **data: Any) -> Handled:
-        self._event(event, agent or pane.agent_id, task_id, token=token, pane=pane.pane_id,
-                    **({"reason": text} if text else {}), **data)
-        return Handled(pane.agent_id, pane.pane_id, task_id, kind, token, event, text)
 
     def _on_marker(self, pane: Pane, cur: dict, marker: agents.Marker, now: datetime) -> Handled:
         task_id, token, kind, text = cur["task_id"], int(cur["token"]), marker.kind, marker.text
         lease = claims.get_lease(task_id, root=self.root)
+        data: dict[str, Any] = {"token": token, "pane": pane.pane_id}
         try:
             if lease is None or lease.token != token:
                 raise LeaseLost(f"task {task_id} is no longer leased with token {token}", task_id=task_id)
-            attempt = lease.attempts + 1
+            data["attempt"] = lease.attempts + 1
             if kind == "ACK":
+                event = "acknowledged"
                 claims.start(lease, root=self.root, now=now)
-                self._event("acknowledged", pane.agent_id, task_id, token=token, pane=pane.pane_id)
             elif kind == "DONE":
+                event = "completed"
                 claims.complete(lease, result={"via": "tmux", "pane": pane.pane_id}, root=self.root, now=now)
                 tasks.move_to_completed(task_id, self.root)
-                self._event("completed", pane.agent_id, task_id, token=token, pane=pane.pane_id, attempt=attempt)
             elif kind == "ERROR":
-                retry = self.backoff * (2 ** lease.attempts)
+                event, retry = "failed", self.backoff * (2 ** lease.attempts)
                 ended = claims.fail(lease, text or "the agent reported [ERROR]", max_attempts=self.max_attempts,
                                     retry_after=retry, root=self.root, now=now)
-                blocked = ended.attempts >= self.max_attempts
-                self._event("failed", pane.agent_id, task_id, token=token, pane=pane.pane_id, error=text,
-                            attempt=attempt, **({"blocked": True} if blocked else {"retry_in_seconds": retry}))
-                if blocked:
-                    self._event("blocked", pane.agent_id, task_id, attempts=ended.attempts, error=text)
+                data.update(error=text, **({"blocked": True} if ended.attempts >= self.max_attempts
+                                           else {"retry_in_seconds": retry}))
             else:  # WAIT or HELP: not a failure; back to the queue after a pause
-                word = "waiting" if kind == "WAIT" else "help"
-                claims.release(lease, retry_after=self.wait_retry, reason=f"{word}: {text}", root=self.root, now=now)
-                self._event(word, pane.agent_id, task_id, token=token, pane=pane.pane_id, message=text,
-                            retry_in_seconds=self.wait_retry)
-            event = {"ACK": "acknowledged", "DONE": "completed", "ERROR": "failed", "WAIT": "waiting"}.get(kind, "help")
+                event = "waiting" if kind == "WAIT" else "help"
+                claims.release(lease, retry_after=self.wait_retry, reason=f"{event}: {text}", root=self.root, now=now)
+                data.update(message=text, retry_in_seconds=self.wait_retry)
         except LeaseLost as exc:
-            self._event("lease_lost", pane.agent_id, task_id, token=token, pane=pane.pane_id, reason=str(exc),
-                        marker=kind)
             event = "lease_lost"
+            data.update(reason=exc.reason, marker=kind)
+        self._event(event, pane.agent_id, task_id, **data)
+        if data.get("blocked"):
+            self._event("blocked", pane.agent_id, task_id, attempts=data["attempt"], error=text)
         return Handled(pane.agent_id, pane.pane_id, task_id, kind, token, event, text)
 
     def _beat(self, pane: Pane, task_id: Optional[str], force: bool = False) -> None:
@@ -638,12 +615,15 @@ class Bridge:
                                 reason=reason)
                     out.append({**base, "action": "skipped", "reason": reason})
                     continue
-                last = state.get("last_confirm_at")
+                # A dry run keeps its cooldown in memory: it must not delay a real press later.
+                last = self._dry_presses.get(pane.agent_id) if self.dry_run else state.get("last_confirm_at")
                 if last and seconds_since(last, now) < self.cooldown:
                     continue
-                if not self.dry_run:
+                if self.dry_run:
+                    self._dry_presses[pane.agent_id] = format_ts(now)
+                else:
                     self.tmux.run("send-keys", "-t", pane.pane_id, "Enter")
-                state["last_confirm_at"] = format_ts(now)
+                    state["last_confirm_at"] = format_ts(now)
                 state.pop("last_skip", None)
                 self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
                 out.append({**base, "action": "would press Enter" if self.dry_run else "pressed Enter"})
@@ -653,15 +633,16 @@ class Bridge:
 
     def step(self, now: Optional[datetime] = None) -> tuple[list[Handled], list[dict], list[claims.Lease]]:
         """One round: scan, auto-confirm (when on), dispatch ready work to idle panes."""
-        handled = self.scan_once(now)
-        confirmed = self.auto_confirm_once(now) if self.auto_confirm else []
-        return handled, confirmed, self.dispatch_ready(now)
+        return (self.scan_once(now), self.auto_confirm_once(now) if self.auto_confirm else [],
+                self.dispatch_ready(now))
 
     def run(self, interval: Optional[float] = None, stop: Optional[threading.Event] = None,
             report: Any = None) -> None:
         """Rounds every ``interval`` seconds until ``stop`` is set or the cluster's session is gone."""
         stop = stop or threading.Event()
         pause = float(self.settings["interval_seconds"] if interval is None else interval)
+        if self.tmux.run("has-session", "-t", f"=swarm-{self.cluster}", check=False) is None:
+            raise NotFoundError(f"cluster {self.cluster} is not up", hint="start it with `tmux_bridge.py up`")
         while self.tmux.run("has-session", "-t", f"=swarm-{self.cluster}", check=False) is not None:
             result = self.step()
             if report is not None:
@@ -682,14 +663,14 @@ def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[s
     tmux = Tmux(socket)
     rows = []
     for pane in list_panes(tmux, _check_cluster(cluster) if cluster else None):
-        text = tmux.capture(pane.pane_id, history=max(lines, 0)).rstrip("\n ")
-        last = [line.rstrip() for line in text.splitlines()][-lines:] if lines > 0 else []
+        text = tmux.capture(pane.pane_id, history=max(lines, 0))
+        last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:] if lines > 0 else []
         cur = _read_state(cfg, pane.agent_id).get("current") or {}
         verdict = assess_screen(text, settings)
         if pane.dead:
             state = "dead"
         elif verdict is not None:
-            state = "waiting-for-answer" if "yes/no" in verdict[2] else "waiting-for-enter"
+            state = "waiting-for-answer" if verdict[2] == _YES_NO else "waiting-for-enter"
         else:
             state = "working" if cur else "idle"
         rows.append({"cluster": pane.cluster, "window": pane.window, "pane": pane.pane_id,
@@ -721,7 +702,7 @@ def _parser() -> Any:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", metavar="DIR", help="workspace root (default: $SWARM_ROOT or the current directory)")
     common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    common.add_argument("--cluster", default="main", help="cluster id; its tmux session is swarm-<id> (default: main)")
+    common.add_argument("--cluster", help="cluster id, tmux session swarm-<id> (default: main; panes: all)")
     common.add_argument("--socket", help="tmux server: a name (-L) or a socket path (-S) (default: $SWARM_TMUX_SOCKET)")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     cmd = sub.add_parser("up", parents=[common], help="start a cluster: one tmux window per agent")
@@ -738,22 +719,22 @@ def _parser() -> Any:
         cmd.add_argument("--auto-confirm", action="store_true", default=None, help="press Enter at press-enter prompts")
         cmd.add_argument("--dry-run", action="store_true", help="with --auto-confirm: only say what it would press")
         cmd.add_argument("--ack-timeout", type=float, metavar="S", help="requeue a task not [ACK]ed in S seconds")
-        if name == "run":
-            cmd.add_argument("--interval", type=float, metavar="S", help="seconds between rounds")
+        cmd.add_argument("--interval", type=float, metavar="S", help="run: seconds between rounds")
     cmd = sub.add_parser("panes", parents=[common], help="each pane's state and last lines")
     cmd.add_argument("--lines", type=int, metavar="N", help="last lines per pane (default 20)")
-    cmd.add_argument("--all", action="store_true", help="every cluster, not only --cluster")
     return p
 
 
-def _print_round(handled: list[Handled], confirmed: list[dict], sent: list[claims.Lease]) -> None:
-    for lease in sent:
-        print(f"dispatched {lease.task_id} to {lease.agent_id} (token {lease.token})", flush=True)
+def _report(args: Any, handled: list[Handled], confirmed: list[dict], sent: list[claims.Lease]) -> None:
+    if args.json:
+        return print_json({"dispatched": [x.to_dict() for x in sent], "handled": [asdict(h) for h in handled],
+                           "auto_confirm": confirmed})
     for item in handled:
         print(f"{item.event:<12} {item.task_id} {item.agent_id} [{item.kind}] {item.text}".rstrip(), flush=True)
     for item in confirmed:
-        print(f"{item['action']:<12} {item['agent_id']}: {item['line']}"
-              + (f" ({item['reason']})" if item.get("reason") else ""), flush=True)
+        print(f"{item['action']}: {item['agent_id']}: {item['line']} {item.get('reason', '')}".rstrip(), flush=True)
+    for lease in sent:
+        print(f"dispatched {lease.task_id} to {lease.agent_id} (token {lease.token})", flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -762,44 +743,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.action is None:
         p.print_help()
         return EXIT_BAD_INPUT
+    cluster = args.cluster or "main"
 
     def body() -> int:
         if args.action == "up":
-            panes = up(args.agents, preset=args.agent, command=args.command, cluster=args.cluster,
-                       root=args.root, socket=args.socket)
-            if args.json:
-                print_json([asdict(pane) for pane in panes])
-            else:
-                print(table(["window", "agent", "pane", "pid"], [[x.window, x.agent_id, x.pane_id, x.pid] for x in panes]))
-                print(f"attach with: {shlex.join(['tmux', *Tmux(args.socket).base[2:], 'attach', '-t', f'swarm-{args.cluster}'])}")
+            panes = up(args.agents, preset=args.agent, command=args.command, cluster=cluster, root=args.root,
+                       socket=args.socket)
+            print_json([asdict(x) for x in panes]) if args.json else print(
+                table(["window", "agent", "pane", "pid"], [[x.window, x.agent_id, x.pane_id, x.pid] for x in panes]),
+                f"watch them: {shlex.join(['tmux', *Tmux(args.socket).base[2:], 'attach', '-t', f'swarm-{cluster}'])}",
+                sep="\n")
         elif args.action == "down":
-            stopped = down(args.cluster, root=args.root, socket=args.socket)
-            print_json(stopped) if args.json else print(f"stopped {len(stopped)} agent(s) of cluster {args.cluster}")
+            stopped = down(cluster, root=args.root, socket=args.socket)
+            print_json(stopped) if args.json else print(f"stopped {len(stopped)} agent(s) of cluster {cluster}")
         elif args.action == "panes":
-            settings = _settings(load_config(args.root))
-            rows = pane_status(None if args.all else args.cluster, settings["lines"] if args.lines is None else args.lines,
-                               root=args.root, socket=args.socket)
+            lines = _settings(load_config(args.root))["lines"] if args.lines is None else args.lines
+            rows = pane_status(args.cluster, lines, root=args.root, socket=args.socket)
             print_json(rows) if args.json else print(render_pane_status(rows))
+        elif args.action == "dispatch":
+            bridge = Bridge(cluster, root=args.root, socket=args.socket)
+            _report(args, [], [], [bridge.dispatch(args.pane, args.task_id)])
         else:
-            bridge = Bridge(args.cluster, root=args.root, socket=args.socket, dry_run=getattr(args, "dry_run", False),
-                            ack_timeout=getattr(args, "ack_timeout", None), auto_confirm=getattr(args, "auto_confirm", None))
-            if args.action == "dispatch":
-                lease = bridge.dispatch(args.pane, args.task_id)
-                print_json(lease.to_dict()) if args.json else print(
-                    f"dispatched {lease.task_id} to {lease.agent_id} (token {lease.token})")
-            elif args.action == "scan":
-                result = (bridge.scan_once(), bridge.auto_confirm_once() if bridge.auto_confirm else [], [])
-                if args.json:
-                    print_json({"handled": [h.to_dict() for h in result[0]], "confirm": result[1]})
-                else:
-                    _print_round(*result)
+            bridge = Bridge(cluster, root=args.root, socket=args.socket, ack_timeout=args.ack_timeout,
+                            auto_confirm=args.auto_confirm, dry_run=args.dry_run)
+            if args.action == "scan":
+                _report(args, bridge.scan_once(), bridge.auto_confirm_once() if bridge.auto_confirm else [], [])
             else:
                 import signal
 
                 stop = threading.Event()
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 signal.signal(signal.SIGINT, lambda *_: stop.set())
-                bridge.run(args.interval, stop, report=_print_round)
+                bridge.run(args.interval, stop, report=lambda *result: _report(args, *result))
         return EXIT_OK
 
     return run(body)
