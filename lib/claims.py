@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
+from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from liveness import dead_reason, my_identity
 
@@ -140,8 +140,9 @@ def _write(cfg: Config, lease: Lease) -> None:
     atomic_write(_lease_file(cfg, lease.task_id), dump_yaml(lease.to_dict()))
 
 
-def _lease_lock(cfg: Config, task_id: str):
-    return locked(_lease_file(cfg, task_id), lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout)
+def _lease_lock(cfg: Config, task_id: str, timeout: Optional[float] = None):
+    return locked(_lease_file(cfg, task_id), lock_dir=cfg.lock_dir,
+                  timeout=cfg.lock_timeout if timeout is None else timeout)
 
 
 def get_lease(task_id: str, *, root: Optional[PathLike] = None) -> Optional[Lease]:
@@ -188,7 +189,7 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     """
     _write(cfg, lease)
     if lease.mirror:
-        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id), lease.mirror, root=cfg.root)
+        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id), lease.mirror, root=cfg.root, durable=False)
 
 
 def _task_path(cfg: Config, task_id: str) -> Path:
@@ -214,6 +215,7 @@ def claim_task(
     host: Optional[str] = None,
     proc_start: Optional[int] = None,
     task_path: Optional[Path] = None,
+    _from_ready: bool = False,
 ) -> Lease:
     """Lease ``task_id`` to ``agent_id`` for ``ttl`` seconds (default: the configured lease TTL).
 
@@ -236,7 +238,9 @@ def claim_task(
     if current is not None and current.free_reason(now) is None:
         raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
                              task_id=task_id, holder=current.agent_id)
-    with _lease_lock(cfg, task_id):
+    # From claim_next, a lock someone holds means they are claiming this very task: move on
+    # at once (LockTimeout) rather than queue behind them for a task they are about to own.
+    with _lease_lock(cfg, task_id, timeout=0 if _from_ready else None):
         current = _read(cfg, task_id)
         free = current.free_reason(now) if current is not None else "never claimed"
         if free is None:
@@ -248,9 +252,10 @@ def claim_task(
         taken_over = current is not None and current.state is LeaseState.HELD
         # Check and mirror under the task's lock: a planner splitting the task holds the same
         # lock, so a task is never both claimed and split into sub-tasks.
-        with taskmod.edit_task(path, cfg.root) as document:
+        with taskmod.edit_task(path, cfg.root, durable=False) as document:
             task = document.task
-            if task.sub_tasks or _has_children(cfg, task_id):
+            # ready_tasks already left out parents found by their sub-tasks' Parent Task field.
+            if task.sub_tasks or (not _from_ready and _has_children(cfg, task_id)):
                 raise NotClaimable(f"task {task_id} was split into sub-tasks; it completes when they do",
                                    task_id=task_id, path=path)
             if not (task.status is taskmod.Status.PENDING
@@ -278,32 +283,46 @@ def _has_children(cfg: Config, task_id: str) -> bool:
     return any(t.parent == task_id for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[]))
 
 
+# The last ready list per workspace, with the listings it came from: a listing made of the very
+# same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
+_ready_memo: dict[Path, tuple[list, list, list]] = {}
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     """Pending tasks whose dependencies are completed and that were not split, in claim order.
 
     A task split into sub-tasks is never ready itself: the planner completes it when its
-    sub-tasks are all completed.
+    sub-tasks are all completed. Task files that do not parse are skipped (and logged).
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
     """
     cfg = load_config(root)
     unreadable: list = []
-    every = taskmod.list_tasks(root=cfg.root, include_completed=True, errors=unreadable)
+    active = taskmod.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
+    completed = taskmod.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
+    memo = _ready_memo.get(cfg.root)
+    if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
+        return list(memo[2])
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
         log.warning("skipping a task file that does not parse: %s", error)
-    status_of = {t.task_id: t.status for t in every}
-    parents: set[str] = {t.parent for t in every if t.parent}
+    status_of = {t.task_id: t.status for t in completed}
+    status_of.update((t.task_id, t.status) for t in active)
+    parents: set[str] = {t.parent for t in active if t.parent} | {t.parent for t in completed if t.parent}
     ready = [
-        t for t in every
+        t for t in active
         if t.status is taskmod.Status.PENDING
-        and t.path.parent == cfg.tasks_active
         and not t.sub_tasks
         and t.task_id not in parents
         and all(status_of.get(dep) is taskmod.Status.COMPLETED for dep in t.depends_on)
     ]
     ready.sort(key=taskmod.ready_order_key)
-    return ready
+    _ready_memo[cfg.root] = (active, completed, ready)
+    return list(ready)
 
 
 def claim_next(
@@ -319,14 +338,18 @@ def claim_next(
 ) -> Optional[Lease]:
     """Lease the first ready task (see ``ready_tasks``) to ``agent_id``, or None if none is free."""
     skipped = set(skip)
-    for task in ready_tasks(root=root):
-        if task.task_id in skipped:
-            continue
+    ready = [t for t in ready_tasks(root=root) if t.task_id not in skipped]
+    # Tasks rewritten since the listing were most likely just claimed by another agent: try
+    # the untouched ones first, then those (they may only have been edited by a person).
+    fresh, touched = [], []
+    for task in ready:
+        (fresh if taskmod.unchanged_since_listing(task) else touched).append(task)
+    for task in fresh + touched:
         try:
             return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
-                              proc_start=proc_start, task_path=task.path)
-        except (AlreadyClaimed, NotClaimable, NotFoundError):
-            continue
+                              proc_start=proc_start, task_path=task.path, _from_ready=True)
+        except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
+            continue  # LockTimeout: another agent is claiming it right now; try the next one
         except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
             log.warning("cannot claim %s: %s", task.task_id, exc)
             continue

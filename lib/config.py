@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import socket
 from datetime import date, datetime, timezone, timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -111,7 +110,8 @@ DEFAULTS: dict[str, Any] = {
 # Ids reach file names (leases, sub-task files, lock files): nothing that can climb a path.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
-HOSTNAME = socket.gethostname()
+# The kernel's node name is what socket.gethostname() returns, without importing socket.
+HOSTNAME = os.uname().nodename
 
 
 def resolve_root(root: Optional[PathLike] = None) -> Path:

@@ -162,14 +162,16 @@ class _Irregular(Exception):
         self.reason = reason
 
 
-def _entries_backward(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+def _entries_backward(fd: int, start: int, end: int, first_block: int = _BLOCK) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) of each entry in [start, end), newest first.
+
+    ``first_block`` is the size of the first read; each further read doubles.
 
     An entry runs from a top-level ``- `` line to the next one; comments and indented lines
     belong to it. Raises _Irregular on any other top-level line or on indented content
     before the first entry.
     """
-    pos, buf, block = end, b"", _BLOCK
+    pos, buf, block = end, b"", first_block
     while True:
         if pos > start:
             size = min(block, pos - start)
@@ -289,7 +291,8 @@ def _prepare(path: Path, fsync: bool) -> str:
         if kind == "empty":
             return HEADER
         try:
-            last = next(_entries_backward(fd, body, end), None)
+            # Only the last entry matters here: a small first read finds it on a log of any size.
+            last = next(_entries_backward(fd, body, end, first_block=1024), None)
         except _Irregular as exc:
             raise refuse(exc.offset, f"an appended line would not join the events list ({exc.reason})") from None
         if kind == "flow_empty":

@@ -67,7 +67,13 @@ def dead_reason(pid: Any, host: Any, proc_start: Any = None) -> Optional[str]:
     return None
 
 
+_mine: dict[int, dict[str, Any]] = {}  # by pid: a forked child must not inherit its parent's
+
+
 def my_identity() -> dict[str, Any]:
     """pid, host and process start time of this process, as recorded in heartbeats and leases."""
     pid = os.getpid()
-    return {"pid": pid, "host": HOSTNAME, "proc_start": process_start_time(pid)}
+    found = _mine.get(pid)
+    if found is None:
+        found = _mine[pid] = {"pid": pid, "host": HOSTNAME, "proc_start": process_start_time(pid)}
+    return dict(found)

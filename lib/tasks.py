@@ -17,6 +17,7 @@ A file that does not parse raises ParseError (InvalidIdError for a bad id) and i
 from __future__ import annotations
 
 import os
+import time
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -620,6 +621,7 @@ _SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
 def clear_cache() -> None:
     """Forget every parsed task (tests; the cache is already keyed by each file's stat)."""
     _dir_cache.clear()
+    _dir_seen.clear()
     _file_cache.clear()
 
 
@@ -669,11 +671,36 @@ def _cached(entries: dict, path: Path, name: str, key: tuple) -> Task:
     return hit[1]
 
 
-def _scan(directory: Path, errors: Optional[list]) -> list[Task]:
-    # The hot path of every ready-query: one stat per file; Paths, parsing and sorting only
-    # when something in the directory changed since the last scan.
+# How a fast listing (the ready query's) stays cheap at 10,000 task files. The runtime writes every file by rename, so
+# a file it changed has a new inode, and the directory's mtime moves:
+# - directory mtime unchanged since the last look: nothing was renamed in; reuse the listing;
+# - changed: one scandir (no stat) finds the entries whose inode changed; only those are read;
+# - at least every _FULL_SCAN_SECONDS a full scan stats every file, which also catches an
+#   operator's editor saving a file in place (same inode, no directory change).
+# So a fast listing may show an in-place edit up to that late; every other listing stats each
+# file. (Claims re-read a task under its lock before acting, so lateness costs no correctness.)
+_FULL_SCAN_SECONDS = 1.0
+_dir_seen: dict[str, tuple[Optional[int], float]] = {}  # directory -> (trusted mtime_ns, last full scan)
+
+
+def _scan(directory: Path, errors: Optional[list], fast: bool = False) -> list[Task]:
     key = os.fspath(directory)
     old, old_list = _dir_cache.get(key, ({}, []))
+    try:
+        dir_mtime = os.stat(key).st_mtime_ns
+    except FileNotFoundError:
+        _dir_cache.pop(key, None)
+        _dir_seen.pop(key, None)
+        return []
+    now = time.monotonic()
+    trusted, last_full = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS))
+    recent = fast and key in _dir_cache and now - last_full < _FULL_SCAN_SECONDS
+    if recent and trusted == dir_mtime:
+        return _collect(old_list, errors)
+    # Trust an mtime only once it is older than the clock tick that stamps it: two renames
+    # within one tick leave the same mtime, and the second would go unseen.
+    settled = dir_mtime if time.time_ns() - dir_mtime > 50_000_000 else None
+    _dir_seen[key] = (settled, last_full if recent else now)
     fresh: dict = {}
     changed = False
     try:
@@ -686,12 +713,15 @@ def _scan(directory: Path, errors: Optional[list]) -> list[Task]:
             name = entry.name
             if not name.endswith(".md") or name[0] in "._" or name in _SKIPPED:
                 continue
+            hit = old.get(name)
+            if recent and hit is not None and hit[0][2] == entry.inode():
+                fresh[name] = hit  # same inode since the last full scan: not replaced
+                continue
             try:
                 st = entry.stat()
             except FileNotFoundError:
                 continue
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-            hit = old.get(name)
             if hit is None or hit[0] != stamp:
                 if not entry.is_file():
                     continue
@@ -705,6 +735,10 @@ def _scan(directory: Path, errors: Optional[list]) -> list[Task]:
     if changed or len(fresh) != len(old):
         old_list = [fresh[name][1] for name in sorted(fresh)]
         _dir_cache[key] = (fresh, old_list)  # files that disappeared drop out of the cache
+    return _collect(old_list, errors)
+
+
+def _collect(old_list: list, errors: Optional[list]) -> list[Task]:
     found = []
     for value in old_list:
         if isinstance(value, Task):
@@ -716,19 +750,37 @@ def _scan(directory: Path, errors: Optional[list]) -> list[Task]:
     return found
 
 
+def unchanged_since_listing(task: Task) -> bool:
+    """Whether ``task``'s file is still the one the listing parsed (same inode, size, mtime).
+
+    One stat: lets a claimer skip a task another process has just rewritten (claimed) without
+    reading its lease.
+    """
+    if task.path is None:
+        return False
+    entry = _dir_cache.get(os.fspath(task.path.parent), ({}, []))[0].get(task.path.name)
+    try:
+        st = os.stat(task.path)
+    except FileNotFoundError:
+        return False
+    return entry is not None and entry[1] is task and entry[0][:3] == (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def list_tasks(root: Optional[PathLike] = None, *, directory: Optional[PathLike] = None,
-               include_completed: bool = False, errors: Optional[list] = None) -> list[Task]:
+               include_completed: bool = False, errors: Optional[list] = None, fast: bool = False) -> list[Task]:
     """Tasks of the workspace at ``root`` (active, then completed), or of one ``directory``.
 
     Unchanged files are not re-parsed. A file that does not parse raises its ParseError,
     unless ``errors`` is a list: then the error is appended there and the file skipped.
+    ``fast`` skips the per-file stat where it can: an edit saved in place (not by rename)
+    may then show up to a second late (see ``_scan``).
     """
     if directory is not None:
-        return _scan(Path(directory), errors)
+        return _scan(Path(directory), errors, fast)
     cfg = load_config(root)
-    found = _scan(cfg.tasks_active, errors)
+    found = _scan(cfg.tasks_active, errors, fast)
     if include_completed:
-        found += _scan(cfg.tasks_completed, errors)
+        found += _scan(cfg.tasks_completed, errors, fast)
     return found
 
 
@@ -773,11 +825,13 @@ def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
 
 
 @contextmanager
-def edit_task(path: PathLike, root: Optional[PathLike] = None) -> Iterator[TaskDocument]:
+def edit_task(path: PathLike, root: Optional[PathLike] = None, *, durable: bool = True) -> Iterator[TaskDocument]:
     """Hold the task's lock, yield its freshly re-read document, write it back if it changed.
 
     Nothing is written when the block raises. The lock is not re-entrant: do not call
     ``set_field`` on the same file inside the block, edit the yielded document instead.
+    ``durable=False`` skips the directory fsync (claims: the lease file is the truth and a
+    lost mirror update is repaired from it).
     """
     target = Path(path)
     cfg = task_config(target, root)
@@ -789,12 +843,13 @@ def edit_task(path: PathLike, root: Optional[PathLike] = None) -> Iterator[TaskD
         document = TaskDocument(text, target)
         yield document
         if document.changed:
-            atomic_write(target, document.render())
+            atomic_write(target, document.render(), fsync_dir=durable)
 
 
-def set_fields(path: PathLike, values: Mapping[str, Any], root: Optional[PathLike] = None) -> Task:
+def set_fields(path: PathLike, values: Mapping[str, Any], root: Optional[PathLike] = None, *,
+               durable: bool = True) -> Task:
     """Set several header fields in one locked re-read and write; returns the task after it."""
-    with edit_task(path, root) as document:
+    with edit_task(path, root, durable=durable) as document:
         for name, value in values.items():
             document.set_field(name, value)
     return document.task

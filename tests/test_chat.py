@@ -49,7 +49,7 @@ def test_send_creates_the_log_and_appends_one_flow_line_per_message(log):
     second = chat.send("planner", "executor-1", "the v2 one", type="answer", reply_to=first.id)
     assert (first.id, second.id) == (1, 2)
     [line] = _lines_after(log, before)
-    assert line.startswith("- {id: 2, timestamp: '") and line.endswith("content: the v2 one, reply_to: 1}")
+    assert line.startswith("- {id: 2, timestamp: '") and line.endswith("content: 'the v2 one', reply_to: 1}")
     assert TS.fullmatch(second.timestamp)
     assert _doc(log)["messages"] == [first.to_dict(), second.to_dict()]
     assert second.to_dict()["from"] == "planner" and second.type is chat.MessageType.ANSWER

@@ -232,3 +232,36 @@ def test_block_dump_keeps_key_order_and_quotes_times():
     assert text.index("z:") < text.index("a:")
     assert "'2026-02-01T13:37:14Z'" in text
     assert fileio.load_yaml_text(text)["a"]["last_seen"] == "2026-02-01T13:37:14Z"
+
+
+from hypothesis import given, settings, strategies as st
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                     st.text(max_size=30),
+                     st.sampled_from(["yes", "No", "null", "~", "2026-01-01T00:00:00Z", "1e5", "0x1F", "- a",
+                                      "a: b", "#x", "it's", "TASK-1", "executor-1", "", " lead", "@x", "*a", "&b"]))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), _values, max_size=6))
+def test_flow_line_round_trips_any_event(value):
+    # The fast writer must read back exactly as yaml's own: a mistake here corrupts the log.
+    line = fileio.dump_flow(value)
+    assert "\n" not in line
+    assert fileio.load_yaml_text("- " + line) == [value]
+
+
+def test_fast_flow_writes_plain_words_bare():
+    assert fileio.dump_flow({"type": "started", "agent": "executor-1", "n": 3, "ok": True, "x": None}) == \
+        "{type: started, agent: executor-1, n: 3, ok: true, x: null}"
+    assert fileio.dump_flow({"t": "2026-11-22T10:00:00.123Z", "q": "yes"}) == "{t: '2026-11-22T10:00:00.123Z', q: 'yes'}"
+
+
+def test_lock_holder_record_is_rewritten_in_place_not_appended(tmp_path):
+    # Regression: a sidecar opened O_APPEND made every holder record pile up at the end.
+    for _ in range(3):
+        with fileio.locked(tmp_path / "x", lock_dir=tmp_path / "locks") as sidecar:
+            pass
+    assert sidecar.read_bytes().count(b"\n") == 1

@@ -467,3 +467,28 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full_scan(workspace, monkeypatch):
+    import os as _os
+    import time as _time
+
+    import tasks as tk
+
+    active = workspace / "tasks" / "active"
+    tk.new_task_file("T-1", "First", workspace)
+    old = _time.time() - 10  # an mtime older than a clock tick: the skip may trust it
+    _os.utime(active, (old, old))
+    monkeypatch.setattr(tk, "_FULL_SCAN_SECONDS", 3600.0)
+    assert [t.task_id for t in tk.list_tasks(workspace, fast=True)] == ["T-1"]
+    tk.new_task_file("T-2", "Second", workspace)  # atomic rename: the directory's mtime moves
+    assert [t.task_id for t in tk.list_tasks(workspace, fast=True)] == ["T-1", "T-2"]
+    tk.set_field(tk.find_task("T-1", workspace).path, "Status", "blocked")  # a rename: a new inode
+    assert tk.list_tasks(workspace, fast=True)[0].status is tk.Status.BLOCKED
+    path = tk.find_task("T-1", workspace).path
+    with open(path, "a") as handle:  # an editor saving in place: no directory change
+        handle.write("\nmore text\n")
+    _os.utime(active, (old, old))
+    assert "more text" in tk.list_tasks(workspace)[0].sections[-1].text, "a plain listing stats every file"
+    monkeypatch.setattr(tk, "_FULL_SCAN_SECONDS", 0.0)
+    assert "more text" in tk.list_tasks(workspace, fast=True)[0].sections[-1].text
