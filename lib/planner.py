@@ -181,6 +181,12 @@ class Planner:
 
     def _flag_duplicates(self) -> list[Decision]:
         out = []
+        every = {t.task_id: t for t in tasks.list_tasks(self.cfg.root, include_completed=True, errors=[])}
+
+        def age(task: tasks.Task) -> tuple:
+            moment = task.created_at
+            return (moment.timestamp() if moment else float("inf"), task.task_id)
+
         for task in tasks.list_tasks(self.cfg.root, errors=[]):
             if (task.task_id in self._checked_for_duplicates or task.status is not tasks.Status.PENDING
                     or task.parent or task.field("Possible Duplicate Of")):
@@ -188,7 +194,9 @@ class Planner:
             self._checked_for_duplicates.add(task.task_id)
             matches = [m for m in duplicate_detector.find_duplicates(task.title, task.objective, self.cfg.root,
                                                                      exclude=[task.path], errors=[])
-                       if m.task_id != task.task_id and m.task_id != task.parent]
+                       if m.task_id != task.task_id and m.task_id != task.parent
+                       # Of two copies only the later one is held: the original runs.
+                       and (m.task_id not in every or age(every[m.task_id]) < age(task))]
             if not matches:
                 continue
             best = matches[0]
