@@ -17,6 +17,7 @@ Catch ``SwarmError`` to handle anything the runtime raises on purpose::
     ├── GitError            a git command failed (command, returncode, stderr)
     ├── WorktreeBusy        a worktree was kept: its lease is live or it holds uncommitted work
     ├── MergeRefused        nothing was merged: the root checkout is not ready
+    ├── TmuxError           tmux is not installed, or a tmux command failed
     ├── AlreadyClaimed      a task is leased by another agent (holder)
     ├── NotClaimable        a task is not ready: done, blocked, waiting for a retry
     └── LeaseLost           a lease action presented a token that is no longer current
@@ -49,6 +50,7 @@ __all__ = [
     "GitError",
     "WorktreeBusy",
     "MergeRefused",
+    "TmuxError",
 ]
 
 
@@ -183,3 +185,7 @@ class WorktreeBusy(SwarmError):
 
 class MergeRefused(SwarmError):
     """Nothing was merged: the root checkout is not on the base branch or has uncommitted changes."""
+
+
+class TmuxError(SwarmError):
+    """tmux is not installed, or a tmux command failed."""

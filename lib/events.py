@@ -18,11 +18,11 @@ append never rewrites what is already there::
   older than those is not noticed. Without a limit the whole file is parsed and any error
   raises ParseError with file and line. A last line without its newline is read only if it
   parses on its own (fileio's rule for keeping it), so a torn line is skipped.
-* ``follow`` yields events as they are appended, across rotations.
+* ``follow`` yields events as they are appended, across rotations (it lives in event_follow.py).
+* ``StatusBroadcaster`` announces an agent's START/DONE/WAIT/ERROR/HELP/SKIP.
 
 The append check reads only the head and the tail of the log: a top-level key in the middle
 (``events: [...]`` then ``other:`` then more ``- `` lines) is not detected.
-* ``StatusBroadcaster`` announces an agent's START/DONE/WAIT/ERROR/HELP/SKIP.
 """
 
 from __future__ import annotations
@@ -31,16 +31,18 @@ import errno
 import logging
 import os
 import re
-import time
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
 from config import Config, format_ts, load_config, parse_ts, utc_now, validate_id
 from errors import ParseError, ValidationError
-from fileio import (YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, kept_end, last_line_start, line_at,
-                    load_yaml_text, locked)
+from fileio import (YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, kept_end, line_at, load_yaml_text,
+                    locked)
+
+if TYPE_CHECKING:  # for readers and type checkers; at run time __getattr__ below loads it
+    from event_follow import follow
 
 __all__ = ["HEADER", "Broadcast", "StatusBroadcaster", "append_event", "read_events", "tail", "follow",
            "archives", "main"]
@@ -90,16 +92,6 @@ def _is_blank(line: bytes) -> bool:
     """Blank or a comment: nothing YAML sees."""
     text = line.strip()
     return not text or text[:1] == b"#"
-
-
-
-
-
-def _whole_lines_end(fd: int, size: int) -> int:
-    """End of the last whole line: a last line without its newline may still be being written."""
-    if size == 0 or _read_at(fd, 1, size - 1) == b"\n":
-        return size
-    return last_line_start(fd, size)
 
 
 def _decode(chunk: bytes, path: Path, fd: int, offset: int) -> str:
@@ -513,165 +505,12 @@ def tail(n: int = 10, **filters: Any) -> list[dict]:
     return read_events(limit=n, **filters)
 
 
-# ---------------------------------------------------------------------------- follow
-
-
-def _path_identity(path: Path) -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-class _Watcher:
-    """Reads the entries appended to a log since the last poll, across rotations and rewrites."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: Optional[int] = None
-        self.ident: Optional[tuple[int, int]] = None
-        self.pos = 0  # always at a line start: a partial last line is read again next time
-        self.group: list[bytes] = []
-        self.group_at = 0
-        self.entered = False  # an entry was seen in this file: no header lines after it
-        self.seen = 0  # entries taken from this file
-        self.skip = 0  # entries a rewritten file repeats from the one before
-        self.gone: Optional[tuple[tuple[int, int], int]] = None  # (identity, seen) of the file left
-        self._open(at_end=True)
-
-    def _open(self, at_end: bool) -> bool:
-        fd = _open(self.path)
-        if fd is None:
-            return False
-        self.fd, self.ident = fd, _identity(fd)
-        self.pos = _whole_lines_end(fd, os.fstat(fd).st_size) if at_end else 0
-        self.group, self.entered, self.seen = [], at_end, 0
-        return True
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def poll(self) -> list[dict]:
-        """Every entry that became complete since the last poll, oldest first."""
-        events: list[dict] = []
-        if self.fd is not None and _path_identity(self.path) != self.ident:
-            events += self._drain(self.fd, final=True)  # rotated or replaced: finish the old file
-            self.gone = (self.ident, self.seen)
-            self.close()
-        if self.fd is None:
-            if not self._open(at_end=False):
-                return events
-            if self.gone is not None:
-                events += self._catch_up(*self.gone)
-                self.gone = None
-        elif os.fstat(self.fd).st_size < self.pos:
-            log.warning("%s: the log shrank; reading it again from the start", self.path)
-            self.skip, self.pos, self.group, self.entered, self.seen = self.seen, 0, [], False, 0
-        return events + self._drain(self.fd, final=False)
-
-    def _catch_up(self, old: tuple[int, int], seen: int) -> list[dict]:
-        """The archives rotated after the file left, up to the one now open; or, if that file
-        was replaced rather than rotated, skip the entries the new one repeats."""
-        later = [(a, _path_identity(a)) for _, a in _archive_keys(self.path)]
-        index = next((i for i, (_, ident) in enumerate(later) if ident == old), None)
-        if index is None:
-            self.skip = seen
-            return []
-        events: list[dict] = []
-        for archive, ident in later[index + 1:]:
-            fd = _open(archive)
-            if ident == self.ident or fd is None:
-                break
-            try:
-                events += _read_all(fd, archive)
-            finally:
-                os.close(fd)
-        return events
-
-    def _drain(self, fd: int, final: bool) -> list[dict]:
-        events: list[dict] = []
-        size = os.fstat(fd).st_size
-        data = _read_at(fd, size - self.pos, self.pos) if size > self.pos else b""
-        cut = data.rfind(b"\n") + 1
-        offset = self.pos
-        for line in data[:cut].split(b"\n")[:-1]:
-            line += b"\n"
-            if _is_entry(line):
-                events += self._flush(fd)
-                self.group, self.group_at, self.entered = [line], offset, True
-            elif self.group:
-                self.group.append(line)
-            elif _is_blank(line) or line[:1] in (b" ", b"\t"):
-                pass  # a comment, or the rest of an entry already taken on an idle poll
-            elif self.entered or _classify(line) not in ("blank", "mapping", "flow_empty"):
-                raise ValidationError("a top-level line that is not an event entry", path=self.path,
-                                      line=line_at(fd, offset), hint=_FIX)
-            offset += len(line)
-        self.pos += cut
-        # One flow line is a whole event; a block entry is whole when the next begins or the log rests.
-        whole = len(self.group) == 1 and self.group[0].startswith(b"- {")
-        if final or whole or cut == 0:
-            events += self._flush(fd)
-        return events
-
-    def _flush(self, fd: int) -> list[dict]:
-        if not self.group:
-            return []
-        event = _parse_batch(fd, self.path, [(self.group_at, b"".join(self.group))])[0]
-        self.group = []
-        self.seen += 1
-        if self.skip:
-            self.skip -= 1
-            return []
-        return [event]
-
-
-def follow(agent: Optional[str] = None, task_id: Optional[str] = None,
-           types: Union[str, Iterable[str], None] = None, since: Union[str, datetime, None] = None,
-           root: Optional[PathLike] = None, events_file: Optional[PathLike] = None, *, backlog: int = 0,
-           interval: float = 0.1, timeout: Optional[float] = None,
-           stop: Optional[Callable[[], bool]] = None) -> Iterator[dict]:
-    """Matching events as they are appended, oldest first (a generator; ``close()`` ends it).
-
-    The position is taken when ``follow`` is called, so nothing appended after the call is
-    missed; the last ``backlog`` matches from before it come first. Polls every ``interval``
-    seconds; ends after ``timeout`` seconds or once ``stop()`` is true. Follows rotations.
-    """
-    match, maybe = _matcher(agent, task_id, types, since)
-    _, path = _where(root, events_file)
-    watcher = _Watcher(path)
-    try:
-        earlier = []
-        if backlog and watcher.fd is not None:
-            earlier = _read_last(watcher.fd, path, backlog, match, maybe, size=watcher.pos)[::-1]
-    except BaseException:
-        watcher.close()
-        raise
-    return _follow(watcher, earlier, match, interval, timeout, stop)
-
-
-def _follow(watcher: _Watcher, earlier: list[dict], match: Matcher, interval: float,
-            timeout: Optional[float], stop: Optional[Callable[[], bool]]) -> Iterator[dict]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        yield from earlier
-        while True:
-            new = watcher.poll()
-            for event in new:
-                if match(event):
-                    yield event
-            if stop is not None and stop():
-                return
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return
-            if not new:
-                time.sleep(interval if remaining is None else min(interval, remaining))
-    finally:
-        watcher.close()
+def __getattr__(name: str) -> Any:
+    # event_follow imports this module's helpers, so it is loaded on first use of ``follow``.
+    if name == "follow":
+        from event_follow import follow
+        return follow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------- broadcast
@@ -788,6 +627,7 @@ def _run(args: Any) -> int:
     import json
 
     from cli import print_json
+    from event_follow import follow
 
     events_file = os.path.abspath(args.events_file) if args.events_file else None  # relative to the cwd
     if args.command == "append":

@@ -17,7 +17,7 @@ still in scrollback never acts twice, while a new attempt (a new token) of the s
 
 Auto-confirm (off unless asked) presses Enter for "press enter" prompts only: never on a
 yes/no question, never while a dangerous command is on screen, at most once per cooldown per
-window; every press or refusal is an event. Settings: swarm.yaml ``tmux:`` (see DEFAULTS).
+window; every press or refusal is an event. Settings: swarm.yaml ``tmux:`` (see tmux_screen.DEFAULTS).
 The tmux server is ``--socket`` or $SWARM_TMUX_SOCKET: a name (``tmux -L``) or a path (``-S``).
 """
 
@@ -44,32 +44,13 @@ import events
 import tasks
 from cli import EXIT_BAD_INPUT, EXIT_OK, parser, print_json, run, table
 from config import HOSTNAME, Config, format_ts, load_config, seconds_since, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, TmuxError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from liveness import process_start_time
+from tmux_screen import DEFAULTS, _marker_key, _settings, assess_screen, fresh_markers, pane_status, render_pane_status
 
 __all__ = ["DEFAULTS", "INTERACTIVE_PRESETS", "TmuxError", "Tmux", "Pane", "Handled", "Bridge", "up", "down",
            "list_panes", "assess_screen", "fresh_markers", "pane_status", "render_pane_status", "main"]
-
-# swarm.yaml ``tmux:`` overrides any of these.
-DEFAULTS: dict[str, Any] = {
-    "ack_timeout_seconds": 60,  # a dispatched task not [ACK]ed in time goes back to the queue
-    "interval_seconds": 2,  # pause of the run loop between rounds
-    "auto_confirm": False,  # press Enter for "press enter" prompts (never y/n, never near danger)
-    "cooldown_seconds": 30,  # auto-confirm presses Enter in one window at most this often
-    "lines": 20,  # last lines per pane shown by `panes`
-    "history_lines": 20000,  # scrollback kept per pane: markers are read from it
-    "presets": {},  # name: interactive command, adding to or overriding INTERACTIVE_PRESETS
-    # regular expressions, case-insensitive, for a prompt that only wants Enter
-    "confirm_patterns": [r"press\s+(enter|return)", r"hit\s+(enter|return)", r"\[enter\]", r"回车继续",
-                         r"按\s*回车", r"按\s*enter", r"按下\s*回车"],
-    # a question Enter would answer: never confirmed
-    "yes_no_patterns": [r"\(\s*y\s*/\s*n\s*\)", r"\[\s*y\s*/\s*n\s*\]", r"\byes\s*/\s*no\b", r"是否", r"是/否"],
-    # nothing is pressed while one of these is anywhere on screen
-    "danger_patterns": [r"\brm\s+-[a-z]*(rf|fr)", r"\bsudo\b", r"passw(or)?d", r"passphrase", r"drop\s+table",
-                        r"git\s+push\b.*(--force|\s-f\b)", r"\bmkfs", r"\bdd\s+if=", r"chmod\s+-R\s+777",
-                        r"(curl|wget)\b.*\|\s*(sudo\s+)?(ba|z)?sh\b"],
-}
 
 # Interactive modes of the agent CLIs (agents.PRESETS holds their one-shot modes).
 INTERACTIVE_PRESETS: dict[str, str] = {
@@ -80,14 +61,8 @@ _CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # tmux turns '.' and '
 _FORMAT = "\t".join(["#{session_name}", "#{window_name}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
                      "#{@swarm_agent}", "#{@swarm_cluster}"])
 _NO_SERVER = ("no server running", "error connecting to", "server exited")
-_PROMPT_LINES = 5  # a prompt that wants Enter sits among the last non-empty lines of the screen
 _HANDLED_KEPT = 500  # handled-marker keys remembered per pane
-_YES_NO = "a yes/no question: Enter would answer it"
 _MISSING: Any = object()
-
-
-class TmuxError(SwarmError):
-    """tmux is not installed, or a tmux command failed."""
 
 
 class Tmux:
@@ -152,27 +127,7 @@ class Handled:
     text: str = ""
 
 
-# ---------------------------------------------------------------------------- settings and panes
-
-
-def _settings(cfg: Config) -> dict[str, Any]:
-    """DEFAULTS overridden by swarm.yaml ``tmux:``, the pattern lists compiled."""
-    raw = cfg.settings.get("tmux", {}) or {}
-
-    def bad(what: str) -> ValidationError:
-        return ValidationError(what, path=cfg.root / "swarm.yaml", hint="fix swarm.yaml")
-
-    if not isinstance(raw, dict) or not isinstance(raw.get("presets", {}), dict):
-        raise bad("'tmux' and 'tmux.presets' must be mappings")
-    out = {**DEFAULTS, **raw}
-    for key in ("confirm_patterns", "yes_no_patterns", "danger_patterns"):
-        if not isinstance(out[key], list) or not all(isinstance(v, str) for v in out[key]):
-            raise bad(f"'tmux.{key}' must be a list of regular expressions")
-        try:
-            out[key] = [re.compile(v, re.I) for v in out[key]]
-        except re.error as exc:
-            raise bad(f"'tmux.{key}' holds a bad regular expression: {exc}") from None
-    return out
+# ---------------------------------------------------------------------------- panes
 
 
 def _check_cluster(cluster: str) -> str:
@@ -295,50 +250,6 @@ def down(cluster: str = "main", *, root: Optional[str] = None, socket: Optional[
         agent_discovery.deregister_agent(pane.agent_id, root=cfg.root)
         events.append_event("stopped", pane.agent_id, root=cfg.root, pane=pane.pane_id, cluster=cluster)
     return [pane.agent_id for pane in panes]
-
-
-# ---------------------------------------------------------------------------- screen reading
-
-
-def assess_screen(screen: str, settings: dict) -> Optional[tuple[str, str, str]]:
-    """What auto-confirm may do on ``screen``: None (no prompt), ("press", line, "") or ("skip", line, why)."""
-    lines = [line.rstrip() for line in screen.splitlines() if line.strip()][-_PROMPT_LINES:]
-    for line in reversed(lines):
-        if any(p.search(line) for p in settings["yes_no_patterns"]):
-            return "skip", line.strip(), _YES_NO
-    prompt = next((line for line in reversed(lines) if any(p.search(line) for p in settings["confirm_patterns"])), None)
-    if prompt is None:
-        return None
-    for pattern in settings["danger_patterns"]:
-        found = pattern.search(screen)
-        if found:
-            return "skip", prompt.strip(), f"dangerous text on screen: {found.group(0)!r}"
-    return "press", prompt.strip(), ""
-
-
-def fresh_markers(text: str, current: dict) -> list[agents.Marker]:
-    """The marker lines of the task in ``current`` printed since its dispatch, in order.
-
-    ``current['before']`` counts each marker line of the task already on screen at dispatch
-    (an earlier attempt's ``[ACK] T`` looks the same as this one's); that many of the oldest
-    copies are skipped. The counts are lowered, in place, to what the scrollback still holds,
-    so old lines that fall out of the history never hide new ones.
-    """
-    mine = [m for m in agents.parse_markers(text) if m.task_id == current["task_id"]]
-    seen = Counter(_marker_key(m) for m in mine)
-    before = current.setdefault("before", {})
-    before.update({key: min(count, seen[key]) for key, count in before.items()})
-    skip, out = Counter(before), []
-    for marker in mine:
-        if skip[_marker_key(marker)] > 0:
-            skip[_marker_key(marker)] -= 1
-        else:
-            out.append(marker)
-    return out
-
-
-def _marker_key(marker: agents.Marker) -> str:
-    return f"{marker.kind} {marker.text}".rstrip()
 
 
 # ---------------------------------------------------------------------------- per-pane state
@@ -649,46 +560,6 @@ class Bridge:
                 report(*result)
             if stop.wait(pause):
                 return
-
-
-# ---------------------------------------------------------------------------- pane status
-
-
-def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[str] = None,
-                socket: Optional[str] = None) -> list[dict]:
-    """Each agent pane with its state (working, idle, waiting-for-enter, waiting-for-answer, dead),
-    current task and last ``lines`` lines."""
-    cfg = load_config(root)
-    settings = _settings(cfg)
-    tmux = Tmux(socket)
-    rows = []
-    for pane in list_panes(tmux, _check_cluster(cluster) if cluster else None):
-        text = tmux.capture(pane.pane_id, history=max(lines, 0))
-        last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:] if lines > 0 else []
-        cur = _read_state(cfg, pane.agent_id).get("current") or {}
-        verdict = assess_screen(text, settings)
-        if pane.dead:
-            state = "dead"
-        elif verdict is not None:
-            state = "waiting-for-answer" if verdict[2] == _YES_NO else "waiting-for-enter"
-        else:
-            state = "working" if cur else "idle"
-        rows.append({"cluster": pane.cluster, "window": pane.window, "pane": pane.pane_id,
-                     "agent_id": pane.agent_id, "pid": pane.pid, "state": state, "task": cur.get("task_id"),
-                     "acknowledged": bool(cur.get("acknowledged_at")), "lines": last})
-    return rows
-
-
-def render_pane_status(rows: Sequence[dict]) -> str:
-    """``pane_status`` rows as text: a header line per pane, then its last lines indented."""
-    if not rows:
-        return "no swarm agents in tmux"
-    out = []
-    for row in rows:
-        task = f"  task {row['task']}" if row.get("task") else ""
-        out.append(f"{row['agent_id']}  ({row['cluster']}:{row['window']}, pane {row['pane']})  {row['state']}{task}")
-        out += [f"    | {line}" for line in row["lines"]]
-    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------- command line

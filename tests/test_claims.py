@@ -219,8 +219,13 @@ def test_corrupt_lease_file_fails_closed(workspace):
 
 def _claim_all(root, agent_id):
     os.environ["SWARM_ROOT"] = root
+    # The leases name the test process as holder: a claimer that finishes and exits must not
+    # leave dead-holder leases for the others to take over (that is reaping, tested below).
+    from liveness import process_start_time
+
+    holder = dict(pid=os.getppid(), host=HOSTNAME, proc_start=process_start_time(os.getppid()))
     got = []
-    while (lease := claims.claim_next(agent_id)) is not None:
+    while (lease := claims.claim_next(agent_id, **holder)) is not None:
         got.append((lease.task_id, lease.token))
     return got
 

@@ -1,4 +1,4 @@
-"""tasks.py: parsing every RALF task, byte-exact edits under the lock, listing with a cache, bad input."""
+"""tasks.py and task_store.py: parsing every RALF task, byte-exact edits under the lock, listing with a cache, bad input."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import task_store
 import tasks
 from conftest import RALF
 from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
@@ -372,8 +373,8 @@ def test_list_tasks_caches_by_stat(workspace, monkeypatch):
     write(workspace, "T-9.md", "# T-9: done\n\n**Status:** completed\n", "completed")
     write(workspace, "README.md", "not a task\n")
     parsed = []
-    real = tasks._read_task
-    monkeypatch.setattr(tasks, "_read_task", lambda p: parsed.append(p.name) or real(p))
+    real = task_store._read_task
+    monkeypatch.setattr(task_store, "_read_task", lambda p: parsed.append(p.name) or real(p))
     first = tasks.list_tasks(workspace)
     assert [t.task_id for t in first] == [f"T-{n}" for n in range(5)] and len(parsed) == 5
     assert [t.task_id for t in tasks.list_tasks(workspace, include_completed=True)][-1] == "T-9"
@@ -479,7 +480,7 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
     tk.new_task_file("T-1", "First", workspace)
     old = _time.time() - 10  # an mtime older than a clock tick: the skip may trust it
     _os.utime(active, (old, old))
-    monkeypatch.setattr(tk, "_FULL_SCAN_SECONDS", 3600.0)
+    monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 3600.0)
     assert [t.task_id for t in tk.list_tasks(workspace, fast=True)] == ["T-1"]
     tk.new_task_file("T-2", "Second", workspace)  # atomic rename: the directory's mtime moves
     assert [t.task_id for t in tk.list_tasks(workspace, fast=True)] == ["T-1", "T-2"]
@@ -490,5 +491,19 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
         handle.write("\nmore text\n")
     _os.utime(active, (old, old))
     assert "more text" in tk.list_tasks(workspace)[0].sections[-1].text, "a plain listing stats every file"
-    monkeypatch.setattr(tk, "_FULL_SCAN_SECONDS", 0.0)
+    monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 0.0)
     assert "more text" in tk.list_tasks(workspace, fast=True)[0].sections[-1].text
+
+
+@pytest.mark.parametrize("first", ["tasks", "task_store"])
+def test_either_half_imports_first_and_tasks_re_exports_the_store(first):
+    import subprocess
+    import sys
+
+    from conftest import LIB
+
+    code = (f"import sys; sys.path.insert(0, {str(LIB)!r}); import {first}; import tasks, task_store; "
+            "assert all(getattr(tasks, n) is getattr(task_store, n) for n in task_store.__all__); "
+            "assert set(task_store.__all__) <= set(tasks.__all__) <= set(dir(tasks))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
