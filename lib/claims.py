@@ -47,6 +47,8 @@ __all__ = [
     "assign",
     "assignment_for",
     "clear_assignment",
+    "completed_in_place",
+    "lease_lock",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -128,12 +130,20 @@ def _lease_file(cfg: Config, task_id: str) -> Path:
     return cfg.runtime_dir / "claims" / f"{task_id}.yaml"
 
 
+_ABSENT: Any = object()
+
+
 def _read(cfg: Config, task_id: str) -> Optional[Lease]:
+    """The stored lease, None only when the file does not exist.
+
+    An empty or blank lease file is an error, never "not claimed": that would restart the
+    tokens at 1 and let a holder of an old token 1 pass the fencing check again.
+    """
     path = _lease_file(cfg, task_id)
-    data = load_yaml_file(path, default=None)
-    if data is None:
+    data = load_yaml_file(path, default=_ABSENT)
+    if data is _ABSENT:
         return None
-    return Lease.from_dict(expect_mapping(data, path, "a lease"), path)
+    return Lease.from_dict(expect_mapping(data, path, "a lease", line=1), path)
 
 
 def _write(cfg: Config, lease: Lease) -> None:
@@ -252,30 +262,40 @@ def claim_task(
         taken_over = current is not None and current.state is LeaseState.HELD
         # Check and mirror under the task's lock: a planner splitting the task holds the same
         # lock, so a task is never both claimed and split into sub-tasks.
-        with taskmod.edit_task(path, cfg.root, durable=False) as document:
-            task = document.task
-            # ready_tasks already left out parents found by their sub-tasks' Parent Task field.
-            if task.sub_tasks or (not _from_ready and _has_children(cfg, task_id)):
-                raise NotClaimable(f"task {task_id} was split into sub-tasks; it completes when they do",
-                                   task_id=task_id, path=path)
-            if not (task.status is taskmod.Status.PENDING
-                    or (taken_over and task.status in _CLAIMABLE_WHEN_FREE)):
-                raise NotClaimable(f"task {task_id} is {task.status_text!r}, not pending", task_id=task_id,
-                                   path=path, hint="set **Status:** pending to make it claimable")
-            attempts = current.attempts if current else 0
-            if current is not None and (current.mirror or {}).get("Status") == taskmod.Status.BLOCKED.value:
-                attempts = 0  # we marked it blocked and a person set it pending again: a fresh start
-            lease = Lease(
-                task_id=task_id, agent_id=agent_id, token=(current.token if current else 0) + 1,
-                acquired_at=format_ts(now), expires_at=format_ts(in_seconds(ttl, now)),
-                pid=pid, host=host, proc_start=proc_start,
-                attempts=attempts,
-                mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
-                extra=current.extra if current else {},
-            )
-            _write(cfg, lease)  # the truth first; the mirror below is written when the block ends
-            for name, value in lease.mirror.items():
-                document.set_field(name, value)
+        written: Optional[Lease] = None
+        try:
+            with taskmod.edit_task(path, cfg.root, durable=False) as document:
+                task = document.task
+                # ready_tasks already left out parents found by their sub-tasks' Parent Task field.
+                if task.sub_tasks or (not _from_ready and _has_children(cfg, task_id)):
+                    raise NotClaimable(f"task {task_id} was split into sub-tasks; it completes when they do",
+                                       task_id=task_id, path=path)
+                if not (task.status is taskmod.Status.PENDING
+                        or (taken_over and task.status in _CLAIMABLE_WHEN_FREE)):
+                    raise NotClaimable(f"task {task_id} is {task.status_text!r}, not pending", task_id=task_id,
+                                       path=path, hint="set **Status:** pending to make it claimable")
+                attempts = current.attempts if current else 0
+                if current is not None and (current.mirror or {}).get("Status") == taskmod.Status.BLOCKED.value:
+                    attempts = 0  # we marked it blocked and a person set it pending again: a fresh start
+                lease = Lease(
+                    task_id=task_id, agent_id=agent_id, token=(current.token if current else 0) + 1,
+                    acquired_at=format_ts(now), expires_at=format_ts(in_seconds(ttl, now)),
+                    pid=pid, host=host, proc_start=proc_start,
+                    attempts=attempts,
+                    mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
+                    extra=current.extra if current else {},
+                )
+                _write(cfg, lease)  # the truth first; the mirror below is written when the block ends
+                written = lease
+                for name, value in lease.mirror.items():
+                    document.set_field(name, value)
+        except OSError as exc:
+            if written is not None:
+                # The lease is on disk but the task file could not be written (disk full): give
+                # the claim back, or its own retry would meet AlreadyClaimed until the TTL ends.
+                _write(cfg, replace(written, state=LeaseState.RELEASED, ended_at=format_ts(now),
+                                    error=f"status mirror failed: {exc}"[:300], mirror=None))
+            raise
         return lease
 
 
@@ -501,17 +521,59 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
             reason = stored.free_reason(now) if stored is not None else None
             if stored is None or reason is None:
                 continue
+            # The listing above was taken before the lock: the holder may have finished (and
+            # moved the file) since. Judge by the task as it is now.
+            try:
+                fresh: Optional[taskmod.Task] = taskmod.load_task(task.path, use_cache=False)
+            except NotFoundError:
+                fresh = None
+            shows_held = fresh is not None and fresh.status in _CLAIMABLE_WHEN_FREE
             if stored.state is LeaseState.HELD:
                 stored = replace(stored, state=LeaseState.EXPIRED, ended_at=format_ts(now), error=reason,
                                  mirror=dict(_REQUEUED))
                 _write(cfg, stored)
+            elif not shows_held:
+                continue  # ended normally, mirror and all: nothing to repair
             else:
                 reason = f"repaired the task status after a crash ({reason})"
-            fresh = taskmod.load_task(task.path, use_cache=False)
-            if fresh.status in _CLAIMABLE_WHEN_FREE and stored.mirror:
-                taskmod.set_fields(task.path, stored.mirror, root=cfg.root)
+            if shows_held and stored.mirror:
+                taskmod.set_fields(task.path, stored.mirror, root=cfg.root, durable=False)
             changed.append((stored, reason))
     return changed
+
+
+_FINISH_GRACE_SECONDS = 60.0  # a live holder moves its completed task within moments of completing
+
+
+def completed_in_place(*, root: Optional[PathLike] = None,
+                       now: Optional[datetime] = None) -> list[tuple[taskmod.Task, Lease]]:
+    """Tasks left in tasks/active with a completed lease by a holder that died before moving them.
+
+    Only holders known dead, or completions older than a minute: a live holder is still
+    about to log and move its task itself.
+    """
+    cfg = load_config(root)
+    now = now or utc_now()
+    found = []
+    for task in taskmod.list_tasks(directory=cfg.tasks_active, errors=[]):
+        if task.status is not taskmod.Status.COMPLETED:
+            continue
+        try:
+            lease = _read(cfg, task.task_id)
+        except SwarmError:
+            continue  # doctor reports a corrupt lease file
+        if lease is None or lease.state is not LeaseState.COMPLETED:
+            continue
+        old = lease.ended_at is not None and (now - parse_ts(lease.ended_at)).total_seconds() > _FINISH_GRACE_SECONDS
+        if old or dead_reason(lease.pid, lease.host, lease.proc_start) is not None:
+            found.append((task, lease))
+    return found
+
+
+def lease_lock(task_id: str, *, root: Optional[PathLike] = None):
+    """The lock of a task's lease, for work that must not interleave with its holder's actions."""
+    cfg = load_config(root)
+    return _lease_lock(cfg, validate_id(task_id, "task id"))
 
 
 # ---------------------------------------------------------------------------- planner assignments
@@ -536,10 +598,10 @@ def assignment_for(agent_id: str, *, root: Optional[PathLike] = None) -> Optiona
     """The lease assigned to ``agent_id`` and when it was assigned, or None."""
     cfg = load_config(root)
     path = _assignment_file(cfg, agent_id)
-    data = load_yaml_file(path, default=None)
-    if data is None:
+    data = load_yaml_file(path, default=_ABSENT)
+    if data is _ABSENT:
         return None
-    data = dict(expect_mapping(data, path, "an assignment"))
+    data = dict(expect_mapping(data, path, "an assignment", line=1))
     assigned_at = str(data.pop("assigned_at", "") or "")
     return Lease.from_dict(data, path), assigned_at
 

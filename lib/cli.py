@@ -47,6 +47,9 @@ def run(body: Callable[[], Optional[int]]) -> int:
         return body() or EXIT_OK
     except SwarmError as exc:
         return fail(exc)
+    except OSError as exc:  # a full disk, a permission: one line naming the file, like any bad input
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc} (nothing was changed; free space or fix permissions, then retry)")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -147,10 +147,17 @@ class Config:
         self.tasks_completed = self._path(paths["tasks_completed"])
         self.runtime_dir = self._path(paths["runtime"])
         self.lock_dir = self.runtime_dir / "locks"
-        timeouts = settings["timeouts"]
-        self.heartbeat_timeout = float(timeouts["heartbeat_seconds"])
-        self.lock_timeout = float(timeouts["lock_seconds"])
-        self.lease_seconds = float(timeouts["lease_seconds"])
+        self.heartbeat_timeout = self.seconds("timeouts", "heartbeat_seconds")
+        self.lock_timeout = self.seconds("timeouts", "lock_seconds")
+        self.lease_seconds = self.seconds("timeouts", "lease_seconds")
+
+    def seconds(self, section: str, key: str) -> float:
+        """A duration setting as a float; ValidationError naming swarm.yaml if it is not a number >= 0."""
+        value = self.settings[section][key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ValidationError(f"'{section}.{key}' must be a number of seconds, got {value!r:.40}",
+                                  path=self.root / "swarm.yaml", hint="fix swarm.yaml")
+        return float(value)
 
     def _path(self, value: Any) -> Path:
         path = Path(os.path.expanduser(str(value)))

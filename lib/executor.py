@@ -15,6 +15,7 @@ task) it stops the agent and touches nothing of that task.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -35,6 +36,8 @@ from config import Config, load_config, validate_id
 from errors import LeaseLost, SwarmError
 
 __all__ = ["Executor", "main"]
+
+log = logging.getLogger("swarmfile")
 
 
 def _git_dirty_files(workdir: Path) -> Optional[set[str]]:
@@ -64,12 +67,13 @@ class Executor:
         self.command = command
         self.once = once
         self.max_tasks = max_tasks
-        self.poll = float(setting["poll_seconds"] if poll is None else poll)
-        self.ttl = float(self.cfg.lease_seconds if ttl is None else ttl)
-        self.run_timeout = float(setting["run_timeout_seconds"] if run_timeout is None else run_timeout)
+        seconds = self.cfg.seconds
+        self.poll = seconds("executor", "poll_seconds") if poll is None else float(poll)
+        self.ttl = self.cfg.lease_seconds if ttl is None else float(ttl)
+        self.run_timeout = seconds("executor", "run_timeout_seconds") if run_timeout is None else float(run_timeout)
         self.max_attempts = int(setting["max_attempts"] if max_attempts is None else max_attempts)
-        self.backoff = float(setting["backoff_seconds"] if backoff is None else backoff)
-        self.wait_retry = float(setting["wait_retry_seconds"])
+        self.backoff = seconds("executor", "backoff_seconds") if backoff is None else float(backoff)
+        self.wait_retry = seconds("executor", "wait_retry_seconds")
         self.use_worktree = use_worktree
         self.kill_grace = 5.0  # seconds between SIGTERM and SIGKILL of an agent when stopping
         self.stop = threading.Event()
@@ -172,7 +176,13 @@ class Executor:
             self._event("acknowledged", lease.task_id, token=lease.token)
             return self._reserve_files(lease)
         # Requeue what dead agents held before looking: without a planner, nobody else would.
-        for lease, reason in claims.reap_expired(root=self.cfg.root):
+        try:
+            reaped = claims.reap_expired(root=self.cfg.root)
+        except SwarmError as exc:  # a lock held too long, a file gone bad: claiming still works
+            reaped = []
+            log.warning("could not reap expired leases: %s", exc)
+        recover_completions(self.agent_id, self.cfg.root)
+        for lease, reason in reaped:
             self._event("requeued" if lease.state is claims.LeaseState.EXPIRED else "repaired", lease.task_id,
                         reason=reason, previous_agent=lease.agent_id, token=lease.token)
         while not self.stop.is_set():
@@ -303,13 +313,15 @@ class Executor:
         except LeaseLost as exc:
             self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
             return
-        tasks.move_to_completed(lease.task_id, self.cfg.root)
         self.done += 1
         data: dict[str, Any] = {"duration_seconds": round(result.duration, 3), "exit_code": result.exit_code,
                                 "attempt": attempt, "token": lease.token, **merge}
         if changed is not None:
             data["files_modified"] = changed
+        # Event, then move: a crash in between leaves a completed task in tasks/active, which
+        # recover_completions moves (and logs, had the event not been written) on the next look.
         self._event("completed", lease.task_id, **data)
+        tasks.move_to_completed(lease.task_id, self.cfg.root)
 
     def _merge_back(self, lease: claims.Lease) -> dict[str, Any]:
         """Commit the worktree, queue its branch and drain the merge queue; how our merge went."""
@@ -365,6 +377,36 @@ class Executor:
         except LeaseLost:
             return
         self._event(kind, lease.task_id, message=result.reason, attempt=attempt, retry_in_seconds=self.wait_retry)
+
+
+def recover_completions(agent_id: str, root: Path) -> list[str]:
+    """Finish what a holder killed right after completing left undone: move the task, log it.
+
+    Returns the task ids recovered. The ``completed`` event is written only if the log has
+    none for that lease's token, so a recovery never logs a completion twice.
+    """
+    recovered = []
+    for task, lease in claims.completed_in_place(root=root):
+        # Under the lease's lock: of a planner and executors recovering at once, one does it.
+        with claims.lease_lock(task.task_id, root=root):
+            try:
+                current = tasks.find_task(task.task_id, root)
+            except SwarmError:
+                continue
+            if current.path is None or current.path.parent != task.path.parent:
+                continue  # moved meanwhile
+            logged = any(e.get("token") == lease.token
+                         for e in events.read_events(task_id=task.task_id, types=["completed"], root=root))
+            if not logged:
+                events.append_event("completed", agent_id, task.task_id, root=root, token=lease.token,
+                                    recovered=True, completed_by=lease.agent_id)
+            try:
+                tasks.move_to_completed(task.task_id, root)
+            except (SwarmError, OSError) as exc:
+                log.warning("could not move completed task %s: %s", task.task_id, exc)
+                continue
+        recovered.append(task.task_id)
+    return recovered
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -178,7 +178,8 @@ def atomic_write(path: PathLike, data: Union[str, bytes], *, fsync: bool = True,
     as it was before (never half-written), for files whose truth is kept elsewhere.
 
     A symlink at ``path`` is replaced by a regular file, never written through. On any
-    error the temp file is removed and ``path`` is left exactly as it was.
+    error before the replace the temp file is removed and ``path`` is left exactly as it was;
+    a failing directory fsync after it is logged, not raised (the new content is in place).
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -203,16 +204,25 @@ def atomic_write(path: PathLike, data: Union[str, bytes], *, fsync: bool = True,
         os.close(fd)
         fd = -1
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = os.fspath(target)  # os.write/fsync errors name no file: say which
         raise
     if fsync and fsync_dir:
-        _fsync_dir(directory)
+        try:
+            _fsync_dir(directory)
+        except OSError as exc:
+            # The replace has happened: every reader sees the new content, so this is not a
+            # failed write. Only its survival of a power loss is in doubt: say so, do not raise.
+            import logging
+
+            logging.getLogger("swarmfile").warning("%s: directory fsync failed after the write: %s", target, exc)
 
 
 @dataclass(frozen=True)
@@ -333,8 +343,10 @@ def append_line_unlocked(
                 raise OSError(errno.EIO, f"short write to {target} ({written} of {len(payload)} bytes)")
             if fsync:
                 os.fsync(fd)
-        except OSError:
+        except OSError as exc:
             os.ftruncate(fd, size)  # roll back the partial line: all or nothing
+            if exc.filename is None:
+                exc.filename = os.fspath(target)
             raise
         return AppendResult(offset=size, repaired_bytes=removed, torn_tail=torn)
     finally:
@@ -375,8 +387,70 @@ def read_text(path: PathLike) -> str:
         ) from None
 
 
+# Limits that keep a hostile or broken file from taking the process down. libyaml's composer
+# recurses in C: tens of thousands of nested levels crash the interpreter (no RecursionError),
+# and a "billion laughs" document of aliases expands to more nodes than memory holds.
+_MAX_FLOW_DEPTH = 1000
+_MAX_NODES_VIA_ALIASES = 1_000_000
+_DEEP_BLOCK = re.compile(r"^(?:[ \t]*-[ \t]+){200}|^[ \t]{1000}", re.M)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> bool:
+    if _DEEP_BLOCK.search(text):
+        return True
+    if text.count("[") + text.count("{") < _MAX_FLOW_DEPTH:
+        return False  # cannot nest deeper than it has brackets: the usual, cheap answer
+    depth = 0
+    for match in _BRACKET.finditer(text):  # counts brackets in quoted strings too: errs towards refusing
+        if match.group() in "[{":
+            depth += 1
+            if depth > _MAX_FLOW_DEPTH:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+def _alias_expansion(text: str) -> int:
+    """How many nodes the document holds once its aliases are expanded (walks parser events)."""
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([event.anchor, 1])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, count = stack.pop()
+            if anchor:
+                sizes[anchor] = count
+            stack[-1][1] += count
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                sizes[event.anchor] = 1
+            stack[-1][1] += 1
+        elif isinstance(event, yaml.AliasEvent):
+            stack[-1][1] += sizes.get(event.anchor, 1)
+        if stack[-1][1] > _MAX_NODES_VIA_ALIASES:
+            break
+    return stack[0][1] if len(stack) == 1 else max(entry[1] for entry in stack)
+
+
 def load_yaml_text(text: str, path: Optional[PathLike] = None) -> Any:
-    """Parse YAML safely; ParseError with the file and line where it went wrong."""
+    """Parse YAML safely; ParseError with the file and line where it went wrong.
+
+    Also refused, before parsing: nesting deeper than libyaml can take without crashing the
+    interpreter, and aliases that would expand past a million nodes (a "billion laughs").
+    """
+    if _too_deep(text):
+        raise ParseError(f"nested deeper than {_MAX_FLOW_DEPTH} levels", path=path or "<text>",
+                         hint="a broken or hostile file; fix or restore it, it was not changed")
+    if "&" in text and "*" in text:
+        try:
+            if _alias_expansion(text) > _MAX_NODES_VIA_ALIASES:
+                raise ParseError(f"aliases expand to more than {_MAX_NODES_VIA_ALIASES:,} nodes",
+                                 path=path or "<text>", hint="a broken or hostile file; it was not changed")
+        except yaml.YAMLError:
+            pass  # the parse below reports it with its line
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:

@@ -37,6 +37,7 @@ import tasks
 import work_items
 from cli import EXIT_OK, parser, print_json, run
 from config import Config, load_config, parse_ts, utc_now, validate_id
+from executor import recover_completions
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError
 
 __all__ = ["Planner", "Decision", "main"]
@@ -62,7 +63,7 @@ class Planner:
         self.agent_id = validate_id(agent_id, "agent id")
         self.cfg: Config = load_config(root)
         setting = self.cfg.settings["planner"]
-        self.ack_timeout = float(setting["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
+        self.ack_timeout = self.cfg.seconds("planner", "ack_timeout_seconds") if ack_timeout is None else float(ack_timeout)
         self.min_executors = int(setting["min_executors_to_split"] if min_executors is None else min_executors)
         self._checked_for_duplicates: set[str] = set()
         self._items_released: set[tuple[str, str]] = set()  # (agent, started_at) already handled
@@ -80,6 +81,7 @@ class Planner:
         decisions += self._step("heartbeat", agent_discovery.heartbeat, self.agent_id,
                                 current_action="planning", root=root, role="planner")
         decisions += self._step("reap", self._reap, now)
+        decisions += self._step("recover", self._recover_completions)
         try:
             executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
         except SwarmError as exc:  # a corrupt heartbeat.yaml: no dispatching blind, the rest goes on
@@ -123,6 +125,11 @@ class Planner:
             out.append(self._decide(kind, lease.task_id, reason=reason, previous_agent=lease.agent_id,
                                     token=lease.token))
         return out
+
+    def _recover_completions(self) -> list[Decision]:
+        recovered = recover_completions(self.agent_id, self.cfg.root)
+        return [self._decide("repaired", task_id, reason="completed task moved after its holder died")
+                for task_id in recovered]
 
     def _release_items_of_gone_agents(self, now: datetime) -> list[Decision]:
         """Checklist items ``[IP:agent]`` of agents that died or went silent come back."""
@@ -256,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         planner = Planner(args.agent_id, root=args.root, ack_timeout=args.ack_timeout)
-        interval = float(planner.cfg.settings["planner"]["interval_seconds"] if args.interval is None else args.interval)
+        interval = planner.cfg.seconds("planner", "interval_seconds") if args.interval is None else args.interval
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -28,7 +28,6 @@ from claims import LeaseState
 LIB = Path(__file__).resolve().parent.parent / "lib"
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
 SEED = int(os.environ.get("SWARM_TEST_SEED") or random.SystemRandom().randrange(2**32))
-KNOWN_CRASH = "task file does not exist"  # claims.reap_expired racing a completion (see run_soak)
 
 
 def make_queue(root: Path, count: int) -> list[str]:
@@ -224,20 +223,9 @@ def run_soak(root: Path, logs: Path, *, count: int, executors: int, sim_delay: f
     assert swarm.kills > 0 if random_kills else swarm.kills == kills, (swarm.kills, kills)  # random: time-bound
     # -SIGTERM: a process restarted just before the stop, still starting up (no handler yet, no work taken).
     assert all(code in (0, -signal.SIGTERM) for code in codes), f"exit codes {codes}; logs in {logs}"
-    lost_event = check_outcome(root, ids)
-    unknown = [c for c in swarm.crashes if KNOWN_CRASH not in c]
-    assert not unknown, f"processes exited on their own: {unknown}; logs in {logs}"
-    # Both known defects depend on where a kill or a reap lands, so they cannot be strict
-    # xfails here; each is pinned down by a strict xfail test. Remove this once those pass.
-    known = []
-    if swarm.crashes:
-        known.append(f"BUG (test_faults.py::test_reap_racing_a_normal_completion_*): claims.reap_expired raced "
-                     f"a completion and crashed {len(swarm.crashes)} processes, e.g. {swarm.crashes[0]}")
-    if lost_event:
-        known.append(f"BUG (test_kill_between_complete_and_its_event_is_repaired): {len(lost_event)} tasks "
-                     f"completed without a completed event: {lost_event[:10]}")
-    if known:
-        pytest.xfail("; ".join(known))
+    lost = check_outcome(root, ids)
+    assert not swarm.crashes, f"processes exited on their own: {swarm.crashes}; logs in {logs}"
+    assert not lost, f"tasks not completed exactly once: {lost[:10]}; logs in {logs}"
     return swarm
 
 
@@ -269,9 +257,6 @@ sys.exit(executor.main(sys.argv[2:]))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: executor._finish_done completes the lease, then moves the task and "
-                                       "logs `completed`; a kill in between leaves no `completed` event and the "
-                                       "task in tasks/active, and no planner or executor round repairs it")
 def test_kill_between_complete_and_its_event_is_repaired(workspace, tmp_path):
     make_queue(workspace, 1)
     script = tmp_path / "dies.py"
