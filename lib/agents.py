@@ -277,21 +277,9 @@ class AgentProcess:
         return AgentResult(outcome, self.proc.returncode, duration, reason, markers, self.log_path, tail)
 
 
-def run_agent(
-    command: AgentCommand,
-    *,
-    task_id: str,
-    task_file: Path,
-    agent_id: str,
-    root: Path,
-    workdir: Optional[Path] = None,
-    log_path: Path,
-    timeout: Optional[float] = None,
-    env: Optional[Mapping[str, str]] = None,
-) -> AgentResult:
-    """Run ``command`` for one task and wait for its result (see ``start_agent`` to keep a handle)."""
-    return start_agent(command, task_id=task_id, task_file=task_file, agent_id=agent_id, root=root,
-                       workdir=workdir, log_path=log_path, env=env).wait(timeout)
+def run_agent(command: AgentCommand, *, timeout: Optional[float] = None, **where: Any) -> AgentResult:
+    """Run ``command`` for one task and wait for its result; ``where`` as for ``start_agent``."""
+    return start_agent(command, **where).wait(timeout)
 
 
 def start_agent(

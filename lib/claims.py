@@ -361,19 +361,32 @@ def claim_next(
     ready = [t for t in ready_tasks(root=root) if t.task_id not in skipped]
     # Tasks rewritten since the listing were most likely just claimed by another agent: try
     # the untouched ones first, then those (they may only have been edited by a person).
-    fresh, touched = [], []
-    for task in ready:
-        (fresh if taskmod.unchanged_since_listing(task) else touched).append(task)
-    for task in fresh + touched:
-        try:
-            return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
-                              proc_start=proc_start, task_path=task.path, _from_ready=True)
-        except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
-            continue  # LockTimeout: another agent is claiming it right now; try the next one
-        except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
-            log.warning("cannot claim %s: %s", task.task_id, exc)
+    touched: list[taskmod.Task] = []
+    for task in ready:  # one stat per task tried, not per task listed
+        if not taskmod.unchanged_since_listing(task):
+            touched.append(task)
             continue
+        lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
+        if lease is not None:
+            return lease
+    for task in touched:
+        lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
+        if lease is not None:
+            return lease
     return None
+
+
+def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Optional[PathLike],
+               now: Optional[datetime], pid: Optional[int], host: Optional[str],
+               proc_start: Optional[int]) -> Optional[Lease]:
+    try:
+        return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
+                          proc_start=proc_start, task_path=task.path, _from_ready=True)
+    except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
+        return None  # LockTimeout: another agent is claiming it right now; try the next one
+    except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
+        log.warning("cannot claim %s: %s", task.task_id, exc)
+        return None
 
 
 # ---------------------------------------------------------------------------- holder actions

@@ -44,6 +44,23 @@ def wait_for_event(root, kind, timeout=30):
     raise AssertionError(f"no {kind} event within {timeout}s")
 
 
+def executor_with_hanging_agent(root, pidfile):
+    """An executor whose agent hangs; returned once the agent has started and written its pids."""
+    proc = executor(root, "--agent-id", "executor-1", "--command", f"{FAKE} {{task_id}}",
+                    env={"FAKE_BEHAVIOUR": "hang", "FAKE_PIDFILE": str(pidfile)})
+    try:
+        wait_for_event(root, "started")
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text().endswith("\n"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)  # the fake agent writes its pid file right after it starts
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 def test_once_runs_every_task_and_records_it(workspace):
     subprocess.run(["git", "init", "-q", str(workspace)], check=True)
     make_tasks(workspace, 3)
@@ -98,14 +115,8 @@ def test_max_tasks_stops_after_n(workspace):
 def test_signal_stops_cleanly_and_releases(workspace, tmp_path, signum):
     make_tasks(workspace, 1)
     pidfile = tmp_path / "agent.pid"
-    proc = executor(workspace, "--agent-id", "executor-1", "--command", f"{FAKE} {{task_id}}",
-                    env={"FAKE_BEHAVIOUR": "hang", "FAKE_PIDFILE": str(pidfile)})
+    proc = executor_with_hanging_agent(workspace, pidfile)
     try:
-        wait_for_event(workspace, "started")
-        deadline = time.monotonic() + 30
-        while not pidfile.exists() or not pidfile.read_text().endswith("\n"):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)  # the fake agent writes its pid file right after it starts
         proc.send_signal(signum)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -171,14 +182,8 @@ def test_agent_dies_with_a_killed_executor(workspace, tmp_path):
     # Regression (found writing the guide): after kill -9 of an executor its agent ran on.
     make_tasks(workspace, 1)
     pidfile = tmp_path / "agent.pid"
-    proc = executor(workspace, "--agent-id", "executor-1", "--command", f"{FAKE} {{task_id}}",
-                    env={"FAKE_BEHAVIOUR": "hang", "FAKE_PIDFILE": str(pidfile)})
+    proc = executor_with_hanging_agent(workspace, pidfile)
     try:
-        wait_for_event(workspace, "started")
-        deadline = time.monotonic() + 30
-        while not pidfile.exists() or not pidfile.read_text().endswith("\n"):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
         proc.kill()
         proc.wait()
     finally:
