@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -414,31 +415,64 @@ def _print_human(analysis: Analysis, subs: list[SubTask], split: bool, existed: 
                 print(f"      {line[:100]}")
 
 
+def _progress(done: int, total: int) -> None:
+    """``split N/M tasks`` on stderr: redrawn in place on a terminal, every 100 tasks otherwise."""
+    if sys.stderr.isatty():
+        print(f"\r  {done}/{total} tasks", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    elif done % 100 == 0 or done == total:
+        print(f"  {done}/{total} tasks", file=sys.stderr, flush=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from cli import parser, print_json, run
+    from cli import fail, parser, print_json, run
 
     p = parser("task_distribution.py", "Analyse a task and split it into parallel sub-tasks.")
-    p.add_argument("task", metavar="TASK.md", help="task file (or a task id)")
+    p.add_argument("task", metavar="TASK.md", nargs="?", help="task file (or a task id)")
+    p.add_argument("--all", action="store_true",
+                   help="every pending top-level task in tasks/active instead of one (progress on stderr)")
     p.add_argument("--split", action="store_true", help="write the sub-task files (default: only show the plan)")
     p.add_argument("--max-subtasks", type=int, metavar="N", help="most sub-tasks to create (default: swarm.yaml)")
     p.add_argument("--agents", metavar="A,B,C", help="agents to assign round-robin")
     args = p.parse_args(argv)
+    if (args.task is None) == (not args.all):
+        return fail("give one TASK.md or --all")
 
-    def body() -> int:
-        agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
-        task, cfg = _load(args.task, args.root)
-        limit = args.max_subtasks if args.max_subtasks is not None else int(cfg.get("distribution", "max_subtasks"))
+    def one(task: taskmod.Task, cfg: Config, agents: Optional[list[str]], limit: int) -> tuple:
         analysis = _analyze(task, cfg)
         existing = existing_subtasks(task, cfg.root)
         if args.split:
             subs = distribute_task(task.path, agents, limit, root=cfg.root)
         else:
             subs = existing or plan_subtasks(analysis, task, available_agents=agents, max_subtasks=limit)
-        if args.json:
-            print_json({"analysis": analysis.to_dict(), "split": bool(args.split), "existing": bool(existing),
-                        "subtasks": [s.to_dict() for s in subs]})
+        return analysis, subs, bool(existing)
+
+    def body() -> int:
+        agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+        if args.all:
+            cfg = load_config(args.root)
+            todo = [t for t in taskmod.list_tasks(cfg.root, errors=[])
+                    if t.status is taskmod.Status.PENDING and not t.parent and not t.sub_tasks]
         else:
-            _print_human(analysis, subs, args.split, bool(existing))
+            task, cfg = _load(args.task, args.root)
+            todo = [task]
+        limit = args.max_subtasks if args.max_subtasks is not None else int(cfg.get("distribution", "max_subtasks"))
+        report = []
+        for number, task in enumerate(todo, 1):
+            report.append(one(task, cfg, agents, limit))
+            if args.all:
+                _progress(number, len(todo))
+        if args.json:
+            docs = [{"analysis": a.to_dict(), "split": bool(args.split), "existing": e,
+                     "subtasks": [s.to_dict() for s in subs]} for a, subs, e in report]
+            print_json(docs if args.all else docs[0])
+        elif args.all:
+            for analysis, subs, existed in report:
+                verb = "has" if existed else ("split into" if args.split else "would split into")
+                print(f"{analysis.task_id}: " + (f"{verb} {len(subs)} sub-tasks" if subs else "not split"))
+            print(f"{sum(1 for _, subs, _ in report if subs)} of {len(report)} pending tasks "
+                  f"{'are split' if args.split else 'can be split'}")
+        else:
+            _print_human(report[0][0], report[0][1], args.split, report[0][2])
         return 0
 
     return run(body)

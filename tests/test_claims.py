@@ -239,22 +239,13 @@ def _many_tasks(root, count):
 
 
 def test_eight_processes_claim_each_task_exactly_once(workspace):
-    count = int(os.environ.get("SWARM_CLAIM_RACE_TASKS", "300"))
+    count = int(os.environ.get("SWARM_CLAIM_RACE_TASKS", "2000"))
     _many_tasks(workspace, count)
     results = run_together(_claim_all, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=600)
     claimed = [task for got in results for task, _ in got]
     assert len(claimed) == count and len(set(claimed)) == count
     assert all(token == 1 for got in results for _, token in got)
     assert sum(1 for got in results if got) > 1, "the race had more than one winner overall"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SWARM_LONG_TESTS"), reason="set SWARM_LONG_TESTS=1")
-def test_eight_processes_over_two_thousand_tasks(workspace):
-    _many_tasks(workspace, 2000)
-    results = run_together(_claim_all, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=1200)
-    claimed = [task for got in results for task, _ in got]
-    assert len(claimed) == 2000 and len(set(claimed)) == 2000
 
 
 WORKER = r"""

@@ -311,3 +311,21 @@ def test_cli_bad_task_file_exits_2_with_one_line(tmp_path, content):
 def test_cli_help_from_anywhere(tmp_path):
     result = cli("--help", cwd=tmp_path)
     assert result.returncode == 0 and "--split" in result.stdout
+
+
+def test_cli_splits_every_pending_task_with_progress(workspace):
+    parallel = dict(objective="Three independent parts; each can be done separately, in parallel.",
+                    criteria=["Part in `a/one.py`", "Part in `b/two.py`", "Part in `c/three.py`"])
+    for n in range(1, 4):
+        tasks.new_task_file(f"BIG-{n}", f"Big job {n}", workspace, **parallel)
+    tasks.new_task_file("SMALL-1", "One small thing", workspace, criteria=["only this"])
+    out = subprocess.run([sys.executable, str(LIB / "task_distribution.py"), "--all", "--split", "--root", str(workspace)],
+                         capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1].strip() == "4/4 tasks"
+    assert "3 of 4 pending tasks are split" in out.stdout
+    assert "SMALL-1: not split" in out.stdout
+    assert all(tasks.find_task(f"BIG-{n}", workspace).sub_tasks for n in range(1, 4))
+    bad = subprocess.run([sys.executable, str(LIB / "task_distribution.py"), "--root", str(workspace)],
+                         capture_output=True, text=True, cwd="/")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: give one TASK.md or --all")
