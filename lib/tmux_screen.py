@@ -1,7 +1,8 @@
 """What the agents' tmux panes show: the ``tmux:`` settings, prompts, fresh markers, pane status.
 
-swarm.yaml ``tmux:`` overrides any of DEFAULTS; a bad value raises ValidationError naming
-swarm.yaml. ``assess_screen`` decides auto-confirm: Enter only for a "press enter" prompt among
+swarm.yaml ``tmux:`` overrides any of DEFAULTS, except that its ``yes_no_patterns`` and
+``danger_patterns`` add to the built-in ones (a safety list is never shortened by accident); a
+bad value raises ValidationError naming swarm.yaml. ``assess_screen`` decides auto-confirm: Enter only for a "press enter" prompt among
 the last lines of the screen, never for a yes/no question, never while a dangerous command is
 anywhere on screen. tmux_bridge builds on this module and re-exports its public names.
 """
@@ -38,7 +39,9 @@ DEFAULTS: dict[str, Any] = {
                         r"(curl|wget)\b.*\|\s*(sudo\s+)?(ba|z)?sh\b"],
 }
 
-_PROMPT_LINES = 5  # a prompt that wants Enter sits among the last non-empty lines of the screen
+_PROMPT_LINES = 5  # the last non-empty lines of the screen that are read for prompts and questions
+# Safety lists: swarm.yaml adds to them and can never drop a built-in pattern by accident.
+_ADDITIVE = ("yes_no_patterns", "danger_patterns")
 _YES_NO = "a yes/no question: Enter would answer it"
 
 
@@ -58,6 +61,8 @@ def _settings(cfg: Config) -> dict[str, Any]:
     for key in ("confirm_patterns", "yes_no_patterns", "danger_patterns"):
         if not isinstance(out[key], list) or not all(isinstance(v, str) for v in out[key]):
             raise bad(f"'tmux.{key}' must be a list of regular expressions")
+        if key in _ADDITIVE and key in raw:
+            out[key] = DEFAULTS[key] + [v for v in raw[key] if v not in DEFAULTS[key]]
         try:
             out[key] = [re.compile(v, re.I) for v in out[key]]
         except re.error as exc:
@@ -74,7 +79,9 @@ def assess_screen(screen: str, settings: dict) -> Optional[tuple[str, str, str]]
     for line in reversed(lines):
         if any(p.search(line) for p in settings["yes_no_patterns"]):
             return "skip", line.strip(), _YES_NO
-    prompt = next((line for line in reversed(lines) if any(p.search(line) for p in settings["confirm_patterns"])), None)
+    # Only a prompt on the last line is waiting: one with output below it was answered already,
+    # and pressing again would send Enter to whatever the agent shows now.
+    prompt = lines[-1] if lines and any(p.search(lines[-1]) for p in settings["confirm_patterns"]) else None
     if prompt is None:
         return None
     for pattern in settings["danger_patterns"]:

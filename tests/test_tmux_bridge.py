@@ -451,3 +451,25 @@ def test_cli_up_panes_down_and_errors(workspace, sock, monkeypatch, capsys, tmp_
     out = subprocess.run([sys.executable, str(LIB / "tmux_bridge.py"), "up", "--help"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--agents N" in out.stdout
+
+
+def test_a_prompt_with_output_below_it_is_not_pressed_again(workspace):
+    # Regression (found writing the guide): after the cooldown, Enter went to the agent's idle
+    # prompt because the answered "Press Enter" line was still among the last lines.
+    import tmux_screen
+    from config import load_config
+
+    settings = tmux_screen._settings(load_config(workspace))
+    assert tmux_screen.assess_screen("working\nPress Enter to continue\n", settings)[0] == "press"
+    assert tmux_screen.assess_screen("Press Enter to continue\ncontinued\n> ", settings) is None
+
+
+def test_configured_safety_patterns_add_to_the_built_in_ones(workspace):
+    # Regression: a danger list in swarm.yaml replaced the built-in one, dropping rm -rf and sudo.
+    import tmux_screen
+    from config import load_config
+
+    (workspace / "swarm.yaml").write_text("tmux:\n  danger_patterns: ['terraform destroy']\n")
+    settings = tmux_screen._settings(load_config(workspace))
+    for screen in ("sudo make install\nPress Enter\n", "terraform destroy\nPress Enter\n"):
+        assert tmux_screen.assess_screen(screen, settings)[0] == "skip", screen
