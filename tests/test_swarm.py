@@ -104,3 +104,32 @@ def test_help_works_from_anywhere():
     for args in (["--help"], ["demo", "--help"], ["new-task", "--help"]):
         out = swarm(*args)
         assert out.returncode == 0 and "usage:" in out.stdout
+
+
+def test_forwarded_commands_work_through_swarm_py(workspace, tmp_path):
+    """watch, doctor, up, status --panes and down, as an operator types them, on a private tmux."""
+    import shlex
+    import shutil
+
+    sock = str(tmp_path / "t.sock")
+    env = dict(os.environ, SWARM_TMUX_SOCKET=sock)
+    env.pop("TMUX", None)
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(LIB / "swarm.py"), *args, "--root", str(workspace)],
+                              capture_output=True, text=True, cwd="/", env=env, timeout=60)
+
+    tasks.new_task_file("T-1", "Visible in the frame", workspace)
+    frame = run("watch", "--once")
+    assert frame.returncode == 0 and "T-1" in frame.stdout
+    assert run("doctor").returncode == 0
+    fake = shlex.join([sys.executable, str(Path(__file__).parent / "fake_agents" / "interactive_agent.py")])
+    try:
+        assert run("up", "--agents", "1", "--command", fake, "--cluster", "ops").returncode == 0
+        panes = run("status", "--panes", "--cluster", "ops", "--json")
+        assert panes.returncode == 0, panes.stderr
+        doc = json.loads(panes.stdout)
+        assert [p["agent_id"] for p in doc["panes"]] == ["ops-agent-1"]
+        assert run("down", "--cluster", "ops").returncode == 0
+    finally:
+        subprocess.run([shutil.which("tmux") or "tmux", "-S", sock, "kill-server"], capture_output=True)
