@@ -147,6 +147,8 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False) -> list[T
                     _cached(old, directory / name, name, stamp)
                 except (ParseError, InvalidIdError):
                     pass
+                except NotFoundError:
+                    continue  # moved or deleted between the directory read and the file read
                 hit = old[name]
             fresh[name] = hit
     if changed or len(fresh) != len(old):

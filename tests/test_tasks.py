@@ -507,3 +507,23 @@ def test_either_half_imports_first_and_tasks_re_exports_the_store(first):
             "assert set(task_store.__all__) <= set(tasks.__all__) <= set(dir(tasks))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, monkeypatch):
+    # Regression (the long soak): an executor died when a task another one completed was moved
+    # between the directory read and the file read of its listing.
+    import task_store
+    from errors import NotFoundError
+
+    tasks.new_task_file("T-1", "Stays", workspace)
+    moving = tasks.new_task_file("T-2", "Moves away", workspace)
+    task_store.clear_cache()
+    real = task_store._read_task
+
+    def vanish(path):
+        if path == moving:
+            raise NotFoundError("task file does not exist", path=path)
+        return real(path)
+
+    monkeypatch.setattr(task_store, "_read_task", vanish)
+    assert [t.task_id for t in tasks.list_tasks(workspace, errors=[])] == ["T-1"]
