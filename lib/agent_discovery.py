@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from config import HOSTNAME, ID_PATTERN, Config, format_ts, load_config, parse_ts, utc_now, validate_id
 from errors import ValidationError
-from fileio import atomic_write, dump_yaml, load_yaml_text, locked, read_text
+from fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from liveness import dead_reason, process_start_time
 from cli import duration, table
 
@@ -180,13 +180,6 @@ def _locate(root: Where, heartbeat_file: Where) -> tuple[Path, Config]:
     return path, load_config(path.parent)
 
 
-def _line_of(text: str, key: Any, start: int = 0, top: bool = False) -> Optional[int]:
-    """The line where ``key:`` is written at or after ``start`` (best effort, for errors)."""
-    indent = "" if top else r"[ \t]+"
-    found = re.compile(rf"^{indent}['\"]?{re.escape(str(key))}['\"]?[ \t]*:", re.M).search(text, start)
-    return text.count("\n", 0, found.start()) + 1 if found else None
-
-
 def _number(value: float) -> Any:
     return int(value) if float(value).is_integer() else value
 
@@ -209,15 +202,15 @@ def _parse(path: Path, text: str) -> tuple[dict, dict]:
         beats = data["heartbeats"] = {}
     if not isinstance(beats, dict):
         raise ValidationError(f"'heartbeats' must be a mapping of agent id to entry, got {_kind(beats)}",
-                              path=path, line=_line_of(text, "heartbeats", top=True), hint=_HINT)
+                              path=path, line=key_line(text, "heartbeats"), hint=_HINT)
     for key, entry in beats.items():
         if not isinstance(entry, dict):
             raise ValidationError(f"heartbeat of {str(key)[:60]!r} must be a mapping, got {_kind(entry)}", path=path,
-                                  line=_line_of(text, key, max(text.find("heartbeats"), 0)), hint=_HINT)
+                                  line=key_line(text, key, nested=True, start=max(text.find("heartbeats"), 0)), hint=_HINT)
     meta = data.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise ValidationError(f"'metadata' must be a mapping, got {_kind(meta)}", path=path,
-                              line=_line_of(text, "metadata", top=True), hint=_HINT)
+                              line=key_line(text, "metadata"), hint=_HINT)
     return data, beats
 
 

@@ -33,7 +33,7 @@ from typing import Callable, Optional, Union
 
 from config import Config, load_config, validate_id
 from errors import NotFoundError, ParseError, ValidationError
-from fileio import atomic_write, locked, read_text
+from fileio import atomic_write, locked, read_text, split_lines
 
 __all__ = ["SECTIONS", "memory_path", "read_memory", "append_memory", "replace_section", "clear_memory", "main"]
 
@@ -41,7 +41,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 SECTIONS = ("Scratchpad", "Subtasks", "Notes")  # every memory file has these, in this order
 
-_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 _SECTION = re.compile(r"##[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _TITLE = re.compile(r"#[ \t]+Memory:[ \t]*(.*?)[ \t]*$", re.I)
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
@@ -163,7 +162,7 @@ def _load(path: Path, agent: str) -> Optional[tuple[list[str], list[_Section]]]:
         return None
     except IsADirectoryError:
         raise ParseError("is a directory, not a memory file", path=path) from None
-    lines = _LINE.findall(text)
+    lines = split_lines(text)
     return lines, _parse(lines, path, agent)
 
 
@@ -248,7 +247,7 @@ def _write(agent: str, changes: list[tuple[str, Change]], root: Optional[PathLik
     with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
         loaded = _load(path, agent)
         original = "".join(loaded[0]) if loaded is not None else _skeleton(agent)
-        lines = _LINE.findall(original)
+        lines = split_lines(original)
         parsed = loaded[1] if loaded is not None else _parse(lines, path, agent)
         for name, (_, change) in zip(names, changes):
             lines, parsed = _apply(lines, parsed, name, change, path, agent)

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import events
 from config import Config, format_ts, load_config, validate_id
 from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
-from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, line_at,
+from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, key_line, line_at,
                     load_yaml_file, load_yaml_text, locked)
 
 __all__ = [
@@ -238,15 +238,10 @@ def _parse_chunk(fd: int, path: Path, start: int, end: int) -> Any:
 # ---------------------------------------------------------------------------- whole file
 
 
-def _key_line(text: str, key: str) -> Optional[int]:
-    found = re.search(rf"^{re.escape(key)}[ \t]*:", text, re.M)
-    return text.count("\n", 0, found.start()) + 1 if found else None
-
-
 def _item_line(text: str, index: int) -> Optional[int]:
     """Best-effort line of the ``index``-th entry of ``messages`` (block style)."""
     lines = text.splitlines()
-    start = _key_line(text, "messages")
+    start = key_line(text, "messages")
     if start is None:
         return None
     indent, count = None, -1
@@ -282,7 +277,7 @@ def _parse_log(text: str, path: Path) -> tuple[dict, list[Message]]:
         raw = []
     if not isinstance(raw, list):
         raise ValidationError(f"'messages' must be a list, got {type(raw).__name__}", path=path,
-                              line=_key_line(text, "messages"), hint=_FIX)
+                              line=key_line(text, "messages"), hint=_FIX)
     messages = []
     for index, item in enumerate(raw):
         try:
@@ -392,7 +387,7 @@ def _convert(path: Path, fd: int, end: int, fsync: bool) -> None:
             log.info("%s: converted once so that messages can be appended", path)
             return
     raise ValidationError("cannot be laid out for appends without changing its data", path=path,
-                          line=_key_line(text, "messages"),
+                          line=key_line(text, "messages"),
                           hint="make 'messages:' the last key, one '- ' entry per message")
 
 

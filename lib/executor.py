@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -43,14 +42,12 @@ log = logging.getLogger("swarmfile")
 def _git_dirty_files(workdir: Path) -> Optional[set[str]]:
     """Paths git sees as changed or new under ``workdir``, or None outside a git repository."""
     try:
-        out = subprocess.run(["git", "-C", str(workdir), "status", "--porcelain", "-z", "--untracked-files=all"],
-                             capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+        out = worktrees.git(workdir, "status", "--porcelain", "-z", "--untracked-files=all", check=False)
+    except SwarmError:  # git is not installed
         return None
     if out.returncode != 0:
         return None
-    entries = out.stdout.decode("utf-8", "replace").split("\0")
-    return {entry[3:] for entry in entries if len(entry) > 3 and not entry[3:].startswith(".swarm/")}
+    return {entry[3:] for entry in out.stdout.split("\0") if len(entry) > 3 and not entry[3:].startswith(".swarm/")}
 
 
 class Executor:

@@ -49,6 +49,8 @@ __all__ = [
     "dump_yaml",
     "dump_flow",
     "expect_mapping",
+    "key_line",
+    "split_lines",
     "MISSING",
     "YAML_ERROR",
 ]
@@ -368,6 +370,22 @@ def append_line(
 
 
 # ---------------------------------------------------------------------------- YAML
+
+
+def key_line(text: str, key: Any, *, nested: bool = False, start: int = 0) -> Optional[int]:
+    """The line where ``key:`` is written (at column 0, or indented with ``nested``) at or after
+    offset ``start``; best effort, for error messages. None when not found."""
+    indent = r"[ \t]+" if nested else ""
+    found = re.compile(rf"^{indent}['\"]?{re.escape(str(key))}['\"]?[ \t]*:", re.M).search(text, start)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` as lines that keep their own endings (the last may have none): joined, the same text."""
+    return _LINE.findall(text)
+
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 
 
 def _line_of_byte(data: bytes, index: int) -> int:

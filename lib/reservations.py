@@ -413,17 +413,9 @@ def find_holders(path: str, root: Optional[PathLike] = None, now: Optional[datet
 
 
 def _git(args: list[str], cwd: Optional[PathLike] = None) -> str:
-    import subprocess
+    from worktrees import git  # the one git runner; late: most commands here never need git
 
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8",
-                              errors="surrogateescape")
-    except FileNotFoundError:
-        raise ValidationError("git is not installed") from None
-    if done.returncode != 0:
-        raise ValidationError(f"git {args[0]} failed: {done.stderr.strip() or done.returncode}",
-                              path=cwd, hint="run this inside a git repository")
-    return done.stdout
+    return git(cwd or os.getcwd(), *args, hint="run this inside a git repository").stdout
 
 
 def check_commit(agent_id: Optional[str] = None, *, root: Optional[PathLike] = None,

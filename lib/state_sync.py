@@ -35,7 +35,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -45,7 +44,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 from config import Config, format_ts, load_config, parse_ts, seconds_since, validate_id
 from errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateParseError, StateShapeError,
                     StateSyncError, SwarmError, ValidationError)
-from fileio import YAML_ERROR, atomic_write, dump_yaml, load_yaml_text, locked, read_text
+from fileio import YAML_ERROR, atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from cli import table
 
 __all__ = [
@@ -204,12 +203,6 @@ def _where(state_file: Optional[PathLike], root: Optional[PathLike]) -> tuple[Pa
     return (cfg.state_file if state_file is None else Path(state_file)), cfg
 
 
-def _line_of(text: str, key: Any, nested: bool) -> Optional[int]:
-    indent = r"[ \t]+" if nested else ""
-    found = re.search(rf"^{indent}['\"]?{re.escape(str(key))}['\"]?[ \t]*:", text, re.MULTILINE)
-    return text.count("\n", 0, found.start()) + 1 if found else None
-
-
 def _shape_error(reason: str, path: Path, line: Optional[int]) -> StateShapeError:
     return StateShapeError(reason, path=path, line=line, hint=_UNCHANGED)
 
@@ -236,7 +229,7 @@ def _read_doc(path: Path) -> dict[str, Any]:
         data = {**data, "agents": agents} if "agents" in data else {"agents": agents, **data}
     if not isinstance(agents, dict):
         raise _shape_error(f"'agents' must be a mapping of agent id to state, got {_kind(agents)}",
-                           path, _line_of(text, "agents", False))
+                           path, key_line(text, "agents"))
     for agent_id, entry in agents.items():
         try:
             validate_id(agent_id, "agent id")
@@ -245,13 +238,13 @@ def _read_doc(path: Path) -> dict[str, Any]:
             AgentContext.from_dict(entry.get("context"))
         except (ValidationError, InvalidIdError) as exc:
             raise _shape_error(f"agent {agent_id!r:.60}: {exc.reason}", path,
-                               _line_of(text, agent_id, True)) from None
+                               key_line(text, agent_id, nested=True)) from None
     metadata = data.get("metadata")
     if metadata is None:
         data["metadata"] = {}
     elif not isinstance(metadata, dict):
         raise _shape_error(f"'metadata' must be a mapping, got {_kind(metadata)}", path,
-                           _line_of(text, "metadata", False))
+                           key_line(text, "metadata"))
     return data
 
 

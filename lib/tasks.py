@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from config import format_ts, parse_ts, validate_id
+from fileio import split_lines
 from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 
 __all__ = [
@@ -240,7 +241,6 @@ def ready_order_key(task: Task) -> tuple:
 
 # ---------------------------------------------------------------------------- parsing
 
-_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 _HEADING = re.compile(r"(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _FIELD = re.compile(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
 _FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
@@ -260,11 +260,6 @@ _NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
 
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def _split_lines(text: str) -> list[str]:
-    # str.splitlines would also split on \x0c, \u2028...: line numbers must match the file's \n.
-    return _LINE.findall(text)
 
 
 def _is_path(token: str, bare: bool = False) -> bool:
@@ -453,7 +448,7 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
 
 def parse_task(text: str, path: Optional[PathLike] = None) -> Task:
     """Parse task Markdown; ParseError/InvalidIdError naming ``path`` and the line."""
-    return _parse(_split_lines(text), Path(path) if path is not None else None)
+    return _parse(split_lines(text), Path(path) if path is not None else None)
 
 
 def validate_task(task: Task) -> list[ValidationError]:
@@ -502,7 +497,7 @@ class TaskDocument:
     def __init__(self, text: str, path: Optional[PathLike] = None) -> None:
         self.path = Path(path) if path is not None else None
         self.original = text
-        self._lines = _split_lines(text)
+        self._lines = split_lines(text)
         self._task: Optional[Task] = None
         self.task  # parse now: a document that does not parse is never edited
 

@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 import tasks
 from config import Config, load_config, validate_id
 from errors import AlreadyClaimed, NotClaimable, NotFoundError, SwarmError, ValidationError
-from fileio import atomic_write, locked, read_text
+from fileio import atomic_write, locked, read_text, split_lines
 
 __all__ = [
     "claim_item",
@@ -51,7 +51,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 Selector = Union[int, str]
 
 _IP_TAIL = re.compile(r"[ \t]*\[IP:[^\]\s]*\][ \t]*$")
-_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 _ITEM_PREFIX = re.compile(r"([ \t]*[-*+][ \t]+)\[[ xX]\]")
 _SECTION_NAME = re.compile(r"[^\s#][^\n\r]{0,79}")
 _FINISHED = (tasks.Status.COMPLETED, tasks.Status.CANCELLED)
@@ -298,7 +297,7 @@ def add_item(task: Any, text: str, section: str = "Success Criteria", root: Opti
         if same:
             raise ValidationError(f"item {_show(text)} already exists", path=path, line=same[0].line,
                                   task_id=current.task_id, hint="word it differently")
-        lines = _LINE.findall(original)
+        lines = split_lines(original)
         newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += newline

@@ -17,6 +17,18 @@ for entry in (str(LIB), str(TESTS)):
         sys.path.insert(0, entry)
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path (a symlink as its target), lock sidecars left
+    out: they hold the last holder's pid. Compare two to prove nothing was changed."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(".swarm/locks") or (path.is_dir() and not path.is_symlink()):
+            continue
+        found[rel] = b"-> " + os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+    return found
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """An empty workspace root with the standard files, and SWARM_ROOT pointing at it."""

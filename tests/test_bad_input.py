@@ -24,6 +24,8 @@ from typing import Callable, Optional, Union
 
 import pytest
 
+from conftest import snapshot
+
 LIB = Path(__file__).resolve().parent.parent / "lib"
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
 LONG_ONLY = [pytest.mark.slow, pytest.mark.skipif(not LONG, reason="long tier: set SWARM_LONG_TESTS=1")]
@@ -207,16 +209,6 @@ def layout(root: Path, outside: Path, files: dict[str, Content]) -> None:
         else:
             path.write_bytes(content() if callable(content) else content)
     (root / "tasks" / "completed").mkdir(parents=True, exist_ok=True)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    found = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(".swarm/locks") or (path.is_dir() and not path.is_symlink()):
-            continue
-        found[rel] = b"-> " + os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
-    return found
 
 
 def _limits() -> None:

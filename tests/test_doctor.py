@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import snapshot
+
 import claims
 import doctor
 import events
@@ -58,11 +60,6 @@ def only(root, code, **kw):
     found = [f for f in doctor.check(root, **kw)[0] if f.code == code]
     assert len(found) == 1, doctor.check(root, **kw)[0]
     return found[0]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "locks" not in p.parts}
 
 
 # ---------------------------------------------------------------------------- a clean workspace

@@ -31,6 +31,8 @@ from typing import Any, Optional
 
 import pytest
 
+from conftest import snapshot
+
 import agent_discovery
 import chat
 import claims
@@ -51,17 +53,6 @@ SEED = int(os.environ.get("SWARM_TEST_SEED") or random.SystemRandom().randrange(
 TEMP_NAME = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}$")  # fileio.atomic_write's temp files
 BASE = datetime(2030, 1, 1, tzinfo=timezone.utc)  # injected clocks start here
 KILL_TRIALS = 20 if not LONG else 150  # per kind of write: 120 kills in all, 900 in the long tier
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative path, lock sidecars left out (they hold the holder's pid)."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(".swarm/locks") or path.is_dir():
-            continue
-        found[rel] = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
-    return found
 
 
 def temp_files(root: Path) -> list[str]:
