@@ -629,3 +629,9 @@ def clear_assignment(agent_id: str, token: Optional[int] = None, *, root: Option
             return False
         path.unlink()
         return True
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("claims.py", "leases are shown by: python lib/swarm.py status"))

@@ -591,30 +591,22 @@ def _table_row(when: str, kind: str, agent: str, task: str, summary: str) -> str
 
 
 def _build_parser():
-    import argparse
+    from cli import non_negative_int, parser
 
-    from cli import parser
-
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: flags given before the sub-command are not reset by the sub-command's parser.
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--events-file", metavar="FILE", default=argparse.SUPPRESS,
-                        help="the log to use instead of the workspace's events.yaml")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON instead of a table (one object per line with --follow)")
-    top = parser("events.py", "Append to and read the Swarmfile event log (events.yaml).")
-    top.add_argument("--events-file", metavar="FILE", help="the log to use instead of the workspace's events.yaml")
+    # A named log to read needs no workspace; appending takes its lock in the workspace.
+    top = parser("events.py", "Append to and read the Swarmfile event log (events.yaml).",
+                 needs_workspace=lambda args: not (args.command == "tail" and args.events_file))
+    top.add_global("--events-file", metavar="FILE", help="the log to use instead of the workspace's events.yaml")
     sub = top.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("tail", parents=[common], help="print the last events, optionally following new ones")
-    show.add_argument("-n", type=int, default=10, help="how many events (default 10)")
+    show = sub.add_parser("tail", help="print the last events, optionally following new ones")
+    show.add_argument("-n", type=non_negative_int, default=10, help="how many events (default 10)")
     show.add_argument("-f", "--follow", action="store_true", help="keep printing new events until Ctrl-C")
     show.add_argument("--agent", help="only this agent's events")
     show.add_argument("--task", help="only this task's events")
     show.add_argument("--type", dest="types", nargs="+", action="extend", metavar="TYPE", help="only these types")
     show.add_argument("--since", metavar="ISO", help="only events at or after this time")
     show.add_argument("--archives", action="store_true", help="also read the rotated archives")
-    add = sub.add_parser("append", parents=[common], help="append one event and print it")
+    add = sub.add_parser("append", help="append one event and print it")
     add.add_argument("type", help="event type, a lowercase word (started, progress, ...)")
     add.add_argument("--agent", required=True, help="agent id")
     add.add_argument("--task", help="task id")
