@@ -493,3 +493,15 @@ def test_cli_invalid_id_exits_2_and_writes_nothing(tmp_path, elsewhere, bad):
 def test_cli_help_from_any_directory(elsewhere):
     assert "register" in _cli("--help", cwd=elsewhere).stdout
     assert "--role" in _cli("register", "--help", cwd=elsewhere).stdout
+
+
+def test_cli_beat_refuses_an_agent_that_never_registered(ralf, elsewhere):
+    """issue 10, item 10: a typo in ``beat`` must not create an agent."""
+    hb = ralf / "heartbeat.yaml"
+    before = hb.read_bytes()
+    refused = _cli("--root", str(ralf), "beat", "nosuch", cwd=elsewhere, check=2)
+    assert refused.stderr == (f"error: {hb}: agent nosuch is not registered "
+                              "(register it first: python lib/agent_discovery.py register nosuch)\n")
+    assert hb.read_bytes() == before
+    _cli("--root", str(ralf), "register", "nosuch", cwd=elsewhere)
+    assert "heartbeat of nosuch" in _cli("--root", str(ralf), "beat", "nosuch", cwd=elsewhere).stdout
