@@ -32,12 +32,12 @@ import agent_discovery
 import claims
 import duplicate_detector
 import events
+import lifecycle
 import task_distribution
 import tasks
 import work_items
 from cli import EXIT_OK, parser, print_json, run
 from config import Config, load_config, parse_ts, utc_now, validate_id
-from executor import recover_completions
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError
 
 __all__ = ["Planner", "Decision", "main"]
@@ -127,7 +127,7 @@ class Planner:
         return out
 
     def _recover_completions(self) -> list[Decision]:
-        recovered = recover_completions(self.agent_id, self.cfg.root)
+        recovered = lifecycle.recover_completions(self.agent_id, root=self.cfg.root)
         return [self._decide("repaired", task_id, reason="completed task moved after its holder died")
                 for task_id in recovered]
 
