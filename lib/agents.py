@@ -84,7 +84,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 _PLACEHOLDERS = ("task_file", "task_id", "prompt", "workdir", "agent_id", "root")
-_MARKER = re.compile(r"^\s*\[(DONE|ERROR|WAIT|HELP|ACK)\](?:[ \t]+(\S+))?(?:[ \t]+(.*?))?\s*$", re.M)
+# A marker starts its line, after spaces and the bullet a TUI draws before an assistant message
+# (Claude Code: "● ", older versions "⏺ "), so "● [DONE] TASK-7" on its screen counts.
+_MARKER = re.compile(r"^[ \t]*(?:[●⏺][ \t]*)?\[(DONE|ERROR|WAIT|HELP|ACK)\](?:[ \t]+(\S+))?(?:[ \t]+(.*?))?\s*$", re.M)
 
 
 class Outcome(str, Enum):

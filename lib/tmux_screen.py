@@ -119,6 +119,7 @@ _WORKING = re.compile(r"esc to interrupt", re.I)  # Claude Code's footer while i
 _PLACEHOLDER = re.compile(r'^Try ".*"$')  # the dim suggestion in an empty Claude Code box
 _TRUST = re.compile(r"trust this folder|is this a project you created or one you trust", re.I)
 _API_KEY = re.compile(r"detected a custom api key|use this api key\?", re.I)
+_QUESTION = re.compile(r"one you trust\?|use this api key\?", re.I)  # the line that names those two dialogs
 _NUMBERED = re.compile(r"^(\d+)\.\s+(.*)$")
 _MENU_LINES = 16  # a menu, its question and its footer are among the last lines of the screen
 _STATUS = {"workspace trust": "dialog: workspace trust", "API key": "dialog: API key",
@@ -213,10 +214,10 @@ def _menu(lines: list[str]) -> Optional[Screen]:
         elif options:
             options[-1] += " " + tail[i].strip()
     question = tail[start - 1].strip() if start > 0 else ""
-    named = [(what, line.strip()) for line in tail for what, pattern in (("workspace trust", _TRUST),
-                                                                           ("API key", _API_KEY)) if pattern.search(line)]
-    if named:
-        what, question = named[-1]
+    text = "\n".join(tail)
+    what = "workspace trust" if _TRUST.search(text) else "API key" if _API_KEY.search(text) else ""
+    if what:
+        question = next((line.strip() for line in tail if _QUESTION.search(line)), question)
     elif question.lower().startswith("do you want to") and _NUMBERED.match(options[0]):
         what = "permission"
     else:
@@ -315,11 +316,14 @@ def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[s
         text = tmux.capture(pane.pane_id, history=max(lines, 0))
         last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:] if lines > 0 else []
         cur = read_pane_state(cfg, pane.agent_id).get("current") or {}
-        screen = None if pane.dead else tmux.read(pane.pane_id, settings)[0]
-        if screen is None:
+        visible, here = ("", "") if pane.dead else tmux.look(pane.pane_id)
+        screen = read_screen(visible, settings, here)
+        if pane.dead:
             state = "dead"
         elif screen.kind in ("dialog", "question", "enter", "typed") or not cur:
             state = screen.status
+        elif input_holds(visible, here, f"[TASK] {cur['task_id']} {cur.get('task_file', '')}".rstrip()):
+            state = "text-in-input"  # its Enter was lost: the ack timeout takes the task back
         else:
             state = "working"
         rows.append({"cluster": pane.cluster, "window": pane.window, "pane": pane.pane_id,
