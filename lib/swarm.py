@@ -7,7 +7,8 @@
     python lib/swarm.py watch | doctor [--fix] | up --agents N | down
 
 ``watch``, ``doctor``, ``up`` and ``down`` are served by dashboard.py, doctor.py and
-tmux_bridge.py; every subcommand takes ``--root`` and ``--json``.
+tmux_bridge.py (``up`` starts the agents' panes and the loop that hands them tasks, ``down``
+stops both); every subcommand takes ``--root`` and ``--json``.
 """
 
 from __future__ import annotations

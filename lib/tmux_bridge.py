@@ -1,23 +1,29 @@
 """Agents in tmux panes: start a cluster, type tasks into panes, read their markers off the screen.
 
-    python lib/tmux_bridge.py up --agents 3 --agent claude [--cluster main]
+    python lib/tmux_bridge.py up --agents 3 --agent claude [--cluster main] [--no-bridge]
     python lib/tmux_bridge.py run [--cluster main] [--interval 2] [--auto-confirm [--dry-run]]
     python lib/tmux_bridge.py dispatch agent-1 TASK-7
     python lib/tmux_bridge.py scan | panes [--lines 20] | down
 
-A cluster is the tmux session ``swarm-<cluster>`` with one window per agent (``agent-1`` ..),
-each registered in heartbeat.yaml as executor ``<cluster>-agent-<n>`` with its pane's pid.
-Dispatch leases the task to the pane's agent (holder: the pane's process), then types
-``[TASK] <id> <task file>``; the worker answers with lines starting ``[ACK] id``, ``[DONE] id``,
-``[ERROR] id why``, ``[WAIT] id why`` (or ``[HELP] id question``), each of which moves the lease
+A cluster (tmux_cluster.py) is the tmux session ``swarm-<cluster>`` with one window per agent,
+each registered as executor ``<cluster>-agent-<n>``; ``up`` also starts this module's ``run``
+loop in a window ``bridge`` unless told not to. Dispatch leases the task to the pane's agent
+(holder: the pane's process), then types ``[TASK] <id> <task file>`` into an input that is
+ready for it (never into a dialog or prompt), checks that the line showed and was sent, and
+presses Enter again at once while it sits in the input (tmux_pane.type_line). The worker
+answers with lines starting ``[ACK] id``, ``[DONE] id``, ``[ERROR] id why``, ``[WAIT] id why``
+(or ``[HELP] id question``), after spaces or a TUI's ``●`` bullet, each of which moves the lease
 and becomes an event. The echo of the typed line is no marker, nor is a marker word mid-line.
 Only markers printed after the dispatch count: copies already on screen then are skipped, and
 ``.swarm/tmux/<agent>.yaml`` keeps the (task, marker, lease token) already handled, so a marker
 still in scrollback never acts twice, while a new attempt (a new token) of the same task does.
 
-Auto-confirm (off unless asked) presses Enter for "press enter" prompts only: never on a
+Answers (tmux_screen.dialog_answer): Claude Code's workspace-trust and API-key dialogs only as
+``tmux.trust_workspace`` and ``tmux.use_api_key`` say, by choosing the option, never by a bare
+Enter. Auto-confirm (off unless asked) presses Enter for "press enter" prompts only (never on a
 yes/no question, never while a dangerous command is on screen, at most once per cooldown per
-window; every press or refusal is an event. Settings: swarm.yaml ``tmux:`` (see tmux_screen.DEFAULTS).
+window) and answers a permission prompt by its "1. Yes" only. Every answer or refusal is an
+event. Settings: swarm.yaml ``tmux:`` (see tmux_screen.DEFAULTS).
 The tmux server is ``--socket`` or $SWARM_TMUX_SOCKET: a name (``tmux -L``) or a path (``-S``).
 """
 
