@@ -161,9 +161,8 @@ class Bridge:
             claims.release(lease, reason="could not type into the pane", root=self.root, now=now)
             raise
         if presses == 0:
-            claims.release(lease, reason="the task line did not show in the pane's input", root=self.root, now=now)
-            self._event("released", self.agent_id, lease.task_id, token=lease.token, pane=pane.pane_id,
-                        reason="the task line did not show in the pane's input", previous_agent=pane.agent_id)
+            lifecycle.give_back(lease, self.agent_id, "the task line did not show in the pane's input", root=self.root,
+                                now=now, pane=pane.pane_id, previous_agent=pane.agent_id)
             return False
         # A line still in the input after every Enter stays the pane's task: the ack timeout takes it back.
         state["current"] = {"task_id": lease.task_id, "token": lease.token, "task_file": str(shown),

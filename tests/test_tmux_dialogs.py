@@ -150,3 +150,21 @@ def test_up_starts_the_dispatching_loop_and_down_stops_it(workspace, sock, capsy
         os.kill(loop_pid, 0)  # stopped (and reaped: its pane is gone with the session)
     assert tmux.run("has-session", "-t", "=swarm-main", check=False) is None
     assert load_config(workspace).root == workspace and tasks.find_task("T-1", workspace).status is tasks.Status.COMPLETED
+
+
+def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, sock, monkeypatch):
+    import tmux_pane
+
+    monkeypatch.setattr(tmux_pane, "_ARRIVE_SECONDS", 0.5)
+    make_task(workspace, "T-1")
+    # A prompt whose program reads nothing and echoes nothing: the typed line never shows.
+    deaf = ("import sys, time, tty; tty.setraw(0); sys.stdout.write('agent> '); sys.stdout.flush(); "
+            "time.sleep(60)")
+    (pane,) = tmux_bridge.up(1, command=shlex.join([sys.executable, "-c", deaf]), root=str(workspace))
+    wait_for(pane, "agent> ")
+    with pytest.raises(ValidationError, match="did not show in its input"):
+        Bridge(root=str(workspace)).dispatch("agent-1", "T-1")
+    assert kinds(workspace, "T-1") == ["released"]
+    (released,) = events.read_events(types=["released"], root=workspace)
+    assert released["reason"] == "the task line did not show in the pane's input"
+    assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
