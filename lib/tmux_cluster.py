@@ -62,6 +62,7 @@ class Pane:
 
 
 def check_cluster(cluster: str) -> str:
+    """``cluster``, when it can name a tmux session ``swarm-<cluster>``; else ValidationError."""
     if not isinstance(cluster, str) or not _CLUSTER.fullmatch(cluster):
         raise ValidationError(f"invalid cluster id {str(cluster)[:60]!r}",
                               hint="use 1-64 letters, digits, '_' or '-', starting with a letter or digit")

@@ -4,6 +4,7 @@ dispatched by the loop `up` starts, acknowledged, a file written after a permiss
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -47,11 +48,12 @@ def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox
                                                                    tmux_socket):
     (workspace / "swarm.yaml").write_text(SETTINGS)
     tasks.new_task_file("TASK-7", "Say hello", workspace, objective="Write hello.txt saying hello.")
-    model.play([
-        Step(text="[ACK] TASK-7", tools=[ToolUse("Write", lambda r: {
-            "file_path": f"{r.workdir}/hello.txt", "content": "hello\n"})]),
-        Step(text="[DONE] TASK-7"),
-    ])
+
+    def hello(request):  # what the model writes comes from the task line it was sent
+        task_id = re.search(r"\[TASK\] (\S+)", request.user_text).group(1)
+        return {"file_path": f"{request.workdir}/hello.txt", "content": f"hello from {task_id}\n"}
+
+    model.play([Step(text="[ACK] TASK-7", tools=[ToolUse("Write", hello)]), Step(text="[DONE] TASK-7")])
     # No prompt suggestions: Claude Code would otherwise ask the model for one after each reply.
     env = sandbox.env(SWARM_TMUX_SOCKET=tmux_socket, CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION="false")
 
@@ -76,7 +78,7 @@ def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox
     finally:
         down = swarm("down")
     assert down.returncode == 0, down.stderr
-    assert (workspace / "hello.txt").read_text() == "hello\n"
+    assert (workspace / "hello.txt").read_text() == "hello from TASK-7\n"
     assert "[TASK] TASK-7 tasks/active/TASK-7" in model.turns[0].user_text, "the line typed into the box arrived"
     types = [e["type"] for e in events.read_events(task_id="TASK-7", root=workspace)]
     assert types == ["assigned", "acknowledged", "completed"], types
