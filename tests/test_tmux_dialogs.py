@@ -168,3 +168,20 @@ def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, soc
     (released,) = events.read_events(types=["released"], root=workspace)
     assert released["reason"] == "the task line did not show in the pane's input"
     assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
+
+
+def test_up_with_claude_says_which_first_run_dialogs_wait_for_an_answer(workspace, sock, tmp_path, monkeypatch,
+                                                                       capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").write_text(f"#!/bin/sh\nexec {fake()}\n")  # a stand-in found on PATH as `claude`
+    (bin_dir / "claude").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert tmux_bridge.main(["up", "--agents", "1", "--agent", "claude", "--no-bridge", "--cluster", "a"]) == 0
+    out = capsys.readouterr().out
+    assert "Claude Code may first ask whether it trusts the folder: answer in its pane, or set " \
+           "tmux.trust_workspace: true in swarm.yaml" in out
+    assert "tmux.use_api_key: true" in out
+    (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true, use_api_key: true}\n")
+    assert tmux_bridge.main(["up", "--agents", "1", "--agent", "claude", "--no-bridge", "--cluster", "b"]) == 0
+    assert "Claude Code may first ask" not in capsys.readouterr().out
