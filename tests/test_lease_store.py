@@ -21,7 +21,10 @@ BACKENDS = ["files", "journal"]
 
 
 def _make(name: str, root: Path) -> LeaseTable:
-    (root / "swarm.yaml").write_text(f"backend: {name}\n")
+    wanted = f"backend: {name}\n"
+    setting = root / "swarm.yaml"
+    if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
+        setting.write_text(wanted)
     config._cache.clear()
     return lease_table(config.load_config(root))
 
