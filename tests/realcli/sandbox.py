@@ -102,14 +102,19 @@ class Sandbox:
 
     def _seed_codex(self) -> None:
         """Codex's config: the stub as its model provider, and its own network calls (update
-        check, analytics, plugin and app sync) off, so a run makes no request the stub refuses."""
+        check, analytics, plugin and app sync) off, so a run makes no request the stub refuses.
+        Its workspace-write sandbox also lets it write to /tmp and $TMPDIR by default, where the
+        tests' directories are: those are excluded, so "outside the workspace" means it."""
         (self.home / ".codex" / "config.toml").write_text(
             'model_provider = "stub"\n'
             'check_for_update_on_startup = false\n'
             f'[model_providers.stub]\nname = "stub"\nbase_url = "{self.base_url}/v1"\n'
             'env_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+            # One retry, as the claude preset's CLAUDE_CODE_MAX_RETRIES=1: an API error fails in seconds.
+            'request_max_retries = 1\nstream_max_retries = 1\n'
             '[analytics]\nenabled = false\n'
-            '[features]\nplugins = false\nremote_plugin = false\napps = false\n')
+            '[features]\nplugins = false\nremote_plugin = false\napps = false\n'
+            '[sandbox_workspace_write]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n')
 
     def start(self) -> "Sandbox":
         problem = namespace_problem()
