@@ -8,8 +8,11 @@
 the namespace (PORT is the stub's own TCP port, so ``stub.base_url`` means the same inside and
 out), forwarding every connection to the stub's unix socket: a path-named unix socket is a
 file, and files cross network namespaces; TCP does not. Any command joins that namespace
-through ``wrap`` (``nsenter -t HOLDER -n``), so several processes (an executor and the CLI it
-starts, a tmux server and the CLI in its pane) share one namespace and one stub. Nothing in
+through ``wrap`` (``nsenter -t HOLDER -n``; rootless, ``-U --preserve-credentials`` too), so
+several processes (an executor and the CLI it starts, a tmux server and the CLI in its pane)
+share one namespace and one stub. A daemon started through ``wrap`` (a tmux server) outlives
+the holder in that namespace, but the bridge to the stub goes with the holder: stop the
+daemon first. Nothing in
 the namespace can reach another host: there is no interface but ``lo``, and the proxy
 variables point at the stub, which refuses and records every attempt (``stub.refused``).
 
@@ -126,15 +129,22 @@ class Sandbox:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.holder.stdout.readline().strip()  # the holder writes one line when it listens
         if line != READY:
-            self.close()
-            raise RuntimeError(f"the namespace holder did not start: {line!r} {self.holder.stderr.read()[-500:]}")
+            holder, self.holder = self.holder, None
+            self._stop(holder)
+            why = holder.stderr.read()[-500:]
+            holder.stderr.close()
+            raise RuntimeError(f"the namespace holder did not start: {line!r} {why}")
         return self
 
     def close(self) -> None:
         """Stop the holder: its namespace goes with the last process in it."""
         holder, self.holder = self.holder, None
-        if holder is None:
-            return
+        if holder is not None:
+            self._stop(holder)
+            holder.stderr.close()
+
+    @staticmethod
+    def _stop(holder: subprocess.Popen) -> None:
         try:
             holder.stdin.close()  # the holder exits at EOF on stdin
         except OSError:
@@ -144,8 +154,7 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             holder.kill()
             holder.wait()
-        for stream in (holder.stdout, holder.stderr):
-            stream.close()
+        holder.stdout.close()
 
     def __enter__(self) -> "Sandbox":
         return self.start()
@@ -158,7 +167,8 @@ class Sandbox:
         if self.holder is None:
             raise RuntimeError("the sandbox is not started")
         enter = ["nsenter", "-t", str(self.holder.pid)]
-        enter += ["-U", "-n"] if self._rootless else ["-n"]
+        # Rootless: join the holder's user namespace too, keeping our ids (nsenter's setgroups is refused there).
+        enter += ["-U", "--preserve-credentials", "-n"] if self._rootless else ["-n"]
         return [*enter, "--", *map(str, argv)]
 
     def env(self, **extra: str) -> dict[str, str]:
