@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import shlex
 
 import pytest
@@ -28,3 +29,14 @@ def test_codex_refuses_the_old_full_auto_flag(model, sandbox, tmp_path):
     need_cli("codex")
     proc = sandbox.run(["codex", "exec", "--full-auto", "--help"], cwd=tmp_path, timeout=60)
     assert proc.returncode != 0 and "--full-auto" in proc.stderr
+
+
+def test_aider_preset_flags_when_aider_is_installed(model, sandbox, tmp_path):
+    """aider is a pip package the tests do not install; where it is on PATH, its parser is checked too."""
+    aider = shutil.which("aider")
+    if aider is None:
+        pytest.skip("aider is not installed (pip install aider-chat); the preset's flags were checked "
+                    "against aider-chat 0.86.2's argument parser source")
+    help_text = sandbox.run([aider, "--help"], cwd=tmp_path, timeout=120).stdout
+    flags = [t for t in shlex.split(agents.PRESETS["aider"].command) if t.startswith("-")]
+    assert [f for f in flags if f not in help_text] == []
