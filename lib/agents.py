@@ -332,6 +332,14 @@ class AgentProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _summarize(self, said: agent_output.Transcript) -> None:
+        """Append what the agent said to its log: a person reads that, not the JSON events above it."""
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(_summary(self.output, said))
+        except OSError:
+            pass  # the log is for people; the result does not depend on it
+
     def wait(self, timeout: Optional[float]) -> AgentResult:
         """Wait for the agent to end (killing it past ``timeout`` seconds) and judge the run."""
         timed_out = False
@@ -349,6 +357,8 @@ class AgentProcess:
         # The tail is for people: what the agent said, and its error, rather than raw JSON events.
         readable = output if self.output == "text" else "\n".join(filter(None, [said.text, said.error]))
         tail = "\n".join(readable.splitlines()[-20:])
+        if self.output != "text":
+            self._summarize(said)
         if timed_out:
             outcome, reason = Outcome.TIMEOUT, f"timed out after {timeout:g}s"
         elif self.cancelled:
@@ -356,6 +366,15 @@ class AgentProcess:
         else:
             outcome, reason = _decide(self.proc.returncode, markers, said)
         return AgentResult(outcome, self.proc.returncode, duration, reason, markers, self.log_path, tail)
+
+
+def _summary(kind: str, said: agent_output.Transcript) -> str:
+    lines = [f"--- swarm: what the agent said (read from its {kind} output above) ---", said.text.rstrip()]
+    if said.refused:
+        lines += ["--- swarm: refused tool calls ---", *said.refused]
+    if said.error:
+        lines += ["--- swarm: the CLI reported an error ---", said.error]
+    return "\n".join(lines) + "\n"
 
 
 def run_agent(command: AgentCommand, *, timeout: Optional[float] = None, **where: Any) -> AgentResult:
