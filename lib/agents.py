@@ -67,7 +67,7 @@ class Preset:
 
 
 # Non-interactive modes of each CLI: one prompt in, work done, exit. Checked against the pinned
-# CLIs (tools/agent-clis/package.json) by tests/realcli; aider's flags against its documentation.
+# CLIs (tools/agent-clis/package.json) by tests/realcli; aider's against aider-chat 0.86.2's parser.
 PRESETS: dict[str, Preset] = {
     # acceptEdits: file edits inside the working directory are allowed, other tools refused.
     # One retry: an API error fails the run in seconds with the CLI's message (the executor
@@ -125,11 +125,11 @@ def _as_preset(name: str, given: Any) -> Preset:
         output = given.get("output", "text")
         env = given.get("env") or {}
         if unknown or output not in agent_output.READERS or not isinstance(env, Mapping):
-            raise ValidationError(f"agent preset {name!r} is malformed",
+            raise ValidationError(f"swarm.yaml agents.presets.{name} is malformed",
                                   hint=f"give a command string or {{command, output, env}}; output is one of "
                                        f"{', '.join(agent_output.READERS)}")
         return Preset(given["command"], output, {str(k): str(v) for k, v in env.items()})
-    raise ValidationError(f"agent preset {name!r} must be a command string or a mapping with 'command'")
+    raise ValidationError(f"swarm.yaml agents.presets.{name} must be a command string or a mapping with 'command'")
 
 
 def resolve_command(preset: Optional[str] = None, command: Optional[str] = None,
