@@ -92,13 +92,15 @@ def seed_home(home: Path, *, trusted: Sequence[os.PathLike] = (), approve_key: O
 class Sandbox:
     """A network namespace with only ``lo``, where 127.0.0.1:``port`` is the stub; a context manager."""
 
-    def __init__(self, stub: Any, home: os.PathLike) -> None:
+    def __init__(self, stub: Any, home: os.PathLike, *, trusted: Sequence[os.PathLike] = (),
+                 approve_key: Optional[str] = None) -> None:
+        """``trusted`` and ``approve_key`` seed the home as ``seed_home`` says (default: neither)."""
         if stub.socket_path is None:
             raise ValueError("the stub needs a socket_path to be reachable from a namespace")
         self.port: int = stub.port
         self.socket_path = Path(stub.socket_path)
         self.base_url: str = stub.base_url
-        self.home = seed_home(Path(home))
+        self.home = seed_home(Path(home), trusted=trusted, approve_key=approve_key)
         self._seed_codex()
         self.holder: Optional[subprocess.Popen] = None
         self._rootless = os.geteuid() != 0
