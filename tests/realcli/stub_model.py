@@ -21,7 +21,12 @@ The step played is chosen by the conversation itself (how many assistant turns i
 holds), so a CLI's retry of a request gets the same step again. Requests that offer no tools
 (title and topic generation, quota probes, ...) are auxiliary: they get a short neutral reply
 and never advance or consume the script. A ``ToolUse`` input may be a callable of the
-``Request`` (e.g. to put a file under the working directory named in the system prompt).
+``Request`` (e.g. to put a file under the working directory named in the system prompt,
+``request.workdir``). A string input makes a freeform tool call: Codex 0.17x offers the model
+one such tool, ``exec`` (JavaScript calling ``tools.exec_command`` or ``tools.apply_patch``),
+in an ``additional_tools`` input item; on the Responses API a step's turn is counted by the
+tool outputs the conversation holds. Point Codex at the stub with a provider whose
+``base_url`` is ``base_url + "/v1"`` and ``wire_api = "responses"`` (``sandbox.py`` writes it).
 """
 
 from __future__ import annotations
