@@ -102,6 +102,7 @@ class Sandbox:
         self.base_url: str = stub.base_url
         self.home = seed_home(Path(home), trusted=trusted, approve_key=approve_key)
         self._seed_codex()
+        self._seed_gemini()
         self.holder: Optional[subprocess.Popen] = None
         self._rootless = os.geteuid() != 0
 
@@ -120,6 +121,14 @@ class Sandbox:
             '[analytics]\nenabled = false\n'
             '[features]\nplugins = false\nremote_plugin = false\napps = false\n'
             '[sandbox_workspace_write]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n')
+
+    def _seed_gemini(self) -> None:
+        """Gemini CLI's settings: the API-key login chosen (else headless runs stop with "Invalid
+        auth method selected"), its update check and usage statistics off."""
+        (self.home / ".gemini" / "settings.json").write_text(json.dumps({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}, indent=2))
 
     def start(self) -> "Sandbox":
         problem = namespace_problem()
@@ -192,6 +201,7 @@ class Sandbox:
             "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
             "CODEX_HOME": str(self.home / ".codex"), "OPENAI_API_KEY": "sk-stub-not-a-key",
             "STUB_API_KEY": "sk-stub-not-a-key", "GEMINI_API_KEY": "stub-not-a-key",
+            "GOOGLE_GEMINI_BASE_URL": self.base_url,
             "NODE_OPTIONS": "", "NO_COLOR": "1", "GIT_TERMINAL_PROMPT": "0",
         }
         for name in ("PYTHONPATH", "SSL_CERT_FILE"):
