@@ -124,10 +124,11 @@ class Sandbox:
 
     def _seed_gemini(self) -> None:
         """Gemini CLI's settings: the API-key login chosen (else headless runs stop with "Invalid
-        auth method selected"), its update check and usage statistics off."""
+        auth method selected"), its update check and usage statistics off, and one attempt per
+        request (its default, 10 with backoff, sits for minutes on an overloaded API)."""
         (self.home / ".gemini" / "settings.json").write_text(json.dumps({
             "security": {"auth": {"selectedType": "gemini-api-key"}},
-            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True, "maxAttempts": 1},
             "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}, indent=2))
 
     def start(self) -> "Sandbox":
