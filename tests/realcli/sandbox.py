@@ -203,6 +203,8 @@ class Sandbox:
             "CODEX_HOME": str(self.home / ".codex"), "OPENAI_API_KEY": "sk-stub-not-a-key",
             "STUB_API_KEY": "sk-stub-not-a-key", "GEMINI_API_KEY": "stub-not-a-key",
             "GOOGLE_GEMINI_BASE_URL": self.base_url,
+            # Gemini CLI otherwise starts itself twice (the second time with a larger heap): 3-5 s a run.
+            "GEMINI_CLI_NO_RELAUNCH": "true",
             "NODE_OPTIONS": "", "NO_COLOR": "1", "GIT_TERMINAL_PROMPT": "0",
         }
         for name in ("PYTHONPATH", "SSL_CERT_FILE"):
