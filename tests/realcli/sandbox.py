@@ -64,7 +64,9 @@ def namespace_problem() -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{' '.join(_unshare_argv())} could not run: {exc}"
     if probe.returncode != 0:
-        return f"{' '.join(_unshare_argv())} failed: {probe.stderr.strip() or probe.returncode}"
+        hint = "" if os.geteuid() == 0 else (" (unprivileged user namespaces may be off: sysctl "
+                                             "kernel.unprivileged_userns_clone or kernel.apparmor_restrict_unprivileged_userns)")
+        return f"{' '.join(_unshare_argv())} failed: {probe.stderr.strip() or probe.returncode}{hint}"
     return None
 
 
