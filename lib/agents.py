@@ -67,7 +67,7 @@ class Preset:
 
 
 # Non-interactive modes of each CLI: one prompt in, work done, exit. Checked against the pinned
-# CLIs (tools/agent-clis/package.json) by tests/realcli; aider's flags against its documentation.
+# CLIs (tools/agent-clis/package.json) by tests/realcli; aider's against aider-chat 0.86.2's parser.
 PRESETS: dict[str, Preset] = {
     # acceptEdits: file edits inside the working directory are allowed, other tools refused.
     # One retry: an API error fails the run in seconds with the CLI's message (the executor
@@ -77,7 +77,9 @@ PRESETS: dict[str, Preset] = {
     # --full-auto is gone from codex exec (0.17x); workspace-write lets it edit its working directory.
     "codex": Preset("codex exec --json --sandbox workspace-write --skip-git-repo-check {prompt}",
                     output="codex-json"),
-    "gemini": Preset("gemini --approval-mode auto_edit --skip-trust -p {prompt}"),
+    # auto_edit: edits approved, shell and web refused; --skip-trust: a fresh worktree was never trusted.
+    "gemini": Preset("gemini --approval-mode auto_edit --skip-trust --output-format stream-json -p {prompt}",
+                     output="gemini-stream-json"),
     "aider": Preset("aider --yes-always --no-auto-commits --no-check-update --no-show-release-notes "
                     "--no-pretty --message {prompt}"),
     "ollama": Preset("ollama run llama3.1 {prompt}"),
@@ -127,11 +129,11 @@ def _as_preset(name: str, given: Any) -> Preset:
         output = given.get("output", "text")
         env = given.get("env") or {}
         if unknown or output not in agent_output.READERS or not isinstance(env, Mapping):
-            raise ValidationError(f"agent preset {name!r} is malformed",
+            raise ValidationError(f"swarm.yaml agents.presets.{name} is malformed",
                                   hint=f"give a command string or {{command, output, env}}; output is one of "
                                        f"{', '.join(agent_output.READERS)}")
         return Preset(given["command"], output, {str(k): str(v) for k, v in env.items()})
-    raise ValidationError(f"agent preset {name!r} must be a command string or a mapping with 'command'")
+    raise ValidationError(f"swarm.yaml agents.presets.{name} must be a command string or a mapping with 'command'")
 
 
 def resolve_command(preset: Optional[str] = None, command: Optional[str] = None,
@@ -334,6 +336,14 @@ class AgentProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _summarize(self, said: agent_output.Transcript) -> None:
+        """Append what the agent said to its log: a person reads that, not the JSON events above it."""
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(_summary(self.output, said))
+        except OSError:
+            pass  # the log is for people; the result does not depend on it
+
     def wait(self, timeout: Optional[float]) -> AgentResult:
         """Wait for the agent to end (killing it past ``timeout`` seconds) and judge the run."""
         timed_out = False
@@ -351,6 +361,8 @@ class AgentProcess:
         # The tail is for people: what the agent said, and its error, rather than raw JSON events.
         readable = output if self.output == "text" else "\n".join(filter(None, [said.text, said.error]))
         tail = "\n".join(readable.splitlines()[-20:])
+        if self.output != "text":
+            self._summarize(said)
         if timed_out:
             outcome, reason = Outcome.TIMEOUT, f"timed out after {timeout:g}s"
         elif self.cancelled:
@@ -358,6 +370,15 @@ class AgentProcess:
         else:
             outcome, reason = _decide(self.proc.returncode, markers, said)
         return AgentResult(outcome, self.proc.returncode, duration, reason, markers, self.log_path, tail)
+
+
+def _summary(kind: str, said: agent_output.Transcript) -> str:
+    lines = [f"--- swarm: what the agent said (read from its {kind} output above) ---", said.text.rstrip()]
+    if said.refused:
+        lines += ["--- swarm: refused tool calls ---", *said.refused]
+    if said.error:
+        lines += ["--- swarm: the CLI reported an error ---", said.error]
+    return "\n".join(lines) + "\n"
 
 
 def run_agent(command: AgentCommand, *, timeout: Optional[float] = None, **where: Any) -> AgentResult:

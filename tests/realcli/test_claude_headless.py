@@ -52,7 +52,10 @@ def test_in_place_run_counts_a_marker_from_an_earlier_turn(model, sandbox, claud
     assert (workspace / "hello.txt").read_text() == "hello\n"
     assert kinds(workspace) == ["started", "completed"]
     assert task_events(workspace)[-1]["files_modified"] == ["hello.txt"]
-    assert "nothing else to do" in run_log(workspace)
+    log = run_log(workspace)
+    summary = log[log.index("--- swarm: what the agent said"):]
+    assert summary.splitlines()[1:] == ["[DONE] TASK-1", "The file is written; nothing else to do."], \
+        "the log ends with what the agent said, readable"
 
 
 @pytest.mark.parametrize("status, says", [(400, "stub: the request was refused as invalid"),
@@ -84,6 +87,7 @@ def test_refused_tools_and_no_done_is_not_done(model, sandbox, claude_cli, works
     assert kinds(workspace) == ["started", "failed", "blocked"]
     failed = task_events(workspace)[1]
     assert "refused" in failed["error"] and "outside.txt" in failed["error"]
+    assert "--- swarm: refused tool calls ---" in run_log(workspace)
     assert tasks.find_task("TASK-1", workspace).path.parent.name == "active"
     assert git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
 
