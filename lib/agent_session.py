@@ -307,15 +307,15 @@ class AgentSession:
         text = read_text(task.path)
         if len(text) > _TASK_TEXT_LIMIT:
             text = text[:_TASK_TEXT_LIMIT] + f"\n[... cut: read the rest in {task.path}]"
-        where = f"Work in {workdir}"
+        where = [f"Working directory: {workdir}"]
         if self._worktree is not None:
-            where += (f" (a git worktree of your own on branch {self._worktree.branch}; edit files there, "
-                      "not in the main checkout; done commits and merges it)")
+            where.append(f"(a git worktree of your own, on branch {self._worktree.branch}: edit files there, not in "
+                         "the main checkout; done commits and merges it)")
         files = ", ".join(task.files_to_modify)
         return "\n".join([
             f"You hold task {task.task_id}: {task.title}",
             f"Task file: {task.path}",
-            where + ".",
+            *where,
             *([f"Reserved for you: {files}"] if files else []),
             "Your lease is renewed for you while you work. When finished call done; if it cannot be done call "
             "failed; if you are blocked or need an answer call waiting.",

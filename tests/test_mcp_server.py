@@ -267,9 +267,9 @@ def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
     async def main():
         async with connect(workspace, "builder", "--worktree") as session:
             text = await ok(session, "claim")
-            where = next(line for line in text.splitlines() if line.startswith("Work in "))
-            path = Path(where.split()[2])
-            assert path != workspace and path.is_dir() and "branch swarm/T-1/builder-" in where
+            where = next(line for line in text.splitlines() if line.startswith("Working directory: "))
+            path = Path(where.split(": ", 1)[1])
+            assert path != workspace and path.is_dir() and "on branch swarm/T-1/builder-" in text
             (path / "feature.txt").write_text("built by the agent\n")
             reply = await ok(session, "done", summary="add the feature file")
             assert "merged branch swarm/T-1/builder-" in reply, reply
