@@ -38,7 +38,7 @@ import reservations
 import tasks
 import worktrees
 from config import Config, load_config, utc_now, validate_id
-from errors import LeaseLost, NotClaimable, ReservationConflict, SwarmError, ValidationError
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, ReservationConflict, SwarmError, ValidationError
 from fileio import locked, read_text
 
 __all__ = ["AgentSession"]
@@ -114,8 +114,10 @@ class AgentSession:
             self._stop.set()
             lease = self._take_lease()
             if lease is not None:
-                lifecycle.give_back(lease, self.agent_id, reason, root=self.root, via="mcp")
+                self._quietly(lifecycle.give_back, lease, self.agent_id, reason, root=self.root, via="mcp")
                 self._after_task(lease.task_id)
+            elif self._lost is not None:
+                self._after_task(self._lost.task_id)  # the worktree of a task someone else took over
             self._quietly(reservations.release_all, self.agent_id, root=self.root)
             if self._beater is not None:
                 self._beater.join(timeout=5)
@@ -208,11 +210,11 @@ class AgentSession:
         found = claims.ready_tasks(root=self.root)
         if not found:
             return "No task is ready. Check again later, or add one with add_task."
+        shown = found[:max(1, min(limit, _MAX_LISTED))]
         lines = [f"{len(found)} task(s) ready, in the order claim takes them:"]
-        for task in found[:max(1, min(limit, _MAX_LISTED))]:
-            lines.append(f"- {task.task_id} [{task.priority_text or 'medium'}] {task.title}")
-        if len(found) > limit:
-            lines.append(f"... and {len(found) - limit} more")
+        lines += [f"- {task.task_id} [{task.priority_text or 'medium'}] {task.title}" for task in shown]
+        if len(found) > len(shown):
+            lines.append(f"... and {len(found) - len(shown)} more")
         return "\n".join(lines)
 
     def claim(self, task_id: Optional[str] = None) -> str:
@@ -262,7 +264,11 @@ class AgentSession:
                                 previous_agent=lease.agent_id, token=lease.token)
 
     def _claim_one(self, task_id: str) -> claims.Lease:
-        lease = claims.claim_task(task_id, self.agent_id, self.ttl, root=self.root)
+        try:
+            lease = claims.claim_task(task_id, self.agent_id, self.ttl, root=self.root)
+        except (AlreadyClaimed, NotClaimable) as exc:
+            exc.hint = exc.hint or "claim another task (ready lists them)"
+            raise
         started = lifecycle.begin(lease, root=self.root)
         if started is None:
             raise NotClaimable(f"task {task_id} was taken back before work could start", task_id=task_id,

@@ -282,3 +282,38 @@ def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
     assert done[0]["merge"] == "merged" and done[0]["files_modified"] == ["feature.txt"]
     assert tasks.find_task("T-1", workspace).path.parent.name == "completed"
     assert worktrees.list_worktrees(workspace) == [], "the merged worktree is retired"
+
+
+def test_each_tool_does_its_work(workspace):
+    add_tasks(workspace, 2)
+    import chat
+
+    async def main():
+        async with connect(workspace, "worker") as session:
+            assert "2 task(s) ready" in await ok(session, "ready", limit=1) and "... and 1 more" in await ok(
+                session, "ready", limit=1)
+            assert "You hold task T-1" in await ok(session, "claim", task_id="T-1")
+            assert "Your lease on T-1 runs until" in await ok(session, "renew")
+            assert "Reserved lib/a.py, docs/** (shared)" in await ok(session, "reserve", patterns=["lib/a.py", "docs/**"],
+                                                                    exclusive=False)
+            assert "Released lib/a.py, docs/**." == await ok(session, "release", patterns=["docs/**"])
+            assert "Sent message 1 to planner." == await ok(session, "send_message", to="planner", text="starting T-1")
+            chat.send("planner", "worker", "use the v2 API", task_id="T-1", type="answer", root=workspace)
+            inbox = await ok(session, "inbox")
+            assert "#2 from planner about T-1 (answer): use the v2 API" in inbox
+            assert await ok(session, "inbox") == "No unread messages."
+            asked = await ok(session, "waiting", message="which database?", need_help=True)
+            assert "T-1 is back in the queue (help)" in asked and "message 3" in asked
+            assert "You hold task T-2" in await ok(session, "claim")
+            assert "T-2 failed (attempt 1 of 3); it is retried in 5 s" in await ok(session, "failed", reason="no disk")
+            created = await ok(session, "add_task", title="Document the v2 API", priority="high", files=["docs/v2.md"])
+            assert created.startswith("Created TASK-") and "(high)" in created
+            status = await ok(session, "status")
+            assert "You hold no task." in status and "Tasks: 3 pending." in status
+
+    anyio.run(main)
+    kinds = [(e["type"], e.get("task_id")) for e in events.read_events(agent="worker", root=workspace)
+             if e["type"] not in ("registered", "stopped", "message")]
+    assert kinds == [("started", "T-1"), ("help", "T-1"), ("started", "T-2"), ("failed", "T-2"), ("created", kinds[-1][1])]
+    question = chat.read_messages(workspace)[-1]
+    assert (question.from_agent, question.to, question.type.value, question.task_id) == ("worker", "planner", "help", "T-1")
