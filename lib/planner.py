@@ -149,13 +149,9 @@ class Planner:
     def _take_back_unacknowledged(self, executors: Sequence[Any], now: datetime) -> list[Decision]:
         out = []
         live = {a.agent_id for a in executors}
-        directory = self.cfg.runtime_dir / "assignments"
-        names = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
-        for agent_id in names:
-            found = claims.assignment_for(agent_id, root=self.cfg.root)
-            if found is None:
-                continue
-            lease, assigned_at = found
+        unreadable: list = []  # doctor names an assignment record that does not parse
+        for found in claims.list_assignments(root=self.cfg.root, errors=unreadable):
+            agent_id, lease, assigned_at = found.agent_id, found.lease, found.assigned_at
             waited = (now - parse_ts(assigned_at)).total_seconds() if assigned_at else float("inf")
             if waited < self.ack_timeout and agent_id in live:
                 continue

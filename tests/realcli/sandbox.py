@@ -8,8 +8,11 @@
 the namespace (PORT is the stub's own TCP port, so ``stub.base_url`` means the same inside and
 out), forwarding every connection to the stub's unix socket: a path-named unix socket is a
 file, and files cross network namespaces; TCP does not. Any command joins that namespace
-through ``wrap`` (``nsenter -t HOLDER -n``), so several processes (an executor and the CLI it
-starts, a tmux server and the CLI in its pane) share one namespace and one stub. Nothing in
+through ``wrap`` (``nsenter -t HOLDER -n``; rootless, ``-U --preserve-credentials`` too), so
+several processes (an executor and the CLI it starts, a tmux server and the CLI in its pane)
+share one namespace and one stub. A daemon started through ``wrap`` (a tmux server) outlives
+the holder in that namespace, but the bridge to the stub goes with the holder: stop the
+daemon first. Nothing in
 the namespace can reach another host: there is no interface but ``lo``, and the proxy
 variables point at the stub, which refuses and records every attempt (``stub.refused``).
 
@@ -89,27 +92,43 @@ def seed_home(home: Path, *, trusted: Sequence[os.PathLike] = (), approve_key: O
 class Sandbox:
     """A network namespace with only ``lo``, where 127.0.0.1:``port`` is the stub; a context manager."""
 
-    def __init__(self, stub: Any, home: os.PathLike) -> None:
+    def __init__(self, stub: Any, home: os.PathLike, *, trusted: Sequence[os.PathLike] = (),
+                 approve_key: Optional[str] = None) -> None:
+        """``trusted`` and ``approve_key`` seed the home as ``seed_home`` says (default: neither)."""
         if stub.socket_path is None:
             raise ValueError("the stub needs a socket_path to be reachable from a namespace")
         self.port: int = stub.port
         self.socket_path = Path(stub.socket_path)
         self.base_url: str = stub.base_url
-        self.home = seed_home(Path(home))
+        self.home = seed_home(Path(home), trusted=trusted, approve_key=approve_key)
         self._seed_codex()
+        self._seed_gemini()
         self.holder: Optional[subprocess.Popen] = None
         self._rootless = os.geteuid() != 0
 
     def _seed_codex(self) -> None:
         """Codex's config: the stub as its model provider, and its own network calls (update
-        check, analytics, plugin and app sync) off, so a run makes no request the stub refuses."""
+        check, analytics, plugin and app sync) off, so a run makes no request the stub refuses.
+        Its workspace-write sandbox also lets it write to /tmp and $TMPDIR by default, where the
+        tests' directories are: those are excluded, so "outside the workspace" means it."""
         (self.home / ".codex" / "config.toml").write_text(
             'model_provider = "stub"\n'
             'check_for_update_on_startup = false\n'
             f'[model_providers.stub]\nname = "stub"\nbase_url = "{self.base_url}/v1"\n'
             'env_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+            # One retry, as the claude preset's CLAUDE_CODE_MAX_RETRIES=1: an API error fails in seconds.
+            'request_max_retries = 1\nstream_max_retries = 1\n'
             '[analytics]\nenabled = false\n'
-            '[features]\nplugins = false\nremote_plugin = false\napps = false\n')
+            '[features]\nplugins = false\nremote_plugin = false\napps = false\n'
+            '[sandbox_workspace_write]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n')
+
+    def _seed_gemini(self) -> None:
+        """Gemini CLI's settings: the API-key login chosen (else headless runs stop with "Invalid
+        auth method selected"), its update check and usage statistics off."""
+        (self.home / ".gemini" / "settings.json").write_text(json.dumps({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}, indent=2))
 
     def start(self) -> "Sandbox":
         problem = namespace_problem()
@@ -121,15 +140,22 @@ class Sandbox:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.holder.stdout.readline().strip()  # the holder writes one line when it listens
         if line != READY:
-            self.close()
-            raise RuntimeError(f"the namespace holder did not start: {line!r} {self.holder.stderr.read()[-500:]}")
+            holder, self.holder = self.holder, None
+            self._stop(holder)
+            why = holder.stderr.read()[-500:]
+            holder.stderr.close()
+            raise RuntimeError(f"the namespace holder did not start: {line!r} {why}")
         return self
 
     def close(self) -> None:
         """Stop the holder: its namespace goes with the last process in it."""
         holder, self.holder = self.holder, None
-        if holder is None:
-            return
+        if holder is not None:
+            self._stop(holder)
+            holder.stderr.close()
+
+    @staticmethod
+    def _stop(holder: subprocess.Popen) -> None:
         try:
             holder.stdin.close()  # the holder exits at EOF on stdin
         except OSError:
@@ -139,8 +165,7 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             holder.kill()
             holder.wait()
-        for stream in (holder.stdout, holder.stderr):
-            stream.close()
+        holder.stdout.close()
 
     def __enter__(self) -> "Sandbox":
         return self.start()
@@ -153,7 +178,8 @@ class Sandbox:
         if self.holder is None:
             raise RuntimeError("the sandbox is not started")
         enter = ["nsenter", "-t", str(self.holder.pid)]
-        enter += ["-U", "-n"] if self._rootless else ["-n"]
+        # Rootless: join the holder's user namespace too, keeping our ids (nsenter's setgroups is refused there).
+        enter += ["-U", "--preserve-credentials", "-n"] if self._rootless else ["-n"]
         return [*enter, "--", *map(str, argv)]
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -175,6 +201,7 @@ class Sandbox:
             "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
             "CODEX_HOME": str(self.home / ".codex"), "OPENAI_API_KEY": "sk-stub-not-a-key",
             "STUB_API_KEY": "sk-stub-not-a-key", "GEMINI_API_KEY": "stub-not-a-key",
+            "GOOGLE_GEMINI_BASE_URL": self.base_url,
             "NODE_OPTIONS": "", "NO_COLOR": "1", "GIT_TERMINAL_PROMPT": "0",
         }
         for name in ("PYTHONPATH", "SSL_CERT_FILE"):

@@ -6,6 +6,8 @@ network-namespace bridge in ``sandbox.py``):
 - the Anthropic Messages API (``POST /v1/messages``, streaming SSE or one JSON reply, plus
   ``/v1/messages/count_tokens``) for Claude Code;
 - the OpenAI Responses API (``POST /v1/responses``, streaming SSE) for Codex;
+- the Gemini API (``POST /v1beta/models/M:streamGenerateContent?alt=sse``, ``:generateContent``,
+  ``:countTokens``) for Gemini CLI (``GOOGLE_GEMINI_BASE_URL``);
 - an HTTP(S) proxy that refuses every ``CONNECT`` and every absolute-URL request to any host
   but itself, and records it in ``refused``: point ``HTTPS_PROXY``/``HTTP_PROXY`` at
   ``proxy_url`` and any attempt of a CLI to reach the internet shows up there.
@@ -21,7 +23,12 @@ The step played is chosen by the conversation itself (how many assistant turns i
 holds), so a CLI's retry of a request gets the same step again. Requests that offer no tools
 (title and topic generation, quota probes, ...) are auxiliary: they get a short neutral reply
 and never advance or consume the script. A ``ToolUse`` input may be a callable of the
-``Request`` (e.g. to put a file under the working directory named in the system prompt).
+``Request`` (e.g. to put a file under the working directory named in the system prompt,
+``request.workdir``). A string input makes a freeform tool call: Codex 0.17x offers the model
+one such tool, ``exec`` (JavaScript calling ``tools.exec_command`` or ``tools.apply_patch``),
+in an ``additional_tools`` input item; on the Responses API a step's turn is counted by the
+tool outputs the conversation holds. Point Codex at the stub with a provider whose
+``base_url`` is ``base_url + "/v1"`` and ``wire_api = "responses"`` (``sandbox.py`` writes it).
 """
 
 from __future__ import annotations
@@ -111,12 +118,15 @@ class Request:
     def user_text(self) -> str:
         """All user-message text of the request (the prompt, tool results), joined."""
         body = self.body if isinstance(self.body, dict) else {}
-        items = body.get("messages") or body.get("input") or []
+        items = body.get("messages") or body.get("input") or body.get("contents") or []
         out = []
         for item in items:
             if not isinstance(item, dict):
                 continue
-            if item.get("role") == "user":
+            if item.get("role") == "user" and "parts" in item:  # Gemini: text and function responses
+                out += [json.dumps(p["functionResponse"]) if "functionResponse" in p else str(p.get("text", ""))
+                        for p in item["parts"] if isinstance(p, dict)]
+            elif item.get("role") == "user":
                 out.append(_text_of(item.get("content")))
             elif item.get("type") in ("function_call_output", "custom_tool_call_output"):
                 out.append(_text_of(item.get("output")))
@@ -130,7 +140,8 @@ class Request:
     @property
     def workdir(self) -> Optional[str]:
         """The working directory the CLI told the model about, if any."""
-        found = re.search(r"(?:Primary working directory:|<cwd>)\s*([^\s<]+)", "\n".join(_strings(self.body)))
+        found = re.search(r"(?:Primary working directory:|<cwd>|Workspace Directories:\*\*\s*- )\s*([^\s<]+)",
+                          "\n".join(_strings(self.body)))
         return found.group(1) if found else None
 
 
@@ -349,6 +360,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._anthropic(request)
         elif path.endswith("/responses"):
             self._responses(request)
+        elif ":countTokens" in path:
+            self.stub._record(request)
+            self._send(200, {"totalTokens": 100})
+        elif ":streamGenerateContent" in path or ":generateContent" in path:
+            self._gemini(request, stream=":stream" in path)
         else:
             self.stub._record(request)
             self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": f"stub: no {path}"}})
@@ -464,6 +480,57 @@ class _Handler(BaseHTTPRequestHandler):
                                               "response": {**head, "status": "completed", "output": output,
                                                            "usage": usage}}))
         self._stream(events)
+
+    # ------------------------------------------------------------------ Gemini generateContent
+
+    def _gemini(self, request: Request, stream: bool) -> None:
+        body = request.body if isinstance(request.body, dict) else {}
+        request.api = "gemini"
+        request.auxiliary = not body.get("tools")
+        self.stub._record(request)
+        if request.auxiliary:
+            config = body.get("generationConfig") or {}
+            if config.get("responseMimeType") == "application/json":
+                # Gemini CLI's side calls want JSON: its model router (a complexity score), its
+                # next-speaker check; one object answers them all.
+                action: Action = Step(text=json.dumps({"reasoning": "stub", "next_speaker": "user",
+                                                       "model_choice": "flash", "complexity_score": 10,
+                                                       "complexity_reasoning": "stub"}))
+            else:
+                action = Step(text=_auxiliary_text(request))
+        else:
+            turn = sum(1 for c in body.get("contents") or [] if isinstance(c, dict) and c.get("role") == "model")
+            action = self.stub._action(turn)
+        if isinstance(action, Hang):
+            self._hang()
+            return
+        if isinstance(action, Fail):
+            status = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED"}.get(
+                action.status, "UNAVAILABLE")
+            message = action.message or _DEFAULT_MESSAGES.get(action.status, "stub error")
+            self._send(action.status, {"error": {"code": action.status, "message": message, "status": status}})
+            return
+        parts: list[dict] = []
+        if action.text:
+            parts.append({"text": action.text})
+        for tool in action.tools:
+            parts.append({"functionCall": {"name": tool.name, "args": tool.resolve(request)}})
+        chunk = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+                 "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "totalTokenCount": 120},
+                 "modelVersion": body.get("model", "stub")}
+        if not stream:
+            self._send(200, chunk)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+            self.wfile.flush()
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ wire
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from realcli.stub_model import Fail, Step, ToolUse
+from realcli.conftest import unavailable
+from realcli.sandbox import namespace_problem
+from realcli.stub_model import Fail, Hang, Step, ToolUse
 
 PROBE = r"""
 import json, socket, sys, urllib.request
@@ -78,3 +83,59 @@ def test_claude_answers_from_the_stub_in_the_sandbox(model, sandbox, claude_cli,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "hello from the stub" in proc.stdout
     assert "say hello" in model.turns[0].user_text
+
+
+def test_a_hung_turn_never_answers_until_the_stub_closes(stub):
+    stub.play([Hang()])
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "go"}], "tools": [{"name": "W"}]})
+    req = urllib.request.Request(stub.base_url + "/v1/messages", data=body.encode(),
+                                 headers={"content-type": "application/json"})
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        urllib.request.urlopen(req, timeout=0.5)
+    assert len(stub.turns) == 1
+
+
+@pytest.mark.parametrize("required, outcome", [("1", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_cli_skips_or_fails_when_required(monkeypatch, required, outcome):
+    monkeypatch.setenv("SWARM_REQUIRE_REAL_CLIS", required)
+    with pytest.raises(outcome, match="the reason"):
+        unavailable("the reason")
+
+
+def test_no_unshare_is_a_stated_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert namespace_problem() == "unshare (util-linux) is not installed"
+
+
+ROOTLESS = r"""
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from stub_model import StubModel, Step
+from sandbox import Sandbox
+where = Path(tempfile.mkdtemp())
+with StubModel(socket_path=where / "s.sock") as stub, Sandbox(stub, where / "home") as box:
+    stub.play([Step(text="rootless ok")])
+    probe = "import sys, urllib.request as u; print(u.urlopen(u.Request(sys.argv[1] + '/v1/messages', " \
+            "data=b'{\"tools\": [1]}', headers={'content-type': 'application/json'})).read().decode())"
+    proc = box.run([sys.executable, "-c", probe, stub.base_url], cwd=where)
+    print(proc.returncode, proc.stdout, proc.stderr)
+"""
+
+
+def test_rootless_sandbox_joins_the_user_namespace_too(tmp_path):
+    """As a user without privileges the namespace is ``unshare -rn``, entered with ``nsenter -U``
+    (which must keep its credentials: setgroups is refused in such a namespace)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to run the check as an unprivileged user (setpriv)")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    python = next((p for p in (sys.executable, "/usr/bin/python3")
+                   if subprocess.run([*nobody, "unshare", "-rn", p, "-c", ""], capture_output=True).returncode == 0),
+                  None)
+    if python is None:
+        pytest.skip("no Python interpreter an unprivileged user may run")
+    proc = subprocess.run([*nobody, python, "-c", ROOTLESS, str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=60, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    if "unshare -rn failed" in proc.stderr:
+        pytest.skip(f"unprivileged user namespaces are disabled here: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0 and proc.stdout.startswith("0 ") and "rootless ok" in proc.stdout, proc.stdout + proc.stderr
