@@ -140,16 +140,13 @@ def test_a_file_that_does_not_parse_is_refused_in_one_line_and_left_alone(tmp_pa
 
 
 def test_check_starts_the_configured_server_through_swarm_py(workspace):
-    def swarm(*args):
-        return subprocess.run([sys.executable, str(LIB / "swarm.py"), *args, "--root", str(workspace)],
-                              capture_output=True, text=True, timeout=60)
-
-    missing = swarm("setup", "gemini", "--check")
-    assert missing.returncode == 1 and "no 'swarm' MCP server is configured for gemini" in missing.stdout
-    assert swarm("setup", "gemini").returncode == 0
-    answered = swarm("setup", "gemini", "--check")
+    ok, message = agent_setup.check("gemini", workspace)
+    assert not ok and "no 'swarm' MCP server is configured for gemini" in message
+    assert setup(workspace, "gemini") == 0
+    answered = subprocess.run([sys.executable, str(LIB / "swarm.py"), "setup", "gemini", "--check", "--root",
+                               str(workspace)], capture_output=True, text=True, timeout=60)
     assert answered.returncode == 0, answered.stdout + answered.stderr
     assert "the swarm server for gemini answers: 12 tools" in answered.stdout
     (workspace / "swarm.yaml").write_text("timeouts: [not, a, mapping]\n")
-    broken = swarm("setup", "gemini", "--check")
-    assert broken.returncode == 1 and "starts but cannot work here" in broken.stdout and "swarm.yaml" in broken.stdout
+    ok, message = agent_setup.check("gemini", workspace)
+    assert not ok and "starts but cannot work here" in message and "swarm.yaml" in message, message
