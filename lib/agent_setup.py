@@ -236,7 +236,9 @@ def _targets(cli: str, entry: dict[str, Any]) -> list[tuple[str, Callable[[Path,
 
 
 CLIS = ("claude", "codex", "gemini")
-_NOTES = {  # both measured with the pinned CLIs: an untrusted project's servers are not started
+_NOTES = {  # measured with the pinned CLIs: an untrusted project's settings and servers are not used
+    "claude": "Claude Code applies .claude/settings.json (the mcp__swarm permission) only in a trusted folder: "
+              "accept the trust dialog on the first interactive start, or pass --allowedTools mcp__swarm to claude -p.",
     "codex": "Codex reads .codex/config.toml only in a trusted project: trust it when Codex asks, or add "
              '[projects."{root}"] trust_level = "trusted" to ~/.codex/config.toml.',
     "gemini": "Gemini CLI starts a project's MCP servers only in a trusted folder: trust it when Gemini asks, or "

@@ -14,13 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import agent_setup
 import events
 import merge_queue
 import tasks
+from realcli.sandbox import seed_home
 from realcli.stub_model import Step, ToolUse
-
-SERVER = Path(__file__).resolve().parents[2] / "lib" / "mcp_server.py"
-
 
 def git(root, *args):
     return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout
@@ -33,7 +34,10 @@ def workdir_from_claim(request) -> str:
     return found[-1]
 
 
-def test_claude_claims_does_and_finishes_a_task_through_mcp(model, sandbox, claude_cli, tmp_path):
+@pytest.mark.parametrize("allowed_by", ["flag", "settings"])
+def test_claude_claims_does_and_finishes_a_task_through_mcp(model, sandbox, claude_cli, tmp_path, allowed_by):
+    """``allowed_by``: ``--allowedTools mcp__swarm`` (as a driver passes it), or the rule that
+    ``swarm.py setup claude`` writes to .claude/settings.json (as an interactive user relies on)."""
     root = tmp_path / "ws"
     (root / "tasks" / "active").mkdir(parents=True)
     (root / "tasks" / "completed").mkdir(parents=True)
@@ -45,9 +49,10 @@ def test_claude_claims_does_and_finishes_a_task_through_mcp(model, sandbox, clau
     git(root, "commit", "-qm", "base")
     tasks.new_task_file("T-1", "Write the greeting", root, objective="Create greeting.txt saying hello.",
                         files=["greeting.txt"])
-    config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {"swarm": {
-        "command": sys.executable, "args": [str(SERVER), "--agent-id", "claude", "--root", str(root), "--worktree"]}}}))
+    assert agent_setup.main(["claude", "--worktree", "--root", str(root)]) == 0
+    config = root / ".mcp.json"
+    git(root, "add", ".mcp.json", ".claude/settings.json", "CLAUDE.md")  # a project commits its setup
+    git(root, "commit", "-qm", "swarm setup")
 
     model.play([  # Claude Code 2.1.3xx defers MCP tools: a model loads their schemas with ToolSearch first
         Step(tools=[ToolUse("ToolSearch", {"query": "select:mcp__swarm__claim,mcp__swarm__done"})]),
@@ -57,9 +62,11 @@ def test_claude_claims_does_and_finishes_a_task_through_mcp(model, sandbox, clau
         Step(tools=[ToolUse("mcp__swarm__done", {"summary": "wrote the greeting"})]),
         Step(text="The task is done."),
     ])
+    allow = ["mcp__swarm", "Write"] if allowed_by == "flag" else ["Write"]
+    if allowed_by == "settings":  # Claude Code applies a project's settings only once its folder is trusted
+        seed_home(sandbox.home, trusted=[root])
     proc = sandbox.run(["claude", "-p", "work on the next task in the swarm", "--mcp-config", str(config),
-                        "--strict-mcp-config", "--allowedTools", "mcp__swarm", "Write"],
-                       cwd=root, timeout=120)
+                        "--strict-mcp-config", "--allowedTools", *allow], cwd=root, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     turns = model.turns
     offered = json.dumps(turns[0].body)  # listed as deferred tools in a system message, or as tools
