@@ -54,13 +54,17 @@ class AgentSession:
     """One self-driving agent: identity, the lease in hand (renewed in the background), worktree."""
 
     def __init__(self, agent_id: str, *, root: Optional[str] = None, ttl: Optional[float] = None,
-                 use_worktree: bool = False) -> None:
+                 use_worktree: bool = False, driven_task: Optional[str] = None) -> None:
         self.requested_id = validate_id(agent_id, "agent id")
         self.agent_id = self.requested_id
         self.cfg: Config = load_config(root)
         self.ttl = self.cfg.lease_seconds if ttl is None else float(ttl)
         self.policy = lifecycle.RetryPolicy.from_config(self.cfg)
         self.use_worktree = use_worktree
+        # The agent CLI was started by an executor (or the tmux bridge) for this task, which holds
+        # its lease and reads its outcome from its output: claiming or ending tasks here would
+        # take a second task, or end the executor's under its feet.
+        self.driven_task = driven_task
         self.calls = threading.Lock()  # one tool call at a time: a client may send several at once
         self._lease: Optional[claims.Lease] = None
         self._lease_lock = threading.Lock()  # guards _lease between tool calls and the beat thread
@@ -217,7 +221,15 @@ class AgentSession:
             lines.append(f"... and {len(found) - len(shown)} more")
         return "\n".join(lines)
 
+    def _not_driven(self) -> None:
+        if self.driven_task:
+            raise SwarmError(f"an executor runs you for task {self.driven_task}: it holds that task's lease and "
+                             "records its outcome from your output, so claim, renew, done, failed and waiting are "
+                             "not yours to call", task_id=self.driven_task,
+                             hint=f"work on {self.driven_task} and end with the marker its prompt asks for")
+
     def claim(self, task_id: Optional[str] = None) -> str:
+        self._not_driven()
         with self._lease_lock:
             held = self._lease
         if held is not None:
@@ -330,6 +342,7 @@ class AgentSession:
         ])
 
     def renew(self) -> str:
+        self._not_driven()
         with self._lease_lock:
             lease, lost = self._lease, self._lost
             if lease is None:
@@ -343,6 +356,7 @@ class AgentSession:
                 f"({int(renewed.seconds_left())} s); it is renewed for you while you are connected.")
 
     def done(self, summary: str = "") -> str:
+        self._not_driven()
         lease = self._held("finish a task")
         task = tasks.find_task(lease.task_id, self.root)
         merge: dict[str, Any] = {}
@@ -369,6 +383,7 @@ class AgentSession:
         return f"{lease.task_id} is completed{merged}. Call claim for the next task."
 
     def failed(self, reason: str) -> str:
+        self._not_driven()
         reason = _required(reason, "reason", "say why the task failed")
         lease = self._take("report a failure")
         try:
@@ -383,6 +398,7 @@ class AgentSession:
                 f"it is retried in {outcome.data['retry_in_seconds']:g} s. Claim another task.")
 
     def pause(self, message: str, need_help: bool = False) -> str:
+        self._not_driven()
         message = _required(message, "message", "say what you are waiting for or what you need to know")
         kind = "help" if need_help else "waiting"
         lease = self._take(f"report {kind}")

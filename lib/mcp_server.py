@@ -14,6 +14,11 @@ do; a stale lease gives the lease table's own refusal. The session (agent_sessio
 the lease and its fencing token, renews it in the background and records every outcome
 through lifecycle.py; the model never sees a token.
 
+Under an executor: an agent CLI the executor (or the tmux bridge) started for a task passes
+SWARM_TASK_ID on to its servers; the session then refuses claim, renew, done, failed and
+waiting (the executor holds that task and reads the outcome from the agent's output) and
+serves the other tools.
+
 Ending: stdin closed (the client went away), SIGINT or SIGTERM (what Claude Code sends at
 exit, in that order) close the session: an unfinished task is given back at once for anyone
 (``released``), the agent's reservations are released, its worktree retired (kept if it holds
@@ -340,7 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def make() -> Any:
         from agent_session import AgentSession
 
-        return AgentSession(args.agent_id, root=args.root, ttl=args.ttl, use_worktree=args.worktree)
+        return AgentSession(args.agent_id, root=args.root, ttl=args.ttl, use_worktree=args.worktree,
+                            driven_task=os.environ.get("SWARM_TASK_ID") or None)
 
     opening = Opening(make)
     state = {"closing": False}

@@ -29,11 +29,11 @@ SERVER = LIB / "mcp_server.py"
 
 
 @asynccontextmanager
-async def connect(root, agent_id, *extra):
+async def connect(root, agent_id, *extra, env=None):
     """A client session with a new server process for ``agent_id``; the session is open when it yields."""
     params = StdioServerParameters(command=sys.executable, args=[str(SERVER), "--agent-id", agent_id,
                                                                  "--root", str(root), *extra],
-                                   env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")})
+                                   env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), **(env or {})})
     with open(os.devnull, "w") as quiet:
         async with stdio_client(params, errlog=quiet) as (read, write):
             async with ClientSession(read, write) as session:
@@ -281,6 +281,26 @@ def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
     assert done[0]["merge"] == "merged" and done[0]["files_modified"] == ["feature.txt"]
     assert tasks.find_task("T-1", workspace).path.parent.name == "completed"
     assert worktrees.list_worktrees(workspace) == [], "the merged worktree is retired"
+
+
+def test_under_an_executor_the_task_tools_are_refused(workspace):
+    add_tasks(workspace, 1)
+    replies = {}
+
+    async def main():  # an executor ran the CLI for T-1; the CLI passes its environment on to the server
+        async with connect(workspace, "claude", env={"SWARM_TASK_ID": "T-1", "SWARM_AGENT_ID": "executor-1"}) as s:
+            for name, arguments in [("claim", {}), ("renew", {}), ("done", {}), ("failed", {"reason": "x"}),
+                                    ("waiting", {"message": "x"})]:
+                replies[name] = await call(s, name, **arguments)
+            replies["reserve"] = await call(s, "reserve", patterns=["lib/x.py"])
+
+    anyio.run(main)
+    for name in ("claim", "renew", "done", "failed", "waiting"):
+        text, error = replies[name]
+        assert error and text.startswith("an executor runs you for task T-1:") and "\n" not in text, text
+    assert not replies["reserve"][1], "the other tools serve the agent as usual"
+    assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert claims.get_lease("T-1", root=workspace) is None
 
 
 def test_each_tool_does_its_work(workspace):
