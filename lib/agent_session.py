@@ -251,7 +251,7 @@ class AgentSession:
             if self.use_worktree:
                 self._worktree = worktrees.create_for_lease(lease, self.root)
                 workdir = self._worktree.path
-        except SwarmError:
+        except Exception:  # a git error, a full disk: the task goes back before the refusal
             lifecycle.give_back(lease, self.agent_id, "could not create its worktree", root=self.root, via="mcp")
             self._after_task(lease.task_id)
             raise
@@ -285,10 +285,7 @@ class AgentSession:
         if started is None:
             raise NotClaimable(f"task {task_id} was taken back before work could start", task_id=task_id,
                                hint="claim it again, or another task")
-        try:
-            self._reserve_task_files(started)
-        except ReservationConflict as exc:
-            raise ReservationConflict(self.agent_id, exc.overlaps, exc.path) from None
+        self._reserve_task_files(started)  # a clash gives the task back and says who holds the files
         return started
 
     def _claim_next(self) -> Optional[claims.Lease]:

@@ -198,7 +198,7 @@ def call(opening: "Opening", name: str, arguments: Any) -> tuple[str, bool]:
         return " ".join(str(exc).split("\n")), True
     except OSError as exc:  # a full disk, a permission: what failed and that nothing was recorded
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{name}: {where}{exc.strerror or exc} (nothing was recorded; retry once the cause is fixed)", True
+        return f"{name}: {where}{exc.strerror or exc} (free space or fix permissions, then retry)", True
     except Exception as exc:  # a bug: the model gets one line, the log gets the traceback
         log.exception("tool %s failed", name)
         return f"{name} failed inside the swarm server ({type(exc).__name__}: {exc}); see the server's log", True
