@@ -139,6 +139,12 @@ def test_a_file_that_does_not_parse_is_refused_in_one_line_and_left_alone(tmp_pa
     assert snapshot(tmp_path) == before, "nothing of any CLI's files was written"
 
 
+def test_a_root_that_does_not_exist_is_refused(tmp_path, capsys):
+    assert setup(tmp_path / "nowhere", "claude") == 2
+    assert "the workspace root does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_check_starts_the_configured_server_through_swarm_py(workspace):
     ok, message = agent_setup.check("gemini", workspace)
     assert not ok and "no 'swarm' MCP server is configured for gemini" in message
