@@ -74,6 +74,26 @@ def await_dead(pid, timeout=20.0):
         time.sleep(0.02)
 
 
+def stop_outside_locks(pid, timeout=20.0):
+    """SIGSTOP ``pid`` at a moment it holds no file lock.
+
+    Its beat thread takes the lease's and heartbeat.yaml's locks a few times a second; stopped
+    inside one it would block every other agent (flock is released on death, not on a stop),
+    which is not what this test is about.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.005)  # the stop is delivered asynchronously
+        with open("/proc/locks") as table:
+            if not any(line.split()[4] == str(pid) for line in table if len(line.split()) > 4):
+                return
+        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, f"process {pid} never stopped outside its locks"
+        time.sleep(0.01)
+
+
 def test_four_agents_claim_at_once_and_each_task_is_done_once(workspace):
     add_tasks(workspace, 8)
     claimed: dict[str, list[str]] = {}
@@ -140,7 +160,7 @@ def test_a_holder_paused_past_its_ttl_is_refused_done(workspace):
         async with connect(workspace, "sleeper", "--ttl", "1") as sleeper:
             await ok(sleeper, "claim")
             pid = server_pid(workspace, "sleeper")
-            os.kill(pid, signal.SIGSTOP)
+            stop_outside_locks(pid)
             try:
                 lease = claims.get_lease("T-1", root=workspace)
                 while not lease.expired():  # waiting for the clock is the point of this test
