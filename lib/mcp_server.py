@@ -316,13 +316,13 @@ async def _serve(opening: Opening, out: Any) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def _on_signal(opening: Opening, state: dict[str, bool]) -> Callable[[int, Any], None]:
+def _on_signal(state: dict[str, Any]) -> Callable[[int, Any], None]:
     def handler(signum: int, _frame: Any) -> None:
         if state["closing"]:
             return  # the main thread is closing the session already; let it finish
         state["closing"] = True
-        name = signal.Signals(signum).name
-        opening.close(f"mcp server stopped by {name}")
+        if state["opening"] is not None:  # None: stopped while still importing, nothing to give back
+            state["opening"].close(f"mcp server stopped by {signal.Signals(signum).name}")
         os._exit(EXIT_OK)  # the stdin reader thread may sit in a read that never returns
 
     return handler
@@ -339,6 +339,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.agent_id:
         return fail("mcp_server.py needs --agent-id ID (or SWARM_AGENT_ID in the environment)")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="swarm mcp: %(message)s")
+    state: dict[str, Any] = {"closing": False, "opening": None}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal(state))
     out = _protocol_stdout()
     _import_sdk()
 
@@ -348,10 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return AgentSession(args.agent_id, root=args.root, ttl=args.ttl, use_worktree=args.worktree,
                             driven_task=os.environ.get("SWARM_TASK_ID") or None)
 
-    opening = Opening(make)
-    state = {"closing": False}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal(opening, state))
+    opening = state["opening"] = Opening(make)
     try:
         import anyio
 
