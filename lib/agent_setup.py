@@ -7,8 +7,8 @@ What each CLI gets (paths relative to the workspace root):
 - claude: ``.mcp.json`` ``mcpServers.swarm``; the rule ``mcp__swarm`` in ``permissions.allow`` of
   ``.claude/settings.json`` (without it, ``claude -p`` denies every call of the server's tools);
   a section in ``CLAUDE.md``.
-- codex: a ``[mcp_servers.swarm]`` table in ``.codex/config.toml`` (Codex reads a project's file
-  only once the project is trusted); a section in ``AGENTS.md``.
+- codex: a ``[mcp_servers.swarm]`` table in ``.codex/config.toml`` with its tools approved (Codex
+  reads a project's file only once the project is trusted); a section in ``AGENTS.md``.
 - gemini: ``.gemini/settings.json`` ``mcpServers.swarm`` (``trust: true``: its calls need no
   confirmation); a section in ``GEMINI.md``.
 
@@ -208,8 +208,11 @@ def _codex_toml(entry: dict[str, Any]) -> Callable[[Path, Optional[str], bool], 
         if not remove and NAME in parse(path, before + after).get("mcp_servers", {}):
             raise ValidationError(f"[mcp_servers.{NAME}] is already defined outside the swarm section", path=path,
                                   hint="remove or rename that table by hand, then run setup again; it was not changed")
+        # Without the approval mode, codex exec refuses every call ("requires approval, but approval
+        # policy is never"); the swarm's tools change nothing but the swarm's own files.
         table = "\n".join([f"[mcp_servers.{NAME}]", f"command = {_toml_string(entry['command'])}",
-                           "args = [" + ", ".join(map(_toml_string, entry["args"])) + "]"])
+                           "args = [" + ", ".join(map(_toml_string, entry["args"])) + "]",
+                           'default_tools_approval_mode = "approve"'])
         new = _with_section(path, old, None if remove else table, _TOML_BEGIN, _TOML_END)
         if new is not None and not remove and parse(path, new).get("mcp_servers", {}).get(NAME, {}).get("args") != entry["args"]:
             raise ValidationError("the swarm table would not read back as written", path=path, hint=_UNCHANGED)
