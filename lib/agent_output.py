@@ -12,6 +12,10 @@ preset names:
 - ``codex-json``: ``codex exec --json`` JSONL. What it said is its ``agent_message`` items;
   ``turn.failed`` (or the last ``error`` event) is its error; items ``declined`` and patches
   "rejected by user approval settings" are refusals.
+- ``gemini-stream-json``: Gemini CLI's ``-o stream-json``. What it said is its assistant
+  ``message`` events (streamed in pieces, joined up to the next other event); a ``result``
+  with ``status: error`` carries its error; a ``tool_result`` refused by its approval mode
+  (the tool is not even registered in a headless ``auto_edit`` run) is a refusal.
 
 In the JSON formats a line that is not JSON (a warning on stderr, a wrapper's output) is kept
 as said text, so a plain ``[DONE]`` line there still counts. Nothing here decides an outcome:
@@ -111,10 +115,40 @@ def read_codex_json(raw: str) -> Transcript:
     return Transcript("\n".join(said), error, refused)
 
 
+_GEMINI_REFUSALS = ("tool_not_registered", "permission", "denied", "rejected", "not_allowed")
+
+
+def read_gemini_stream(raw: str) -> Transcript:
+    said: list[str] = []
+    piece: list[str] = []  # the assistant message being streamed
+    refused: list[str] = []
+    error: Optional[str] = None
+    for event, line in _json_lines(raw):
+        if event is not None and event.get("type") == "message" and event.get("role") == "assistant":
+            piece.append(str(event.get("content") or ""))
+            continue
+        if piece:
+            said.append("".join(piece))
+            piece = []
+        if event is None:
+            said.append(line)
+        elif event.get("type") == "tool_result" and event.get("status") == "error":
+            problem = event.get("error") if isinstance(event.get("error"), dict) else {}
+            if any(word in str(problem.get("type", "")).lower() for word in _GEMINI_REFUSALS):
+                refused.append(str(problem.get("message") or event.get("output") or "a tool call was refused"))
+        elif event.get("type") == "result" and event.get("status") == "error":
+            problem = event.get("error") if isinstance(event.get("error"), dict) else {}
+            error = str(problem.get("message") or "the CLI reported an error")
+    if piece:
+        said.append("".join(piece))
+    return Transcript("\n".join(said), error, refused)
+
+
 READERS: dict[str, Callable[[str], Transcript]] = {
     "text": read_text,
     "claude-stream-json": read_claude_stream,
     "codex-json": read_codex_json,
+    "gemini-stream-json": read_gemini_stream,
 }
 
 

@@ -77,7 +77,9 @@ PRESETS: dict[str, Preset] = {
     # --full-auto is gone from codex exec (0.17x); workspace-write lets it edit its working directory.
     "codex": Preset("codex exec --json --sandbox workspace-write --skip-git-repo-check {prompt}",
                     output="codex-json"),
-    "gemini": Preset("gemini --approval-mode auto_edit --skip-trust -p {prompt}"),
+    # auto_edit: edits approved, shell and web refused; --skip-trust: a fresh worktree was never trusted.
+    "gemini": Preset("gemini --approval-mode auto_edit --skip-trust --output-format stream-json -p {prompt}",
+                     output="gemini-stream-json"),
     "aider": Preset("aider --yes-always --no-auto-commits --no-check-update --no-show-release-notes "
                     "--no-pretty --message {prompt}"),
     "ollama": Preset("ollama run llama3.1 {prompt}"),

@@ -25,7 +25,8 @@ from typing import Any, Iterable, Optional, Union
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError
-from lease_store import Assignment, Lease, LeaseState, LeaseTable, lease_table
+from lease_store import Assignment, Lease, LeaseState, LeaseTable
+from stores import lease_table
 from liveness import dead_reason, my_identity
 
 __all__ = [

@@ -227,7 +227,7 @@ class _Checker:
 
     def lease_table(self) -> int:
         """Every lease record, through the lease table; returns how many were looked at."""
-        from lease_store import lease_table
+        from stores import lease_table
 
         table = lease_table(self.cfg)
         unreadable: list[SwarmError] = []
@@ -290,7 +290,7 @@ class _Checker:
                          f"task {task.task_id} depends on {dep}, which does not exist",
                          "fix the Depends On field; until then the task is never ready",
                          line=_field_line(task, "depends on", "dependencies"), subject=dep)
-        from lease_store import lease_table
+        from stores import lease_table
 
         table = lease_table(self.cfg)
         for task_id, lease in self.leases.items():

@@ -60,6 +60,23 @@ CODEX_PATCH_REJECTED = jsonl({"type": "item.completed", "item": {"type": "agent_
     "project; rejected by user approval settings\n")
 
 
+GEMINI_REFUSED = jsonl(
+    {"type": "init", "model": "auto"},
+    {"type": "message", "role": "user", "content": "do it"},
+    {"type": "message", "role": "assistant", "content": "[ACK] TASK-1", "delta": True},
+    {"type": "message", "role": "assistant", "content": " on it", "delta": True},
+    {"type": "tool_use", "tool_name": "run_shell_command", "tool_id": "t1", "parameters": {"command": "x"}},
+    {"type": "tool_result", "tool_id": "t1", "status": "error",
+     "error": {"type": "tool_not_registered", "message": 'Tool "run_shell_command" not found.'}},
+    {"type": "message", "role": "assistant", "content": "[DONE] TASK-1", "delta": True},
+    {"type": "result", "status": "success"},
+)
+GEMINI_529 = jsonl(
+    {"type": "result", "status": "error",
+     "error": {"type": "unknown", "message": '[API Error: {"error":{"code":529,"message":"Overloaded"}}]'}},
+)
+
+
 @pytest.mark.parametrize("kind, raw, said, error, refused", [
     ("claude-stream-json", CLAUDE_DONE_EARLY, "[DONE] TASK-1\nAll written.", None, []),
     ("claude-stream-json", CLAUDE_401, "", "API error 401: Invalid API key · Fix external API key", []),
@@ -70,6 +87,9 @@ CODEX_PATCH_REJECTED = jsonl({"type": "item.completed", "item": {"type": "agent_
     ("codex-json", CODEX_PATCH_REJECTED, "hm", None,
      ["patch rejected: writing outside of the project; rejected by user approval settings"]),
     ("text", "[DONE] TASK-1\n", "[DONE] TASK-1\n", None, []),
+    ("gemini-stream-json", GEMINI_REFUSED, "[ACK] TASK-1 on it\n[DONE] TASK-1", None,
+     ['Tool "run_shell_command" not found.']),
+    ("gemini-stream-json", GEMINI_529, "", '[API Error: {"error":{"code":529,"message":"Overloaded"}}]', []),
 ])
 def test_each_reader_finds_what_was_said_the_error_and_refusals(kind, raw, said, error, refused):
     got = agent_output.read_output(kind, raw)

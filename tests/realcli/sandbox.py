@@ -64,7 +64,9 @@ def namespace_problem() -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{' '.join(_unshare_argv())} could not run: {exc}"
     if probe.returncode != 0:
-        return f"{' '.join(_unshare_argv())} failed: {probe.stderr.strip() or probe.returncode}"
+        hint = "" if os.geteuid() == 0 else (" (unprivileged user namespaces may be off: sysctl "
+                                             "kernel.unprivileged_userns_clone or kernel.apparmor_restrict_unprivileged_userns)")
+        return f"{' '.join(_unshare_argv())} failed: {probe.stderr.strip() or probe.returncode}{hint}"
     return None
 
 
@@ -124,10 +126,11 @@ class Sandbox:
 
     def _seed_gemini(self) -> None:
         """Gemini CLI's settings: the API-key login chosen (else headless runs stop with "Invalid
-        auth method selected"), its update check and usage statistics off."""
+        auth method selected"), its update check and usage statistics off, and one attempt per
+        request (its default, 10 with backoff, sits for minutes on an overloaded API)."""
         (self.home / ".gemini" / "settings.json").write_text(json.dumps({
             "security": {"auth": {"selectedType": "gemini-api-key"}},
-            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True, "maxAttempts": 1},
             "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}, indent=2))
 
     def start(self) -> "Sandbox":
@@ -202,6 +205,8 @@ class Sandbox:
             "CODEX_HOME": str(self.home / ".codex"), "OPENAI_API_KEY": "sk-stub-not-a-key",
             "STUB_API_KEY": "sk-stub-not-a-key", "GEMINI_API_KEY": "stub-not-a-key",
             "GOOGLE_GEMINI_BASE_URL": self.base_url,
+            # Gemini CLI otherwise starts itself twice (the second time with a larger heap): 3-5 s a run.
+            "GEMINI_CLI_NO_RELAUNCH": "true",
             "NODE_OPTIONS": "", "NO_COLOR": "1", "GIT_TERMINAL_PROMPT": "0",
         }
         for name in ("PYTHONPATH", "SSL_CERT_FILE"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tasks
 from realcli.helpers import OBJECTIVE, kinds, make_repo, run_executor, task_events
-from realcli.stub_model import Step, ToolUse
+from realcli.stub_model import Fail, Step, ToolUse
 
 
 def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, gemini_cli, workspace):
@@ -26,3 +26,14 @@ def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, gemi
     assert task_events(workspace)[-1]["files_modified"] == ["notes.txt"]
     assert tasks.find_task("TASK-1", workspace).path.parent.name == "completed"
 
+
+
+def test_an_api_error_fails_the_task_with_the_cli_text(model, sandbox, gemini_cli, workspace):
+    make_repo(workspace)
+    model.play([Fail(529)])
+    proc, took = run_executor(sandbox, workspace, "gemini")
+    assert proc.returncode == 0, proc.stderr
+    assert took < 40, f"an API error must fail fast (general.maxAttempts: 1), took {took:.1f}s"
+    assert kinds(workspace) == ["started", "failed", "blocked"]
+    error = task_events(workspace)[1]["error"]
+    assert "529" in error and "Overloaded" in error, error
