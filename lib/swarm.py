@@ -5,10 +5,11 @@
     python lib/swarm.py status [--json] [--panes]
     python lib/swarm.py demo [--root DIR]
     python lib/swarm.py watch | doctor [--fix] | up --agents N | down
+    python lib/swarm.py setup claude|codex|gemini [--dry-run] [--remove] [--check]
 
-``watch``, ``doctor``, ``up`` and ``down`` are served by dashboard.py, doctor.py and
-tmux_bridge.py (``up`` starts the agents' panes and the loop that hands them tasks, ``down``
-stops both); every subcommand takes ``--root`` and ``--json``.
+``watch``, ``doctor``, ``up``, ``down`` and ``setup`` are served by dashboard.py, doctor.py,
+tmux_bridge.py and agent_setup.py (``up`` starts the agents' panes and the loop that hands them
+tasks, ``down`` stops both); every subcommand takes ``--root`` and ``--json``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _FORWARDED = {
     "doctor": ("doctor", []),
     "up": ("tmux_bridge", ["up"]),
     "down": ("tmux_bridge", ["down"]),
+    "setup": ("agent_setup", []),
 }
 
 _GITIGNORE_LINE = ".swarm/"

@@ -26,8 +26,7 @@ and never advance or consume the script. A ``ToolUse`` input may be a callable o
 ``Request`` (e.g. to put a file under the working directory named in the system prompt,
 ``request.workdir``). A string input makes a freeform tool call: Codex 0.17x offers the model
 one such tool, ``exec`` (JavaScript calling ``tools.exec_command`` or ``tools.apply_patch``),
-in an ``additional_tools`` input item; on the Responses API a step's turn is counted by the
-tool outputs the conversation holds. Point Codex at the stub with a provider whose
+in an ``additional_tools`` input item. Point Codex at the stub with a provider whose
 ``base_url`` is ``base_url + "/v1"`` and ``wire_api = "responses"`` (``sandbox.py`` writes it).
 """
 
@@ -435,9 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
         if request.auxiliary:
             action: Action = Step(text=_auxiliary_text(request))
         else:
-            items = [i for i in body.get("input") or [] if isinstance(i, dict)]
-            turn = sum(1 for i in items if i.get("type") in ("function_call_output", "custom_tool_call_output"))
-            action = self.stub._action(turn)
+            action = self.stub._action(_responses_turns(body.get("input") or []))
         if isinstance(action, Hang):
             self._hang()
             return
@@ -562,6 +559,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _hang(self) -> None:
         self.stub._closing.wait()
         self.close_connection = True
+
+
+def _responses_turns(items: list) -> int:
+    """How many model turns a Responses API input holds: runs of assistant messages and tool
+    calls (one turn may hold text and several calls), each ended by the tool outputs."""
+    turns, in_turn = 0, False
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        produced = item.get("role") == "assistant" or item.get("type") in ("function_call", "custom_tool_call")
+        if produced and not in_turn:
+            turns += 1
+        in_turn = produced
+    return turns
 
 
 def _auxiliary_text(request: Request) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 import tasks
 from realcli.helpers import OBJECTIVE, git, kinds, make_repo, run_executor, run_log, task_events
-from realcli.stub_model import Fail, Step, ToolUse
+from realcli.stub_model import Fail, Hang, Step, ToolUse
 
 
 def workdir_file(name: str):
@@ -103,3 +103,13 @@ def test_a_help_marker_from_an_earlier_turn_is_not_lost(model, sandbox, claude_c
     assert proc.returncode == 0, proc.stderr
     assert kinds(workspace) == ["started", "help"]
     assert task_events(workspace)[-1]["message"] == "which notes file do you mean?"
+
+
+def test_a_model_that_never_answers_fails_the_task_at_the_run_timeout(model, sandbox, claude_cli, workspace):
+    make_repo(workspace)
+    model.play([Hang()])
+    proc, took = run_executor(sandbox, workspace, "claude", "--timeout", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert kinds(workspace) == ["started", "failed", "blocked"]
+    assert task_events(workspace)[1]["error"] == "timed out after 3s"
+    assert took < 20

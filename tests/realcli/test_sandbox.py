@@ -139,3 +139,14 @@ def test_rootless_sandbox_joins_the_user_namespace_too(tmp_path):
     if "unshare -rn failed" in proc.stderr:
         pytest.skip(f"unprivileged user namespaces are disabled here: {proc.stderr.strip()[-200:]}")
     assert proc.returncode == 0 and proc.stdout.startswith("0 ") and "rootless ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_responses_turn_may_hold_text_and_several_tool_calls():
+    from realcli.stub_model import _responses_turns
+
+    user = {"role": "user", "content": "go"}
+    said = {"type": "message", "role": "assistant", "content": []}
+    call, output = {"type": "custom_tool_call"}, {"type": "custom_tool_call_output"}
+    assert _responses_turns([user]) == 0
+    assert _responses_turns([user, said, call, output]) == 1
+    assert _responses_turns([user, said, call, output, call, call, output, output]) == 2
