@@ -23,6 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+import task_graph
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, ValidationError
@@ -300,12 +301,14 @@ def claim_task(
 
 
 def _has_children(cfg: Config, task_id: str) -> bool:
-    return any(t.parent == task_id for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[]))
+    listing = taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+    return bool(task_graph.family(listing).children.get(task_id))
 
 
 # The last ready list per workspace, with the listings it came from: a listing made of the very
 # same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
 _ready_memo: dict[Path, tuple[list, list, list]] = {}
+_warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
 
 
 def _same(a: list, b: list) -> bool:
@@ -315,8 +318,12 @@ def _same(a: list, b: list) -> bool:
 def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     """Pending tasks whose dependencies are completed and that were not split, in claim order.
 
-    A task split into sub-tasks is never ready itself: the planner completes it when its
-    sub-tasks are all completed. Task files that do not parse are skipped (and logged).
+    Left out: a task split into sub-tasks or an epic with children (the planner completes it
+    when they all are); a sub-task whose parent no longer exists (deleting a parent cancels its
+    open sub-tasks; doctor names them); an id that two files use (both files, with one warning
+    naming them, until one is renamed or deleted); a task in a dependency cycle (it waits
+    forever; doctor and status name the cycle). A dependency counts as completed when its file
+    says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
@@ -330,15 +337,26 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
         return list(memo[2])
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
         log.warning("skipping a task file that does not parse: %s", error)
-    status_of = {t.task_id: t.status for t in completed}
-    status_of.update((t.task_id, t.status) for t in active)
-    parents: set[str] = {t.parent for t in active if t.parent} | {t.parent for t in completed if t.parent}
+    every = active + completed
+    twice = task_graph.duplicate_ids(every)
+    warned = _warned.setdefault(cfg.root, set())
+    for task_id, paths in twice.items():
+        key = (task_id, tuple(map(str, paths)))
+        if key not in warned:
+            warned.add(key)
+            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
+                        task_id, len(paths), ", ".join(map(str, paths)))
+    done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
+    links = task_graph.family(every)
+    known = {t.task_id for t in every}
     ready = [
         t for t in active
         if t.status is taskmod.Status.PENDING
         and not t.sub_tasks
-        and t.task_id not in parents
-        and all(status_of.get(dep) is taskmod.Status.COMPLETED for dep in t.depends_on)
+        and t.task_id not in links.children
+        and t.task_id not in twice
+        and not (t.parent and t.parent not in known)
+        and all(dep in done for dep in t.depends_on)
     ]
     ready.sort(key=taskmod.ready_order_key)
     _ready_memo[cfg.root] = (active, completed, ready)

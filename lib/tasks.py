@@ -37,6 +37,7 @@ __all__ = [
     "Status", "Priority", "Task", "Section", "ChecklistItem", "TaskDocument", "KEEP",
     "parse_task", "validate_task", "render_task",
     "priority_rank", "ready_order_key", "extract_paths", "parse_id_list",
+    "looks_like_task",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -204,7 +205,8 @@ class Task:
 
     @property
     def success_criteria(self) -> tuple[ChecklistItem, ...]:
-        return tuple(i for i in self.checklist if (i.section or "").lower().startswith("success criteria"))
+        """The items of ``## Success Criteria`` and ``## Acceptance Criteria`` (RALF writes either)."""
+        return tuple(i for i in self.checklist if _CRITERIA_SECTION.match(i.section or ""))
 
     @property
     def priority_rank(self) -> float:
@@ -255,6 +257,9 @@ _BARE_PATH = re.compile(
     r"(?<![\w@:/.~-])((?:~/|\.{1,2}/)?[\w.-]*[\w-]/[\w./*-]*[\w*]|[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/-])")
 _PATH_LIKE = re.compile(r"(?:~/|\.{1,2}/)?[\w.*-]+(?:/[\w.*-]+)*/?$")
 _ID_TOKEN = re.compile(r"[^\s,;()]+")
+_CRITERIA_SECTION = re.compile(r"(?:success|acceptance)\s+criteria\b", re.I)
+_SUBTASKS_SECTION = re.compile(r"sub[- ]?tasks\b", re.I)
+_TABLE_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
 
 
@@ -312,6 +317,56 @@ def parse_id_list(value: Optional[str]) -> tuple[list[str], list[str]]:
         except InvalidIdError:
             bad.append(token)
     return good, bad
+
+
+def _table_ids(sections: Sequence[Section]) -> list[str]:
+    """Ids in the first column of a ``## Sub-Tasks`` table (an epic's list of its children).
+
+    RALF writes them as given (``TASK-1``) or shortened to the number (``20260203172001``);
+    ``task_graph`` matches a short one to the task whose id ends in ``-<number>``.
+    """
+    found: list[str] = []
+    for section in sections:
+        if not _SUBTASKS_SECTION.match(section.name):
+            continue
+        rows = [r for r in section.text.split("\n") if r.lstrip().startswith("|")]
+        for row in rows[2:]:  # after the header row and its |---| line
+            cell = _TABLE_LINK.sub(r"\1", row.strip().strip("|").split("|")[0]).strip().strip("`*")
+            try:
+                found.append(validate_id(cell, "task id"))
+            except InvalidIdError:
+                continue
+    return found
+
+
+_CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
+
+
+def looks_like_task(text: str) -> bool:
+    """The rule for a Markdown file in a subfolder of the task folders: is it a task or a document?
+
+    A task starts with a level-1 heading and has, before its first ``##`` heading, either a
+    ``**Task ID:**`` field, or a ``**Status:**`` field under a ``# <ID>: <title>`` heading (ID
+    without spaces). Run notes (``# THOUGHTS: TASK-1`` with ``## Status: done``) and plain
+    documents (``# Architecture``) are not tasks, and the runtime never writes to them.
+    """
+    titled: Optional[bool] = None  # None until the heading: then whether it reads "# <ID>: ..."
+    for line in text.split("\n", 400)[:400]:
+        stripped = line.lstrip("\ufeff").strip()
+        if titled is None:
+            if not stripped:
+                continue
+            if not stripped.startswith("# "):
+                return False
+            head, colon, _ = stripped[2:].partition(":")
+            titled = bool(colon) and bool(head.strip()) and not re.search(r"\s", head.strip().strip("*`"))
+        elif stripped.startswith("##"):
+            return False
+        else:
+            found = _CONTENT_FIELD.match(stripped)
+            if found and (titled or found.group(1).lower() != "status"):
+                return True
+    return False
 
 
 def _blank_trimmed(lines: list[str]) -> str:
@@ -440,7 +495,7 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
         depends_on=tuple(parse_id_list(get("Depends On") or get("Dependencies"))[0]),
         parent=(parse_id_list(get("Parent Task") or get("Parent"))[0] or [None])[0],
         assigned_to=get("Assigned To") or get("Assignee"),
-        sub_tasks=tuple(parse_id_list(get("Sub-Tasks"))[0]),
+        sub_tasks=tuple(dict.fromkeys(parse_id_list(get("Sub-Tasks"))[0] + _table_ids(sections))),
         sections=tuple(sections), checklist=tuple(checklist),
         files_to_modify=tuple(dict.fromkeys(files)), title_line=title_line,
     )
@@ -653,6 +708,7 @@ def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, prior
 _STORE_NAMES = (
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
+    "task_files", "is_finished",
 )
 __all__ += _STORE_NAMES
 
