@@ -164,7 +164,7 @@ def test_an_executor_runs_the_other_tasks_when_an_id_is_used_twice(twin):
     assert len(warned) == 1 and "TASK-1769952151-copy.md" in warned[0] and F005 in warned[0]
     done = [e["task_id"] for e in events.read_events(types=["completed"], root=twin) if e.get("agent") == "executor-1"]
     assert done == ["TASK-1769952152"]
-    assert sorted(p.name for p in (twin / "tasks" / "active").iterdir()) == [F005, "TASK-1769952151-copy.md"]
+    assert sorted(p.name for p in (twin / "tasks" / "active").iterdir()) == ["TASK-1769952151-copy.md", F005]
 
 
 def _split_parent(root: Path, task_id: str, children: int = 2) -> Path:
