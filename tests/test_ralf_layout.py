@@ -214,3 +214,105 @@ def test_deleting_a_split_parent_cancels_its_open_sub_tasks(workspace):
     findings, _ = doctor.check(workspace)
     assert sorted(f.path.name for f in findings if f.code == "missing-parent") == ["P-1-SUB1-part-1.md",
                                                                                    "P-1-SUB2-part-2.md"]
+
+
+# ---------------------------------------------------------------------------- item 15: dependency cycles
+
+
+def _cycle(workspace: Path) -> None:
+    tasks.new_task_file("TASK-A", "Task A", workspace, depends_on=["TASK-B"])
+    tasks.new_task_file("TASK-B", "Task B", workspace, depends_on=["TASK-A"])
+    tasks.new_task_file("TASK-S", "Task S", workspace, depends_on=["TASK-S"])
+    tasks.new_task_file("TASK-C", "Task C", workspace)
+
+
+def test_doctor_names_dependency_cycles(workspace):
+    import doctor
+
+    _cycle(workspace)
+    report = doctor.diagnose(workspace)
+    cycles = sorted(f.subject for f in report.findings if f.code == "dependency-cycle")
+    assert cycles == ["TASK-A -> TASK-B -> TASK-A", "TASK-S -> TASK-S"]
+    assert not report.ok and "workspace is clean" not in report.summary()
+    assert [t.task_id for t in claims.ready_tasks(root=workspace)] == ["TASK-C"]
+
+
+def test_status_names_dependency_cycles(workspace):
+    _cycle(workspace)
+    out = subprocess.run([sys.executable, str(LIB / "swarm.py"), "status", "--root", str(workspace)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "dependency cycle: TASK-A -> TASK-B -> TASK-A" in out.stdout
+    assert "dependency cycle: TASK-S -> TASK-S" in out.stdout
+
+
+@pytest.mark.parametrize("task_id, depends_on, cycle", [
+    ("TASK-N", ["TASK-N"], "TASK-N -> TASK-N"),
+    ("TASK-N", ["TASK-X"], "TASK-N -> TASK-X -> TASK-Y -> TASK-N"),
+])
+def test_new_task_refuses_to_close_a_cycle(workspace, task_id, depends_on, cycle):
+    tasks.new_task_file("TASK-X", "Task X", workspace, depends_on=["TASK-Y"])
+    tasks.new_task_file("TASK-Y", "Task Y", workspace, depends_on=["TASK-N"])  # waits for a task not written yet
+    before = snapshot(workspace)
+    out = subprocess.run([sys.executable, str(LIB / "swarm.py"), "new-task", "Something new", "--id", task_id,
+                          *[a for dep in depends_on for a in ("--depends-on", dep)], "--root", str(workspace)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert f"would close a dependency cycle: {cycle}" in out.stderr
+    assert snapshot(workspace) == before
+
+
+# ---------------------------------------------------------------------------- items 16-18: operator views
+
+
+def test_duplicate_detector_skips_an_unparsable_historical_file_with_a_warning(ralf):
+    stop = ralf / "tasks" / "completed" / "STOP_RALF_NOW.md"
+    stop.write_text("STOP. Do not run more loops until the queue is fixed.\n")
+    out = subprocess.run([sys.executable, str(LIB / "duplicate_detector.py"), "--task",
+                          str(ralf / "tasks" / "active" / F005), "--root", str(ralf)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "no near-duplicates\n"
+    assert out.stderr.count("\n") == 1 and "STOP_RALF_NOW.md" in out.stderr and out.stderr.startswith("warning:")
+
+
+def test_status_counts_by_folder_and_flags_duplicate_ids(ralf):
+    import swarm
+
+    active = ralf / "tasks" / "active"
+    shutil.copy(active / F005, active / "TASK-1769952151-copy.md")
+    doc = swarm.collect_status(str(ralf))
+    # 8 files in completed/, some still saying pending or in_progress: the folder decides.
+    assert doc["task_counts"] == {"completed": 8, "pending": 3}
+    flagged = [t for t in doc["tasks"]["pending"] if t.get("duplicate_id")]
+    assert [t["task_id"] for t in flagged] == ["TASK-1769952151", "TASK-1769952151"]
+    assert sorted(Path(p).name for p in doc["duplicate_ids"]["TASK-1769952151"]) == [
+        "TASK-1769952151-copy.md", F005]
+    out = subprocess.run([sys.executable, str(LIB / "swarm.py"), "status", "--root", str(ralf)],
+                         capture_output=True, text=True, timeout=30)
+    assert "tasks: 8 completed, 3 pending" in out.stdout
+    assert out.stdout.count("[DUPLICATE ID: 2 files]") == 2
+    assert "duplicate id TASK-1769952151:" in out.stdout
+
+
+def test_doctor_never_asks_to_reopen_finished_work(ralf):
+    import doctor
+
+    report = doctor.diagnose(ralf)
+    in_completed = [f for f in report.findings if f.path and "completed" in f.path.parts]
+    assert not [f for f in in_completed if "pending" in f.fix]
+    stale = [f for f in in_completed if f.code == "no-lease"]
+    assert stale and all(f.severity is doctor.Severity.INFO for f in stale)
+
+
+def test_status_and_doctor_see_todays_layout(head):
+    import doctor
+    import swarm
+
+    before = snapshot(head)
+    doc = swarm.collect_status(str(head))
+    assert doc["task_counts"] == {"completed": 1, "in_progress": 1, "pending": 4}
+    report = doctor.diagnose(head)
+    assert report.files >= 6
+    assert [f.render(head) for f in report.problems] == []
+    assert snapshot(head) == before
