@@ -316,3 +316,68 @@ def test_status_and_doctor_see_todays_layout(head):
     assert report.files >= 6
     assert [f.render(head) for f in report.problems] == []
     assert snapshot(head) == before
+
+
+# ---------------------------------------------------------------------------- done when: a real run on today's layout
+
+
+@pytest.mark.timeout(120)
+def test_planner_and_executors_complete_todays_layout_exactly_once(head):
+    """A planner and two executors (real processes, the simulated agent) on a copy of ``ralf-head``."""
+    env = dict(os.environ, SWARM_ROOT=str(head), SIM_DELAY="0.1")
+    init = subprocess.run([sys.executable, str(LIB / "swarm.py"), "init"], cwd=head, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert init.returncode == 0, init.stderr
+    notes = documents(head)
+    sim = f"{sys.executable} {SIM} {{task_file}}"
+    procs = [subprocess.Popen([sys.executable, str(LIB / "planner.py"), "--agent-id", "swarm-planner",
+                               "--interval", "0.2"], cwd=head, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)]
+    procs += [subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", f"executor-{n}",
+                                "--poll", "0.2", "--command", sim], cwd=head, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for n in (1, 2)]
+    try:
+        # The planner completes the epic once all its children are: the last thing of the run.
+        for event in events.follow(root=head, types=["completed"], backlog=1000, timeout=90):
+            if event.get("task_id") == "MASTER-TASK-20260203172000":
+                break
+        else:
+            raise AssertionError("the epic was not completed within 90 s")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        errors = [proc.communicate(timeout=30)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    done = [e["task_id"] for e in events.read_events(types=["completed"], root=head)]
+    assert sorted(done) == sorted(PENDING + ["MASTER-TASK-20260203172000"])  # each exactly once
+    assert {e["task_id"]: e["agent"] for e in events.read_events(types=["completed"], root=head)}[
+        "MASTER-TASK-20260203172000"] == "swarm-planner"
+    assert documents(head) == notes  # run notes and plans: byte for byte
+    finished = sorted(t.path.relative_to(head).as_posix() for t in tasks.list_tasks(head, include_completed=True)
+                      if tasks.is_finished(t, tasks.task_config(t.path, head)))
+    assert len(finished) == 6 and "tasks/completed/IMPROVING-V2-HOOKS/MASTER-TASK.md" in finished
+    assert "tasks/completed/IMPROVING-V2-HOOKS/tasks/TASK-202602032359-pre-tool-use-security.md" in finished
+
+
+# ---------------------------------------------------------------------------- item 11: the rule measured on real tasks
+
+
+def real_tasks() -> list[Path]:
+    """Every task file of both fixture trees (the README's measurement)."""
+    return sorted(tasks.task_files(TESTS / "fixtures" / "ralf" / "tasks" / "active")
+                  + tasks.task_files(TESTS / "fixtures" / "ralf" / "tasks" / "completed")
+                  + tasks.task_files(RALF_HEAD / "tasks" / "active"))
+
+
+def test_the_split_rule_on_every_real_task(tmp_path):
+    """README, "Splitting": of the 16 real task files, set pending as if new, the rule splits none."""
+    root = tmp_path / "ws"
+    (root / "tasks" / "active").mkdir(parents=True)
+    verdicts = {}
+    for path in real_tasks():
+        copy = root / "tasks" / "active" / path.name
+        shutil.copy(path, copy)
+        tasks.set_field(copy, "Status", "pending", root=root)
+        verdicts[path.name] = td.analyze_task_structure(copy, root).can_parallelize
+        copy.unlink()
+    assert len(verdicts) == 16 and sum(verdicts.values()) == 0
