@@ -299,15 +299,19 @@ def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
     if root is not None:
         return load_config(root)
     parent = Path(os.path.abspath(path)).parent
+
+    def holds(candidate: Config) -> bool:  # at any depth: epic folders hold tasks too
+        return _inside(parent, candidate.tasks_active) or _inside(parent, candidate.tasks_completed)
+
     cfg = load_config(None)
-    if parent in (cfg.tasks_active, cfg.tasks_completed):
+    if holds(cfg):
         return cfg
-    for ancestor in list(parent.parents)[:6]:
+    for ancestor in list(parent.parents)[:12]:
         if (ancestor / "swarm.yaml").is_file():
             candidate = load_config(ancestor)
-            if parent in (candidate.tasks_active, candidate.tasks_completed):
+            if holds(candidate):
                 return candidate
-        elif parent in (ancestor / "tasks" / "active", ancestor / "tasks" / "completed"):
+        elif _inside(parent, ancestor / "tasks" / "active") or _inside(parent, ancestor / "tasks" / "completed"):
             return load_config(ancestor)
     return load_config(parent)
 

@@ -381,3 +381,10 @@ def test_the_split_rule_on_every_real_task(tmp_path):
         verdicts[path.name] = td.analyze_task_structure(copy, root).can_parallelize
         copy.unlink()
     assert len(verdicts) == 16 and sum(verdicts.values()) == 0
+
+
+def test_a_task_in_an_epic_folder_belongs_to_its_workspace(head, monkeypatch):
+    monkeypatch.delenv("SWARM_ROOT")
+    monkeypatch.chdir(head.parent)
+    deep = head / EPIC / "tasks" / "TASK-202602032359-pre-tool-use-security.md"
+    assert tasks.task_config(deep).root == head
