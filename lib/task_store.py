@@ -1,5 +1,9 @@
 """The task files on disk: a stat-keyed cache, listing, lookup, locked edits, new and completed tasks.
 
+Tasks are listed at any depth under the task folders (RALF's epic folders); in a subfolder a
+Markdown file is a task only when ``looks_like_task`` says so, so run notes and documents beside
+the tasks are never parsed as tasks, reported or written.
+
 Built on the task Markdown model in tasks.py (parsing, ``TaskDocument``, ``render_task``); every
 public name here is also importable from tasks. Unchanged files are never re-parsed: each parsed
 task is cached under its file's stat. Edits (``set_field``, ``set_fields``, ``set_checklist_item``,
@@ -20,13 +24,45 @@ from typing import Any, Iterator, Mapping, Optional, Union
 from config import Config, load_config, validate_id
 from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
 from fileio import atomic_write, locked, read_text
-from tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, looks_like_task, parse_task, render_task
+from tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, parse_task, render_task
 
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished",
+    "task_files", "is_finished", "looks_like_task",
 ]
+
+# ---------------------------------------------------------------------------- tasks and documents
+
+_CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
+
+
+def looks_like_task(text: str) -> bool:
+    """The rule for a Markdown file in a subfolder of the task folders: is it a task or a document?
+
+    A task starts with a level-1 heading and has, before its first ``##`` heading, either a
+    ``**Task ID:**`` field, or a ``**Status:**`` field under a ``# <ID>: <title>`` heading (ID
+    without spaces). Run notes (``# THOUGHTS: TASK-1`` with ``## Status: done``) and plain
+    documents (``# Architecture``) are not tasks, and the runtime never writes to them.
+    """
+    titled: Optional[bool] = None  # None until the heading: then whether it reads "# <ID>: ..."
+    for line in text.split("\n", 400)[:400]:
+        stripped = line.lstrip("\ufeff").strip()
+        if titled is None:
+            if not stripped:
+                continue
+            if not stripped.startswith("# "):
+                return False
+            head, colon, _ = stripped[2:].partition(":")
+            titled = bool(colon) and bool(head.strip()) and not re.search(r"\s", head.strip().strip("*`"))
+        elif stripped.startswith("##"):
+            return False
+        else:
+            found = _CONTENT_FIELD.match(stripped)
+            if found and (titled or found.group(1).lower() != "status"):
+                return True
+    return False
+
 
 # ---------------------------------------------------------------------------- the cache
 

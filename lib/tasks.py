@@ -37,7 +37,6 @@ __all__ = [
     "Status", "Priority", "Task", "Section", "ChecklistItem", "TaskDocument", "KEEP",
     "parse_task", "validate_task", "render_task",
     "priority_rank", "ready_order_key", "extract_paths", "parse_id_list",
-    "looks_like_task",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -337,36 +336,6 @@ def _table_ids(sections: Sequence[Section]) -> list[str]:
             except InvalidIdError:
                 continue
     return found
-
-
-_CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
-
-
-def looks_like_task(text: str) -> bool:
-    """The rule for a Markdown file in a subfolder of the task folders: is it a task or a document?
-
-    A task starts with a level-1 heading and has, before its first ``##`` heading, either a
-    ``**Task ID:**`` field, or a ``**Status:**`` field under a ``# <ID>: <title>`` heading (ID
-    without spaces). Run notes (``# THOUGHTS: TASK-1`` with ``## Status: done``) and plain
-    documents (``# Architecture``) are not tasks, and the runtime never writes to them.
-    """
-    titled: Optional[bool] = None  # None until the heading: then whether it reads "# <ID>: ..."
-    for line in text.split("\n", 400)[:400]:
-        stripped = line.lstrip("\ufeff").strip()
-        if titled is None:
-            if not stripped:
-                continue
-            if not stripped.startswith("# "):
-                return False
-            head, colon, _ = stripped[2:].partition(":")
-            titled = bool(colon) and bool(head.strip()) and not re.search(r"\s", head.strip().strip("*`"))
-        elif stripped.startswith("##"):
-            return False
-        else:
-            found = _CONTENT_FIELD.match(stripped)
-            if found and (titled or found.group(1).lower() != "status"):
-                return True
-    return False
 
 
 def _blank_trimmed(lines: list[str]) -> str:
@@ -708,7 +677,7 @@ def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, prior
 _STORE_NAMES = (
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished",
+    "task_files", "is_finished", "looks_like_task",
 )
 __all__ += _STORE_NAMES
 
