@@ -319,8 +319,8 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     """Pending tasks whose dependencies are completed and that were not split, in claim order.
 
     Left out: a task split into sub-tasks or an epic with children (the planner completes it
-    when they all are); a sub-task whose parent no longer exists (deleting a parent cancels its
-    open sub-tasks; doctor names them); an id that two files use (both files, with one warning
+    when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
+    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an id that two files use (both files, with one warning
     naming them, until one is renamed or deleted); a task in a dependency cycle (it waits
     forever; doctor and status name the cycle). A dependency counts as completed when its file
     says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
@@ -355,7 +355,7 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
         and not t.sub_tasks
         and t.task_id not in links.children
         and t.task_id not in twice
-        and not (t.parent and t.parent not in known)
+        and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
         and all(dep in done for dep in t.depends_on)
     ]
     ready.sort(key=taskmod.ready_order_key)

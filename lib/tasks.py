@@ -462,7 +462,7 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
         priority=Priority.parse(priority_text), priority_text=priority_text,
         created=get("Created"),
         depends_on=tuple(parse_id_list(get("Depends On") or get("Dependencies"))[0]),
-        parent=(parse_id_list(get("Parent Task") or get("Parent"))[0] or [None])[0],
+        parent=(parse_id_list(_TABLE_LINK.sub(r"\1", get("Parent Task") or get("Parent") or ""))[0] or [None])[0],
         assigned_to=get("Assigned To") or get("Assignee"),
         sub_tasks=tuple(dict.fromkeys(parse_id_list(get("Sub-Tasks"))[0] + _table_ids(sections))),
         sections=tuple(sections), checklist=tuple(checklist),

@@ -388,3 +388,11 @@ def test_a_task_in_an_epic_folder_belongs_to_its_workspace(head, monkeypatch):
     monkeypatch.chdir(head.parent)
     deep = head / EPIC / "tasks" / "TASK-202602032359-pre-tool-use-security.md"
     assert tasks.task_config(deep).root == head
+
+
+@pytest.mark.parametrize("field", ["**Parent:** Epic 1 (Foundation)", "**Parent:** [MASTER-9](../MASTER-TASK.md)"])
+def test_a_task_of_your_own_naming_a_missing_parent_still_runs(workspace, field):
+    path = workspace / "tasks" / "active" / "T-1.md"
+    path.write_text(f"# T-1: Mine\n\n{field}\n**Status:** pending\n")
+    assert [t.task_id for t in claims.ready_tasks(root=workspace)] == ["T-1"]
+    assert tasks.load_task(path).parent == ("Epic" if "Epic" in field else "MASTER-9")
