@@ -396,3 +396,11 @@ def test_a_task_of_your_own_naming_a_missing_parent_still_runs(workspace, field)
     path.write_text(f"# T-1: Mine\n\n{field}\n**Status:** pending\n")
     assert [t.task_id for t in claims.ready_tasks(root=workspace)] == ["T-1"]
     assert tasks.load_task(path).parent == ("Epic" if "Epic" in field else "MASTER-9")
+
+
+def test_watch_shows_the_epic_with_its_children_from_the_table(head):
+    import dashboard
+
+    rows = {r["task_id"]: r for r in dashboard.collect(head)["tasks"]}
+    epic = rows["MASTER-TASK-20260203172000"]
+    assert (epic["subtasks_done"], epic["subtasks_total"]) == (1, 5)
