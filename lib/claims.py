@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from datetime import datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import task_graph
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, ValidationError
-from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
+from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError
+from lease_store import Assignment, Lease, LeaseState, LeaseTable
+from stores import lease_table
 from liveness import dead_reason, my_identity
 
 __all__ = [
@@ -48,6 +48,8 @@ __all__ = [
     "assign",
     "assignment_for",
     "clear_assignment",
+    "list_assignments",
+    "Assignment",
     "completed_in_place",
     "lease_lock",
 ]
@@ -57,103 +59,24 @@ PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger("swarmfile")
 
 
-class LeaseState(str, Enum):
-    HELD = "held"
-    RELEASED = "released"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True)
-class Lease:
-    """One claim of one task; ``token`` grows on every claim of that task."""
-
-    task_id: str
-    agent_id: str
-    token: int
-    acquired_at: str
-    expires_at: str
-    pid: Optional[int] = None
-    host: Optional[str] = None
-    proc_start: Optional[int] = None
-    state: LeaseState = LeaseState.HELD
-    acknowledged_at: Optional[str] = None  # the holder started work (executor ACK)
-    attempts: int = 0  # failed runs of this task so far, across leases
-    not_before: Optional[str] = None  # a failed task waits until then before its retry
-    ended_at: Optional[str] = None
-    error: Optional[str] = None
-    mirror: Optional[dict] = None  # the task-file fields this lease's last change wrote
-    extra: dict = field(default_factory=dict)  # keys this version does not know, kept
-
-    def expired(self, now: Optional[datetime] = None) -> bool:
-        return (now or utc_now()) >= parse_ts(self.expires_at)
-
-    def free_reason(self, now: Optional[datetime] = None) -> Optional[str]:
-        """Why another agent may take this task now, or None while the lease binds."""
-        if self.state is not LeaseState.HELD:
-            return f"lease {self.state.value}"
-        if self.expired(now):
-            return f"lease expired at {self.expires_at}"
-        return dead_reason(self.pid, self.host, self.proc_start)
-
-    def seconds_left(self, now: Optional[datetime] = None) -> float:
-        return (parse_ts(self.expires_at) - (now or utc_now())).total_seconds()
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        data["state"] = self.state.value
-        data.update(self.extra)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Optional[Path] = None) -> "Lease":
-        known = {f.name for f in fields(cls)} - {"extra"}
-        values = {k: v for k, v in data.items() if k in known}
-        try:
-            values["state"] = LeaseState(values.get("state", "held"))
-            values["token"] = int(values["token"])
-            for key in ("task_id", "agent_id", "acquired_at", "expires_at"):
-                if not isinstance(values[key], str):
-                    raise ValueError(f"{key} must be a string")
-            parse_ts(values["expires_at"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationError(f"malformed lease: {exc}", path=path,
-                                  hint="fix or delete the lease file; the task's claim is unknown") from None
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
-
-
 # ---------------------------------------------------------------------------- the lease table
-# These few functions are the storage of leases; a networked backend would replace only them.
+# Storage is lease_store's: these helpers only name the workspace's table.
 
 
-def _lease_file(cfg: Config, task_id: str) -> Path:
-    return cfg.runtime_dir / "claims" / f"{task_id}.yaml"
-
-
-_ABSENT: Any = object()
+def _table(cfg: Config) -> LeaseTable:
+    return lease_table(cfg)
 
 
 def _read(cfg: Config, task_id: str) -> Optional[Lease]:
-    """The stored lease, None only when the file does not exist.
-
-    An empty or blank lease file is an error, never "not claimed": that would restart the
-    tokens at 1 and let a holder of an old token 1 pass the fencing check again.
-    """
-    path = _lease_file(cfg, task_id)
-    data = load_yaml_file(path, default=_ABSENT)
-    if data is _ABSENT:
-        return None
-    return Lease.from_dict(expect_mapping(data, path, "a lease", line=1), path)
+    return _table(cfg).read(task_id)
 
 
 def _write(cfg: Config, lease: Lease) -> None:
-    atomic_write(_lease_file(cfg, lease.task_id), dump_yaml(lease.to_dict()))
+    _table(cfg).write(lease)
 
 
 def _lease_lock(cfg: Config, task_id: str, timeout: Optional[float] = None):
-    return locked(_lease_file(cfg, task_id), lock_dir=cfg.lock_dir,
-                  timeout=cfg.lock_timeout if timeout is None else timeout)
+    return _table(cfg).lock(task_id, timeout)
 
 
 def get_lease(task_id: str, *, root: Optional[PathLike] = None) -> Optional[Lease]:
@@ -165,27 +88,11 @@ def list_leases(*, root: Optional[PathLike] = None, held_only: bool = False,
                 errors: Optional[list] = None) -> list[Lease]:
     """All lease records, ordered by task id.
 
-    A lease file that does not parse raises its error, unless ``errors`` is a list: then the
-    error is appended there and the file skipped (and left as it is).
+    A lease record that cannot be read raises its error, unless ``errors`` is a list: then the
+    error is appended there and the record skipped (and left as it is).
     """
-    cfg = load_config(root)
-    directory = cfg.runtime_dir / "claims"
-    try:
-        names = sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".yaml") and not n.startswith("."))
-    except FileNotFoundError:
-        return []
-    leases = []
-    for name in names:
-        try:
-            lease = _read(cfg, name)
-        except SwarmError as exc:
-            if errors is None:
-                raise
-            errors.append(exc)
-            continue
-        if lease is not None and (not held_only or lease.state is LeaseState.HELD):
-            leases.append(lease)
-    return leases
+    leases = _table(load_config(root)).list(errors=errors)
+    return [lease for lease in leases if not held_only or lease.state is LeaseState.HELD]
 
 
 # ---------------------------------------------------------------------------- the task mirror
@@ -320,9 +227,9 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
 
     Left out: a task split into sub-tasks or an epic with children (the planner completes it
     when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
-    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an id that two files use (both files, with one warning
-    naming them, until one is renamed or deleted); a task in a dependency cycle (it waits
-    forever; doctor and status name the cycle). A dependency counts as completed when its file
+    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an
+    id that two files use (both files, with one warning naming them, until one is renamed or
+    deleted); a task in a dependency cycle (it waits forever; doctor and status name the cycle). A dependency counts as completed when its file
     says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
@@ -612,38 +519,22 @@ def lease_lock(task_id: str, *, root: Optional[PathLike] = None):
 # it), then leaves the lease here for the executor to pick up and acknowledge (``start``).
 
 
-def _assignment_file(cfg: Config, agent_id: str) -> Path:
-    return cfg.runtime_dir / "assignments" / f"{validate_id(agent_id, 'agent id')}.yaml"
-
-
 def assign(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> None:
     """Hand ``lease`` (claimed for its agent) to that agent's next look for work."""
-    cfg = load_config(root)
-    record = {**lease.to_dict(), "assigned_at": format_ts(now or utc_now())}
-    path = _assignment_file(cfg, lease.agent_id)
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        atomic_write(path, dump_yaml(record))
+    _table(load_config(root)).assign(lease, format_ts(now or utc_now()))
 
 
 def assignment_for(agent_id: str, *, root: Optional[PathLike] = None) -> Optional[tuple[Lease, str]]:
     """The lease assigned to ``agent_id`` and when it was assigned, or None."""
-    cfg = load_config(root)
-    path = _assignment_file(cfg, agent_id)
-    data = load_yaml_file(path, default=_ABSENT)
-    if data is _ABSENT:
-        return None
-    data = dict(expect_mapping(data, path, "an assignment", line=1))
-    assigned_at = str(data.pop("assigned_at", "") or "")
-    return Lease.from_dict(data, path), assigned_at
+    found = _table(load_config(root)).assignment(validate_id(agent_id, "agent id"))
+    return None if found is None else (found.lease, found.assigned_at)
+
+
+def list_assignments(*, root: Optional[PathLike] = None, errors: Optional[list] = None) -> list[Assignment]:
+    """Every assignment still waiting for its agent, by agent id."""
+    return _table(load_config(root)).assignments(errors=errors)
 
 
 def clear_assignment(agent_id: str, token: Optional[int] = None, *, root: Optional[PathLike] = None) -> bool:
     """Remove the assignment of ``agent_id`` (only if it still carries ``token``, when given)."""
-    cfg = load_config(root)
-    path = _assignment_file(cfg, agent_id)
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        found = assignment_for(agent_id, root=cfg.root)
-        if found is None or (token is not None and found[0].token != token):
-            return False
-        path.unlink()
-        return True
+    return _table(load_config(root)).clear_assignment(validate_id(agent_id, "agent id"), token)

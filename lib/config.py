@@ -38,6 +38,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULTS: dict[str, Any] = {
+    "backend": "files",  # where shared state is kept: files (this workspace's disk, no server)
     "paths": {
         "heartbeat": "heartbeat.yaml",  # agent registry
         "events": "events.yaml",  # append-only event log

@@ -225,24 +225,19 @@ class _Checker:
             self.add(Severity.WARNING, "task-field", path, problem.reason, problem.hint or "edit the field",
                      line=problem.line, subject=f"{task.task_id}: {problem.reason}")
 
-    def lease_file(self, path: Path) -> None:
-        from claims import Lease
-        from fileio import expect_mapping, load_yaml_file
+    def lease_table(self) -> int:
+        """Every lease record, through the lease table; returns how many were looked at."""
+        from stores import lease_table
 
-        task_id = path.stem
-        try:
-            data = load_yaml_file(path)
-            if data is None:
-                self.add(Severity.ERROR, "corrupt-lease", path, "lease file is empty",
-                         "restore it, or delete it if the task is not claimed (its token history is lost)")
-                self.unreadable_leases.add(task_id)
-                return
-            lease = Lease.from_dict(expect_mapping(data, path, "a lease", line=1), path)
-        except SwarmError as exc:
+        table = lease_table(self.cfg)
+        unreadable: list[SwarmError] = []
+        for lease in table.list(errors=unreadable):
+            self.leases[lease.task_id] = lease
+        for exc in unreadable:
+            path = Path(exc.path) if exc.path else Path(table.where(exc.task_id or "?"))
             self.failed(exc, path, "corrupt-lease")
-            self.unreadable_leases.add(task_id)
-            return
-        self.leases[task_id] = lease  # by file name, as claims reads it
+            self.unreadable_leases.add(exc.task_id or path.stem)
+        return len(self.leases) + len(unreadable)
 
     def cross_check(self) -> None:
         """What no single file shows: duplicate ids, parents, dependencies, leases against tasks."""
@@ -316,12 +311,14 @@ class _Checker:
                      f"dependency cycle {' -> '.join(cycle)}: none of these tasks ever becomes ready",
                      "remove one Depends On entry of the cycle", subject=" -> ".join(cycle),
                      line=_field_line(task, "depends on", "dependencies"))
-        claims_dir = self.cfg.runtime_dir / "claims"
+        from stores import lease_table
+
+        table = lease_table(self.cfg)
         for task_id, lease in self.leases.items():
             why = lease.free_reason(self.now) if lease.state is LeaseState.HELD else None
             if why is None:
                 continue
-            path = claims_dir / f"{task_id}.yaml"
+            path = Path(table.where(task_id))
             task = by_id.get(task_id, [None])[0]
             problem = f"lease of {task_id} held by {lease.agent_id} (token {lease.token}) is stale: {why}"
             if task is not None and task.status in runtime_owned:
@@ -493,7 +490,6 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
     for directory in (cfg.tasks_active, cfg.tasks_completed):  # at any depth, documents left out
         jobs += [(path, checker.task_file) for path in taskmod.task_files(directory)]
     yaml_file = lambda name: name.endswith(".yaml") and not name.startswith(".")  # noqa: E731
-    jobs += [(path, checker.lease_file) for path in _listing(runtime / "claims", yaml_file)]
     jobs += [(path, checker.worktree_record) for path in _listing(runtime / "worktrees", yaml_file)]
     jobs += [(path, checker.temp_file) for path in _temp_files(cfg)]
     meter = _Progress(len(jobs), progress)
@@ -503,9 +499,10 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
             meter.tick()
     finally:
         meter.close()
+    leases = checker.lease_table()
     checker.cross_check()
     checker.unregistered_worktrees(runtime / "worktrees")
-    return checker.found, len(jobs)
+    return checker.found, len(jobs) + leases
 
 
 # ---------------------------------------------------------------------------- repairs

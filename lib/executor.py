@@ -26,7 +26,7 @@ import agent_discovery
 import agents
 import claims
 import events
-import merge_queue
+import lifecycle
 import reservations
 import tasks
 import worktrees
@@ -60,7 +60,6 @@ class Executor:
                  use_worktree: bool = False) -> None:
         self.agent_id = validate_id(agent_id, "agent id")
         self.cfg: Config = load_config(root)
-        setting = self.cfg.settings["executor"]
         self.command = command
         self.once = once
         self.max_tasks = max_tasks
@@ -68,9 +67,7 @@ class Executor:
         self.poll = seconds("executor", "poll_seconds") if poll is None else float(poll)
         self.ttl = self.cfg.lease_seconds if ttl is None else float(ttl)
         self.run_timeout = seconds("executor", "run_timeout_seconds") if run_timeout is None else float(run_timeout)
-        self.max_attempts = int(setting["max_attempts"] if max_attempts is None else max_attempts)
-        self.backoff = seconds("executor", "backoff_seconds") if backoff is None else float(backoff)
-        self.wait_retry = seconds("executor", "wait_retry_seconds")
+        self.policy = lifecycle.RetryPolicy.from_config(self.cfg, max_attempts=max_attempts, backoff=backoff)
         self.use_worktree = use_worktree
         self.kill_grace = 5.0  # seconds between SIGTERM and SIGKILL of an agent when stopping
         self.stop = threading.Event()
@@ -125,12 +122,7 @@ class Executor:
         with self._lease_lock:
             lease, self._lease = self._lease, None
         if lease is not None:
-            try:
-                claims.release(lease, reason="executor stopped", root=self.cfg.root)
-                events.append_event("released", self.agent_id, lease.task_id, root=self.cfg.root,
-                                    reason="executor stopped", token=lease.token)
-            except LeaseLost:
-                pass
+            lifecycle.give_back(lease, self.agent_id, "executor stopped", root=self.cfg.root)
         if self._beater is not None:
             self._beater.join(timeout=10)
         agent_discovery.deregister_agent(self.agent_id, root=self.cfg.root)
@@ -166,19 +158,17 @@ class Executor:
         if found is not None:
             lease, _ = found
             claims.clear_assignment(self.agent_id, lease.token, root=self.cfg.root)
-            try:
-                lease = claims.start(lease, root=self.cfg.root)
-            except LeaseLost:
+            acked = lifecycle.acknowledge(lease, self.agent_id, root=self.cfg.root)
+            if acked.lease is None:
                 return None  # taken back before we acknowledged: look again
-            self._event("acknowledged", lease.task_id, token=lease.token)
-            return self._reserve_files(lease)
+            return self._reserve_files(acked.lease)
         # Requeue what dead agents held before looking: without a planner, nobody else would.
         try:
             reaped = claims.reap_expired(root=self.cfg.root)
         except SwarmError as exc:  # a lock held too long, a file gone bad: claiming still works
             reaped = []
             log.warning("could not reap expired leases: %s", exc)
-        recover_completions(self.agent_id, self.cfg.root)
+        lifecycle.recover_completions(self.agent_id, root=self.cfg.root)
         for lease, reason in reaped:
             self._event("requeued" if lease.state is claims.LeaseState.EXPIRED else "repaired", lease.task_id,
                         reason=reason, previous_agent=lease.agent_id, token=lease.token)
@@ -187,9 +177,8 @@ class Executor:
             if lease is None:
                 self._skipped.clear()  # files held elsewhere may be free by the next look
                 return None
-            try:
-                lease = claims.start(lease, root=self.cfg.root)
-            except LeaseLost:
+            lease = lifecycle.begin(lease, root=self.cfg.root)
+            if lease is None:
                 continue
             reserved = self._reserve_files(lease)
             if reserved is not None:
@@ -280,6 +269,7 @@ class Executor:
             self._finish_failed(attempt, result.reason, result.exit_code, result.duration, result.output_tail)
 
     def _take_lease(self) -> Optional[claims.Lease]:
+        """The lease in hand, no longer renewed by the beat thread: the outcome is about to end it."""
         with self._lease_lock:
             lease, self._lease = self._lease, None
         return lease
@@ -290,50 +280,24 @@ class Executor:
         if lease is None:
             return
         merge: dict[str, Any] = {}
-        if self._worktree is not None:
-            merge = self._merge_back(lease)
-            if merge.get("merge") in (merge_queue.MergeStatus.CONFLICT.value, merge_queue.MergeStatus.FAILED.value):
-                lease = self._take_lease()
-                try:  # the merge queue has marked the task and logged why; a person takes it from here
-                    claims.release(lease, reason=f"merge {merge['merge']}", status=tasks.Status.NEEDS_ATTENTION.value,
-                                   root=self.cfg.root)
-                except LeaseLost:
-                    pass
-                self.done += 1
-                return
+        if self._worktree is not None:  # merged while the lease is still renewed: a merge may take a while
+            title = tasks.find_task(lease.task_id, self.cfg.root).title
+            merge = lifecycle.merge_back(lease, self.agent_id, self._worktree, root=self.cfg.root, title=title)
         lease = self._take_lease()
         if lease is None:
             return
-        try:
-            claims.complete(lease, result={"exit_code": result.exit_code, "duration_seconds": round(result.duration, 3)},
-                            root=self.cfg.root)
-        except LeaseLost as exc:
-            self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
+        if lifecycle.merge_failed(merge):  # the merge queue has marked the task and logged why
+            lifecycle.needs_attention(lease, self.agent_id, f"merge {merge['merge']}", root=self.cfg.root)
+            self.done += 1
             return
-        self.done += 1
         data: dict[str, Any] = {"duration_seconds": round(result.duration, 3), "exit_code": result.exit_code,
-                                "attempt": attempt, "token": lease.token, **merge}
+                                "attempt": attempt, **merge}
         if changed is not None:
             data["files_modified"] = changed
-        # Event, then move: a crash in between leaves a completed task in tasks/active, which
-        # recover_completions moves (and logs, had the event not been written) on the next look.
-        self._event("completed", lease.task_id, **data)
-        tasks.move_to_completed(lease.task_id, self.cfg.root)
-
-    def _merge_back(self, lease: claims.Lease) -> dict[str, Any]:
-        """Commit the worktree, queue its branch and drain the merge queue; how our merge went."""
-        task = tasks.find_task(lease.task_id, self.cfg.root)
-        entry = worktrees.finish(self._worktree, task.title, root=self.cfg.root)
-        if entry is None:
-            return {"merge": "nothing to merge"}
-        try:
-            merge_queue.process_queue(self.cfg.root)
-        except SwarmError as exc:  # e.g. the root checkout is dirty: the entry waits for a later run
-            self._event("merge_waiting", lease.task_id, reason=str(exc), branch=entry.branch)
-            return {"merge": "queued", "branch": entry.branch}
-        done = next((e for e in merge_queue.read_queue(self.cfg.root) if e.id == entry.id), None)
-        status = done.status if done is not None and done.status else "queued"
-        return {"merge": status, "branch": entry.branch}
+        outcome = lifecycle.done(lease, self.agent_id, root=self.cfg.root, **data,
+                                 result={"exit_code": result.exit_code, "duration_seconds": round(result.duration, 3)})
+        if not outcome.lost:
+            self.done += 1
 
     def _retire_worktree(self) -> None:
         wt, self._worktree = self._worktree, None
@@ -348,62 +312,19 @@ class Executor:
         lease = self._take_lease()
         if lease is None:
             return
-        retry_after = self.backoff * (2 ** lease.attempts)  # doubles with every failure of this task
-        try:
-            ended = claims.fail(lease, reason, max_attempts=self.max_attempts, retry_after=retry_after,
-                                root=self.cfg.root)
-        except LeaseLost as exc:
-            self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
-            return
-        self.done += 1
-        blocked = ended.attempts >= self.max_attempts
-        self._event("failed", lease.task_id, error=reason, exit_code=exit_code, attempt=attempt,
-                    duration_seconds=round(duration, 3), token=lease.token,
-                    **({"blocked": True} if blocked else {"retry_in_seconds": retry_after}),
-                    **({"output_tail": output_tail[-500:]} if output_tail else {}))
-        if blocked:
-            self._event("blocked", lease.task_id, attempts=ended.attempts, error=reason)
+        outcome = lifecycle.failed(lease, self.agent_id, reason, policy=self.policy, root=self.cfg.root,
+                                   exit_code=exit_code, attempt=attempt, duration_seconds=round(duration, 3),
+                                   **({"output_tail": output_tail[-500:]} if output_tail else {}))
+        if not outcome.lost:
+            self.done += 1
 
     def _finish_paused(self, attempt: int, result: agents.AgentResult) -> None:
         lease = self._take_lease()
         if lease is None:
             return
         kind = "waiting" if result.outcome is agents.Outcome.WAITING else "help"
-        try:
-            claims.release(lease, retry_after=self.wait_retry, reason=f"{kind}: {result.reason}", root=self.cfg.root)
-        except LeaseLost:
-            return
-        self._event(kind, lease.task_id, message=result.reason, attempt=attempt, retry_in_seconds=self.wait_retry)
-
-
-def recover_completions(agent_id: str, root: Path) -> list[str]:
-    """Finish what a holder killed right after completing left undone: move the task, log it.
-
-    Returns the task ids recovered. The ``completed`` event is written only if the log has
-    none for that lease's token, so a recovery never logs a completion twice.
-    """
-    recovered = []
-    for task, lease in claims.completed_in_place(root=root):
-        # Under the lease's lock: of a planner and executors recovering at once, one does it.
-        with claims.lease_lock(task.task_id, root=root):
-            try:
-                current = tasks.find_task(task.task_id, root)
-            except SwarmError:
-                continue
-            if current.path is None or current.path.parent != task.path.parent:
-                continue  # moved meanwhile
-            logged = any(e.get("token") == lease.token
-                         for e in events.read_events(task_id=task.task_id, types=["completed"], root=root))
-            if not logged:
-                events.append_event("completed", agent_id, task.task_id, root=root, token=lease.token,
-                                    recovered=True, completed_by=lease.agent_id)
-            try:
-                tasks.move_to_completed(task.task_id, root)
-            except (SwarmError, OSError) as exc:
-                log.warning("could not move completed task %s: %s", task.task_id, exc)
-                continue
-        recovered.append(task.task_id)
-    return recovered
+        lifecycle.pause(lease, self.agent_id, kind, result.reason, policy=self.policy, root=self.cfg.root,
+                        attempt=attempt)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -32,13 +32,13 @@ import agent_discovery
 import claims
 import duplicate_detector
 import events
+import lifecycle
 import task_distribution
 import task_graph
 import tasks
 import work_items
 from cli import EXIT_OK, parser, print_json, run
 from config import Config, load_config, parse_ts, utc_now, validate_id
-from executor import recover_completions
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
 
 __all__ = ["Planner", "Decision", "main"]
@@ -128,7 +128,7 @@ class Planner:
         return out
 
     def _recover_completions(self) -> list[Decision]:
-        recovered = recover_completions(self.agent_id, self.cfg.root)
+        recovered = lifecycle.recover_completions(self.agent_id, root=self.cfg.root)
         return [self._decide("repaired", task_id, reason="completed task moved after its holder died")
                 for task_id in recovered]
 
@@ -150,13 +150,9 @@ class Planner:
     def _take_back_unacknowledged(self, executors: Sequence[Any], now: datetime) -> list[Decision]:
         out = []
         live = {a.agent_id for a in executors}
-        directory = self.cfg.runtime_dir / "assignments"
-        names = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
-        for agent_id in names:
-            found = claims.assignment_for(agent_id, root=self.cfg.root)
-            if found is None:
-                continue
-            lease, assigned_at = found
+        unreadable: list = []  # doctor names an assignment record that does not parse
+        for found in claims.list_assignments(root=self.cfg.root, errors=unreadable):
+            agent_id, lease, assigned_at = found.agent_id, found.lease, found.assigned_at
             waited = (now - parse_ts(assigned_at)).total_seconds() if assigned_at else float("inf")
             if waited < self.ack_timeout and agent_id in live:
                 continue

@@ -41,6 +41,7 @@ import agent_discovery
 import agents
 import claims
 import events
+import lifecycle
 import tasks
 from cli import EXIT_BAD_INPUT, EXIT_OK, parser, print_json, run, table
 from config import HOSTNAME, Config, format_ts, load_config, seconds_since, utc_now, validate_id
@@ -304,9 +305,7 @@ class Bridge:
         self.auto_confirm = bool(self.settings["auto_confirm"] if auto_confirm is None else auto_confirm)
         self.cooldown = float(self.settings["cooldown_seconds"] if cooldown is None else cooldown)
         self.dry_run = dry_run
-        executor = self.cfg.settings["executor"]  # failures and waits are retried as the executor loop does
-        self.max_attempts, self.backoff = int(executor["max_attempts"]), float(executor["backoff_seconds"])
-        self.wait_retry = float(executor["wait_retry_seconds"])
+        self.policy = lifecycle.RetryPolicy.from_config(self.cfg)  # retried and rested as the executor loop does
         self._beats: dict[str, tuple[float, Any]] = {}
         self._dry_presses: dict[str, str] = {}
 
@@ -460,35 +459,25 @@ class Bridge:
     def _on_marker(self, pane: Pane, cur: dict, marker: agents.Marker, now: datetime) -> Handled:
         task_id, token, kind, text = cur["task_id"], int(cur["token"]), marker.kind, marker.text
         lease = claims.get_lease(task_id, root=self.root)
-        data: dict[str, Any] = {"token": token, "pane": pane.pane_id}
-        try:
-            if lease is None or lease.token != token:
-                raise LeaseLost(f"task {task_id} is no longer leased with token {token}", task_id=task_id)
-            data["attempt"] = lease.attempts + 1
-            if kind == "ACK":
-                event = "acknowledged"
-                claims.start(lease, root=self.root, now=now)
-            elif kind == "DONE":
-                event = "completed"
-                claims.complete(lease, result={"via": "tmux", "pane": pane.pane_id}, root=self.root, now=now)
-                tasks.move_to_completed(task_id, self.root)
-            elif kind == "ERROR":
-                event, retry = "failed", self.backoff * (2 ** lease.attempts)
-                ended = claims.fail(lease, text or "the agent reported [ERROR]", max_attempts=self.max_attempts,
-                                    retry_after=retry, root=self.root, now=now)
-                data.update(error=text, **({"blocked": True} if ended.attempts >= self.max_attempts
-                                           else {"retry_in_seconds": retry}))
-            else:  # WAIT or HELP: not a failure; back to the queue after a pause
-                event = "waiting" if kind == "WAIT" else "help"
-                claims.release(lease, retry_after=self.wait_retry, reason=f"{event}: {text}", root=self.root, now=now)
-                data.update(message=text, retry_in_seconds=self.wait_retry)
-        except LeaseLost as exc:
-            event = "lease_lost"
-            data.update(reason=exc.reason, marker=kind)
-        self._event(event, pane.agent_id, task_id, **data)
-        if data.get("blocked"):
-            self._event("blocked", pane.agent_id, task_id, attempts=data["attempt"], error=text)
-        return Handled(pane.agent_id, pane.pane_id, task_id, kind, token, event, text)
+        data: dict[str, Any] = {"pane": pane.pane_id}
+        if lease is None or lease.token != token:
+            exc = LeaseLost(f"task {task_id} is no longer leased with token {token}", task_id=task_id)
+            self._event("lease_lost", pane.agent_id, task_id, token=token, pane=pane.pane_id, reason=exc.reason,
+                        marker=kind)
+            return Handled(pane.agent_id, pane.pane_id, task_id, kind, token, "lease_lost", text)
+        data["attempt"] = lease.attempts + 1
+        where = {"root": self.root, "now": now}
+        if kind == "ACK":
+            outcome = lifecycle.acknowledge(lease, pane.agent_id, **where, **data)
+        elif kind == "DONE":
+            outcome = lifecycle.done(lease, pane.agent_id, result={"via": "tmux", "pane": pane.pane_id}, **where, **data)
+        elif kind == "ERROR":
+            outcome = lifecycle.failed(lease, pane.agent_id, text or "the agent reported [ERROR]", policy=self.policy,
+                                       **where, **data)
+        else:  # WAIT or HELP: not a failure; back to the queue after a pause
+            outcome = lifecycle.pause(lease, pane.agent_id, "waiting" if kind == "WAIT" else "help", text,
+                                      policy=self.policy, **where, **data)
+        return Handled(pane.agent_id, pane.pane_id, task_id, kind, token, outcome.event, text)
 
     def _beat(self, pane: Pane, task_id: Optional[str], force: bool = False) -> None:
         """Heartbeat the pane's agent when its task changed or a quarter of the timeout passed."""
