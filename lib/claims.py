@@ -107,10 +107,23 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     """
     _write(cfg, lease)
     if lease.mirror:
-        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id), lease.mirror, root=cfg.root, durable=False)
+        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
+                           durable=False)
 
 
-def _task_path(cfg: Config, task_id: str) -> Path:
+def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path:
+    """The task's file: the one its lease was taken on while it is still there and holds the task.
+
+    So a copy of the file made while the task runs (one id, two files) does not stop its holder
+    from recording the outcome; ready_tasks leaves the id out until the copy is gone.
+    """
+    leased = (lease.extra.get("task_file") if lease is not None else None)
+    if isinstance(leased, str):
+        try:
+            if taskmod.load_task(leased).task_id == task_id:
+                return Path(leased)
+        except SwarmError:
+            pass  # moved or broken since: look it up
     task = taskmod.find_task(task_id, root=cfg.root)
     return task.path
 
@@ -191,7 +204,7 @@ def claim_task(
                     pid=pid, host=host, proc_start=proc_start,
                     attempts=attempts,
                     mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
-                    extra=current.extra if current else {},
+                    extra={**(current.extra if current else {}), "task_file": str(path)},
                 )
                 _write(cfg, lease)  # the truth first; the mirror below is written when the block ends
                 written = lease

@@ -404,3 +404,26 @@ def test_watch_shows_the_epic_with_its_children_from_the_table(head):
     rows = {r["task_id"]: r for r in dashboard.collect(head)["tasks"]}
     epic = rows["MASTER-TASK-20260203172000"]
     assert (epic["subtasks_done"], epic["subtasks_total"]) == (1, 5)
+
+
+def test_a_copy_made_while_the_task_runs_does_not_stop_its_executor(workspace):
+    first = tasks.new_task_file("T-1", "First", workspace, priority="high")
+    tasks.new_task_file("T-2", "Second", workspace)
+    proc = subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", "executor-1", "--once",
+                             "--command", f"{sys.executable} {SIM} {{task_file}}"], cwd=workspace,
+                            env=dict(os.environ, SWARM_ROOT=str(workspace), SIM_DELAY="1.5"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for event in events.follow(root=workspace, types=["started"], backlog=100, timeout=30):
+            assert event["task_id"] == "T-1"
+            break
+        shutil.copy(first, first.with_name("T-1-copy.md"))  # an operator's cp while T-1 runs
+        _, err = proc.communicate(timeout=50)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    done = [e["task_id"] for e in events.read_events(types=["completed"], root=workspace)]
+    assert done == ["T-1", "T-2"]
+    assert tasks.load_task(first).status is tasks.Status.COMPLETED  # the file it ran on records it
