@@ -142,3 +142,10 @@ def cycle_through(task_id: str, depends_on: Sequence[str], listing: Sequence[Tas
         visited.add(node)
         stack.extend((nxt, path + [nxt]) for nxt in reversed(graph.get(node, [])))
     return None
+
+
+if __name__ == "__main__":
+    from cli import fail
+
+    raise SystemExit(fail("task_graph.py has no command line of its own; python lib/swarm.py status and "
+                          "python lib/doctor.py show duplicate ids and dependency cycles"))
