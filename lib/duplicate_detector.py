@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -147,7 +148,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             task = taskmod.load_task(args.task, use_cache=False)
             title, text, exclude = task.title, task.objective, [task.path]
             root = root or taskmod.task_config(task.path).root
-        matches = find_duplicates(title, text, root, args.threshold, exclude=exclude)
+        skipped: list = []  # one unparsable historical file must not stop every check
+        matches = find_duplicates(title, text, root, args.threshold, exclude=exclude, errors=skipped)
+        for error in skipped:
+            print(f"warning: skipped a task file that does not parse: {error}", file=sys.stderr)
         if args.json:
             print_json({"title": title, "threshold": _threshold(args.threshold, root),
                         "duplicate": bool(matches), "matches": [m.to_dict() for m in matches]})
