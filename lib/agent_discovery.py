@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from config import HOSTNAME, ID_PATTERN, Config, format_ts, load_config, parse_ts, utc_now, validate_id
-from errors import ValidationError
+from errors import NotFoundError, ValidationError
 from fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from liveness import dead_reason, process_start_time
 from cli import duration, table
@@ -345,8 +345,11 @@ def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Wh
 
 def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any = KEEP, current_task: Any = KEEP, *,
               heartbeat_file: Where = None, root: Where = None, record_process: bool = True,
-              **fields: Any) -> AgentInfo:
+              add_missing: bool = True, **fields: Any) -> AgentInfo:
     """Mark ``agent_id`` as seen now, adding it if it is not registered.
+
+    ``add_missing`` False: an agent not in the registry raises NotFoundError and nothing is
+    written (the command line's ``beat``: a typo must not create an agent).
 
     ``status`` None keeps the status (a stopped or missing one becomes running); action and
     task are kept unless given (None clears them). With ``record_process`` the pid, host and
@@ -361,6 +364,9 @@ def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any =
     status = _plain(status, "status")
 
     def change(beats: dict, now: str) -> AgentInfo:
+        if not add_missing and not isinstance(beats.get(agent_id), dict):
+            raise NotFoundError(f"agent {agent_id} is not registered", path=_locate(root, heartbeat_file)[0],
+                                hint=f"register it first: python lib/agent_discovery.py register {agent_id}")
         entry = beats.setdefault(agent_id, {})
         values: dict[str, Any] = {"last_seen": now}
         if status is not None:
@@ -523,7 +529,7 @@ def _update(args: Any) -> int:
         action = fields.pop("current_action", KEEP) if args.action is None else (args.action or None)
         task = fields.pop("current_task", KEEP) if args.task is None else (args.task or None)
         info = heartbeat(args.agent, args.status or field_status, action, task, heartbeat_file=args.heartbeat_file,
-                         root=args.root, record_process=False, **fields)
+                         root=args.root, record_process=False, add_missing=False, **fields)
     return _report(args, info, "registered" if args.command == "register" else "heartbeat of")
 
 
@@ -549,7 +555,7 @@ _UNSET: Any = object()
 _COMMANDS = ("register", "beat", "deregister")
 _VALUED = ("--root", "--heartbeat-file", "--timeout", "--require", "--role", "--pid", "--status", "--action",
            "--task", "--field")  # flags whose value is the next token
-_RESERVED = ("agent_id", "heartbeat_file", "root", "record_process")  # not entry fields
+_RESERVED = ("agent_id", "heartbeat_file", "root", "record_process", "add_missing")  # not entry fields
 
 
 def _pid_arg(text: str) -> Optional[int]:
@@ -593,17 +599,18 @@ def _parser(command: Optional[str]) -> Any:
     import cli
 
     if command is None:
-        p = cli.parser("agent_discovery.py", "List the agents in the heartbeat registry.")
+        p = cli.parser("agent_discovery.py", "List the agents in the heartbeat registry.",
+                       needs_workspace=lambda args: not args.heartbeat_file)
         p.epilog = "commands (each takes --help): register AGENT, beat AGENT, deregister AGENT"
-        p.add_argument("--timeout", type=float, metavar="S", help="seconds without a heartbeat before an agent "
+        p.add_argument("--timeout", type=cli.positive_seconds, metavar="S", help="seconds without a heartbeat before an agent "
                        "is inactive (default: timeouts.heartbeat_seconds, 120)")
         p.add_argument("--all", action="store_true", help="also list inactive agents and why")
-        p.add_argument("--require", type=int, metavar="N", help="exit 1 unless at least N agents are active")
+        p.add_argument("--require", type=cli.non_negative_int, metavar="N", help="exit 1 unless at least N agents are active")
     else:
         p = cli.parser(f"agent_discovery.py {command}", {
             "register": "Add or re-register an agent as running now.",
-            "beat": "Record a heartbeat of an agent (its pid is kept unless --pid is given).",
-            "deregister": "Mark an agent stopped."}[command])
+            "beat": "Record a heartbeat of a registered agent (its pid is kept unless --pid is given).",
+            "deregister": "Mark an agent stopped."}[command], needs_workspace=lambda args: not args.heartbeat_file)
         p.add_argument("agent", metavar="AGENT", help="agent id")
     p.allow_abbrev = False  # _split_command must know every flag that takes a value
     p.add_argument("--heartbeat-file", metavar="F", help="heartbeat file (overrides the configured path)")

@@ -288,29 +288,21 @@ def clear_memory(agent: str, section: Optional[str] = None, root: Optional[PathL
 
 
 def _build_parser():
-    import argparse
-
     from cli import parser
 
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: flags given before the sub-command are not reset by the sub-command's parser.
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print one JSON document instead of text")
     top = parser("agent_memory.py", "Show and edit an agent's memory file (scratchpad, subtasks, notes).")
     top.epilog = "TEXT '-' reads the text from stdin."
     sub = top.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("show", parents=[common], help="print the memory, or one section")
+    show = sub.add_parser("show", help="print the memory, or one section")
     show.add_argument("agent", metavar="AGENT")
     show.add_argument("--section", metavar="S", help="only this section")
     for command, what in (("append", "add lines at the end of a section"),
                           ("replace", "replace the text of a section")):
-        edit = sub.add_parser(command, parents=[common], help=what)
+        edit = sub.add_parser(command, help=what)
         edit.add_argument("agent", metavar="AGENT")
         edit.add_argument("section", metavar="SECTION")
         edit.add_argument("text", metavar="TEXT")
-    clear = sub.add_parser("clear", parents=[common], help="empty the standard sections, or one section")
+    clear = sub.add_parser("clear", help="empty the standard sections, or one section")
     clear.add_argument("agent", metavar="AGENT")
     clear.add_argument("--section", metavar="S", help="only this section")
     return top

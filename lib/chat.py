@@ -652,37 +652,29 @@ def _show(messages: list[Message], as_json: bool) -> None:
 
 
 def _build_parser():
-    import argparse
+    from cli import non_negative_int, parser, positive_int
 
-    from cli import parser
-
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: flags given before the sub-command are not reset by the sub-command's parser.
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON instead of a table")
     top = parser("chat.py", "Send and read messages between agents (chat-log.yaml).")
     sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("send", parents=[common], help="send a message (TO may be 'all')")
+    p = sub.add_parser("send", help="send a message (TO may be 'all')")
     p.add_argument("sender", metavar="FROM")
     p.add_argument("to", metavar="TO")
     p.add_argument("content", metavar="CONTENT")
     p.add_argument("--task", help="the task the message is about")
     p.add_argument("--type", default="question", choices=[t.value for t in MessageType])
-    p.add_argument("--reply-to", type=int, metavar="ID", help="the message this answers")
-    p = sub.add_parser("inbox", parents=[common], help="messages to AGENT (unread only by default)")
+    p.add_argument("--reply-to", type=positive_int, metavar="ID", help="the message this answers")
+    p = sub.add_parser("inbox", help="messages to AGENT (unread only by default)")
     p.add_argument("agent", metavar="AGENT")
     p.add_argument("--all", action="store_true", help="also the messages already read")
     p.add_argument("--mark-read", action="store_true", help="mark the listed messages read")
-    p = sub.add_parser("read", parents=[common], help="mark messages read by AGENT")
+    p = sub.add_parser("read", help="mark messages read by AGENT")
     p.add_argument("agent", metavar="AGENT")
-    p.add_argument("ids", metavar="ID", type=int, nargs="+")
-    p = sub.add_parser("log", parents=[common], help="print the last messages")
-    p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument("ids", metavar="ID", type=positive_int, nargs="+")
+    p = sub.add_parser("log", help="print the last messages")
+    p.add_argument("-n", type=non_negative_int, default=20, help="how many (default 20)")
     p.add_argument("--task", help="only messages about this task")
-    p = sub.add_parser("reply", parents=[common], help="answer message ID (sent to its sender)")
-    p.add_argument("id", metavar="ID", type=int)
+    p = sub.add_parser("reply", help="answer message ID (sent to its sender)")
+    p.add_argument("id", metavar="ID", type=positive_int)
     p.add_argument("sender", metavar="FROM")
     p.add_argument("content", metavar="CONTENT")
     return top

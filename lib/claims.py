@@ -551,3 +551,9 @@ def list_assignments(*, root: Optional[PathLike] = None, errors: Optional[list] 
 def clear_assignment(agent_id: str, token: Optional[int] = None, *, root: Optional[PathLike] = None) -> bool:
     """Remove the assignment of ``agent_id`` (only if it still carries ``token``, when given)."""
     return _table(load_config(root)).clear_assignment(validate_id(agent_id, "agent id"), token)
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("claims.py", "leases are shown by: python lib/swarm.py status"))

@@ -108,6 +108,46 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# The least value of each numeric setting, checked when swarm.yaml is read: a lease of -1 s,
+# a poll of 0 s (a spin) or a split into 0 sub-tasks are refused with the file and line.
+# (section, key): (minimum, whole number, minimum allowed itself)
+_NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
+    ("timeouts", "heartbeat_seconds"): (0, False, False),
+    ("timeouts", "lock_seconds"): (0, False, False),
+    ("timeouts", "lease_seconds"): (0, False, False),
+    ("events", "rotate_bytes"): (0, True, True),  # 0: never rotate
+    ("distribution", "max_subtasks"): (2, True, True),  # one sub-task is no split
+    ("state", "stale_seconds"): (0, False, False),
+    ("executor", "max_attempts"): (1, True, True),
+    ("executor", "backoff_seconds"): (0, False, True),
+    ("executor", "run_timeout_seconds"): (0, False, False),
+    ("executor", "poll_seconds"): (0, False, False),
+    ("executor", "wait_retry_seconds"): (0, False, True),
+    ("planner", "interval_seconds"): (0, False, False),
+    ("planner", "ack_timeout_seconds"): (0, False, False),
+    ("planner", "min_executors_to_split"): (0, True, True),
+    ("worktrees", "merge_lock_seconds"): (0, False, False),
+    ("reservations", "ttl_seconds"): (0, False, False),
+}
+
+
+def _check_numbers(settings: dict[str, Any], config_file: Path, text: str) -> None:
+    from fileio import key_line  # late: fileio imports this module
+
+    for (section, key), (least, whole, inclusive) in _NUMBERS.items():
+        value = settings.get(section, {}).get(key)
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        ok = number and value == value and value != float("inf") and (value >= least if inclusive else value > least)
+        if ok and whole and not float(value).is_integer():
+            ok = False
+        if not ok:
+            what = "a whole number" if whole else "a number of seconds" if key.endswith("seconds") else "a number"
+            bound = f">= {least:g}" if inclusive else f"> {least:g}"
+            start = text.find(f"{section}:")
+            raise ValidationError(f"'{section}.{key}' must be {what} {bound}, got {value!r:.40}", path=config_file,
+                                  line=key_line(text, key, nested=True, start=max(start, 0)), hint="fix swarm.yaml")
+
+
 # Ids reach file names (leases, sub-task files, lock files): nothing that can climb a path.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -203,6 +243,7 @@ def load_config(root: Optional[PathLike] = None) -> Config:
                 _merge(settings, data, "")
             except ValidationError as exc:
                 raise ValidationError(exc.reason, path=config_file, hint="fix swarm.yaml") from None
+            _check_numbers(settings, config_file, config_file.read_text(encoding="utf-8", errors="replace"))
     config = Config(resolved, settings)
     _cache[resolved] = (stamp, config)
     return config
@@ -273,3 +314,9 @@ def validate_id(value: Any, kind: str = "id") -> str:
 def in_seconds(seconds: float, now: Optional[datetime] = None) -> datetime:
     """``now`` (default the current time) plus ``seconds``."""
     return (now or utc_now()) + timedelta(seconds=seconds)
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("config.py", "settings are read from swarm.yaml (see operations/example-swarm.yaml)"))

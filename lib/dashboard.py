@@ -430,9 +430,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    "merge queue and the newest events. q or Ctrl-C quits.")
     p.add_argument("--interval", type=_positive, default=1.0, metavar="S", help="seconds between redraws (default 1)")
     p.add_argument("--once", action="store_true", help="print one frame without escape codes and exit")
-    p.add_argument("--width", type=int, default=None, metavar="N",
+    p.add_argument("--width", type=cli.positive_int, default=None, metavar="N",
                    help="with --once: cut lines to N characters (default: the terminal's, or none)")
-    p.add_argument("--height", type=int, default=None, metavar="N",
+    p.add_argument("--height", type=cli.positive_int, default=None, metavar="N",
                    help="with --once: at most N lines (default: the terminal's, or none)")
     args = p.parse_args(argv)
 

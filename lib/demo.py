@@ -197,3 +197,9 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
     elif not as_json:
         say(f"workspace kept: {workspace}")
     return ok
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("demo.py", "run the demo with: python lib/swarm.py demo"))

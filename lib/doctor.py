@@ -198,6 +198,18 @@ class _Checker:
                  f"{tail.decode('utf-8', errors='replace')[:60]!r}", fix, line=line,
                  action="cut-tail" if parsed else None)
 
+    def live_log(self, path: Path) -> None:
+        """The event log: every entry parses (streamed), and a line appended joins its list."""
+        from event_check import append_problem, scan_log
+
+        self.shared(path, lambda: scan_log(path), log=True)
+        problem = append_problem(path)
+        if problem is not None:
+            self.add(Severity.ERROR, "log-not-appendable", path,
+                     f"appends fail, so every loop stops at its next event: {problem.reason.split('; refusing')[0]}",
+                     "fix it by hand: entries start at column 0 ('- {...}' under a bare 'events:' line)",
+                     line=problem.line)
+
     def reservations(self, path: Path) -> None:
         from reservations import list_reservations
 
@@ -395,18 +407,37 @@ def _torn(data: bytes) -> Optional[int]:
 
 
 def _torn_tail(path: Path) -> Optional[tuple[int, bytes, int]]:
-    """(offset, bytes, line) of the torn last line of the file at ``path``, or None."""
+    """(offset, bytes, line) of the torn last line of the file at ``path``, or None.
+
+    Reads the last line, then counts lines a block at a time: a big log is never held in memory.
+    """
+    block = 1 << 20
     try:
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
             if size == 0 or handle.seek(size - 1) < 0 or handle.read(1) == b"\n":
                 return None  # the usual case: a big log is not read
+            start = size
+            while start > 0:
+                begin = max(0, start - block)
+                handle.seek(begin)
+                newline = handle.read(start - begin).rfind(b"\n")
+                start = begin + newline + 1 if newline >= 0 else begin
+                if newline >= 0:
+                    break
+            handle.seek(start)
+            tail = handle.read()
+            # _torn judges the last line of the data it is given: the newline before it says where it starts
+            if _torn((b"\n" if start else b"") + tail) is None:
+                return None
             handle.seek(0)
-            data = handle.read()
+            lines, left = 0, start
+            while left > 0:
+                chunk = handle.read(min(left, block))
+                lines, left = lines + chunk.count(b"\n"), left - len(chunk)
     except FileNotFoundError:
         return None
-    start = _torn(data)
-    return None if start is None else (start, data[start:], data.count(b"\n", 0, start) + 1)
+    return start, tail, lines + 1
 
 
 def _git(root: Path, *args: str) -> Optional[Any]:
@@ -470,7 +501,8 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
                         f"{exc.hint or _BY_HAND}; nothing else was checked", line=exc.line)], 1
     from agent_discovery import read_agents
     from chat import read_messages
-    from events import archives, read_events
+    from event_check import scan_log
+    from events import archives
     from merge_queue import read_queue
     from state_sync import get_all_states
 
@@ -478,8 +510,8 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
     runtime, top = cfg.runtime_dir, cfg.root
     shared: list[tuple[Path, Callable[[Path], None]]] = [
         (cfg.heartbeat_file, lambda p: checker.shared(p, lambda: read_agents(root=top))),
-        *[(log, lambda p: checker.shared(p, lambda: read_events(root=top, events_file=p), log=True))
-          for log in [cfg.events_file, *archives(top)]],
+        (cfg.events_file, checker.live_log),
+        *[(log, lambda p: checker.shared(p, lambda: scan_log(p), log=True)) for log in archives(top)],
         (cfg.state_file, lambda p: checker.shared(p, lambda: get_all_states(root=top))),
         (cfg.chat_file, lambda p: checker.shared(p, lambda: read_messages(root=top), log=True)),
         (runtime / "merge-queue.yaml", lambda p: checker.shared(p, lambda: read_queue(top), log=True)),

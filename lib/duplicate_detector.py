@@ -130,9 +130,10 @@ def check_new_task(title: str, text: str = "", root: Optional[PathLike] = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from cli import EXIT_CHECK_FAILED, fail, parser, print_json, run
+    from cli import EXIT_CHECK_FAILED, fail, parser, print_json, run, task_workspace
 
-    p = parser("duplicate_detector.py", "List existing tasks that are near-duplicates of a title (exit 1 if any).")
+    p = parser("duplicate_detector.py", "List existing tasks that are near-duplicates of a title (exit 1 if any).",
+               needs_workspace=lambda args: not args.task)
     p.add_argument("title", nargs="?", help="title of the task to check")
     p.add_argument("--text", default="", help="objective / description of the task to check")
     p.add_argument("--task", metavar="FILE", help="check this existing task file against the others")
@@ -145,6 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         title, text, exclude = args.title or "", args.text, []
         root = args.root
         if args.task:
+            root = task_workspace(args.task, root)
             task = taskmod.load_task(args.task, use_cache=False)
             title, text, exclude = task.title, task.objective, [task.path]
             root = root or taskmod.task_config(task.path).root

@@ -189,3 +189,9 @@ class MergeRefused(SwarmError):
 
 class TmuxError(SwarmError):
     """tmux is not installed, or a tmux command failed."""
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("errors.py", "it defines the errors the other modules raise"))

@@ -191,3 +191,8 @@ def _follow(watcher: _Watcher, earlier: list[dict], match: Matcher, interval: fl
     finally:
         watcher.close()
 
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("event_follow.py", "follow the event log with: python lib/events.py tail -f"))

@@ -14,10 +14,17 @@ append never rewrites what is already there::
   ``events:``. A torn last line is cut off by fileio and recorded as a ``repaired`` event.
   Past ``events.rotate_bytes`` the log moves to ``events-<UTC stamp>.yaml`` next to it.
 * ``read_events``/``tail`` with a ``limit`` read backwards from the end and parse only the
-  entries they return, so the cost grows with the limit, not with the log; a corrupt entry
-  older than those is not noticed. Without a limit the whole file is parsed and any error
-  raises ParseError with file and line. A last line without its newline is read only if it
+  entries they return, so the cost grows with the limit, not with the log. An entry a filter
+  passes over is checked too (a cheap look at a one-line entry, a parse of anything else), so a
+  reader that meets a bad line raises ParseError with file and line instead of answering from
+  the part before it; a corrupt entry older than everything a reader needed is not noticed
+  (doctor checks every entry). Without a limit the whole file is parsed and any error raises
+  ParseError naming the bad entry's line. A last line without its newline is read only if it
   parses on its own (fileio's rule for keeping it), so a torn line is skipped.
+* A bad line in the middle does not stop appends: an appended line still joins the list at the
+  end, so the loops keep running on a log whose history is damaged, and the line stays where it
+  is for a person to fix (readers that meet it and doctor name it). Only a log that an appended
+  line would not join (below) refuses appends.
 * ``follow`` yields events as they are appended, across rotations (it lives in event_follow.py).
 * ``StatusBroadcaster`` announces an agent's START/DONE/WAIT/ERROR/HELP/SKIP.
 
@@ -258,6 +265,29 @@ def _entry_line(event: dict[str, Any]) -> str:
                               hint="use strings, numbers, booleans, lists and mappings") from None
 
 
+def _append_layout(fd: int, path: Path, size: int) -> tuple[str, int, int]:
+    """(kind, offset of the first content line, offset of the entries) of a log that an appended
+    line joins (see ``_layout``); ValidationError naming the line that stops it otherwise."""
+    end = kept_end(fd, size)
+    kind, body, at = _layout(fd, end)
+
+    def refuse(offset: int, reason: str) -> ValidationError:
+        return ValidationError(f"{reason}; refusing to append", path=path, line=line_at(fd, offset), hint=_FIX)
+
+    if kind == "other":
+        raise refuse(at, "does not start with 'events:' or a '- ' list item")
+    if kind == "empty":
+        return kind, at, body
+    try:
+        # Only the last entry matters here: a small first read finds it on a log of any size.
+        last = next(_entries_backward(fd, body, end, first_block=1024), None)
+    except _Irregular as exc:
+        raise refuse(exc.offset, f"an appended line would not join the events list ({exc.reason})") from None
+    if kind == "flow_empty" and last is not None:
+        raise refuse(at, "'events: []' is followed by entries")
+    return kind, at, body
+
+
 def _prepare(path: Path, fsync: bool) -> str:
     """Check under the lock that a line appended to ``path`` joins its list; returns text to write first."""
     try:
@@ -271,25 +301,10 @@ def _prepare(path: Path, fsync: bool) -> str:
         raise
     try:
         size = os.fstat(fd).st_size
-        end = kept_end(fd, size)
-        kind, body, at = _layout(fd, end)
-
-        def refuse(offset: int, reason: str) -> ValidationError:
-            return ValidationError(f"{reason}; refusing to append", path=path,
-                                   line=line_at(fd, offset), hint=_FIX)
-
-        if kind == "other":
-            raise refuse(at, "does not start with 'events:' or a '- ' list item")
+        kind, at, body = _append_layout(fd, path, size)
         if kind == "empty":
             return HEADER
-        try:
-            # Only the last entry matters here: a small first read finds it on a log of any size.
-            last = next(_entries_backward(fd, body, end, first_block=1024), None)
-        except _Irregular as exc:
-            raise refuse(exc.offset, f"an appended line would not join the events list ({exc.reason})") from None
         if kind == "flow_empty":
-            if last is not None:
-                raise refuse(at, "'events: []' is followed by entries")
             data = _read_at(fd, size, 0)
     finally:
         os.close(fd)
@@ -393,7 +408,43 @@ def _events_in(data: Any, path: Path) -> list[dict]:
 def _read_all(fd: int, path: Path, size: Optional[int] = None) -> list[dict]:
     """Every event of the file, parsing all of it; a torn last line is skipped."""
     end = kept_end(fd, os.fstat(fd).st_size if size is None else size)
-    return _events_in(load_yaml_text(_decode(_read_at(fd, end, 0), path, fd, 0), path), path)
+    try:
+        return _events_in(load_yaml_text(_decode(_read_at(fd, end, 0), path, fd, 0), path), path)
+    except ParseError:
+        # The parser points where it gave up, often the line after: name the entry that is bad.
+        kind, body, _ = _layout(fd, end)
+        if kind in ("mapping", "list"):
+            try:
+                for batch in _batches_forward(fd, body, end, 64 * 1024):
+                    _parse_batch(fd, path, batch)
+            except _Irregular:
+                pass
+        raise
+
+
+def _batches_forward(fd: int, start: int, end: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
+    """The entries in [start, end) in batches of about ``size`` bytes, each newest first (as
+    ``_parse_batch`` takes them). Raises _Irregular where the entries are not a column-0 list."""
+    batch: list[tuple[int, bytes]] = []
+    held, entry_at, parts = 0, -1, []  # the entry being gathered: its offset and lines
+    for offset, line in _lines_forward(fd, start, end):
+        if _is_entry(line):
+            if parts:
+                batch.append((entry_at, b"".join(parts)))
+                held += offset - entry_at
+            entry_at, parts = offset, [line]
+            if held >= size:
+                yield batch[::-1]
+                batch, held = [], 0
+        elif parts and (_is_blank(line) or line[:1] in (b" ", b"\t")):
+            parts.append(line)  # a block entry's fields, or a comment between entries
+        elif parts or not _is_blank(line):
+            raise _Irregular(offset, "a top-level line that is not an event entry" if parts
+                             else "event entries indented under 'events:'")
+    if parts:
+        batch.append((entry_at, b"".join(parts)))
+    if batch:
+        yield batch[::-1]
 
 
 def _parse_batch(fd: int, path: Path, batch: list[tuple[int, bytes]]) -> list[dict]:
@@ -419,6 +470,17 @@ def _parse_batch(fd: int, path: Path, batch: list[tuple[int, bytes]]) -> list[di
     return events
 
 
+_PLAIN_ENTRY = re.compile(rb"- \{[^\n]*\}[ \t]*\r?\n?")
+
+
+def _looks_whole(chunk: bytes) -> bool:
+    """A cheap test that an entry a filter skips would parse: one flow-mapping line with its
+    brackets and quotes paired (what writers append). Anything else is parsed to be sure."""
+    return (_PLAIN_ENTRY.fullmatch(chunk) is not None and chunk.count(b"{") == chunk.count(b"}")
+            and chunk.count(b"[") == chunk.count(b"]") and chunk.count(b"'") % 2 == 0
+            and chunk.count(b'"') % 2 == 0)
+
+
 def _read_last(fd: int, path: Path, want: int, match: Matcher, maybe: Callable[[bytes], bool],
                size: Optional[int] = None) -> list[dict]:
     """The last ``want`` matching events of the file, newest first, reading backwards."""
@@ -433,6 +495,8 @@ def _read_last(fd: int, path: Path, want: int, match: Matcher, maybe: Callable[[
         for entry in _entries_backward(fd, body, end):
             if maybe(entry[1]):
                 batch.append(entry)
+            elif not _looks_whole(entry[1]):
+                _parse_batch(fd, path, [entry])  # a bad entry the filter passes over is still reported
             if batch and (len(batch) >= want - len(found)):
                 found.extend(e for e in _parse_batch(fd, path, batch) if match(e))
                 batch = []
@@ -591,30 +655,22 @@ def _table_row(when: str, kind: str, agent: str, task: str, summary: str) -> str
 
 
 def _build_parser():
-    import argparse
+    from cli import non_negative_int, parser
 
-    from cli import parser
-
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: flags given before the sub-command are not reset by the sub-command's parser.
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--events-file", metavar="FILE", default=argparse.SUPPRESS,
-                        help="the log to use instead of the workspace's events.yaml")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON instead of a table (one object per line with --follow)")
-    top = parser("events.py", "Append to and read the Swarmfile event log (events.yaml).")
-    top.add_argument("--events-file", metavar="FILE", help="the log to use instead of the workspace's events.yaml")
+    # A named log to read needs no workspace; appending takes its lock in the workspace.
+    top = parser("events.py", "Append to and read the Swarmfile event log (events.yaml).",
+                 needs_workspace=lambda args: not (args.command == "tail" and args.events_file))
+    top.add_global("--events-file", metavar="FILE", help="the log to use instead of the workspace's events.yaml")
     sub = top.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("tail", parents=[common], help="print the last events, optionally following new ones")
-    show.add_argument("-n", type=int, default=10, help="how many events (default 10)")
+    show = sub.add_parser("tail", help="print the last events, optionally following new ones")
+    show.add_argument("-n", type=non_negative_int, default=10, help="how many events (default 10)")
     show.add_argument("-f", "--follow", action="store_true", help="keep printing new events until Ctrl-C")
     show.add_argument("--agent", help="only this agent's events")
     show.add_argument("--task", help="only this task's events")
     show.add_argument("--type", dest="types", nargs="+", action="extend", metavar="TYPE", help="only these types")
     show.add_argument("--since", metavar="ISO", help="only events at or after this time")
     show.add_argument("--archives", action="store_true", help="also read the rotated archives")
-    add = sub.add_parser("append", parents=[common], help="append one event and print it")
+    add = sub.add_parser("append", help="append one event and print it")
     add.add_argument("type", help="event type, a lowercase word (started, progress, ...)")
     add.add_argument("--agent", required=True, help="agent id")
     add.add_argument("--task", help="task id")

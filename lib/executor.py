@@ -30,7 +30,7 @@ import lifecycle
 import reservations
 import tasks
 import worktrees
-from cli import EXIT_OK, parser, run
+from cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run
 from config import Config, load_config, validate_id
 from errors import LeaseLost, SwarmError
 
@@ -335,12 +335,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     how.add_argument("--command", metavar="CMD",
                      help="any command; {task_file} {task_id} {prompt} {workdir} {agent_id} {root} are filled in")
     p.add_argument("--once", action="store_true", help="exit when no ready task is left instead of polling")
-    p.add_argument("--max-tasks", type=int, metavar="N", help="exit after N tasks")
-    p.add_argument("--poll", type=float, metavar="S", help="seconds between looks for work when idle")
-    p.add_argument("--ttl", type=float, metavar="S", help="lease TTL in seconds (renewed while working)")
-    p.add_argument("--timeout", type=float, metavar="S", help="kill an agent run after S seconds")
-    p.add_argument("--max-attempts", type=int, metavar="N", help="failed runs before a task is blocked")
-    p.add_argument("--backoff", type=float, metavar="S", help="seconds before the first retry (doubles)")
+    p.add_argument("--max-tasks", type=positive_int, metavar="N", help="exit after N tasks")
+    p.add_argument("--poll", type=positive_seconds, metavar="S", help="seconds between looks for work when idle")
+    p.add_argument("--ttl", type=positive_seconds, metavar="S", help="lease TTL in seconds (renewed while working)")
+    p.add_argument("--timeout", type=positive_seconds, metavar="S", help="kill an agent run after S seconds")
+    p.add_argument("--max-attempts", type=positive_int, metavar="N", help="failed runs before a task is blocked")
+    p.add_argument("--backoff", type=non_negative_seconds, metavar="S", help="seconds before the first retry (doubles)")
     p.add_argument("--worktree", action="store_true", help="run each task in its own git worktree")
     args = p.parse_args(argv)
 

@@ -597,3 +597,9 @@ def dump_flow(data: Any) -> str:
     if text.endswith("\n...") or "\n" in text:  # pragma: no cover - guarded by the representer
         raise ValueError(f"value does not fit on one line: {data!r:.80}")
     return text
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("fileio.py", "it is the file layer the other modules use"))

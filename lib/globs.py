@@ -241,3 +241,9 @@ def patterns_for_task(files: Iterable[str]) -> list[str]:
         if text:
             found.append(normalize_pattern(text))
     return list(dict.fromkeys(found))
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("globs.py", "reservations use it: python lib/reservations.py --help"))

@@ -248,3 +248,9 @@ class FileLeaseTable(LeaseTable):
             if one is not None:
                 found.append(one)
         return found
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("lease_store.py", "leases are shown by: python lib/swarm.py status"))

@@ -249,3 +249,9 @@ def recover_completions(agent_id: str, *, root: Path, now: Optional[datetime] = 
                 continue
         recovered.append(task.task_id)
     return recovered
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("lifecycle.py", "executors drive it: python lib/executor.py --help"))

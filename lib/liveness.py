@@ -77,3 +77,9 @@ def my_identity() -> dict[str, Any]:
     if found is None:
         found = _mine[pid] = {"pid": pid, "host": HOSTNAME, "proc_start": process_start_time(pid)}
     return dict(found)
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("liveness.py", "agents are listed by: python lib/agent_discovery.py"))

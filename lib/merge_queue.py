@@ -413,3 +413,9 @@ def cli_command(args: Any, root: Path) -> int:
         print(f"{r.status.value:12} {r.branch} {detail}".rstrip())
     failed = [r for r in results if r.status in (MergeStatus.CONFLICT, MergeStatus.FAILED)]
     return EXIT_CHECK_FAILED if failed else 0
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("merge_queue.py", "use: python lib/worktrees.py enqueue|merge|queue"))

@@ -37,7 +37,7 @@ import task_distribution
 import task_graph
 import tasks
 import work_items
-from cli import EXIT_OK, parser, print_json, run
+from cli import EXIT_OK, parser, positive_seconds, print_json, run
 from config import Config, load_config, parse_ts, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
 
@@ -267,9 +267,9 @@ class Planner:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = parser("planner.py", "Run the planner: requeue dead agents' work, split, flag duplicates, dispatch.")
     p.add_argument("--agent-id", default="planner", help="this planner's id (default: planner)")
-    p.add_argument("--interval", type=float, metavar="S", help="seconds between planning rounds")
+    p.add_argument("--interval", type=positive_seconds, metavar="S", help="seconds between planning rounds")
     p.add_argument("--once", action="store_true", help="run one round and exit")
-    p.add_argument("--ack-timeout", type=float, metavar="S", help="take an assignment back after S seconds")
+    p.add_argument("--ack-timeout", type=positive_seconds, metavar="S", help="take an assignment back after S seconds")
     args = p.parse_args(argv)
 
     def body() -> int:

@@ -538,20 +538,18 @@ def _cli(args: Any, now: datetime) -> tuple[Any, str, int]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python lib/reservations.py [--root DIR] [--json] COMMAND ...``."""
-    import argparse
     import sys
 
-    from cli import parser, print_json, run
+    from cli import parser, positive_int, positive_seconds, print_json, run
 
+    # The git hook runs in any repository: with no workspace there is nothing reserved to refuse.
     top = parser("reservations.py",
-                 "Reserve files so agents editing one repository do not overwrite each other.")
-    common = argparse.ArgumentParser(add_help=False)  # the common flags also work after the command
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                 "Reserve files so agents editing one repository do not overwrite each other.",
+                 needs_workspace=lambda args: args.command not in ("check-commit", "install-hook"))
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=text)
+    def command(name: str, text: str) -> Any:
+        return sub.add_parser(name, help=text)
 
     command("list", "live reservations").add_argument(
         "--all", action="store_true", help="also expired ones and those of dead holders")
@@ -559,10 +557,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     cmd.add_argument("agent", metavar="AGENT")
     cmd.add_argument("patterns", nargs="+", metavar="PATTERN")
     cmd.add_argument("--shared", action="store_true", help="others may share it (default: exclusive)")
-    cmd.add_argument("--ttl", type=float, metavar="S",
+    cmd.add_argument("--ttl", type=positive_seconds, metavar="S",
                      help="seconds (default: reservations.ttl_seconds)")
     cmd.add_argument("--task", metavar="T", help="the task it is for (released when the task ends)")
-    cmd.add_argument("--pid", type=int, metavar="PID",
+    cmd.add_argument("--pid", type=positive_int, metavar="PID",
                      help="holder process: free once it dies (default: the TTL alone)")
     cmd = command("release", "release AGENT's reservations")
     cmd.add_argument("agent", metavar="AGENT")

@@ -557,24 +557,15 @@ def _cmd_summary(args: Any, where: dict[str, Any]) -> _Output:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python lib/state_sync.py [--root DIR] [--state-file F] [--json] COMMAND ...``."""
-    import argparse
-
-    from cli import parser, print_json, run
+    from cli import non_negative_seconds, parser, print_json, run
 
     top = parser("state_sync.py", "Show and edit the shared per-agent state (agent-state.yaml).")
-    top.add_argument("--state-file", metavar="F",
-                     help="the state file (default: agent-state.yaml at the root, or swarm.yaml's)")
-    # the common flags also work after the command: `show --json`
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--state-file", metavar="F", default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)
+    top.add_global("--state-file", metavar="F",
+                   help="the state file (default: agent-state.yaml at the root, or swarm.yaml's)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    cmd = sub.add_parser("show", parents=[common], help="table of agents (or one agent)")
+    cmd = sub.add_parser("show", help="table of agents (or one agent)")
     cmd.add_argument("agent", nargs="?", metavar="AGENT")
-    cmd = sub.add_parser("set", parents=[common], help="merge fields into an agent's state")
+    cmd = sub.add_parser("set", help="merge fields into an agent's state")
     cmd.add_argument("agent", metavar="AGENT")
     cmd.add_argument("--status", choices=[s.value for s in AgentStatus])
     cmd.add_argument("--task", metavar="T", help="task id ('' clears it)")
@@ -585,18 +576,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                      help="replace files_locked (globs allowed; no PATH clears it)")
     cmd.add_argument("--field", action="append", metavar="K=V",
                      help="any state key; context.K sets a context field (repeatable)")
-    cmd = sub.add_parser("clear", parents=[common], help="remove an agent's state")
+    cmd = sub.add_parser("clear", help="remove an agent's state")
     cmd.add_argument("agent", metavar="AGENT")
-    cmd = sub.add_parser("reset", parents=[common], help="remove every agent's state")
+    cmd = sub.add_parser("reset", help="remove every agent's state")
     cmd.add_argument("--yes", action="store_true", help="confirm")
-    cmd = sub.add_parser("conflicts", parents=[common],
+    cmd = sub.add_parser("conflicts",
                          help="agents holding PATH in files_locked (exit 1 if any)")
     cmd.add_argument("path", metavar="PATH")
     cmd.add_argument("--exclude", metavar="AGENT", help="ignore this agent's locks")
-    cmd = sub.add_parser("summary", parents=[common], help="agents on a task, by status")
+    cmd = sub.add_parser("summary", help="agents on a task, by status")
     cmd.add_argument("task", metavar="TASK")
-    cmd = sub.add_parser("cleanup", parents=[common], help="remove agents not updated lately")
-    cmd.add_argument("--timeout", type=float, metavar="S",
+    cmd = sub.add_parser("cleanup", help="remove agents not updated lately")
+    cmd.add_argument("--timeout", type=non_negative_seconds, metavar="S",
                      help="seconds without an update (default: state.stale_seconds)")
     args = top.parse_args(argv)
     commands = {"show": _cmd_show, "set": _cmd_set, "clear": _cmd_clear, "reset": _cmd_reset,

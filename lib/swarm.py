@@ -191,15 +191,13 @@ def _print_status(doc: dict[str, Any]) -> None:
 
 
 def _parser() -> Any:
-    import argparse
+    from cli import non_negative_int, parser, positive_int, positive_seconds
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", metavar="DIR", help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--json", action="store_true", help="print one JSON document")
-    p = argparse.ArgumentParser(prog="swarm.py", description="Swarmfile operator commands.", parents=[common])
+    p = parser("swarm.py", "Swarmfile operator commands.",
+               needs_workspace=lambda args: args.command not in (None, "init", "demo"))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("init", parents=[common], help="create a workspace's files (never overwrites)")
-    t = sub.add_parser("new-task", parents=[common], help="write a task file from the template")
+    sub.add_parser("init", help="create a workspace's files (never overwrites)")
+    t = sub.add_parser("new-task", help="write a task file from the template")
     t.add_argument("title")
     t.add_argument("--priority", default="medium", help="critical, high, medium, low, or a number")
     t.add_argument("--depends-on", action="append", default=[], metavar="TASK", help="a task that must be completed first")
@@ -208,27 +206,39 @@ def _parser() -> Any:
     t.add_argument("--file", action="append", default=[], metavar="PATH", help="a file to modify (repeatable)")
     t.add_argument("--id", dest="task_id", help="task id (default: TASK-<unix time>)")
     t.add_argument("--force", action="store_true", help="write it even if a near-duplicate exists")
-    s = sub.add_parser("status", parents=[common], help="agents, tasks, leases and recent events")
-    s.add_argument("-n", "--events", type=int, default=10, help="how many recent events to show")
+    s = sub.add_parser("status", help="agents, tasks, leases and recent events")
+    s.add_argument("-n", "--events", type=non_negative_int, default=10, help="how many recent events to show")
     s.add_argument("--panes", action="store_true", help="add each tmux pane's last lines")
-    s.add_argument("--lines", type=int, default=20, help="lines per pane with --panes")
+    s.add_argument("--lines", type=positive_int, default=20, help="lines per pane with --panes")
     s.add_argument("--cluster", help="tmux cluster for --panes")
-    d = sub.add_parser("demo", parents=[common], help="run a planner and three executors on sample tasks")
-    d.add_argument("--executors", type=int, default=3, help="how many executors (default 3)")
-    d.add_argument("--timeout", type=float, default=55, help="give up after this many seconds")
+    d = sub.add_parser("demo", help="run a planner and three executors on sample tasks")
+    d.add_argument("--executors", type=positive_int, default=3, help="how many executors (default 3)")
+    d.add_argument("--timeout", type=positive_seconds, default=55, help="give up after this many seconds")
     d.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     for name in _FORWARDED:
         sub.add_parser(name, add_help=False, help=f"see: python lib/swarm.py {name} --help")
     return p
 
 
+def _command_index(argv: list[str]) -> Optional[int]:
+    """Where the command word is: the first word that is not an option or the value of ``--root``."""
+    skip = False
+    for index, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token == "--root":
+            skip = True
+        elif token == "--" or not token.startswith("-"):
+            return None if token == "--" else index
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first in _FORWARDED:
-        module_name, prefix = _FORWARDED[first]
-        rest = list(argv)
-        rest.remove(first)
+    at = _command_index(argv)
+    if at is not None and argv[at] in _FORWARDED:
+        module_name, prefix = _FORWARDED[argv[at]]
+        rest = argv[:at] + argv[at + 1:]  # the served module takes the global options on either side
         module = __import__(module_name)
         return module.main(prefix + rest)
     args = _parser().parse_args(argv)

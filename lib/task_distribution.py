@@ -537,14 +537,16 @@ def _progress(done: int, total: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from cli import fail, parser, print_json, run
+    from cli import at_least, fail, parser, print_json, run, task_workspace
 
-    p = parser("task_distribution.py", "Analyse a task and split it into parallel sub-tasks.")
+    # One task: its workspace is checked with the file (cli.task_workspace); --all needs one.
+    p = parser("task_distribution.py", "Analyse a task and split it into parallel sub-tasks.",
+               needs_workspace=lambda args: bool(args.all))
     p.add_argument("task", metavar="TASK.md", nargs="?", help="task file (or a task id)")
     p.add_argument("--all", action="store_true",
                    help="every pending top-level task in tasks/active instead of one (progress on stderr)")
     p.add_argument("--split", action="store_true", help="write the sub-task files (default: only show the plan)")
-    p.add_argument("--max-subtasks", type=int, metavar="N", help="most sub-tasks to create (default: swarm.yaml)")
+    p.add_argument("--max-subtasks", type=at_least(2), metavar="N", help="most sub-tasks to create (default: swarm.yaml)")
     p.add_argument("--agents", metavar="A,B,C", help="agents to assign round-robin")
     args = p.parse_args(argv)
     if (args.task is None) == (not args.all):
@@ -566,7 +568,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             todo = [t for t in taskmod.list_tasks(cfg.root, errors=[])
                     if t.status is taskmod.Status.PENDING and not t.parent and not t.sub_tasks]
         else:
-            task, cfg = _load(args.task, args.root)
+            task, cfg = _load(args.task, task_workspace(args.task, args.root))
             todo = [task]
         limit = args.max_subtasks if args.max_subtasks is not None else int(cfg.get("distribution", "max_subtasks"))
         report = []

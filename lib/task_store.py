@@ -460,3 +460,9 @@ def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
         atomic_write(target, document.render())
         os.unlink(source)
     return target
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("task_store.py", "tasks are listed by python lib/swarm.py status and added by python lib/swarm.py new-task"))

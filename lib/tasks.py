@@ -693,3 +693,9 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_STORE_NAMES))
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("tasks.py", "tasks are listed by python lib/swarm.py status and added by python lib/swarm.py new-task"))

@@ -45,7 +45,7 @@ import claims
 import events
 import lifecycle
 import tasks
-from cli import EXIT_BAD_INPUT, EXIT_OK, parser, print_json, run, table
+from cli import EXIT_BAD_INPUT, EXIT_OK, parser, positive_int, positive_seconds, print_json, run, table
 from config import HOSTNAME, format_ts, load_config, seconds_since, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
 from liveness import process_start_time
@@ -396,35 +396,30 @@ class Bridge:
 
 
 def _parser() -> Any:
-    import argparse
-
     p = parser("tmux_bridge.py", "Agents in tmux panes: start a cluster, dispatch tasks, read their markers.",
-               root=False, json_flag=False)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", metavar="DIR", help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    common.add_argument("--cluster", help="cluster id, tmux session swarm-<id> (default: main; panes: all)")
-    common.add_argument("--socket", help="tmux server: a name (-L) or a socket path (-S) (default: $SWARM_TMUX_SOCKET)")
+               needs_workspace=lambda args: args.action is not None)
+    p.add_global("--cluster", help="cluster id, tmux session swarm-<id> (default: main; panes: all)")
+    p.add_global("--socket", help="tmux server: a name (-L) or a socket path (-S) (default: $SWARM_TMUX_SOCKET)")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
-    cmd = sub.add_parser("up", parents=[common], help="start a cluster: one tmux window per agent")
-    cmd.add_argument("--agents", type=int, required=True, metavar="N", help="how many agents")
+    cmd = sub.add_parser("up", help="start a cluster: one tmux window per agent")
+    cmd.add_argument("--agents", type=positive_int, required=True, metavar="N", help="how many agents")
     how = cmd.add_mutually_exclusive_group(required=True)
     how.add_argument("--agent", metavar="PRESET", help=f"interactive CLI: {', '.join(sorted(INTERACTIVE_PRESETS))}")
     how.add_argument("--command", metavar="CMD", help="any command, run through /bin/sh in each pane")
     cmd.add_argument("--no-bridge", dest="bridge", action="store_false", default=None,
                      help="do not start the dispatching loop in a window `bridge` (default: tmux.bridge)")
-    sub.add_parser("down", parents=[common], help="stop a cluster and give back its tasks")
-    cmd = sub.add_parser("dispatch", parents=[common], help="type one task into one pane")
+    sub.add_parser("down", help="stop a cluster and give back its tasks")
+    cmd = sub.add_parser("dispatch", help="type one task into one pane")
     cmd.add_argument("pane", help="window (agent-1), agent id or pane id")
     cmd.add_argument("task_id")
     for name, text in (("scan", "act on new markers once"), ("run", "dispatch, scan and confirm in a loop")):
-        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--auto-confirm", action="store_true", default=None, help="press Enter at press-enter prompts")
         cmd.add_argument("--dry-run", action="store_true", help="with --auto-confirm: only say what it would press")
-        cmd.add_argument("--ack-timeout", type=float, metavar="S", help="requeue a task not [ACK]ed in S seconds")
-        cmd.add_argument("--interval", type=float, metavar="S", help="run: seconds between rounds")
-    cmd = sub.add_parser("panes", parents=[common], help="each pane's state and last lines")
-    cmd.add_argument("--lines", type=int, metavar="N", help="last lines per pane (default 20)")
+        cmd.add_argument("--ack-timeout", type=positive_seconds, metavar="S", help="requeue a task not [ACK]ed in S seconds")
+        cmd.add_argument("--interval", type=positive_seconds, metavar="S", help="run: seconds between rounds")
+    cmd = sub.add_parser("panes", help="each pane's state and last lines")
+    cmd.add_argument("--lines", type=positive_int, metavar="N", help="last lines per pane (default 20)")
     return p
 
 

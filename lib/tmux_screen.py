@@ -342,3 +342,9 @@ def render_pane_status(rows: Sequence[dict]) -> str:
         out.append(f"{row['agent_id']}  ({row['cluster']}:{row['window']}, pane {row['pane']})  {row['state']}{task}")
         out += [f"    | {line}" for line in row["lines"]]
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("tmux_screen.py", "use: python lib/tmux_bridge.py --help"))

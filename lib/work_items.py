@@ -325,30 +325,24 @@ def _state(item: tasks.ChecklistItem) -> str:
 
 
 def _build_parser() -> Any:
-    import argparse
-
     from cli import parser
 
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: flags given before the sub-command are not reset by the sub-command's parser.
-    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
-                        help="workspace root (default: $SWARM_ROOT or the current directory)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print one JSON document instead of text")
-    top = parser("work_items.py", "Claim, complete, release, add and list the checklist items of a task.")
+    # The workspace is checked with the task (cli.task_workspace in _run).
+    top = parser("work_items.py", "Claim, complete, release, add and list the checklist items of a task.",
+                 needs_workspace=lambda args: False)
     top.epilog = ("TASK is a task id or a task file path; ITEM is an index (0-based, see 'list') or the "
                   "item's exact text. Exit 1 when another agent holds the item or it is done.")
     sub = top.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", parents=[common], help="list the items of a task")
+    listing = sub.add_parser("list", help="list the items of a task")
     listing.add_argument("task", metavar="TASK")
     for name, what in (("claim", "mark an item in progress by an agent"),
                        ("complete", "check an item (the holder, or anyone if unclaimed)"),
                        ("release", "remove the holder's in-progress marker")):
-        action = sub.add_parser(name, parents=[common], help=what)
+        action = sub.add_parser(name, help=what)
         action.add_argument("task", metavar="TASK")
         action.add_argument("item", metavar="ITEM")
         action.add_argument("--agent", required=True, help="agent id")
-    add = sub.add_parser("add", parents=[common], help="add an open item to a section")
+    add = sub.add_parser("add", help="add an open item to a section")
     add.add_argument("task", metavar="TASK")
     add.add_argument("text", metavar="TEXT")
     add.add_argument("--section", default="Success Criteria", help="section (default: Success Criteria)")
@@ -357,8 +351,9 @@ def _build_parser() -> Any:
 
 
 def _run(args: Any) -> int:
-    from cli import print_json, table
+    from cli import print_json, table, task_workspace
 
+    args.root = task_workspace(args.task, args.root)
     if args.command == "list":
         items = list_items(args.task, args.root)
         if args.json:

@@ -429,6 +429,10 @@ def test_cli_missing_file_means_no_agents(tmp_path, elsewhere):
     out = _cli("--heartbeat-file", str(tmp_path / "missing.yaml"), cwd=elsewhere).stdout
     assert "no agents registered" in out and "0 active agents" in out
     assert not (tmp_path / "missing.yaml").exists()
+    # A root without the registry (nor events.yaml, swarm.yaml) is not a workspace: refused, not "no agents".
+    refused = _cli("--root", str(tmp_path), "--json", cwd=elsewhere, check=2)
+    assert "is not a Swarmfile workspace" in refused.stderr and "swarm.py init" in refused.stderr
+    (tmp_path / "events.yaml").write_text("events:\n")
     assert json.loads(_cli("--root", str(tmp_path), "--json", cwd=elsewhere).stdout)["exists"] is False
 
 
@@ -447,6 +451,7 @@ def test_cli_corrupt_file_exits_2(tmp_path, elsewhere, name):
 def test_cli_register_beat_deregister(tmp_path, elsewhere):
     root = tmp_path / "ws"
     root.mkdir()
+    (root / "events.yaml").write_text("events:\n")  # a workspace, without its registry yet
     hb = root / "heartbeat.yaml"
     _cli("register", "loop-1", "--root", str(root), "--role", "executor", "--field", "loop_number=4",
          cwd=elsewhere)
@@ -477,11 +482,26 @@ def test_cli_register_beat_deregister(tmp_path, elsewhere):
 
 @pytest.mark.parametrize("bad", ["../../etc", "a/b"])
 def test_cli_invalid_id_exits_2_and_writes_nothing(tmp_path, elsewhere, bad):
-    result = _cli("register", bad, "--root", str(tmp_path / "ws"), cwd=elsewhere, check=2)
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "events.yaml").write_text("events:\n")
+    result = _cli("register", bad, "--root", str(root), cwd=elsewhere, check=2)
     assert result.stderr.startswith("error: invalid agent id")
-    assert not (tmp_path / "ws").exists()
+    assert os.listdir(root) == ["events.yaml"]
 
 
 def test_cli_help_from_any_directory(elsewhere):
     assert "register" in _cli("--help", cwd=elsewhere).stdout
     assert "--role" in _cli("register", "--help", cwd=elsewhere).stdout
+
+
+def test_cli_beat_refuses_an_agent_that_never_registered(ralf, elsewhere):
+    """issue 10, item 10: a typo in ``beat`` must not create an agent."""
+    hb = ralf / "heartbeat.yaml"
+    before = hb.read_bytes()
+    refused = _cli("--root", str(ralf), "beat", "nosuch", cwd=elsewhere, check=2)
+    assert refused.stderr == (f"error: {hb}: agent nosuch is not registered "
+                              "(register it first: python lib/agent_discovery.py register nosuch)\n")
+    assert hb.read_bytes() == before
+    _cli("--root", str(ralf), "register", "nosuch", cwd=elsewhere)
+    assert "heartbeat of nosuch" in _cli("--root", str(ralf), "beat", "nosuch", cwd=elsewhere).stdout

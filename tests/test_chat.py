@@ -379,6 +379,7 @@ def test_cli_corrupt_log_exits_2_with_one_line(tmp_path, args):
 
 
 def test_cli_bad_input_exits_2(tmp_path):
+    (tmp_path / "events.yaml").write_text("events:\n")
     out = _cli("--root", str(tmp_path), "send", "../a", "b", "hi")
     assert out.returncode == 2 and out.stderr.startswith("error: invalid agent id")
     out = _cli("--root", str(tmp_path), "read", "a", "5")

@@ -78,7 +78,7 @@ def test_a_healthy_workspace_is_clean(workspace):
 
 @pytest.mark.parametrize("relpath, content, line", [
     ("heartbeat.yaml", "heartbeats:\n  a: {last_seen: [\n", 3),
-    ("events.yaml", "events:\n- {type: started, agent: a}\n- {type: [x\n", 4),
+    ("events.yaml", "events:\n- {type: started, agent: a}\n- {type: [x\n", 3),  # the entry, not the end
     ("agent-state.yaml", "agents:\n  executor-1:\n    context: [\n", 4),
     ("chat-log.yaml", "messages:\n- {id: 1, from: a, to: b, content: x, type: info}\n- {id: 2, from: [\n", 4),
     (".swarm/claims/T-1.yaml", "task_id: T-1\nagent_id: executor-1\ntoken: [1,\n", 4),

@@ -426,6 +426,7 @@ def test_pre_commit_hook_refuses_files_reserved_by_another_agent(repo, elsewhere
     hook = repo / ".git" / "hooks" / "pre-commit"
     assert "installed" in installed and os.access(hook, os.X_OK)
     assert "unchanged" in _cli("install-hook", "--root", str(repo), cwd=elsewhere).stdout
+    (repo / "events.yaml").write_text("events:\n")  # reserving needs a workspace; the hook does not
     _cli("--root", str(repo), "reserve", "holder", "lib/*.py", "--task", "TASK-9", cwd=elsewhere)
 
     (repo / "lib" / "a.py").write_text("changed\n")

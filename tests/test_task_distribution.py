@@ -364,6 +364,7 @@ def test_cli_plans_then_splits(ralf, tmp_path):
 
 @pytest.mark.parametrize("content", [None, b"\xff\xfe\x00garbage", b"no title\n"])
 def test_cli_bad_task_file_exits_2_with_one_line(tmp_path, content):
+    (tmp_path / "events.yaml").write_text("events:\n")  # the file's directory is its workspace
     path = tmp_path / "TASK.md"
     if content is not None:
         path.write_bytes(content)
