@@ -22,10 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+import task_graph
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
-from lease_store import Assignment, Lease, LeaseState, LeaseTable, lease_table
+from lease_store import Assignment, Lease, LeaseState, LeaseTable
+from stores import lease_table
 from liveness import dead_reason, my_identity
 
 __all__ = [
@@ -105,10 +107,23 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     """
     _write(cfg, lease)
     if lease.mirror:
-        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id), lease.mirror, root=cfg.root, durable=False)
+        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
+                           durable=False)
 
 
-def _task_path(cfg: Config, task_id: str) -> Path:
+def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path:
+    """The task's file: the one its lease was taken on while it is still there and holds the task.
+
+    So a copy of the file made while the task runs (one id, two files) does not stop its holder
+    from recording the outcome; ready_tasks leaves the id out until the copy is gone.
+    """
+    leased = (lease.extra.get("task_file") if lease is not None else None)
+    if isinstance(leased, str):
+        try:
+            if taskmod.load_task(leased).task_id == task_id:
+                return Path(leased)
+        except SwarmError:
+            pass  # moved or broken since: look it up
     task = taskmod.find_task(task_id, root=cfg.root)
     return task.path
 
@@ -189,7 +204,7 @@ def claim_task(
                     pid=pid, host=host, proc_start=proc_start,
                     attempts=attempts,
                     mirror={"Status": taskmod.Status.CLAIMED.value, "Claimed By": agent_id},
-                    extra=current.extra if current else {},
+                    extra={**(current.extra if current else {}), "task_file": str(path)},
                 )
                 _write(cfg, lease)  # the truth first; the mirror below is written when the block ends
                 written = lease
@@ -206,12 +221,14 @@ def claim_task(
 
 
 def _has_children(cfg: Config, task_id: str) -> bool:
-    return any(t.parent == task_id for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[]))
+    listing = taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+    return bool(task_graph.family(listing).children.get(task_id))
 
 
 # The last ready list per workspace, with the listings it came from: a listing made of the very
 # same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
 _ready_memo: dict[Path, tuple[list, list, list]] = {}
+_warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
 
 
 def _same(a: list, b: list) -> bool:
@@ -221,8 +238,12 @@ def _same(a: list, b: list) -> bool:
 def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     """Pending tasks whose dependencies are completed and that were not split, in claim order.
 
-    A task split into sub-tasks is never ready itself: the planner completes it when its
-    sub-tasks are all completed. Task files that do not parse are skipped (and logged).
+    Left out: a task split into sub-tasks or an epic with children (the planner completes it
+    when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
+    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an
+    id that two files use (both files, with one warning naming them, until one is renamed or
+    deleted); a task in a dependency cycle (it waits forever; doctor and status name the cycle). A dependency counts as completed when its file
+    says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
@@ -236,15 +257,26 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     memo = _ready_memo.get(cfg.root)
     if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
         return list(memo[2])
-    status_of = {t.task_id: t.status for t in completed}
-    status_of.update((t.task_id, t.status) for t in active)
-    parents: set[str] = {t.parent for t in active if t.parent} | {t.parent for t in completed if t.parent}
+    every = active + completed
+    twice = task_graph.duplicate_ids(every)
+    warned = _warned.setdefault(cfg.root, set())
+    for task_id, paths in twice.items():
+        key = (task_id, tuple(map(str, paths)))
+        if key not in warned:
+            warned.add(key)
+            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
+                        task_id, len(paths), ", ".join(map(str, paths)))
+    done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
+    links = task_graph.family(every)
+    known = {t.task_id for t in every}
     ready = [
         t for t in active
         if t.status is taskmod.Status.PENDING
         and not t.sub_tasks
-        and t.task_id not in parents
-        and all(status_of.get(dep) is taskmod.Status.COMPLETED for dep in t.depends_on)
+        and t.task_id not in links.children
+        and t.task_id not in twice
+        and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
+        and all(dep in done for dep in t.depends_on)
     ]
     ready.sort(key=taskmod.ready_order_key)
     _ready_memo[cfg.root] = (active, completed, ready)

@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
         # words that say units of a task can run apart
         "parallel_keywords": [
             "parallel", "independent", "independently", "separate", "separately",
-            "concurrent", "concurrently", "each", "multiple", "several", "and",
+            "concurrent", "concurrently", "each", "multiple", "several",
             "simultaneously", "in any order",
         ],
         # words that say units must run in order

@@ -119,12 +119,10 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int]
 
     active = taskmod.list_tasks(directory=cfg.tasks_active, errors=errors)
     completed = taskmod.list_tasks(directory=cfg.tasks_completed, errors=errors)
-    status_of = {t.task_id: t.status for t in active + completed}
-    children: dict[str, set[str]] = {}
-    for task in active + completed:
-        if task.parent:
-            children.setdefault(task.parent, set()).add(task.task_id)
-        children.setdefault(task.task_id, set()).update(task.sub_tasks)
+    import task_graph
+
+    finished = {t.task_id for t in active + completed if taskmod.is_finished(t, cfg)}
+    children = task_graph.family(active + completed).children  # fields and epic tables alike
     holders = {lease["task_id"]: lease["agent_id"] for lease in leases if not lease["stale"]}
     rows = []
     for task in sorted(active, key=taskmod.ready_order_key):
@@ -137,7 +135,7 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int]
             "status": task.status.value if task.status else None, "status_text": task.status_text,
             "priority": task.priority.value if task.priority else task.priority_text,
             "checklist_done": sum(item.checked for item in task.checklist), "checklist_total": len(task.checklist),
-            "subtasks_done": sum(status_of.get(s) is taskmod.Status.COMPLETED for s in subs),
+            "subtasks_done": sum(s in finished for s in subs),
             "subtasks_total": len(subs), "parent": task.parent, "agent": who,
             "path": str(task.path.relative_to(cfg.root)) if task.path.is_relative_to(cfg.root) else str(task.path),
         })

@@ -239,7 +239,7 @@ class _Checker:
 
     def lease_table(self) -> int:
         """Every lease record, through the lease table; returns how many were looked at."""
-        from lease_store import lease_table
+        from stores import lease_table
 
         table = lease_table(self.cfg)
         unreadable: list[SwarmError] = []
@@ -266,12 +266,19 @@ class _Checker:
                 self.add(Severity.ERROR, "duplicate-id", other.path,
                          f"task id {task_id} is also used by {_shown(first.path, self.cfg.root)}",
                          "rename one of the tasks or delete the stale copy", line=other.title_line, subject=task_id)
+        import task_graph
+
         runtime_owned = (taskmod.Status.CLAIMED, taskmod.Status.IN_PROGRESS)
+        links = task_graph.family(self.tasks)
         for task in self.tasks:
             status_line = _field_line(task, "status")
             lease = self.leases.get(task.task_id)
-            in_active = task.path.parent == active_dir
-            if task.status is taskmod.Status.COMPLETED and in_active:
+            in_active = task.path.is_relative_to(active_dir)
+            if task.status is taskmod.Status.COMPLETED and in_active and task.path.parent != active_dir:
+                self.add(Severity.INFO, "completed-in-active", task.path, f"task {task.task_id} is completed and "
+                         "kept in its folder under the active directory", "nothing to do: it counts as finished",
+                         line=status_line, subject=task.task_id)
+            elif task.status is taskmod.Status.COMPLETED and in_active:
                 single = len(by_id[task.task_id]) == 1
                 self.add(Severity.WARNING, "completed-in-active", task.path, f"task {task.task_id} is completed "
                          "but still in the active directory",
@@ -279,7 +286,13 @@ class _Checker:
                          line=status_line, action="move-completed" if single else None, subject=task.task_id)
             if task.status in runtime_owned and task.task_id not in self.unreadable_leases:
                 shown = task.status_text
-                if lease is None:
+                if lease is None and not in_active:  # finished work: never tell anyone to reopen it
+                    self.add(Severity.INFO, "no-lease", task.path, f"task {task.task_id} is in the completed "
+                             f"directory but shows {shown!r}", "nothing to do: the folder says it is finished",
+                             line=status_line, subject=task.task_id)
+                elif lease is None and links.children.get(task.task_id):
+                    pass  # an epic or split parent: its status is the operator's; it completes with its children
+                elif lease is None:
                     self.add(Severity.WARNING, "no-lease", task.path,
                              f"task {task.task_id} shows {shown!r} but was never leased",
                              "set **Status:** pending if nobody works on it", line=status_line,
@@ -302,7 +315,15 @@ class _Checker:
                          f"task {task.task_id} depends on {dep}, which does not exist",
                          "fix the Depends On field; until then the task is never ready",
                          line=_field_line(task, "depends on", "dependencies"), subject=dep)
-        from lease_store import lease_table
+        open_tasks = [t for t in self.tasks if not taskmod.is_finished(t, self.cfg)]
+        first = {t.task_id: t for t in reversed(open_tasks)}
+        for cycle in task_graph.find_cycles(open_tasks):
+            task = first[cycle[0]]
+            self.add(Severity.WARNING, "dependency-cycle", task.path,
+                     f"dependency cycle {' -> '.join(cycle)}: none of these tasks ever becomes ready",
+                     "remove one Depends On entry of the cycle", subject=" -> ".join(cycle),
+                     line=_field_line(task, "depends on", "dependencies"))
+        from stores import lease_table
 
         table = lease_table(self.cfg)
         for task_id, lease in self.leases.items():
@@ -448,11 +469,6 @@ def _listing(directory: Path, keep: Callable[[str], bool]) -> list[Path]:
         return []
 
 
-def _is_task_file(name: str) -> bool:
-    # The files tasks.list_tasks reads.
-    return name.endswith(".md") and name[0] not in "._" and name.lower() != "readme.md"
-
-
 def _temp_files(cfg: Config) -> list[Path]:
     """Temp files of atomic writes in every directory the runtime writes to (checkouts excluded)."""
     is_temp = lambda name: _TEMP.fullmatch(name) is not None  # noqa: E731
@@ -501,8 +517,10 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
         (runtime / "merge-queue.yaml", lambda p: checker.shared(p, lambda: read_queue(top), log=True)),
         (runtime / "reservations.yaml", checker.reservations)]
     jobs = [(path, job) for path, job in shared if path.exists()]
-    for directory in (cfg.tasks_active, cfg.tasks_completed):
-        jobs += [(path, checker.task_file) for path in _listing(directory, _is_task_file)]
+    import tasks as taskmod
+
+    for directory in (cfg.tasks_active, cfg.tasks_completed):  # at any depth, documents left out
+        jobs += [(path, checker.task_file) for path in taskmod.task_files(directory)]
     yaml_file = lambda name: name.endswith(".yaml") and not name.startswith(".")  # noqa: E731
     jobs += [(path, checker.worktree_record) for path in _listing(runtime / "worktrees", yaml_file)]
     jobs += [(path, checker.temp_file) for path in _temp_files(cfg)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -148,7 +149,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             root = task_workspace(args.task, root)
             task = taskmod.load_task(args.task, use_cache=False)
             title, text, exclude = task.title, task.objective, [task.path]
-        matches = find_duplicates(title, text, root, args.threshold, exclude=exclude)
+            root = root or taskmod.task_config(task.path).root
+        skipped: list = []  # one unparsable historical file must not stop every check
+        matches = find_duplicates(title, text, root, args.threshold, exclude=exclude, errors=skipped)
+        for error in skipped:
+            print(f"warning: skipped a task file that does not parse: {error}", file=sys.stderr)
         if args.json:
             print_json({"title": title, "threshold": _threshold(args.threshold, root),
                         "duplicate": bool(matches), "matches": [m.to_dict() for m in matches]})

@@ -2,8 +2,10 @@
 
 ``LeaseTable`` is the interface the rest of Swarmfile sees; ``claims`` builds the lease rules
 (claim, renew, start, end, take-over, reaping, the task-file mirror) on it, and nothing else
-knows how a lease is kept. ``lease_table(cfg)`` picks the implementation ``swarm.yaml``'s
-``backend:`` names; ``files`` (the default, no server) is ``FileLeaseTable``.
+knows how a lease is kept. ``stores.lease_table(cfg)`` picks the implementation ``swarm.yaml``'s
+``backend:`` names: ``files`` (the default, no server) is ``FileLeaseTable`` below, a YAML
+file per lease; ``journal`` is lease_journal's ``JournalLeaseTable``, which migrates those
+files on first use.
 
 What every implementation guarantees (``tests/test_lease_store.py`` holds each to it):
 
@@ -29,7 +31,7 @@ from errors import SwarmError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from liveness import dead_reason
 
-__all__ = ["Lease", "LeaseState", "Assignment", "LeaseTable", "FileLeaseTable", "lease_table"]
+__all__ = ["Lease", "LeaseState", "Assignment", "LeaseTable", "FileLeaseTable"]
 
 
 class LeaseState(str, Enum):
@@ -246,20 +248,6 @@ class FileLeaseTable(LeaseTable):
             if one is not None:
                 found.append(one)
         return found
-
-
-_BACKENDS = {"files": FileLeaseTable}
-
-
-def lease_table(cfg: Config) -> LeaseTable:
-    """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
-    backend = cfg.settings.get("backend", "files") or "files"
-    try:
-        kind = _BACKENDS[backend]
-    except (KeyError, TypeError):
-        raise ValidationError(f"unknown backend {backend!r}", path=cfg.root / "swarm.yaml",
-                              hint=f"use one of: {', '.join(sorted(_BACKENDS))}") from None
-    return kind(cfg)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ import duplicate_detector
 import events
 import lifecycle
 import task_distribution
+import task_graph
 import tasks
 import work_items
 from cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
 from config import Config, format_ts, load_config, parse_ts, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
 
 __all__ = ["Planner", "Decision", "main"]
 
@@ -166,20 +167,34 @@ class Planner:
         return out
 
     def _complete_parents(self) -> list[Decision]:
+        """Complete each parent (split task or epic) whose children are all finished.
+
+        One parent that cannot be completed (its id is used by two files, its file went bad)
+        is reported once, by its own ``error`` event, and the other parents go on.
+        """
         out = []
         every = tasks.list_tasks(self.cfg.root, include_completed=True, errors=[])
-        children: dict[str, list[tasks.Task]] = {}
-        for task in every:
-            if task.parent:
-                children.setdefault(task.parent, []).append(task)
-        for task in every:
-            subs = children.get(task.task_id)
-            if (not subs or task.status is tasks.Status.COMPLETED
-                    or any(s.status is not tasks.Status.COMPLETED for s in subs)):
+        by_id = {t.task_id: t for t in every}
+        twice = task_graph.duplicate_ids(every)
+        links = task_graph.family(every)
+        for parent_id, child_ids in links.children.items():
+            task = by_id.get(parent_id)
+            key = f"parent {parent_id}"
+            if (task is None or tasks.is_finished(task, self.cfg) or links.unresolved.get(parent_id)
+                    or not all(tasks.is_finished(by_id[c], self.cfg) for c in child_ids if c in by_id)):
                 continue
-            tasks.move_to_completed(task.task_id, self.cfg.root)
-            out.append(self._decide("completed", task.task_id, reason="all sub-tasks completed",
-                                    sub_tasks=sorted(s.task_id for s in subs)))
+            try:
+                if parent_id in twice:
+                    raise ValidationError(f"task id {parent_id} is used by {len(twice[parent_id])} files: "
+                                          + ", ".join(map(str, twice[parent_id])), task_id=parent_id,
+                                          hint="rename one of the tasks or delete the stale copy")
+                tasks.move_to_completed(parent_id, self.cfg.root)
+            except SwarmError as exc:
+                out += self._report(key, exc)
+                continue
+            self._reported.discard(key)
+            out.append(self._decide("completed", parent_id, reason="all sub-tasks completed",
+                                    sub_tasks=sorted(child_ids)))
         return out
 
     def _flag_duplicates(self) -> list[Decision]:

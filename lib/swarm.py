@@ -5,9 +5,11 @@
     python lib/swarm.py status [--json] [--panes]
     python lib/swarm.py demo [--root DIR]
     python lib/swarm.py watch | doctor [--fix] | up --agents N | down
+    python lib/swarm.py setup claude|codex|gemini [--dry-run] [--remove] [--check]
 
-``watch``, ``doctor``, ``up`` and ``down`` are served by dashboard.py, doctor.py and
-tmux_bridge.py; every subcommand takes ``--root`` and ``--json``.
+``watch``, ``doctor``, ``up``, ``down`` and ``setup`` are served by dashboard.py, doctor.py,
+tmux_bridge.py and agent_setup.py (``up`` starts the agents' panes and the loop that hands them
+tasks, ``down`` stops both); every subcommand takes ``--root`` and ``--json``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _FORWARDED = {
     "doctor": ("doctor", []),
     "up": ("tmux_bridge", ["up"]),
     "down": ("tmux_bridge", ["down"]),
+    "setup": ("agent_setup", []),
 }
 
 _GITIGNORE_LINE = ".swarm/"
@@ -77,6 +80,14 @@ def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium"
         duplicate_detector.check_new_task(title, objective, cfg.root)
     if task_id is None:
         task_id = _fresh_id(cfg)
+    import task_graph
+
+    open_tasks = [t for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])
+                  if not tasks.is_finished(t, cfg)]
+    loop = task_graph.cycle_through(task_id, list(depends_on), open_tasks)
+    if loop is not None:
+        raise ValidationError(f"task {task_id} would close a dependency cycle: {' -> '.join(loop)}", task_id=task_id,
+                              hint="drop that --depends-on: the tasks would wait for each other forever")
     path = tasks.new_task_file(task_id, title, cfg.root, priority=priority, depends_on=list(depends_on),
                                objective=objective, criteria=list(criteria), files=list(files))
     events.append_event("created", agent, task_id, root=cfg.root, title=title, priority=priority)
@@ -99,6 +110,7 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
     import agent_discovery
     import claims
     import events
+    import task_graph
     import tasks
 
     cfg = load_config(root)
@@ -110,11 +122,20 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
                        "current_task": info.current_task, "active": reason is None, "why_inactive": reason})
     errors: list = []
     by_status: dict[str, list[dict]] = {}
-    for task in tasks.list_tasks(cfg.root, include_completed=True, errors=errors):
-        key = task.status.value if task.status else f"unknown ({task.status_text})"
+    listing = tasks.list_tasks(cfg.root, include_completed=True, errors=errors)
+    twice = task_graph.duplicate_ids(listing)
+    for task in listing:
+        # The folder decides: RALF left files in completed/ whose Status line still says pending.
+        if tasks.is_finished(task, cfg):
+            key = "completed"
+        else:
+            key = task.status.value if task.status else f"unknown ({task.status_text})"
         done = sum(1 for item in task.checklist if item.checked)
-        by_status.setdefault(key, []).append({"task_id": task.task_id, "title": task.title,
-                                              "priority": task.priority_text, "items": f"{done}/{len(task.checklist)}"})
+        entry = {"task_id": task.task_id, "title": task.title, "priority": task.priority_text,
+                 "items": f"{done}/{len(task.checklist)}", "path": str(task.path)}
+        if task.task_id in twice:
+            entry["duplicate_id"] = len(twice[task.task_id])
+        by_status.setdefault(key, []).append(entry)
     leases = []
     for lease in claims.list_leases(root=cfg.root, held_only=True, errors=errors):
         leases.append({"task_id": lease.task_id, "agent_id": lease.agent_id, "token": lease.token,
@@ -125,6 +146,8 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
         "tasks": {status: items for status, items in sorted(by_status.items())},
         "task_counts": {status: len(items) for status, items in sorted(by_status.items())},
         "unreadable_tasks": [str(e) for e in errors],
+        "duplicate_ids": {task_id: [str(p) for p in paths] for task_id, paths in twice.items()},
+        "dependency_cycles": task_graph.find_cycles([t for t in listing if not tasks.is_finished(t, cfg)]),
         "leases": leases,
         "events": events.tail(events_count, root=cfg.root),
     }
@@ -144,9 +167,15 @@ def _print_status(doc: dict[str, Any]) -> None:
         if status == "completed":
             continue
         for item in items:
-            print(f"  {status:<12} {item['task_id']:<28} {item['priority'] or '-':<8} {item['items']:>5}  {item['title'][:60]}")
+            flag = f"  [DUPLICATE ID: {item['duplicate_id']} files]" if item.get("duplicate_id") else ""
+            print(f"  {status:<12} {item['task_id']:<28} {item['priority'] or '-':<8} {item['items']:>5}  "
+                  f"{item['title'][:60]}{flag}")
     for error in doc["unreadable_tasks"]:
         print(f"  unreadable   {error}")
+    for task_id, paths in doc["duplicate_ids"].items():
+        print(f"  duplicate id {task_id}: {', '.join(paths)} (neither runs: rename one or delete the stale copy)")
+    for cycle in doc["dependency_cycles"]:
+        print(f"  dependency cycle: {' -> '.join(cycle)} (never ready: fix a Depends On line)")
     print(f"\nleases: {len(doc['leases'])} held")
     if doc["leases"]:
         print(table(["TASK", "HOLDER", "TOKEN", "EXPIRES"],

@@ -1,13 +1,27 @@
-"""Split a task into sub-tasks that agents can run in parallel.
+"""Split a task into sub-tasks that agents can run in parallel, only where the work really is independent.
 
-The units of a task are its Success Criteria items (else the items of its first checklist,
-else its Files to Modify, else the ``###`` steps of its Approach). Units that must stay
-together are grouped: units that name the same file, and a unit that names an order
-(``then``, ``after``, ``depends on``, numbered steps) with the unit before it. When the title
-and objective read as sequential rather than parallel (keywords from swarm.yaml
-``distribution.*_keywords``, whole words, any case) nothing is split. The groups are packed
-into at most ``distribution.max_subtasks`` sub-tasks ``<PARENT>-SUB<n>.md``, and every unit
-lands in exactly one of them.
+The units of a task are its Success Criteria (or Acceptance Criteria) items (else the items of
+its first checklist, else the ``###`` steps of its Approach). A task is split only when its
+units fall into two or more groups that each name files of their own. Units are joined into
+one group when:
+
+- they name the same file;
+- one states an order (``then``, ``after``, ``once``, a numbered step...): it joins the unit before;
+- they share a subject: a word of substance that is not in the task's title (the title's words
+  are the theme every unit shares: "Sales report" and "Stock report" of "Build the monthly
+  reports" are apart, "Configuration file created" and "Configuration parser working" are not);
+- one checks, documents, integrates or announces the others (``tested``, ``Documentation
+  updated``, ``All contributors notified``, ``prioritized``...; or starts with "All"): it joins
+  the units it shares a subject with, and all of them when it names none;
+- one names no file and shares no subject: it joins the unit before it (no evidence it stands apart).
+
+A group that names no file gives no evidence that it can run apart, so then nothing is split;
+a task with Files to Modify but no criteria is not split either (files alone do not say what
+each part delivers). When the title and objective read as sequential (more words of
+``distribution.sequential_keywords`` than of ``parallel_keywords``) nothing is split. The
+groups are packed into at most ``distribution.max_subtasks`` sub-tasks ``<PARENT>-SUB<n>.md``;
+every unit lands in exactly one, and a sub-task whose units name no file gets the parent's
+Files to Modify.
 
 Splitting holds the parent's lock from the check for existing sub-tasks to the
 ``**Sub-Tasks:**`` line on the parent, so two planners splitting one task at once create one
@@ -37,6 +51,59 @@ _NUMBERED = re.compile(r"^\s*(?:(?:step|phase|part)\s+)?\d+[.):](?:\s|$)", re.I)
 _NUMBERED_LINE = re.compile(r"^\s*\d+[.)]\s+\S", re.M)
 _STEP_SECTION = re.compile(r"approach|steps?|tasks?|plan|implementation|what you need to do|work", re.I)
 _SUB_ID = re.compile(r"-SUB(\d+)$")
+# A criterion with one of these checks, documents, integrates or announces the work of the others.
+_FOLLOW_UP = re.compile(
+    r"\b(?:tests?|tested|testing|verif(?:y|ied|ies|ication)|confirm(?:s|ed)?|document(?:s|ed|ation)?|docs|"
+    r"notif(?:y|ied|ication)|announc\w*|integrat\w*|prioriti[sz]\w*|rank(?:ed|ing)?|reviews?|reviewed|"
+    r"regressions?|benchmark\w*|recommendations?|summar(?:y|ies|ised|ized|ize|ise)|end-to-end|e2e)\b"
+    r"|^\W*(?:all|every)\b", re.I)
+_WORD = re.compile(r"[a-z][a-z0-9_]+")
+# Words that say nothing about which part of the work a criterion is about.
+_GENERIC = frozenset("""
+a an the and or but nor of to in on at by for with from into onto via as is are was were be been being this
+that these those it its their there here we you our your not no yes do does did so such than too very can
+could should would will shall may might must also just only any all each every some about over under up
+down out off per etc use used using new make made add added adds create created creates implement
+implemented implements update updated updates work works working done complete completed support supported
+supports provide provided provides ensure ensured include includes included have has had get gets able
+exist exists existing when where which what how why who properly correctly fully proper correct clear
+clearly successfully file files task tasks run runs system part parts piece step steps thing things then after
+before once first next finally""".split())
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ations", "ation", "ings", "ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[:-len(suffix)]
+            break
+    return word[:5]
+
+
+def _prose(text: str) -> str:
+    """``text`` without the paths it names (``docs/guide.md`` says nothing about documenting)."""
+    for path in sorted(taskmod.extract_paths(text), key=len, reverse=True):
+        text = text.replace(path, " ")
+    return text.lower()
+
+
+def _subjects(text: str) -> frozenset[str]:
+    """The stems of the words of substance in ``text`` (paths and follow-up words left out)."""
+    return frozenset(_stem(w) for w in _WORD.findall(_FOLLOW_UP.sub(" ", _prose(text)))
+                     if w not in _GENERIC and len(w) >= 3)
+
+
+def _follow_up(text: str, title: str) -> bool:
+    """Whether the unit checks, documents or announces the others' work.
+
+    A word that the title holds is the task's theme, not a follow-up: in "Automated
+    Documentation Generator", "Can generate API documentation" is the work itself.
+    """
+    theme = {_stem(w) for w in _WORD.findall(title.lower())}
+    for found in _FOLLOW_UP.finditer(_prose(text)):
+        word = found.group(0).strip(" \t*-_([").lower()
+        if word in ("all", "every") or _stem(word) not in theme:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -51,6 +118,8 @@ class Unit:
     order_words: tuple[str, ...] = ()  # sequential keywords in the unit: it follows the unit before
     item: Optional[taskmod.ChecklistItem] = None
     body: str = ""  # a step's text
+    follow_up: bool = False  # it checks, documents or announces the other units' work
+    subjects: frozenset = frozenset()  # stems of its words of substance, the title's left out
 
     def markdown(self) -> str:
         """The unit as a Success Criteria line."""
@@ -61,7 +130,8 @@ class Unit:
 
     def to_dict(self) -> dict:
         return {"index": self.index, "kind": self.kind, "text": self.text, "line": self.line,
-                "files": list(self.files), "order_words": list(self.order_words)}
+                "files": list(self.files), "order_words": list(self.order_words), "follow_up": self.follow_up,
+                "subjects": sorted(self.subjects)}
 
 
 @dataclass(frozen=True)
@@ -175,24 +245,30 @@ def _units(task: taskmod.Task, sequential: re.Pattern) -> tuple[Optional[str], l
         words = _hits(sequential, text)
         return tuple(dict.fromkeys(words + (["numbered step"] if _NUMBERED.match(text) else [])))
 
+    theme = _subjects(task.title)
+
+    def judged(unit: Unit) -> Unit:
+        return replace(unit, follow_up=_follow_up(unit.text, task.title), subjects=_subjects(unit.text) - theme)
+
     items = list(task.success_criteria)
     if not items and task.checklist:
         first = task.checklist[0].section
         items = [i for i in task.checklist if i.section == first]
     if items:
-        return "criterion", [Unit(n, "criterion", i.text, i.line, files_in(i.text), order(i.text), i)
+        return "criterion", [judged(Unit(n, "criterion", i.text, i.line, files_in(i.text), order(i.text), i))
                              for n, i in enumerate(items)]
     if known:
         line = next((s.line for s in task.sections if s.text and any(p in s.text for p in known)), 0)
         return "file", [Unit(n, "file", p, line, (p,)) for n, p in enumerate(known)]
     steps = _steps(task)
     if steps:
-        return "step", [Unit(n, "step", name, line, files_in(name + "\n" + body), order(name), body=body)
+        return "step", [judged(Unit(n, "step", name, line, files_in(name + "\n" + body), order(name), body=body))
                         for n, (name, line, body) in enumerate(steps)]
     return None, []
 
 
-def _group(units: Sequence[Unit]) -> list[tuple[int, ...]]:
+def _group(units: Sequence[Unit]) -> tuple[list[tuple[int, ...]], list[str]]:
+    """Units joined by the rules of the module docstring: (groups, why units were joined)."""
     parent = list(range(len(units)))
 
     def find(i: int) -> int:
@@ -204,16 +280,38 @@ def _group(units: Sequence[Unit]) -> list[tuple[int, ...]]:
     def join(a: int, b: int) -> None:
         parent[max(find(a), find(b))] = min(find(a), find(b))
 
+    why: list[str] = []
     owner: dict[str, int] = {}
     for unit in units:
         for path in unit.files:
             join(owner.setdefault(path, unit.index), unit.index)
         if unit.order_words and unit.index > 0:
             join(unit.index - 1, unit.index)
+    said: dict[str, int] = {}
+    for unit in units:
+        for stem in sorted(unit.subjects):
+            if stem in said:
+                if find(said[stem]) != find(unit.index):
+                    why.append(f"units {said[stem] + 1} and {unit.index + 1} share the subject '{stem}'")
+                join(said[stem], unit.index)
+            else:
+                said[stem] = unit.index
+    alone = {u.index for u in units if sum(find(v.index) == find(u.index) for v in units) == 1}
+    for unit in units:
+        if unit.follow_up and unit.index in alone and len(units) > 1:
+            why.append(f"unit {unit.index + 1} checks, documents or announces the work of all the others")
+            for other in units:
+                join(unit.index, other.index)
+    for unit in units:
+        if not unit.files and not unit.follow_up and unit.index in alone and len(units) > 1:
+            if sum(find(u.index) == find(unit.index) for u in units) == 1:
+                why.append(f"unit {unit.index + 1} names no file and no subject of its own: it stays with "
+                           f"unit {unit.index if unit.index > 0 else 2}")
+                join(unit.index, unit.index - 1 if unit.index > 0 else 1)
     groups: dict[int, list[int]] = {}
     for unit in units:
         groups.setdefault(find(unit.index), []).append(unit.index)
-    return [tuple(g) for g in sorted(groups.values())]
+    return [tuple(g) for g in sorted(groups.values())], why
 
 
 def _load(task: TaskRef, root: Optional[PathLike]) -> tuple[taskmod.Task, Config]:
@@ -243,7 +341,8 @@ def _analyze(task: taskmod.Task, cfg: Config, parallel_keywords: Optional[Sequen
     shared = sorted({p for u in units for p in u.files if sum(p in v.files for v in units) > 1})
     if shared:
         seq.append("units share files: " + ", ".join(shared))
-    groups = _group(units)
+    groups, joined = _group(units)
+    seq += joined
     reasons: list[str] = []
     if task.status is not taskmod.Status.PENDING:
         reasons.append(f"status is {task.status_text!r}: only pending tasks are split")
@@ -253,12 +352,19 @@ def _analyze(task: taskmod.Task, cfg: Config, parallel_keywords: Optional[Sequen
         reasons.append("already split into " + ", ".join(task.sub_tasks))
     if len(units) < 2:
         reasons.append(f"only {len(units)} unit(s) of work (success criteria, checklist, files or steps)")
+    elif kind == "file":
+        reasons.append("no criteria: files alone do not say what each part would deliver")
+        groups = [tuple(range(len(units)))]
     elif len(seq_words) > len(_hits(parallel, scope)):
         reasons.append(f"title/objective read as sequential ({', '.join(dict.fromkeys(seq_words))}) "
                        "more than parallel: kept as one task")
         groups = [tuple(range(len(units)))]
     elif len(groups) < 2:
-        reasons.append(f"all {len(units)} units are linked by shared files or order: kept together")
+        reasons.append(f"all {len(units)} units are linked by shared files, subjects, order or follow-ups: "
+                       "kept together")
+    elif any(not any(units[i].files for i in group) for group in groups):
+        reasons.append("some units name no file: no evidence they can run apart from the others, kept together")
+        groups = [tuple(range(len(units)))]
     can = not reasons
     if can:
         reasons.append(f"{len(units)} {kind} units in {len(groups)} independent groups")
@@ -311,7 +417,8 @@ def plan_subtasks(analysis: Analysis, task: taskmod.Task, *, available_agents: O
     planned = []
     for number, members in enumerate(packed, 1):
         units = [analysis.units[i] for i in sorted(members)]
-        files = tuple(dict.fromkeys(p for u in units for p in u.files))
+        # Named by none of its units: it may need any of the parent's files, so it reserves them all.
+        files = tuple(dict.fromkeys(p for u in units for p in u.files)) or tuple(task.files_to_modify)
         planned.append(SubTask(
             task_id=validate_id(f"{task.task_id}-SUB{number}", "sub-task id"), parent_id=task.task_id,
             title=f"{task.title} (part {number} of {len(packed)})",
@@ -370,11 +477,17 @@ def distribute_task(task_file: TaskRef, available_agents: Optional[Sequence[str]
             if existing and not parent.sub_tasks:
                 document.set_field("Sub-Tasks", ", ".join(s.task_id for s in existing))
             return existing
+        listing = taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+        twin = next((t.path for t in listing if t.task_id == parent.task_id and t.path != task.path), None)
+        if twin is not None:  # which file's criteria would the sub-tasks hold? Neither is split.
+            raise ValidationError(f"task id {parent.task_id} is used by two files: {task.path} and {twin}",
+                                  path=twin, task_id=parent.task_id,
+                                  hint="rename one of the tasks or delete the stale copy")
         analysis = _analyze(parent, cfg)
         planned = plan_subtasks(analysis, parent, available_agents=available_agents, max_subtasks=limit)
         if not planned:
             return []
-        used = {t.task_id: t.path for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[])}
+        used = {t.task_id: t.path for t in listing}
         for sub in planned:  # check every target first: a half-written split is worse than none
             target = cfg.tasks_active / f"{sub.task_id}.md"
             if target.exists() or sub.task_id in used:

@@ -1,5 +1,9 @@
 """The task files on disk: a stat-keyed cache, listing, lookup, locked edits, new and completed tasks.
 
+Tasks are listed at any depth under the task folders (RALF's epic folders); in a subfolder a
+Markdown file is a task only when ``looks_like_task`` says so, so run notes and documents beside
+the tasks are never parsed as tasks, reported or written.
+
 Built on the task Markdown model in tasks.py (parsing, ``TaskDocument``, ``render_task``); every
 public name here is also importable from tasks. Unchanged files are never re-parsed: each parsed
 task is cached under its file's stat. Edits (``set_field``, ``set_fields``, ``set_checklist_item``,
@@ -25,7 +29,40 @@ from tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, par
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
+    "task_files", "is_finished", "looks_like_task",
 ]
+
+# ---------------------------------------------------------------------------- tasks and documents
+
+_CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
+
+
+def looks_like_task(text: str) -> bool:
+    """The rule for a Markdown file in a subfolder of the task folders: is it a task or a document?
+
+    A task starts with a level-1 heading and has, before its first ``##`` heading, either a
+    ``**Task ID:**`` field, or a ``**Status:**`` field under a ``# <ID>: <title>`` heading (ID
+    without spaces). Run notes (``# THOUGHTS: TASK-1`` with ``## Status: done``) and plain
+    documents (``# Architecture``) are not tasks, and the runtime never writes to them.
+    """
+    titled: Optional[bool] = None  # None until the heading: then whether it reads "# <ID>: ..."
+    for line in text.split("\n", 400)[:400]:
+        stripped = line.lstrip("\ufeff").strip()
+        if titled is None:
+            if not stripped:
+                continue
+            if not stripped.startswith("# "):
+                return False
+            head, colon, _ = stripped[2:].partition(":")
+            titled = bool(colon) and bool(head.strip()) and not re.search(r"\s", head.strip().strip("*`"))
+        elif stripped.startswith("##"):
+            return False
+        else:
+            found = _CONTENT_FIELD.match(stripped)
+            if found and (titled or found.group(1).lower() != "status"):
+                return True
+    return False
+
 
 # ---------------------------------------------------------------------------- the cache
 
@@ -33,6 +70,14 @@ __all__ = [
 _dir_cache: dict[str, tuple[dict[str, tuple[tuple[int, int, int, int], Any]], list]] = {}
 _file_cache: dict[str, tuple[tuple[int, int, int, int], Any]] = {}  # load_task outside a listing
 _SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
+_subdirs: dict[str, list[str]] = {}  # directory -> its subdirectories at the last scandir
+
+
+class _NotATask:
+    """The cached verdict on a Markdown file in a subfolder that is not a task (tasks.looks_like_task)."""
+
+
+_NOT_A_TASK = _NotATask()
 
 
 def clear_cache() -> None:
@@ -40,20 +85,30 @@ def clear_cache() -> None:
     _dir_cache.clear()
     _dir_seen.clear()
     _file_cache.clear()
+    _subdirs.clear()
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
-def _read_task(path: Path) -> Task:
+def _text(path: Path) -> str:
     try:
-        text = read_text(path)
+        return read_text(path)
     except FileNotFoundError:
         raise NotFoundError("task file does not exist", path=path) from None
     except IsADirectoryError:
         raise ParseError("is a directory, not a task file", path=path) from None
-    return parse_task(text, path)
+
+
+def _read_task(path: Path) -> Task:
+    return parse_task(_text(path), path)
+
+
+def _read_nested(path: Path) -> Any:
+    """A file in a subfolder: its Task, or _NOT_A_TASK for run notes and documents."""
+    text = _text(path)
+    return parse_task(text, path) if looks_like_task(text) else _NOT_A_TASK
 
 
 def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
@@ -74,12 +129,12 @@ def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
     return _cached(_file_cache, target, os.fspath(target), stamp)
 
 
-def _cached(entries: dict, path: Path, name: str, key: tuple) -> Task:
+def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = False) -> Any:
     hit = entries.get(name)
     if hit is None or hit[0] != key:
         # Stat before reading: if the file changes in between, the next stat differs and re-parses.
         try:
-            value: Any = _read_task(path)
+            value: Any = _read_nested(path) if nested else _read_task(path)
         except (ParseError, InvalidIdError) as exc:
             value = exc
         entries[name] = hit = (key, value)
@@ -100,14 +155,23 @@ _FULL_SCAN_SECONDS = 1.0
 _dir_seen: dict[str, tuple[Optional[int], float]] = {}  # directory -> (trusted mtime_ns, last full scan)
 
 
-def _scan(directory: Path, errors: Optional[list], fast: bool = False) -> list[Task]:
+def _scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False) -> list[Task]:
+    """The tasks of ``directory`` and of its subfolders at any depth (see ``task_files``)."""
+    found = _scan(directory, errors, fast, nested)
+    for name in _subdirs.get(os.fspath(directory), ()):
+        found += _scan_tree(directory / name, errors, fast, nested=True)
+    return found
+
+
+def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False) -> list[Task]:
     key = os.fspath(directory)
     old, old_list = _dir_cache.get(key, ({}, []))
     try:
         dir_mtime = os.stat(key).st_mtime_ns
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         _dir_cache.pop(key, None)
         _dir_seen.pop(key, None)
+        _subdirs.pop(key, None)
         return []
     now = time.monotonic()
     trusted, last_full = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS))
@@ -119,16 +183,25 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False) -> list[T
     settled = dir_mtime if time.time_ns() - dir_mtime > 50_000_000 else None
     _dir_seen[key] = (settled, last_full if recent else now)
     fresh: dict = {}
+    folders: list[str] = []
     changed = False
     try:
         listing = os.scandir(directory)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         _dir_cache.pop(key, None)
+        _subdirs.pop(key, None)
         return []
     with listing:
         for entry in listing:
             name = entry.name
-            if not name.endswith(".md") or name[0] in "._" or name in _SKIPPED:
+            if name[0] in "._":
+                continue
+            if not name.endswith(".md") or name in _SKIPPED:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(name)
+                except OSError:
+                    pass
                 continue
             hit = old.get(name)
             if recent and hit is not None and hit[0][2] == entry.inode():
@@ -144,15 +217,16 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False) -> list[T
                     continue
                 changed = True
                 try:
-                    _cached(old, directory / name, name, stamp)
+                    _cached(old, directory / name, name, stamp, nested)
                 except (ParseError, InvalidIdError):
                     pass
                 except NotFoundError:
                     continue  # moved or deleted between the directory read and the file read
                 hit = old[name]
             fresh[name] = hit
-    if changed or len(fresh) != len(old):
-        old_list = [fresh[name][1] for name in sorted(fresh)]
+    _subdirs[key] = sorted(folders)
+    if changed or len(fresh) != len(old) or key not in _dir_cache:
+        old_list = [fresh[name][1] for name in sorted(fresh) if fresh[name][1] is not _NOT_A_TASK]
         _dir_cache[key] = (fresh, old_list)  # files that disappeared drop out of the cache
     return _collect(old_list, errors)
 
@@ -189,18 +263,49 @@ def list_tasks(root: Optional[PathLike] = None, *, directory: Optional[PathLike]
                include_completed: bool = False, errors: Optional[list] = None, fast: bool = False) -> list[Task]:
     """Tasks of the workspace at ``root`` (active, then completed), or of one ``directory``.
 
+    Subfolders are listed too, at any depth; there a Markdown file is a task only when
+    ``tasks.looks_like_task`` says so (run notes and documents are left out, never an error).
     Unchanged files are not re-parsed. A file that does not parse raises its ParseError,
     unless ``errors`` is a list: then the error is appended there and the file skipped.
     ``fast`` skips the per-file stat where it can: an edit saved in place (not by rename)
     may then show up to a second late (see ``_scan``).
     """
     if directory is not None:
-        return _scan(Path(directory), errors, fast)
+        return _scan_tree(Path(directory), errors, fast)
     cfg = load_config(root)
-    found = _scan(cfg.tasks_active, errors, fast)
+    found = _scan_tree(cfg.tasks_active, errors, fast)
     if include_completed:
-        found += _scan(cfg.tasks_completed, errors, fast)
+        found += _scan_tree(cfg.tasks_completed, errors, fast)
     return found
+
+
+def task_files(directory: PathLike) -> list[Path]:
+    """The task files under ``directory``, as ``list_tasks`` sees them, those that do not parse included.
+
+    Directly in it: every ``*.md`` but README.md and names starting with ``.`` or ``_`` (the
+    flat layout: a file there that does not parse is a broken task). In its subfolders, at any
+    depth (not those starting with ``.`` or ``_``): the files ``tasks.looks_like_task`` accepts.
+    """
+    errors: list = []
+    found = [t.path for t in _scan_tree(Path(directory), errors)]
+    found += [Path(e.path) for e in errors if getattr(e, "path", None)]
+    return sorted(set(found))
+
+
+def is_finished(task: Task, cfg: Config) -> bool:
+    """Completed by its folder or its Status line: a file in the completed folder is finished work
+    whatever its Status line says (RALF left many there saying ``pending``)."""
+    if task.status is Status.COMPLETED:
+        return True
+    return task.path is not None and _inside(task.path, cfg.tasks_completed)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.relative_to(directory)
+    except ValueError:
+        return False
+    return True
 
 
 def find_task(task_id: str, root: Optional[PathLike] = None) -> Task:
@@ -230,15 +335,19 @@ def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
     if root is not None:
         return load_config(root)
     parent = Path(os.path.abspath(path)).parent
+
+    def holds(candidate: Config) -> bool:  # at any depth: epic folders hold tasks too
+        return _inside(parent, candidate.tasks_active) or _inside(parent, candidate.tasks_completed)
+
     cfg = load_config(None)
-    if parent in (cfg.tasks_active, cfg.tasks_completed):
+    if holds(cfg):
         return cfg
-    for ancestor in list(parent.parents)[:6]:
+    for ancestor in list(parent.parents)[:12]:
         if (ancestor / "swarm.yaml").is_file():
             candidate = load_config(ancestor)
-            if parent in (candidate.tasks_active, candidate.tasks_completed):
+            if holds(candidate):
                 return candidate
-        elif parent in (ancestor / "tasks" / "active", ancestor / "tasks" / "completed"):
+        elif _inside(parent, ancestor / "tasks" / "active") or _inside(parent, ancestor / "tasks" / "completed"):
             return load_config(ancestor)
     return load_config(parent)
 
@@ -331,9 +440,11 @@ def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
     cfg = load_config(root)
     task = find_task(task_id, cfg.root)
     source = task.path
-    if source is None or source.parent == cfg.tasks_completed:
+    if source is None or _inside(source, cfg.tasks_completed):
         return source
-    target = cfg.tasks_completed / source.name
+    # An epic's task moves to the same folder under completed/: names stay unique, the epic together.
+    target = cfg.tasks_completed / (source.relative_to(cfg.tasks_active) if _inside(source, cfg.tasks_active)
+                                    else source.name)
     with locked(source, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
         document = TaskDocument(read_text(source), source)  # re-read under the lock
         if document.task.task_id != task_id:
@@ -345,6 +456,7 @@ def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
                                   task_id=task_id, hint="rename or remove one of them")
         # Written in full before the source goes: a crash in between leaves two copies, which
         # find_task reports by name, never zero.
+        target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, document.render())
         os.unlink(source)
     return target

@@ -204,7 +204,8 @@ class Task:
 
     @property
     def success_criteria(self) -> tuple[ChecklistItem, ...]:
-        return tuple(i for i in self.checklist if (i.section or "").lower().startswith("success criteria"))
+        """The items of ``## Success Criteria`` and ``## Acceptance Criteria`` (RALF writes either)."""
+        return tuple(i for i in self.checklist if _CRITERIA_SECTION.match(i.section or ""))
 
     @property
     def priority_rank(self) -> float:
@@ -255,6 +256,9 @@ _BARE_PATH = re.compile(
     r"(?<![\w@:/.~-])((?:~/|\.{1,2}/)?[\w.-]*[\w-]/[\w./*-]*[\w*]|[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/-])")
 _PATH_LIKE = re.compile(r"(?:~/|\.{1,2}/)?[\w.*-]+(?:/[\w.*-]+)*/?$")
 _ID_TOKEN = re.compile(r"[^\s,;()]+")
+_CRITERIA_SECTION = re.compile(r"(?:success|acceptance)\s+criteria\b", re.I)
+_SUBTASKS_SECTION = re.compile(r"sub[- ]?tasks\b", re.I)
+_TABLE_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
 
 
@@ -312,6 +316,26 @@ def parse_id_list(value: Optional[str]) -> tuple[list[str], list[str]]:
         except InvalidIdError:
             bad.append(token)
     return good, bad
+
+
+def _table_ids(sections: Sequence[Section]) -> list[str]:
+    """Ids in the first column of a ``## Sub-Tasks`` table (an epic's list of its children).
+
+    RALF writes them as given (``TASK-1``) or shortened to the number (``20260203172001``);
+    ``task_graph`` matches a short one to the task whose id ends in ``-<number>``.
+    """
+    found: list[str] = []
+    for section in sections:
+        if not _SUBTASKS_SECTION.match(section.name):
+            continue
+        rows = [r for r in section.text.split("\n") if r.lstrip().startswith("|")]
+        for row in rows[2:]:  # after the header row and its |---| line
+            cell = _TABLE_LINK.sub(r"\1", row.strip().strip("|").split("|")[0]).strip().strip("`*")
+            try:
+                found.append(validate_id(cell, "task id"))
+            except InvalidIdError:
+                continue
+    return found
 
 
 def _blank_trimmed(lines: list[str]) -> str:
@@ -438,9 +462,9 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
         priority=Priority.parse(priority_text), priority_text=priority_text,
         created=get("Created"),
         depends_on=tuple(parse_id_list(get("Depends On") or get("Dependencies"))[0]),
-        parent=(parse_id_list(get("Parent Task") or get("Parent"))[0] or [None])[0],
+        parent=(parse_id_list(_TABLE_LINK.sub(r"\1", get("Parent Task") or get("Parent") or ""))[0] or [None])[0],
         assigned_to=get("Assigned To") or get("Assignee"),
-        sub_tasks=tuple(parse_id_list(get("Sub-Tasks"))[0]),
+        sub_tasks=tuple(dict.fromkeys(parse_id_list(get("Sub-Tasks"))[0] + _table_ids(sections))),
         sections=tuple(sections), checklist=tuple(checklist),
         files_to_modify=tuple(dict.fromkeys(files)), title_line=title_line,
     )
@@ -653,6 +677,7 @@ def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, prior
 _STORE_NAMES = (
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
+    "task_files", "is_finished", "looks_like_task",
 )
 __all__ += _STORE_NAMES
 

@@ -1,37 +1,39 @@
 """Agents in tmux panes: start a cluster, type tasks into panes, read their markers off the screen.
 
-    python lib/tmux_bridge.py up --agents 3 --agent claude [--cluster main]
+    python lib/tmux_bridge.py up --agents 3 --agent claude [--cluster main] [--no-bridge]
     python lib/tmux_bridge.py run [--cluster main] [--interval 2] [--auto-confirm [--dry-run]]
     python lib/tmux_bridge.py dispatch agent-1 TASK-7
     python lib/tmux_bridge.py scan | panes [--lines 20] | down
 
-A cluster is the tmux session ``swarm-<cluster>`` with one window per agent (``agent-1`` ..),
-each registered in heartbeat.yaml as executor ``<cluster>-agent-<n>`` with its pane's pid.
-Dispatch leases the task to the pane's agent (holder: the pane's process), then types
-``[TASK] <id> <task file>``; the worker answers with lines starting ``[ACK] id``, ``[DONE] id``,
-``[ERROR] id why``, ``[WAIT] id why`` (or ``[HELP] id question``), each of which moves the lease
+A cluster (tmux_cluster.py) is the tmux session ``swarm-<cluster>`` with one window per agent,
+each registered as executor ``<cluster>-agent-<n>``; ``up`` also starts this module's ``run``
+loop in a window ``bridge`` unless told not to. Dispatch leases the task to the pane's agent
+(holder: the pane's process), then types ``[TASK] <id> <task file>`` into an input that is
+ready for it (never into a dialog or prompt), checks that the line showed and was sent, and
+presses Enter again at once while it sits in the input (tmux_pane.type_line). The worker
+answers with lines starting ``[ACK] id``, ``[DONE] id``, ``[ERROR] id why``, ``[WAIT] id why``
+(or ``[HELP] id question``), after spaces or a TUI's ``●`` bullet, each of which moves the lease
 and becomes an event. The echo of the typed line is no marker, nor is a marker word mid-line.
 Only markers printed after the dispatch count: copies already on screen then are skipped, and
 ``.swarm/tmux/<agent>.yaml`` keeps the (task, marker, lease token) already handled, so a marker
 still in scrollback never acts twice, while a new attempt (a new token) of the same task does.
 
-Auto-confirm (off unless asked) presses Enter for "press enter" prompts only: never on a
+Answers (tmux_screen.dialog_answer): Claude Code's workspace-trust and API-key dialogs only as
+``tmux.trust_workspace`` and ``tmux.use_api_key`` say, by choosing the option, never by a bare
+Enter. Auto-confirm (off unless asked) presses Enter for "press enter" prompts only (never on a
 yes/no question, never while a dangerous command is on screen, at most once per cooldown per
-window; every press or refusal is an event. Settings: swarm.yaml ``tmux:`` (see tmux_screen.DEFAULTS).
+window) and answers a permission prompt by its "1. Yes" only. Every answer or refusal is an
+event. Settings: swarm.yaml ``tmux:`` (see tmux_screen.DEFAULTS).
 The tmux server is ``--socket`` or $SWARM_TMUX_SOCKET: a name (``tmux -L``) or a path (``-S``).
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
-import shutil
-import subprocess
+import signal
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,75 +46,17 @@ import events
 import lifecycle
 import tasks
 from cli import EXIT_BAD_INPUT, EXIT_OK, parser, positive_int, positive_seconds, print_json, run, table
-from config import HOSTNAME, Config, format_ts, load_config, seconds_since, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, TmuxError, ValidationError
-from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
+from config import HOSTNAME, format_ts, load_config, seconds_since, utc_now, validate_id
+from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
 from liveness import process_start_time
-from tmux_screen import DEFAULTS, _marker_key, _settings, assess_screen, fresh_markers, pane_status, render_pane_status
+from tmux_cluster import INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, read_pane_state, up
+from tmux_pane import Tmux, choose, type_line
+from tmux_screen import (DEFAULTS, _marker_key, _settings, assess_screen, dialog_answer, fresh_markers, pane_status,
+                         read_screen, render_pane_status)
 
 __all__ = ["DEFAULTS", "INTERACTIVE_PRESETS", "TmuxError", "Tmux", "Pane", "Handled", "Bridge", "up", "down",
-           "list_panes", "assess_screen", "fresh_markers", "pane_status", "render_pane_status", "main"]
-
-# Interactive modes of the agent CLIs (agents.PRESETS holds their one-shot modes).
-INTERACTIVE_PRESETS: dict[str, str] = {
-    "claude": "claude", "codex": "codex", "gemini": "gemini", "aider": "aider", "ollama": "ollama run llama3.1",
-}
-
-_CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # tmux turns '.' and ':' in session names into '_'
-_FORMAT = "\t".join(["#{session_name}", "#{window_name}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
-                     "#{@swarm_agent}", "#{@swarm_cluster}"])
-_NO_SERVER = ("no server running", "error connecting to", "server exited")
-_HANDLED_KEPT = 500  # handled-marker keys remembered per pane
-_MISSING: Any = object()
-
-
-class Tmux:
-    """The tmux command line against one server (``socket``: a name for -L, a path for -S)."""
-
-    def __init__(self, socket: Optional[str] = None) -> None:
-        self.socket = socket if socket is not None else (os.environ.get("SWARM_TMUX_SOCKET") or None)
-        exe = shutil.which("tmux")
-        if exe is None:
-            raise TmuxError("tmux is not installed",
-                            hint="install it: apt-get install tmux, dnf install tmux or brew install tmux")
-        self.base = [exe, "-u"] + ([("-S" if "/" in self.socket else "-L"), self.socket] if self.socket else [])
-
-    def run(self, *args: str, check: bool = True) -> Optional[str]:
-        """Output of ``tmux args``; TmuxError on failure, or None with ``check=False``."""
-        # tmux ends a command at an argument ending in ';' and reads '\;' as a literal ';'.
-        argv = [*self.base, *(a[:-1] + "\\;" if a.endswith(";") else a for a in args)]
-        try:
-            proc = subprocess.run(argv, capture_output=True, timeout=15)
-        except subprocess.TimeoutExpired:
-            raise TmuxError(f"tmux {args[0]} did not answer within 15s", hint="is the tmux server stuck?") from None
-        if proc.returncode != 0:
-            if not check:
-                return None
-            why = proc.stderr.decode("utf-8", "replace").strip().replace("\n", " ") or f"exit {proc.returncode}"
-            raise TmuxError(f"tmux {args[0]} failed: {why}")
-        return proc.stdout.decode("utf-8", "replace")
-
-    def send_line(self, pane_id: str, text: str) -> None:
-        """Type ``text`` literally into the pane, then Enter."""
-        self.run("send-keys", "-t", pane_id, "-l", "--", text)
-        self.run("send-keys", "-t", pane_id, "Enter")
-
-    def capture(self, pane_id: str, history: Optional[int] = None) -> str:
-        """The pane's screen, with ``history`` lines of scrollback (-1: all), wrapped lines joined."""
-        start = [] if history is None else ["-S", "-" if history < 0 else f"-{history}"]
-        return self.run("capture-pane", "-p", "-J", "-t", pane_id, *start) or ""
-
-
-@dataclass(frozen=True)
-class Pane:
-    """One agent's pane in a cluster."""
-
-    cluster: str
-    window: str
-    pane_id: str
-    agent_id: str
-    pid: int
-    dead: bool
+           "list_panes", "read_pane_state", "read_screen", "assess_screen", "fresh_markers", "pane_status",
+           "render_pane_status", "main"]
 
 
 @dataclass(frozen=True)
@@ -128,166 +72,6 @@ class Handled:
     text: str = ""
 
 
-# ---------------------------------------------------------------------------- panes
-
-
-def _check_cluster(cluster: str) -> str:
-    if not isinstance(cluster, str) or not _CLUSTER.fullmatch(cluster):
-        raise ValidationError(f"invalid cluster id {str(cluster)[:60]!r}",
-                              hint="use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
-    return cluster
-
-
-def list_panes(tmux: Tmux, cluster: Optional[str] = None) -> list[Pane]:
-    """The swarm agents' panes on this tmux server (of one cluster, or of all), in window order."""
-    try:
-        out = tmux.run("list-panes", "-a", "-F", _FORMAT) or ""
-    except TmuxError as exc:
-        if any(text in exc.reason for text in _NO_SERVER):
-            return []  # no server running: no panes
-        raise
-    panes = []
-    for line in out.splitlines():
-        session, window, pane_id, pid, dead, agent_id, owner = (line.split("\t") + [""] * 7)[:7]
-        if not (session.startswith("swarm-") and agent_id and owner) or (cluster and owner != cluster):
-            continue
-        panes.append(Pane(owner, window, pane_id, agent_id, int(pid or 0), dead == "1"))
-    return panes
-
-
-def _agent_argv(preset: Optional[str], command: Optional[str], settings: dict) -> tuple[str, list[str]]:
-    if (preset is None) == (command is None):
-        raise ValidationError("give exactly one of --agent PRESET or --command CMD",
-                              hint=f"presets: {', '.join(sorted(INTERACTIVE_PRESETS))}")
-    if command is not None:
-        if not command.strip():
-            raise ValidationError("agent command is empty")
-        return "custom", ["/bin/sh", "-c", command]  # sh, not the user's shell: one syntax everywhere
-    table_ = {**INTERACTIVE_PRESETS, **settings["presets"]}
-    if preset not in table_:
-        raise ValidationError(f"unknown agent preset {preset!r}", hint=f"choose one of {', '.join(sorted(table_))}")
-    argv = shlex.split(str(table_[preset]))
-    if not argv or shutil.which(argv[0]) is None:
-        raise ValidationError(f"{argv[0] if argv else preset!r} is not on PATH",
-                              hint="install that agent CLI, or use --command")
-    return preset, argv
-
-
-# ---------------------------------------------------------------------------- up and down
-
-
-def up(agent_count: int, *, preset: Optional[str] = None, command: Optional[str] = None, cluster: str = "main",
-       root: Optional[str] = None, socket: Optional[str] = None) -> list[Pane]:
-    """Start the tmux session ``swarm-<cluster>`` with one window and agent per ``agent_count``.
-
-    Each pane runs the preset's interactive CLI (or ``command`` through /bin/sh) in the workspace
-    root with SWARM_ROOT and SWARM_AGENT_ID set, and is registered as an executor in
-    heartbeat.yaml. Raises ValidationError when the cluster is already up, TmuxError.
-    """
-    cfg = load_config(root)
-    settings = _settings(cfg)
-    _check_cluster(cluster)
-    if not isinstance(agent_count, int) or not 1 <= agent_count <= 64:
-        raise ValidationError(f"--agents must be 1 to 64, got {agent_count}")
-    name, argv = _agent_argv(preset, command, settings)
-    for n in range(1, agent_count + 1):
-        _read_state(cfg, f"{cluster}-agent-{n}")  # a corrupt state file stops us before tmux starts
-    tmux = Tmux(socket)
-    session = f"swarm-{cluster}"
-    if tmux.run("has-session", "-t", f"={session}", check=False) is not None:
-        raise ValidationError(f"cluster {cluster} is already up (tmux session {session})",
-                              hint="run down first, or pick another --cluster")
-    # The history limit applies to windows made after it is set: a setup window comes first.
-    tmux.run("new-session", "-d", "-s", session, "-n", "swarm-setup", "-x", "220", "-y", "50", "cat")
-    try:
-        tmux.run("set-option", "-t", f"={session}:", "history-limit", str(int(settings["history_lines"])))
-        for n in range(1, agent_count + 1):
-            agent_id = f"{cluster}-agent-{n}"
-            # A placeholder runs until the options are set, so an agent that exits at once
-            # still leaves its pane (and last words) behind instead of closing the window.
-            pane_id = (tmux.run("new-window", "-d", "-t", f"={session}:", "-n", f"agent-{n}", "-c", str(cfg.root),
-                                "-P", "-F", "#{pane_id}", "cat") or "").strip()
-            for option, value in (("remain-on-exit", "on"), ("@swarm_agent", agent_id), ("@swarm_cluster", cluster)):
-                tmux.run("set-option", "-w", "-t", pane_id, option, value)
-            tmux.run("respawn-pane", "-k", "-t", pane_id, "-c", str(cfg.root), "-e", f"SWARM_ROOT={cfg.root}",
-                     "-e", f"SWARM_AGENT_ID={agent_id}", "-e", f"SWARM_CLUSTER={cluster}", *argv)
-        tmux.run("kill-window", "-t", f"={session}:swarm-setup")
-    except SwarmError:
-        tmux.run("kill-session", "-t", f"={session}", check=False)
-        raise
-    panes = list_panes(tmux, cluster)
-    for pane in panes:
-        with _pane_state(cfg, pane.agent_id) as state:
-            state.update(pane=pane.pane_id, cluster=cluster, current=None)
-        agent_discovery.register_agent(pane.agent_id, role="executor", root=cfg.root, pid=pane.pid, host=HOSTNAME,
-                                       current_action="idle", pane=pane.pane_id, cluster=cluster,
-                                       window=pane.window, tmux_socket=tmux.socket, agent_command=name)
-        events.append_event("registered", pane.agent_id, root=cfg.root, role="executor", pane=pane.pane_id,
-                            cluster=cluster, command=name)
-    return panes
-
-
-def down(cluster: str = "main", *, root: Optional[str] = None, socket: Optional[str] = None) -> list[str]:
-    """Stop a cluster: give back its tasks in hand, kill its session, deregister its agents."""
-    cfg = load_config(root)
-    _check_cluster(cluster)
-    tmux = Tmux(socket)
-    panes = list_panes(tmux, cluster)
-    bridge_id = f"{cluster}-bridge"
-    for pane in panes:
-        with _pane_state(cfg, pane.agent_id) as state:
-            cur = state.get("current")
-            state["current"] = None
-            lease = claims.get_lease(cur["task_id"], root=cfg.root) if cur else None
-            if lease is not None and lease.token == cur["token"]:
-                try:
-                    claims.release(lease, reason="cluster stopped", root=cfg.root)
-                    events.append_event("released", bridge_id, lease.task_id, root=cfg.root,
-                                        reason="cluster stopped", previous_agent=pane.agent_id, token=lease.token)
-                except LeaseLost:
-                    pass  # finished or taken back meanwhile
-    tmux.run("kill-session", "-t", f"=swarm-{cluster}", check=False)
-    for pane in panes:
-        agent_discovery.deregister_agent(pane.agent_id, root=cfg.root)
-        events.append_event("stopped", pane.agent_id, root=cfg.root, pane=pane.pane_id, cluster=cluster)
-    return [pane.agent_id for pane in panes]
-
-
-# ---------------------------------------------------------------------------- per-pane state
-
-
-def _state_file(cfg: Config, agent_id: str) -> Path:
-    return cfg.runtime_dir / "tmux" / f"{validate_id(agent_id, 'agent id')}.yaml"
-
-
-@contextmanager
-def _pane_state(cfg: Config, agent_id: str) -> Iterator[dict]:
-    """The pane's state under its lock, written back (if changed) even when the block fails."""
-    path = _state_file(cfg, agent_id)
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        state = _read_state(cfg, agent_id)
-        state.setdefault("agent_id", agent_id)
-        state.setdefault("handled", [])
-        before = repr(state)
-        try:
-            yield state
-        finally:
-            if repr(state) != before:
-                state["handled"] = state["handled"][-_HANDLED_KEPT:]
-                atomic_write(path, dump_yaml(state))
-
-
-def _read_state(cfg: Config, agent_id: str) -> dict:
-    path = _state_file(cfg, agent_id)
-    data = load_yaml_file(path, default=_MISSING)
-    state = {} if data is _MISSING else dict(expect_mapping(data, path, "a tmux pane state"))
-    cur = state.get("current")
-    if not isinstance(state.get("handled", []), list) or cur is not None and not (
-            isinstance(cur, dict) and isinstance(cur.get("task_id"), str) and isinstance(cur.get("token"), int)
-            and isinstance(cur.get("dispatched_at"), str)):
-        raise ValidationError("malformed tmux pane state", path=path, hint="fix or delete the file")
-    return state
-
 
 # ---------------------------------------------------------------------------- the bridge
 
@@ -298,7 +82,7 @@ class Bridge:
     def __init__(self, cluster: str = "main", *, root: Optional[str] = None, socket: Optional[str] = None,
                  ack_timeout: Optional[float] = None, auto_confirm: Optional[bool] = None, dry_run: bool = False,
                  cooldown: Optional[float] = None) -> None:
-        self.cluster, self.agent_id = _check_cluster(cluster), f"{cluster}-bridge"
+        self.cluster, self.agent_id = check_cluster(cluster), f"{cluster}-bridge"
         self.cfg = load_config(root)
         self.root, self.settings, self.tmux = self.cfg.root, _settings(self.cfg), Tmux(socket)
         self.ack_timeout = float(self.settings["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
@@ -327,48 +111,68 @@ class Bridge:
     def dispatch(self, target: str, task_id: str, now: Optional[datetime] = None) -> claims.Lease:
         """Lease ``task_id`` to the pane's agent and type the ``[TASK]`` line into the pane.
 
-        Raises ValidationError when the pane is busy, dead or showing a prompt; AlreadyClaimed,
-        NotClaimable, NotFoundError as claims.claim_task does.
+        Waits up to ``tmux.ready_timeout_seconds`` for an agent still starting to show its input.
+        Raises ValidationError when the pane is busy, dead, shows a dialog or prompt, never gets
+        ready, or the line could not be typed; AlreadyClaimed, NotClaimable, NotFoundError as
+        claims.claim_task does.
         """
-        now = now or utc_now()
         pane = self.find_pane(target)
         task = tasks.find_task(validate_id(task_id, "task id"), self.root)
-        with _pane_state(self.cfg, pane.agent_id) as state:
-            why = self._unready(pane, state)
-            if why:
+        deadline = time.monotonic() + float(self.settings["ready_timeout_seconds"])
+        while True:
+            with pane_state(self.cfg, pane.agent_id) as state:
+                why, starting = self._unready(pane, state)
+                if why is None:
+                    lease = self._claim(pane, task, now or utc_now())
+                    if not self._send(pane, state, lease, task.path, now or utc_now()):
+                        raise ValidationError(f"{pane.agent_id}: the [TASK] line did not show in its input",
+                                              hint="see `tmux_bridge.py panes`; the task was given back")
+                    return lease
+            if not starting or time.monotonic() >= deadline:
                 raise ValidationError(f"{pane.agent_id} {why}", hint="wait for it, or pick another pane")
-            lease = self._claim(pane, task, now)
-            self._send(pane, state, lease, task.path, now)
-        return lease
+            time.sleep(0.1)
 
     def _claim(self, pane: Pane, task: tasks.Task, now: datetime) -> claims.Lease:
         # The holder is the pane's process: the lease binds while the agent lives, not this bridge.
         return claims.claim_task(task.task_id, pane.agent_id, root=self.root, now=now, pid=pane.pid, host=HOSTNAME,
                                  proc_start=process_start_time(pane.pid), task_path=task.path)
 
-    def _unready(self, pane: Pane, state: dict) -> Optional[str]:
-        """Why the pane cannot take a task now, or None."""
+    def _unready(self, pane: Pane, state: dict) -> tuple[Optional[str], bool]:
+        """Why the pane cannot take a task now (None: it can), and whether that may pass by itself soon."""
         if pane.dead:
-            return "has exited"
+            return "has exited", False
         if state.get("current"):
-            return f"is busy with {state['current']['task_id']}"
-        verdict = assess_screen(self.tmux.capture(pane.pane_id), self.settings)
-        return None if verdict is None else f"is waiting at a prompt: {verdict[1][:80]!r}"
+            return f"is busy with {state['current']['task_id']}", False
+        screen = self.tmux.read(pane.pane_id, self.settings)[0]
+        if screen.kind == "ready":
+            return None, False
+        # Never type into a dialog or a prompt: the Enter would answer it and the line be lost.
+        if screen.kind in ("dialog", "question", "enter"):
+            return f"is waiting at a prompt ({screen.status}): {screen.line[:80]!r}", False
+        return f"has no input ready ({screen.status})", screen.kind in ("unknown", "working")
 
-    def _send(self, pane: Pane, state: dict, lease: claims.Lease, path: Path, now: datetime) -> None:
+    def _send(self, pane: Pane, state: dict, lease: claims.Lease, path: Path, now: datetime) -> bool:
+        """Type the task line and record it as the pane's task; False (the lease given back) when it never showed."""
         before = fresh_markers(self.tmux.capture(pane.pane_id, history=-1), {"task_id": lease.task_id})
         shown = path.relative_to(self.root) if path.is_relative_to(self.root) else path
         try:
-            self.tmux.send_line(pane.pane_id, f"[TASK] {lease.task_id} {shown}")
+            presses = type_line(self.tmux, pane.pane_id, f"[TASK] {lease.task_id} {shown}")
         except TmuxError:
             claims.release(lease, reason="could not type into the pane", root=self.root, now=now)
             raise
+        if presses == 0:
+            lifecycle.give_back(lease, self.agent_id, "the task line did not show in the pane's input", root=self.root,
+                                now=now, pane=pane.pane_id, previous_agent=pane.agent_id)
+            return False
+        # A line still in the input after every Enter stays the pane's task: the ack timeout takes it back.
         state["current"] = {"task_id": lease.task_id, "token": lease.token, "task_file": str(shown),
                             "dispatched_at": format_ts(now), "acknowledged_at": None,
                             "before": dict(Counter(_marker_key(m) for m in before))}
         self._event("assigned", self.agent_id, lease.task_id, to=pane.agent_id, token=lease.token,
-                    pane=pane.pane_id, via="tmux")
+                    pane=pane.pane_id, via="tmux", **({"enter_presses": presses} if presses > 1 else {}),
+                    **({"sent": False} if presses < 0 else {}))
         self._beat(pane, lease.task_id, force=True)
+        return True
 
     def dispatch_ready(self, now: Optional[datetime] = None) -> list[claims.Lease]:
         """Give each idle pane its planner assignment, else the next ready task; returns the leases sent."""
@@ -376,8 +180,8 @@ class Bridge:
         sent: list[claims.Lease] = []
         ready: Optional[Iterator[tasks.Task]] = None
         for pane in self.panes():
-            with _pane_state(self.cfg, pane.agent_id) as state:
-                if self._unready(pane, state):
+            with pane_state(self.cfg, pane.agent_id) as state:
+                if self._unready(pane, state)[0]:
                     continue
                 lease = self._assigned(pane, now)
                 if lease is None:
@@ -388,8 +192,8 @@ class Bridge:
                             break
                         except (AlreadyClaimed, NotClaimable, NotFoundError):
                             continue
-                if lease is not None:
-                    self._send(pane, state, lease, tasks.find_task(lease.task_id, self.root).path, now)
+                if lease is not None and self._send(pane, state, lease,
+                                                    tasks.find_task(lease.task_id, self.root).path, now):
                     sent.append(lease)
         return sent
 
@@ -411,7 +215,7 @@ class Bridge:
         now = now or utc_now()
         out: list[Handled] = []
         for pane in self.panes():
-            with _pane_state(self.cfg, pane.agent_id) as state:
+            with pane_state(self.cfg, pane.agent_id) as state:
                 if state.get("current"):
                     out += self._scan_pane(pane, state, now)
             self._beat(pane, (state.get("current") or {}).get("task_id"))
@@ -495,46 +299,83 @@ class Bridge:
     # ------------------------------------------------------------------ auto-confirm
 
     def auto_confirm_once(self, now: Optional[datetime] = None) -> list[dict]:
-        """Press Enter where a pane waits at a "press enter" prompt (or, dry, say so); returns what was done."""
+        """Answer what each pane waits for, as far as the settings allow; returns what was done.
+
+        Dialogs (see tmux_screen.dialog_answer): workspace trust and API key as ``tmux.trust_workspace``
+        and ``tmux.use_api_key`` say, by choosing the option; a permission prompt by its "1. Yes",
+        with auto-confirm on. With auto-confirm on, Enter at a "press enter" prompt (assess_screen).
+        What is left waiting is reported once per screen; a dry run only says what it would do.
+        """
         now = now or utc_now()
         out = []
         for pane in self.panes():
             if pane.dead:
                 continue
-            verdict = assess_screen(self.tmux.capture(pane.pane_id), self.settings)
-            if verdict is None:
+            screen, whole = self.tmux.read(pane.pane_id, self.settings)
+            if screen.kind == "dialog":
+                action, key, why = dialog_answer(screen, self.settings, self.auto_confirm, whole)
+                line = screen.line or screen.status
+            elif self.auto_confirm and screen.kind in ("question", "enter"):
+                verdict = assess_screen(whole, self.settings)
+                if verdict is None:
+                    continue  # the screen changed between the two reads
+                action, line, why = ("key", verdict[1], "") if verdict[0] == "press" else ("wait",) + verdict[1:]
+                key = "Enter"
+            else:
                 continue
-            action, line, reason = verdict
-            with _pane_state(self.cfg, pane.agent_id) as state:
-                base = {"agent_id": pane.agent_id, "pane": pane.pane_id, "window": pane.window, "line": line}
-                if action == "skip":
-                    if state.get("last_skip") == f"{reason}|{line}":
-                        continue  # refused and logged already; the screen has not changed
-                    state["last_skip"] = f"{reason}|{line}"
-                    self._event("auto_confirm_skipped", pane.agent_id, None, pane=pane.pane_id, line=line,
-                                reason=reason)
-                    out.append({**base, "action": "skipped", "reason": reason})
-                    continue
-                # A dry run keeps its cooldown in memory: it must not delay a real press later.
-                last = self._dry_presses.get(pane.agent_id) if self.dry_run else state.get("last_confirm_at")
-                if last and seconds_since(last, now) < self.cooldown:
-                    continue
-                if self.dry_run:
-                    self._dry_presses[pane.agent_id] = format_ts(now)
-                else:
-                    self.tmux.run("send-keys", "-t", pane.pane_id, "Enter")
-                    state["last_confirm_at"] = format_ts(now)
-                state.pop("last_skip", None)
-                self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
-                out.append({**base, "action": "would press Enter" if self.dry_run else "pressed Enter"})
+            with pane_state(self.cfg, pane.agent_id) as state:
+                out += self._answer(pane, state, screen, action, key, line, why, now)
         return out
+
+    def _answer(self, pane: Pane, state: dict, screen: Any, action: str, key: str, line: str, why: str,
+                now: datetime) -> list[dict]:
+        base: dict[str, Any] = {"agent_id": pane.agent_id, "pane": pane.pane_id, "window": pane.window, "line": line}
+        dialog = {"dialog": screen.what} if screen.kind == "dialog" else {}
+        by_settings = screen.what in ("workspace trust", "API key")  # not auto-confirm's: its own event names
+        if action == "wait":
+            if state.get("last_skip") == f"{why}|{line}":
+                return []  # refused and logged already; the screen has not changed
+            state["last_skip"] = f"{why}|{line}"
+            self._event("dialog_waiting" if by_settings else "auto_confirm_skipped", pane.agent_id, None,
+                        pane=pane.pane_id, line=line, reason=why, **dialog)
+            return [{**base, **dialog, "action": "waiting" if by_settings else "skipped", "reason": why}]
+        # Enter prompts cool down per window; a dialog per question (the next one is answered at once).
+        if key == "Enter":
+            last = self._dry_presses.get(pane.agent_id) if self.dry_run else state.get("last_confirm_at")
+        else:
+            last = (self._dry_presses.get(f"{pane.agent_id}|{line}") if self.dry_run else
+                    state.get("last_answer_at") if state.get("last_answer") == line else None)
+        if last and seconds_since(last, now) < self.cooldown:
+            return []
+        choice = key if action == "choose" else ("Enter" if key == "Enter" else screen.options[0])
+        done = True
+        # A dry run keeps its cooldown in memory: it must not delay a real answer later.
+        if self.dry_run:
+            self._dry_presses[pane.agent_id if key == "Enter" else f"{pane.agent_id}|{line}"] = format_ts(now)
+        elif action == "choose":
+            done = choose(self.tmux, pane.pane_id, key, self.settings)
+        else:
+            self.tmux.run("send-keys", "-t", pane.pane_id, key)
+        if not self.dry_run:
+            if key == "Enter":
+                state["last_confirm_at"] = format_ts(now)
+            else:
+                state.update(last_answer=line, last_answer_at=format_ts(now))
+        state.pop("last_skip", None)
+        if key == "Enter":
+            self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
+            return [{**base, "action": "would press Enter" if self.dry_run else "pressed Enter"}]
+        kind = ("dialog_answered" if done else "dialog_answer_failed") if by_settings else "auto_confirm"
+        self._event(kind, pane.agent_id, None, pane=pane.pane_id, line=line, choice=choice, dry_run=self.dry_run,
+                    **dialog)
+        verb = "would choose" if self.dry_run else "chose" if done else "could not choose"
+        return [{**base, **dialog, "action": f"{verb} {choice!r}"}]
 
     # ------------------------------------------------------------------ the loop
 
     def step(self, now: Optional[datetime] = None) -> tuple[list[Handled], list[dict], list[claims.Lease]]:
-        """One round: scan, auto-confirm (when on), dispatch ready work to idle panes."""
-        return (self.scan_once(now), self.auto_confirm_once(now) if self.auto_confirm else [],
-                self.dispatch_ready(now))
+        """One round: scan, answer dialogs and prompts (as the settings allow), dispatch ready work to idle panes."""
+        return self.scan_once(now), self.auto_confirm_once(now), self.dispatch_ready(now)
 
     def run(self, interval: Optional[float] = None, stop: Optional[threading.Event] = None,
             report: Any = None) -> None:
@@ -565,6 +406,8 @@ def _parser() -> Any:
     how = cmd.add_mutually_exclusive_group(required=True)
     how.add_argument("--agent", metavar="PRESET", help=f"interactive CLI: {', '.join(sorted(INTERACTIVE_PRESETS))}")
     how.add_argument("--command", metavar="CMD", help="any command, run through /bin/sh in each pane")
+    cmd.add_argument("--no-bridge", dest="bridge", action="store_false", default=None,
+                     help="do not start the dispatching loop in a window `bridge` (default: tmux.bridge)")
     sub.add_parser("down", help="stop a cluster and give back its tasks")
     cmd = sub.add_parser("dispatch", help="type one task into one pane")
     cmd.add_argument("pane", help="window (agent-1), agent id or pane id")
@@ -602,12 +445,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if args.action == "up":
+            settings = _settings(load_config(args.root))
+            bridge = settings["bridge"] if args.bridge is None else args.bridge
             panes = up(args.agents, preset=args.agent, command=args.command, cluster=cluster, root=args.root,
-                       socket=args.socket)
-            print_json([asdict(x) for x in panes]) if args.json else print(
-                table(["window", "agent", "pane", "pid"], [[x.window, x.agent_id, x.pane_id, x.pid] for x in panes]),
-                f"watch them: {shlex.join(['tmux', *Tmux(args.socket).base[2:], 'attach', '-t', f'swarm-{cluster}'])}",
-                sep="\n")
+                       socket=args.socket, bridge=bridge)
+            if args.json:
+                return print_json([asdict(x) for x in panes]) or EXIT_OK
+            attach = shlex.join(["tmux", *Tmux(args.socket).base[2:], "attach", "-t", f"swarm-{cluster}"])
+            here = shlex.join([p for p in ("--cluster", cluster, "--socket", args.socket, "--root", args.root)
+                               if p is not None]) if args.socket or args.root or cluster != "main" else ""
+            print(table(["window", "agent", "pane", "pid"], [[x.window, x.agent_id, x.pane_id, x.pid] for x in panes]),
+                  f"watch them: {attach}", sep="\n")
+            if bridge:
+                print(f"dispatching: `tmux_bridge.py run` in window {cluster}:bridge hands out ready tasks; "
+                      f"`swarm.py down{' ' + here if here else ''}` stops it and the agents")
+            else:
+                print(f"next, to hand out tasks: python {Path(__file__).resolve()} run {here}".rstrip())
+            if args.agent == "claude":
+                for key, dialog in (("trust_workspace", "whether it trusts the folder"),
+                                    ("use_api_key", "whether to use $ANTHROPIC_API_KEY, when set")):
+                    if not settings[key]:
+                        print(f"Claude Code may first ask {dialog}: answer in its pane, or set tmux.{key}: true "
+                              f"in swarm.yaml")
         elif args.action == "down":
             stopped = down(cluster, root=args.root, socket=args.socket)
             print_json(stopped) if args.json else print(f"stopped {len(stopped)} agent(s) of cluster {cluster}")
@@ -622,9 +481,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bridge = Bridge(cluster, root=args.root, socket=args.socket, ack_timeout=args.ack_timeout,
                             auto_confirm=args.auto_confirm, dry_run=args.dry_run)
             if args.action == "scan":
-                _report(args, bridge.scan_once(), bridge.auto_confirm_once() if bridge.auto_confirm else [], [])
+                _report(args, bridge.scan_once(), bridge.auto_confirm_once(), [])
             else:
-                import signal
 
                 stop = threading.Event()
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())

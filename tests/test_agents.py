@@ -36,7 +36,9 @@ def _run(tmp_path, command, timeout=30, **env):
     task_file = tmp_path / "tasks" / "active" / "TASK-7.md"
     task_file.parent.mkdir(parents=True, exist_ok=True)
     task_file.write_text("# TASK-7: Something\n")
-    environ = dict(os.environ, **env)
+    # The test's own SWARM_* settings (CI sets SWARM_REQUIRE_REAL_CLIS) are not the agent's business.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    environ.update(env)
     return agents.run_agent(command, task_id="TASK-7", task_file=task_file, agent_id="executor-1",
                             root=tmp_path, log_path=tmp_path / "runs" / "TASK-7" / "1.log",
                             timeout=timeout, env=environ)

@@ -370,7 +370,7 @@ def test_claimed_task_is_not_split(workspace):
     import task_distribution
 
     path = make_task(workspace, "BIG", objective="Three independent parts, in parallel.",
-                     criteria=["Part `a.py`", "Part `b.py`", "Part `c.py`"])
+                     criteria=["Part `lib/a.py`", "Part `lib/b.py`", "Part `lib/c.py`"])
     assert task_distribution.can_parallelize(path)
     lease = claims.claim_task("BIG", "e")
     assert task_distribution.distribute_task(path, ["e", "f"]) == []

@@ -6,31 +6,34 @@ claims' rules on top of the table are tested once more per backend in test_claim
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import config
 from errors import LockTimeout, SwarmError
-from lease_store import Assignment, Lease, LeaseState, LeaseTable, lease_table
+from lease_store import Assignment, Lease, LeaseState, LeaseTable
+from stores import lease_table
 from procs import run_together
 
-BACKENDS = ["files"]
+# Each implementation by its swarm.yaml backend name.
+BACKENDS = ["files", "journal"]
 
 
-@contextmanager
-def _backend(name: str, root: Path):
-    """A workspace whose swarm.yaml selects ``name``."""
-    (root / "swarm.yaml").write_text(f"backend: {name}\n")
+def _make(name: str, root: Path) -> LeaseTable:
+    wanted = f"backend: {name}\n"
+    setting = root / "swarm.yaml"
+    if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
+        setting.write_text(wanted)
     config._cache.clear()
-    yield lease_table(config.load_config(root))
+    return lease_table(config.load_config(root))
 
 
 @pytest.fixture(params=BACKENDS)
 def table(request, workspace) -> LeaseTable:
-    with _backend(request.param, workspace) as made:
-        yield made
+    made = _make(request.param, workspace)
+    made.backend_name = request.param
+    return made
 
 
 def lease(task_id="T-1", token=1, **more) -> Lease:
@@ -77,13 +80,17 @@ def test_a_record_that_cannot_be_read_is_an_error_never_unclaimed(table, workspa
 
 
 def _corrupt(table: LeaseTable, workspace: Path, task_id: str) -> None:
+    """Store a record of ``task_id`` that cannot be read, as a crash, a bad disk or a person would."""
     where = Path(table.where(task_id))
-    assert where.is_file(), "a backend without files needs its own way to store a bad record here"
-    where.write_text("")  # an empty record: would restart tokens at 1 if read as "never claimed"
+    if table.backend_name == "files":
+        where.write_text("")  # an empty record: would restart tokens at 1 if read as "never claimed"
+    else:  # the journal: a whole line of the task that is no lease
+        with open(where, "a") as journal:
+            journal.write('{"task_id": "%s", "token": "three"}\n' % task_id)
 
 
-def _hold_until(root: str, held, release) -> None:
-    table = lease_table(config.load_config(root))
+def _hold_until(name: str, root: str, held, release) -> None:
+    table = _make(name, Path(root))
     with table.lock("T-1"):
         held.set()
         release.wait(timeout=60)
@@ -94,7 +101,7 @@ def test_the_lock_excludes_other_processes_and_a_zero_timeout_does_not_wait(tabl
 
     ctx = mp.get_context("spawn")
     held, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_until, args=(str(workspace), held, release))
+    holder = ctx.Process(target=_hold_until, args=(table.backend_name, str(workspace), held, release))
     holder.start()
     try:
         assert held.wait(timeout=60), "the holder never took the lock"
@@ -112,9 +119,9 @@ def test_the_lock_excludes_other_processes_and_a_zero_timeout_does_not_wait(tabl
         pass
 
 
-def _bump(root: str, rounds: int) -> int:
+def _bump(name: str, root: str, rounds: int) -> int:
     """Read-modify-write the token of T-1 under its lock ``rounds`` times."""
-    table = lease_table(config.load_config(root))
+    table = _make(name, Path(root))
     for _ in range(rounds):
         with table.lock("T-1", timeout=60):
             current = table.read("T-1")
@@ -125,7 +132,7 @@ def _bump(root: str, rounds: int) -> int:
 def test_eight_processes_under_the_lock_lose_no_update(table, workspace):
     with table.lock("T-1"):
         table.write(lease("T-1", token=0))
-    done = run_together(_bump, [(str(workspace), 25)] * 8, timeout=300)
+    done = run_together(_bump, [(table.backend_name, str(workspace), 25)] * 8, timeout=300)
     assert sum(done) == 200
     assert table.read("T-1").token == 200
 

@@ -24,6 +24,22 @@ from procs import run_together
 pytestmark = pytest.mark.timeout(60)
 
 F005 = "TASK-1769952151-implement-feature-f005.md"
+# F-005 as RALF wrote it is one piece of work (its criteria share subjects and end in "Documented
+# in ..."): these criteria, each in a file of its own, make it really splittable.
+INDEPENDENT = ["- [ ] Changelog writer in `lib/autodoc/changelog.py`",
+               "- [ ] Index page builder in `lib/autodoc/index_page.py`",
+               "- [ ] Template loader in `lib/autodoc/templates.py`",
+               "- [ ] Markdown link checker in `lib/autodoc/links.py`"]
+
+
+def independent_f005(root: Path) -> Path:
+    """F-005 of the RALF copy at ``root`` with its Success Criteria replaced by INDEPENDENT."""
+    path = root / "tasks" / "active" / F005
+    text = path.read_text()
+    start = text.index("## Success Criteria\n\n") + len("## Success Criteria\n\n")
+    end = text.index("\n\n## Approach")
+    path.write_text(text[:start] + "\n".join(INDEPENDENT) + text[end:])
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -51,14 +67,23 @@ def sub_files(workspace: Path) -> list[str]:
 # ---------------------------------------------------------------------------- analysis
 
 
-def test_feature_task_can_be_split(ralf):
+def test_feature_task_as_written_is_kept_whole(ralf):
     path = ralf / "tasks" / "active" / F005
     analysis = td.analyze_task_structure(path)
-    assert analysis.can_parallelize and td.can_parallelize(path)
-    assert analysis.unit_kind == "criterion" and len(analysis.units) == 7 and len(analysis.groups) == 7
+    assert not analysis.can_parallelize and len(analysis.groups) == 1
     assert analysis.units[6].files == ("operations/.docs/auto-docs-guide.md",)
+    assert not analysis.units[2].follow_up  # "documentation" is the theme of a documentation generator
+    assert any("names no file and no subject" in e for e in analysis.sequential_evidence)
+
+
+def test_independent_criteria_in_their_own_files_are_split(ralf):
+    path = independent_f005(ralf)
+    analysis = td.analyze_task_structure(path)
+    assert analysis.can_parallelize and td.can_parallelize(path)
+    assert analysis.unit_kind == "criterion" and len(analysis.units) == 4 and len(analysis.groups) == 4
+    assert analysis.units[0].files == ("lib/autodoc/changelog.py",)
     assert any("independent groups" in r for r in analysis.reasons)
-    assert any("'and'" in e for e in analysis.parallel_evidence)
+    assert analysis.parallel_evidence == ()  # "and" is no evidence of parallel work any more
 
 
 @pytest.mark.parametrize("name, reason", [
@@ -91,14 +116,13 @@ def test_tasks_that_are_not_split_say_why(workspace, criteria, objective, files,
     assert path.read_bytes() == before and sub_files(workspace) == []
 
 
-def test_files_are_units_when_there_is_no_checklist(workspace):
+def test_files_alone_are_not_split(workspace):
     path = tasks.new_task_file("TASK-2", "Touch files", workspace, filename="TASK-2.md",
                                files=["lib/a.py", "lib/b.py", "docs/c.md"])
     analysis = td.analyze_task_structure(path)
-    assert analysis.unit_kind == "file" and analysis.can_parallelize
-    subs = td.distribute_task(path, max_subtasks=2)
-    assert [s.files for s in subs] == [("lib/a.py", "lib/b.py"), ("docs/c.md",)]
-    assert tasks.load_task(subs[1].path).files_to_modify == ("docs/c.md",)
+    assert analysis.unit_kind == "file" and not analysis.can_parallelize
+    assert any("files alone" in r for r in analysis.reasons)
+    assert td.distribute_task(path, max_subtasks=2) == []
 
 
 def test_numbered_steps_stay_together(workspace):
@@ -112,9 +136,9 @@ def test_numbered_steps_stay_together(workspace):
 
 
 def test_shared_files_and_order_words_group_units(workspace):
-    criteria = ["change `lib/x.py` parser", "write docs", "test lib/x.py edge cases", "then release it",
-                "strengthen the authentication"]  # "strengthen"/"authentication" hold no whole "then"
-    path = make_task(workspace, criteria, files=["lib/x.py", "docs/guide.md"])
+    criteria = ["change `lib/x.py` parser", "write `docs/guide.md`", "extend lib/x.py edge cases",
+                "then release `setup.py`", "strengthen `lib/auth.py` authentication"]  # no whole "then" in these
+    path = make_task(workspace, criteria, files=["lib/x.py", "docs/guide.md", "lib/extra.py"])
     analysis = td.analyze_task_structure(path)
     assert analysis.groups == ((0, 2, 3), (1,), (4,))
     assert any("share files: lib/x.py" in e for e in analysis.sequential_evidence)
@@ -122,13 +146,54 @@ def test_shared_files_and_order_words_group_units(workspace):
     assert [criteria_of(s.path) for s in subs] == [criteria[:1] + criteria[2:4], [criteria[1]], [criteria[4]]]
     assert [s.assigned_to for s in subs] == ["e1", "e2", "e1"]
     first = tasks.load_task(subs[0].path)
-    assert first.files_to_modify == ("lib/x.py",)
-    assert "docs/guide.md" in first.section("Related Files").text
+    assert first.files_to_modify == ("lib/x.py", "setup.py")
+    assert "lib/extra.py" in first.section("Related Files").text
+
+
+@pytest.mark.parametrize("criteria, why", [
+    # The examples of issue 10: a test, a notification and a ranking depend on the work before them.
+    (["Hook in `hooks/a.py`", "Hook in `hooks/b.py`", "Test with 2+ task completions"], "checks, documents"),
+    (["Audit `docs/a.md`", "Audit `docs/b.md`", "All contributors notified of changes"], "checks, documents"),
+    (["Ideas written in `ideas/a.md`", "Ideas written in `ideas/b.md`", "Features prioritized by value/effort"],
+     "checks, documents"),
+    (["Parser in `lib/parse.py`", "Parser error messages are friendly"], "share the subject 'parse'"),
+    (["Loader in `lib/load.py`", "Results cached between runs"], "names no file and no subject"),
+])
+def test_dependent_criteria_stay_with_the_work_they_follow(workspace, criteria, why):
+    path = make_task(workspace, criteria, objective="Build it.")
+    analysis = td.analyze_task_structure(path)
+    assert not analysis.can_parallelize and len(analysis.groups) == 1, analysis.groups
+    assert any(why in e for e in analysis.sequential_evidence), analysis.sequential_evidence
+
+
+def test_acceptance_criteria_are_the_units(workspace):
+    text = ("# TASK-7: Two reports\n\n**Status:** pending\n\n## Objective\n\nReports.\n\n"
+            "## Approach\n\n### Step 5: check\n\n- [ ] run the linter\n- [ ] run the tests\n\n"
+            "## Acceptance Criteria\n\n- [ ] Sales report in `reports/sales.py`\n"
+            "- [ ] Stock report in `reports/stock.py`\n")
+    path = workspace / "tasks" / "active" / "TASK-7.md"
+    path.write_text(text)
+    assert [i.text for i in tasks.load_task(path).success_criteria] == [
+        "Sales report in `reports/sales.py`", "Stock report in `reports/stock.py`"]
+    subs = td.distribute_task(path)
+    assert [criteria_of(s.path) for s in subs] == [["Sales report in `reports/sales.py`"],
+                                                   ["Stock report in `reports/stock.py`"]]
+
+
+def test_a_sub_task_whose_units_name_no_file_gets_the_parents_files(workspace):
+    path = make_task(workspace, ["Sales figures in `reports/sales.py`", "Staff figures"],
+                     files=["reports/common.py", "reports/sales.py"])
+    task = tasks.load_task(path)
+    units = (td.Unit(0, "criterion", "Sales figures in `reports/sales.py`", 1, ("reports/sales.py",)),
+             td.Unit(1, "criterion", "Staff figures", 2))
+    analysis = td.Analysis(task.task_id, path, True, "criterion", units, ((0,), (1,)), (), (), ())
+    planned = td.plan_subtasks(analysis, task)
+    assert [s.files for s in planned] == [("reports/sales.py",), ("reports/common.py", "reports/sales.py")]
 
 
 def test_keywords_come_from_swarm_yaml(workspace):
     (workspace / "swarm.yaml").write_text("distribution:\n  sequential_keywords: [zorp]\n  max_subtasks: 5\n")
-    criteria = ["part a", "zorp part b", "then part c"]
+    criteria = ["alpha in `lib/a.py`", "zorp beta in `lib/b.py`", "then gamma in `lib/c.py`"]
     path = make_task(workspace, criteria)
     analysis = td.analyze_task_structure(path)
     assert analysis.groups == ((0, 1), (2,))
@@ -146,7 +211,7 @@ def test_bad_keyword_config_is_a_clear_error(workspace):
 
 
 def test_split_writes_sub_tasks_and_records_them_on_the_parent(ralf):
-    parent = ralf / "tasks" / "active" / F005
+    parent = independent_f005(ralf)
     before = parent.read_bytes()
     subs = td.distribute_task(parent, ["executor-1", "executor-2"], max_subtasks=3)
     ids = [f"TASK-1769952151-SUB{n}" for n in (1, 2, 3)]
@@ -167,7 +232,7 @@ def test_split_writes_sub_tasks_and_records_them_on_the_parent(ralf):
 
 
 def test_split_is_idempotent_even_after_operator_edits(ralf):
-    parent = ralf / "tasks" / "active" / F005
+    parent = independent_f005(ralf)
     first = td.distribute_task(parent, ["executor-1"])
     edited = first[1].path
     edited.write_text(edited.read_text().replace("**Assigned To:** executor-1", "**Assigned To:** alice")
@@ -180,7 +245,7 @@ def test_split_is_idempotent_even_after_operator_edits(ralf):
 
 
 def test_sub_tasks_found_without_the_parent_field_are_returned_and_recorded(ralf):
-    parent = ralf / "tasks" / "active" / F005
+    parent = independent_f005(ralf)
     subs = td.distribute_task(parent)
     tasks.set_field(parent, "Sub-Tasks", "", root=ralf)  # as if a crash came before the parent's line
     assert tasks.load_task(parent).sub_tasks == ()
@@ -192,7 +257,7 @@ def test_sub_tasks_found_without_the_parent_field_are_returned_and_recorded(ralf
 @pytest.mark.parametrize("name, text", [("TASK-1-SUB2.md", "# OTHER-1: unrelated\n"),
                                         ("other.md", "# TASK-1-SUB2: same id, other name\n")])
 def test_a_stray_sub_task_name_or_id_stops_the_whole_split(workspace, name, text):
-    path = make_task(workspace, ["a", "b", "c"])
+    path = make_task(workspace, ["a in `lib/a.py`", "b in `lib/b.py`", "c in `lib/c.py`"])
     (workspace / "tasks" / "active" / name).write_text(text)
     before = path.read_bytes()
     with pytest.raises(ValidationError, match="TASK-1-SUB2 already exists"):
@@ -202,13 +267,14 @@ def test_a_stray_sub_task_name_or_id_stops_the_whole_split(workspace, name, text
 
 
 def test_split_by_task_id(ralf):
+    independent_f005(ralf)
     subs = td.distribute_task("TASK-1769952151", ["e1"], 2, root=ralf)
     assert [s.task_id for s in subs] == ["TASK-1769952151-SUB1", "TASK-1769952151-SUB2"]
 
 
 def test_an_unreadable_sub_task_is_never_split_over(workspace):
-    path = make_task(workspace, ["a", "b"])
-    td.distribute_task(path)
+    path = make_task(workspace, ["a in `lib/a.py`", "b in `lib/b.py`"])
+    assert td.distribute_task(path)
     tasks.set_field(path, "Sub-Tasks", "", root=workspace)
     (workspace / "tasks" / "active" / "TASK-1-SUB1.md").write_bytes(b"\xff\xfe garbage")
     with pytest.raises(ParseError):
@@ -221,7 +287,7 @@ def _split_in_child(root: str, parent: str) -> list:
 
 @pytest.mark.parametrize("procs", [2, 4])
 def test_concurrent_planners_create_one_set(ralf, procs):
-    parent = ralf / "tasks" / "active" / F005
+    parent = independent_f005(ralf)
     results = run_together(_split_in_child, [(str(ralf), str(parent))] * procs)
     ids = [f"TASK-1769952151-SUB{n}" for n in (1, 2, 3)]
     assert results == [ids] * procs
@@ -282,7 +348,7 @@ def cli(*args, cwd):
 
 
 def test_cli_plans_then_splits(ralf, tmp_path):
-    parent = ralf / "tasks" / "active" / F005
+    parent = independent_f005(ralf)
     before = parent.read_bytes()
     shown = cli(parent, "--agents", "e1,e2", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr

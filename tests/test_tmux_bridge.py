@@ -199,7 +199,7 @@ def test_dispatch_ack_done_moves_lease_and_task_once(workspace, sock):
     task = tasks.find_task("T-HOLD-1", workspace)
     assert task.status is tasks.Status.COMPLETED and task.path.parent == workspace / "tasks" / "completed"
     assert kinds(workspace, "T-HOLD-1") == ["assigned", "acknowledged", "completed"]
-    state = tmux_bridge._read_state(load_config(workspace), "main-agent-1")
+    state = tmux_bridge.read_pane_state(load_config(workspace), "main-agent-1")
     assert state["current"] is None and state["handled"] == ["T-HOLD-1:ACK:1", "T-HOLD-1:DONE:1"]
 
 
@@ -412,8 +412,10 @@ def test_a_corrupt_pane_state_fails_closed(workspace, sock):
 
 
 def test_cli_up_panes_down_and_errors(workspace, sock, monkeypatch, capsys, tmp_path):
-    assert tmux_bridge.main(["up", "--agents", "2", "--command", fake(), "--cluster", "cli"]) == 0
-    assert "cli-agent-2" in capsys.readouterr().out
+    # --no-bridge: this test plays the dispatching loop itself.
+    assert tmux_bridge.main(["up", "--agents", "2", "--command", fake(), "--cluster", "cli", "--no-bridge"]) == 0
+    out = capsys.readouterr().out
+    assert "cli-agent-2" in out and "next, to hand out tasks: python " in out and "tmux_bridge.py run --cluster cli" in out
     assert tmux_bridge.main(["panes", "--cluster", "cli", "--json"]) == 0
     assert "cli-agent-1" in capsys.readouterr().out
     assert tmux_bridge.main(["up", "--agents", "1", "--command", fake(), "--cluster", "cli"]) == 2

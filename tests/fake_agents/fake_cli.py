@@ -15,8 +15,8 @@ name = os.path.basename(sys.argv[0])
 args = sys.argv[1:]
 EXPECTED = {
     "claude": lambda a: a[0] == "-p" and "--permission-mode" in a,
-    "codex": lambda a: a[:2] == ["exec", "--full-auto"],
-    "gemini": lambda a: "-p" in a and "--yolo" in a,
+    "codex": lambda a: a[0] == "exec" and "--sandbox" in a and "--full-auto" not in a,
+    "gemini": lambda a: "-p" in a and "--approval-mode" in a,
     "aider": lambda a: "--message" in a and "--yes-always" in a,
     "ollama": lambda a: a[0] == "run" and len(a) == 3,
 }

@@ -2,6 +2,7 @@
 """A stand-in for an interactive agent CLI in a tmux pane (tests of tmux_bridge).
 
     interactive_agent.py [--outcomes done|error|wait|noack|hold[,...]] [--prompt TEXT [--repeat N]] [--show-env]
+                         [--slow-start S] [--trust-dialog] [--drop-enter N]
 
 It prints an ``agent> `` prompt and reads lines. On ``[TASK] <id> <file>`` it first says, mid-line,
 how it will report (as real CLIs echo their instructions), then prints ``[ACK] <id>`` and
@@ -10,16 +11,74 @@ how it will report (as real CLIs echo their instructions), then prints ``[ACK] <
 task line gets the n-th of --outcomes (the last one repeats), unless its task id contains
 ERR, WAIT, NOACK or HOLD. With ``--prompt`` it first prints TEXT
 and waits for a line, N times, printing ``got: <line>`` and ``continued`` after each.
+
+Like a TUI (Claude Code), it can misbehave at the keyboard: ``--slow-start S`` prints
+``starting...`` and throws away whatever is typed in the first S seconds; ``--trust-dialog``
+first shows a copy of Claude Code's workspace-trust menu (cursor on "No, exit"; Up/Down move,
+Enter confirms, other keys are ignored; No exits); ``--drop-enter N`` reads keys one by one and
+ignores the first N Enter presses after text, leaving the line in its input.
 """
 
 import argparse
 import os
 import sys
+import termios
+import time
+import tty
+
+RAW = False  # the terminal is in raw mode: a newline needs its carriage return
 
 
 def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(text + ("\r\n" if RAW else "\n"))
     sys.stdout.flush()
+
+
+def trust_dialog() -> bool:
+    """Claude Code's "Quick safety check" (2.1.332 layout): True for Yes, False for No."""
+    options, at, keys = ["No, exit", "Yes, I trust this folder"], 0, b""
+    while True:
+        sys.stdout.write("\x1b[2J\x1b[H")
+        say(" Quick safety check: Is this a project you created or one you trust?")
+        say("")
+        for i, option in enumerate(options):
+            say((" \u276f " if i == at else "   ") + option)
+        say("")
+        say(" Enter to confirm \u00b7 Esc to cancel")
+        keys += os.read(0, 64)
+        while keys:
+            if keys[:1] == b"\r":
+                sys.stdout.write("\x1b[2J\x1b[H")
+                return at == 1
+            if keys[:1] == b"\x1b" and keys[2:3] in (b"A", b"B"):
+                at = max(0, at - 1) if keys[2:3] == b"A" else min(len(options) - 1, at + 1)
+                keys = keys[3:]
+            else:
+                keys = keys[1:]  # anything else is ignored, as a menu does
+
+
+def read_line(drops: list) -> str:
+    """A line read key by key (raw mode), echoed; an Enter is ignored while ``drops[0]`` > 0."""
+    line = ""
+    while True:
+        data = os.read(0, 1024).decode("utf-8", "replace")
+        if not data:
+            return ""
+        for ch in data:
+            if ch == "\r":
+                if line and drops[0] > 0:
+                    drops[0] -= 1
+                    continue
+                sys.stdout.write("\r\n")
+                return line + "\n"
+            if ch == "\x7f":
+                if line:
+                    line = line[:-1]
+                    sys.stdout.write("\b \b")
+            elif ch.isprintable():
+                line += ch
+                sys.stdout.write(ch)
+        sys.stdout.flush()
 
 
 def main() -> int:
@@ -28,7 +87,22 @@ def main() -> int:
     p.add_argument("--prompt")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--show-env", action="store_true")
+    p.add_argument("--slow-start", type=float, default=0)
+    p.add_argument("--trust-dialog", action="store_true")
+    p.add_argument("--drop-enter", type=int, default=0)
     args = p.parse_args()
+    global RAW
+    if args.slow_start:
+        say("starting...")
+        time.sleep(args.slow_start)
+        termios.tcflush(0, termios.TCIFLUSH)  # what was typed while starting is lost
+    if args.trust_dialog or args.drop_enter:
+        tty.setraw(0)
+        RAW = True
+    if args.trust_dialog and not trust_dialog():
+        say("exiting: the folder is not trusted")
+        return 1
+    drops = [args.drop_enter]
     if args.show_env:
         say(f"id={os.environ.get('SWARM_AGENT_ID')} root={os.environ.get('SWARM_ROOT')}")
     for _ in range(args.repeat if args.prompt else 0):
@@ -40,7 +114,7 @@ def main() -> int:
     while True:
         sys.stdout.write("agent> ")
         sys.stdout.flush()
-        line = sys.stdin.readline()
+        line = read_line(drops) if RAW else sys.stdin.readline()
         if not line:
             return 0
         words = line.split()

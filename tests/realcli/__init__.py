@@ -1,0 +1,1 @@
+"""Tests that drive the real, pinned agent CLIs against a stub model, in a network sandbox."""

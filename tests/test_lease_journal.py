@@ -1,0 +1,168 @@
+"""lease_journal: torn tails, compaction, migration from lease files, kill -9 while appending and compacting."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+import claims
+import config
+import lease_journal
+import tasks
+from errors import ParseError
+from lease_journal import JournalLeaseTable
+from lease_store import FileLeaseTable, Lease
+
+
+def journal_ws(root: Path) -> None:
+    (root / "swarm.yaml").write_text("backend: journal\n")
+    config._cache.clear()
+
+
+def fresh_table(root: Path) -> JournalLeaseTable:
+    """A table as another process would have it: its own index, nothing cached."""
+    return JournalLeaseTable(config.load_config(root))
+
+
+def lease(task_id: str, token: int) -> Lease:
+    return Lease(task_id=task_id, agent_id="executor-1", token=token, acquired_at="2026-11-30T10:00:00Z",
+                 expires_at="2026-11-30T10:05:00Z")
+
+
+def put(table: JournalLeaseTable, task_id: str, token: int) -> None:
+    with table.lock(task_id):
+        table.write(lease(task_id, token))
+
+
+def test_a_claim_is_one_line_a_person_can_read(workspace):
+    journal_ws(workspace)
+    tasks.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    claims.claim_task("T-1", "executor-1")
+    journal = workspace / ".swarm" / "leases" / "journal-0.jsonl"
+    [line] = journal.read_text().splitlines()
+    record = json.loads(line)
+    assert (record["task_id"], record["agent_id"], record["token"], record["state"]) == ("T-1", "executor-1", 1, "held")
+    assert not (workspace / ".swarm" / "claims").exists()
+
+
+def test_a_torn_last_line_is_never_read_and_is_cut_before_the_next_append(workspace):
+    journal_ws(workspace)
+    table = fresh_table(workspace)
+    put(table, "T-1", 1)
+    journal = Path(table.where("T-1"))
+    with open(journal, "ab") as f:
+        f.write(b'{"task_id":"T-1","agent_id":"executor-1","token":2,"acq')  # a crash mid-append
+    other = fresh_table(workspace)
+    assert other.read("T-1").token == 1
+    put(other, "T-2", 1)
+    assert journal.read_bytes().count(b"\n") == 2 and b'"acq\n' not in journal.read_bytes()
+    assert [x.task_id for x in fresh_table(workspace).list()] == ["T-1", "T-2"]
+
+
+def test_a_bad_whole_line_fails_closed_naming_the_journal_and_line(workspace):
+    journal_ws(workspace)
+    table = fresh_table(workspace)
+    put(table, "T-1", 1)
+    journal = Path(table.where("T-1"))
+    with open(journal, "ab") as f:
+        f.write(b"this is not json\n")
+    before = journal.read_bytes()
+    with pytest.raises(ParseError) as info:
+        fresh_table(workspace).read("T-1")
+    assert (info.value.path, info.value.line) == (str(journal), 2) or (Path(info.value.path), info.value.line) == (journal, 2)
+    with pytest.raises(ParseError):
+        put(fresh_table(workspace), "T-9", 1)  # never appended past a line nobody can read
+    assert journal.read_bytes() == before
+
+
+def test_compaction_keeps_every_lease_and_other_processes_follow_it(workspace, monkeypatch):
+    journal_ws(workspace)
+    monkeypatch.setattr(lease_journal, "_COMPACT_BYTES", 2000)
+    writer, reader = fresh_table(workspace), fresh_table(workspace)
+    for token in range(1, 41):
+        for task_id in ("T-1", "T-2", "T-3"):
+            put(writer, task_id, token)
+        assert [x.token for x in reader.list()] == [token] * 3
+    header = json.loads((workspace / ".swarm" / "leases" / "snapshot.jsonl").read_text().splitlines()[0])
+    assert header["generation"] > 1 and header["leases"] == 3
+    names = sorted(os.listdir(workspace / ".swarm" / "leases"))
+    assert names == [f"journal-{header['generation']}.jsonl", "snapshot.jsonl"] or names == ["snapshot.jsonl"]
+    assert [x.token for x in fresh_table(workspace).list()] == [40, 40, 40]
+
+
+def test_leases_in_files_migrate_on_first_use_and_tokens_go_on(workspace):
+    tasks.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    first = claims.claim_task("T-1", "executor-1")  # written by the per-file table
+    claims.release(first)
+    assert (workspace / ".swarm" / "claims" / "T-1.yaml").is_file()
+    journal_ws(workspace)
+    second = claims.claim_task("T-1", "executor-2")
+    assert second.token == first.token + 1
+    assert not (workspace / ".swarm" / "claims").exists()
+    assert (workspace / ".swarm" / "claims.migrated" / "T-1.yaml").is_file()
+    assert fresh_table(workspace).read("T-1") == second
+
+
+def test_a_lease_file_that_does_not_parse_stops_the_migration_and_changes_nothing(workspace):
+    old = FileLeaseTable(config.load_config(workspace))
+    put(old, "T-1", 3)
+    bad = workspace / ".swarm" / "claims" / "T-2.yaml"
+    bad.write_text("token: [1,\n")
+    journal_ws(workspace)
+    with pytest.raises(ParseError):
+        fresh_table(workspace).read("T-1")
+    assert bad.read_text() == "token: [1,\n" and not (workspace / ".swarm" / "leases" / "snapshot.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------- kill -9
+
+
+def _writer(root: str, acks: str, compact_bytes: int, start) -> None:
+    """Bump T-1's token forever (compacting often), noting each write after it returned."""
+    lease_journal._COMPACT_BYTES = compact_bytes
+    journal_ws(Path(root))
+    table = fresh_table(Path(root))
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    start.set()
+    token = table.read("T-1").token if table.read("T-1") else 0
+    while True:
+        token += 1
+        with table.lock("T-1"):
+            table.write(lease("T-1", token))
+        os.write(fd, f"{token}\n".encode())
+
+
+@pytest.mark.parametrize("compact_bytes", [1 << 30, 600], ids=["appending", "compacting"])
+def test_kill_nine_while_writing_loses_no_acknowledged_write(workspace, tmp_path, compact_bytes):
+    """A writer killed at random moments, 15 times: the table always reads, shows the last
+    acknowledged token or the one after it, and the next writer goes on from there."""
+    journal_ws(workspace)
+    rng = random.Random(20261130)
+    acks = tmp_path / "acks"
+    ctx = mp.get_context("spawn")
+    for _ in range(15):
+        start = ctx.Event()
+        child = ctx.Process(target=_writer, args=(str(workspace), str(acks), compact_bytes, start))
+        child.start()
+        try:
+            assert start.wait(timeout=60)
+            seen = acks.read_text().count("\n") if acks.exists() else 0
+            while (acks.read_text().count("\n") if acks.exists() else 0) < seen + rng.randint(1, 30):
+                child.join(timeout=0.002)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.join(timeout=30)
+        acked = [int(x) for x in acks.read_text().split()]
+        stored = fresh_table(workspace).read("T-1")
+        assert stored.token in (acked[-1], acked[-1] + 1), (stored.token, acked[-1])
+        if stored.token == acked[-1] + 1:
+            with open(acks, "a") as f:  # it was written before the kill: the next writer goes on from it
+                f.write(f"{stored.token}\n")
+    leftovers = [n for n in os.listdir(workspace / ".swarm" / "leases") if n.startswith(".")]
+    assert all(n.endswith(".tmp") or "tmp" in n for n in leftovers)  # only temp files of a killed compaction
