@@ -31,7 +31,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from config import HOSTNAME, ID_PATTERN, Config, format_ts, load_config, parse_ts, utc_now, validate_id
+from clock import HOSTNAME, format_ts, parse_ts, utc_now
+
+from config import ID_PATTERN, Config, load_config, validate_id
 from errors import NotFoundError, ValidationError
 from fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from liveness import dead_reason, process_start_time

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
 import events
-from config import Config, format_ts, load_config, validate_id
+from clock import format_ts
+from config import Config, load_config, validate_id
 from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
 from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, key_line, line_at,
                     load_yaml_file, load_yaml_text, locked)

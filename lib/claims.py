@@ -24,7 +24,8 @@ from typing import Any, Iterable, Optional, Union
 
 import task_graph
 import tasks as taskmod
-from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
+from clock import format_ts, in_seconds, parse_ts, utc_now
+from config import Config, load_config, validate_id
 from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
 from lease_store import Assignment, Lease, LeaseState, LeaseTable
 from stores import lease_table

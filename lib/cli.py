@@ -252,8 +252,7 @@ def show_time(value: Any) -> str:
     Every view shows times in UTC whatever zone they were stored in, so two times side by side
     compare; a value that is not a time is shown as it is.
     """
-    from config import parse_ts
-
+    from clock import parse_ts
     if value is None or value == "":
         return "-"
     try:

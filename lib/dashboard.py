@@ -24,7 +24,8 @@ from typing import Any, Callable, Optional, Union
 
 import cli
 from cli import duration, table
-from config import format_ts, load_config, parse_ts, resolve_root, utc_now
+from clock import format_ts, parse_ts, utc_now
+from config import load_config, resolve_root
 from errors import SwarmError
 
 __all__ = ["PANELS", "collect", "render", "build_frame", "paint", "main"]

@@ -31,7 +31,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO, Union
 
-from config import Config, format_ts, load_config, parse_ts, resolve_root, utc_now
+from clock import format_ts, parse_ts, utc_now
+
+from config import Config, load_config, resolve_root
 from errors import NotFoundError, SwarmError
 
 __all__ = ["Severity", "Finding", "Report", "check", "repair", "diagnose", "main"]

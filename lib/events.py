@@ -43,7 +43,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
-from config import Config, format_ts, load_config, parse_ts, utc_now, validate_id
+from clock import format_ts, parse_ts, utc_now
+
+from config import Config, load_config, validate_id
 from errors import ParseError, ValidationError
 from fileio import (YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, kept_end, line_at, load_yaml_text,
                     locked)

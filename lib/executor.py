@@ -31,7 +31,8 @@ import reservations
 import tasks
 import worktrees
 from cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run, show_time
-from config import Config, format_ts, load_config, validate_id
+from clock import format_ts
+from config import Config, load_config, validate_id
 from errors import LeaseLost, SwarmError, warn_once
 
 __all__ = ["Executor", "main"]

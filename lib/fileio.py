@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional, Union
 import portalocker
 import yaml
 
-from config import HOSTNAME, format_ts
+from clock import HOSTNAME, format_ts
 from errors import LockTimeout, NotFoundError, ParseError, ValidationError
 
 __all__ = [

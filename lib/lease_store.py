@@ -26,7 +26,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
-from config import Config, parse_ts, utc_now
+from clock import parse_ts, utc_now
+
+from config import Config
 from errors import SwarmError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from liveness import dead_reason

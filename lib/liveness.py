@@ -11,8 +11,7 @@ import errno
 import os
 from typing import Any, Optional
 
-from config import HOSTNAME
-
+from clock import HOSTNAME
 __all__ = ["process_start_time", "pid_alive", "dead_reason", "my_identity"]
 
 

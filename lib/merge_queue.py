@@ -35,7 +35,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from config import Config, format_ts, load_config, validate_id
+from clock import format_ts
+
+from config import Config, load_config, validate_id
 from errors import NotFoundError, SwarmError, ValidationError
 from fileio import append_line, dump_flow, load_yaml_text, locked, read_text
 from worktrees import (_NAME, GitError, MergeRefused, Worktree, _branch_tip, _commit_of, _current_branch, _dirty,

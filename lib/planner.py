@@ -38,7 +38,8 @@ import task_graph
 import tasks
 import work_items
 from cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
-from config import Config, format_ts, load_config, parse_ts, utc_now, validate_id
+from clock import format_ts, parse_ts, utc_now
+from config import Config, load_config, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
 
 __all__ = ["Planner", "Decision", "main"]

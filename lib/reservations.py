@@ -32,7 +32,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
-from config import Config, HOSTNAME, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
+from clock import HOSTNAME, format_ts, in_seconds, parse_ts, utc_now
+
+from config import Config, load_config, validate_id
 from errors import LeaseLost, ReservationConflict, SwarmError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_text, locked, read_text
 from globs import (compile_pattern, escape, normalize_pattern, pattern_matches, patterns_for_task,

@@ -41,7 +41,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
-from config import Config, format_ts, load_config, parse_ts, seconds_since, validate_id
+from clock import format_ts, parse_ts, seconds_since
+
+from config import Config, load_config, validate_id
 from errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateParseError, StateShapeError,
                     StateSyncError, SwarmError, ValidationError)
 from fileio import YAML_ERROR, atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, show_time, table
-from config import load_config, resolve_root, utc_now
+from clock import utc_now
+from config import load_config, resolve_root
 from errors import ValidationError
 
 __all__ = ["init_workspace", "new_task", "collect_status", "main"]

@@ -29,7 +29,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from config import format_ts, parse_ts, validate_id
+from clock import format_ts, parse_ts
+
+from config import validate_id
 from fileio import split_lines
 from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 

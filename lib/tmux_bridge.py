@@ -46,7 +46,8 @@ import events
 import lifecycle
 import tasks
 from cli import EXIT_BAD_INPUT, EXIT_OK, parser, positive_int, positive_seconds, print_json, run, table
-from config import HOSTNAME, format_ts, load_config, seconds_since, utc_now, validate_id
+from clock import HOSTNAME, format_ts, seconds_since, utc_now
+from config import load_config, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
 from liveness import process_start_time
 from tmux_cluster import INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, read_pane_state, up

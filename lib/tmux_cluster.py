@@ -23,7 +23,8 @@ from typing import Any, Iterator, Optional
 import agent_discovery
 import claims
 import events
-from config import HOSTNAME, Config, load_config, validate_id
+from clock import HOSTNAME
+from config import Config, load_config, validate_id
 from errors import LeaseLost, SwarmError, TmuxError, ValidationError
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from tmux_pane import Tmux

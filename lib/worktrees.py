@@ -31,7 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from config import Config, format_ts, load_config, validate_id
+from clock import format_ts
+
+from config import Config, load_config, validate_id
 from errors import GitError, MergeRefused, NotFoundError, SwarmError, ValidationError, WorktreeBusy
 from fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 

@@ -15,7 +15,7 @@ import agent_discovery as ad
 import fileio
 import liveness
 from agent_discovery import AgentInfo
-from config import HOSTNAME, format_ts, parse_ts, utc_now
+from clock import HOSTNAME, format_ts, parse_ts, utc_now
 from errors import InvalidIdError, ParseError, ValidationError
 from procs import run_together
 

@@ -15,7 +15,7 @@ import pytest
 import claims
 import tasks
 from claims import LeaseState
-from config import HOSTNAME, utc_now
+from clock import HOSTNAME, utc_now
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
 from procs import run_together
 

@@ -20,8 +20,7 @@ import dashboard
 import events
 import reservations
 import tasks
-from config import HOSTNAME, format_ts, utc_now
-
+from clock import HOSTNAME, format_ts, utc_now
 LIB = Path(__file__).resolve().parent.parent / "lib"
 DASHBOARD = LIB / "dashboard.py"
 

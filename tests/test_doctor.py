@@ -21,7 +21,7 @@ import events
 import reservations
 import tasks
 import worktrees
-from config import HOSTNAME, utc_now
+from clock import HOSTNAME, utc_now
 from doctor import Severity
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

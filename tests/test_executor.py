@@ -16,7 +16,7 @@ import claims
 import events
 import tasks
 from claims import LeaseState
-from config import HOSTNAME
+from clock import HOSTNAME
 from liveness import pid_alive
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

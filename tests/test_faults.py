@@ -40,7 +40,7 @@ import events
 import state_sync
 import tasks
 from claims import LeaseState
-from config import HOSTNAME, format_ts, parse_ts, utc_now
+from clock import HOSTNAME, format_ts, parse_ts, utc_now
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, SwarmError
 from liveness import process_start_time
 from procs import run_together
@@ -786,7 +786,7 @@ HOLDER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import claims
-from config import parse_ts
+from clock import parse_ts
 from errors import LeaseLost
 lease = claims.claim_task("T-1", "sleepy", float(sys.argv[2]))
 print("claimed", lease.token, lease.expires_at, flush=True)

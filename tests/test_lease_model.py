@@ -25,7 +25,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multip
 import claims
 import tasks
 from claims import Lease, LeaseState
-from config import format_ts
+from clock import format_ts
 from errors import AlreadyClaimed, LeaseLost, NotClaimable
 
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))

@@ -12,7 +12,8 @@ import claims
 import events
 import lifecycle
 import tasks
-from config import load_config, utc_now
+from clock import utc_now
+from config import load_config
 from errors import NotClaimable
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

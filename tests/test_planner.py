@@ -13,7 +13,7 @@ import claims
 import events
 import tasks
 from claims import LeaseState
-from config import HOSTNAME, utc_now
+from clock import HOSTNAME, utc_now
 from planner import Planner
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

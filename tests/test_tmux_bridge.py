@@ -22,7 +22,8 @@ import events
 import tasks
 import tmux_bridge
 from claims import LeaseState
-from config import HOSTNAME, load_config, utc_now
+from clock import HOSTNAME, utc_now
+from config import load_config
 from errors import ParseError, ValidationError
 from tmux_bridge import Bridge, assess_screen, fresh_markers, pane_status, render_pane_status
 

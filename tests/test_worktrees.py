@@ -17,7 +17,7 @@ import fileio
 import merge_queue as mq
 import tasks
 import worktrees as wtm
-from config import utc_now
+from clock import utc_now
 from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
 

@@ -22,7 +22,8 @@ import agent_discovery  # noqa: E402
 import claims  # noqa: E402
 import events  # noqa: E402
 import tasks  # noqa: E402
-from config import HOSTNAME, format_ts, load_config  # noqa: E402
+from clock import HOSTNAME, format_ts
+from config import load_config  # noqa: E402
 from fileio import dump_yaml  # noqa: E402
 from liveness import process_start_time  # noqa: E402
 
