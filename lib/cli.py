@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_OK", "EXIT_CHECK_FAILED", "EXIT_BAD_INPUT", "parser", "run", "print_json", "fail", "table",
            "duration", "positive_seconds", "non_negative_seconds", "positive_int", "non_negative_int", "at_least",
-           "require_workspace", "task_workspace", "no_command_line", "show_time"]
+           "require_workspace", "no_command_line", "show_time"]
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -129,34 +129,6 @@ def require_workspace(root: Any = None) -> Path:
         raise NotFoundError("is not a Swarmfile workspace (no swarm.yaml, heartbeat.yaml, events.yaml, "
                             "agent-state.yaml or chat-log.yaml)", path=path, hint=_INIT_HINT)
     return path
-
-
-def task_workspace(task: str, root: Any = None) -> Path:
-    """The workspace a command about ``task`` (a task file or a task id) works in.
-
-    A configured root (``--root`` or ``$SWARM_ROOT``) wins, and a task file outside its task
-    folders is refused: working on it would put leases and sub-tasks in the wrong place. With
-    no root configured, the workspace is the one that holds the file. Either must be initialised.
-    """
-    from config import ID_PATTERN, load_config
-
-    path = Path(os.path.expanduser(task))
-    if not path.exists():
-        if ID_PATTERN.fullmatch(task) and not task.endswith(".md"):
-            return require_workspace(root)  # an id: looked up in the workspace's task folders
-        raise NotFoundError("task file does not exist", path=path.absolute(), hint="give a task file or a task id")
-    path = Path(os.path.realpath(path))
-    if root is not None or os.environ.get("SWARM_ROOT"):
-        cfg = load_config(require_workspace(root))
-        folders = [Path(os.path.realpath(folder)) for folder in (cfg.tasks_active, cfg.tasks_completed)]
-        if not any(path.is_relative_to(folder) for folder in folders):
-            raise ValidationError(f"task file is outside the workspace {cfg.root}", path=path,
-                                  hint=f"move it under {cfg.tasks_active}, or give --root of the workspace "
-                                  "that holds it")
-        return cfg.root
-    from task_store import task_config
-
-    return require_workspace(task_config(path).root)
 
 
 def no_command_line(module: str, instead: str) -> int:

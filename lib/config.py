@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 
 from clock import HOSTNAME, format_ts, in_seconds, parse_ts, seconds_since, utc_now  # noqa: F401 (re-exported)
 from errors import InvalidIdError, ValidationError
+from fileio import key_line, load_yaml_file
 
 __all__ = [
     "DEFAULTS",
@@ -135,7 +136,6 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
 
 
 def _check_numbers(settings: dict[str, Any], config_file: Path, text: str) -> None:
-    from fileio import key_line  # late: fileio imports this module
 
     for (section, key), (least, whole, inclusive) in _NUMBERS.items():
         value = settings.get(section, {}).get(key)
@@ -231,8 +231,6 @@ def load_config(root: Optional[PathLike] = None) -> Config:
         return cached[1]
     settings = copy.deepcopy(DEFAULTS)
     if stamp is not None:
-        from fileio import load_yaml_file  # late: fileio imports this module
-
         data = load_yaml_file(config_file, default=None)
         if data is not None:
             if not isinstance(data, dict):

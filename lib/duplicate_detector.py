@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+import task_store
 import tasks as taskmod
 from config import load_config
 from errors import DuplicateTaskError, ValidationError
@@ -130,7 +131,7 @@ def check_new_task(title: str, text: str = "", root: Optional[PathLike] = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from cli import EXIT_CHECK_FAILED, fail, parser, print_json, run, task_workspace
+    from cli import EXIT_CHECK_FAILED, fail, parser, print_json, run
 
     p = parser("duplicate_detector.py", "List existing tasks that are near-duplicates of a title (exit 1 if any).",
                needs_workspace=lambda args: not args.task)
@@ -146,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         title, text, exclude = args.title or "", args.text, []
         root = args.root
         if args.task:
-            root = task_workspace(args.task, root)
+            root = task_store.task_workspace(args.task, root)
             task = taskmod.load_task(args.task, use_cache=False)
             title, text, exclude = task.title, task.objective, [task.path]
             root = root or taskmod.task_config(task.path).root

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import task_store
 import tasks as taskmod
 from config import Config, ID_PATTERN, load_config, validate_id
 from errors import ValidationError
@@ -537,7 +538,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from cli import at_least, fail, parser, print_json, run, task_workspace
+    from cli import at_least, fail, parser, print_json, run
 
     # One task: its workspace is checked with the file (cli.task_workspace); --all needs one.
     p = parser("task_distribution.py", "Analyse a task and split it into parallel sub-tasks.",
@@ -568,7 +569,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             todo = [t for t in taskmod.list_tasks(cfg.root, errors=[])
                     if t.status is taskmod.Status.PENDING and not t.parent and not t.sub_tasks]
         else:
-            task, cfg = _load(args.task, task_workspace(args.task, args.root))
+            task, cfg = _load(args.task, task_store.task_workspace(args.task, args.root))
             todo = [task]
         limit = args.max_subtasks if args.max_subtasks is not None else int(cfg.get("distribution", "max_subtasks"))
         report = []

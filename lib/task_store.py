@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from config import Config, load_config, validate_id
+from cli import require_workspace
+from config import ID_PATTERN, Config, load_config, validate_id
 from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
 from fileio import atomic_write, locked, read_text
 from tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, parse_task, render_task
@@ -460,6 +461,31 @@ def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
         atomic_write(target, document.render())
         os.unlink(source)
     return target
+
+
+
+def task_workspace(task: str, root: Any = None) -> Path:
+    """The workspace a command about ``task`` (a task file or a task id) works in.
+
+    A configured root (``--root`` or ``$SWARM_ROOT``) wins, and a task file outside its task
+    folders is refused: working on it would put leases and sub-tasks in the wrong place. With
+    no root configured, the workspace is the one that holds the file. Either must be initialised.
+    """
+    path = Path(os.path.expanduser(task))
+    if not path.exists():
+        if ID_PATTERN.fullmatch(task) and not task.endswith(".md"):
+            return require_workspace(root)  # an id: looked up in the workspace's task folders
+        raise NotFoundError("task file does not exist", path=path.absolute(), hint="give a task file or a task id")
+    path = Path(os.path.realpath(path))
+    if root is not None or os.environ.get("SWARM_ROOT"):
+        cfg = load_config(require_workspace(root))
+        folders = [Path(os.path.realpath(folder)) for folder in (cfg.tasks_active, cfg.tasks_completed)]
+        if not any(path.is_relative_to(folder) for folder in folders):
+            raise ValidationError(f"task file is outside the workspace {cfg.root}", path=path,
+                                  hint=f"move it under {cfg.tasks_active}, or give --root of the workspace "
+                                  "that holds it")
+        return cfg.root
+    return require_workspace(task_config(path).root)
 
 
 if __name__ == "__main__":

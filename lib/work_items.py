@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import task_store
 import tasks
 from config import Config, load_config, validate_id
 from errors import AlreadyClaimed, NotClaimable, NotFoundError, SwarmError, ValidationError
@@ -351,9 +352,9 @@ def _build_parser() -> Any:
 
 
 def _run(args: Any) -> int:
-    from cli import print_json, table, task_workspace
+    from cli import print_json, table
 
-    args.root = task_workspace(args.task, args.root)
+    args.root = task_store.task_workspace(args.task, args.root)
     if args.command == "list":
         items = list_items(args.task, args.root)
         if args.json:
