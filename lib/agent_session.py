@@ -38,6 +38,7 @@ import reservations
 import tasks
 import worktrees
 from clock import utc_now
+from cli import require_workspace
 from config import Config, load_config, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, ReservationConflict, SwarmError, ValidationError
 from fileio import locked, read_text
@@ -83,6 +84,7 @@ class AgentSession:
 
     def open(self) -> str:
         """Register the agent (under a free id) and start the beat thread; returns the id taken."""
+        require_workspace(self.root)  # not a workspace: every tool call says so (mcp_server.Opening)
         with locked(self.cfg.runtime_dir / "agent-ids", lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout):
             self.agent_id = self._free_id()
             agent_discovery.register_agent(self.agent_id, role=_ROLE, root=self.root, current_action="idle",

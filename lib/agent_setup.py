@@ -369,8 +369,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         root = resolve_root(args.root)
-        if not root.is_dir():
-            raise ValidationError("the workspace root does not exist", path=root, hint="pass --root DIR, or cd into it")
         if args.check:
             ok, message = check(args.cli, root)
             print_json({"ok": ok, "message": message}) if args.json else print(message)

@@ -329,7 +329,10 @@ def _on_signal(state: dict[str, Any]) -> Callable[[int, Any], None]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = parser("mcp_server.py", "Serve one agent's swarm tools over MCP (stdio).", json_flag=False)
+    # The workspace is checked when the session opens, not here: a server that exits on start is
+    # left out of the agent's tools without a word; one that runs says what is wrong on every call.
+    p = parser("mcp_server.py", "Serve one agent's swarm tools over MCP (stdio).", json_flag=False,
+               needs_workspace=lambda args: False)
     p.add_argument("--agent-id", default=os.environ.get("SWARM_AGENT_ID"),
                    help="this agent's id (default $SWARM_AGENT_ID); taken with a suffix -2, -3 ... "
                         "while another live process uses it")

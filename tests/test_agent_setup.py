@@ -37,6 +37,13 @@ def setup(root, *args):
     return agent_setup.main([*args, "--root", str(root)])
 
 
+@pytest.fixture
+def tmp_path(tmp_path):
+    """An initialised workspace (setup refuses any other directory), holding only its event log."""
+    (tmp_path / "events.yaml").write_text("events:\n")
+    return tmp_path
+
+
 def write(root, files):
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -91,8 +98,8 @@ def test_setup_in_an_empty_project_creates_its_files_and_remove_takes_them_away(
     args = server_of(tmp_path, cli)["args"]
     assert args[1:3] == ["--agent-id", "worker-7"] and args[-1] == "--worktree"
     assert setup(tmp_path, cli, "--remove") == 0
-    assert snapshot(tmp_path) == {}
-    assert list(tmp_path.iterdir()) == [], "the directories setup made are gone too"
+    assert snapshot(tmp_path) == {"events.yaml": b"events:\n"}
+    assert [p.name for p in tmp_path.iterdir()] == ["events.yaml"], "the directories setup made are gone too"
 
 
 def test_dry_run_shows_the_diff_and_writes_nothing(tmp_path, capsys):
@@ -140,8 +147,9 @@ def test_a_file_that_does_not_parse_is_refused_in_one_line_and_left_alone(tmp_pa
 
 
 def test_a_root_that_does_not_exist_is_refused(tmp_path, capsys):
-    assert setup(tmp_path / "nowhere", "claude") == 2
-    assert "the workspace root does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        setup(tmp_path / "nowhere", "claude")
+    assert refused.value.code == 2 and "workspace root does not exist" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
 
 

@@ -45,9 +45,10 @@ def project(tmp_path, cli):
     git(root, "commit", "-qm", "base")
     tasks.new_task_file("T-1", "Write the greeting", root, objective="Create greeting.txt saying hello.",
                         files=["greeting.txt"])
+    (root / "events.yaml").write_text("events:\n")  # an initialised workspace (not committed: runtime state)
     assert agent_setup.main([cli, "--worktree", "--root", str(root)]) == 0
     git(root, "add", "-A", ".")
-    git(root, "reset", "-q", "tasks")
+    git(root, "reset", "-q", "tasks", "events.yaml")
     git(root, "commit", "-qm", "swarm setup")  # a project commits its setup
     return root
 
