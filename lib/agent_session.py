@@ -37,8 +37,8 @@ import lifecycle
 import reservations
 import tasks
 import worktrees
-from clock import utc_now
 from cli import require_workspace
+from clock import utc_now
 from config import Config, load_config, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, ReservationConflict, SwarmError, ValidationError
 from fileio import locked, read_text
