@@ -222,7 +222,7 @@ def test_bad_numbers_in_swarm_yaml_are_refused_with_file_and_line(ralf_ws, elsew
 # ---------------------------------------------------------------------------- item 21
 
 _LIBRARIES = ["claims", "cli", "config", "demo", "errors", "event_follow", "fileio", "globs", "lease_store",
-              "lifecycle", "liveness", "merge_queue", "task_store", "tasks", "tmux_screen"]
+              "lifecycle", "liveness", "merge_queue", "task_store", "tasks", "tmux_screen", "event_query", "yaml_log"]
 
 
 @pytest.mark.parametrize("module", _LIBRARIES)
