@@ -49,7 +49,6 @@ from errors import ParseError, ValidationError
 from event_follow import follow
 from event_query import log_path, matcher
 from fileio import YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, load_yaml_text, locked
-from yaml_log import FIX as _FIX
 from yaml_log import append_layout, archive_keys, identity, open_log, read_all, read_at, read_last
 
 __all__ = ["HEADER", "Broadcast", "StatusBroadcaster", "append_event", "read_events", "tail", "follow",
