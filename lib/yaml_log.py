@@ -16,7 +16,9 @@ line) and comments between entries are read as they are. What lives here:
   doubling block at a time, so the cost of ``tail`` grows with what it returns, not with the
   log; ``entries_backward``/``read_last`` build on it;
 * the **torn-tail rule**: a last line without its newline is read only if it parses on its own
-  (fileio's ``kept_end``); ``torn_tail`` finds one and ``cut_torn_tail`` cuts it off;
+  (fileio's ``kept_end``), so readers see a log as the next append will leave it;
+  ``read_kept`` reads a whole log that way, ``torn_tail`` finds a torn line and
+  ``cut_torn_tail`` cuts it off;
 * **decode errors with their line**: ``decode``, ``parse_range`` and ``parse_batch`` raise
   ParseError naming the line in the whole file, not in the chunk parsed;
 * the **safe open**: ``open_log`` (None when missing; refuses a symlink when asked).
@@ -40,7 +42,7 @@ from fileio import atomic_write, kept_end, last_line_start, line_at, load_yaml_t
 __all__ = ["FIX", "Irregular", "Matcher", "read_at", "is_entry", "is_blank", "decode", "parse_range", "lines_forward",
            "classify", "layout", "top_level_backward", "entries_backward", "batches_forward", "parse_batch",
            "looks_whole", "read_all", "read_last", "append_layout", "open_log", "identity", "path_identity",
-           "archive_keys", "whole_lines_end", "torn_tail", "cut_torn_tail"]
+           "archive_keys", "read_kept", "whole_lines_end", "torn_tail", "cut_torn_tail"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Matcher = Callable[[dict], bool]
@@ -400,6 +402,19 @@ def archive_keys(path: Path) -> list[tuple[tuple[str, int], Path]]:
         return []
     return sorted(((m.group(1), int(m.group(2) or 1)), path.parent / m.group(0))
                   for m in map(pattern.match, names) if m)
+
+
+def read_kept(path: Path) -> Optional[str]:
+    """The whole text of the log as readers see it (a torn last line left out), or None when
+    it is missing. ParseError with the line of the first byte that is not UTF-8."""
+    fd = open_log(path)
+    if fd is None:
+        return None
+    try:
+        end = kept_end(fd, os.fstat(fd).st_size)
+        return decode(read_at(fd, end, 0), path, fd, 0)
+    finally:
+        os.close(fd)
 
 
 def whole_lines_end(fd: int, size: int) -> int:
