@@ -50,7 +50,7 @@ from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, Valida
 from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, key_line, line_at,
                     load_yaml_file, load_yaml_text, locked)
 from yaml_log import FIX as _FIX
-from yaml_log import decode, is_entry, open_log, parse_range, read_at, top_level_backward
+from yaml_log import classify, decode, is_entry, open_log, parse_range, read_at, read_kept, top_level_backward
 
 __all__ = [
     "BROADCAST", "MessageType", "Message", "send", "reply", "inbox", "mark_read", "read_messages",
@@ -64,7 +64,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 BROADCAST = "all"
 _NOTE = ("# Messages are appended below, one line each (lib/chat.py). metadata.last_message_id\n"
          "# is not updated: a new message's id is one more than the last one's.\n")
-_MESSAGES_LINE = re.compile(rb"messages:[ \t]*(?:#[^\n]*)?\r?\n?")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*:(?=[ \t\r\n]|\Z)(.*)", re.S)
 _EMPTY_FLOW = re.compile(r"\[\][ \t]*(?:#.*)?")
 _ABSENT = object()
@@ -183,7 +182,7 @@ def _scan(read: Callable[[int, int], bytes], end: int) -> tuple[int, Optional[in
                 last = offset
             continue
         newline = chunk.find(b"\n")
-        if _MESSAGES_LINE.fullmatch(chunk if newline < 0 else chunk[:newline + 1]):
+        if classify(chunk if newline < 0 else chunk[:newline + 1], "messages") == "mapping":
             return offset, last
         break
     raise _NotAppendable
@@ -440,14 +439,8 @@ def send(from_agent: str, to_agent: str, content: str, task_id: Optional[str] = 
 
 
 def _read_log(path: Path) -> list[Message]:
-    fd = open_log(path, symlink="refusing to use it")
-    if fd is None:
-        return []
-    try:
-        end = kept_end(fd, os.fstat(fd).st_size)
-        return sorted(_parse_log(_decode(fd, path, 0, end), path)[1], key=lambda m: m.id)
-    finally:
-        os.close(fd)
+    text = read_kept(path, symlink="refusing to use it")
+    return [] if text is None else sorted(_parse_log(text, path)[1], key=lambda m: m.id)
 
 
 def read_messages(root: Optional[PathLike] = None, since_id: Optional[int] = None, *,

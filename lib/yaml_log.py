@@ -404,10 +404,11 @@ def archive_keys(path: Path) -> list[tuple[tuple[str, int], Path]]:
                   for m in map(pattern.match, names) if m)
 
 
-def read_kept(path: Path) -> Optional[str]:
+def read_kept(path: Path, *, symlink: Optional[str] = None) -> Optional[str]:
     """The whole text of the log as readers see it (a torn last line left out), or None when
-    it is missing. ParseError with the line of the first byte that is not UTF-8."""
-    fd = open_log(path)
+    it is missing (``symlink``: see ``open_log``). ParseError with the line of the first byte
+    that is not UTF-8."""
+    fd = open_log(path, symlink=symlink)
     if fd is None:
         return None
     try:
