@@ -155,3 +155,9 @@ READERS: dict[str, Callable[[str], Transcript]] = {
 def read_output(kind: str, raw: str) -> Transcript:
     """Read ``raw`` output in format ``kind`` (a key of ``READERS``)."""
     return READERS[kind](raw)
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("agent_output.py", "executors use it to read what an agent printed: python lib/executor.py --help"))

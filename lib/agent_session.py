@@ -508,3 +508,8 @@ def _required(value: str, name: str, what: str) -> str:
         raise ValidationError(f"{name} is empty", hint=what)
     return value.strip()
 
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("agent_session.py", "agents drive it through the MCP server: python lib/mcp_server.py --help"))

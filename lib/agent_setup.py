@@ -356,7 +356,9 @@ def check(cli: str, root: Path, timeout: float = 30.0) -> tuple[bool, str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = parser("swarm.py setup", "Connect an agent CLI to this workspace's swarm (MCP server and instructions).")
+    # Writes the agent CLI's own files only (no workspace file): it runs before or after init.
+    p = parser("swarm.py setup", "Connect an agent CLI to this workspace's swarm (MCP server and instructions).",
+               needs_workspace=lambda args: False)
     p.add_argument("cli", choices=CLIS, help="the agent CLI to set up")
     p.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
     p.add_argument("--remove", action="store_true", help="take the swarm's entries and sections out again")

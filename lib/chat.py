@@ -571,9 +571,11 @@ def mark_read(agent: str, message_ids: Iterable[int], root: Optional[PathLike] =
 # ---------------------------------------------------------------------------- help
 
 
-def ask_for_help(agent: str, task_id: str, question: str, to: str = "planner",
+def ask_for_help(agent: str, task_id: str, question: str, to: Optional[str] = None,
                  root: Optional[PathLike] = None) -> Message:
-    """An agent stuck on ``task_id`` asks ``to`` (the planner by default, or ``all``) for help."""
+    """An agent stuck on ``task_id`` asks ``to`` (default: the planner, ``planner.agent_id``; or ``all``) for help."""
+    if to is None:
+        to = load_config(root).get("planner", "agent_id")
     return send(agent, to, question, task_id=task_id, type=MessageType.HELP, root=root)
 
 
@@ -595,10 +597,12 @@ def _show(messages: list[Message], as_json: bool) -> None:
 
     if as_json:
         return print_json([m.to_dict() for m in messages])
+    from cli import show_time
+
     print(f"{'ID':>5}  {'TIME':<24}  {'FROM -> TO':<28}  {'TYPE':<8}  {'TASK':<16}  CONTENT")
     for m in messages:
         re_ = f" (re #{m.reply_to})" if m.reply_to is not None else ""
-        print(f"{m.id:>5}  {m.timestamp or '-':<24}  {m.from_agent + ' -> ' + m.to:<28}  {m.type.value:<8}  "
+        print(f"{m.id:>5}  {show_time(m.timestamp):<24}  {m.from_agent + ' -> ' + m.to:<28}  {m.type.value:<8}  "
               f"{m.task_id or '-':<16}  {' '.join(m.content.split())}{re_}")
 
 

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 import task_graph
 import tasks as taskmod
 from config import Config, format_ts, in_seconds, load_config, parse_ts, utc_now, validate_id
-from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError
+from errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
 from lease_store import Assignment, Lease, LeaseState, LeaseTable
 from stores import lease_table
 from liveness import dead_reason, my_identity
@@ -252,11 +252,11 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     unreadable: list = []
     active = taskmod.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
     completed = taskmod.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
+    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
+        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
     memo = _ready_memo.get(cfg.root)
     if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
         return list(memo[2])
-    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
-        log.warning("skipping a task file that does not parse: %s", error)
     every = active + completed
     twice = task_graph.duplicate_ids(every)
     warned = _warned.setdefault(cfg.root, set())
@@ -323,7 +323,7 @@ def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Op
     except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
         return None  # LockTimeout: another agent is claiming it right now; try the next one
     except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
-        log.warning("cannot claim %s: %s", task.task_id, exc)
+        warn_once(log, "cannot claim %s: %s", task.task_id, exc)
         return None
 
 
@@ -463,7 +463,7 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
         try:
             seen = _read(cfg, task.task_id)
         except SwarmError as exc:  # one corrupt lease file must not stop the requeue of the rest
-            log.warning("cannot reap %s: %s", task.task_id, exc)
+            warn_once(log, "cannot reap %s: %s", task.task_id, exc)
             continue
         if seen is None or seen.free_reason(now) is None:
             continue  # live, or claimed by hand without a lease: not ours to undo

@@ -110,9 +110,10 @@ _INIT_HINT = "create one with: python lib/swarm.py init --root DIR"
 def require_workspace(root: Any = None) -> Path:
     """The resolved root if it is an initialised workspace, else NotFoundError/ValidationError saying why.
 
-    Initialised means the directory holds ``swarm.yaml`` or one of the shared files at its
-    configured path (``heartbeat.yaml``, ``events.yaml``, ``agent-state.yaml``, ``chat-log.yaml``):
-    what ``swarm.py init`` writes, and what a RALF tree has (pointed at by swarm.yaml or not).
+    Initialised means the directory holds ``swarm.yaml``, one of the shared files at its
+    configured path (``heartbeat.yaml``, ``events.yaml``, ``agent-state.yaml``, ``chat-log.yaml``)
+    or the task folder (``tasks/active/``): what ``swarm.py init`` writes, what a RALF tree has
+    (pointed at by swarm.yaml or not), and what an operator writing tasks by hand makes.
     """
     from config import load_config, resolve_root
 
@@ -125,9 +126,10 @@ def require_workspace(root: Any = None) -> Path:
     if (path / "swarm.yaml").is_file():
         return path  # configured: its own paths say where the files are (read errors come later)
     cfg = load_config(path)
-    if not any(f.is_file() for f in (cfg.heartbeat_file, cfg.events_file, cfg.state_file, cfg.chat_file)):
+    shared = (cfg.heartbeat_file, cfg.events_file, cfg.state_file, cfg.chat_file)
+    if not (any(f.is_file() for f in shared) or cfg.tasks_active.is_dir()):
         raise NotFoundError("is not a Swarmfile workspace (no swarm.yaml, heartbeat.yaml, events.yaml, "
-                            "agent-state.yaml or chat-log.yaml)", path=path, hint=_INIT_HINT)
+                            "agent-state.yaml, chat-log.yaml or tasks/active/)", path=path, hint=_INIT_HINT)
     return path
 
 

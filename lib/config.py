@@ -86,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
         "wait_retry_seconds": 60,  # a task whose agent said [WAIT] or [HELP] is retried after this
     },
     "planner": {
+        # the planner's agent id: not "planner", the key a host repository's own planner loop
+        # keeps in heartbeat.yaml (RALF's does), which a planner of ours would rewrite
+        "agent_id": "swarm-planner",
         "interval_seconds": 10,  # one planning round every this many seconds
         "ack_timeout_seconds": 30,  # an assignment not acknowledged by its executor in time goes back
         "min_executors_to_split": 2,  # split parallelizable tasks only with this many active executors

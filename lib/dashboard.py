@@ -22,6 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+import cli
 from cli import duration, table
 from config import format_ts, load_config, parse_ts, resolve_root, utc_now
 from errors import SwarmError
@@ -268,8 +269,8 @@ def _queue_panel(snap: dict) -> tuple[str, list[str]]:
 def _event_panel(snap: dict) -> tuple[str, list[str]]:
     cells = []
     for event in snap["events"]:
-        stamp = str(event.get("timestamp") or "")
-        when = stamp[11:19] if len(stamp) >= 19 else stamp or "-"
+        stamp = cli.show_time(event.get("timestamp"))  # UTC like the header's clock, whatever zone it was written in
+        when = stamp[11:] if stamp[4:5] == "-" else stamp
         rest = " ".join(f"{k}={_cell(v, 30)}" for k, v in event.items()
                         if k not in ("timestamp", "type", "agent", "task_id"))
         cells.append([when, _cell(event.get("type"), 16), _cell(event.get("agent")), _cell(event.get("task_id")),
@@ -424,8 +425,6 @@ def _positive(text: str) -> float:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the dashboard (see the module docstring); returns the exit code."""
-    import cli
-
     p = cli.parser("dashboard.py", "Live view of a workspace: agents, tasks, leases, reservations, "
                    "merge queue and the newest events. q or Ctrl-C quits.")
     p.add_argument("--interval", type=_positive, default=1.0, metavar="S", help="seconds between redraws (default 1)")

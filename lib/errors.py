@@ -29,7 +29,10 @@ Every error renders as ``FILE:LINE: what went wrong (what to do)`` so a CLI can 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = [
     "SwarmError",
@@ -51,6 +54,7 @@ __all__ = [
     "WorktreeBusy",
     "MergeRefused",
     "TmuxError",
+    "warn_once",
 ]
 
 
@@ -161,6 +165,32 @@ class ReservationConflict(SwarmError):
         super().__init__(f"{agent_id} cannot reserve: " + "; ".join(map(str, self.overlaps)),
                          path=path, holder=self.holders[0] if self.holders else None,
                          hint="wait for the holder to release it, or pick other work")
+
+
+_warned: dict[tuple[str, str], tuple] = {}
+
+
+def warn_once(logger: "logging.Logger", template: str, *args: object, about: object = None) -> bool:
+    """Log a warning unless the same one about the same, unchanged file was logged already.
+
+    Loops poll every few seconds: a bad file is named once, and again once it changes (its
+    size or mtime) or the complaint does. ``about`` is the file (default: the ``path`` of the
+    first argument that is a SwarmError). True when it was logged.
+    """
+    if about is None:
+        about = next((a.path for a in args if isinstance(a, SwarmError) and a.path), "")
+    key = (template, os.fspath(about) if about else "")
+    try:
+        st = os.stat(key[1]) if key[1] else None
+        stamp = None if st is None else (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    seen = (stamp, tuple(str(a) for a in args))
+    if _warned.get(key) == seen:
+        return False
+    _warned[key] = seen
+    logger.warning(template, *args)
+    return True
 
 
 def _first_line(text: str) -> str:

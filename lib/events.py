@@ -303,8 +303,11 @@ def _show(value: Any) -> str:
 
 
 def _row(event: dict) -> str:
+    from cli import show_time
+
     rest = " ".join(f"{k}={_show(v)}" for k, v in event.items() if k not in _RESERVED)
     cells = ["-" if event.get(k) is None else _show(event[k]) for k in _RESERVED]
+    cells[0] = show_time(event.get("timestamp"))  # one zone (UTC) whatever each writer used
     return _table_row(*cells, rest if len(rest) <= 90 else rest[:89] + "…")
 
 

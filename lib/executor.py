@@ -30,9 +30,9 @@ import lifecycle
 import reservations
 import tasks
 import worktrees
-from cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run
-from config import Config, load_config, validate_id
-from errors import LeaseLost, SwarmError
+from cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run, show_time
+from config import Config, format_ts, load_config, validate_id
+from errors import LeaseLost, SwarmError, warn_once
 
 __all__ = ["Executor", "main"]
 
@@ -167,7 +167,7 @@ class Executor:
             reaped = claims.reap_expired(root=self.cfg.root)
         except SwarmError as exc:  # a lock held too long, a file gone bad: claiming still works
             reaped = []
-            log.warning("could not reap expired leases: %s", exc)
+            warn_once(log, "could not reap expired leases: %s", exc)
         lifecycle.recover_completions(self.agent_id, root=self.cfg.root)
         for lease, reason in reaped:
             self._event("requeued" if lease.state is claims.LeaseState.EXPIRED else "repaired", lease.task_id,
@@ -212,6 +212,18 @@ class Executor:
     def _event(self, kind: str, task_id: Optional[str], **data: Any) -> None:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **data)
 
+    def _say(self, text: str) -> None:
+        """One line on stdout per claim and per finish, so a person watching sees the work (UTC)."""
+        print(f"{show_time(format_ts())} {self.agent_id} {text}", flush=True)
+
+    def _said(self, task_id: str, outcome: Optional[lifecycle.Outcome]) -> None:
+        if outcome is None:
+            return
+        text = "lost its lease" if outcome.lost else "blocked" if outcome.blocked else outcome.event
+        if outcome.reason and outcome.event != "completed":
+            text += f": {' '.join(outcome.reason.split())[:120]}"
+        self._say(f"finished {task_id}: {text}")
+
     def _work(self, lease: claims.Lease) -> None:
         # The run number names the log: every run of the task gets a log of its own.
         runs = self.cfg.runtime_dir / "runs" / lease.task_id
@@ -239,6 +251,7 @@ class Executor:
         before = set() if self.use_worktree else _git_dirty_files(workdir)
         self._event("started", lease.task_id, token=lease.token, attempt=attempt, title=task.title,
                     log=str(log_path.relative_to(root)) if log_path.is_relative_to(root) else str(log_path))
+        self._say(f"claimed {lease.task_id} (attempt {attempt}, token {lease.token}): {task.title}")
         try:
             self._agent = agents.start_agent(self.command, task_id=lease.task_id, task_file=task.path,
                                              agent_id=self.agent_id, root=root, workdir=workdir, log_path=log_path,
@@ -287,7 +300,8 @@ class Executor:
         if lease is None:
             return
         if lifecycle.merge_failed(merge):  # the merge queue has marked the task and logged why
-            lifecycle.needs_attention(lease, self.agent_id, f"merge {merge['merge']}", root=self.cfg.root)
+            self._said(lease.task_id, lifecycle.needs_attention(lease, self.agent_id, f"merge {merge['merge']}",
+                                                                root=self.cfg.root))
             self.done += 1
             return
         data: dict[str, Any] = {"duration_seconds": round(result.duration, 3), "exit_code": result.exit_code,
@@ -296,6 +310,7 @@ class Executor:
             data["files_modified"] = changed
         outcome = lifecycle.done(lease, self.agent_id, root=self.cfg.root, **data,
                                  result={"exit_code": result.exit_code, "duration_seconds": round(result.duration, 3)})
+        self._said(lease.task_id, outcome)
         if not outcome.lost:
             self.done += 1
 
@@ -315,6 +330,7 @@ class Executor:
         outcome = lifecycle.failed(lease, self.agent_id, reason, policy=self.policy, root=self.cfg.root,
                                    exit_code=exit_code, attempt=attempt, duration_seconds=round(duration, 3),
                                    **({"output_tail": output_tail[-500:]} if output_tail else {}))
+        self._said(lease.task_id, outcome)
         if not outcome.lost:
             self.done += 1
 
@@ -323,8 +339,8 @@ class Executor:
         if lease is None:
             return
         kind = "waiting" if result.outcome is agents.Outcome.WAITING else "help"
-        lifecycle.pause(lease, self.agent_id, kind, result.reason, policy=self.policy, root=self.cfg.root,
-                        attempt=attempt)
+        self._said(lease.task_id, lifecycle.pause(lease, self.agent_id, kind, result.reason, policy=self.policy,
+                                                  root=self.cfg.root, attempt=attempt))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -255,3 +255,9 @@ class JournalLeaseTable(FileLeaseTable):
                                               hint="move that folder away; the leases are in .swarm/leases/ now")
                     os.rename(old_dir, target)
         self._migrated = True
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("lease_journal.py", "leases are shown by: python lib/swarm.py status"))

@@ -39,7 +39,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from cli import EXIT_OK, fail, parser
+from cli import EXIT_OK, fail, parser, positive_seconds
 from errors import SwarmError
 
 __all__ = ["Param", "Tool", "TOOLS", "INSTRUCTIONS", "Opening", "call", "main"]
@@ -334,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="this agent's id (default $SWARM_AGENT_ID); taken with a suffix -2, -3 ... "
                         "while another live process uses it")
     p.add_argument("--worktree", action="store_true", help="work on each task in its own git worktree")
-    p.add_argument("--ttl", type=float, metavar="S", help="lease TTL in seconds (renewed while connected)")
+    p.add_argument("--ttl", type=positive_seconds, metavar="S", help="lease TTL in seconds (renewed while connected)")
     args = p.parse_args(argv)
     if not args.agent_id:
         return fail("mcp_server.py needs --agent-id ID (or SWARM_AGENT_ID in the environment)")

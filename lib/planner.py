@@ -37,8 +37,8 @@ import task_distribution
 import task_graph
 import tasks
 import work_items
-from cli import EXIT_OK, parser, positive_seconds, print_json, run
-from config import Config, load_config, parse_ts, utc_now, validate_id
+from cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
+from config import Config, format_ts, load_config, parse_ts, utc_now, validate_id
 from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
 
 __all__ = ["Planner", "Decision", "main"]
@@ -59,10 +59,10 @@ class Decision:
 class Planner:
     """The planner agent: one ``round()`` of decisions at a time."""
 
-    def __init__(self, agent_id: str = "planner", *, root: Optional[str] = None,
+    def __init__(self, agent_id: Optional[str] = None, *, root: Optional[str] = None,
                  ack_timeout: Optional[float] = None, min_executors: Optional[int] = None) -> None:
-        self.agent_id = validate_id(agent_id, "agent id")
         self.cfg: Config = load_config(root)
+        self.agent_id = validate_id(self.cfg.get("planner", "agent_id") if agent_id is None else agent_id, "agent id")
         setting = self.cfg.settings["planner"]
         self.ack_timeout = self.cfg.seconds("planner", "ack_timeout_seconds") if ack_timeout is None else float(ack_timeout)
         self.min_executors = int(setting["min_executors_to_split"] if min_executors is None else min_executors)
@@ -266,7 +266,7 @@ class Planner:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = parser("planner.py", "Run the planner: requeue dead agents' work, split, flag duplicates, dispatch.")
-    p.add_argument("--agent-id", default="planner", help="this planner's id (default: planner)")
+    p.add_argument("--agent-id", help="this planner's id (default: planner.agent_id, swarm-planner)")
     p.add_argument("--interval", type=positive_seconds, metavar="S", help="seconds between planning rounds")
     p.add_argument("--once", action="store_true", help="run one round and exit")
     p.add_argument("--ack-timeout", type=positive_seconds, metavar="S", help="take an assignment back after S seconds")
@@ -285,8 +285,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if args.json:
                     print_json([d.to_dict() for d in decisions])
                 else:
-                    for d in decisions:
-                        print(f"{d.kind:<10} {d.task_id or '-':<24} "
+                    for d in decisions:  # one line per decision, in UTC like the executors' lines
+                        print(f"{show_time(format_ts())} {planner.agent_id} {d.kind:<10} {d.task_id or '-':<24} "
                               + " ".join(f"{k}={v}" for k, v in d.detail.items()), flush=True)
                 if args.once or stop.wait(interval):
                     break

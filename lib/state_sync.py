@@ -45,7 +45,7 @@ from config import Config, format_ts, load_config, parse_ts, seconds_since, vali
 from errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateParseError, StateShapeError,
                     StateSyncError, SwarmError, ValidationError)
 from fileio import YAML_ERROR, atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
-from cli import table
+from cli import show_time, table
 
 __all__ = [
     "AgentStatus", "AgentContext", "StateParseError", "StateShapeError", "sync_agent_state",
@@ -454,7 +454,7 @@ def _agents_table(agents: dict[str, dict[str, Any]]) -> str:
         rows.append([agent_id, str(ctx.get("status") or "-"), str(ctx.get("task_id") or "-"),
                      _show_progress(ctx.get("progress")), str(ctx.get("current_file") or "-"),
                      ", ".join(map(str, ctx.get("files_locked") or [])) or "-",
-                     str(ctx.get("last_update") or "-")])
+                     show_time(ctx.get("last_update"))])
     return table(["AGENT", "STATUS", "TASK", "PROGRESS", "FILE", "LOCKED", "UPDATED"], rows)
 
 

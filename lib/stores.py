@@ -40,3 +40,9 @@ def lease_table(cfg: Config) -> LeaseTable:
                               hint=f"use one of: {', '.join(sorted(BACKENDS))}") from None
     with _made:
         return _tables.setdefault(key, kind(cfg))
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("stores.py", "the backend is chosen in swarm.yaml (backend:)"))

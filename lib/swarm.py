@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, table
+from cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, show_time, table
 from config import load_config, resolve_root, utc_now
 from errors import ValidationError
 
@@ -182,11 +182,11 @@ def _print_status(doc: dict[str, Any]) -> None:
                     [[l["task_id"], l["agent_id"], l["token"],
                       f"free: {l['free']}" if l["free"] else f"in {duration(l['expires_in_seconds'])}"]
                      for l in doc["leases"]]))
-    print(f"\nlast {len(doc['events'])} events:")
+    print(f"\nlast {len(doc['events'])} events (times in UTC):")
     for event in doc["events"]:
         extra = {k: v for k, v in event.items() if k not in ("timestamp", "type", "agent", "task_id")}
         summary = " ".join(f"{k}={v}" for k, v in list(extra.items())[:4])
-        print(f"  {str(event.get('timestamp', ''))[:19]:<19} {event.get('type', ''):<12} "
+        print(f"  {show_time(event.get('timestamp')):<20} {event.get('type', ''):<12} "
               f"{event.get('agent', ''):<14} {event.get('task_id') or '-':<24} {summary[:60]}")
 
 

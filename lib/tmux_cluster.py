@@ -265,3 +265,9 @@ def read_pane_state(cfg: Config, agent_id: str) -> dict:
             and isinstance(cur.get("dispatched_at"), str)):
         raise ValidationError("malformed tmux pane state", path=path, hint="fix or delete the file")
     return state
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("tmux_cluster.py", "use: python lib/tmux_bridge.py --help"))

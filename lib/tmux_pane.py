@@ -128,3 +128,9 @@ def choose(tmux: Tmux, pane_id: str, option: str, settings: dict) -> bool:
         return False
     tmux.run("send-keys", "-t", pane_id, "Enter")
     return True
+
+
+if __name__ == "__main__":
+    import cli
+
+    raise SystemExit(cli.no_command_line("tmux_pane.py", "use: python lib/tmux_bridge.py --help"))

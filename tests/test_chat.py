@@ -300,18 +300,19 @@ def test_reply_and_thread(log):
 
 
 def test_help_round_trip_with_planner_and_operator(log):
+    planner = "swarm-planner"  # the planner's default id (not RALF's own "planner" key)
     asked = chat.ask_for_help("executor-1", "TASK-7", "tests hang on the lock; what now?")
-    assert asked.type is chat.MessageType.HELP and asked.to == "planner"
-    [pending] = chat.inbox("planner")
+    assert asked.type is chat.MessageType.HELP and asked.to == planner
+    [pending] = chat.inbox(planner)
     assert pending == asked
     assert chat.answers_for("executor-1", "TASK-7") == []
-    answer = chat.reply(pending, "planner", "shrink the lock timeout")
-    chat.mark_read("planner", [pending.id])
+    answer = chat.reply(pending, planner, "shrink the lock timeout")
+    chat.mark_read(planner, [pending.id])
     operator = chat.send("operator", "executor-1", "also see DESIGN.md", task_id="TASK-7", type="answer")
-    chat.send("planner", "executor-1", "answer about another task", task_id="TASK-8", type="answer")
+    chat.send(planner, "executor-1", "answer about another task", task_id="TASK-8", type="answer")
     assert chat.answers_for("executor-1", "TASK-7") == [answer, operator]
     assert chat.answers_for("executor-2", "TASK-7") == []
-    assert chat.inbox("planner") == []
+    assert chat.inbox(planner) == []
     assert [e["type_"] for e in events.read_events(types="message")] == ["help", "answer", "answer", "answer"]
 
 

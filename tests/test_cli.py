@@ -221,8 +221,10 @@ def test_bad_numbers_in_swarm_yaml_are_refused_with_file_and_line(ralf_ws, elsew
 
 # ---------------------------------------------------------------------------- item 21
 
-_LIBRARIES = ["claims", "cli", "config", "demo", "errors", "event_follow", "fileio", "globs", "lease_store",
-              "lifecycle", "liveness", "merge_queue", "task_store", "tasks", "tmux_screen", "event_query", "yaml_log"]
+_LIBRARIES = ["agent_output", "agent_session", "claims", "cli", "config", "demo", "errors", "event_check",
+              "event_follow", "event_query", "fileio", "globs", "lease_journal", "lease_store", "lifecycle", "liveness",
+              "merge_queue", "stores", "task_graph", "task_store", "tasks", "tmux_cluster", "tmux_pane", "tmux_screen",
+              "yaml_log"]
 
 
 @pytest.mark.parametrize("module", _LIBRARIES)
@@ -251,3 +253,49 @@ def test_a_closed_pipe_is_not_an_error(ralf_ws, elsewhere):
     out = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=elsewhere, capture_output=True,
                          text=True, timeout=60)
     assert (out.returncode, out.stderr) == (0, "") and out.stdout.startswith("TIME")
+
+
+# ---------------------------------------------------------------------------- item 20
+
+
+def test_a_parse_warning_is_logged_once_per_file_and_change(ralf_ws, caplog):
+    import claims
+
+    bad = ralf_ws / "tasks" / "active" / "STOP_EXECUTION.md"
+    bad.write_text("Stop everything until the operator says so.\n")  # no task id: does not parse
+    with caplog.at_level("WARNING", logger="swarmfile"):
+        for _ in range(5):  # five polls
+            claims.ready_tasks(root=ralf_ws)
+        assert [r.getMessage().count("STOP_EXECUTION.md") for r in caplog.records] == [1]
+        bad.write_text("Stop everything, really.\n")  # changed: named again, once
+        for _ in range(3):
+            claims.ready_tasks(root=ralf_ws)
+    assert len(caplog.records) == 2 and "STOP_EXECUTION.md" in caplog.records[1].getMessage()
+
+
+def test_an_executor_prints_one_line_per_claim_and_per_finish(ralf_ws, elsewhere):
+    done = _run("executor", "--root", ralf_ws, "--agent-id", "executor-7", "--command", "true", "--once",
+                cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    claimed = [line for line in lines if " executor-7 claimed " in line]
+    finished = [line for line in lines if " executor-7 finished " in line]
+    assert len(claimed) == len(finished) == 2 and len(lines) == 4, lines
+    assert all(line[:20].endswith("Z") and line[10] == " " for line in lines)  # UTC, said so by the Z
+    assert "TASK-1769952151" in claimed[0] and finished[0].endswith("TASK-1769952151: completed")
+
+
+# ---------------------------------------------------------------------------- item 22
+
+
+def test_times_written_in_other_zones_are_shown_in_utc(ralf_ws, elsewhere):
+    (ralf_ws / "events.yaml").write_text(
+        "events:\n"
+        "- {timestamp: '2026-02-03T23:43:34+07:00', type: started, agent: executor, task_id: T-1}\n"
+        "- {timestamp: '2026-02-03T16:50:00Z', type: completed, agent: executor, task_id: T-1}\n")
+    tail = _run("events", "tail", "--root", ralf_ws, cwd=elsewhere)
+    assert tail.returncode == 0, tail.stderr
+    assert [line[:20] for line in tail.stdout.splitlines()[1:]] == ["2026-02-03 16:43:34Z", "2026-02-03 16:50:00Z"]
+    status = _run("swarm", "status", "--root", ralf_ws, cwd=elsewhere)
+    assert "events (times in UTC)" in status.stdout and "2026-02-03 16:43:34Z" in status.stdout
+    assert "23:43:34" not in status.stdout

@@ -355,4 +355,4 @@ def test_each_tool_does_its_work(workspace):
              if e["type"] not in ("registered", "stopped", "message")]
     assert kinds == [("started", "T-1"), ("help", "T-1"), ("started", "T-2"), ("failed", "T-2"), ("created", kinds[-1][1])]
     question = chat.read_messages(workspace)[-1]
-    assert (question.from_agent, question.to, question.type.value, question.task_id) == ("worker", "planner", "help", "T-1")
+    assert (question.from_agent, question.to, question.type.value, question.task_id) == ("worker", "swarm-planner", "help", "T-1")  # the planner's default id

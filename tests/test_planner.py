@@ -143,7 +143,25 @@ def test_cli_once_json_from_any_directory(workspace):
                          capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("[")
-    assert agent_discovery.get_agent_info("planner", root=workspace).status == "stopped"
+    assert agent_discovery.get_agent_info("swarm-planner", root=workspace).status == "stopped"
+
+
+def test_the_default_planner_id_leaves_the_host_repositorys_planner_entry_alone(workspace):
+    """issue 10, item 23: RALF's own planner loop keeps the key ``planner`` in heartbeat.yaml."""
+    import yaml
+
+    ralf = next(p for p in (Path(__file__).parent / "fixtures" / "ralf-head",
+                            Path("/work/shared/fixtures/ralf-head")) if p.is_dir())
+    hb = workspace / "heartbeat.yaml"
+    hb.write_bytes((ralf / "communications" / "heartbeat.yaml").read_bytes())
+    theirs = yaml.safe_load(hb.read_text())["heartbeats"]
+    make_task(workspace, "T-1")
+    out = subprocess.run([sys.executable, str(LIB / "planner.py"), "--once", "--root", str(workspace)],
+                         capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    after = yaml.safe_load(hb.read_text())["heartbeats"]
+    assert after["planner"] == theirs["planner"] and after["executor"] == theirs["executor"]
+    assert after["swarm-planner"]["role"] == "planner"
 
 
 def test_items_of_a_dead_agent_come_back(workspace):
