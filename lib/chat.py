@@ -35,7 +35,6 @@ crash is skipped by readers and cut off by fileio on the next append.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -51,6 +50,8 @@ from config import Config, load_config, validate_id
 from errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
 from fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, key_line, line_at,
                     load_yaml_file, load_yaml_text, locked)
+from yaml_log import FIX as _FIX
+from yaml_log import classify, decode, is_entry, open_log, parse_range, read_at, read_kept, top_level_backward
 
 __all__ = [
     "BROADCAST", "MessageType", "Message", "send", "reply", "inbox", "mark_read", "read_messages",
@@ -62,14 +63,10 @@ log = logging.getLogger("swarmfile")
 PathLike = Union[str, "os.PathLike[str]"]
 
 BROADCAST = "all"
-_FIX = "fix the file by hand; it was not changed"
 _NOTE = ("# Messages are appended below, one line each (lib/chat.py). metadata.last_message_id\n"
          "# is not updated: a new message's id is one more than the last one's.\n")
-_COL0 = re.compile(rb"^[^ \t\r\n#]", re.M)  # a top-level line that is not a comment
-_MESSAGES_LINE = re.compile(rb"messages:[ \t]*(?:#[^\n]*)?\r?\n?")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*:(?=[ \t\r\n]|\Z)(.*)", re.S)
 _EMPTY_FLOW = re.compile(r"\[\][ \t]*(?:#.*)?")
-_BLOCK = 64 * 1024
 _ABSENT = object()
 
 
@@ -165,26 +162,8 @@ class Message:
 
 # ---------------------------------------------------------------------------- bytes
 
-def _open(path: Path) -> Optional[int]:
-    try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ValidationError("is a symlink; refusing to use it", path=path,
-                                  hint="replace the link with a regular file") from None
-        raise
-
-
-
-
 class _NotAppendable(Exception):
     """The last top-level key is not a bare ``messages:``: the file needs converting first."""
-
-
-def _is_item(line: bytes) -> bool:
-    return line[:1] == b"-" and line[1:2] in (b" ", b"\t", b"\r", b"\n", b"")
 
 
 def _scan(read: Callable[[int, int], bytes], end: int) -> tuple[int, Optional[int]]:
@@ -195,45 +174,23 @@ def _scan(read: Callable[[int, int], bytes], end: int) -> tuple[int, Optional[in
     Walks the column-0 lines backwards from ``end``; raises _NotAppendable on any top-level
     line other than an item before a bare ``messages:`` is reached.
     """
-    pos, buf, last = end, b"", None
-    while True:
-        if pos > 0:
-            size = min(_BLOCK, pos)
-            pos -= size
-            buf = read(size, pos) + buf
-        whole = pos == 0  # only then is buf[0] known to start a line
-        marks = [m.start() for m in _COL0.finditer(buf) if m.start() > 0 or whole]
-        for mark in reversed(marks):
-            if _is_item(buf[mark:mark + 2]):
-                if last is None:
-                    last = pos + mark
-                continue
-            newline = buf.find(b"\n", mark)
-            if _MESSAGES_LINE.fullmatch(buf[mark:len(buf) if newline < 0 else newline + 1]):
-                return pos + mark, last
-            raise _NotAppendable
-        if marks:
-            buf = buf[:marks[0]]
-        if whole:
-            raise _NotAppendable
+    last = None
+    for offset, chunk, top in top_level_backward(read, 0, end):
+        if not top:
+            break
+        if is_entry(chunk[:2]):
+            if last is None:
+                last = offset
+            continue
+        newline = chunk.find(b"\n")
+        if classify(chunk if newline < 0 else chunk[:newline + 1], "messages") == "mapping":
+            return offset, last
+        break
+    raise _NotAppendable
 
 
 def _decode(fd: int, path: Path, start: int, end: int) -> str:
-    try:
-        return os.pread(fd, end - start, start).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParseError(f"is not valid UTF-8 (byte {start + exc.start})", path=path,
-                         line=line_at(fd, start + exc.start), hint=_FIX) from None
-
-
-def _parse_chunk(fd: int, path: Path, start: int, end: int) -> Any:
-    """Parse bytes [start, end) of the log; errors carry the line in the whole file."""
-    text = _decode(fd, path, start, end)
-    try:
-        return load_yaml_text(text, path)
-    except ParseError as exc:
-        line = None if exc.line is None else exc.line + line_at(fd, start) - 1
-        raise ParseError(exc.reason, path=path, line=line, hint=_FIX) from None
+    return decode(read_at(fd, end - start, start), path, fd, start)
 
 
 # ---------------------------------------------------------------------------- whole file
@@ -310,7 +267,7 @@ def _rearranged(text: str, data: dict) -> Optional[str]:
     lines = text.splitlines(keepends=True)
     keys: list[tuple[int, str, str]] = []
     for number, line in enumerate(lines):
-        if _blank(line) or line[:1] in " \t#" or _is_item(line[:2].encode()):
+        if _blank(line) or line[:1] in " \t#" or is_entry(line[:2].encode()):
             continue
         found = _KEY.match(line)
         if not found:  # '---', a quoted key, a directive: rebuild instead
@@ -402,24 +359,24 @@ def _where(root: Optional[PathLike]) -> tuple[Config, Path]:
 
 def _next_id(path: Path, fsync: bool) -> tuple[int, Optional[str]]:
     """The id of the next message and the header a new file starts with; caller holds the lock."""
-    fd = _open(path)
+    fd = open_log(path, symlink="refusing to use it")
     if fd is None:
         return 1, "messages:\n"
     try:
         for attempt in (1, 2):
             end = kept_end(fd, os.fstat(fd).st_size)
             try:
-                messages_at, last = _scan(lambda size, offset: os.pread(fd, size, offset), end)
+                messages_at, last = _scan(lambda size, offset: read_at(fd, size, offset), end)
                 break
             except _NotAppendable:
                 if attempt == 2:  # pragma: no cover - _convert checks its output
                     raise ValidationError("is not in an appendable layout", path=path, hint=_FIX) from None
                 _convert(path, fd, end, fsync)
                 os.close(fd)
-                fd = _open(path)
+                fd = open_log(path, symlink="refusing to use it")
                 if fd is None:  # pragma: no cover - we hold the lock
                     return 1, "messages:\n"
-        head = _parse_chunk(fd, path, 0, messages_at)
+        head = parse_range(fd, path, 0, messages_at)
         if head is not None:
             expect_mapping(head, path, "the chat log", line=1)
         metadata = (head or {}).get("metadata")
@@ -427,7 +384,7 @@ def _next_id(path: Path, fsync: bool) -> tuple[int, Optional[str]]:
         floor = floor if _is_id(floor) else 0
         if last is None:
             return floor + 1, None
-        item = _parse_chunk(fd, path, last, end)
+        item = parse_range(fd, path, last, end)
         try:
             if not isinstance(item, list) or len(item) != 1:  # pragma: no cover - one '- ' item by _scan
                 raise ValidationError("is not one list entry")
@@ -483,14 +440,8 @@ def send(from_agent: str, to_agent: str, content: str, task_id: Optional[str] = 
 
 
 def _read_log(path: Path) -> list[Message]:
-    fd = _open(path)
-    if fd is None:
-        return []
-    try:
-        end = kept_end(fd, os.fstat(fd).st_size)
-        return sorted(_parse_log(_decode(fd, path, 0, end), path)[1], key=lambda m: m.id)
-    finally:
-        os.close(fd)
+    text = read_kept(path, symlink="refusing to use it")
+    return [] if text is None else sorted(_parse_log(text, path)[1], key=lambda m: m.id)
 
 
 def read_messages(root: Optional[PathLike] = None, since_id: Optional[int] = None, *,

@@ -35,6 +35,7 @@ from clock import format_ts, parse_ts, utc_now
 
 from config import Config, load_config, resolve_root
 from errors import NotFoundError, SwarmError
+from yaml_log import cut_torn_tail, torn_tail
 
 __all__ = ["Severity", "Finding", "Report", "check", "repair", "diagnose", "main"]
 
@@ -190,7 +191,7 @@ class _Checker:
     def shared(self, path: Path, read: Callable[[], Any], log: bool = False) -> None:
         """A shared file: it must parse and have the right shape; a log must not end in a torn line."""
         parsed = self.guarded(path, read)
-        found = _torn_tail(path) if log else None
+        found = torn_tail(path) if log else None
         if found is None:
             return
         _, tail, line = found
@@ -398,50 +399,6 @@ def _field_line(task: Any, *names: str) -> Optional[int]:
     return next((n for k, n in task.field_lines.items() if k.lower() in names), None)
 
 
-def _torn(data: bytes) -> Optional[int]:
-    """Where the torn last line of ``data`` starts (fileio's rule, ``tail_is_complete``), or None."""
-    from fileio import tail_is_complete
-
-    if not data or data.endswith(b"\n"):
-        return None
-    start = data.rfind(b"\n") + 1
-    return None if tail_is_complete(data[start:]) else start
-
-
-def _torn_tail(path: Path) -> Optional[tuple[int, bytes, int]]:
-    """(offset, bytes, line) of the torn last line of the file at ``path``, or None.
-
-    Reads the last line, then counts lines a block at a time: a big log is never held in memory.
-    """
-    block = 1 << 20
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            if size == 0 or handle.seek(size - 1) < 0 or handle.read(1) == b"\n":
-                return None  # the usual case: a big log is not read
-            start = size
-            while start > 0:
-                begin = max(0, start - block)
-                handle.seek(begin)
-                newline = handle.read(start - begin).rfind(b"\n")
-                start = begin + newline + 1 if newline >= 0 else begin
-                if newline >= 0:
-                    break
-            handle.seek(start)
-            tail = handle.read()
-            # _torn judges the last line of the data it is given: the newline before it says where it starts
-            if _torn((b"\n" if start else b"") + tail) is None:
-                return None
-            handle.seek(0)
-            lines, left = 0, start
-            while left > 0:
-                chunk = handle.read(min(left, block))
-                lines, left = lines + chunk.count(b"\n"), left - len(chunk)
-    except FileNotFoundError:
-        return None
-    return start, tail, lines + 1
-
-
 def _git(root: Path, *args: str) -> Optional[Any]:
     """The finished ``git`` process, or None when git is not installed."""
     from worktrees import git
@@ -543,38 +500,13 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
 
 
 def _cut_tail(cfg: Config, path: Path, now: datetime) -> str:
-    """Cut a torn last line off ``path`` under its lock; the cut bytes go to .swarm/doctor/ first.
-
-    Re-checked under the lock: only a torn line after at least one whole line, with everything
-    before it parsing, is cut. Belongs in fileio as a public ``repair_tail``.
-    """
-    from errors import ParseError
-    from fileio import atomic_write, load_yaml_text, locked
-
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        data = path.read_bytes()
-        start = _torn(data)
-        if start is None:
-            return "already whole"
-        if start == 0:
-            raise SwarmError("the whole file is one torn line", path=path, hint=_BY_HAND)
-        tail = data[start:]
-        try:
-            load_yaml_text(data[:start].decode("utf-8"), path)
-        except UnicodeDecodeError:
-            raise ParseError("is not valid UTF-8", path=path, hint=_BY_HAND) from None
-        stamp = format_ts(now).replace(":", "").replace("-", "")
-        keep = cfg.runtime_dir / "doctor" / f"{path.name}.{stamp}.torn"
-        atomic_write(keep, tail)
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            if os.fstat(fd).st_size != start + len(tail):  # pragma: no cover - an appender ignored the lock
-                raise SwarmError("changed while being repaired", path=path, hint="run doctor again")
-            os.ftruncate(fd, start)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return f"cut {len(tail)} bytes, kept in {_shown(keep, cfg.root)}"
+    """Cut a torn last line off ``path`` under its lock; the cut bytes go to .swarm/doctor/ first."""
+    stamp = format_ts(now).replace(":", "").replace("-", "")
+    keep = cfg.runtime_dir / "doctor" / f"{path.name}.{stamp}.torn"
+    cut = cut_torn_tail(path, keep, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout, hint=_BY_HAND)
+    if cut is None:
+        return "already whole"
+    return f"cut {cut} bytes, kept in {_shown(keep, cfg.root)}"
 
 
 def _remove_temp(path: Path) -> str:

@@ -9,14 +9,13 @@ the YAML parser, as every reader does; such a log is also one ``append_problem``
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 from typing import Optional, Union
 
 from errors import ValidationError
-from events import _append_layout, _batches_forward, _Irregular, _layout, _parse_batch, _read_all
 from fileio import kept_end
+from yaml_log import Irregular, append_layout, batches_forward, layout, open_log, parse_batch, read_all
 
 __all__ = ["scan_log", "append_problem", "BATCH_BYTES"]
 
@@ -32,22 +31,21 @@ def scan_log(path: PathLike) -> int:
     parse or is not a mapping. A torn last line is left out (doctor reports it on its own).
     """
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    fd = open_log(path)
+    if fd is None:
         return 0
     try:
         size = os.fstat(fd).st_size
         end = kept_end(fd, size)
-        kind, body, _ = _layout(fd, end)
+        kind, body, _ = layout(fd, end)
         if kind == "empty":
             return 0
         if kind not in ("mapping", "list"):
-            return len(_read_all(fd, path, size))  # the parser names what is wrong, with its line
+            return len(read_all(fd, path, size))  # the parser names what is wrong, with its line
         try:
-            return sum(len(_parse_batch(fd, path, batch)) for batch in _batches_forward(fd, body, end, BATCH_BYTES))
-        except _Irregular:  # not a plain list: the parser makes sense of it or names what is wrong
-            return len(_read_all(fd, path, size))
+            return sum(len(parse_batch(fd, path, batch)) for batch in batches_forward(fd, body, end, BATCH_BYTES))
+        except Irregular:  # not a plain list: the parser makes sense of it or names what is wrong
+            return len(read_all(fd, path, size))
     finally:
         os.close(fd)
 
@@ -57,16 +55,13 @@ def append_problem(path: PathLike) -> Optional[ValidationError]:
     raises, with the line), or None when appends work. Reads only."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+        fd = open_log(path, symlink="appends refuse to write through it")
+    except ValidationError as exc:
+        return exc
+    if fd is None:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return ValidationError("is a symlink; appends refuse to write through it", path=path,
-                                   hint="replace the link with a regular file")
-        raise
     try:
-        _append_layout(fd, path, os.fstat(fd).st_size)
+        append_layout(fd, path, os.fstat(fd).st_size)
         return None
     except ValidationError as exc:
         return exc

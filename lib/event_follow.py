@@ -1,7 +1,7 @@
 """Follow the event log: yield events as they are appended, across rotations and rewrites.
 
-``follow`` is re-exported as ``events.follow``; the parsing, filters and archive names are
-those of events.py. An entry is yielded once it is whole: a flow line when its newline is
+``follow`` is re-exported as ``events.follow``; the parsing and archive names are yaml_log's,
+the filters event_query's (those of ``events.read_events``). An entry is yielded once it is whole: a flow line when its newline is
 written, a block entry when the next entry begins or the log rests. When the log is rotated
 the old file is read to its end, then any archives rotated after it, then the new log; when
 it is replaced by a rewrite, the entries the new file repeats are skipped; when it shrinks,
@@ -18,28 +18,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 from errors import ValidationError
-from events import (_FIX, Matcher, PathLike, _archive_keys, _classify, _identity, _is_blank, _is_entry, _matcher,
-                    _open, _parse_batch, _read_all, _read_at, _read_last, _where)
-from fileio import last_line_start, line_at
+from event_query import Matcher, PathLike, log_path, matcher
+from fileio import line_at
+from yaml_log import FIX as _FIX
+from yaml_log import (archive_keys, classify, identity, is_blank, is_entry, open_log, parse_batch, path_identity,
+                      read_all, read_at, read_last, whole_lines_end)
 
 __all__ = ["follow"]
 
 log = logging.getLogger("swarmfile")
-
-
-def _whole_lines_end(fd: int, size: int) -> int:
-    """End of the last whole line: a last line without its newline may still be being written."""
-    if size == 0 or _read_at(fd, 1, size - 1) == b"\n":
-        return size
-    return last_line_start(fd, size)
-
-
-def _path_identity(path: Path) -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class _Watcher:
@@ -59,11 +46,11 @@ class _Watcher:
         self._open(at_end=True)
 
     def _open(self, at_end: bool) -> bool:
-        fd = _open(self.path)
+        fd = open_log(self.path)
         if fd is None:
             return False
-        self.fd, self.ident = fd, _identity(fd)
-        self.pos = _whole_lines_end(fd, os.fstat(fd).st_size) if at_end else 0
+        self.fd, self.ident = fd, identity(fd)
+        self.pos = whole_lines_end(fd, os.fstat(fd).st_size) if at_end else 0
         self.group, self.entered, self.seen = [], at_end, 0
         return True
 
@@ -75,7 +62,7 @@ class _Watcher:
     def poll(self) -> list[dict]:
         """Every entry that became complete since the last poll, oldest first."""
         events: list[dict] = []
-        if self.fd is not None and _path_identity(self.path) != self.ident:
+        if self.fd is not None and path_identity(self.path) != self.ident:
             events += self._drain(self.fd, final=True)  # rotated or replaced: finish the old file
             self.gone = (self.ident, self.seen)
             self.close()
@@ -93,18 +80,18 @@ class _Watcher:
     def _catch_up(self, old: tuple[int, int], seen: int) -> list[dict]:
         """The archives rotated after the file left, up to the one now open; or, if that file
         was replaced rather than rotated, skip the entries the new one repeats."""
-        later = [(a, _path_identity(a)) for _, a in _archive_keys(self.path)]
+        later = [(a, path_identity(a)) for _, a in archive_keys(self.path)]
         index = next((i for i, (_, ident) in enumerate(later) if ident == old), None)
         if index is None:
             self.skip = seen
             return []
         events: list[dict] = []
         for archive, ident in later[index + 1:]:
-            fd = _open(archive)
+            fd = open_log(archive)
             if ident == self.ident or fd is None:
                 break
             try:
-                events += _read_all(fd, archive)
+                events += read_all(fd, archive)
             finally:
                 os.close(fd)
         return events
@@ -112,19 +99,19 @@ class _Watcher:
     def _drain(self, fd: int, final: bool) -> list[dict]:
         events: list[dict] = []
         size = os.fstat(fd).st_size
-        data = _read_at(fd, size - self.pos, self.pos) if size > self.pos else b""
+        data = read_at(fd, size - self.pos, self.pos) if size > self.pos else b""
         cut = data.rfind(b"\n") + 1
         offset = self.pos
         for line in data[:cut].split(b"\n")[:-1]:
             line += b"\n"
-            if _is_entry(line):
+            if is_entry(line):
                 events += self._flush(fd)
                 self.group, self.group_at, self.entered = [line], offset, True
             elif self.group:
                 self.group.append(line)
-            elif _is_blank(line) or line[:1] in (b" ", b"\t"):
+            elif is_blank(line) or line[:1] in (b" ", b"\t"):
                 pass  # a comment, or the rest of an entry already taken on an idle poll
-            elif self.entered or _classify(line) not in ("blank", "mapping", "flow_empty"):
+            elif self.entered or classify(line) not in ("blank", "mapping", "flow_empty"):
                 raise ValidationError("a top-level line that is not an event entry", path=self.path,
                                       line=line_at(fd, offset), hint=_FIX)
             offset += len(line)
@@ -138,7 +125,7 @@ class _Watcher:
     def _flush(self, fd: int) -> list[dict]:
         if not self.group:
             return []
-        event = _parse_batch(fd, self.path, [(self.group_at, b"".join(self.group))])[0]
+        event = parse_batch(fd, self.path, [(self.group_at, b"".join(self.group))])[0]
         self.group = []
         self.seen += 1
         if self.skip:
@@ -158,13 +145,13 @@ def follow(agent: Optional[str] = None, task_id: Optional[str] = None,
     missed; the last ``backlog`` matches from before it come first. Polls every ``interval``
     seconds; ends after ``timeout`` seconds or once ``stop()`` is true. Follows rotations.
     """
-    match, maybe = _matcher(agent, task_id, types, since)
-    _, path = _where(root, events_file)
+    match, maybe = matcher(agent, task_id, types, since)
+    _, path = log_path(root, events_file)
     watcher = _Watcher(path)
     try:
         earlier = []
         if backlog and watcher.fd is not None:
-            earlier = _read_last(watcher.fd, path, backlog, match, maybe, size=watcher.pos)[::-1]
+            earlier = read_last(watcher.fd, path, backlog, match, maybe, size=watcher.pos)[::-1]
     except BaseException:
         watcher.close()
         raise

@@ -39,10 +39,11 @@ from clock import format_ts
 
 from config import Config, load_config, validate_id
 from errors import NotFoundError, SwarmError, ValidationError
-from fileio import append_line, dump_flow, load_yaml_text, locked, read_text
+from fileio import append_line, dump_flow, load_yaml_text, locked
 from worktrees import (_NAME, GitError, MergeRefused, Worktree, _branch_tip, _commit_of, _current_branch, _dirty,
                        _identity, _table, _toplevel, _z, find_by_branch, get_worktree, git, resolve_base, retire,
                        setting)
+from yaml_log import read_kept
 
 __all__ = [
     "HEADER",
@@ -130,13 +131,9 @@ def _append(cfg: Config, record: dict[str, Any]) -> None:
 
 def _records(cfg: Config) -> list[dict[str, Any]]:
     path = _queue_file(cfg)
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
+    text = read_kept(path)  # a torn last line (an append cut short) is not part of the queue
+    if text is None:
         return []
-    # A last line without its newline is an append cut short by a crash (or still being
-    # written): not part of the queue until the next append repairs it.
-    text = text[: text.rfind("\n") + 1]
     data = load_yaml_text(text, path)
     if not isinstance(data, dict) or "queue" not in data:
         raise ValidationError("must be a mapping with a 'queue' list", path=path, line=1, hint=_FIX)

@@ -16,6 +16,7 @@ import pytest
 
 import events
 import fileio
+import yaml_log
 from errors import InvalidIdError, ParseError, ValidationError
 from procs import run_together
 
@@ -204,9 +205,9 @@ def test_tail_of_a_large_log_reads_a_bounded_number_of_bytes(tmp_path, monkeypat
         handle.write("events:\n")
         handle.writelines(_flow(i, agent=f"w{i % 8}") for i in range(50_000))
     read, parsed = [], []
-    real_read, real_parse = events._read_at, events.load_yaml_text
-    monkeypatch.setattr(events, "_read_at", lambda fd, n, at: read.append(n) or real_read(fd, n, at))
-    monkeypatch.setattr(events, "load_yaml_text", lambda text, *a: parsed.append(len(text)) or real_parse(text, *a))
+    real_read, real_parse = yaml_log.read_at, yaml_log.load_yaml_text  # the log mechanism under events
+    monkeypatch.setattr(yaml_log, "read_at", lambda fd, n, at: read.append(n) or real_read(fd, n, at))
+    monkeypatch.setattr(yaml_log, "load_yaml_text", lambda text, *a: parsed.append(len(text)) or real_parse(text, *a))
     assert [e["seq"] for e in events.tail(100, root=tmp_path)] == list(range(49_900, 50_000))
     assert sum(read) < 64 * 1024 and sum(parsed) < 20_000 and len(parsed) <= 2
     read.clear(), parsed.clear()
