@@ -54,7 +54,7 @@ def ralf(tmp_path):
 @pytest.fixture(autouse=True)
 def _short_lock_timeout(monkeypatch):
     """Fail fast instead of waiting the production 30 s when a test leaves a lock held."""
-    import config
+    from swarmfile import config
 
     monkeypatch.setitem(config.DEFAULTS["timeouts"], "lock_seconds", 5)
     config._cache.clear()

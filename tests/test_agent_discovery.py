@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import agent_discovery as ad
-import fileio
-import liveness
+from swarmfile import fileio
+from swarmfile import liveness
 from agent_discovery import AgentInfo
-from clock import HOSTNAME, format_ts, parse_ts, utc_now
-from errors import InvalidIdError, ParseError, ValidationError
+from swarmfile.clock import HOSTNAME, format_ts, parse_ts, utc_now
+from swarmfile.errors import InvalidIdError, ParseError, ValidationError
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ import pytest
 
 import agent_memory as mem
 from conftest import LIB
-from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import agent_output
-import agents
-from errors import ValidationError
-from agents import Outcome
+from swarmfile import agent_output
+from swarmfile import agents
+from swarmfile.errors import ValidationError
+from swarmfile.agents import Outcome
 
 
 def jsonl(*events) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import agent_setup
+from swarmfile import agent_setup
 from conftest import snapshot
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

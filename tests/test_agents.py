@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import agents
-from agents import Outcome
-from errors import ValidationError
-from liveness import pid_alive
+from swarmfile import agents
+from swarmfile.agents import Outcome
+from swarmfile.errors import ValidationError
+from swarmfile.liveness import pid_alive
 
 FAKE = Path(__file__).parent / "fake_agents" / "fake_cli.py"
 

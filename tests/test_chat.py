@@ -13,8 +13,8 @@ import pytest
 
 import chat
 import events
-import fileio
-from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from swarmfile import fileio
+from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
 SCRIPT = Path(__file__).resolve().parent.parent / "lib" / "chat.py"

@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 
 import claims
-import tasks
+from swarmfile import tasks
 from claims import LeaseState
-from clock import HOSTNAME, utc_now
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
+from swarmfile.clock import HOSTNAME, utc_now
+from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
 from procs import run_together
 
 
@@ -221,7 +221,7 @@ def _claim_all(root, agent_id):
     os.environ["SWARM_ROOT"] = root
     # The leases name the test process as holder: a claimer that finishes and exits must not
     # leave dead-holder leases for the others to take over (that is reaping, tested below).
-    from liveness import process_start_time
+    from swarmfile.liveness import process_start_time
 
     holder = dict(pid=os.getppid(), host=HOSTNAME, proc_start=process_start_time(os.getppid()))
     got = []
@@ -251,8 +251,8 @@ def test_eight_processes_claim_each_task_exactly_once(workspace):
 WORKER = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
-import claims, fileio
-from config import load_config
+import claims; from swarmfile import fileio
+from swarmfile.config import load_config
 agent = sys.argv[2]
 cfg = load_config()
 record = cfg.root / "completions.log"
@@ -307,7 +307,7 @@ SLEEPER = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import claims
-from errors import LeaseLost
+from swarmfile.errors import LeaseLost
 lease = claims.claim_task("T-1", "sleepy", ttl=float(sys.argv[2]))
 print("claimed", lease.token, flush=True)
 sys.stdin.readline()          # the parent stops us here with SIGSTOP, then resumes us

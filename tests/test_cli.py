@@ -221,10 +221,9 @@ def test_bad_numbers_in_swarm_yaml_are_refused_with_file_and_line(ralf_ws, elsew
 
 # ---------------------------------------------------------------------------- item 21
 
-_LIBRARIES = ["agent_output", "agent_session", "claims", "cli", "clock", "config", "demo", "errors", "event_check",
-              "event_follow", "event_query", "fileio", "globs", "lease_journal", "lease_store", "lifecycle", "liveness",
-              "merge_queue", "stores", "task_graph", "task_store", "tasks", "tmux_cluster", "tmux_pane", "tmux_screen",
-              "yaml_log"]
+# The modules at the top of lib/ that loops import but that have no command line of their own;
+# everything else of the runtime is inside lib/swarmfile/, which is not run by path.
+_LIBRARIES = ["claims", "merge_queue"]
 
 
 @pytest.mark.parametrize("module", _LIBRARIES)

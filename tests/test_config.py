@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-import config
-from errors import InvalidIdError, ParseError, ValidationError
+from swarmfile import config
+from swarmfile.errors import InvalidIdError, ParseError, ValidationError
 
 
 def test_root_resolution_order(tmp_path, monkeypatch):

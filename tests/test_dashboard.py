@@ -19,8 +19,8 @@ import claims
 import dashboard
 import events
 import reservations
-import tasks
-from clock import HOSTNAME, format_ts, utc_now
+from swarmfile import tasks
+from swarmfile.clock import HOSTNAME, format_ts, utc_now
 LIB = Path(__file__).resolve().parent.parent / "lib"
 DASHBOARD = LIB / "dashboard.py"
 

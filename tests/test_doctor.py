@@ -19,9 +19,9 @@ import claims
 import doctor
 import events
 import reservations
-import tasks
+from swarmfile import tasks
 import worktrees
-from clock import HOSTNAME, utc_now
+from swarmfile.clock import HOSTNAME, utc_now
 from doctor import Severity
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

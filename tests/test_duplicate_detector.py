@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import duplicate_detector as dd
-import tasks
+from swarmfile import tasks
 from conftest import LIB
-from errors import DuplicateTaskError, ParseError, ValidationError
+from swarmfile.errors import DuplicateTaskError, ParseError, ValidationError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import doctor
-import event_check
+from swarmfile import event_check
 import events
 from conftest import LIB
-from errors import ParseError
+from swarmfile.errors import ParseError
 
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
 

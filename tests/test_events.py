@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import events
-import fileio
-import yaml_log
-from errors import InvalidIdError, ParseError, ValidationError
+from swarmfile import fileio
+from swarmfile import yaml_log
+from swarmfile.errors import InvalidIdError, ParseError, ValidationError
 from procs import run_together
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

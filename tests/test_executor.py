@@ -14,10 +14,10 @@ import pytest
 import agent_discovery
 import claims
 import events
-import tasks
+from swarmfile import tasks
 from claims import LeaseState
-from clock import HOSTNAME
-from liveness import pid_alive
+from swarmfile.clock import HOSTNAME
+from swarmfile.liveness import pid_alive
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 FAKE = Path(__file__).parent / "fake_agents" / "fake_cli.py"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import events
 import reservations
-import tasks
+from swarmfile import tasks
 import worktrees
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

@@ -38,11 +38,11 @@ import chat
 import claims
 import events
 import state_sync
-import tasks
+from swarmfile import tasks
 from claims import LeaseState
-from clock import HOSTNAME, format_ts, parse_ts, utc_now
-from errors import AlreadyClaimed, LeaseLost, NotClaimable, SwarmError
-from liveness import process_start_time
+from swarmfile.clock import HOSTNAME, format_ts, parse_ts, utc_now
+from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable, SwarmError
+from swarmfile.liveness import process_start_time
 from procs import run_together
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
@@ -786,8 +786,8 @@ HOLDER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import claims
-from clock import parse_ts
-from errors import LeaseLost
+from swarmfile.clock import parse_ts
+from swarmfile.errors import LeaseLost
 lease = claims.claim_task("T-1", "sleepy", float(sys.argv[2]))
 print("claimed", lease.token, lease.expires_at, flush=True)
 for line in sys.stdin:  # "<action> <time on the holder's clock, or - for the real clock>"

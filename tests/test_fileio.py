@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-import fileio
-from errors import LockTimeout, NotFoundError, ParseError, ValidationError
+from swarmfile import fileio
+from swarmfile.errors import LockTimeout, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import globs
-from errors import ValidationError
+from swarmfile import globs
+from swarmfile.errors import ValidationError
 
 pytestmark = pytest.mark.timeout(60)
 

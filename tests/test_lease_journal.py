@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 import claims
-import config
-import lease_journal
-import tasks
-from errors import ParseError
-from lease_journal import JournalLeaseTable
-from lease_store import FileLeaseTable, Lease
+from swarmfile import config
+from swarmfile import lease_journal
+from swarmfile import tasks
+from swarmfile.errors import ParseError
+from swarmfile.lease_journal import JournalLeaseTable
+from swarmfile.lease_store import FileLeaseTable, Lease
 
 
 def journal_ws(root: Path) -> None:

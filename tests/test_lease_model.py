@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
 
 import claims
-import tasks
+from swarmfile import tasks
 from claims import Lease, LeaseState
-from clock import format_ts
-from errors import AlreadyClaimed, LeaseLost, NotClaimable
+from swarmfile.clock import format_ts
+from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable
 
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
 AGENTS = ("a", "b", "c")

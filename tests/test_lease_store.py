@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import config
-from errors import LockTimeout, SwarmError
-from lease_store import Assignment, Lease, LeaseState, LeaseTable
-from stores import lease_table
+from swarmfile import config
+from swarmfile.errors import LockTimeout, SwarmError
+from swarmfile.lease_store import Assignment, Lease, LeaseState, LeaseTable
+from swarmfile.stores import lease_table
 from procs import run_together
 
 # Each implementation by its swarm.yaml backend name.

@@ -10,13 +10,13 @@ import pytest
 
 import claims
 import events
-import lifecycle
-import tasks
-from clock import utc_now
-from config import load_config
-from errors import NotClaimable
+from swarmfile import lifecycle
+from swarmfile import tasks
+from swarmfile.clock import utc_now
+from swarmfile.config import load_config
+from swarmfile.errors import NotClaimable
 
-LIB = Path(__file__).resolve().parent.parent / "lib"
+LIB = Path(__file__).resolve().parent.parent / "lib" / "swarmfile"
 
 
 def make_task(root, task_id):
@@ -125,6 +125,8 @@ def _imports(module: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module:
+            found.update(alias.name for alias in node.names)  # from . import x
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module.split(".")[0])
     return found

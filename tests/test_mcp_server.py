@@ -19,10 +19,10 @@ import claims
 import events
 import merge_queue
 import reservations
-import tasks
+from swarmfile import tasks
 import worktrees
 from conftest import snapshot
-from liveness import pid_alive
+from swarmfile.liveness import pid_alive
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 SERVER = LIB / "mcp_server.py"

@@ -11,9 +11,9 @@ from pathlib import Path
 import agent_discovery
 import claims
 import events
-import tasks
+from swarmfile import tasks
 from claims import LeaseState
-from clock import HOSTNAME, utc_now
+from swarmfile.clock import HOSTNAME, utc_now
 from planner import Planner
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

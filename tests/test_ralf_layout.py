@@ -14,10 +14,10 @@ import pytest
 import claims
 import events
 import task_distribution as td
-import task_graph
-import tasks
+from swarmfile import task_graph
+from swarmfile import tasks
 from conftest import LIB, TESTS, snapshot
-from errors import ValidationError
+from swarmfile.errors import ValidationError
 from planner import Planner
 
 pytestmark = pytest.mark.timeout(60)

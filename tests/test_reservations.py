@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import globs
+from swarmfile import globs
 import reservations as res
 import state_sync
-from errors import InvalidIdError, LeaseLost, ParseError, SwarmError, ValidationError
-from liveness import my_identity
+from swarmfile.errors import InvalidIdError, LeaseLost, ParseError, SwarmError, ValidationError
+from swarmfile.liveness import my_identity
 from procs import run_together
 
 SCRIPT = Path(__file__).resolve().parent.parent / "lib" / "reservations.py"

@@ -22,7 +22,7 @@ import pytest
 import agent_discovery
 import claims
 import events
-import tasks
+from swarmfile import tasks
 from claims import LeaseState
 
 LIB = Path(__file__).resolve().parent.parent / "lib"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import config
-import fileio
+from swarmfile import config
+from swarmfile import fileio
 import state_sync as ss
-from errors import (InvalidIdError, LockTimeout, ParseError, StateLockError, StateSyncError,
+from swarmfile.errors import (InvalidIdError, LockTimeout, ParseError, StateLockError, StateSyncError,
                     ValidationError)
 from procs import run_together
 

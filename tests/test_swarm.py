@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import events
-import tasks
+from swarmfile import tasks
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 

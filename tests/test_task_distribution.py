@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import task_distribution as td
-import tasks
-from config import DEFAULTS, Config
+from swarmfile import tasks
+from swarmfile.config import DEFAULTS, Config
 from conftest import LIB, RALF
-from errors import ParseError, ValidationError
+from swarmfile.errors import ParseError, ValidationError
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(60)

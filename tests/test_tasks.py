@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import task_store
-import tasks
+from swarmfile import task_store
+from swarmfile import tasks
 from conftest import RALF
-from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
-from tasks import Priority, Status
+from swarmfile.tasks import Priority, Status
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -474,7 +474,7 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
     import os as _os
     import time as _time
 
-    import tasks as tk
+    from swarmfile import tasks as tk
 
     active = workspace / "tasks" / "active"
     tk.new_task_file("T-1", "First", workspace)
@@ -502,7 +502,8 @@ def test_either_half_imports_first_and_tasks_re_exports_the_store(first):
 
     from conftest import LIB
 
-    code = (f"import sys; sys.path.insert(0, {str(LIB)!r}); import {first}; import tasks, task_store; "
+    code = (f"import sys; sys.path.insert(0, {str(LIB)!r}); from swarmfile import {first}; "
+            "from swarmfile import tasks, task_store; "
             "assert all(getattr(tasks, n) is getattr(task_store, n) for n in task_store.__all__); "
             "assert set(task_store.__all__) <= set(tasks.__all__) <= set(dir(tasks))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
@@ -512,8 +513,8 @@ def test_either_half_imports_first_and_tasks_re_exports_the_store(first):
 def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, monkeypatch):
     # Regression (the long soak): an executor died when a task another one completed was moved
     # between the directory read and the file read of its listing.
-    import task_store
-    from errors import NotFoundError
+    from swarmfile import task_store
+    from swarmfile.errors import NotFoundError
 
     tasks.new_task_file("T-1", "Stays", workspace)
     moving = tasks.new_task_file("T-2", "Moves away", workspace)

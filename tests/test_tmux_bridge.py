@@ -19,12 +19,12 @@ import pytest
 import agent_discovery
 import claims
 import events
-import tasks
+from swarmfile import tasks
 import tmux_bridge
 from claims import LeaseState
-from clock import HOSTNAME, utc_now
-from config import load_config
-from errors import ParseError, ValidationError
+from swarmfile.clock import HOSTNAME, utc_now
+from swarmfile.config import load_config
+from swarmfile.errors import ParseError, ValidationError
 from tmux_bridge import Bridge, assess_screen, fresh_markers, pane_status, render_pane_status
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
@@ -459,8 +459,8 @@ def test_cli_up_panes_down_and_errors(workspace, sock, monkeypatch, capsys, tmp_
 def test_a_prompt_with_output_below_it_is_not_pressed_again(workspace):
     # Regression (found writing the guide): after the cooldown, Enter went to the agent's idle
     # prompt because the answered "Press Enter" line was still among the last lines.
-    import tmux_screen
-    from config import load_config
+    from swarmfile import tmux_screen
+    from swarmfile.config import load_config
 
     settings = tmux_screen._settings(load_config(workspace))
     assert tmux_screen.assess_screen("working\nPress Enter to continue\n", settings)[0] == "press"
@@ -469,8 +469,8 @@ def test_a_prompt_with_output_below_it_is_not_pressed_again(workspace):
 
 def test_configured_safety_patterns_add_to_the_built_in_ones(workspace):
     # Regression: a danger list in swarm.yaml replaced the built-in one, dropping rm -rf and sudo.
-    import tmux_screen
-    from config import load_config
+    from swarmfile import tmux_screen
+    from swarmfile.config import load_config
 
     (workspace / "swarm.yaml").write_text("tmux:\n  danger_patterns: ['terraform destroy']\n")
     settings = tmux_screen._settings(load_config(workspace))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import events
-import tasks
+from swarmfile import tasks
 import tmux_bridge
-from config import load_config
-from errors import ValidationError
+from swarmfile.config import load_config
+from swarmfile.errors import ValidationError
 from tmux_bridge import Bridge, pane_status
 from test_tmux_bridge import fake, kinds, make_task, sock, start, wait_for  # noqa: F401 (sock: a fixture)
 
@@ -153,7 +153,7 @@ def test_up_starts_the_dispatching_loop_and_down_stops_it(workspace, sock, capsy
 
 
 def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, sock, monkeypatch):
-    import tmux_pane
+    from swarmfile import tmux_pane
 
     monkeypatch.setattr(tmux_pane, "_ARRIVE_SECONDS", 0.5)
     make_task(workspace, "T-1")

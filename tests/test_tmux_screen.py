@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import agents
-import tmux_screen
-from config import load_config
-from errors import ValidationError
-from tmux_screen import dialog_answer, input_holds, read_screen
+from swarmfile import agents
+from swarmfile import tmux_screen
+from swarmfile.config import load_config
+from swarmfile.errors import ValidationError
+from swarmfile.tmux_screen import dialog_answer, input_holds, read_screen
 
 SCREENS = Path(__file__).parent / "fixtures" / "screens"
 TRUST, API_KEY = "Yes, I trust this folder", "Yes"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import events
-import tasks
+from swarmfile import tasks
 import work_items as wi
 from conftest import LIB
-from errors import AlreadyClaimed, InvalidIdError, NotClaimable, NotFoundError, ParseError, ValidationError
+from swarmfile.errors import AlreadyClaimed, InvalidIdError, NotClaimable, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(60)

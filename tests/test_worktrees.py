@@ -13,12 +13,12 @@ import pytest
 
 import claims
 import events
-import fileio
+from swarmfile import fileio
 import merge_queue as mq
-import tasks
+from swarmfile import tasks
 import worktrees as wtm
-from clock import utc_now
-from errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from swarmfile.clock import utc_now
+from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import yaml_log
-from errors import ParseError, SwarmError, ValidationError
+from swarmfile import yaml_log
+from swarmfile.errors import ParseError, SwarmError, ValidationError
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 LOG_MODULES = ("yaml_log", "event_query", "events", "event_follow", "event_check", "chat", "merge_queue", "doctor")

@@ -21,11 +21,11 @@ if str(LIB) not in sys.path:
 import agent_discovery  # noqa: E402
 import claims  # noqa: E402
 import events  # noqa: E402
-import tasks  # noqa: E402
-from clock import HOSTNAME, format_ts
-from config import load_config  # noqa: E402
-from fileio import dump_yaml  # noqa: E402
-from liveness import process_start_time  # noqa: E402
+from swarmfile import tasks  # noqa: E402
+from swarmfile.clock import HOSTNAME, format_ts
+from swarmfile.config import load_config  # noqa: E402
+from swarmfile.fileio import dump_yaml  # noqa: E402
+from swarmfile.liveness import process_start_time  # noqa: E402
 
 import baselines  # noqa: E402
 from harness import profiled  # noqa: E402

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import events
-import tasks
+from swarmfile import tasks
 
 LIB = Path(__file__).resolve().parents[2] / "lib"
 OBJECTIVE = "Replace the word base in notes.txt with the word changed."

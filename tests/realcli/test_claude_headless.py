@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import tasks
+from swarmfile import tasks
 from realcli.helpers import OBJECTIVE, git, kinds, make_repo, run_executor, run_log, task_events
 from realcli.stub_model import Fail, Hang, Step, ToolUse
 

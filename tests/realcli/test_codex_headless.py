@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-import tasks
+from swarmfile import tasks
 from realcli.helpers import OBJECTIVE, kinds, make_repo, run_executor, task_events
 from realcli.stub_model import Fail, Step, ToolUse
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tasks
+from swarmfile import tasks
 from realcli.helpers import OBJECTIVE, kinds, make_repo, run_executor, task_events
 from realcli.stub_model import Fail, Step, ToolUse
 

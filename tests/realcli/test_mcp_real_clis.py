@@ -16,12 +16,12 @@ import time
 import pytest
 
 import agent_discovery
-import agent_setup
+from swarmfile import agent_setup
 import claims
 import events
 import merge_queue
-import tasks
-from liveness import pid_alive
+from swarmfile import tasks
+from swarmfile.liveness import pid_alive
 from realcli.sandbox import seed_home
 from realcli.stub_model import Step, ToolUse
 

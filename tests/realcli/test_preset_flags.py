@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-import agents
+from swarmfile import agents
 from realcli.conftest import need_cli
 
 HELP = {"claude": ["--help"], "codex": ["exec", "--help"], "gemini": ["--help"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import events
-import tasks
+from swarmfile import tasks
 from realcli.conftest import unavailable
 from realcli.stub_model import Step, ToolUse
 

@@ -1,0 +1,644 @@
+"""The agent registry: register, heartbeat, deregister, discover, and the liveness of agents.
+
+heartbeat.yaml (RALF format, see DESIGN.md) maps agent ids to entries of ``last_seen status
+current_action current_task role pid host started_at proc_start`` and any other fields.
+An agent is active while its ``last_seen`` is within the timeout and, when it was recorded on
+this host with a pid, while that process is alive and still the same process (its start time,
+read from /proc on Linux, is unchanged). Agents on other hosts or without a pid are judged by
+``last_seen`` alone. Writers read-modify-write the whole file under its lock and replace it
+atomically, keeping every field they do not know; readers take no lock.
+
+Every function takes ``root`` and ``heartbeat_file`` (which overrides the configured path).
+With only ``heartbeat_file``, the root is the nearest directory whose swarm.yaml names that
+file, else the file's directory: every process naming the file shares one lock directory.
+
+As a command (``--help`` for all flags)::
+
+    python lib/agent_discovery.py [--root DIR | --heartbeat-file F] [--all] [--json] [--require N]
+    python lib/agent_discovery.py register executor-1 --role executor [--pid P]
+    python lib/agent_discovery.py beat executor-1 --action executing --task TASK-1
+    python lib/agent_discovery.py deregister executor-1
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from .clock import HOSTNAME, format_ts, parse_ts, utc_now
+
+from .config import ID_PATTERN, Config, load_config, validate_id
+from .errors import NotFoundError, ValidationError
+from .fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
+from .liveness import dead_reason, process_start_time
+from .cli import duration, table
+
+__all__ = ["AgentInfo", "AgentStatus", "KEEP", "register_agent", "heartbeat", "deregister_agent", "read_agents",
+           "discover_agents", "get_agent_info", "count_active_agents", "can_coordinate", "main"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Where = Optional[PathLike]
+
+
+class AgentStatus(str, Enum):
+    """Statuses this module writes. A file may hold others; they are kept as written."""
+
+    RUNNING = "running"
+    IDLE = "idle"
+    WAITING = "waiting"
+    STOPPED = "stopped"  # deregistered: inactive whatever its last_seen
+
+
+KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()  # leave the field as it is (None clears it)
+
+# Fields with a meaning here, in the order they are written for a new agent.
+_KNOWN = ("last_seen", "status", "current_action", "current_task", "role", "pid", "host", "started_at", "proc_start")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_HINT = "fix the file by hand; it was not changed"
+_MIN_COORDINATION = 2  # agents needed before work is worth sharing out
+_BAD_TIME = (ValueError, OverflowError, OSError)  # parse_ts of a number can overflow too
+
+
+@dataclass
+class AgentInfo:
+    """One agent's heartbeat entry. Times are kept as stored (string or YAML datetime)."""
+
+    agent_id: str
+    last_seen: Any = None
+    status: Optional[str] = None
+    current_action: Optional[str] = None
+    current_task: Optional[str] = None
+    pid: Optional[int] = None
+    host: Optional[str] = None
+    role: Optional[str] = None
+    started_at: Any = None
+    proc_start: Any = None  # opaque: clock ticks since boot on Linux, compared as text
+    extra: dict[str, Any] = field(default_factory=dict)  # fields this module does not know
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], agent_id: Optional[str] = None) -> "AgentInfo":
+        """An agent from its entry; ``agent_id`` defaults to ``data['agent_id']``.
+
+        Raises ValidationError when ``data`` is not a mapping or no id is known.
+        """
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"an agent entry must be a mapping, got {type(data).__name__}")
+        values = dict(data)
+        stored_id = values.pop("agent_id", None)
+        agent_id = stored_id if agent_id is None else agent_id
+        if agent_id is None:
+            raise ValidationError("an agent entry needs an agent_id")
+        known = {key: values.pop(key) for key in _KNOWN if key in values}
+        return cls(agent_id=str(agent_id), **known, extra=values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``agent_id``, the known fields, then the extra fields."""
+        out: dict[str, Any] = {"agent_id": self.agent_id}
+        out.update((key, getattr(self, key)) for key in _KNOWN)
+        out.update(self.extra)
+        return out
+
+    def seconds_since_seen(self, now: Optional[datetime] = None) -> Optional[float]:
+        """Seconds since ``last_seen``, or None when it is missing or does not parse."""
+        try:
+            return (_now(now) - parse_ts(self.last_seen)).total_seconds()
+        except _BAD_TIME:
+            return None
+
+    def inactive_reason(self, now: Optional[datetime] = None, timeout_seconds: float = 120, *,
+                        cache: Optional[dict] = None) -> Optional[str]:
+        """Why this agent is not active (e.g. ``"not seen for 5m12s"``), or None if it is.
+
+        ``cache`` (any dict) shares process checks between calls, so each pid is probed once.
+        """
+        if not ID_PATTERN.fullmatch(self.agent_id):
+            return f"invalid agent id {self.agent_id[:60]!r}"
+        if str(self.status).lower() == AgentStatus.STOPPED.value:
+            return "deregistered (status stopped)"
+        if self.last_seen is None:
+            return "never seen (no last_seen)"
+        try:
+            seen = parse_ts(self.last_seen)
+        except _BAD_TIME:
+            return f"last_seen {str(self.last_seen)[:60]!r} cannot be parsed"
+        problem = self._process_problem(cache)
+        if problem is not None:
+            return problem
+        age = (_now(now) - seen).total_seconds()
+        return f"not seen for {duration(age)}" if age > timeout_seconds else None
+
+    def is_active(self, now: Optional[datetime] = None, timeout_seconds: float = 120) -> bool:
+        """Whether the agent counts as alive (see ``inactive_reason``)."""
+        return self.inactive_reason(now, timeout_seconds) is None
+
+    def _process_problem(self, cache: Optional[dict]) -> Optional[str]:
+        pid = _as_pid(self.pid)
+        if pid is None or self.host != HOSTNAME:
+            return None  # nothing to probe here: last_seen decides
+        key = (pid, None if self.proc_start is None else str(self.proc_start))
+        if cache is not None and key in cache:
+            return cache[key]
+        reason = dead_reason(pid, self.host, self.proc_start)
+        if cache is not None:
+            cache[key] = reason
+        return reason
+
+
+def _as_pid(value: Any) -> Optional[int]:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _now(now: Any) -> datetime:
+    return utc_now() if now is None else parse_ts(now)
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def _locate(root: Where, heartbeat_file: Where) -> tuple[Path, Config]:
+    if heartbeat_file is None:
+        cfg = load_config(root)
+        return cfg.heartbeat_file, cfg
+    path = Path(os.path.expanduser(os.fspath(heartbeat_file))).absolute()
+    if root is not None:
+        return path, load_config(root)
+    # The root (and so the lock dir) must follow from the file alone, so that every process
+    # naming it shares one lock: the nearest workspace whose swarm.yaml names this file as its
+    # heartbeat file (a RALF tree), else the file's own directory.
+    real = os.path.realpath(path)
+    for directory in path.parents:
+        if (directory / "swarm.yaml").is_file():
+            cfg = load_config(directory)
+            if os.path.realpath(cfg.heartbeat_file) == real:
+                return path, cfg
+    return path, load_config(path.parent)
+
+
+def _number(value: float) -> Any:
+    return int(value) if float(value).is_integer() else value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _parse(path: Path, text: str) -> tuple[dict, dict]:
+    """(whole document, heartbeats mapping) of a heartbeat file; raises on a wrong shape."""
+    data = load_yaml_text(text, path)
+    if not isinstance(data, dict) or "heartbeats" not in data:
+        got = "a mapping without 'heartbeats'" if isinstance(data, dict) else _kind(data)
+        raise ValidationError(f"must be a mapping with 'heartbeats:', got {got}", path=path, line=1, hint=_HINT)
+    beats = data["heartbeats"]
+    if beats is None:  # `heartbeats:` with no entries yet
+        beats = data["heartbeats"] = {}
+    if not isinstance(beats, dict):
+        raise ValidationError(f"'heartbeats' must be a mapping of agent id to entry, got {_kind(beats)}",
+                              path=path, line=key_line(text, "heartbeats"), hint=_HINT)
+    for key, entry in beats.items():
+        if not isinstance(entry, dict):
+            raise ValidationError(f"heartbeat of {str(key)[:60]!r} must be a mapping, got {_kind(entry)}", path=path,
+                                  line=key_line(text, key, nested=True, start=max(text.find("heartbeats"), 0)), hint=_HINT)
+    meta = data.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise ValidationError(f"'metadata' must be a mapping, got {_kind(meta)}", path=path,
+                              line=key_line(text, "metadata"), hint=_HINT)
+    return data, beats
+
+
+def _read(path: Path) -> Optional[dict]:
+    """The heartbeats mapping of ``path``, or None when the file does not exist."""
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        return None
+    return _parse(path, text)[1]
+
+
+def _agents(beats: Optional[dict]) -> list[AgentInfo]:
+    return [] if beats is None else [AgentInfo.from_dict(entry, key) for key, entry in beats.items()]
+
+
+def _header(text: str) -> str:
+    """The comment lines that open the file: kept on rewrite (YAML dumping drops comments)."""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))])
+
+
+def _rewrite(agent_id: str, root: Where, heartbeat_file: Where, change: Callable[[dict, str], Optional[AgentInfo]],
+             *, create: bool) -> Optional[AgentInfo]:
+    """Apply ``change(heartbeats, now)`` to the file under its lock; it returns None to write nothing."""
+    path, cfg = _locate(root, heartbeat_file)
+    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        try:
+            text = read_text(path)
+        except FileNotFoundError:
+            if not create:
+                return None
+            data: dict = {"heartbeats": {}, "metadata": {"timeout_seconds": _number(cfg.heartbeat_timeout)}}
+            beats, header = data["heartbeats"], ""
+        else:
+            data, beats = _parse(path, text)
+            header = _header(text)
+        now = format_ts()
+        result = change(beats, now)
+        if result is None:
+            return None
+        meta = data.get("metadata")
+        if meta is None:
+            meta = data["metadata"] = {}
+        meta["last_updated"] = now
+        meta["updated_by"] = agent_id
+        atomic_write(path, header + dump_yaml(data))
+        return result
+
+
+def _plain(value: Any, name: str) -> Any:
+    """``value`` as something safe YAML can store; ValidationError otherwise."""
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, name) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item, name) for key, item in value.items()}
+    raise ValidationError(f"field {name!r} cannot be stored: {type(value).__name__} is not a YAML value",
+                          hint="pass str, int, float, bool, None, list or dict")
+
+
+def _clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    for name in fields:
+        if not _FIELD_NAME.fullmatch(name):
+            raise ValidationError(f"invalid field name {name[:60]!r}", hint="use letters, digits and '_'")
+    return {name: _plain(value, name) for name, value in fields.items()}
+
+
+def _identity(updates: dict[str, Any], record: bool) -> dict[str, Any]:
+    """pid, host and proc_start to record, taken out of ``updates``.
+
+    With ``record`` they describe this process unless ``updates`` names another pid or host;
+    without it they change only when ``updates`` names a pid.
+    """
+    if not record and "pid" not in updates:
+        return {}
+    pid = updates.pop("pid", os.getpid())
+    if pid is not None and _as_pid(pid) != pid:
+        raise ValidationError(f"pid must be a positive integer or None, got {pid!r}")
+    host = updates.pop("host", HOSTNAME)
+    if "proc_start" in updates:
+        start = updates.pop("proc_start")
+    else:
+        start = process_start_time(pid) if pid is not None and host == HOSTNAME else None
+    return {"pid": pid, "host": host, "proc_start": start}
+
+
+def _apply(entry: dict, updates: Mapping[str, Any]) -> None:
+    for key, value in updates.items():
+        if key == "proc_start" and value is None:
+            entry.pop(key, None)  # unknown start time: record nothing rather than null
+        else:
+            entry[key] = value
+
+
+# ---------------------------------------------------------------------------- writers
+
+
+def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, root: Where = None,
+                   **fields: Any) -> AgentInfo:
+    """Add or re-register ``agent_id`` as running now; creates the file if it is missing.
+
+    Records this process's pid, host and start time unless ``fields`` give ``pid``/``host``/
+    ``proc_start`` (``pid=None``: no process to check). Resets current_action/current_task,
+    keeps the role when ``role`` is None, and keeps every field it does not set. Raises
+    InvalidIdError for an unsafe id, ValidationError/ParseError for a bad field or file.
+    """
+    validate_id(agent_id, "agent id")
+    updates = _clean_fields(fields)
+    identity = _identity(updates, record=True)
+    role = _plain(role, "role")
+
+    def change(beats: dict, now: str) -> AgentInfo:
+        entry = beats.setdefault(agent_id, {})
+        values = {"last_seen": now, "status": AgentStatus.RUNNING.value, "current_action": None, "current_task": None}
+        if role is not None or "role" not in entry:
+            values["role"] = role
+        values.update(identity, started_at=now)
+        values.update(updates)
+        _apply(entry, values)
+        return AgentInfo.from_dict(entry, agent_id)
+
+    return _rewrite(agent_id, root, heartbeat_file, change, create=True)  # type: ignore[return-value]
+
+
+def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any = KEEP, current_task: Any = KEEP, *,
+              heartbeat_file: Where = None, root: Where = None, record_process: bool = True,
+              add_missing: bool = True, **fields: Any) -> AgentInfo:
+    """Mark ``agent_id`` as seen now, adding it if it is not registered.
+
+    ``add_missing`` False: an agent not in the registry raises NotFoundError and nothing is
+    written (the command line's ``beat``: a typo must not create an agent).
+
+    ``status`` None keeps the status (a stopped or missing one becomes running); action and
+    task are kept unless given (None clears them). With ``record_process`` the pid, host and
+    start time of this process are recorded as in ``register_agent``; without it they change
+    only when ``fields`` give a ``pid``.
+    """
+    validate_id(agent_id, "agent id")
+    updates = _clean_fields(fields)
+    identity = _identity(updates, record=record_process)
+    given = {"current_action": current_action, "current_task": current_task}
+    given = {key: _plain(value, key) for key, value in given.items() if value is not KEEP}
+    status = _plain(status, "status")
+
+    def change(beats: dict, now: str) -> AgentInfo:
+        if not add_missing and not isinstance(beats.get(agent_id), dict):
+            raise NotFoundError(f"agent {agent_id} is not registered", path=_locate(root, heartbeat_file)[0],
+                                hint=f"register it first: python lib/agent_discovery.py register {agent_id}")
+        entry = beats.setdefault(agent_id, {})
+        values: dict[str, Any] = {"last_seen": now}
+        if status is not None:
+            values["status"] = status
+        elif str(entry.get("status") or AgentStatus.STOPPED.value).lower() == AgentStatus.STOPPED.value:
+            values["status"] = AgentStatus.RUNNING.value  # beating again means alive again
+        values.update(given)
+        values.update(identity)
+        values.update(updates)
+        _apply(entry, values)
+        return AgentInfo.from_dict(entry, agent_id)
+
+    return _rewrite(agent_id, root, heartbeat_file, change, create=True)  # type: ignore[return-value]
+
+
+def deregister_agent(agent_id: str, heartbeat_file: Where = None, root: Where = None, *,
+                     remove: bool = False) -> Optional[AgentInfo]:
+    """Mark ``agent_id`` stopped (or, with ``remove``, delete its entry).
+
+    Returns the entry as it was left (or as it was, when removed); None, writing nothing,
+    when the agent or the file does not exist.
+    """
+    validate_id(agent_id, "agent id")
+
+    def change(beats: dict, now: str) -> Optional[AgentInfo]:
+        entry = beats.get(agent_id)
+        if entry is None:
+            return None
+        if remove:
+            del beats[agent_id]
+        else:
+            _apply(entry, {"last_seen": now, "status": AgentStatus.STOPPED.value, "current_action": None})
+        return AgentInfo.from_dict(entry, agent_id)
+
+    return _rewrite(agent_id, root, heartbeat_file, change, create=False)
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def read_agents(heartbeat_file: Where = None, *, root: Where = None) -> list[AgentInfo]:
+    """Every agent in the registry as stored, active or not, in file order ([] without a file).
+
+    Raises ParseError/ValidationError naming the file and line when it is corrupt.
+    """
+    return _agents(_read(_locate(root, heartbeat_file)[0]))
+
+
+def _survey(agents: list[AgentInfo], timeout: float, now: Any) -> list[tuple[AgentInfo, Optional[str]]]:
+    moment, cache = _now(now), {}
+    return [(agent, agent.inactive_reason(moment, timeout, cache=cache)) for agent in agents]
+
+
+def discover_agents(heartbeat_file: Where = None, timeout_seconds: Optional[float] = None,
+                    now: Optional[datetime] = None, *, root: Where = None) -> list[AgentInfo]:
+    """The active agents, in file order.
+
+    ``timeout_seconds`` defaults to the workspace's ``timeouts.heartbeat_seconds`` (120).
+    Raises ParseError/ValidationError when the file is corrupt; a missing file has no agents.
+    """
+    path, cfg = _locate(root, heartbeat_file)
+    timeout = cfg.heartbeat_timeout if timeout_seconds is None else float(timeout_seconds)
+    return [agent for agent, reason in _survey(_agents(_read(path)), timeout, now) if reason is None]
+
+
+def get_agent_info(agent_id: str, heartbeat_file: Where = None, *, root: Where = None) -> Optional[AgentInfo]:
+    """The entry of ``agent_id``, active or not, or None when it is not registered."""
+    validate_id(agent_id, "agent id")
+    entry = (_read(_locate(root, heartbeat_file)[0]) or {}).get(agent_id)
+    return None if entry is None else AgentInfo.from_dict(entry, agent_id)
+
+
+def count_active_agents(heartbeat_file: Where = None, timeout_seconds: Optional[float] = None,
+                        now: Optional[datetime] = None, *, root: Where = None) -> int:
+    """How many agents are active (see ``discover_agents``)."""
+    return len(discover_agents(heartbeat_file, timeout_seconds, now, root=root))
+
+
+def can_coordinate(min_agents: int = _MIN_COORDINATION, heartbeat_file: Where = None,
+                   timeout_seconds: Optional[float] = None, now: Optional[datetime] = None, *,
+                   root: Where = None) -> bool:
+    """Whether at least ``min_agents`` agents are active, so work can be shared out."""
+    return count_active_agents(heartbeat_file, timeout_seconds, now, root=root) >= min_agents
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def _seen(agent: AgentInfo, now: datetime) -> str:
+    age = agent.seconds_since_seen(now)
+    if age is None:
+        return "?"
+    return f"{duration(age)} ago" if age >= 0 else f"in {duration(-age)}"  # a clock ahead of ours
+
+
+def _cell(value: Any, width: int = 32) -> str:
+    text = "-" if value is None or value == "" else " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _listing(args: Any) -> int:
+    from . import cli
+
+    path, cfg = _locate(args.root, args.heartbeat_file)
+    timeout = cfg.heartbeat_timeout if args.timeout is None else args.timeout
+    now = utc_now()
+    beats = _read(path)
+    surveyed = _survey(_agents(beats), timeout, now)
+    active = [agent for agent, reason in surveyed if reason is None]
+    inactive = [(agent, reason) for agent, reason in surveyed if reason is not None]
+    coordinate = len(active) >= _MIN_COORDINATION
+    ok = args.require is None or len(active) >= args.require
+    if args.json:
+        shown = [(agent, None) for agent in active] + (inactive if args.all else [])
+        cli.print_json({
+            "file": str(path), "exists": beats is not None, "timeout_seconds": _number(timeout),
+            "now": format_ts(now), "active": len(active), "inactive": len(inactive),
+            "can_coordinate": coordinate, "required": args.require, "ok": ok,
+            "agents": [dict(agent.to_dict(), active=reason is None, inactive_reason=reason,
+                            seconds_since_seen=agent.seconds_since_seen(now)) for agent, reason in shown],
+        })
+    else:
+        out = [f"heartbeat file: {path} (timeout {duration(timeout)})"]
+        if beats is None:
+            out.append("no heartbeat file: no agents registered")
+        if active:
+            out.append(table(["AGENT", "ROLE", "STATUS", "ACTION", "TASK", "PID", "HOST", "SEEN"],
+                          [[_cell(a.agent_id, 40), _cell(a.role), _cell(a.status), _cell(a.current_action),
+                            _cell(a.current_task), _cell(a.pid), _cell(a.host), _seen(a, now)] for a in active]))
+        if args.all and inactive:
+            out += ["", "inactive:", table(
+                ["AGENT", "ROLE", "STATUS", "SEEN", "WHY"],
+                [[_cell(a.agent_id, 40), _cell(a.role), _cell(a.status), _seen(a, now), why] for a, why in inactive])]
+        hidden = "" if args.all or not inactive else " (--all lists them)"
+        out += ["", f"{len(active)} active agent{'s' * (len(active) != 1)}, {len(inactive)} inactive{hidden}",
+                f"coordination: {'possible' if coordinate else 'not possible'} "
+                f"({len(active)} active, {_MIN_COORDINATION} needed)"]
+        print("\n".join(out))
+    if not ok:
+        print(f"check failed: {len(active)} active, {args.require} required", file=sys.stderr)
+        return cli.EXIT_CHECK_FAILED
+    return cli.EXIT_OK
+
+
+def _update(args: Any) -> int:
+    fields = dict(args.field or ())
+    if args.pid is not _UNSET:
+        fields["pid"] = args.pid
+    if args.command == "register":
+        fields.setdefault("pid", os.getppid())  # the calling shell loop, not this short-lived process
+        if args.status:
+            fields["status"] = args.status
+        for key, value in (("current_action", args.action), ("current_task", args.task)):
+            if value is not None:
+                fields[key] = value or None
+        field_role = fields.pop("role", None)  # a named argument of register_agent: never in **fields
+        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, args.root, **fields)
+    else:
+        field_status = fields.pop("status", None)  # named arguments of heartbeat: never in **fields
+        action = fields.pop("current_action", KEEP) if args.action is None else (args.action or None)
+        task = fields.pop("current_task", KEEP) if args.task is None else (args.task or None)
+        info = heartbeat(args.agent, args.status or field_status, action, task, heartbeat_file=args.heartbeat_file,
+                         root=args.root, record_process=False, add_missing=False, **fields)
+    return _report(args, info, "registered" if args.command == "register" else "heartbeat of")
+
+
+def _deregister(args: Any) -> int:
+    info = deregister_agent(args.agent, args.heartbeat_file, args.root, remove=args.remove)
+    return _report(args, info, "removed" if args.remove else "deregistered")
+
+
+def _report(args: Any, info: Optional[AgentInfo], verb: str) -> int:
+    from . import cli
+
+    if args.json:
+        cli.print_json(info.to_dict() if info else {"agent_id": args.agent, "found": False})
+    elif info is None:
+        print(f"{args.agent} is not registered: nothing to do")
+    else:
+        where = f" (pid {info.pid} on {info.host})" if info.pid is not None else ""
+        print(f"{verb} {info.agent_id}{where}, status {info.status}, at {info.last_seen}")
+    return cli.EXIT_OK
+
+
+_UNSET: Any = object()
+_COMMANDS = ("register", "beat", "deregister")
+_VALUED = ("--root", "--heartbeat-file", "--timeout", "--require", "--role", "--pid", "--status", "--action",
+           "--task", "--field")  # flags whose value is the next token
+_RESERVED = ("agent_id", "heartbeat_file", "root", "record_process", "add_missing")  # not entry fields
+
+
+def _pid_arg(text: str) -> Optional[int]:
+    from argparse import ArgumentTypeError  # already loaded by cli
+
+    if text.lower() in ("none", "null"):
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise ArgumentTypeError(f"not a positive pid or 'none': {text!r}")
+    return int(text)
+
+
+def _field_arg(text: str) -> tuple[str, Any]:
+    from argparse import ArgumentTypeError
+
+    name, sep, raw = text.partition("=")
+    if not sep or not _FIELD_NAME.fullmatch(name) or name in _RESERVED:
+        raise ArgumentTypeError(f"expected NAME=VALUE with a plain field name (not {'/'.join(_RESERVED)}), "
+                                f"got {text!r}")
+    if re.fullmatch(r"[-+]?\d+", raw):
+        return name, int(raw)
+    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?", raw):
+        return name, float(raw)
+    words = {"true": True, "false": False, "null": None, "none": None, "": None}
+    return name, words[raw.lower()] if raw.lower() in words else raw
+
+
+def _split_command(argv: list[str]) -> tuple[Optional[str], list[str]]:
+    """The subcommand (first positional) and the other arguments."""
+    skip = False
+    for index, token in enumerate(argv):
+        if skip or token.startswith("-"):
+            skip = not skip and token in _VALUED
+            continue
+        return token, argv[:index] + argv[index + 1:]
+    return None, argv
+
+
+def _parser(command: Optional[str]) -> Any:
+    """The parser of ``command`` (None: the listing); only the one needed is built, for start-up speed."""
+    from . import cli
+
+    if command is None:
+        p = cli.parser("agent_discovery.py", "List the agents in the heartbeat registry.",
+                       needs_workspace=lambda args: not args.heartbeat_file)
+        p.epilog = "commands (each takes --help): register AGENT, beat AGENT, deregister AGENT"
+        p.add_argument("--timeout", type=cli.positive_seconds, metavar="S", help="seconds without a heartbeat before an agent "
+                       "is inactive (default: timeouts.heartbeat_seconds, 120)")
+        p.add_argument("--all", action="store_true", help="also list inactive agents and why")
+        p.add_argument("--require", type=cli.non_negative_int, metavar="N", help="exit 1 unless at least N agents are active")
+    else:
+        p = cli.parser(f"agent_discovery.py {command}", {
+            "register": "Add or re-register an agent as running now.",
+            "beat": "Record a heartbeat of a registered agent (its pid is kept unless --pid is given).",
+            "deregister": "Mark an agent stopped."}[command], needs_workspace=lambda args: not args.heartbeat_file)
+        p.add_argument("agent", metavar="AGENT", help="agent id")
+    p.allow_abbrev = False  # _split_command must know every flag that takes a value
+    p.add_argument("--heartbeat-file", metavar="F", help="heartbeat file (overrides the configured path)")
+    if command == "deregister":
+        p.add_argument("--remove", action="store_true", help="delete the entry instead")
+    elif command is not None:
+        p.add_argument("--pid", type=_pid_arg, default=_UNSET, help="pid of the agent process, or 'none' "
+                       "(register default: the calling process, e.g. the shell loop)")
+        p.add_argument("--status", help="status word: running, idle, waiting, ...")
+        p.add_argument("--action", help="what it is doing now ('' clears)")
+        p.add_argument("--task", help="the task it works on ('' clears)")
+        p.add_argument("--field", type=_field_arg, action="append", metavar="K=V",
+                       help="any other field (repeatable); integers, decimals, true/false and null are typed")
+        if command == "register":
+            p.add_argument("--role", help="planner, executor, ...")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """List the agents, or register/beat/deregister one; returns the exit code."""
+    from . import cli
+
+    command, rest = _split_command(list(sys.argv[1:] if argv is None else argv))
+    if command is not None and command not in _COMMANDS:
+        _parser(None).error(f"unknown command {command!r} (choose from {', '.join(_COMMANDS)})")
+    args = _parser(command).parse_args(rest)
+    args.command = command
+    body = _listing if command is None else _deregister if command == "deregister" else _update
+    return cli.run(lambda: body(args))

@@ -1,0 +1,199 @@
+"""The demo behind ``python lib/swarm.py demo``: a planner and executors on sample tasks.
+
+It scaffolds a workspace (a fresh temp directory unless ``--root`` is given), writes sample
+tasks (a large parallelizable one, independent small ones, one with a dependency), starts
+one planner and N executors as real processes running the bundled simulated agent, prints
+the events as they happen, and ends with a summary. It succeeds only if every task was
+completed exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+from . import claims
+from . import events
+from . import tasks
+from .cli import print_json, table
+
+__all__ = ["run_demo", "SAMPLE_TASKS"]
+
+LIB = Path(__file__).resolve().parent.parent  # lib/: planner.py, executor.py and sim_agent.py run by path
+
+SAMPLE_TASKS: list[dict[str, Any]] = [
+    dict(task_id="DEMO-1", title="Add input validation to the signup form", priority="high",
+         objective="Reject malformed e-mail addresses before they reach the API.",
+         criteria=["Validation function in `app/validate.py`", "Error message shown next to the field"],
+         files=["app/validate.py"]),
+    dict(task_id="DEMO-2", title="Write the changelog for release 2.1", priority="medium",
+         objective="Summarise the merged changes for users.", criteria=["CHANGELOG.md has a 2.1 section"],
+         files=["CHANGELOG.md"]),
+    dict(task_id="DEMO-3", title="Fix the flaky payment retry test", priority="critical",
+         objective="The retry test fails one run in ten; make it deterministic.",
+         criteria=["Test passes 100 runs in a row"], files=["tests/test_payments.py"]),
+    dict(task_id="DEMO-4", title="Upgrade the HTTP client library", priority="medium",
+         objective="Move to the new major version of the HTTP client.",
+         criteria=["Dependency bumped", "Call sites updated"], files=["requirements.txt"]),
+    dict(task_id="DEMO-5", title="Document the new payment retry behaviour", priority="low",
+         objective="Explain the retry policy once the flaky test is fixed.",
+         criteria=["Guide section written"], files=["docs/payments.md"], depends_on=["DEMO-3"]),
+    dict(task_id="DEMO-6", title="Build the monthly reports", priority="low",
+         objective="Build three independent reports; each can be done separately and in parallel.",
+         criteria=["Sales report in `reports/sales.py`", "Stock report in `reports/stock.py`",
+                   "Staff report in `reports/staff.py`"],
+         files=["reports/sales.py", "reports/stock.py", "reports/staff.py"]),
+]
+
+
+def _make_repo(root: Path) -> bool:
+    """Make the workspace a git repository with one commit, so executors can use worktrees."""
+    if shutil.which("git") is None:
+        return False
+    if not (root / ".git").exists():
+        run = lambda *args: subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+        run("init", "-q")
+        run("config", "user.name", "Swarmfile demo")
+        run("config", "user.email", "demo@swarm.local")
+        (root / "README.md").write_text("# Demo project\n\nEdited by simulated agents.\n")
+        run("add", "README.md")
+        run("commit", "-qm", "Demo project")
+    return True
+
+
+def _write_samples(root: Path) -> None:
+    for n, sample in enumerate(SAMPLE_TASKS):
+        spec = dict(sample)
+        tasks.new_task_file(spec.pop("task_id"), spec.pop("title"), root,
+                            created=f"2026-01-01T00:00:{n:02d}Z", **spec)
+
+
+_SETTLED = {tasks.Status.COMPLETED, tasks.Status.BLOCKED, tasks.Status.NEEDS_ATTENTION, tasks.Status.CANCELLED}
+
+
+def _settled(root: Path) -> bool:
+    """Nothing left to run: every task completed, or waiting for a person."""
+    every = tasks.list_tasks(root, include_completed=True, errors=[])
+    return bool(every) and all(t.status in _SETTLED for t in every)
+
+
+def _line(event: dict, start: float) -> str:
+    extra = {k: v for k, v in event.items()
+             if k in ("to", "sub_tasks", "error", "duration_seconds", "reason", "attempt", "commit", "files")}
+    if "commit" in extra:
+        extra["commit"] = str(extra["commit"])[:10]
+    detail = " ".join(f"{k}={v}" for k, v in extra.items())
+    return (f"  {time.monotonic() - start:5.1f}s  {event.get('agent', ''):<11} {event.get('type', ''):<13}"
+            f"{event.get('task_id') or '':<13} {detail}")[:150]
+
+
+def _summary(root: Path) -> tuple[bool, list[list[str]], dict[str, Any]]:
+    """Every task completed exactly once? Rows for the table and the facts behind them."""
+    log = events.read_events(root=root)
+    completions = Counter(e.get("task_id") for e in log if e.get("type") == "completed")
+    failures = Counter(e.get("task_id") for e in log if e.get("type") == "failed")
+    by_task = {e.get("task_id"): e for e in log if e.get("type") == "completed"}
+    rows, problems = [], []
+    for task in sorted(tasks.list_tasks(root, include_completed=True, errors=[]), key=lambda t: t.task_id):
+        done = by_task.get(task.task_id, {})
+        count = completions[task.task_id]
+        lease = claims.get_lease(task.task_id, root=root)
+        if task.status is not tasks.Status.COMPLETED or count != 1:
+            problems.append(f"{task.task_id}: status {task.status_text}, completed {count} times")
+        if lease is not None and lease.state is not claims.LeaseState.COMPLETED:
+            problems.append(f"{task.task_id}: lease {lease.state.value}")
+        rows.append([task.task_id, task.title[:42], done.get("agent", "-"),
+                     f"{done['duration_seconds']:.1f}s" if "duration_seconds" in done else "-",
+                     str(failures[task.task_id] + 1) if lease else "-", str(count)])
+    facts = {"tasks": len(rows), "events_written": len(log), "problems": problems,
+             "completed_by": dict(Counter(e.get("agent") for e in by_task.values()))}
+    return not problems and bool(rows), rows, facts
+
+
+def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float = 55,
+             keep: bool = False, as_json: bool = False) -> bool:
+    """Run the demo; True when every task was completed exactly once."""
+    from . import swarm
+
+    made_temp = root is None
+    workspace = Path(tempfile.mkdtemp(prefix="swarm-demo-") if made_temp else root).absolute()
+    say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
+    workspace.mkdir(parents=True, exist_ok=True)
+    use_git = _make_repo(workspace)
+    swarm.init_workspace(str(workspace))
+    _write_samples(workspace)
+    say(f"Swarmfile demo in {workspace}")
+    say(f"{len(SAMPLE_TASKS)} sample tasks, 1 planner, {executors} executors running the simulated agent"
+        + (" in git worktrees, merged back through the merge queue\n" if use_git else " (no git: no worktrees)\n"))
+    env = dict(os.environ, SWARM_ROOT=str(workspace), SIM_DELAY="0.4", SIM_FAIL_ONCE="DEMO-2", PYTHONUNBUFFERED="1")
+    sim = f"{sys.executable} {LIB / 'sim_agent.py'} {{task_file}}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workspace, env=env)
+    procs: list[subprocess.Popen] = []
+    start = time.monotonic()
+    finished = False
+    try:
+        procs.append(subprocess.Popen([sys.executable, str(LIB / "planner.py"), "--agent-id", "planner",
+                                       "--interval", "0.3", "--ack-timeout", "5"], **quiet))
+        for n in range(1, executors + 1):
+            procs.append(subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", f"executor-{n}",
+                                           "--command", sim, "--poll", "0.2", "--backoff", "0.5"]
+                                          + (["--worktree"] if use_git else []), **quiet))
+        for event in events.follow(root=workspace, timeout=timeout, interval=0.1):
+            say(_line(event, start))
+            if event.get("type") in ("completed", "blocked", "merge_conflict") and _settled(workspace):
+                finished = True
+                break
+            if any(p.poll() is not None for p in procs):
+                break  # a loop died: report it below instead of waiting out the timeout
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    elapsed = time.monotonic() - start
+    crashed = [(p.args[1], p.stderr.read().decode(errors="replace").strip()) for p in procs
+               if p.returncode not in (0, -signal.SIGTERM)]
+    for proc in procs:
+        proc.stderr.close()
+    ok, rows, facts = _summary(workspace)
+    if use_git:
+        merged = [e.get("task_id") for e in events.read_events(types=["merged"], root=workspace)]
+        facts["merged"] = len(merged)
+        executed = [e.get("task_id") for e in events.read_events(types=["completed"], root=workspace)
+                    if e.get("agent", "").startswith("executor")]
+        if sorted(merged) != sorted(executed):
+            facts["problems"].append(f"merged {len(merged)} branches for {len(executed)} executed tasks")
+            ok = False
+    ok = ok and finished and not crashed
+    facts.update(workspace=str(workspace), seconds=round(elapsed, 1), ok=ok,
+                 crashed=[f"{name}: {err[-300:]}" for name, err in crashed])
+    if as_json:
+        print_json(facts)
+    else:
+        say("\n" + table(["TASK", "TITLE", "DONE BY", "TOOK", "RUNS", "COMPLETED"], rows))
+        say(f"\n{facts['tasks']} tasks, {facts['events_written']} events, "
+            + (f"{facts['merged']} branches merged, " if use_git else "") + f"{elapsed:.1f}s; "
+            f"completed by {', '.join(f'{a}: {n}' for a, n in sorted(facts['completed_by'].items()))}")
+        for problem in facts["problems"] + facts["crashed"]:
+            say(f"PROBLEM {problem}")
+        if not finished:
+            say(f"PROBLEM the tasks did not settle within {timeout:g}s")
+        say("every task completed exactly once" if ok else "demo FAILED")
+    if made_temp and not keep and ok:
+        shutil.rmtree(workspace, ignore_errors=True)
+    elif not as_json:
+        say(f"workspace kept: {workspace}")
+    return ok

@@ -1,0 +1,169 @@
+"""Near-duplicate task detection: is a new task too close to an open or finished one?
+
+Similarity is the Jaccard index of keyword sets (lowercase words, stopwords dropped, a
+plural ``s`` trimmed). A task is compared twice, title against title and title+objective
+against title+objective (when the candidate has text), and the higher score counts, so a
+task with the same title is caught even when it is worded differently below. The threshold
+is ``duplicates.threshold`` in swarm.yaml (0.8 by default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+from . import task_store
+from . import tasks as taskmod
+from .config import load_config
+from .errors import DuplicateTaskError, ValidationError
+
+__all__ = ["Match", "keywords", "similarity", "find_duplicates", "is_duplicate", "check_new_task", "main"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
+_STOPWORDS = frozenset("""
+a an the and or but nor of to in on at by for with from into onto via as is are was were be been
+being this that these those it its it's their there here we you i our your not no yes do does did
+so such than then too very can could should would will shall may might must also just only any all
+each every some about over under up down out off per vs etc e.g i.e using use new task""".split())
+
+
+def _stem(word: str) -> str:
+    # Plurals only: "issues"/"issue", "mismatches"/"mismatch", "entries"/"entry" meet;
+    # "status", "class", "analysis" stay whole.
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    return word[:-1]
+
+
+def keywords(text: str) -> frozenset[str]:
+    """The keyword set of ``text``: lowercase word tokens without stopwords, plural ``s`` trimmed."""
+    return frozenset(_stem(w) for w in _WORD.findall(text.lower())
+                     if w not in _STOPWORDS and (len(w) > 1 or w.isdigit()))
+
+
+def similarity(a: Iterable[str], b: Iterable[str]) -> float:
+    """Jaccard index of two keyword sets (0.0 when both are empty)."""
+    left, right = set(a), set(b)
+    union = left | right
+    return len(left & right) / len(union) if union else 0.0
+
+
+@dataclass(frozen=True)
+class Match:
+    """An existing task close to the candidate."""
+
+    task_id: str
+    path: Optional[Path]
+    similarity: float
+    status: Optional[str]
+    title: str = ""
+
+    def to_dict(self) -> dict:
+        return {"task_id": self.task_id, "path": str(self.path) if self.path else None,
+                "similarity": round(self.similarity, 4), "status": self.status, "title": self.title}
+
+
+def _threshold(value: Optional[float], root: Optional[PathLike]) -> float:
+    cfg = load_config(root)
+    if value is None:
+        value = cfg.get("duplicates", "threshold")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 < number <= 1.0:
+        raise ValidationError(f"duplicate threshold must be a number in (0, 1], got {value!r}",
+                              hint="set duplicates.threshold in swarm.yaml or pass --threshold")
+    return number
+
+
+def find_duplicates(title: str, text: str = "", root: Optional[PathLike] = None, threshold: Optional[float] = None,
+                    *, exclude: Sequence[PathLike] = (), errors: Optional[list] = None) -> list[Match]:
+    """Open and completed tasks at least ``threshold`` similar to ``title`` (+ ``text``), closest first.
+
+    ``exclude``: task files to leave out (the task being checked). A task file that does not
+    parse raises its ParseError unless ``errors`` is a list to collect it in.
+    """
+    limit = _threshold(threshold, root)
+    title_words = keywords(title)
+    full_words = title_words | keywords(text) if text.strip() else None
+    skipped = {os.path.realpath(p) for p in exclude}
+    found: list[Match] = []
+    for task in taskmod.list_tasks(root, include_completed=True, errors=errors):
+        if task.path is not None and os.path.realpath(task.path) in skipped:
+            continue
+        their_title = keywords(task.title)
+        score = similarity(title_words, their_title)
+        if full_words is not None and task.objective:
+            score = max(score, similarity(full_words, their_title | keywords(task.objective)))
+        if score >= limit:
+            status = task.status.value if task.status else task.status_text
+            found.append(Match(task.task_id, task.path, score, status, task.title))
+    found.sort(key=lambda m: (-m.similarity, m.task_id))
+    return found
+
+
+def is_duplicate(title: str, text: str = "", root: Optional[PathLike] = None,
+                 threshold: Optional[float] = None, **options) -> bool:
+    """Whether any open or completed task is a near-duplicate (see ``find_duplicates``)."""
+    return bool(find_duplicates(title, text, root, threshold, **options))
+
+
+def check_new_task(title: str, text: str = "", root: Optional[PathLike] = None,
+                   threshold: Optional[float] = None) -> None:
+    """Raise DuplicateTaskError naming the closest existing task when the new one is a near-duplicate."""
+    matches = find_duplicates(title, text, root, threshold)
+    if matches:
+        best = matches[0]
+        raise DuplicateTaskError(
+            f"{title[:80]!r} is {best.similarity:.0%} similar to {best.task_id} ({best.status})",
+            path=best.path, task_id=best.task_id, hint="extend the existing task instead, or reword")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .cli import EXIT_CHECK_FAILED, fail, parser, print_json, run
+
+    p = parser("duplicate_detector.py", "List existing tasks that are near-duplicates of a title (exit 1 if any).",
+               needs_workspace=lambda args: not args.task)
+    p.add_argument("title", nargs="?", help="title of the task to check")
+    p.add_argument("--text", default="", help="objective / description of the task to check")
+    p.add_argument("--task", metavar="FILE", help="check this existing task file against the others")
+    p.add_argument("--threshold", type=float, metavar="X", help="similarity in (0, 1] (default: swarm.yaml, 0.8)")
+    args = p.parse_args(argv)
+    if bool(args.title) == bool(args.task):
+        return fail("give either a title or --task FILE")
+
+    def body() -> int:
+        title, text, exclude = args.title or "", args.text, []
+        root = args.root
+        if args.task:
+            root = task_store.task_workspace(args.task, root)
+            task = taskmod.load_task(args.task, use_cache=False)
+            title, text, exclude = task.title, task.objective, [task.path]
+            root = root or taskmod.task_config(task.path).root
+        skipped: list = []  # one unparsable historical file must not stop every check
+        matches = find_duplicates(title, text, root, args.threshold, exclude=exclude, errors=skipped)
+        for error in skipped:
+            print(f"warning: skipped a task file that does not parse: {error}", file=sys.stderr)
+        if args.json:
+            print_json({"title": title, "threshold": _threshold(args.threshold, root),
+                        "duplicate": bool(matches), "matches": [m.to_dict() for m in matches]})
+        elif not matches:
+            print("no near-duplicates")
+        else:
+            width = max(len(m.task_id) for m in matches)
+            for m in matches:
+                print(f"{m.similarity:5.0%}  {m.task_id:<{width}}  {m.status or '?':<11}  {m.title[:70]}")
+        return EXIT_CHECK_FAILED if matches else 0
+
+    return run(body)

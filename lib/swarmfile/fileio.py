@@ -1,0 +1,599 @@
+"""Locks, atomic rewrites, line appends with torn-tail repair, and safe YAML.
+
+The only module that touches portalocker or yaml. Everything else reads and writes shared
+files through these functions, so the guarantees hold everywhere:
+
+* ``locked(target, lock_dir=...)``: an exclusive (or shared) lock on a sidecar file under
+  ``lock_dir``, never on the data file itself, because the data file is replaced on every
+  rewrite and a lock on a replaced inode protects nothing. Sidecars are never deleted:
+  deleting a held lock file would let a second process lock a new inode at the same path.
+* ``atomic_write(path, data)``: temp file in the same directory, fsync, ``os.replace``,
+  fsync of the directory. Readers see the old file or the new one, never a mix.
+* ``append_line(path, line, lock_dir=...)``: one ``os.write`` of one whole line under the
+  lock, after repairing a torn last line left by a crash; a short write is rolled back.
+* ``load_yaml_*`` / ``dump_yaml`` / ``dump_flow``: safe loading only (libyaml when present);
+  a file that does not parse raises ParseError with file and line, and is never rewritten.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import portalocker
+import yaml
+
+from .clock import HOSTNAME, format_ts
+from .errors import LockTimeout, NotFoundError, ParseError, ValidationError
+
+__all__ = [
+    "locked",
+    "lock_path",
+    "atomic_write",
+    "append_line",
+    "append_line_unlocked",
+    "AppendResult",
+    "kept_end",
+    "last_line_start",
+    "line_at",
+    "tail_is_complete",
+    "read_text",
+    "load_yaml_text",
+    "load_yaml_file",
+    "dump_yaml",
+    "dump_flow",
+    "expect_mapping",
+    "key_line",
+    "split_lines",
+    "MISSING",
+    "YAML_ERROR",
+]
+
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+MISSING: Any = object()
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+YAML_ERROR = yaml.YAMLError
+
+
+# ---------------------------------------------------------------------------- locks
+
+_lock_names: dict[tuple[str, str], Path] = {}
+_HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
+# Longest sleep between tries of a held lock: flock has no timeout, so waiters poll; a short
+# cap keeps the lock from idling after its release while a waiter sleeps.
+_MAX_PAUSE = 0.002
+
+
+def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
+    """The sidecar lock file of ``target`` inside ``lock_dir``.
+
+    Named after the file and a hash of its real path, so two processes that reach one file
+    through different spellings (relative, symlinked root) still share one lock.
+    """
+    key = (os.fspath(target), os.fspath(lock_dir))
+    found = _lock_names.get(key)
+    if found is None:
+        real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(key[0]))),
+                            os.path.basename(key[0]))
+        import hashlib  # here: most commands never lock, and start-up time shows
+
+        digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        found = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
+        _lock_names[key] = found
+    return found
+
+
+def _holder_of(path: Path) -> Optional[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text or None
+
+
+@contextmanager
+def locked(
+    target: PathLike,
+    *,
+    lock_dir: PathLike,
+    timeout: float = 30.0,
+    shared: bool = False,
+    error: type = LockTimeout,
+) -> Iterator[Path]:
+    """Hold the lock of ``target`` for the ``with`` block; yields the sidecar path.
+
+    Waits at most ``timeout`` seconds (monotonic clock), then raises ``error`` (a LockTimeout
+    subclass) naming the file and, when it is known, the process that holds it. The lock is
+    per open file description, so threads of one process exclude each other too; it is not
+    re-entrant.
+    """
+    sidecar = lock_path(target, lock_dir)
+    # Not O_APPEND: on Linux a pwrite to an O_APPEND file ignores its offset and appends.
+    try:
+        fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o644)
+    handle = os.fdopen(fd, "r+b", buffering=0)
+    flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            try:
+                portalocker.lock(handle, flags | portalocker.LOCK_NB)
+                break
+            except portalocker.AlreadyLocked:
+                pass
+            except portalocker.LockException as exc:  # pragma: no cover - e.g. ENOLCK on NFS
+                if not isinstance(exc.__cause__, BlockingIOError):
+                    raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error(target, timeout, holder=_holder_of(sidecar))
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 1.5, _MAX_PAUSE)
+        if not shared:
+            # Who holds it, for the LockTimeout of whoever waits next. Written in place over
+            # the last holder's record, padded to a fixed width: no truncate, so no metadata
+            # change for the file system to journal (the sidecar's inode must never change).
+            record = f"pid {os.getpid()} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
+            os.pwrite(handle.fileno(), record.ljust(_HOLDER_WIDTH - 1) + b"\n", 0)
+        yield sidecar
+    finally:
+        handle.close()  # closing the descriptor releases the flock
+
+
+# ---------------------------------------------------------------------------- writes
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write ``data`` with one os.write; returns the count written (short writes included)."""
+    return os.write(fd, data)
+
+
+def atomic_write(path: PathLike, data: Union[str, bytes], *, fsync: bool = True, fsync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, os.replace, dir fsync.
+
+    ``fsync_dir=False`` skips the last step: after a power loss the file may then be found
+    as it was before (never half-written), for files whose truth is kept elsewhere.
+
+    A symlink at ``path`` is replaced by a regular file, never written through. On any
+    error before the replace the temp file is removed and ``path`` is left exactly as it was;
+    a failing directory fsync after it is logged, not raised (the new content is in place).
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        try:
+            if not target.is_symlink():
+                os.fchmod(fd, target.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
+        view = memoryview(payload)
+        while view:
+            written = _write_all(fd, view)
+            if written <= 0:  # pragma: no cover - os.write raises rather than return 0
+                raise OSError(errno.EIO, f"write to {tmp} made no progress")
+            view = view[written:]
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = os.fspath(target)  # os.write/fsync errors name no file: say which
+        raise
+    if fsync and fsync_dir:
+        try:
+            _fsync_dir(directory)
+        except OSError as exc:
+            # The replace has happened: every reader sees the new content, so this is not a
+            # failed write. Only its survival of a power loss is in doubt: say so, do not raise.
+            import logging
+
+            logging.getLogger("swarmfile").warning("%s: directory fsync failed after the write: %s", target, exc)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: where the line starts, and any torn tail it repaired first."""
+
+    offset: int
+    repaired_bytes: int = 0
+    torn_tail: Optional[str] = None
+
+
+def last_line_start(fd: int, size: int) -> int:
+    """Offset just after the last newline before ``size`` (0 when there is none)."""
+    position = size
+    chunk = 65536
+    while position > 0:
+        start = max(0, position - chunk)
+        block = os.pread(fd, position - start, start)
+        index = block.rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        position = start
+    return 0
+
+
+def tail_is_complete(tail: bytes) -> bool:
+    """Whether a last line left without its newline is whole.
+
+    Either an operator's editor left no newline (the line parses on its own: keep it) or a
+    crash tore it mid-write (it does not parse: it is cut off). Every reader and the append
+    repair use this one rule, so readers see a log exactly as the next append will leave it.
+    """
+    try:
+        yaml.load(tail.decode("utf-8"), Loader=_Loader)
+        return True
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
+
+
+def kept_end(fd: int, size: int) -> int:
+    """Where the file ends once a torn last line is cut off (``size`` when nothing is torn)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    start = last_line_start(fd, size)
+    return size if tail_is_complete(os.pread(fd, size - start, start)) else start
+
+
+def line_at(fd: int, offset: int) -> int:
+    """1-based line number of byte ``offset`` (reads everything before it: for error messages)."""
+    count, position = 1, 0
+    while position < offset:
+        block = os.pread(fd, min(1 << 20, offset - position), position)
+        if not block:
+            break
+        count += block.count(b"\n")
+        position += len(block)
+    return count
+
+
+def _repair_tail(fd: int, path: Path) -> tuple[int, Optional[str]]:
+    """Make the file end with a newline. Returns (bytes removed, the removed text).
+
+    A complete last line without its newline gets one; a torn one is cut off and reported
+    (see ``tail_is_complete``). Nothing before the last newline is ever touched.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0, None
+    start = last_line_start(fd, size)
+    tail = os.pread(fd, size - start, start)
+    if tail_is_complete(tail):
+        if os.write(fd, b"\n") != 1:  # pragma: no cover
+            raise OSError(errno.EIO, f"could not end {path} with a newline")
+        return 0, None
+    os.ftruncate(fd, start)
+    text = tail.decode("utf-8", errors="replace")
+    import logging
+
+    logging.getLogger("swarmfile").warning("%s: repaired a torn last line (%d bytes removed): %.200s",
+                                           path, len(tail), text)
+    return len(tail), text
+
+
+def append_line_unlocked(
+    path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None
+) -> AppendResult:
+    """Append one line; the caller holds the file's lock (see ``append_line``).
+
+    ``header`` is written first when the file is new or empty (``"events:\\n"``). If the
+    write comes up short, or the fsync fails, the file is cut back to its old length and
+    OSError is raised: an append is all there or not there.
+    """
+    target = Path(path)
+    if not line.endswith("\n"):
+        line += "\n"
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags, 0o644)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValidationError(
+                "is a symlink; refusing to append through it", path=target,
+                hint="replace the link with a regular file",
+            ) from None
+        raise
+    try:
+        removed, torn = _repair_tail(fd, target)
+        size = os.fstat(fd).st_size
+        payload = line.encode("utf-8")
+        if size == 0 and header:
+            payload = header.encode("utf-8") + payload
+        try:
+            written = _write_all(fd, payload)
+            if written != len(payload):
+                raise OSError(errno.EIO, f"short write to {target} ({written} of {len(payload)} bytes)")
+            if fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)  # roll back the partial line: all or nothing
+            if exc.filename is None:
+                exc.filename = os.fspath(target)
+            raise
+        return AppendResult(offset=size, repaired_bytes=removed, torn_tail=torn)
+    finally:
+        os.close(fd)
+
+
+def append_line(
+    path: PathLike,
+    line: str,
+    *,
+    lock_dir: PathLike,
+    timeout: float = 30.0,
+    fsync: bool = True,
+    header: Optional[str] = None,
+) -> AppendResult:
+    """Append one whole line to ``path`` under its lock (see ``append_line_unlocked``)."""
+    with locked(path, lock_dir=lock_dir, timeout=timeout):
+        return append_line_unlocked(path, line, fsync=fsync, header=header)
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+def key_line(text: str, key: Any, *, nested: bool = False, start: int = 0) -> Optional[int]:
+    """The line where ``key:`` is written (at column 0, or indented with ``nested``) at or after
+    offset ``start``; best effort, for error messages. None when not found."""
+    indent = r"[ \t]+" if nested else ""
+    found = re.compile(rf"^{indent}['\"]?{re.escape(str(key))}['\"]?[ \t]*:", re.M).search(text, start)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` as lines that keep their own endings (the last may have none): joined, the same text."""
+    return _LINE.findall(text)
+
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+
+
+def _line_of_byte(data: bytes, index: int) -> int:
+    return data.count(b"\n", 0, index) + 1
+
+
+def read_text(path: PathLike) -> str:
+    """The UTF-8 text of ``path``; ParseError with the line of the first invalid byte."""
+    target = Path(path)
+    data = target.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"is not valid UTF-8 (byte {exc.start})", path=target, line=_line_of_byte(data, exc.start),
+            hint="fix or restore the file; it was not changed",
+        ) from None
+
+
+# Limits that keep a hostile or broken file from taking the process down. libyaml's composer
+# recurses in C: tens of thousands of nested levels crash the interpreter (no RecursionError),
+# and a "billion laughs" document of aliases expands to more nodes than memory holds.
+_MAX_FLOW_DEPTH = 1000
+_MAX_NODES_VIA_ALIASES = 1_000_000
+_DEEP_BLOCK = re.compile(r"^(?:[ \t]*-[ \t]+){200}|^[ \t]{1000}", re.M)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> bool:
+    if _DEEP_BLOCK.search(text):
+        return True
+    if text.count("[") + text.count("{") < _MAX_FLOW_DEPTH:
+        return False  # cannot nest deeper than it has brackets: the usual, cheap answer
+    depth = 0
+    for match in _BRACKET.finditer(text):  # counts brackets in quoted strings too: errs towards refusing
+        if match.group() in "[{":
+            depth += 1
+            if depth > _MAX_FLOW_DEPTH:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+def _alias_expansion(text: str) -> int:
+    """How many nodes the document holds once its aliases are expanded (walks parser events)."""
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([event.anchor, 1])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, count = stack.pop()
+            if anchor:
+                sizes[anchor] = count
+            stack[-1][1] += count
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                sizes[event.anchor] = 1
+            stack[-1][1] += 1
+        elif isinstance(event, yaml.AliasEvent):
+            stack[-1][1] += sizes.get(event.anchor, 1)
+        if stack[-1][1] > _MAX_NODES_VIA_ALIASES:
+            break
+    return stack[0][1] if len(stack) == 1 else max(entry[1] for entry in stack)
+
+
+def load_yaml_text(text: str, path: Optional[PathLike] = None) -> Any:
+    """Parse YAML safely; ParseError with the file and line where it went wrong.
+
+    Also refused, before parsing: nesting deeper than libyaml can take without crashing the
+    interpreter, and aliases that would expand past a million nodes (a "billion laughs").
+    """
+    if _too_deep(text):
+        raise ParseError(f"nested deeper than {_MAX_FLOW_DEPTH} levels", path=path or "<text>",
+                         hint="a broken or hostile file; fix or restore it, it was not changed")
+    if "&" in text and "*" in text:
+        try:
+            if _alias_expansion(text) > _MAX_NODES_VIA_ALIASES:
+                raise ParseError(f"aliases expand to more than {_MAX_NODES_VIA_ALIASES:,} nodes",
+                                 path=path or "<text>", hint="a broken or hostile file; it was not changed")
+        except yaml.YAMLError:
+            pass  # the parse below reports it with its line
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        if mark is not None:
+            line: Optional[int] = mark.line + 1
+        elif isinstance(getattr(exc, "position", None), int):  # ReaderError: a forbidden character
+            line = text.count("\n", 0, exc.position) + 1
+        else:
+            line = None
+        raise ParseError(
+            f"does not parse as YAML: {problem}",
+            path=path or "<text>",
+            line=line,
+            hint="fix the file by hand; it was not changed",
+        ) from None
+    except RecursionError:
+        raise ParseError("nesting too deep to parse", path=path or "<text>",
+                         hint="fix the file by hand; it was not changed") from None
+
+
+def load_yaml_file(path: PathLike, *, default: Any = MISSING) -> Any:
+    """Parse the YAML file at ``path``.
+
+    A missing file returns ``default`` when one is given, else raises NotFoundError.
+    """
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        if default is MISSING:
+            raise NotFoundError("does not exist", path=path) from None
+        return default
+    return load_yaml_text(text, path)
+
+
+def expect_mapping(data: Any, path: PathLike, what: str, *, line: Optional[int] = None) -> dict:
+    """``data`` if it is a mapping, else ValidationError naming the file and what belongs there."""
+    if not isinstance(data, dict):
+        got = "nothing" if data is None else f"a {type(data).__name__}"
+        raise ValidationError(
+            f"{what} must be a mapping, got {got}", path=path, line=line,
+            hint="fix the file by hand; it was not changed",
+        )
+    return data
+
+
+class _BlockDumper(_BaseDumper):  # type: ignore[misc, valid-type]
+    """Block style for whole files; strings that look like times stay quoted strings."""
+
+
+class _FlowDumper(_BaseDumper):  # type: ignore[misc, valid-type]
+    """One-line flow style: strings with line breaks become double-quoted escapes."""
+
+
+def _represent_str_one_line(dumper: Any, value: str) -> Any:
+    style = '"' if any(ch in value for ch in "\n\r\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_FlowDumper.add_representer(str, _represent_str_one_line)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block-style YAML text, keys in their given order."""
+    return yaml.dump(data, Dumper=_BlockDumper, default_flow_style=False, sort_keys=False,
+                     allow_unicode=True, width=100)
+
+
+# A string YAML reads back as the same string when written bare: starts with a letter, holds
+# only these characters, and is none of YAML 1.1's bool/null words.
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
+_NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF "
+                       "null Null NULL".split())
+
+
+def _fast_flow(value: Any) -> Optional[str]:
+    """The flow text of simple values (what events are made of), or None to let yaml do it.
+
+    An event append is dominated by fsync; after that by yaml's representer. Writing plain
+    scalars, single-quoted strings, numbers, lists and mappings directly is several times
+    faster, and anything unusual still goes through yaml (tests check both read back equal).
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if kind is str:
+        if _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:
+            return value
+        if value.isprintable() and "\ufeff" not in value:
+            return "'" + value.replace("'", "''") + "'"
+        return None
+    if kind is int:
+        return str(value)
+    if kind is float:
+        text = repr(value)
+        return text if "." in text and "e" not in text and "n" not in text else None
+    if kind is list or kind is tuple:
+        parts = [_fast_flow(item) for item in value]
+        return None if None in parts else "[" + ", ".join(parts) + "]"  # type: ignore[arg-type]
+    if kind is dict:
+        parts = []
+        for key, item in value.items():
+            if type(key) is not str or not _PLAIN.fullmatch(key) or key in _NOT_PLAIN:
+                return None
+            text = _fast_flow(item)
+            if text is None:
+                return None
+            parts.append(f"{key}: {text}")
+        return "{" + ", ".join(parts) + "}"
+    return None
+
+
+def dump_flow(data: Any) -> str:
+    """``data`` as one line of flow-style YAML, without the newline."""
+    fast = _fast_flow(data)
+    if fast is not None:
+        return fast
+    text = yaml.dump(data, Dumper=_FlowDumper, default_flow_style=True, sort_keys=False,
+                     allow_unicode=True, width=2**31 - 1)
+    text = text.rstrip("\n")
+    if text.endswith("\n...") or "\n" in text:  # pragma: no cover - guarded by the representer
+        raise ValueError(f"value does not fit on one line: {data!r:.80}")
+    return text

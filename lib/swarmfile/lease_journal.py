@@ -1,0 +1,257 @@
+"""The file backend's lease table: one append-only journal, one fsync per lease change.
+
+Layout, under ``.swarm/leases/`` (runtime only; a person can read and grep it):
+
+    snapshot.jsonl       line 1 {"generation": G, "leases": N}, then N lease records
+    journal-G.jsonl      every lease change since that snapshot, one JSON record a line
+
+A lease change (claim, renew, start, end) appends the task's whole new record to the
+journal of the current generation and fsyncs it: one write, one fsync, under the journal's
+lock (which only orders appends and compaction; the lease rules take the task's own lock,
+``lock(task_id)``, around their read-modify-write). The last record of a task wins.
+
+Each process keeps an index (task id -> lease) and brings it up to date before every read by
+reading only the bytes added to the journal since it last looked; a stat of the snapshot
+tells it when a compaction began a new generation, and then it reloads.
+
+Compaction, when the journal has grown past ``_COMPACT_BYTES`` and holds mostly superseded
+records: under the journal lock, write ``snapshot.jsonl`` of generation G+1 atomically (temp,
+fsync, rename, directory fsync), then delete ``journal-G.jsonl``. A crash before the rename
+leaves generation G whole; after it, G+1 is whole and the old journal is garbage, removed at
+the next compaction. A torn last journal line (a crash mid-append) is never read, and is cut
+off before the next append. A complete line that does not parse fails closed: reads raise,
+naming the journal and line, and nothing is rewritten.
+
+Leases kept by earlier versions, a YAML file per task in ``.swarm/claims/``, are read into
+generation 1 the first time the journal is used, and that folder is renamed
+``claims.migrated``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, ContextManager, Optional
+
+from .config import Config
+from .errors import ParseError, SwarmError, ValidationError
+from .fileio import append_line_unlocked, atomic_write, locked
+from .lease_store import FileLeaseTable, Lease
+
+__all__ = ["JournalLeaseTable"]
+
+# A journal longer than this (and holding three times more records than live leases) is compacted.
+_COMPACT_BYTES = 4 * 1024 * 1024
+
+
+def _encode(lease: Lease) -> str:
+    return json.dumps(lease.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+
+
+class _Index:
+    """One process's view of the table: the snapshot it loaded and how far into the journal it read."""
+
+    def __init__(self) -> None:
+        self.snapshot_key: Optional[tuple[int, int, int]] = None
+        self.generation = 0
+        self.offset = 0  # bytes of the journal read so far (whole lines only)
+        self.lines = 0  # lines of the journal read so far, for error messages
+        self.records = 0  # records read since the snapshot (compaction looks at it)
+        self.leases: dict[str, Lease] = {}
+        self.broken: dict[Optional[str], SwarmError] = {}  # task id (None: unknown) -> why its record is unreadable
+
+
+class JournalLeaseTable(FileLeaseTable):
+    """Leases in an append-only journal with snapshots; assignments as FileLeaseTable keeps them."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.dir = cfg.runtime_dir / "leases"
+        self.snapshot = self.dir / "snapshot.jsonl"
+        self._index = _Index()
+        self._mutex = threading.Lock()  # an executor's beat thread renews while its main thread claims
+        self._migrated = False
+
+    # ------------------------------------------------------------------ naming
+
+    def _journal(self, generation: int) -> Path:
+        return self.dir / f"journal-{generation}.jsonl"
+
+    def where(self, task_id: str) -> str:
+        return str(self._journal(self._index.generation))
+
+    def lock(self, task_id: str, timeout: Optional[float] = None) -> ContextManager[Any]:
+        return locked(self.dir / "tasks" / task_id, lock_dir=self.cfg.lock_dir,
+                      timeout=self.cfg.lock_timeout if timeout is None else timeout)
+
+    def _journal_lock(self) -> ContextManager[Any]:
+        return locked(self.dir / "journal", lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
+
+    # ------------------------------------------------------------------ reading
+
+    def _snapshot_key(self) -> Optional[tuple[int, int, int]]:
+        try:
+            st = os.stat(self.snapshot)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _catch_up(self) -> _Index:
+        """Bring the index up to date: reload after a compaction, then read the journal's new lines."""
+        index = self._index
+        for _ in range(10):  # a compaction between the stat and the journal read: look again
+            key = self._snapshot_key()
+            if key != index.snapshot_key:
+                index = self._index = self._load_snapshot(key)
+            try:
+                with open(self._journal(index.generation), "rb") as journal:
+                    journal.seek(index.offset)
+                    new = journal.read()
+            except FileNotFoundError:
+                if self._snapshot_key() != index.snapshot_key:
+                    continue  # compacted meanwhile
+                return index  # nothing appended to this generation yet
+            self._apply(index, new)
+            return index
+        raise SwarmError("the lease journal changes faster than it can be read", path=self.dir,
+                         hint="is a process compacting it in a loop? see `doctor.py`")
+
+    def _load_snapshot(self, key: Optional[tuple[int, int, int]]) -> _Index:
+        index = _Index()
+        index.snapshot_key = key
+        if key is None:
+            return index
+        try:
+            data = self.snapshot.read_bytes()
+        except FileNotFoundError:
+            index.snapshot_key = None
+            return index
+        lines = data.split(b"\n")
+        try:
+            header = json.loads(lines[0])
+            index.generation = int(header["generation"])
+        except (ValueError, KeyError, TypeError):
+            raise ParseError("the lease snapshot's first line is not a header", path=self.snapshot, line=1,
+                             hint="restore it from a backup; it was not changed") from None
+        for number, raw in enumerate(lines[1:], start=2):
+            if raw.strip():
+                self._take(index, raw, self.snapshot, number)
+        return index
+
+    def _apply(self, index: _Index, new: bytes) -> None:
+        end = new.rfind(b"\n") + 1  # a last line without its newline is being written, or torn: not yet
+        journal = self._journal(index.generation)
+        for raw in new[:end].split(b"\n")[:-1]:
+            index.lines += 1
+            index.records += 1
+            if raw.strip():
+                self._take(index, raw, journal, index.lines)
+        index.offset += end
+
+    @staticmethod
+    def _take(index: _Index, raw: bytes, path: Path, line: int) -> None:
+        task_id: Optional[str] = None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a record")
+            task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
+            lease = Lease.from_dict(data, path)
+        except (ValueError, SwarmError) as exc:
+            reason = exc.reason if isinstance(exc, SwarmError) else f"not a lease record ({exc})"
+            index.broken[task_id] = ParseError(
+                reason, path=path, line=line, task_id=task_id,
+                hint="restore the journal from a backup or delete that line (the task's claim is unknown until then)")
+            return
+        index.broken.pop(lease.task_id, None)  # a later whole record of the task supersedes a broken one
+        index.leases[lease.task_id] = lease
+
+    def read(self, task_id: str) -> Optional[Lease]:
+        self._migrate()
+        with self._mutex:
+            index = self._catch_up()
+            broken = index.broken.get(task_id) or index.broken.get(None)
+            if broken is not None:
+                raise broken
+            return index.leases.get(task_id)
+
+    def list(self, *, errors: Optional[list] = None) -> list[Lease]:
+        self._migrate()
+        with self._mutex:
+            index = self._catch_up()
+            if index.broken:
+                if errors is None:
+                    raise next(iter(index.broken.values()))
+                errors.extend(index.broken.values())
+            return [index.leases[k] for k in sorted(index.leases) if k not in index.broken]
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, lease: Lease) -> None:
+        line = _encode(lease)
+        self._migrate()
+        with self._journal_lock():
+            with self._mutex:
+                index = self._catch_up()  # under the journal lock: the generation cannot change now
+                broken = index.broken.get(None) or index.broken.get(lease.task_id)
+                if broken is not None:
+                    raise broken  # fail closed: never write past a record nobody can read
+                journal = self._journal(index.generation)
+                if index.offset == 0 and not journal.exists():
+                    atomic_write(journal, "")  # created durably: a crash must not lose the file's name
+                append_line_unlocked(journal, line)
+                size = index.offset + len(line.encode("utf-8")) + 1
+                self._apply(index, line.encode("utf-8") + b"\n")
+                index.offset = size
+                if size > _COMPACT_BYTES and index.records > 3 * max(1, len(index.leases)):
+                    self._compact(index)
+
+    def _compact(self, index: _Index) -> None:
+        """Write generation G+1's snapshot, then drop journal G (see the module docstring)."""
+        if index.broken:
+            return  # never fold a record we cannot read into a snapshot: a person decides first
+        old = index.generation
+        header = json.dumps({"generation": old + 1, "leases": len(index.leases)})
+        body = "".join(_encode(index.leases[k]) + "\n" for k in sorted(index.leases))
+        atomic_write(self.snapshot, header + "\n" + body)
+        for name in os.listdir(self.dir):  # this journal, and any a crash left behind
+            if name.startswith("journal-") and name.endswith(".jsonl"):
+                try:
+                    if int(name[len("journal-"):-len(".jsonl")]) <= old:
+                        os.unlink(self.dir / name)
+                except (ValueError, FileNotFoundError):
+                    pass
+        fresh = _Index()
+        fresh.snapshot_key, fresh.generation, fresh.leases = self._snapshot_key(), old + 1, dict(index.leases)
+        self._index = fresh
+
+    def compact(self) -> None:
+        """Compact now, whatever the journal's size (doctor --fix, tests)."""
+        self._migrate()
+        with self._journal_lock():
+            with self._mutex:
+                self._compact(self._catch_up())
+
+    # ------------------------------------------------------------------ migration
+
+    def _migrate(self) -> None:
+        """Read leases kept a file per task by earlier versions into generation 1, once."""
+        if self._migrated:
+            return
+        old_dir = self.claims_dir
+        if old_dir.is_dir():
+            with self._journal_lock():
+                if old_dir.is_dir():
+                    if not self.snapshot.exists():  # else a crash came between the snapshot and the rename
+                        old = FileLeaseTable(self.cfg).list()  # one that does not parse stops this: fail closed
+                        self.dir.mkdir(parents=True, exist_ok=True)
+                        header = json.dumps({"generation": 1, "leases": len(old), "migrated_from": str(old_dir)})
+                        atomic_write(self.snapshot, header + "\n" + "".join(_encode(x) + "\n" for x in old))
+                    target = old_dir.with_name("claims.migrated")
+                    if target.exists():
+                        raise ValidationError("cannot move the old lease files aside: the name is taken", path=target,
+                                              hint="move that folder away; the leases are in .swarm/leases/ now")
+                    os.rename(old_dir, target)
+        self._migrated = True

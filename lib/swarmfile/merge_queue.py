@@ -1,0 +1,414 @@
+"""The merge queue: finished task branches merge into the base branch one at a time, in completion order.
+
+The queue is one append-only file, ``.swarm/merge-queue.yaml``; every change is one appended
+line (fileio.append_line), so it is never rewritten and a crash cannot corrupt what is there::
+
+    queue:
+    - {id: 5e0c9a1b2f3d, op: enqueue, branch: swarm/TASK-1/executor-1-a1b2c3, task_id: TASK-1, ...}
+    - {id: 5e0c9a1b2f3d, op: done, status: merged, commit: 9c1e..., at: '2026-...Z'}
+
+An entry is pending until a ``done`` line with its id follows; file order is completion order.
+``process_queue`` repeats: take the merge lock (a sidecar lock of ``.swarm/merge.lock``, held
+across processes), re-read the file, merge the first pending entry, append its done line,
+release. So merges never overlap, waiters interleave fairly, and every done line is written
+before anyone else looks at the queue. Merging is idempotent: a crash between a merge commit and
+its done line makes the next run find the branch already in base and record it ``up_to_date``
+without a second merge (the ``merged`` event of that crashed run is not repeated). A torn last
+line left by a crash mid-append is skipped by readers and repaired by the next append.
+
+A merge happens in the root checkout, which must be on the base branch and have no uncommitted
+changes to tracked files (the runtime's own shared files, such as events.yaml and the task
+files, excepted), else MergeRefused and nothing is merged. ``git merge --no-ff``; on a conflict
+``git merge --abort`` leaves base as it was, the task is marked ``needs_attention`` with the
+conflicting files and the branch is kept. Events: ``merged`` (commit, branch), ``merge_conflict``
+(files, branch), ``merge_failed`` (error, branch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from .clock import format_ts
+
+from .config import Config, load_config, validate_id
+from .errors import NotFoundError, SwarmError, ValidationError
+from .fileio import append_line, dump_flow, load_yaml_text, locked
+from .worktrees import (_NAME, GitError, MergeRefused, Worktree, _branch_tip, _commit_of, _current_branch, _dirty,
+                       _identity, _table, _toplevel, _z, find_by_branch, get_worktree, git, resolve_base, retire,
+                       setting)
+from .yaml_log import read_kept
+
+__all__ = [
+    "HEADER",
+    "MergeStatus",
+    "MergeResult",
+    "QueueEntry",
+    "enqueue",
+    "read_queue",
+    "pending",
+    "process_queue",
+    "merge_branch",
+    "merge_lock",
+    "cli_command",
+]
+
+log = logging.getLogger("swarmfile")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+HEADER = "queue:\n"
+_FIX = "fix the file by hand; it was not changed"
+
+
+class MergeStatus(str, Enum):
+    MERGED = "merged"  # a merge commit on base
+    UP_TO_DATE = "up_to_date"  # base already had every commit of the branch: nothing to do
+    CONFLICT = "conflict"  # aborted; base untouched, task needs attention, branch kept
+    FAILED = "failed"  # git refused for another reason (missing branch, files in the way)
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One branch waiting (``status`` None) or done merging."""
+
+    id: str
+    branch: str
+    task_id: str
+    agent_id: str
+    base: str
+    at: str
+    worktree: Optional[str] = None  # name of the worktree record, if the branch has one
+    status: Optional[str] = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "status")}
+        data = {k: v for k, v in data.items() if v is not None}
+        data.update(self.extra)
+        return data
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What merging one branch did."""
+
+    branch: str
+    task_id: str
+    agent_id: str
+    base: str
+    status: MergeStatus
+    commit: Optional[str] = None  # the merge commit (merged)
+    files: tuple[str, ...] = ()  # conflicting files (conflict)
+    error: Optional[str] = None  # git's complaint (failed)
+    warning: Optional[str] = None  # the event or task-file update that could not be made
+    id: Optional[str] = None  # the queue entry, when merged from the queue
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["status"] = self.status.value
+        data["files"] = list(self.files)
+        return data
+
+
+# ---------------------------------------------------------------------------- the queue file
+
+
+def _queue_file(cfg: Config) -> Path:
+    return cfg.runtime_dir / "merge-queue.yaml"
+
+
+def _append(cfg: Config, record: dict[str, Any]) -> None:
+    append_line(_queue_file(cfg), "- " + dump_flow(record), lock_dir=cfg.lock_dir,
+                timeout=cfg.lock_timeout, header=HEADER)
+
+
+def _records(cfg: Config) -> list[dict[str, Any]]:
+    path = _queue_file(cfg)
+    text = read_kept(path)  # a torn last line (an append cut short) is not part of the queue
+    if text is None:
+        return []
+    data = load_yaml_text(text, path)
+    if not isinstance(data, dict) or "queue" not in data:
+        raise ValidationError("must be a mapping with a 'queue' list", path=path, line=1, hint=_FIX)
+    items = data["queue"] if data["queue"] is not None else []
+    if not isinstance(items, list):
+        raise ValidationError("'queue' must be a list", path=path, line=1, hint=_FIX)
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or item.get("op") not in ("enqueue", "done"):
+            raise ValidationError(f"queue entry {number} is not a mapping with an id and op enqueue|done",
+                                  path=path, hint=_FIX)
+        if item["op"] == "enqueue" and not all(isinstance(item.get(k), str)
+                                               for k in ("branch", "task_id", "agent_id", "base")):
+            raise ValidationError(f"queue entry {number} lacks branch, task_id, agent_id or base",
+                                  path=path, hint=_FIX)
+    return items
+
+
+def _entries(cfg: Config) -> list[QueueEntry]:
+    records = _records(cfg)
+    done = {r["id"]: r.get("status", "done") for r in records if r["op"] == "done"}
+    known = {f.name for f in fields(QueueEntry)} - {"extra", "status"}
+    entries, seen = [], set()
+    for record in records:
+        if record["op"] != "enqueue" or record["id"] in seen:
+            continue
+        seen.add(record["id"])
+        values = {k: v for k, v in record.items() if k in known}
+        values.setdefault("at", "")
+        extra = {k: v for k, v in record.items() if k not in known and k != "op"}
+        entries.append(QueueEntry(**values, status=done.get(record["id"]), extra=extra))
+    return entries
+
+
+def read_queue(root: Optional[PathLike] = None) -> list[QueueEntry]:
+    """Every queue entry, pending and done, in queue order. ParseError/ValidationError if malformed."""
+    return _entries(load_config(root))
+
+
+def pending(root: Optional[PathLike] = None) -> list[QueueEntry]:
+    """The entries still waiting to merge, in queue (completion) order."""
+    return [e for e in read_queue(root) if e.status is None]
+
+
+def _describe(target: Union[Worktree, str], task_id: Optional[str], agent_id: Optional[str],
+              cfg: Config, base: Optional[str]) -> tuple[str, str, str, str, Optional[str]]:
+    """(branch, task, agent, base, worktree name) of a Worktree or a branch name."""
+    if not isinstance(target, str):  # a Worktree (duck-typed: the CLI's copy is worktrees.__main__'s class)
+        return target.branch, task_id or target.task_id, agent_id or target.agent_id, base or target.base, target.name
+    known = find_by_branch(target, cfg.root)
+    if known is not None:
+        return target, task_id or known.task_id, agent_id or known.agent_id, base or known.base, known.name
+    if not task_id or not agent_id:
+        raise ValidationError(f"branch {target} has no worktree record: give its task id and agent id")
+    return target, task_id, agent_id, resolve_base(cfg.root, base), None
+
+
+def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = None,
+            agent_id: Optional[str] = None, root: Optional[PathLike] = None, *,
+            base: Optional[str] = None) -> QueueEntry:
+    """Queue a finished branch for merging into its base; returns the entry.
+
+    Task and agent come from the worktree (record) unless given. NotFoundError if the branch
+    does not exist.
+    """
+    cfg = load_config(root)
+    branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
+    validate_id(task_id, "task id")
+    validate_id(agent_id, "agent id")
+    if _branch_tip(cfg.root, branch) is None:
+        raise NotFoundError(f"branch {branch} does not exist", path=cfg.root, task_id=task_id)
+    entry = QueueEntry(id=secrets.token_hex(6), branch=branch, task_id=task_id, agent_id=agent_id, base=base,
+                       at=format_ts(), worktree=name)
+    _append(cfg, {"id": entry.id, "op": "enqueue", **{k: v for k, v in entry.to_dict().items() if k != "id"}})
+    return entry
+
+
+# ---------------------------------------------------------------------------- merging
+
+
+@contextmanager
+def merge_lock(root: Optional[PathLike] = None) -> Iterator[Path]:
+    """Hold the workspace's merge lock (across processes) for the ``with`` block."""
+    cfg = load_config(root)
+    with locked(cfg.runtime_dir / "merge.lock", lock_dir=cfg.lock_dir,
+                timeout=float(setting(cfg, "merge_lock_seconds"))) as sidecar:
+        yield sidecar
+
+
+def _shared_file(cfg: Config, top: Path, rel: str) -> bool:
+    """Whether ``rel`` (from the top of the checkout) is one of the runtime's own shared files."""
+    path = os.path.realpath(top / rel)
+    own = [cfg.heartbeat_file, cfg.events_file, cfg.state_file, cfg.chat_file]
+    if path in {os.path.realpath(p) for p in own}:
+        return True
+    events = Path(os.path.realpath(cfg.events_file))
+    if Path(path).parent == events.parent and Path(path).name.startswith(events.stem + "-"):
+        return True  # a rotated events archive
+    return any(Path(path).is_relative_to(os.path.realpath(d)) for d in (cfg.tasks_active, cfg.tasks_completed))
+
+
+def _check_root(cfg: Config, base: str) -> None:
+    current = _current_branch(cfg.root)
+    if current != base:
+        raise MergeRefused(f"the root checkout is on {current or 'a detached HEAD'}, not the base branch {base}",
+                           path=cfg.root, hint=f"check out {base} there; nothing was merged")
+    top = _toplevel(cfg.root)
+    dirty = [rel for rel in _dirty(cfg.root, untracked=False) if not _shared_file(cfg, top, rel)]
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise MergeRefused(f"the root checkout has uncommitted changes to tracked files: {shown}", path=cfg.root,
+                           hint="commit or stash them; nothing was merged")
+
+
+def _note(action: str, call: Any) -> Optional[str]:
+    """Run a bookkeeping step after the merge decision; its failure is logged, not raised."""
+    try:
+        call()
+        return None
+    except SwarmError as exc:
+        log.warning("merge queue: could not %s: %s", action, exc)
+        return f"could not {action}: {exc}"
+
+
+def _flag_task(cfg: Config, task_id: str, detail: dict[str, str]) -> None:
+    """Mark the task ``needs_attention`` in its Markdown, with the ``detail`` fields."""
+    from . import tasks
+
+    task = tasks.find_task(task_id, root=cfg.root)
+    tasks.set_fields(task.path, {"Status": tasks.Status.NEEDS_ATTENTION.value, **detail}, root=cfg.root)
+
+
+def _event(cfg: Config, type: str, agent_id: str, task_id: str, **data: Any) -> None:
+    from . import events
+
+    events.append_event(type, agent_id, task_id, root=cfg.root, **data)
+
+
+def _merge_locked(cfg: Config, branch: str, task_id: str, agent_id: str, base: str,
+                  entry_id: Optional[str] = None) -> MergeResult:
+    """Merge ``branch`` into ``base`` in the root checkout; the caller holds the merge lock."""
+    _check_root(cfg, base)
+
+    def result(status: MergeStatus, **more: Any) -> MergeResult:
+        return MergeResult(branch=branch, task_id=task_id, agent_id=agent_id, base=base, status=status,
+                           id=entry_id, **more)
+
+    root = cfg.root
+    tip = _branch_tip(root, branch)
+    if tip is None:
+        error = f"branch {branch} does not exist"
+        warning = _note("log the event", lambda: _event(cfg, "merge_failed", agent_id, task_id,
+                                                        branch=branch, error=error))
+        return result(MergeStatus.FAILED, error=error, warning=warning)
+    before = git(root, "rev-parse", "HEAD").stdout.strip()
+    if git(root, "merge-base", "--is-ancestor", tip, before, check=False).returncode == 0:
+        return result(MergeStatus.UP_TO_DATE, commit=before)
+    message = f"Merge {branch}: {task_id} [swarm {agent_id}]"
+    proc = git(root, "merge", "--no-ff", "--no-edit", "-m", message, f"refs/heads/{branch}", check=False,
+               config=_identity(root, agent_id))
+    if proc.returncode == 0:
+        sha = git(root, "rev-parse", "HEAD").stdout.strip()
+        warning = _note("log the event", lambda: _event(cfg, "merged", agent_id, task_id, commit=sha, branch=branch))
+        return result(MergeStatus.MERGED, commit=sha, warning=warning)
+    if "index.lock" in proc.stderr:  # another git process in the root checkout: retry later, entry stays pending
+        raise GitError(["merge"], root, proc.returncode, proc.stderr, hint="another git command holds the index; retry")
+    files: list[str] = []
+    if _commit_of(root, "MERGE_HEAD") is not None:
+        files = _z(git(root, "diff", "--name-only", "--diff-filter=U", "-z").stdout)
+        git(root, "merge", "--abort")
+    after = _commit_of(root, "HEAD")
+    if after != before:  # never expected: abort restores HEAD. Stop the queue rather than go on.
+        raise GitError(["merge"], root, proc.returncode, f"base moved from {before} to {after} in a failed merge",
+                       hint="inspect the root checkout by hand")
+    if files:
+        warning = _note("log the event", lambda: _event(cfg, "merge_conflict", agent_id, task_id,
+                                                        files=files, branch=branch))
+        flagged = _note("mark the task", lambda: _flag_task(cfg, task_id, {"Merge Conflict": ", ".join(files)}))
+        return result(MergeStatus.CONFLICT, files=tuple(files), warning=warning or flagged)
+    error = str(GitError(["merge"], root, proc.returncode, proc.stderr, proc.stdout))
+    warning = _note("log the event", lambda: _event(cfg, "merge_failed", agent_id, task_id,
+                                                    branch=branch, error=error))
+    flagged = _note("mark the task", lambda: _flag_task(cfg, task_id, {"Merge Error": error[:300]}))
+    return result(MergeStatus.FAILED, error=error, warning=warning or flagged)
+
+
+def _after_merge(cfg: Config, result: MergeResult, worktree_name: Optional[str]) -> None:
+    if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not worktree_name or not setting(cfg, "remove_after_merge"):
+        return
+    try:
+        wt = get_worktree(worktree_name, cfg.root)
+    except NotFoundError:
+        return
+    if wt.branch == result.branch:
+        _note("retire the worktree", lambda: retire(wt, cfg.root))
+
+
+def merge_branch(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = None,
+                 agent_id: Optional[str] = None, root: Optional[PathLike] = None, *,
+                 base: Optional[str] = None) -> MergeResult:
+    """Merge one branch into its base now, under the merge lock (see the module docstring).
+
+    Raises MergeRefused (root checkout not fit; nothing merged), LockTimeout, GitError.
+    """
+    cfg = load_config(root)
+    branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
+    with merge_lock(cfg.root):
+        result = _merge_locked(cfg, branch, task_id, agent_id, base)
+        # A queued entry of this branch still has to find it (and record itself up_to_date).
+        if not any(e.branch == branch and e.status is None for e in _entries(cfg)):
+            _after_merge(cfg, result, name)
+    return result
+
+
+def process_queue(root: Optional[PathLike] = None) -> list[MergeResult]:
+    """Merge every pending entry in queue order; returns what this call merged.
+
+    Safe to call from many processes at once: each entry is merged by exactly one of them.
+    MergeRefused stops the run with the entry still pending.
+    """
+    cfg = load_config(root)
+    results = []
+    while True:
+        with merge_lock(cfg.root):
+            entry = next((e for e in _entries(cfg) if e.status is None), None)
+            if entry is None:
+                return results
+            result = _merge_locked(cfg, entry.branch, entry.task_id, entry.agent_id, entry.base, entry.id)
+            done: dict[str, Any] = {"id": entry.id, "op": "done", "status": result.status.value}
+            if result.commit:
+                done["commit"] = result.commit
+            if result.files:
+                done["files"] = list(result.files)
+            if result.error:
+                done["error"] = result.error[:300]
+            done["at"] = format_ts()
+            _append(cfg, done)
+            _after_merge(cfg, result, entry.worktree)
+        results.append(result)
+
+
+def _target(name: str, root: Path) -> Union[Worktree, str]:
+    """The worktree with this name, else ``name`` taken as a branch."""
+    if _NAME.fullmatch(name):
+        try:
+            return get_worktree(name, root)
+        except NotFoundError:
+            pass
+    return name
+
+
+def cli_command(args: Any, root: Path) -> int:
+    """The ``enqueue``, ``merge`` and ``queue`` commands of ``python lib/worktrees.py``."""
+    from .cli import EXIT_CHECK_FAILED, fail, print_json
+
+    if args.command == "queue":
+        waiting = pending(root)
+        if args.json:
+            print_json([e.to_dict() for e in waiting])
+        elif waiting:
+            _table([[e.id, e.task_id, e.agent_id, e.branch, e.at] for e in waiting],
+                   ["ID", "TASK", "AGENT", "BRANCH", "QUEUED"])
+        else:
+            print("merge queue is empty")
+        return 0
+    if args.command == "enqueue":
+        entry = enqueue(_target(args.name, root), args.task, args.agent, root)
+        print_json(entry.to_dict()) if args.json else print(f"queued {entry.branch} as {entry.id}")
+        return 0
+    if args.all == bool(args.name):
+        return fail("merge needs either --all or one worktree name or branch")
+    results = process_queue(root) if args.all else [merge_branch(_target(args.name, root), args.task, args.agent, root)]
+    if args.json:
+        print_json([r.to_dict() for r in results])
+    for r in [] if args.json else results:
+        detail = r.commit or ", ".join(r.files) or r.error or ""
+        print(f"{r.status.value:12} {r.branch} {detail}".rstrip())
+    failed = [r for r in results if r.status in (MergeStatus.CONFLICT, MergeStatus.FAILED)]
+    return EXIT_CHECK_FAILED if failed else 0

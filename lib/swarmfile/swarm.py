@@ -1,0 +1,291 @@
+"""The operator's command line: set up a workspace, add tasks, see what the swarm is doing.
+
+    python lib/swarm.py init [--root DIR]
+    python lib/swarm.py new-task "Fix the login bug" --priority high [--depends-on TASK-1]
+    python lib/swarm.py status [--json] [--panes]
+    python lib/swarm.py demo [--root DIR]
+    python lib/swarm.py watch | doctor [--fix] | up --agents N | down
+    python lib/swarm.py setup claude|codex|gemini [--dry-run] [--remove] [--check]
+
+``watch``, ``doctor``, ``up``, ``down`` and ``setup`` are served by dashboard.py, doctor.py,
+tmux_bridge.py and agent_setup.py (``up`` starts the agents' panes and the loop that hands them
+tasks, ``down`` stops both); every subcommand takes ``--root`` and ``--json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, show_time, table
+from .clock import utc_now
+from .config import load_config, resolve_root
+from .errors import ValidationError
+
+__all__ = ["init_workspace", "new_task", "collect_status", "main"]
+
+# Subcommands served by other modules: name -> (module, argv prefix).
+_FORWARDED = {
+    "watch": ("dashboard", []),
+    "doctor": ("doctor", []),
+    "up": ("tmux_bridge", ["up"]),
+    "down": ("tmux_bridge", ["down"]),
+    "setup": ("agent_setup", []),
+}
+
+_GITIGNORE_LINE = ".swarm/"
+
+
+def init_workspace(root: Optional[str] = None) -> list[Path]:
+    """Create the workspace files that are missing (never overwrites); returns what it created."""
+    cfg = load_config(root)
+    created: list[Path] = []
+    for directory in (cfg.tasks_active, cfg.tasks_completed, cfg.runtime_dir):
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            created.append(directory)
+    from .fileio import atomic_write
+
+    starters = {
+        cfg.heartbeat_file: "heartbeats: {}\nmetadata:\n  timeout_seconds: 120\n",
+        cfg.events_file: "events:\n",
+    }
+    for path, text in starters.items():
+        if not path.exists():
+            atomic_write(path, text)
+            created.append(path)
+    gitignore = cfg.root / ".gitignore"
+    if (cfg.root / ".git").exists():
+        lines = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.exists() else []
+        if _GITIGNORE_LINE not in lines and ".swarm" not in lines:
+            atomic_write(gitignore, "\n".join(lines + [_GITIGNORE_LINE]) + "\n")
+            created.append(gitignore)
+    return created
+
+
+def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium",
+             depends_on: Sequence[str] = (), objective: str = "", criteria: Sequence[str] = (),
+             files: Sequence[str] = (), task_id: Optional[str] = None, force: bool = False,
+             agent: str = "operator") -> Path:
+    """Write a task file from the template; refuses a near-duplicate unless ``force``."""
+    from . import duplicate_detector
+    from . import events
+    from . import tasks
+
+    cfg = load_config(root)
+    if not title.strip():
+        raise ValidationError("a task needs a title")
+    if not force:
+        duplicate_detector.check_new_task(title, objective, cfg.root)
+    if task_id is None:
+        task_id = _fresh_id(cfg)
+    from . import task_graph
+
+    open_tasks = [t for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])
+                  if not tasks.is_finished(t, cfg)]
+    loop = task_graph.cycle_through(task_id, list(depends_on), open_tasks)
+    if loop is not None:
+        raise ValidationError(f"task {task_id} would close a dependency cycle: {' -> '.join(loop)}", task_id=task_id,
+                              hint="drop that --depends-on: the tasks would wait for each other forever")
+    path = tasks.new_task_file(task_id, title, cfg.root, priority=priority, depends_on=list(depends_on),
+                               objective=objective, criteria=list(criteria), files=list(files))
+    events.append_event("created", agent, task_id, root=cfg.root, title=title, priority=priority)
+    return path
+
+
+def _fresh_id(cfg: Any) -> str:
+    """``TASK-<unix seconds>``, the RALF convention, bumped past any id already taken."""
+    from . import tasks
+
+    taken = {t.task_id for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])}
+    stamp = int(time.time())
+    while f"TASK-{stamp}" in taken:
+        stamp += 1
+    return f"TASK-{stamp}"
+
+
+def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dict[str, Any]:
+    """Agents, tasks by status, leases and the newest events, as one document."""
+    from . import agent_discovery
+    from . import claims
+    from . import events
+    from . import task_graph
+    from . import tasks
+
+    cfg = load_config(root)
+    now = utc_now()
+    agents = []
+    for info in agent_discovery.read_agents(root=cfg.root):
+        reason = info.inactive_reason(now, cfg.heartbeat_timeout)
+        agents.append({"agent_id": info.agent_id, "role": info.role, "status": info.status,
+                       "current_task": info.current_task, "active": reason is None, "why_inactive": reason})
+    errors: list = []
+    by_status: dict[str, list[dict]] = {}
+    listing = tasks.list_tasks(cfg.root, include_completed=True, errors=errors)
+    twice = task_graph.duplicate_ids(listing)
+    for task in listing:
+        # The folder decides: RALF left files in completed/ whose Status line still says pending.
+        if tasks.is_finished(task, cfg):
+            key = "completed"
+        else:
+            key = task.status.value if task.status else f"unknown ({task.status_text})"
+        done = sum(1 for item in task.checklist if item.checked)
+        entry = {"task_id": task.task_id, "title": task.title, "priority": task.priority_text,
+                 "items": f"{done}/{len(task.checklist)}", "path": str(task.path)}
+        if task.task_id in twice:
+            entry["duplicate_id"] = len(twice[task.task_id])
+        by_status.setdefault(key, []).append(entry)
+    leases = []
+    for lease in claims.list_leases(root=cfg.root, held_only=True, errors=errors):
+        leases.append({"task_id": lease.task_id, "agent_id": lease.agent_id, "token": lease.token,
+                       "expires_in_seconds": round(lease.seconds_left(now), 1), "free": lease.free_reason(now)})
+    return {
+        "root": str(cfg.root),
+        "agents": agents,
+        "tasks": {status: items for status, items in sorted(by_status.items())},
+        "task_counts": {status: len(items) for status, items in sorted(by_status.items())},
+        "unreadable_tasks": [str(e) for e in errors],
+        "duplicate_ids": {task_id: [str(p) for p in paths] for task_id, paths in twice.items()},
+        "dependency_cycles": task_graph.find_cycles([t for t in listing if not tasks.is_finished(t, cfg)]),
+        "leases": leases,
+        "events": events.tail(events_count, root=cfg.root),
+    }
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    print(f"workspace {doc['root']}")
+    active = [a for a in doc["agents"] if a["active"]]
+    print(f"\nagents: {len(active)} active of {len(doc['agents'])}")
+    if doc["agents"]:
+        print(table(["AGENT", "ROLE", "STATUS", "TASK", "ACTIVE"],
+                    [[a["agent_id"], a["role"] or "-", a["status"] or "-", a["current_task"] or "-",
+                      "yes" if a["active"] else f"no: {a['why_inactive']}"] for a in doc["agents"]]))
+    counts = ", ".join(f"{n} {status}" for status, n in doc["task_counts"].items()) or "none"
+    print(f"\ntasks: {counts}")
+    for status, items in doc["tasks"].items():
+        if status == "completed":
+            continue
+        for item in items:
+            flag = f"  [DUPLICATE ID: {item['duplicate_id']} files]" if item.get("duplicate_id") else ""
+            print(f"  {status:<12} {item['task_id']:<28} {item['priority'] or '-':<8} {item['items']:>5}  "
+                  f"{item['title'][:60]}{flag}")
+    for error in doc["unreadable_tasks"]:
+        print(f"  unreadable   {error}")
+    for task_id, paths in doc["duplicate_ids"].items():
+        print(f"  duplicate id {task_id}: {', '.join(paths)} (neither runs: rename one or delete the stale copy)")
+    for cycle in doc["dependency_cycles"]:
+        print(f"  dependency cycle: {' -> '.join(cycle)} (never ready: fix a Depends On line)")
+    print(f"\nleases: {len(doc['leases'])} held")
+    if doc["leases"]:
+        print(table(["TASK", "HOLDER", "TOKEN", "EXPIRES"],
+                    [[l["task_id"], l["agent_id"], l["token"],
+                      f"free: {l['free']}" if l["free"] else f"in {duration(l['expires_in_seconds'])}"]
+                     for l in doc["leases"]]))
+    print(f"\nlast {len(doc['events'])} events (times in UTC):")
+    for event in doc["events"]:
+        extra = {k: v for k, v in event.items() if k not in ("timestamp", "type", "agent", "task_id")}
+        summary = " ".join(f"{k}={v}" for k, v in list(extra.items())[:4])
+        print(f"  {show_time(event.get('timestamp')):<20} {event.get('type', ''):<12} "
+              f"{event.get('agent', ''):<14} {event.get('task_id') or '-':<24} {summary[:60]}")
+
+
+def _parser() -> Any:
+    from .cli import non_negative_int, parser, positive_int, positive_seconds
+
+    p = parser("swarm.py", "Swarmfile operator commands.",
+               needs_workspace=lambda args: args.command not in (None, "init", "demo"))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("init", help="create a workspace's files (never overwrites)")
+    t = sub.add_parser("new-task", help="write a task file from the template")
+    t.add_argument("title")
+    t.add_argument("--priority", default="medium", help="critical, high, medium, low, or a number")
+    t.add_argument("--depends-on", action="append", default=[], metavar="TASK", help="a task that must be completed first")
+    t.add_argument("--objective", default="", help="the Objective section")
+    t.add_argument("--criterion", action="append", default=[], metavar="TEXT", help="a success criterion (repeatable)")
+    t.add_argument("--file", action="append", default=[], metavar="PATH", help="a file to modify (repeatable)")
+    t.add_argument("--id", dest="task_id", help="task id (default: TASK-<unix time>)")
+    t.add_argument("--force", action="store_true", help="write it even if a near-duplicate exists")
+    s = sub.add_parser("status", help="agents, tasks, leases and recent events")
+    s.add_argument("-n", "--events", type=non_negative_int, default=10, help="how many recent events to show")
+    s.add_argument("--panes", action="store_true", help="add each tmux pane's last lines")
+    s.add_argument("--lines", type=positive_int, default=20, help="lines per pane with --panes")
+    s.add_argument("--cluster", help="tmux cluster for --panes")
+    d = sub.add_parser("demo", help="run a planner and three executors on sample tasks")
+    d.add_argument("--executors", type=positive_int, default=3, help="how many executors (default 3)")
+    d.add_argument("--timeout", type=positive_seconds, default=55, help="give up after this many seconds")
+    d.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    for name in _FORWARDED:
+        sub.add_parser(name, add_help=False, help=f"see: python lib/swarm.py {name} --help")
+    return p
+
+
+def _command_index(argv: list[str]) -> Optional[int]:
+    """Where the command word is: the first word that is not an option or the value of ``--root``."""
+    skip = False
+    for index, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token == "--root":
+            skip = True
+        elif token == "--" or not token.startswith("-"):
+            return None if token == "--" else index
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    at = _command_index(argv)
+    if at is not None and argv[at] in _FORWARDED:
+        module_name, prefix = _FORWARDED[argv[at]]
+        rest = argv[:at] + argv[at + 1:]  # the served module takes the global options on either side
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        return module.main(prefix + rest)
+    args = _parser().parse_args(argv)
+
+    def body() -> int:
+        if args.command is None:
+            _parser().print_help()
+            return EXIT_OK
+        if args.command == "init":
+            created = init_workspace(args.root)
+            if args.json:
+                print_json({"root": str(resolve_root(args.root)), "created": [str(p) for p in created]})
+            else:
+                print(f"workspace {resolve_root(args.root)}: " +
+                      (f"created {', '.join(str(p.name) for p in created)}" if created else "already set up"))
+            return EXIT_OK
+        if args.command == "new-task":
+            path = new_task(args.title, root=args.root, priority=args.priority, depends_on=args.depends_on,
+                            objective=args.objective, criteria=args.criterion, files=args.file,
+                            task_id=args.task_id, force=args.force)
+            if args.json:
+                print_json({"path": str(path)})
+            else:
+                print(path)
+            return EXIT_OK
+        if args.command == "status":
+            doc = collect_status(args.root, events_count=args.events)
+            if args.panes:
+                from . import tmux_bridge
+
+                doc["panes"] = tmux_bridge.pane_status(cluster=args.cluster, lines=args.lines, root=args.root)
+            if args.json:
+                print_json(doc)
+            else:
+                _print_status(doc)
+                if args.panes:
+                    print()
+                    print(tmux_bridge.render_pane_status(doc["panes"]))
+            return EXIT_OK
+        if args.command == "demo":
+            from . import demo
+
+            ok = demo.run_demo(args.root, executors=args.executors, timeout=args.timeout, keep=args.keep,
+                               as_json=args.json)
+            return EXIT_OK if ok else EXIT_CHECK_FAILED
+        raise ValidationError(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
+
+    return run(body)

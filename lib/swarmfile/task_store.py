@@ -1,0 +1,488 @@
+"""The task files on disk: a stat-keyed cache, listing, lookup, locked edits, new and completed tasks.
+
+Tasks are listed at any depth under the task folders (RALF's epic folders); in a subfolder a
+Markdown file is a task only when ``looks_like_task`` says so, so run notes and documents beside
+the tasks are never parsed as tasks, reported or written.
+
+Built on the task Markdown model in tasks.py (parsing, ``TaskDocument``, ``render_task``); every
+public name here is also importable from tasks. Unchanged files are never re-parsed: each parsed
+task is cached under its file's stat. Edits (``set_field``, ``set_fields``, ``set_checklist_item``,
+``edit_task``) take the task's lock, re-read the file, change only the lines they own and write
+atomically. A file that does not parse raises ParseError (InvalidIdError for a bad id) and is
+never written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Union
+
+from .cli import require_workspace
+from .config import ID_PATTERN, Config, load_config, validate_id
+from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
+from .fileio import atomic_write, locked, read_text
+from .tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, parse_task, render_task
+
+__all__ = [
+    "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
+    "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
+    "task_files", "is_finished", "looks_like_task",
+]
+
+# ---------------------------------------------------------------------------- tasks and documents
+
+_CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
+
+
+def looks_like_task(text: str) -> bool:
+    """The rule for a Markdown file in a subfolder of the task folders: is it a task or a document?
+
+    A task starts with a level-1 heading and has, before its first ``##`` heading, either a
+    ``**Task ID:**`` field, or a ``**Status:**`` field under a ``# <ID>: <title>`` heading (ID
+    without spaces). Run notes (``# THOUGHTS: TASK-1`` with ``## Status: done``) and plain
+    documents (``# Architecture``) are not tasks, and the runtime never writes to them.
+    """
+    titled: Optional[bool] = None  # None until the heading: then whether it reads "# <ID>: ..."
+    for line in text.split("\n", 400)[:400]:
+        stripped = line.lstrip("\ufeff").strip()
+        if titled is None:
+            if not stripped:
+                continue
+            if not stripped.startswith("# "):
+                return False
+            head, colon, _ = stripped[2:].partition(":")
+            titled = bool(colon) and bool(head.strip()) and not re.search(r"\s", head.strip().strip("*`"))
+        elif stripped.startswith("##"):
+            return False
+        else:
+            found = _CONTENT_FIELD.match(stripped)
+            if found and (titled or found.group(1).lower() != "status"):
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------------- the cache
+
+# directory -> ({file name: (stat stamp, Task or its ParseError)}, the values sorted by file name)
+_dir_cache: dict[str, tuple[dict[str, tuple[tuple[int, int, int, int], Any]], list]] = {}
+_file_cache: dict[str, tuple[tuple[int, int, int, int], Any]] = {}  # load_task outside a listing
+_SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
+_subdirs: dict[str, list[str]] = {}  # directory -> its subdirectories at the last scandir
+
+
+class _NotATask:
+    """The cached verdict on a Markdown file in a subfolder that is not a task (tasks.looks_like_task)."""
+
+
+_NOT_A_TASK = _NotATask()
+
+
+def clear_cache() -> None:
+    """Forget every parsed task (tests; the cache is already keyed by each file's stat)."""
+    _dir_cache.clear()
+    _dir_seen.clear()
+    _file_cache.clear()
+    _subdirs.clear()
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _text(path: Path) -> str:
+    try:
+        return read_text(path)
+    except FileNotFoundError:
+        raise NotFoundError("task file does not exist", path=path) from None
+    except IsADirectoryError:
+        raise ParseError("is a directory, not a task file", path=path) from None
+
+
+def _read_task(path: Path) -> Task:
+    return parse_task(_text(path), path)
+
+
+def _read_nested(path: Path) -> Any:
+    """A file in a subfolder: its Task, or _NOT_A_TASK for run notes and documents."""
+    text = _text(path)
+    return parse_task(text, path) if looks_like_task(text) else _NOT_A_TASK
+
+
+def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
+    """Parse the task file at ``path`` (cached by its stat unless ``use_cache`` is False)."""
+    target = Path(path)
+    if not use_cache:
+        return _read_task(target)
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        raise NotFoundError("task file does not exist", path=target) from None
+    stamp = _stat_key(st)
+    hit = _dir_cache.get(os.fspath(target.parent), ({}, []))[0].get(target.name)
+    if hit is not None and hit[0] == stamp and isinstance(hit[1], Task):
+        return hit[1]
+    if len(_file_cache) > 4096:  # a bound, not an LRU: cheap and rarely hit
+        _file_cache.clear()
+    return _cached(_file_cache, target, os.fspath(target), stamp)
+
+
+def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = False) -> Any:
+    hit = entries.get(name)
+    if hit is None or hit[0] != key:
+        # Stat before reading: if the file changes in between, the next stat differs and re-parses.
+        try:
+            value: Any = _read_nested(path) if nested else _read_task(path)
+        except (ParseError, InvalidIdError) as exc:
+            value = exc
+        entries[name] = hit = (key, value)
+    if isinstance(hit[1], SwarmError):
+        raise hit[1].with_traceback(None)
+    return hit[1]
+
+
+# How a fast listing (the ready query's) stays cheap at 10,000 task files. The runtime writes every file by rename, so
+# a file it changed has a new inode, and the directory's mtime moves:
+# - directory mtime unchanged since the last look: nothing was renamed in; reuse the listing;
+# - changed: one scandir (no stat) finds the entries whose inode changed; only those are read;
+# - at least every _FULL_SCAN_SECONDS a full scan stats every file, which also catches an
+#   operator's editor saving a file in place (same inode, no directory change).
+# So a fast listing may show an in-place edit up to that late; every other listing stats each
+# file. (Claims re-read a task under its lock before acting, so lateness costs no correctness.)
+_FULL_SCAN_SECONDS = 1.0
+_dir_seen: dict[str, tuple[Optional[int], float]] = {}  # directory -> (trusted mtime_ns, last full scan)
+
+
+def _scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False) -> list[Task]:
+    """The tasks of ``directory`` and of its subfolders at any depth (see ``task_files``)."""
+    found = _scan(directory, errors, fast, nested)
+    for name in _subdirs.get(os.fspath(directory), ()):
+        found += _scan_tree(directory / name, errors, fast, nested=True)
+    return found
+
+
+def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False) -> list[Task]:
+    key = os.fspath(directory)
+    old, old_list = _dir_cache.get(key, ({}, []))
+    try:
+        dir_mtime = os.stat(key).st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        _dir_cache.pop(key, None)
+        _dir_seen.pop(key, None)
+        _subdirs.pop(key, None)
+        return []
+    now = time.monotonic()
+    trusted, last_full = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS))
+    recent = fast and key in _dir_cache and now - last_full < _FULL_SCAN_SECONDS
+    if recent and trusted == dir_mtime:
+        return _collect(old_list, errors)
+    # Trust an mtime only once it is older than the clock tick that stamps it: two renames
+    # within one tick leave the same mtime, and the second would go unseen.
+    settled = dir_mtime if time.time_ns() - dir_mtime > 50_000_000 else None
+    _dir_seen[key] = (settled, last_full if recent else now)
+    fresh: dict = {}
+    folders: list[str] = []
+    changed = False
+    try:
+        listing = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        _dir_cache.pop(key, None)
+        _subdirs.pop(key, None)
+        return []
+    with listing:
+        for entry in listing:
+            name = entry.name
+            if name[0] in "._":
+                continue
+            if not name.endswith(".md") or name in _SKIPPED:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(name)
+                except OSError:
+                    pass
+                continue
+            hit = old.get(name)
+            if recent and hit is not None and hit[0][2] == entry.inode():
+                fresh[name] = hit  # same inode since the last full scan: not replaced
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+            if hit is None or hit[0] != stamp:
+                if not entry.is_file():
+                    continue
+                changed = True
+                try:
+                    _cached(old, directory / name, name, stamp, nested)
+                except (ParseError, InvalidIdError):
+                    pass
+                except NotFoundError:
+                    continue  # moved or deleted between the directory read and the file read
+                hit = old[name]
+            fresh[name] = hit
+    _subdirs[key] = sorted(folders)
+    if changed or len(fresh) != len(old) or key not in _dir_cache:
+        old_list = [fresh[name][1] for name in sorted(fresh) if fresh[name][1] is not _NOT_A_TASK]
+        _dir_cache[key] = (fresh, old_list)  # files that disappeared drop out of the cache
+    return _collect(old_list, errors)
+
+
+def _collect(old_list: list, errors: Optional[list]) -> list[Task]:
+    found = []
+    for value in old_list:
+        if isinstance(value, Task):
+            found.append(value)
+        elif errors is None:
+            raise value.with_traceback(None)  # the cached instance: do not grow its traceback
+        else:
+            errors.append(value)
+    return found
+
+
+def unchanged_since_listing(task: Task) -> bool:
+    """Whether ``task``'s file is still the one the listing parsed (same inode, size, mtime).
+
+    One stat: lets a claimer skip a task another process has just rewritten (claimed) without
+    reading its lease.
+    """
+    if task.path is None:
+        return False
+    entry = _dir_cache.get(os.fspath(task.path.parent), ({}, []))[0].get(task.path.name)
+    try:
+        st = os.stat(task.path)
+    except FileNotFoundError:
+        return False
+    return entry is not None and entry[1] is task and entry[0][:3] == (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def list_tasks(root: Optional[PathLike] = None, *, directory: Optional[PathLike] = None,
+               include_completed: bool = False, errors: Optional[list] = None, fast: bool = False) -> list[Task]:
+    """Tasks of the workspace at ``root`` (active, then completed), or of one ``directory``.
+
+    Subfolders are listed too, at any depth; there a Markdown file is a task only when
+    ``tasks.looks_like_task`` says so (run notes and documents are left out, never an error).
+    Unchanged files are not re-parsed. A file that does not parse raises its ParseError,
+    unless ``errors`` is a list: then the error is appended there and the file skipped.
+    ``fast`` skips the per-file stat where it can: an edit saved in place (not by rename)
+    may then show up to a second late (see ``_scan``).
+    """
+    if directory is not None:
+        return _scan_tree(Path(directory), errors, fast)
+    cfg = load_config(root)
+    found = _scan_tree(cfg.tasks_active, errors, fast)
+    if include_completed:
+        found += _scan_tree(cfg.tasks_completed, errors, fast)
+    return found
+
+
+def task_files(directory: PathLike) -> list[Path]:
+    """The task files under ``directory``, as ``list_tasks`` sees them, those that do not parse included.
+
+    Directly in it: every ``*.md`` but README.md and names starting with ``.`` or ``_`` (the
+    flat layout: a file there that does not parse is a broken task). In its subfolders, at any
+    depth (not those starting with ``.`` or ``_``): the files ``tasks.looks_like_task`` accepts.
+    """
+    errors: list = []
+    found = [t.path for t in _scan_tree(Path(directory), errors)]
+    found += [Path(e.path) for e in errors if getattr(e, "path", None)]
+    return sorted(set(found))
+
+
+def is_finished(task: Task, cfg: Config) -> bool:
+    """Completed by its folder or its Status line: a file in the completed folder is finished work
+    whatever its Status line says (RALF left many there saying ``pending``)."""
+    if task.status is Status.COMPLETED:
+        return True
+    return task.path is not None and _inside(task.path, cfg.tasks_completed)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.relative_to(directory)
+    except ValueError:
+        return False
+    return True
+
+
+def find_task(task_id: str, root: Optional[PathLike] = None) -> Task:
+    """The task with this id, active or completed; ValidationError if two files claim it."""
+    validate_id(task_id, "task id")
+    errors: list = []
+    matches = [t for t in list_tasks(root, include_completed=True, errors=errors) if t.task_id == task_id]
+    if len(matches) > 1:
+        raise ValidationError(f"task id {task_id} is used by two files: {matches[0].path} and {matches[1].path}",
+                              path=matches[1].path, line=matches[1].title_line, task_id=task_id,
+                              hint="rename one of the tasks or delete the stale copy")
+    if not matches:
+        cfg = load_config(root)
+        hint = f"{len(errors)} task file(s) did not parse, e.g. {errors[0]}" if errors else None
+        raise NotFoundError(f"no task {task_id} in {cfg.tasks_active} or {cfg.tasks_completed}",
+                            task_id=task_id, hint=hint)
+    return matches[0]
+
+
+def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
+    """The workspace config that owns task file ``path`` (its lock dir is where edits lock).
+
+    Without ``root``: $SWARM_ROOT/current workspace if its task dirs hold the file, else the
+    nearest ancestor with swarm.yaml or the default tasks/active|completed layout, else the
+    file's own directory. Processes must agree on it: pass ``root`` when in doubt.
+    """
+    if root is not None:
+        return load_config(root)
+    parent = Path(os.path.abspath(path)).parent
+
+    def holds(candidate: Config) -> bool:  # at any depth: epic folders hold tasks too
+        return _inside(parent, candidate.tasks_active) or _inside(parent, candidate.tasks_completed)
+
+    cfg = load_config(None)
+    if holds(cfg):
+        return cfg
+    for ancestor in list(parent.parents)[:12]:
+        if (ancestor / "swarm.yaml").is_file():
+            candidate = load_config(ancestor)
+            if holds(candidate):
+                return candidate
+        elif _inside(parent, ancestor / "tasks" / "active") or _inside(parent, ancestor / "tasks" / "completed"):
+            return load_config(ancestor)
+    return load_config(parent)
+
+
+@contextmanager
+def edit_task(path: PathLike, root: Optional[PathLike] = None, *, durable: bool = True) -> Iterator[TaskDocument]:
+    """Hold the task's lock, yield its freshly re-read document, write it back if it changed.
+
+    Nothing is written when the block raises. The lock is not re-entrant: do not call
+    ``set_field`` on the same file inside the block, edit the yielded document instead.
+    ``durable=False`` skips the directory fsync (claims: the lease file is the truth and a
+    lost mirror update is repaired from it).
+    """
+    target = Path(path)
+    cfg = task_config(target, root)
+    with locked(target, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        try:
+            text = read_text(target)
+        except FileNotFoundError:
+            raise NotFoundError("task file does not exist", path=target) from None
+        document = TaskDocument(text, target)
+        yield document
+        if document.changed:
+            atomic_write(target, document.render(), fsync_dir=durable)
+
+
+def set_fields(path: PathLike, values: Mapping[str, Any], root: Optional[PathLike] = None, *,
+               durable: bool = True) -> Task:
+    """Set several header fields in one locked re-read and write; returns the task after it."""
+    with edit_task(path, root, durable=durable) as document:
+        for name, value in values.items():
+            document.set_field(name, value)
+    return document.task
+
+
+def set_field(path: PathLike, name: str, value: Any, root: Optional[PathLike] = None) -> Task:
+    """Set one header field (``**Name:** value``), touching no other line of the file."""
+    return set_fields(path, {name: value}, root)
+
+
+def set_checklist_item(path: PathLike, selector: Union[int, str], checked: Optional[bool] = None,
+                       agent: Any = KEEP, root: Optional[PathLike] = None) -> ChecklistItem:
+    """Edit one checklist line (see ``TaskDocument.set_checklist_item``); returns the item after."""
+    with edit_task(path, root) as document:
+        item = document.set_checklist_item(selector, checked=checked, agent=agent)
+    return item
+
+
+# ---------------------------------------------------------------------------- new tasks
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:50].strip("-")
+
+
+def new_task_file(task_id: str, title: str, root: Optional[PathLike] = None, *,
+                  directory: Optional[PathLike] = None, filename: Optional[str] = None,
+                  **parts: Any) -> Path:
+    """Write a new task (see ``render_task``) to tasks/active/``<ID>-<slug>.md``; returns its path.
+
+    Refuses (ValidationError) when the file exists or another task already has this id.
+    """
+    cfg = load_config(root)
+    target_dir = Path(directory) if directory is not None else cfg.tasks_active
+    text = render_task(task_id, title, **parts)
+    name = filename or (f"{task_id}-{_slug(title)}.md" if _slug(title) else f"{task_id}.md")
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".md"):
+        raise ValidationError(f"invalid task file name {name!r}")
+    target = target_dir / name
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with locked(target_dir, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        if target.exists():
+            raise ValidationError("task file already exists", path=target, task_id=task_id)
+        # Files that do not parse cannot be checked here; find_task names them once fixed.
+        taken = [t for d in {target_dir, cfg.tasks_active, cfg.tasks_completed}
+                 for t in list_tasks(directory=d, errors=[]) if t.task_id == task_id]
+        if taken:
+            raise ValidationError(f"task id {task_id} is already used", path=taken[0].path, task_id=task_id,
+                                  hint="pick another id")
+        atomic_write(target, text)
+    return target
+
+
+def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
+                      status: Optional[Any] = Status.COMPLETED) -> Path:
+    """Set the task's Status (unless ``status`` is None) and move it to tasks/completed/.
+
+    Returns the new path; a task already in completed/ is left there. Refuses to overwrite.
+    """
+    cfg = load_config(root)
+    task = find_task(task_id, cfg.root)
+    source = task.path
+    if source is None or _inside(source, cfg.tasks_completed):
+        return source
+    # An epic's task moves to the same folder under completed/: names stay unique, the epic together.
+    target = cfg.tasks_completed / (source.relative_to(cfg.tasks_active) if _inside(source, cfg.tasks_active)
+                                    else source.name)
+    with locked(source, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+        document = TaskDocument(read_text(source), source)  # re-read under the lock
+        if document.task.task_id != task_id:
+            raise NotFoundError(f"{source.name} no longer holds task {task_id}", path=source, task_id=task_id)
+        if status is not None:
+            document.set_field("Status", status)
+        if target.exists():
+            raise ValidationError("a completed task file with this name already exists", path=target,
+                                  task_id=task_id, hint="rename or remove one of them")
+        # Written in full before the source goes: a crash in between leaves two copies, which
+        # find_task reports by name, never zero.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, document.render())
+        os.unlink(source)
+    return target
+
+
+
+def task_workspace(task: str, root: Any = None) -> Path:
+    """The workspace a command about ``task`` (a task file or a task id) works in.
+
+    A configured root (``--root`` or ``$SWARM_ROOT``) wins, and a task file outside its task
+    folders is refused: working on it would put leases and sub-tasks in the wrong place. With
+    no root configured, the workspace is the one that holds the file. Either must be initialised.
+    """
+    path = Path(os.path.expanduser(task))
+    if not path.exists():
+        if ID_PATTERN.fullmatch(task) and not task.endswith(".md"):
+            return require_workspace(root)  # an id: looked up in the workspace's task folders
+        raise NotFoundError("task file does not exist", path=path.absolute(), hint="give a task file or a task id")
+    path = Path(os.path.realpath(path))
+    if root is not None or os.environ.get("SWARM_ROOT"):
+        cfg = load_config(require_workspace(root))
+        folders = [Path(os.path.realpath(folder)) for folder in (cfg.tasks_active, cfg.tasks_completed)]
+        if not any(path.is_relative_to(folder) for folder in folders):
+            raise ValidationError(f"task file is outside the workspace {cfg.root}", path=path,
+                                  hint=f"move it under {cfg.tasks_active}, or give --root of the workspace "
+                                  "that holds it")
+        return cfg.root
+    return require_workspace(task_config(path).root)

@@ -1,0 +1,697 @@
+"""The task Markdown model: parse a task file, check it, edit its lines, render a new one.
+
+A task file is what operators edit, so the runtime parses it leniently and edits it surgically::
+
+    # TASK-1769952151: Implement Feature F-005      <- id before the first colon (or **Task ID:**)
+    **Priority:** high                               <- header fields: before the first ## heading
+    **Status:** pending
+    ## Success Criteria
+    - [ ] item two [IP:executor-2]                   <- checklist item, in progress by executor-2
+
+This module owns the text: ``parse_task``, ``validate_task``, ``render_task``, the claim order
+(``priority_rank``, ``ready_order_key``) and ``TaskDocument``, whose edits change only the lines
+they own, so an operator's edit elsewhere is kept and an unchanged document renders back byte
+for byte. A file that does not parse raises ParseError (InvalidIdError for a bad id).
+
+The files on disk (cached listing, ``find_task``, locked edits, ``new_task_file``,
+``move_to_completed``) live in task_store.py; their names are importable from here too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from .clock import format_ts, parse_ts
+
+from .config import validate_id
+from .fileio import split_lines
+from .errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+
+__all__ = [
+    "Status", "Priority", "Task", "Section", "ChecklistItem", "TaskDocument", "KEEP",
+    "parse_task", "validate_task", "render_task",
+    "priority_rank", "ready_order_key", "extract_paths", "parse_id_list",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+KEEP: Any = object()  # set_checklist_item: leave the [IP:agent] marker as it is
+
+
+class Status(str, Enum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    NEEDS_ATTENTION = "needs_attention"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> Optional["Status"]:
+        """The status named by ``text`` ("COMPLETE", "in progress", "done ✅"...), else None."""
+        return _lookup(_STATUS_WORDS, text)
+
+
+class Priority(str, Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> Optional["Priority"]:
+        """The level named by ``text`` ("HIGH", "urgent"...), else None (numbers included)."""
+        return _lookup(_PRIORITY_WORDS, text)
+
+
+_S, _P = Status, Priority
+_STATUS_WORDS = {
+    **dict.fromkeys(["pending", "todo", "to do", "open", "new", "not started", "ready", "queued"], _S.PENDING),
+    **dict.fromkeys(["claimed", "assigned"], _S.CLAIMED),
+    **dict.fromkeys(["in progress", "inprogress", "wip", "active", "running", "started", "working",
+                     "doing", "ongoing"], _S.IN_PROGRESS),
+    **dict.fromkeys(["completed", "complete", "done", "finished", "resolved", "succeeded", "success"],
+                    _S.COMPLETED),
+    **dict.fromkeys(["failed", "failure", "fail", "error", "errored"], _S.FAILED),
+    **dict.fromkeys(["blocked", "waiting", "on hold"], _S.BLOCKED),
+    **dict.fromkeys(["needs attention", "needsattention", "attention", "needs review", "needs help"],
+                    _S.NEEDS_ATTENTION),
+    **dict.fromkeys(["cancelled", "canceled", "abandoned", "wontfix", "wont fix", "dropped", "obsolete"],
+                    _S.CANCELLED),
+}
+_PRIORITY_WORDS = {
+    **dict.fromkeys(["critical", "urgent", "blocker"], _P.CRITICAL),
+    **dict.fromkeys(["high"], _P.HIGH),
+    **dict.fromkeys(["medium", "normal", "moderate"], _P.MEDIUM),
+    **dict.fromkeys(["low", "minor"], _P.LOW),
+}
+_RANK = {_P.CRITICAL: 3.0, _P.HIGH: 2.0, _P.MEDIUM: 1.0, _P.LOW: 0.0}
+_NOT_WORD = re.compile(r"[^a-z0-9 ]+")
+
+
+def _lookup(table: Mapping[str, Any], text: Optional[str]) -> Any:
+    if not text:
+        return None
+    # "COMPLETE - NO ACTION NEEDED", "completed ✅", "In-Progress": the leading words decide.
+    words = _NOT_WORD.sub("", text.lower().replace("_", " ").replace("-", " ")).split()
+    for size in range(min(3, len(words)), 0, -1):
+        found = table.get(" ".join(words[:size]))
+        if found is not None:
+            return found
+    return None
+
+
+def priority_rank(value: Any) -> float:
+    """Sort weight of a priority: critical 3 > high 2 > medium 1 > low 0; a number is itself.
+
+    Missing or unrecognised priorities weigh as medium.
+    """
+    if isinstance(value, Priority):
+        return _RANK[value]
+    text = str(value).strip() if value is not None else ""
+    try:
+        return float(text)
+    except ValueError:
+        level = Priority.parse(text)
+        return _RANK[level] if level is not None else _RANK[Priority.MEDIUM]
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One ``- [ ]`` / ``- [x]`` line; ``text`` is without the ``[IP:agent]`` marker."""
+
+    index: int  # 0-based among the file's checklist items (code blocks excluded)
+    line: int  # 1-based
+    checked: bool
+    text: str
+    agent: Optional[str] = None
+    section: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "line": self.line, "checked": self.checked, "text": self.text,
+                "agent": self.agent, "section": self.section}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A ``## Name`` section: heading line, last body line, body text (### headings included)."""
+
+    name: str
+    line: int
+    end: int
+    text: str
+    level: int = 2
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "line": self.line, "end": self.end, "level": self.level}
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A parsed task file, shared with the list cache: read-only, compared by identity."""
+
+    task_id: str
+    title: str
+    path: Optional[Path]
+    fields: Mapping[str, str]  # header fields in file order, names as written
+    field_lines: Mapping[str, int]
+    status: Optional[Status]  # PENDING when the file has no Status field; None when unrecognised
+    status_text: Optional[str]
+    priority: Optional[Priority]
+    priority_text: Optional[str]
+    created: Optional[str]
+    depends_on: tuple[str, ...]
+    parent: Optional[str]
+    assigned_to: Optional[str]
+    sub_tasks: tuple[str, ...]
+    sections: tuple[Section, ...]
+    checklist: tuple[ChecklistItem, ...]
+    files_to_modify: tuple[str, ...]
+    title_line: int = 1
+
+    def field(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """A header field by name, ignoring case, spaces and dashes."""
+        wanted = _key(name)
+        for written, value in self.fields.items():
+            if _key(written) == wanted:
+                return value
+        return default
+
+    def section(self, name: str) -> Optional[Section]:
+        """The first section with this name (case-insensitive), or None."""
+        wanted = name.strip().lower()
+        return next((s for s in self.sections if s.name.lower() == wanted), None)
+
+    @property
+    def type(self) -> Optional[str]:
+        return self.field("Type")
+
+    @property
+    def objective(self) -> str:
+        found = self.section("Objective") or self.section("Goal")
+        return found.text if found else ""
+
+    @property
+    def success_criteria(self) -> tuple[ChecklistItem, ...]:
+        """The items of ``## Success Criteria`` and ``## Acceptance Criteria`` (RALF writes either)."""
+        return tuple(i for i in self.checklist if _CRITERIA_SECTION.match(i.section or ""))
+
+    @property
+    def priority_rank(self) -> float:
+        return priority_rank(self.priority or self.priority_text)
+
+    @property
+    def created_at(self) -> Optional[datetime]:
+        try:
+            return parse_ts(self.created) if self.created else None
+        except ValueError:
+            return None
+
+    @cached_property
+    def _order(self) -> tuple:
+        moment = self.created_at
+        return (-self.priority_rank, moment.timestamp() if moment else float("inf"), self.task_id)
+
+    def to_dict(self) -> dict:
+        return {
+            "task_id": self.task_id, "title": self.title, "path": str(self.path) if self.path else None,
+            "status": self.status.value if self.status else None, "status_text": self.status_text,
+            "priority": self.priority.value if self.priority else None, "priority_text": self.priority_text,
+            "created": self.created, "depends_on": list(self.depends_on), "parent": self.parent,
+            "assigned_to": self.assigned_to, "sub_tasks": list(self.sub_tasks), "fields": dict(self.fields),
+            "sections": [s.to_dict() for s in self.sections],
+            "checklist": [i.to_dict() for i in self.checklist], "files_to_modify": list(self.files_to_modify),
+        }
+
+
+def ready_order_key(task: Task) -> tuple:
+    """Claim order: higher priority first, then oldest Created first, then task id."""
+    return task._order
+
+
+# ---------------------------------------------------------------------------- parsing
+
+_HEADING = re.compile(r"(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FIELD = re.compile(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
+_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
+_CHECK = re.compile(r"([ \t]*[-*+][ \t]+\[)([ xX])(\])(.*?)[ \t]*$")
+_IP = re.compile(r"[ \t]*\[IP:([^\]\s]*)\]$")
+_FILES_SECTION = re.compile(
+    r"files?\s+(?:to\s+(?:modify|create|change|edit|update|add|write|touch)|modified|created|changed|added)\b",
+    re.I)
+_BULLET = re.compile(r"[ \t]*(?:[-*+]|\d+[.)])[ \t]+(.*)$")
+_TICKED = re.compile(r"`([^`\n]+)`")
+_BARE_PATH = re.compile(
+    r"(?<![\w@:/.~-])((?:~/|\.{1,2}/)?[\w.-]*[\w-]/[\w./*-]*[\w*]|[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/-])")
+_PATH_LIKE = re.compile(r"(?:~/|\.{1,2}/)?[\w.*-]+(?:/[\w.*-]+)*/?$")
+_ID_TOKEN = re.compile(r"[^\s,;()]+")
+_CRITERIA_SECTION = re.compile(r"(?:success|acceptance)\s+criteria\b", re.I)
+_SUBTASKS_SECTION = re.compile(r"sub[- ]?tasks\b", re.I)
+_TABLE_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _is_path(token: str, bare: bool = False) -> bool:
+    token = token.strip().rstrip(".,:;")
+    if not token or not _PATH_LIKE.match(token) or token.startswith("-"):
+        return False
+    stem, _, ext = token.rpartition(".")
+    has_ext = len(stem) >= 2 and ext[:1].isalpha() and "/" not in ext
+    if bare and not has_ext and token.count("/") == 1 and not token.startswith(("~/", "./", "../")):
+        return token.endswith("/")  # "before/after", "and/or" in prose are not paths
+    return "/" in token or has_ext
+
+
+def extract_paths(text: str) -> list[str]:
+    """File paths named in ``text``: backticked spans and bare tokens that look like paths."""
+    found: list[str] = []
+    for match in _TICKED.finditer(text):
+        if _is_path(match.group(1)):
+            found.append(match.group(1).strip().rstrip(".,:;"))
+    for match in _BARE_PATH.finditer(_TICKED.sub(" ", text)):
+        if _is_path(match.group(1), bare=True):
+            found.append(match.group(1).rstrip(".,:;"))
+    return list(dict.fromkeys(p[2:] if p.startswith("./") else p for p in found))
+
+
+def _bullet_paths(line: str) -> list[str]:
+    bullet = _BULLET.match(line)
+    if not bullet:
+        return []
+    body = bullet.group(1)
+    ticked = [m.group(1).strip() for m in _TICKED.finditer(body) if _is_path(m.group(1))]
+    if ticked:
+        return ticked
+    first = body.split(maxsplit=1)[0].rstrip(".,:;") if body.strip() else ""
+    return [first] if _is_path(first) else []
+
+
+def parse_id_list(value: Optional[str]) -> tuple[list[str], list[str]]:
+    """Ids in a field like ``TASK-1 (framework), TASK-2``: (valid ids, tokens that are not ids)."""
+    good: list[str] = []
+    bad: list[str] = []
+    if not value:
+        return good, bad
+    for part in re.split(r"[,;]|\band\b", re.sub(r"\([^)]*\)", " ", value)):
+        token = next(iter(_ID_TOKEN.findall(part)), "").strip("`*")
+        if not token or token.lower() in _NONE_WORDS:
+            continue
+        try:
+            good.append(validate_id(token, "task id"))
+        except InvalidIdError:
+            bad.append(token)
+    return good, bad
+
+
+def _table_ids(sections: Sequence[Section]) -> list[str]:
+    """Ids in the first column of a ``## Sub-Tasks`` table (an epic's list of its children).
+
+    RALF writes them as given (``TASK-1``) or shortened to the number (``20260203172001``);
+    ``task_graph`` matches a short one to the task whose id ends in ``-<number>``.
+    """
+    found: list[str] = []
+    for section in sections:
+        if not _SUBTASKS_SECTION.match(section.name):
+            continue
+        rows = [r for r in section.text.split("\n") if r.lstrip().startswith("|")]
+        for row in rows[2:]:  # after the header row and its |---| line
+            cell = _TABLE_LINK.sub(r"\1", row.strip().strip("|").split("|")[0]).strip().strip("`*")
+            try:
+                found.append(validate_id(cell, "task id"))
+            except InvalidIdError:
+                continue
+    return found
+
+
+def _blank_trimmed(lines: list[str]) -> str:
+    start, end = 0, len(lines)
+    while start < end and not lines[start].strip():
+        start += 1
+    while end > start and not lines[end - 1].strip():
+        end -= 1
+    return "\n".join(lines[start:end])
+
+
+def _title_id(title: str, path: Any, line: int) -> tuple[Optional[str], str]:
+    head, colon, rest = title.partition(":")
+    head = head.strip().strip("*`")
+    if not colon or not head or re.search(r"\s", head):
+        return None, title.strip()
+    return _checked_id(head, path, line), rest.strip()
+
+
+def _checked_id(value: str, path: Any, line: int) -> str:
+    try:
+        return validate_id(value, "task id")
+    except InvalidIdError as exc:
+        raise InvalidIdError(exc.reason, path=path, line=line, hint=exc.hint) from None
+
+
+def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
+    where = path if path is not None else "<text>"
+    title: Optional[str] = None
+    title_line = 0
+    fields: dict[str, str] = {}
+    field_lines: dict[str, int] = {}
+    sections: list[Section] = []
+    checklist: list[ChecklistItem] = []
+    files: list[str] = []
+    fences: list[tuple[str, int]] = []
+    header = True
+    current: Optional[tuple[str, int, int]] = None  # name, heading line, level
+    body: list[str] = []
+    in_files = False
+
+    def close(end: int) -> None:
+        if current is not None:
+            sections.append(Section(current[0], current[1], end, _blank_trimmed(body), current[2]))
+
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\n").rstrip("\r")
+        if title is None:
+            stripped = line.lstrip("\ufeff").strip()
+            if not stripped:
+                continue
+            heading = _HEADING.match(stripped)
+            if not heading or len(heading.group(1)) != 1:
+                raise ParseError("no title line", path=where, line=number,
+                                 hint="a task file starts with '# <ID>: <title>'")
+            title, title_line = heading.group(2), number
+            continue
+        first = line.lstrip()[:1]
+        if first in ("`", "~"):
+            fence = _FENCE.match(line)
+            if fence:
+                mark, info = fence.group(1), fence.group(2)
+                # A marker with an info string always opens (RALF nests ```bash inside ```markdown);
+                # a bare marker closes the innermost open block.
+                if fences and not info and mark[0] == fences[-1][0] and len(mark) >= fences[-1][1]:
+                    fences.pop()
+                elif info or not fences:
+                    fences.append((mark[0], len(mark)))
+                body.append(line)
+                continue
+        if fences:
+            body.append(line)
+            continue
+        if first == "#":
+            heading = _HEADING.match(line)
+            if heading:
+                header = False
+                if len(heading.group(1)) <= 2:
+                    close(number - 1)
+                    current, body = (heading.group(2), number, len(heading.group(1))), []
+                    in_files = bool(_FILES_SECTION.match(heading.group(2)))
+                    continue
+        elif header and first == "*":
+            found = _FIELD.match(line)
+            if found and found.group(1).strip() not in fields:
+                fields[found.group(1).strip()] = found.group(2)
+                field_lines[found.group(1).strip()] = number
+        if "[" in line:
+            item = _CHECK.match(line)
+            if item:
+                text = item.group(4)
+                marker = _IP.search(text)
+                agent = None
+                if marker:
+                    agent, text = marker.group(1), text[:marker.start()]
+                checklist.append(ChecklistItem(len(checklist), number, item.group(2) != " ",
+                                               text.strip(), agent, current[0] if current else None))
+        if in_files:
+            files.extend(_bullet_paths(line))
+        body.append(line)
+    if title is None:  # only blank lines
+        raise ParseError("empty task file", path=where, line=1, hint="a task file starts with '# <ID>: <title>'")
+    close(len(lines))
+
+    def get(name: str) -> Optional[str]:
+        wanted = _key(name)
+        return next((v for k, v in fields.items() if _key(k) == wanted), None)
+
+    task_id, title_text = _title_id(title, where, title_line)
+    if task_id is None:
+        declared = get("Task ID")
+        if not declared:
+            raise ParseError("no task id in the title line", path=where, line=title_line,
+                             hint="write the title as '# <ID>: <title>' or add '**Task ID:** <ID>'")
+        line_no = next(n for k, n in field_lines.items() if _key(k) == "taskid")
+        task_id = _checked_id(declared.strip().strip("`"), where, line_no)
+    status_text = get("Status")
+    priority_text = get("Priority")
+    return Task(
+        task_id=task_id, title=title_text, path=path,
+        fields=MappingProxyType(fields), field_lines=MappingProxyType(field_lines),
+        status=Status.parse(status_text) if status_text is not None else Status.PENDING,
+        status_text=status_text,
+        priority=Priority.parse(priority_text), priority_text=priority_text,
+        created=get("Created"),
+        depends_on=tuple(parse_id_list(get("Depends On") or get("Dependencies"))[0]),
+        parent=(parse_id_list(_TABLE_LINK.sub(r"\1", get("Parent Task") or get("Parent") or ""))[0] or [None])[0],
+        assigned_to=get("Assigned To") or get("Assignee"),
+        sub_tasks=tuple(dict.fromkeys(parse_id_list(get("Sub-Tasks"))[0] + _table_ids(sections))),
+        sections=tuple(sections), checklist=tuple(checklist),
+        files_to_modify=tuple(dict.fromkeys(files)), title_line=title_line,
+    )
+
+
+def parse_task(text: str, path: Optional[PathLike] = None) -> Task:
+    """Parse task Markdown; ParseError/InvalidIdError naming ``path`` and the line."""
+    return _parse(split_lines(text), Path(path) if path is not None else None)
+
+
+def validate_task(task: Task) -> list[ValidationError]:
+    """What is wrong with a parsed task (unknown status or priority, bad ids, bad time); [] if fine."""
+    problems: list[ValidationError] = []
+
+    def report(name: str, what: str, hint: str) -> None:
+        line = next((n for k, n in task.field_lines.items() if _key(k) == _key(name)), task.title_line)
+        problems.append(ValidationError(what, path=task.path or "<text>", line=line, hint=hint))
+
+    if task.status is None:
+        report("Status", f"unrecognised status {task.status_text!r}",
+                "use one of: " + ", ".join(s.value for s in Status))
+    if task.priority_text is not None and task.priority is None:
+        try:
+            float(task.priority_text)
+        except ValueError:
+            report("Priority", f"unrecognised priority {task.priority_text!r}",
+                   "use critical, high, medium, low or a number")
+    if task.created is not None and task.created_at is None:
+        report("Created", f"Created is not an ISO-8601 time: {task.created!r}", "e.g. 2026-02-01T18:30:00Z")
+    for name in ("Depends On", "Dependencies", "Parent Task", "Sub-Tasks"):
+        bad = parse_id_list(task.field(name))[1]
+        if bad:
+            report(name, f"{name} names invalid task ids: {', '.join(bad)}", "ids are letters, digits, . _ -")
+    declared = task.field("Task ID")
+    if declared and declared.strip().strip("`") != task.task_id:
+        report("Task ID", f"Task ID {declared!r} differs from the title's id {task.task_id!r}",
+               "make them the same; the title wins")
+    return problems
+
+
+# ---------------------------------------------------------------------------- line-level edits
+
+
+def _clean_value(value: Any, path: Optional[Path] = None) -> str:
+    text = value.value if isinstance(value, Enum) else str(value)
+    if "\n" in text or "\r" in text:
+        raise ValidationError(f"value must be one line: {text[:60]!r}", path=path)
+    return text.strip()
+
+
+class TaskDocument:
+    """The lines of one task file, editable one line at a time; ``render()`` gives the text back."""
+
+    def __init__(self, text: str, path: Optional[PathLike] = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.original = text
+        self._lines = split_lines(text)
+        self._task: Optional[Task] = None
+        self.task  # parse now: a document that does not parse is never edited
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = _parse(self._lines, self.path)
+        return self._task
+
+    def render(self) -> str:
+        return "".join(self._lines)
+
+    @property
+    def changed(self) -> bool:
+        return self.render() != self.original
+
+    def _newline(self) -> str:
+        return "\r\n" if self._lines and self._lines[0].endswith("\r\n") else "\n"
+
+    def _insert(self, index: int, new: list[str]) -> None:
+        newline = self._newline()
+        at_end = index >= len(self._lines)
+        if at_end and self._lines and not self._lines[-1].endswith("\n"):
+            # The file ended without a newline: keep it that way after the inserted lines.
+            self._lines[-1] += newline
+            self._lines.extend([n + newline for n in new[:-1]] + [new[-1]])
+        else:
+            self._lines[index:index] = [n + newline for n in new]
+        self._task = None
+
+    def set_field(self, name: str, value: Any) -> bool:
+        """Set header field ``name``: replace its value in place, else add a line after the last field."""
+        name = name.strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
+            raise ValidationError(f"invalid field name {name!r}", path=self.path)
+        text = _clean_value(value, self.path)
+        task = self.task
+        line_no = next((n for k, n in task.field_lines.items() if _key(k) == _key(name)), None)
+        if line_no is not None:
+            raw = self._lines[line_no - 1]
+            content = raw.rstrip("\n").rstrip("\r")
+            found = _FIELD.match(content)
+            start, end = found.span(2)
+            prefix = content[:start]
+            if not prefix[-1:].isspace() and text:
+                prefix += " "
+            new = prefix + text + content[end:] + raw[len(content):]
+            if new == raw:
+                return False
+            self._lines[line_no - 1] = new
+            self._task = None
+            return True
+        new_line = f"**{name}:** {text}".rstrip()
+        if task.field_lines:
+            self._insert(max(task.field_lines.values()), [new_line])
+        else:
+            index = task.title_line
+            following = self._lines[index] if index < len(self._lines) else None
+            if following is not None and not following.strip():
+                after = self._lines[index + 1] if index + 1 < len(self._lines) else None
+                self._insert(index + 1, [new_line] + ([""] if after is not None and after.strip() else []))
+            else:
+                self._insert(index, ["", new_line] + ([""] if following is not None else []))
+        return True
+
+    def find_item(self, selector: Union[int, str]) -> ChecklistItem:
+        """A checklist item by index, or by its text (exact, then ignoring case and spaces)."""
+        items = self.task.checklist
+        if isinstance(selector, int) and not isinstance(selector, bool):
+            if 0 <= selector < len(items):
+                return items[selector]
+            raise NotFoundError(f"no checklist item #{selector} ({len(items)} items)", path=self.path)
+        wanted = str(selector).strip()
+        exact = [i for i in items if i.text == wanted]
+        loose = exact or [i for i in items if " ".join(i.text.split()).lower() == " ".join(wanted.split()).lower()]
+        if len(loose) == 1:
+            return loose[0]
+        if not loose:
+            raise NotFoundError(f"no checklist item {wanted[:60]!r}", path=self.path)
+        raise ValidationError(f"checklist item {wanted[:60]!r} is ambiguous", path=self.path,
+                              line=loose[1].line, hint="select it by index")
+
+    def set_checklist_item(self, selector: Union[int, str], *, checked: Optional[bool] = None,
+                           agent: Any = KEEP) -> ChecklistItem:
+        """Tick/untick one item and/or set (a str) or remove (None) its ``[IP:agent]`` marker."""
+        item = self.find_item(selector)
+        if agent is not KEEP and agent is not None:
+            validate_id(agent, "agent id")
+        raw = self._lines[item.line - 1]
+        content = raw.rstrip("\n").rstrip("\r")
+        found = _CHECK.match(content)
+        mark = found.group(2) if checked is None or bool(checked) == item.checked else ("x" if checked else " ")
+        new = content[:found.start(2)] + mark + content[found.end(2):]
+        if agent is not KEEP and agent != item.agent:
+            tail = content[found.start(4):]
+            marker = _IP.search(tail.rstrip())
+            text = tail.rstrip()[:marker.start()] if marker else tail.rstrip()
+            new = content[:found.start(2)] + mark + "]" + text + (f" [IP:{agent}]" if agent else "")
+        new += raw[len(content):]
+        if new != raw:
+            self._lines[item.line - 1] = new
+            self._task = None
+        return self.task.checklist[item.index]
+
+
+# ---------------------------------------------------------------------------- rendering a new task
+
+
+def _one_line(value: Any, what: str) -> str:
+    text = _clean_value(value)
+    if not text and what == "title":
+        raise ValidationError("a task needs a title")
+    return text
+
+
+def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, priority: Any = Priority.MEDIUM,
+                type: Optional[str] = None, created: Optional[str] = None, depends_on: Sequence[str] = (),
+                fields: Optional[Mapping[str, Any]] = None, objective: str = "",
+                criteria: Sequence[str] = (), files: Sequence[str] = (),
+                sections: Optional[Mapping[str, str]] = None) -> str:
+    """Task Markdown from its parts. ``criteria`` items become ``- [ ]`` lines unless already checklist lines."""
+    validate_id(task_id, "task id")
+    for dep in depends_on:
+        validate_id(dep, "task id")
+    head: dict[str, Any] = {}
+    if type:
+        head["Type"] = type
+    head.update({"Priority": priority, "Status": status, "Created": created or format_ts()})
+    if depends_on:
+        head["Depends On"] = ", ".join(depends_on)
+    head.update(fields or {})
+    out = [f"# {task_id}: {_one_line(title, 'title')}", ""]
+    for name, value in head.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
+            raise ValidationError(f"invalid field name {name!r}")
+        out.append(f"**{name}:** {_one_line(value, name)}".rstrip())
+    body = {"Objective": objective.strip(),
+            "Success Criteria": "\n".join(c if _CHECK.match(c) else f"- [ ] {c}"
+                                          for c in (_one_line(c, "criterion") for c in criteria)),
+            "Files to Modify": "\n".join(f"- `{_one_line(f, 'file')}`" for f in files)}
+    body.update({k: v.strip() for k, v in (sections or {}).items()})
+    for name, text in body.items():
+        if text or name == "Objective":
+            out += ["", f"## {_one_line(name, 'section')}", ""] + ([text] if text else [])
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------- the files on disk
+
+# The files-on-disk half lives in task_store.py, which imports this module at its top. Its names
+# stay reachable as tasks.<name> so callers need not change. They are served on first use rather
+# than imported here: task_store can then be imported first as well, with no import cycle at load.
+_STORE_NAMES = (
+    "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
+    "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
+    "task_files", "is_finished", "looks_like_task",
+)
+__all__ += _STORE_NAMES
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _STORE_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import task_store
+
+    value = globals()[name] = getattr(task_store, name)  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_STORE_NAMES))

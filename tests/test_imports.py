@@ -1,0 +1,137 @@
+"""The shape of the house: no import cycles, no private names across modules, no name a host repository could shadow."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parent.parent / "lib"
+PACKAGE = LIB / "swarmfile"
+
+# Module names an autonomous-agent repository's own lib/ is known to use (the RALF repository's
+# loops import config, paths, storage ...): Swarmfile puts none of them on sys.path.
+HOST_NAMES = {"config", "paths", "storage", "memory", "workspace", "cli", "errors", "utils", "tasks", "agents",
+              "state_machine", "config_manager", "models", "logger", "helpers", "common"}
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+
+
+def _imports(tree: ast.Module) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken from it) for every import of a package module, lazy ones too."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            inside = node.level == 1 or node.module == "swarmfile" or (node.module or "").startswith("swarmfile.")
+            if not inside:
+                continue
+            module = (node.module or "").removeprefix("swarmfile").lstrip(".") if node.level == 0 else node.module
+            if module:  # from .x import a, b
+                found.append((module.split(".")[0], [a.name for a in node.names]))
+            else:  # from . import x, y
+                found += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name.split(".")[1], []) for a in node.names if a.name.startswith("swarmfile.")]
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {name: {m for m, _ in _imports(tree) if m in mods and m != name} for name, tree in mods.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_package_has_no_import_cycle():
+    assert _cycles(_graph()) == [], "modules that import each other (directly or round a loop): move what both need down"
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_uses_another_modules_private_names():
+    offenders = []
+    for name, tree in _modules().items():
+        aliases = {}
+        for module, names in _imports(tree):
+            offenders += [f"{name} imports {module}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+            aliases[module] = module
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                offenders.append(f"{name} uses {node.value.id}.{node.attr}")
+    assert offenders == []
+
+
+def test_nothing_at_the_top_of_lib_has_a_name_a_host_uses():
+    top = {p.stem for p in LIB.glob("*.py")}
+    assert top and not top & HOST_NAMES
+
+
+@pytest.mark.parametrize("order", ["host-first", "swarmfile-first"])
+def test_a_host_loop_imports_its_own_config_beside_swarmfile(tmp_path, order, workspace):
+    """A RALF-style loop: its own lib/ with config.py, paths.py, errors.py, and Swarmfile's lib/ on sys.path."""
+    host = tmp_path / "host-lib"
+    host.mkdir()
+    (host / "config.py").write_text("def get_config():\n    return {'owner': 'host'}\n")
+    (host / "paths.py").write_text("ROOT = 'host-paths'\n")
+    (host / "errors.py").write_text("class HostError(Exception):\n    pass\n")
+    first, second = (host, LIB) if order == "host-first" else (LIB, host)
+    loop = tmp_path / "loop.py"
+    loop.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(second)!r})
+        sys.path.insert(0, {str(first)!r})
+        from config import get_config
+        from paths import ROOT
+        from errors import HostError
+        import agent_discovery, claims, events, task_distribution, state_sync
+        assert get_config() == {{'owner': 'host'}} and ROOT == 'host-paths' and HostError
+        agent_discovery.register_agent('host-loop', role='executor', root={str(workspace)!r})
+        events.append_event('started', 'host-loop', None, root={str(workspace)!r})
+        print(sorted(a.agent_id for a in agent_discovery.discover_agents(root={str(workspace)!r})),
+              claims.ready_tasks(root={str(workspace)!r}))
+    """))
+    out = subprocess.run([sys.executable, str(loop)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['host-loop'] []"
