@@ -36,6 +36,7 @@ from . import events
 from . import lifecycle
 from . import reservations
 from . import tasks
+from . import workspace
 from . import worktrees
 from .cli import require_workspace
 from .clock import utc_now
@@ -466,10 +467,8 @@ class AgentSession:
 
     def add_task(self, title: str, objective: str = "", priority: str = "medium", depends_on: Iterable[str] = (),
                  files: Iterable[str] = (), criteria: Iterable[str] = ()) -> str:
-        from . import swarm
-
         title = _required(title, "title", "give the task a one-line title")
-        path = swarm.new_task(_one_line(title), root=str(self.root), priority=priority, depends_on=list(depends_on),
+        path = workspace.new_task(_one_line(title), root=str(self.root), priority=priority, depends_on=list(depends_on),
                               objective=objective, criteria=list(criteria), files=list(files), agent=self.agent_id)
         task = tasks.load_task(path)
         return f"Created {task.task_id} ({task.priority_text}) in {path}."

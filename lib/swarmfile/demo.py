@@ -23,6 +23,7 @@ from typing import Any, Optional
 from . import claims
 from . import events
 from . import tasks
+from . import workspace as workspaces
 from .cli import print_json, table
 
 __all__ = ["run_demo", "SAMPLE_TASKS"]
@@ -121,14 +122,12 @@ def _summary(root: Path) -> tuple[bool, list[list[str]], dict[str, Any]]:
 def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float = 55,
              keep: bool = False, as_json: bool = False) -> bool:
     """Run the demo; True when every task was completed exactly once."""
-    from . import swarm
-
     made_temp = root is None
     workspace = Path(tempfile.mkdtemp(prefix="swarm-demo-") if made_temp else root).absolute()
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
     workspace.mkdir(parents=True, exist_ok=True)
     use_git = _make_repo(workspace)
-    swarm.init_workspace(str(workspace))
+    workspaces.init_workspace(str(workspace))
     _write_samples(workspace)
     say(f"Swarmfile demo in {workspace}")
     say(f"{len(SAMPLE_TASKS)} sample tasks, 1 planner, {executors} executors running the simulated agent"

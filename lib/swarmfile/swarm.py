@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-import time
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, show_time, table
 from .clock import utc_now
 from .config import load_config, resolve_root
 from .errors import ValidationError
+from .workspace import init_workspace, new_task
 
 __all__ = ["init_workspace", "new_task", "collect_status", "main"]
 
@@ -35,77 +34,6 @@ _FORWARDED = {
     "down": ("tmux_bridge", ["down"]),
     "setup": ("agent_setup", []),
 }
-
-_GITIGNORE_LINE = ".swarm/"
-
-
-def init_workspace(root: Optional[str] = None) -> list[Path]:
-    """Create the workspace files that are missing (never overwrites); returns what it created."""
-    cfg = load_config(root)
-    created: list[Path] = []
-    for directory in (cfg.tasks_active, cfg.tasks_completed, cfg.runtime_dir):
-        if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
-            created.append(directory)
-    from .fileio import atomic_write
-
-    starters = {
-        cfg.heartbeat_file: "heartbeats: {}\nmetadata:\n  timeout_seconds: 120\n",
-        cfg.events_file: "events:\n",
-    }
-    for path, text in starters.items():
-        if not path.exists():
-            atomic_write(path, text)
-            created.append(path)
-    gitignore = cfg.root / ".gitignore"
-    if (cfg.root / ".git").exists():
-        lines = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.exists() else []
-        if _GITIGNORE_LINE not in lines and ".swarm" not in lines:
-            atomic_write(gitignore, "\n".join(lines + [_GITIGNORE_LINE]) + "\n")
-            created.append(gitignore)
-    return created
-
-
-def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium",
-             depends_on: Sequence[str] = (), objective: str = "", criteria: Sequence[str] = (),
-             files: Sequence[str] = (), task_id: Optional[str] = None, force: bool = False,
-             agent: str = "operator") -> Path:
-    """Write a task file from the template; refuses a near-duplicate unless ``force``."""
-    from . import duplicate_detector
-    from . import events
-    from . import tasks
-
-    cfg = load_config(root)
-    if not title.strip():
-        raise ValidationError("a task needs a title")
-    if not force:
-        duplicate_detector.check_new_task(title, objective, cfg.root)
-    if task_id is None:
-        task_id = _fresh_id(cfg)
-    from . import task_graph
-
-    open_tasks = [t for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])
-                  if not tasks.is_finished(t, cfg)]
-    loop = task_graph.cycle_through(task_id, list(depends_on), open_tasks)
-    if loop is not None:
-        raise ValidationError(f"task {task_id} would close a dependency cycle: {' -> '.join(loop)}", task_id=task_id,
-                              hint="drop that --depends-on: the tasks would wait for each other forever")
-    path = tasks.new_task_file(task_id, title, cfg.root, priority=priority, depends_on=list(depends_on),
-                               objective=objective, criteria=list(criteria), files=list(files))
-    events.append_event("created", agent, task_id, root=cfg.root, title=title, priority=priority)
-    return path
-
-
-def _fresh_id(cfg: Any) -> str:
-    """``TASK-<unix seconds>``, the RALF convention, bumped past any id already taken."""
-    from . import tasks
-
-    taken = {t.task_id for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])}
-    stamp = int(time.time())
-    while f"TASK-{stamp}" in taken:
-        stamp += 1
-    return f"TASK-{stamp}"
-
 
 def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dict[str, Any]:
     """Agents, tasks by status, leases and the newest events, as one document."""
