@@ -144,3 +144,22 @@ def test_a_host_loop_imports_its_own_config_beside_swarmfile(tmp_path, order, wo
     out = subprocess.run([sys.executable, str(loop)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['host-loop'] []"
+
+
+def test_the_package_alone_runs_its_command_lines(tmp_path, workspace):
+    """As `pip install .` leaves it: only the package, no lib/<module>.py beside it."""
+    import shutil
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(PACKAGE, site / "swarmfile", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    argv = subprocess.run([sys.executable, "-c", "from swarmfile.cli import module_argv; print(module_argv('executor'))"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert argv.stdout.strip() == str([sys.executable, "-m", "swarmfile", "executor"]), argv.stderr
+    done = subprocess.run([sys.executable, "-m", "swarmfile", "swarm", "new-task", "From the package",
+                           "--root", str(workspace)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert list((workspace / "tasks" / "active").glob("*-from-the-package.md"))
+    helped = subprocess.run([sys.executable, "-m", "swarmfile", "executor", "--help"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage:")

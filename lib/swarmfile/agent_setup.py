@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .cli import EXIT_CHECK_FAILED, EXIT_OK, parser, print_json, run
+from .cli import EXIT_CHECK_FAILED, EXIT_OK, module_argv, parser, print_json, run
 from .config import resolve_root
 from .errors import ParseError, ValidationError
 
 __all__ = ["CLIS", "Change", "plan", "apply", "check", "main"]
 
-SERVER = Path(__file__).resolve().parent.parent / "mcp_server.py"  # lib/mcp_server.py, run by path
 NAME = "swarm"  # the server's name in every CLI's configuration; Claude Code's tools become mcp__swarm__*
 PERMISSION = f"mcp__{NAME}"
 _UNCHANGED = "fix it by hand; it was not changed"
@@ -225,8 +224,9 @@ def _codex_toml(entry: dict[str, Any]) -> Callable[[Path, Optional[str], bool], 
 
 def server_entry(root: Path, agent_id: str, worktree: bool) -> dict[str, Any]:
     """The command that starts this workspace's server for ``agent_id`` (absolute paths: any cwd works)."""
-    return {"command": sys.executable,
-            "args": [str(SERVER), "--agent-id", agent_id, "--root", str(root), *(["--worktree"] if worktree else [])]}
+    server = module_argv("mcp_server")
+    return {"command": server[0],
+            "args": [*server[1:], "--agent-id", agent_id, "--root", str(root), *(["--worktree"] if worktree else [])]}
 
 
 def _targets(cli: str, entry: dict[str, Any]) -> list[tuple[str, Callable[[Path, Optional[str], bool], Optional[str]]]]:

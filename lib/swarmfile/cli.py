@@ -261,3 +261,15 @@ def duration(seconds: float) -> str:
     if total < 86400:
         return f"{total // 3600}h{total % 3600 // 60:02d}m"
     return f"{total // 86400}d{total % 86400 // 3600:02d}h"
+
+
+def module_argv(module: str) -> list[str]:
+    """How a new process runs one of Swarmfile's command lines (the planner, an executor, the MCP server ...).
+
+    In a checkout it is ``lib/<module>.py`` (what operators run too); from an installed package,
+    where there is no lib/, it is ``python -m swarmfile <module>``.
+    """
+    script = Path(__file__).resolve().parent.parent / f"{module}.py"
+    if script.is_file():
+        return [sys.executable, str(script)]
+    return [sys.executable, "-m", "swarmfile", module]

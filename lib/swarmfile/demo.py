@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,11 +24,10 @@ from . import claims
 from . import events
 from . import tasks
 from . import workspace as workspaces
-from .cli import print_json, table
+from .cli import module_argv, print_json, table
 
 __all__ = ["run_demo", "SAMPLE_TASKS"]
 
-LIB = Path(__file__).resolve().parent.parent  # lib/: planner.py, executor.py and sim_agent.py run by path
 
 SAMPLE_TASKS: list[dict[str, Any]] = [
     dict(task_id="DEMO-1", title="Add input validation to the signup form", priority="high",
@@ -133,16 +132,16 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
     say(f"{len(SAMPLE_TASKS)} sample tasks, 1 planner, {executors} executors running the simulated agent"
         + (" in git worktrees, merged back through the merge queue\n" if use_git else " (no git: no worktrees)\n"))
     env = dict(os.environ, SWARM_ROOT=str(workspace), SIM_DELAY="0.4", SIM_FAIL_ONCE="DEMO-2", PYTHONUNBUFFERED="1")
-    sim = f"{sys.executable} {LIB / 'sim_agent.py'} {{task_file}}"
+    sim = " ".join(shlex.quote(part) for part in module_argv("sim_agent")) + " {task_file}"
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workspace, env=env)
     procs: list[subprocess.Popen] = []
     start = time.monotonic()
     finished = False
     try:
-        procs.append(subprocess.Popen([sys.executable, str(LIB / "planner.py"), "--agent-id", "planner",
+        procs.append(subprocess.Popen([*module_argv("planner"), "--agent-id", "planner",
                                        "--interval", "0.3", "--ack-timeout", "5"], **quiet))
         for n in range(1, executors + 1):
-            procs.append(subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", f"executor-{n}",
+            procs.append(subprocess.Popen([*module_argv("executor"), "--agent-id", f"executor-{n}",
                                            "--command", sim, "--poll", "0.2", "--backoff", "0.5"]
                                           + (["--worktree"] if use_git else []), **quiet))
         for event in events.follow(root=workspace, timeout=timeout, interval=0.1):

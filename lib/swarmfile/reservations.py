@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
+from .cli import module_argv
 from .clock import HOSTNAME, format_ts, in_seconds, parse_ts, utc_now
 
 from .config import Config, load_config, validate_id
@@ -439,7 +440,7 @@ _HOOK_MARK = "# installed by swarmfile: reservations.py install-hook"
 _HOOK = """#!/bin/sh
 {mark}
 # Refuses a commit touching files another live agent reserved exclusively; $SWARM_AGENT_ID is you.
-exec {python} {script} check-commit --root {root} --agent "${{SWARM_AGENT_ID:-}}"
+exec {command} check-commit --root {root} --agent "${{SWARM_AGENT_ID:-}}"
 """
 
 
@@ -451,13 +452,11 @@ def install_hook(root: Optional[PathLike] = None, force: bool = False) -> tuple[
     ``force`` ValidationError.
     """
     import shlex
-    import sys
 
     cfg = load_config(root)
     hooks = Path(_git(["rev-parse", "--git-path", "hooks"], cfg.root).strip())
     hook = (hooks if hooks.is_absolute() else cfg.root / hooks) / "pre-commit"
-    script = _HOOK.format(mark=_HOOK_MARK, python=shlex.quote(sys.executable),
-                          script=shlex.quote(str(Path(__file__).resolve().parent.parent / "reservations.py")),
+    script = _HOOK.format(mark=_HOOK_MARK, command=shlex.join(module_argv("reservations")),
                           root=shlex.quote(str(cfg.root)))
     action = "installed"
     if hook.exists():

@@ -45,7 +45,7 @@ from . import claims
 from . import events
 from . import lifecycle
 from . import tasks
-from .cli import EXIT_BAD_INPUT, EXIT_OK, parser, positive_int, positive_seconds, print_json, run, table
+from .cli import EXIT_BAD_INPUT, EXIT_OK, module_argv, parser, positive_int, positive_seconds, print_json, run, table
 from .clock import HOSTNAME, format_ts, seconds_since, utc_now
 from .config import load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
@@ -461,7 +461,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"dispatching: `tmux_bridge.py run` in window {cluster}:bridge hands out ready tasks; "
                       f"`swarm.py down{' ' + here if here else ''}` stops it and the agents")
             else:
-                print(f"next, to hand out tasks: python {Path(__file__).resolve().parent.parent / 'tmux_bridge.py'} run {here}".rstrip())
+                print(f"next, to hand out tasks: {shlex.join(module_argv('tmux_bridge'))} run {here}".rstrip())
             if args.agent == "claude":
                 for key, dialog in (("trust_workspace", "whether it trusts the folder"),
                                     ("use_api_key", "whether to use $ANTHROPIC_API_KEY, when set")):

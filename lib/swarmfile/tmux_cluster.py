@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import signal
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Iterator, Optional
 from . import agent_discovery
 from . import claims
 from . import events
+from .cli import module_argv
 from .clock import HOSTNAME
 from .config import Config, load_config, validate_id
 from .errors import LeaseLost, SwarmError, TmuxError, ValidationError
@@ -164,7 +164,7 @@ def up(agent_count: int, *, preset: Optional[str] = None, command: Optional[str]
 
 
 def _start_bridge(tmux: Tmux, session: str, cluster: str, cfg: Config) -> None:
-    argv = [sys.executable, str(Path(__file__).resolve().parent.parent / "tmux_bridge.py"), "run", "--cluster", cluster, "--root", str(cfg.root)]
+    argv = [*module_argv("tmux_bridge"), "run", "--cluster", cluster, "--root", str(cfg.root)]
     if tmux.socket:
         argv += ["--socket", tmux.socket]
     pane_id = (tmux.run("new-window", "-d", "-t", f"={session}:", "-n", _BRIDGE_WINDOW, "-c", str(cfg.root),
