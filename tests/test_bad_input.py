@@ -62,8 +62,8 @@ EV_READ = "import events; result = events.read_events(root=ROOT)"
 CHAT_SEND = "import chat; chat.send('agent-9', 'agent-1', 'hi', root=ROOT)"
 CLAIM = "import claims; result = claims.claim_task('T-1', 'agent-9', root=ROOT)"
 LEASE_GET = "import claims; result = claims.get_lease('T-1', root=ROOT)"
-TASK_LOAD = "from swarmfile import tasks; result = tasks.load_task(ROOT + '/tasks/active/T-1.md', use_cache=False)"
-TASK_SET = "from swarmfile import tasks; tasks.set_field(ROOT + '/tasks/active/T-1.md', 'Priority', 'high', root=ROOT)"
+TASK_LOAD = "from swarmfile import task_store; result = task_store.load_task(ROOT + '/tasks/active/T-1.md', use_cache=False)"
+TASK_SET = "from swarmfile import task_store; task_store.set_field(ROOT + '/tasks/active/T-1.md', 'Priority', 'high', root=ROOT)"
 
 
 def bomb(tail: str) -> bytes:

@@ -19,7 +19,7 @@ import claims
 import dashboard
 import events
 import reservations
-from swarmfile import tasks
+from swarmfile import task_store
 from swarmfile.clock import HOSTNAME, format_ts, utc_now
 LIB = Path(__file__).resolve().parent.parent / "lib"
 DASHBOARD = LIB / "dashboard.py"
@@ -48,13 +48,13 @@ def write_heartbeats(root: Path, current_task: str = "T-1") -> int:
 def populate(root: Path) -> dict:
     """Agents, tasks with checklists and sub-tasks, a lease, a reservation, a merge entry, events."""
     gone = write_heartbeats(root)
-    tasks.new_task_file("T-1", "Build the parser", root, priority="high",
+    task_store.new_task_file("T-1", "Build the parser", root, priority="high",
                         criteria=["- [x] tokenizer", "- [x] grammar", "- [ ] error lines [IP:executor-1]"])
-    tasks.new_task_file("T-2", "Split work", root, criteria=["plan"], fields={"Sub-Tasks": "T-2-SUB1, T-2-SUB2"})
-    tasks.new_task_file("T-2-SUB1", "First half", root, status="completed", fields={"Parent Task": "T-2"},
+    task_store.new_task_file("T-2", "Split work", root, criteria=["plan"], fields={"Sub-Tasks": "T-2-SUB1, T-2-SUB2"})
+    task_store.new_task_file("T-2-SUB1", "First half", root, status="completed", fields={"Parent Task": "T-2"},
                         directory=root / "tasks" / "completed")
-    tasks.new_task_file("T-2-SUB2", "Second half", root, fields={"Parent Task": "T-2"})
-    tasks.new_task_file("T-3", "Wait for review", root, status="blocked")
+    task_store.new_task_file("T-2-SUB2", "Second half", root, fields={"Parent Task": "T-2"})
+    task_store.new_task_file("T-3", "Wait for review", root, status="blocked")
     lease = claims.claim_task("T-1", "executor-1", ttl=600)
     claims.start(lease)
     reservations.reserve("executor-1", ["lib/parser/**"], task_id="T-1", ttl=900)
@@ -134,7 +134,7 @@ def test_frame_fits_the_terminal_and_keeps_the_newest_events(workspace):
 
 
 def test_control_characters_never_reach_the_terminal(workspace):
-    path = tasks.new_task_file("T-1", "safe title", workspace)
+    path = task_store.new_task_file("T-1", "safe title", workspace)
     path.write_text(path.read_text().replace("safe title", "evil \x1b[2J\x07 title"))
     # YAML's escapes can put ESC in any key or value of a hand-written entry
     (workspace / "events.yaml").write_text('events:\n- {type: progress, agent: a, "k\\e[31m": "v\\e[32m"}\n')
@@ -281,9 +281,9 @@ def test_live_dashboard_in_a_real_terminal(workspace, tmux):
     assert "AGENTS  2 active, 1 inactive" in first and "T-2-SUB2" in first
     assert server.flags() == "1 0"  # alternate screen on, cursor hidden
     # an operator edits a task: the next frame shows it
-    t3 = tasks.find_task("T-3", workspace).path
+    t3 = task_store.find_task("T-3", workspace).path
     t3.write_text(t3.read_text().replace("**Status:** blocked", "**Status:** needs_attention"))
-    tasks.set_checklist_item(tasks.find_task("T-1", workspace).path, 2, checked=True)
+    task_store.set_checklist_item(task_store.find_task("T-1", workspace).path, 2, checked=True)
     wait_for(lambda: "needs_attention" in server.screen() and "3/3" in server.screen(), "the updated frame")
     assert all(len(line) < 120 for line in server.screen().splitlines())
     server.cmd("resize-window", "-t", "main", "-x", "70", "-y", "12")  # a smaller terminal: the frame follows

@@ -20,6 +20,7 @@ import doctor
 import events
 import reservations
 from swarmfile import tasks
+from swarmfile import task_store
 import worktrees
 from swarmfile.clock import HOSTNAME, utc_now
 from doctor import Severity
@@ -35,7 +36,7 @@ def dead_pid() -> int:
 
 
 def make_task(root, task_id, **parts):
-    return tasks.new_task_file(task_id, f"Task {task_id}", root, **parts)
+    return task_store.new_task_file(task_id, f"Task {task_id}", root, **parts)
 
 
 def healthy(root: Path) -> None:
@@ -123,7 +124,7 @@ def test_an_empty_lease_file_is_an_error(workspace):
 
 def test_duplicate_task_ids(workspace):
     make_task(workspace, "T-1")
-    shutil.copy(tasks.find_task("T-1", workspace).path, workspace / "tasks" / "completed" / "copy.md")
+    shutil.copy(task_store.find_task("T-1", workspace).path, workspace / "tasks" / "completed" / "copy.md")
     finding = only(workspace, "duplicate-id")
     assert finding.severity is Severity.ERROR and finding.where(workspace) == "tasks/completed/copy.md:1"
     assert "also used by tasks/active/T-1-task-t-1.md" in finding.problem
@@ -159,7 +160,7 @@ def test_completed_task_in_active_is_moved(workspace):
     report = doctor.diagnose(workspace, fix=True)
     assert report.ok and [f.code for f, _ in report.fixed] == ["completed-in-active"]
     assert report.fixed[0][1] == "moved to tasks/completed/T-1-task-t-1.md"
-    assert tasks.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
 
 
 # ---------------------------------------------------------------------------- leases
@@ -174,7 +175,7 @@ def test_an_expired_lease_is_reaped_and_its_task_requeued(workspace):
     report = doctor.diagnose(workspace, fix=True)
     assert report.ok and report.fixed[0][1].startswith("reaped: lease expired at")
     assert claims.get_lease("T-1", root=workspace).state is claims.LeaseState.EXPIRED
-    assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
 
 
 def test_a_lease_of_a_dead_holder_is_stale_now(workspace):
@@ -183,13 +184,13 @@ def test_a_lease_of_a_dead_holder_is_stale_now(workspace):
     claims.claim_task("T-1", "executor-1", ttl=600, pid=gone, host=HOSTNAME, proc_start=None)
     assert f"process {gone} is dead" in only(workspace, "stale-lease").problem
     assert doctor.diagnose(workspace, fix=True).ok
-    assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
 
 
 def test_a_stale_lease_of_a_pending_task_is_only_a_note(workspace):
     path = make_task(workspace, "T-1")
     claims.claim_task("T-1", "executor-1", ttl=60, now=utc_now() - timedelta(hours=1))
-    tasks.set_field(path, "Status", "pending")  # an operator put it back by hand
+    task_store.set_field(path, "Status", "pending")  # an operator put it back by hand
     finding = only(workspace, "stale-lease")
     assert finding.severity is Severity.INFO and finding.action is None
     assert doctor.diagnose(workspace).ok
@@ -198,12 +199,12 @@ def test_a_stale_lease_of_a_pending_task_is_only_a_note(workspace):
 def test_a_task_whose_lease_ended_gets_its_mirror_back_then_moves(workspace):
     path = make_task(workspace, "T-1")
     claims.complete(claims.claim_task("T-1", "executor-1"))
-    tasks.set_field(path, "Status", "in_progress")  # as if the holder died between lease and task writes
+    task_store.set_field(path, "Status", "in_progress")  # as if the holder died between lease and task writes
     assert only(workspace, "ended-lease").action == "reap-leases"
     report = doctor.diagnose(workspace, fix=True)
     assert report.ok, report.findings
     assert sorted(f.code for f, _ in report.fixed) == ["completed-in-active", "ended-lease"]
-    moved = tasks.find_task("T-1", workspace)
+    moved = task_store.find_task("T-1", workspace)
     assert moved.status is tasks.Status.COMPLETED and moved.path.parent.name == "completed"
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import duplicate_detector as dd
-from swarmfile import tasks
+from swarmfile import task_store
 from conftest import LIB
 from swarmfile.errors import DuplicateTaskError, ParseError, ValidationError
 
@@ -20,9 +20,9 @@ F005_TITLE = "Implement Feature F-005 Automated Documentation Generator"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    tasks.clear_cache()
+    task_store.clear_cache()
     yield
-    tasks.clear_cache()
+    task_store.clear_cache()
 
 
 def test_keywords_drop_stopwords_case_and_plural_s():
@@ -52,7 +52,7 @@ def test_unrelated_or_partial_titles_match_nothing(ralf, title):
 
 
 def test_text_is_compared_with_the_objective(ralf):
-    objective = tasks.find_task("TASK-1769952152", ralf).objective
+    objective = task_store.find_task("TASK-1769952152", ralf).objective
     reworded = "Build user preference and configuration support"
     assert dd.find_duplicates(reworded, root=ralf) == []
     matches = dd.find_duplicates(reworded, objective, root=ralf)

@@ -10,6 +10,7 @@ from pathlib import Path
 import events
 import reservations
 from swarmfile import tasks
+from swarmfile import task_store
 import worktrees
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
@@ -38,7 +39,7 @@ def executor(root, *args, env=None):
 def test_three_tasks_merge_back_in_sequence(workspace):
     repo(workspace)
     for n in (1, 2, 3):
-        tasks.new_task_file(f"T-{n}", f"Task {n}", workspace, created=f"2026-01-01T00:00:0{n}Z")
+        task_store.new_task_file(f"T-{n}", f"Task {n}", workspace, created=f"2026-01-01T00:00:0{n}Z")
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{sys.executable} {SIM} {{task_file}}",
                     "--once", "--worktree")
     assert proc.wait(timeout=120) == 0
@@ -61,8 +62,8 @@ BARRIER_AGENT = (
 
 def test_same_lines_give_one_merge_and_one_conflict(workspace):
     repo(workspace)
-    tasks.new_task_file("T-1", "Change shared", workspace)
-    tasks.new_task_file("T-2", "Change shared too", workspace)
+    task_store.new_task_file("T-1", "Change shared", workspace)
+    task_store.new_task_file("T-2", "Change shared too", workspace)
     procs = [executor(workspace, "--agent-id", f"e{n}", "--command", BARRIER_AGENT, "--max-tasks", "1", "--worktree")
              for n in (1, 2)]
     try:
@@ -77,24 +78,24 @@ def test_same_lines_give_one_merge_and_one_conflict(workspace):
     assert len(merged) == 1 and len(conflicts) == 1
     loser = conflicts[0]["task_id"]
     assert conflicts[0]["files"] == ["shared.txt"]
-    task = tasks.find_task(loser, workspace)
+    task = task_store.find_task(loser, workspace)
     assert task.status is tasks.Status.NEEDS_ATTENTION and "shared.txt" in task.field("Merge Conflict")
     assert (workspace / "shared.txt").read_text() == f"{merged[0]['task_id']}\n", "base holds only the clean merge"
     assert f"swarm/{loser}/" in git(workspace, "branch", "--list", "swarm/*"), "the conflicting branch is kept"
 
 
 def test_executor_skips_a_task_whose_files_another_agent_holds(workspace):
-    tasks.new_task_file("T-1", "Edit the parser", workspace, priority="high", files=["app/parser.py"])
-    tasks.new_task_file("T-2", "Edit the docs", workspace, priority="low", files=["docs/index.md"])
+    task_store.new_task_file("T-1", "Edit the parser", workspace, priority="high", files=["app/parser.py"])
+    task_store.new_task_file("T-2", "Edit the docs", workspace, priority="low", files=["docs/index.md"])
     held = reservations.reserve("other-agent", ["app/*.py"], root=workspace)
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{sys.executable} {SIM} {{task_file}}", "--once")
     assert proc.wait(timeout=60) == 0
-    assert tasks.find_task("T-2", workspace).status is tasks.Status.COMPLETED
-    assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-2", workspace).status is tasks.Status.COMPLETED
+    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
     skipped = events.read_events(types=["skipped"], root=workspace)
     assert skipped and skipped[0]["task_id"] == "T-1" and skipped[0]["holder"] == "other-agent"
     assert reservations.list_reservations(workspace) == [held], "the executor released its own reservations"
     reservations.release(held, root=workspace)
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{sys.executable} {SIM} {{task_file}}", "--once")
     assert proc.wait(timeout=60) == 0
-    assert tasks.find_task("T-1", workspace).status is tasks.Status.COMPLETED
+    assert task_store.find_task("T-1", workspace).status is tasks.Status.COMPLETED

@@ -39,6 +39,7 @@ import claims
 import events
 import state_sync
 from swarmfile import tasks
+from swarmfile import task_store
 from claims import LeaseState
 from swarmfile.clock import HOSTNAME, format_ts, parse_ts, utc_now
 from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable, SwarmError
@@ -161,15 +162,15 @@ class _TaskField(_Kind):
         write_task(root, "T-1", extra="**Counter:** 0\n")
 
     def write(self, root, i, req):
-        tasks.set_field(root / "tasks" / "active" / "T-1.md", "Counter", i, root=root)
+        task_store.set_field(root / "tasks" / "active" / "T-1.md", "Counter", i, root=root)
 
     def observe(self, root, acked):
         path = root / "tasks" / "active" / "T-1.md"
-        task = tasks.load_task(path, use_cache=False)
+        task = task_store.load_task(path, use_cache=False)
         others = re.sub(r"\*\*Counter:\*\* \d+", "", path.read_text())
         if others != re.sub(r"\*\*Counter:\*\* \d+", "", write_task_text("T-1")):
             raise Violation(f"the field edit changed other lines:\n{path.read_text()}")
-        listed = tasks.list_tasks(root, include_completed=True)
+        listed = task_store.list_tasks(root, include_completed=True)
         if [t.task_id for t in listed] != ["T-1"]:
             raise Violation(f"a reader saw {[t.path for t in listed]}")
         return int(task.field("Counter"))
@@ -214,7 +215,7 @@ class _Lease(_Kind):
 
     def observe(self, root, acked):
         lease = claims.get_lease("T-1", root=root)
-        task = tasks.load_task(root / "tasks" / "active" / "T-1.md", use_cache=False)
+        task = task_store.load_task(root / "tasks" / "active" / "T-1.md", use_cache=False)
         if len(claims.list_leases(root=root)) != (0 if lease is None else 1):
             raise Violation("a reader listed a lease that is not there")
         if lease is None:
@@ -534,7 +535,7 @@ class _Op:
         elif self.name == "state":
             state_sync.sync_agent_state("agent-1", {"counter": n}, root=root)
         elif self.name == "task":
-            tasks.set_field(root / "tasks" / "active" / "T-1.md", "Counter", n, root=root)
+            task_store.set_field(root / "tasks" / "active" / "T-1.md", "Counter", n, root=root)
         elif self.name.startswith("lease"):
             lease = claims.claim_task(f"T-{n}", "agent-1", root=root)  # write n: the first claim of T-n
             assert lease.token == 1, "a failed claim must not use up a token"
@@ -550,10 +551,10 @@ class _Op:
         if self.name == "state":
             return state_sync.get_agent_state("agent-1", root=root)["counter"]
         if self.name == "task":
-            return int(tasks.load_task(root / "tasks" / "active" / "T-1.md", use_cache=False).field("Counter"))
+            return int(task_store.load_task(root / "tasks" / "active" / "T-1.md", use_cache=False).field("Counter"))
         if self.name.startswith("lease"):
             held = [lease.task_id for lease in claims.list_leases(root=root, held_only=True)]
-            shown = [t.task_id for t in tasks.list_tasks(root) if t.status is tasks.Status.CLAIMED]
+            shown = [t.task_id for t in task_store.list_tasks(root) if t.status is tasks.Status.CLAIMED]
             assert held == shown, f"leases {held} but task files show {shown}"
             return len(held)
         if self.name == "events":
@@ -774,10 +775,10 @@ def test_reap_racing_a_normal_completion_changes_and_reports_nothing(workspace, 
     """The interleaving the soak hit: the reaper lists T-1 in progress, then its holder completes it."""
     write_task(workspace, "T-1")
     lease = claims.start(claims.claim_task("T-1", "agent-1", root=workspace), root=workspace)
-    listing = tasks.list_tasks(workspace, include_completed=True)  # what the reaper saw first
+    listing = task_store.list_tasks(workspace, include_completed=True)  # what the reaper saw first
     claims.complete(lease, root=workspace)
     if moved:
-        tasks.move_to_completed("T-1", workspace)
+        task_store.move_to_completed("T-1", workspace)
     monkeypatch.setattr(claims.taskmod, "list_tasks", lambda *args, **kwargs: listing)
     assert claims.reap_expired(root=workspace) == []
 

@@ -14,7 +14,7 @@ import pytest
 import claims
 from swarmfile import config
 from swarmfile import lease_journal
-from swarmfile import tasks
+from swarmfile import task_store
 from swarmfile.errors import ParseError
 from swarmfile.lease_journal import JournalLeaseTable
 from swarmfile.lease_store import FileLeaseTable, Lease
@@ -42,7 +42,7 @@ def put(table: JournalLeaseTable, task_id: str, token: int) -> None:
 
 def test_a_claim_is_one_line_a_person_can_read(workspace):
     journal_ws(workspace)
-    tasks.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    task_store.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
     claims.claim_task("T-1", "executor-1")
     journal = workspace / ".swarm" / "leases" / "journal-0.jsonl"
     [line] = journal.read_text().splitlines()
@@ -97,7 +97,7 @@ def test_compaction_keeps_every_lease_and_other_processes_follow_it(workspace, m
 
 
 def test_leases_in_files_migrate_on_first_use_and_tokens_go_on(workspace):
-    tasks.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    task_store.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
     first = claims.claim_task("T-1", "executor-1")  # written by the per-file table
     claims.release(first)
     assert (workspace / ".swarm" / "claims" / "T-1.yaml").is_file()

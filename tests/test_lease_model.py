@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
 
 import claims
-from swarmfile import tasks
+from swarmfile import task_store
 from claims import Lease, LeaseState
 from swarmfile.clock import format_ts
 from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable
@@ -197,7 +197,7 @@ class LeaseMachine(RuleBasedStateMachine):
         m = self.model[task_id]
         if m.status not in ("completed", "blocked"):
             return
-        tasks.set_field(self.task_file(task_id), "Status", "pending", root=self.root)
+        task_store.set_field(self.task_file(task_id), "Status", "pending", root=self.root)
         m.status = "pending"
 
     # ------------------------------------------------------------------ invariants
@@ -213,7 +213,7 @@ class LeaseMachine(RuleBasedStateMachine):
                 assert seen == (m.token, m.agent, m.state, format_ts(m.expires), format_ts(m.acquired)), task_id
                 assert stored.attempts == m.attempts
                 assert stored.not_before == (format_ts(m.not_before) if m.not_before else None)
-            status = tasks.load_task(self.task_file(task_id), use_cache=False).status
+            status = task_store.load_task(self.task_file(task_id), use_cache=False).status
             assert status.value == m.status, f"{task_id} shows {status.value}, model {m.status}"
 
     @invariant()

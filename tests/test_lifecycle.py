@@ -12,6 +12,7 @@ import claims
 import events
 from swarmfile import lifecycle
 from swarmfile import tasks
+from swarmfile import task_store
 from swarmfile.clock import utc_now
 from swarmfile.config import load_config
 from swarmfile.errors import NotClaimable
@@ -20,7 +21,7 @@ LIB = Path(__file__).resolve().parent.parent / "lib" / "swarmfile"
 
 
 def make_task(root, task_id):
-    return tasks.new_task_file(task_id, f"Task {task_id}", root, priority="medium", created="2026-01-01T00:00:00Z")
+    return task_store.new_task_file(task_id, f"Task {task_id}", root, priority="medium", created="2026-01-01T00:00:00Z")
 
 
 def policy(**kw):
@@ -37,7 +38,7 @@ def test_done_completes_logs_then_moves(workspace):
     outcome = lifecycle.done(lease, "executor-1", root=workspace, attempt=1)
     assert (outcome.event, outcome.moved, outcome.lease.state) == ("completed", True, claims.LeaseState.COMPLETED)
     assert kinds(workspace, "T-1") == ["completed"]
-    assert tasks.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
     [event] = events.read_events(task_id="T-1", root=workspace)
     assert (event["token"], event["attempt"]) == (lease.token, 1)
 
@@ -50,7 +51,7 @@ def test_a_stale_lease_changes_nothing_and_is_logged_as_lost(workspace):
     outcome = lifecycle.done(old, "executor-1", root=workspace)
     assert outcome.lost and outcome.lease is None
     assert kinds(workspace, "T-1") == ["lease_lost"]
-    assert tasks.find_task("T-1", workspace).path.parent == workspace / "tasks" / "active"
+    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "active"
 
 
 def test_failed_backs_off_doubling_then_blocks(workspace):
@@ -62,7 +63,7 @@ def test_failed_backs_off_doubling_then_blocks(workspace):
                               root=workspace, now=later)
     assert second.blocked and second.data["blocked"] is True
     assert kinds(workspace, "T-1") == ["failed", "failed", "blocked"]
-    assert tasks.find_task("T-1", workspace).status is tasks.Status.BLOCKED
+    assert task_store.find_task("T-1", workspace).status is tasks.Status.BLOCKED
 
 
 @pytest.mark.parametrize("kind", ["waiting", "help"])
@@ -93,12 +94,12 @@ def test_crash_between_completion_and_event_is_recovered_once(workspace):
     [event] = events.read_events(task_id="T-1", root=workspace)
     assert (event["type"], event["token"], event["recovered"], event["completed_by"]) == \
         ("completed", lease.token, True, "main-agent-1")
-    assert tasks.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
 
 
 def test_a_failed_move_is_logged_not_raised_and_recovered_later(workspace):
     make_task(workspace, "T-1")
-    source = tasks.find_task("T-1", workspace).path
+    source = task_store.find_task("T-1", workspace).path
     blocker = workspace / "tasks" / "completed" / source.name
     blocker.write_text("an operator's file with the same name\n")
     outcome = lifecycle.done(claims.claim_task("T-1", "e1"), "e1", root=workspace)
@@ -110,7 +111,7 @@ def test_a_failed_move_is_logged_not_raised_and_recovered_later(workspace):
     blocker.unlink()
     assert lifecycle.recover_completions("e2", root=workspace, now=later) == ["T-1"]
     assert kinds(workspace, "T-1") == ["completed"]  # logged once
-    assert tasks.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
 
 
 def test_retry_policy_reads_swarm_yaml(workspace):
@@ -137,6 +138,6 @@ def test_drivers_decide_no_outcome_themselves(driver):
     """Outcomes go through lifecycle: no driver calls the lease-ending functions, no loop imports another."""
     source = (LIB / f"{driver}.py").read_text()
     assert "lifecycle" in _imports(driver)
-    for call in () if driver == "planner" else ("claims.complete(", "claims.fail(", "claims.start(", "tasks.move_to_completed("):
+    for call in () if driver == "planner" else ("claims.complete(", "claims.fail(", "claims.start(", "task_store.move_to_completed("):
         assert call not in source, f"{driver}.py calls {call} itself"
     assert not {"executor", "tmux_bridge", "planner"} & (_imports(driver) - {driver})

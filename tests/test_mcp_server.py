@@ -20,6 +20,7 @@ import events
 import merge_queue
 import reservations
 from swarmfile import tasks
+from swarmfile import task_store
 import worktrees
 from conftest import snapshot
 from swarmfile.liveness import pid_alive
@@ -63,7 +64,7 @@ def server_pid(root, agent_id):
 
 def add_tasks(root, count, **parts):
     for n in range(1, count + 1):
-        tasks.new_task_file(f"T-{n}", f"Task number {n}", root, created=f"2026-01-01T00:00:{n:02d}Z", **parts)
+        task_store.new_task_file(f"T-{n}", f"Task number {n}", root, created=f"2026-01-01T00:00:{n:02d}Z", **parts)
 
 
 def await_dead(pid, timeout=20.0):
@@ -127,7 +128,7 @@ def test_four_agents_claim_at_once_and_each_task_is_done_once(workspace):
     done = events.read_events(types=["completed"], root=workspace)
     assert sorted(e["task_id"] for e in done) == sorted(claimed)
     assert {e["agent"] for e in done} == {a for agents in claimed.values() for a in agents}
-    assert len(tasks.list_tasks(directory=workspace / "tasks" / "completed")) == 8
+    assert len(task_store.list_tasks(directory=workspace / "tasks" / "completed")) == 8
     stopped = events.read_events(types=["stopped"], root=workspace)
     assert len(stopped) == 4, "each server closed its session when its client went away"
 
@@ -238,7 +239,7 @@ def test_every_tool_refuses_bad_input_in_one_sentence_and_changes_nothing(worksp
 def test_a_session_that_ends_gives_its_task_back(workspace):
     ends = {"quitter": "eof", "interrupted": signal.SIGINT, "terminated": signal.SIGTERM}
     for n, agent in enumerate(ends, 1):
-        tasks.new_task_file(f"T-{n}", f"Task of {agent}", workspace, files=[f"src/{agent}.py"])
+        task_store.new_task_file(f"T-{n}", f"Task of {agent}", workspace, files=[f"src/{agent}.py"])
     held = {}
 
     async def main():
@@ -263,7 +264,7 @@ def test_a_session_that_ends_gives_its_task_back(workspace):
         reason = "mcp client disconnected" if how == "eof" else f"mcp server stopped by {how.name}"
         assert [(e["task_id"], e["reason"]) for e in released] == [(held[agent], reason)]
         assert agent_discovery.get_agent_info(agent, root=workspace).status == "stopped"
-    for task in tasks.list_tasks(workspace):
+    for task in task_store.list_tasks(workspace):
         assert task.status is tasks.Status.PENDING
         lease = claims.get_lease(task.task_id, root=workspace)
         assert lease is None or lease.state is claims.LeaseState.RELEASED
@@ -299,7 +300,7 @@ def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
     assert [e.status for e in merge_queue.read_queue(workspace)][-1] == "merged"
     done = events.read_events(types=["completed"], task_id="T-1", root=workspace)
     assert done[0]["merge"] == "merged" and done[0]["files_modified"] == ["feature.txt"]
-    assert tasks.find_task("T-1", workspace).path.parent.name == "completed"
+    assert task_store.find_task("T-1", workspace).path.parent.name == "completed"
     assert worktrees.list_worktrees(workspace) == [], "the merged worktree is retired"
 
 
@@ -319,7 +320,7 @@ def test_under_an_executor_the_task_tools_are_refused(workspace):
         text, error = replies[name]
         assert error and text.startswith("an executor runs you for task T-1:") and "\n" not in text, text
     assert not replies["reserve"][1], "the other tools serve the agent as usual"
-    assert tasks.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
     assert claims.get_lease("T-1", root=workspace) is None
 
 

@@ -16,6 +16,7 @@ import events
 import task_distribution as td
 from swarmfile import task_graph
 from swarmfile import tasks
+from swarmfile import task_store
 from conftest import LIB, TESTS, snapshot
 from swarmfile.errors import ValidationError
 from planner import Planner
@@ -31,9 +32,9 @@ SIM = LIB / "sim_agent.py"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    tasks.clear_cache()
+    task_store.clear_cache()
     yield
-    tasks.clear_cache()
+    task_store.clear_cache()
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def head(tmp_path, monkeypatch):
 
 def documents(root: Path) -> dict[str, bytes]:
     """Every Markdown file under tasks/ that is not a task: run notes, plans, documents."""
-    found = tasks.task_files(root / "tasks" / "active") + tasks.task_files(root / "tasks" / "completed")
+    found = task_store.task_files(root / "tasks" / "active") + task_store.task_files(root / "tasks" / "completed")
     task_paths = {p.relative_to(root).as_posix() for p in found}
     return {k: v for k, v in snapshot(root / "tasks").items()
             if k.endswith(".md") and f"tasks/{k}" not in task_paths}
@@ -63,7 +64,7 @@ def documents(root: Path) -> dict[str, bytes]:
 
 def test_tasks_are_found_at_any_depth_and_documents_are_not_tasks(head):
     before = snapshot(head)
-    found = {t.task_id: t.path.relative_to(head).as_posix() for t in tasks.list_tasks(head, include_completed=True)}
+    found = {t.task_id: t.path.relative_to(head).as_posix() for t in task_store.list_tasks(head, include_completed=True)}
     assert found == {
         "MASTER-TASK-20260203172000": f"{EPIC}/MASTER-TASK.md",
         "TASK-20260203172001": f"{EPIC}/TASK-20260203172001-analyze-document-hook-patterns.md",
@@ -87,7 +88,7 @@ def test_tasks_are_found_at_any_depth_and_documents_are_not_tasks(head):
     ("Some text\n# TASK-1: Build it\n**Status:** pending\n", False),
 ])
 def test_the_rule_that_tells_tasks_from_documents(text, is_task):
-    assert tasks.looks_like_task(text) is is_task
+    assert task_store.looks_like_task(text) is is_task
 
 
 def test_a_broken_file_in_the_flat_folder_is_still_reported_a_document_in_a_subfolder_is_not(head):
@@ -95,14 +96,14 @@ def test_a_broken_file_in_the_flat_folder_is_still_reported_a_document_in_a_subf
     (head / "tasks" / "active" / "notes").mkdir()
     (head / "tasks" / "active" / "notes" / "IDEAS.md").write_text("no title here\n")
     errors: list = []
-    tasks.list_tasks(head, errors=errors)
+    task_store.list_tasks(head, errors=errors)
     assert [Path(e.path).name for e in errors] == ["BROKEN.md"]
 
 
 def test_epic_children_come_from_its_sub_tasks_table(head):
-    master = tasks.find_task("MASTER-TASK-20260203172000", head)
+    master = task_store.find_task("MASTER-TASK-20260203172000", head)
     assert master.sub_tasks[:2] == ("20260203172001", "202602032359")  # as the table writes them
-    links = task_graph.family(tasks.list_tasks(head, include_completed=True))
+    links = task_graph.family(task_store.list_tasks(head, include_completed=True))
     assert sorted(links.children["MASTER-TASK-20260203172000"]) == sorted(PENDING + ["TASK-20260203172001"])
     assert links.parent["TASK-202602032359"] == "MASTER-TASK-20260203172000"
 
@@ -111,7 +112,7 @@ def test_parent_field_links_a_child_to_its_epic(head):
     child = head / EPIC / "subtasks" / "TASK-9-extra.md"
     child.parent.mkdir()
     child.write_text("# TASK-9: Extra hook\n\n**Parent:** MASTER-TASK-20260203172000\n**Status:** pending\n")
-    links = task_graph.family(tasks.list_tasks(head, include_completed=True))
+    links = task_graph.family(task_store.list_tasks(head, include_completed=True))
     assert "TASK-9" in links.children["MASTER-TASK-20260203172000"]
     assert "TASK-9" in [t.task_id for t in claims.ready_tasks(root=head)]
 
@@ -125,9 +126,9 @@ def test_a_completed_task_keeps_its_place_under_completed(head):
     before = documents(head)
     lease = claims.claim_task("TASK-20260203171822", "executor-1")
     claims.complete(lease)
-    moved = tasks.move_to_completed("TASK-20260203171822", head)
+    moved = task_store.move_to_completed("TASK-20260203171822", head)
     assert moved == head / "tasks/completed/IMPROVING-V2-HOOKS/tasks/TASK-20260203171822-standardize-json-logging.md"
-    assert tasks.find_task("TASK-20260203171822", head).path == moved
+    assert task_store.find_task("TASK-20260203171822", head).path == moved
     assert documents(head) == before
 
 
@@ -146,7 +147,7 @@ def twin(ralf, monkeypatch):
 def test_a_duplicate_id_is_left_out_of_ready_with_one_warning_naming_both_files(twin, caplog):
     with caplog.at_level(logging.WARNING, logger="swarmfile"):
         first = [t.task_id for t in claims.ready_tasks(root=twin)]
-        tasks.set_field(twin / "tasks/active/TASK-1769952152-implement-feature-f006.md", "Priority", "high",
+        task_store.set_field(twin / "tasks/active/TASK-1769952152-implement-feature-f006.md", "Priority", "high",
                         root=twin)  # the listing changes: the warning is not repeated
         again = [t.task_id for t in claims.ready_tasks(root=twin)]
     assert first == again == ["TASK-1769952152"]
@@ -168,10 +169,10 @@ def test_an_executor_runs_the_other_tasks_when_an_id_is_used_twice(twin):
 
 
 def _split_parent(root: Path, task_id: str, children: int = 2) -> Path:
-    parent = tasks.new_task_file(task_id, f"Parent {task_id}", root, fields={"Sub-Tasks": ", ".join(
+    parent = task_store.new_task_file(task_id, f"Parent {task_id}", root, fields={"Sub-Tasks": ", ".join(
         f"{task_id}-SUB{n}" for n in range(1, children + 1))})
     for n in range(1, children + 1):
-        tasks.new_task_file(f"{task_id}-SUB{n}", f"Part {n} of {task_id}", root,
+        task_store.new_task_file(f"{task_id}-SUB{n}", f"Part {n} of {task_id}", root,
                             fields={"Parent Task": task_id}, status="completed")
     return parent
 
@@ -204,10 +205,10 @@ def test_a_duplicate_id_is_never_split(twin):
 def test_deleting_a_split_parent_cancels_its_open_sub_tasks(workspace):
     import doctor
 
-    parent = tasks.new_task_file("P-1", "Parent", workspace, fields={"Sub-Tasks": "P-1-SUB1, P-1-SUB2"})
+    parent = task_store.new_task_file("P-1", "Parent", workspace, fields={"Sub-Tasks": "P-1-SUB1, P-1-SUB2"})
     for n in (1, 2):
-        tasks.new_task_file(f"P-1-SUB{n}", f"Part {n}", workspace, fields={"Parent Task": "P-1"})
-    tasks.new_task_file("OTHER", "Other", workspace)
+        task_store.new_task_file(f"P-1-SUB{n}", f"Part {n}", workspace, fields={"Parent Task": "P-1"})
+    task_store.new_task_file("OTHER", "Other", workspace)
     assert sorted(t.task_id for t in claims.ready_tasks(root=workspace)) == ["OTHER", "P-1-SUB1", "P-1-SUB2"]
     parent.unlink()
     assert [t.task_id for t in claims.ready_tasks(root=workspace)] == ["OTHER"]
@@ -220,10 +221,10 @@ def test_deleting_a_split_parent_cancels_its_open_sub_tasks(workspace):
 
 
 def _cycle(workspace: Path) -> None:
-    tasks.new_task_file("TASK-A", "Task A", workspace, depends_on=["TASK-B"])
-    tasks.new_task_file("TASK-B", "Task B", workspace, depends_on=["TASK-A"])
-    tasks.new_task_file("TASK-S", "Task S", workspace, depends_on=["TASK-S"])
-    tasks.new_task_file("TASK-C", "Task C", workspace)
+    task_store.new_task_file("TASK-A", "Task A", workspace, depends_on=["TASK-B"])
+    task_store.new_task_file("TASK-B", "Task B", workspace, depends_on=["TASK-A"])
+    task_store.new_task_file("TASK-S", "Task S", workspace, depends_on=["TASK-S"])
+    task_store.new_task_file("TASK-C", "Task C", workspace)
 
 
 def test_doctor_names_dependency_cycles(workspace):
@@ -251,8 +252,8 @@ def test_status_names_dependency_cycles(workspace):
     ("TASK-N", ["TASK-X"], "TASK-N -> TASK-X -> TASK-Y -> TASK-N"),
 ])
 def test_new_task_refuses_to_close_a_cycle(workspace, task_id, depends_on, cycle):
-    tasks.new_task_file("TASK-X", "Task X", workspace, depends_on=["TASK-Y"])
-    tasks.new_task_file("TASK-Y", "Task Y", workspace, depends_on=["TASK-N"])  # waits for a task not written yet
+    task_store.new_task_file("TASK-X", "Task X", workspace, depends_on=["TASK-Y"])
+    task_store.new_task_file("TASK-Y", "Task Y", workspace, depends_on=["TASK-N"])  # waits for a task not written yet
     before = snapshot(workspace)
     out = subprocess.run([sys.executable, str(LIB / "swarm.py"), "new-task", "Something new", "--id", task_id,
                           *[a for dep in depends_on for a in ("--depends-on", dep)], "--root", str(workspace)],
@@ -353,8 +354,8 @@ def test_planner_and_executors_complete_todays_layout_exactly_once(head):
     assert {e["task_id"]: e["agent"] for e in events.read_events(types=["completed"], root=head)}[
         "MASTER-TASK-20260203172000"] == "swarm-planner"
     assert documents(head) == notes  # run notes and plans: byte for byte
-    finished = sorted(t.path.relative_to(head).as_posix() for t in tasks.list_tasks(head, include_completed=True)
-                      if tasks.is_finished(t, tasks.task_config(t.path, head)))
+    finished = sorted(t.path.relative_to(head).as_posix() for t in task_store.list_tasks(head, include_completed=True)
+                      if task_store.is_finished(t, task_store.task_config(t.path, head)))
     assert len(finished) == 6 and "tasks/completed/IMPROVING-V2-HOOKS/MASTER-TASK.md" in finished
     assert "tasks/completed/IMPROVING-V2-HOOKS/tasks/TASK-202602032359-pre-tool-use-security.md" in finished
 
@@ -364,9 +365,9 @@ def test_planner_and_executors_complete_todays_layout_exactly_once(head):
 
 def real_tasks() -> list[Path]:
     """Every task file of both fixture trees (the README's measurement)."""
-    return sorted(tasks.task_files(TESTS / "fixtures" / "ralf" / "tasks" / "active")
-                  + tasks.task_files(TESTS / "fixtures" / "ralf" / "tasks" / "completed")
-                  + tasks.task_files(RALF_HEAD / "tasks" / "active"))
+    return sorted(task_store.task_files(TESTS / "fixtures" / "ralf" / "tasks" / "active")
+                  + task_store.task_files(TESTS / "fixtures" / "ralf" / "tasks" / "completed")
+                  + task_store.task_files(RALF_HEAD / "tasks" / "active"))
 
 
 def test_the_split_rule_on_every_real_task(tmp_path):
@@ -377,7 +378,7 @@ def test_the_split_rule_on_every_real_task(tmp_path):
     for path in real_tasks():
         copy = root / "tasks" / "active" / path.name
         shutil.copy(path, copy)
-        tasks.set_field(copy, "Status", "pending", root=root)
+        task_store.set_field(copy, "Status", "pending", root=root)
         verdicts[path.name] = td.analyze_task_structure(copy, root).can_parallelize
         copy.unlink()
     assert len(verdicts) == 16 and sum(verdicts.values()) == 0
@@ -387,7 +388,7 @@ def test_a_task_in_an_epic_folder_belongs_to_its_workspace(head, monkeypatch):
     monkeypatch.delenv("SWARM_ROOT")
     monkeypatch.chdir(head.parent)
     deep = head / EPIC / "tasks" / "TASK-202602032359-pre-tool-use-security.md"
-    assert tasks.task_config(deep).root == head
+    assert task_store.task_config(deep).root == head
 
 
 @pytest.mark.parametrize("field", ["**Parent:** Epic 1 (Foundation)", "**Parent:** [MASTER-9](../MASTER-TASK.md)"])
@@ -395,7 +396,7 @@ def test_a_task_of_your_own_naming_a_missing_parent_still_runs(workspace, field)
     path = workspace / "tasks" / "active" / "T-1.md"
     path.write_text(f"# T-1: Mine\n\n{field}\n**Status:** pending\n")
     assert [t.task_id for t in claims.ready_tasks(root=workspace)] == ["T-1"]
-    assert tasks.load_task(path).parent == ("Epic" if "Epic" in field else "MASTER-9")
+    assert task_store.load_task(path).parent == ("Epic" if "Epic" in field else "MASTER-9")
 
 
 def test_watch_shows_the_epic_with_its_children_from_the_table(head):
@@ -407,8 +408,8 @@ def test_watch_shows_the_epic_with_its_children_from_the_table(head):
 
 
 def test_a_copy_made_while_the_task_runs_does_not_stop_its_executor(workspace):
-    first = tasks.new_task_file("T-1", "First", workspace, priority="high")
-    tasks.new_task_file("T-2", "Second", workspace)
+    first = task_store.new_task_file("T-1", "First", workspace, priority="high")
+    task_store.new_task_file("T-2", "Second", workspace)
     proc = subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", "executor-1", "--once",
                              "--command", f"{sys.executable} {SIM} {{task_file}}"], cwd=workspace,
                             env=dict(os.environ, SWARM_ROOT=str(workspace), SIM_DELAY="1.5"),
@@ -426,4 +427,4 @@ def test_a_copy_made_while_the_task_runs_does_not_stop_its_executor(workspace):
     assert proc.returncode == 0, err
     done = [e["task_id"] for e in events.read_events(types=["completed"], root=workspace)]
     assert done == ["T-1", "T-2"]
-    assert tasks.load_task(first).status is tasks.Status.COMPLETED  # the file it ran on records it
+    assert task_store.load_task(first).status is tasks.Status.COMPLETED  # the file it ran on records it

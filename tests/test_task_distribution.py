@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import task_distribution as td
 from swarmfile import tasks
+from swarmfile import task_store
 from swarmfile.config import DEFAULTS, Config
 from conftest import LIB, RALF
 from swarmfile.errors import ParseError, ValidationError
@@ -44,20 +45,20 @@ def independent_f005(root: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    tasks.clear_cache()
+    task_store.clear_cache()
     yield
-    tasks.clear_cache()
+    task_store.clear_cache()
 
 
 def make_task(workspace: Path, criteria, *, task_id="TASK-1", objective="Build several independent parts.",
               files=(), status="pending", name=None) -> Path:
-    return tasks.new_task_file(task_id, "Build the parts", workspace, filename=name or f"{task_id}.md",
+    return task_store.new_task_file(task_id, "Build the parts", workspace, filename=name or f"{task_id}.md",
                                status=status, priority="high", objective=objective, criteria=criteria,
                                files=files, depends_on=["TASK-0"], created="2026-02-01T00:00:00Z")
 
 
 def criteria_of(path: Path) -> list[str]:
-    return [i.text for i in tasks.load_task(path, use_cache=False).success_criteria]
+    return [i.text for i in task_store.load_task(path, use_cache=False).success_criteria]
 
 
 def sub_files(workspace: Path) -> list[str]:
@@ -117,7 +118,7 @@ def test_tasks_that_are_not_split_say_why(workspace, criteria, objective, files,
 
 
 def test_files_alone_are_not_split(workspace):
-    path = tasks.new_task_file("TASK-2", "Touch files", workspace, filename="TASK-2.md",
+    path = task_store.new_task_file("TASK-2", "Touch files", workspace, filename="TASK-2.md",
                                files=["lib/a.py", "lib/b.py", "docs/c.md"])
     analysis = td.analyze_task_structure(path)
     assert analysis.unit_kind == "file" and not analysis.can_parallelize
@@ -145,7 +146,7 @@ def test_shared_files_and_order_words_group_units(workspace):
     subs = td.distribute_task(path, ["e1", "e2"])
     assert [criteria_of(s.path) for s in subs] == [criteria[:1] + criteria[2:4], [criteria[1]], [criteria[4]]]
     assert [s.assigned_to for s in subs] == ["e1", "e2", "e1"]
-    first = tasks.load_task(subs[0].path)
+    first = task_store.load_task(subs[0].path)
     assert first.files_to_modify == ("lib/x.py", "setup.py")
     assert "lib/extra.py" in first.section("Related Files").text
 
@@ -173,7 +174,7 @@ def test_acceptance_criteria_are_the_units(workspace):
             "- [ ] Stock report in `reports/stock.py`\n")
     path = workspace / "tasks" / "active" / "TASK-7.md"
     path.write_text(text)
-    assert [i.text for i in tasks.load_task(path).success_criteria] == [
+    assert [i.text for i in task_store.load_task(path).success_criteria] == [
         "Sales report in `reports/sales.py`", "Stock report in `reports/stock.py`"]
     subs = td.distribute_task(path)
     assert [criteria_of(s.path) for s in subs] == [["Sales report in `reports/sales.py`"],
@@ -183,7 +184,7 @@ def test_acceptance_criteria_are_the_units(workspace):
 def test_a_sub_task_whose_units_name_no_file_gets_the_parents_files(workspace):
     path = make_task(workspace, ["Sales figures in `reports/sales.py`", "Staff figures"],
                      files=["reports/common.py", "reports/sales.py"])
-    task = tasks.load_task(path)
+    task = task_store.load_task(path)
     units = (td.Unit(0, "criterion", "Sales figures in `reports/sales.py`", 1, ("reports/sales.py",)),
              td.Unit(1, "criterion", "Staff figures", 2))
     analysis = td.Analysis(task.task_id, path, True, "criterion", units, ((0,), (1,)), (), (), ())
@@ -218,7 +219,7 @@ def test_split_writes_sub_tasks_and_records_them_on_the_parent(ralf):
     assert [s.task_id for s in subs] == ids
     assert sub_files(ralf) == [f"{i}.md" for i in ids]
     for sub, agent in zip(subs, ["executor-1", "executor-2", "executor-1"]):
-        task = tasks.load_task(sub.path)
+        task = task_store.load_task(sub.path)
         assert task.task_id == sub.task_id and task.parent == "TASK-1769952151"
         assert task.assigned_to == agent and task.status is tasks.Status.PENDING
         assert task.priority is tasks.Priority.HIGH and task.created_at is not None
@@ -227,7 +228,7 @@ def test_split_writes_sub_tasks_and_records_them_on_the_parent(ralf):
     after = parent.read_bytes()
     added = b"**Sub-Tasks:** " + ", ".join(ids).encode() + b"\n"
     assert after == before.replace(b"(~1.5 hours)\n", b"(~1.5 hours)\n" + added, 1)
-    assert tasks.load_task(parent).sub_tasks == tuple(ids)
+    assert task_store.load_task(parent).sub_tasks == tuple(ids)
     assert sorted(t for s in subs for t in criteria_of(s.path)) == sorted(criteria_of(parent))
 
 
@@ -247,11 +248,11 @@ def test_split_is_idempotent_even_after_operator_edits(ralf):
 def test_sub_tasks_found_without_the_parent_field_are_returned_and_recorded(ralf):
     parent = independent_f005(ralf)
     subs = td.distribute_task(parent)
-    tasks.set_field(parent, "Sub-Tasks", "", root=ralf)  # as if a crash came before the parent's line
-    assert tasks.load_task(parent).sub_tasks == ()
+    task_store.set_field(parent, "Sub-Tasks", "", root=ralf)  # as if a crash came before the parent's line
+    assert task_store.load_task(parent).sub_tasks == ()
     again = td.distribute_task(parent)
     assert [s.task_id for s in again] == [s.task_id for s in subs]
-    assert tasks.load_task(parent).sub_tasks == tuple(s.task_id for s in subs)
+    assert task_store.load_task(parent).sub_tasks == tuple(s.task_id for s in subs)
 
 
 @pytest.mark.parametrize("name, text", [("TASK-1-SUB2.md", "# OTHER-1: unrelated\n"),
@@ -275,7 +276,7 @@ def test_split_by_task_id(ralf):
 def test_an_unreadable_sub_task_is_never_split_over(workspace):
     path = make_task(workspace, ["a in `lib/a.py`", "b in `lib/b.py`"])
     assert td.distribute_task(path)
-    tasks.set_field(path, "Sub-Tasks", "", root=workspace)
+    task_store.set_field(path, "Sub-Tasks", "", root=workspace)
     (workspace / "tasks" / "active" / "TASK-1-SUB1.md").write_bytes(b"\xff\xfe garbage")
     with pytest.raises(ParseError):
         td.distribute_task(path)
@@ -301,13 +302,13 @@ def test_every_criterion_lands_in_exactly_one_sub_task_ralf(tmp_path, path):
     (root / "tasks" / "active").mkdir(parents=True)
     copy = root / "tasks" / "active" / path.name
     shutil.copy(path, copy)
-    tasks.set_field(copy, "Status", "pending", root=root)  # finished fixtures too: split them as if new
+    task_store.set_field(copy, "Status", "pending", root=root)  # finished fixtures too: split them as if new
     analysis = td.analyze_task_structure(copy, root)
     subs = td.distribute_task(copy, root=root)
     assert bool(subs) == analysis.can_parallelize
     if subs:
-        got = Counter((i.text, i.checked) for s in subs for i in tasks.load_task(s.path).success_criteria)
-        want = Counter((i.text, i.checked) for i in tasks.load_task(copy).success_criteria)
+        got = Counter((i.text, i.checked) for s in subs for i in task_store.load_task(s.path).success_criteria)
+        want = Counter((i.text, i.checked) for i in task_store.load_task(copy).success_criteria)
         assert got == want
 
 
@@ -384,15 +385,15 @@ def test_cli_splits_every_pending_task_with_progress(workspace):
     parallel = dict(objective="Three independent parts; each can be done separately, in parallel.",
                     criteria=["Part in `a/one.py`", "Part in `b/two.py`", "Part in `c/three.py`"])
     for n in range(1, 4):
-        tasks.new_task_file(f"BIG-{n}", f"Big job {n}", workspace, **parallel)
-    tasks.new_task_file("SMALL-1", "One small thing", workspace, criteria=["only this"])
+        task_store.new_task_file(f"BIG-{n}", f"Big job {n}", workspace, **parallel)
+    task_store.new_task_file("SMALL-1", "One small thing", workspace, criteria=["only this"])
     out = subprocess.run([sys.executable, str(LIB / "task_distribution.py"), "--all", "--split", "--root", str(workspace)],
                          capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1].strip() == "4/4 tasks"
     assert "3 of 4 pending tasks are split" in out.stdout
     assert "SMALL-1: not split" in out.stdout
-    assert all(tasks.find_task(f"BIG-{n}", workspace).sub_tasks for n in range(1, 4))
+    assert all(task_store.find_task(f"BIG-{n}", workspace).sub_tasks for n in range(1, 4))
     bad = subprocess.run([sys.executable, str(LIB / "task_distribution.py"), "--root", str(workspace)],
                          capture_output=True, text=True, cwd="/")
     assert bad.returncode == 2 and bad.stderr.startswith("error: give one TASK.md or --all")

@@ -56,9 +56,9 @@ Build it.
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    tasks.clear_cache()
+    task_store.clear_cache()
     yield
-    tasks.clear_cache()
+    task_store.clear_cache()
 
 
 def write(workspace: Path, name: str, text: str, where: str = "active") -> Path:
@@ -79,7 +79,7 @@ def changed_lines(before: bytes, after: bytes) -> list[tuple[bytes, bytes]]:
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_every_ralf_task_parses_and_round_trips(path):
     text = path.read_bytes().decode("utf-8")
-    task = tasks.load_task(path)
+    task = task_store.load_task(path)
     assert task.task_id and task.title and task.path == path
     assert task.status is not None, task.status_text
     assert tasks.validate_task(task) == []
@@ -102,14 +102,14 @@ def test_every_ralf_task_parses_and_round_trips(path):
 ])
 def test_ralf_task_details(name, task_id, title, status, priority, criteria):
     path = next(p for p in FIXTURES if p.name == name)
-    task = tasks.load_task(path)
+    task = task_store.load_task(path)
     assert (task.task_id, task.title, task.status, task.priority) == (task_id, title, status, priority)
     assert len(task.success_criteria) == criteria
 
 
 def test_headings_inside_code_fences_are_not_sections():
     path = next(p for p in FIXTURES if p.name.startswith("TASK-1769916002"))
-    task = tasks.load_task(path)
+    task = task_store.load_task(path)
     names = [s.name for s in task.sections]
     assert "Skill Usage for This Task" not in names and "Phase 1.5: Skill Checking (MANDATORY)" not in names
     assert names[:5] == ["Objective", "Context", "Success Criteria", "Approach", "Files to Modify"]
@@ -119,11 +119,11 @@ def test_headings_inside_code_fences_are_not_sections():
 
 
 def test_find_task_uses_the_title_id_not_the_file_name(ralf):
-    task = tasks.find_task("TASK-1738363312", ralf)
+    task = task_store.find_task("TASK-1738363312", ralf)
     assert task.path.name == "TASK-1769811775-fix-critical-api-mismatches.md"
     assert task.path.parent == ralf / "tasks" / "completed"
     with pytest.raises(NotFoundError):
-        tasks.find_task("TASK-1769811775", ralf)
+        task_store.find_task("TASK-1769811775", ralf)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -204,20 +204,20 @@ def test_bad_task_files_fail_closed(workspace, content, error, line):
     path = write(workspace, "bad.md", "")
     path.write_bytes(content)
     with pytest.raises(error) as caught:
-        tasks.load_task(path)
+        task_store.load_task(path)
     assert caught.value.path == str(path) and caught.value.line == line
     assert str(caught.value).startswith(f"{path}:{line}: ")
     assert caught.value.hint
     with pytest.raises(error):
-        tasks.set_field(path, "Status", "completed", root=workspace)
+        task_store.set_field(path, "Status", "completed", root=workspace)
     with pytest.raises(error):
-        tasks.set_checklist_item(path, 0, checked=True, root=workspace)
+        task_store.set_checklist_item(path, 0, checked=True, root=workspace)
     assert path.read_bytes() == content
 
 
 def test_find_task_rejects_invalid_ids(workspace):
     with pytest.raises(InvalidIdError):
-        tasks.find_task("../../etc", workspace)
+        task_store.find_task("../../etc", workspace)
 
 
 # ---------------------------------------------------------------------------- edits
@@ -226,7 +226,7 @@ def test_find_task_rejects_invalid_ids(workspace):
 def test_set_field_replaces_one_line_in_place(workspace):
     path = write(workspace, "t.md", SIMPLE)
     before = path.read_bytes()
-    task = tasks.set_field(path, "status", Status.IN_PROGRESS, root=workspace)
+    task = task_store.set_field(path, "status", Status.IN_PROGRESS, root=workspace)
     assert task.status is Status.IN_PROGRESS
     assert changed_lines(before, path.read_bytes()) == [(b"**Status:** pending", b"**Status:** in_progress")]
     # the Completion section's own Status line is untouched
@@ -236,13 +236,13 @@ def test_set_field_replaces_one_line_in_place(workspace):
 def test_unchanged_edit_does_not_rewrite(workspace):
     path = write(workspace, "t.md", SIMPLE)
     inode = path.stat().st_ino
-    tasks.set_field(path, "Status", "pending", root=workspace)
+    task_store.set_field(path, "Status", "pending", root=workspace)
     assert path.stat().st_ino == inode and path.read_text() == SIMPLE
 
 
 def test_set_field_inserts_after_the_last_header_field(workspace):
     path = write(workspace, "t.md", SIMPLE)
-    tasks.set_fields(path, {"Claimed By": "executor-1", "Priority": "low"}, root=workspace)
+    task_store.set_fields(path, {"Claimed By": "executor-1", "Priority": "low"}, root=workspace)
     lines = path.read_text().split("\n")
     assert lines[1:9] == ["", "**Type:** implement", "**Priority:** low", "**Status:** pending",
                           "**Created:** 2026-02-01T18:30:00Z", "**Depends On:** TASK-0 (setup), TASK-00",
@@ -260,14 +260,14 @@ def test_set_field_inserts_after_the_last_header_field(workspace):
 ])
 def test_insert_keeps_line_endings_and_missing_final_newline(workspace, text, expected):
     path = write(workspace, "t.md", text)
-    tasks.set_field(path, "Owner", "me", root=workspace)
+    task_store.set_field(path, "Owner", "me", root=workspace)
     assert path.read_bytes() == expected.encode()
-    assert tasks.load_task(path).field("Owner") == "me"
+    assert task_store.load_task(path).field("Owner") == "me"
 
 
 def test_crlf_field_replace_keeps_crlf(workspace):
     path = write(workspace, "t.md", SIMPLE.replace("\n", "\r\n"))
-    tasks.set_field(path, "Status", "blocked", root=workspace)
+    task_store.set_field(path, "Status", "blocked", root=workspace)
     assert path.read_bytes() == SIMPLE.replace("**Status:** pending", "**Status:** blocked").replace(
         "\n", "\r\n").encode()
 
@@ -277,30 +277,30 @@ def test_crlf_field_replace_keeps_crlf(workspace):
 def test_invalid_field_edits_are_refused(workspace, name, value):
     path = write(workspace, "t.md", SIMPLE)
     with pytest.raises(ValidationError):
-        tasks.set_field(path, name, value, root=workspace)
+        task_store.set_field(path, name, value, root=workspace)
     assert path.read_text() == SIMPLE
 
 
 def test_checklist_edits_touch_only_their_line(workspace):
     path = write(workspace, "t.md", SIMPLE)
     before = path.read_bytes()
-    item = tasks.set_checklist_item(path, "item one", checked=True, agent="executor-1", root=workspace)
+    item = task_store.set_checklist_item(path, "item one", checked=True, agent="executor-1", root=workspace)
     assert (item.checked, item.agent, item.text) == (True, "executor-1", "item one")
     assert changed_lines(before, path.read_bytes()) == [(b"- [ ] item one", b"- [x] item one [IP:executor-1]")]
-    item = tasks.set_checklist_item(path, 1, agent=None, root=workspace)
+    item = task_store.set_checklist_item(path, 1, agent=None, root=workspace)
     assert (item.agent, item.checked) == (None, False)
-    item = tasks.set_checklist_item(path, "ITEM   three", checked=False, root=workspace)
+    item = task_store.set_checklist_item(path, "ITEM   three", checked=False, root=workspace)
     assert not item.checked
     text = path.read_text()
     assert "- [x] item one [IP:executor-1]\n- [ ] item two\n- [ ] item three\n" in text
-    tasks.set_checklist_item(path, 2, checked=True, root=workspace)
-    tasks.set_checklist_item(path, "item one", checked=False, agent=None, root=workspace)
+    task_store.set_checklist_item(path, 2, checked=True, root=workspace)
+    task_store.set_checklist_item(path, "item one", checked=False, agent=None, root=workspace)
     assert path.read_text() == SIMPLE.replace(" [IP:executor-2]", "").replace("[X]", "[x]")
 
 
 def test_checked_capital_x_is_kept_when_only_the_agent_changes(workspace):
     path = write(workspace, "t.md", SIMPLE)
-    tasks.set_checklist_item(path, 2, agent="a-1", root=workspace)
+    task_store.set_checklist_item(path, 2, agent="a-1", root=workspace)
     assert "- [X] item three [IP:a-1]\n" in path.read_text()
 
 
@@ -311,21 +311,21 @@ def test_checked_capital_x_is_kept_when_only_the_agent_changes(workspace):
 def test_checklist_edit_errors_leave_the_file_alone(workspace, selector, kwargs, error):
     path = write(workspace, "t.md", SIMPLE)
     with pytest.raises(error):
-        tasks.set_checklist_item(path, selector, root=workspace, **kwargs)
+        task_store.set_checklist_item(path, selector, root=workspace, **kwargs)
     assert path.read_text() == SIMPLE
 
 
 def test_ambiguous_checklist_text(workspace):
     path = write(workspace, "t.md", SIMPLE.replace("item two", "item one"))
     with pytest.raises(ValidationError, match="ambiguous"):
-        tasks.set_checklist_item(path, "item one", checked=True, root=workspace)
+        task_store.set_checklist_item(path, "item one", checked=True, root=workspace)
 
 
 def test_edit_rereads_so_an_operators_concurrent_edit_is_kept(workspace):
     path = write(workspace, "t.md", SIMPLE)
-    stale = tasks.load_task(path)
+    stale = task_store.load_task(path)
     path.write_text(SIMPLE.replace("Build it.", "Build it, carefully."))  # the operator saves
-    tasks.set_field(stale.path, "Status", "claimed", root=workspace)
+    task_store.set_field(stale.path, "Status", "claimed", root=workspace)
     text = path.read_text()
     assert "Build it, carefully." in text and "**Status:** claimed" in text
 
@@ -333,7 +333,7 @@ def test_edit_rereads_so_an_operators_concurrent_edit_is_kept(workspace):
 def test_edit_task_writes_nothing_when_the_block_raises(workspace):
     path = write(workspace, "t.md", SIMPLE)
     with pytest.raises(RuntimeError):
-        with tasks.edit_task(path, workspace) as document:
+        with task_store.edit_task(path, workspace) as document:
             document.set_field("Status", "failed")
             raise RuntimeError("boom")
     assert path.read_text() == SIMPLE
@@ -341,15 +341,15 @@ def test_edit_task_writes_nothing_when_the_block_raises(workspace):
 
 def _edit_in_child(root: str, path: str, n: int) -> int:
     for round_ in range(5):
-        tasks.set_field(path, f"Field {n}", f"value {round_}", root=root)
-    tasks.set_checklist_item(path, n % 3, agent=f"agent-{n}", root=root) if n < 3 else None
+        task_store.set_field(path, f"Field {n}", f"value {round_}", root=root)
+    task_store.set_checklist_item(path, n % 3, agent=f"agent-{n}", root=root) if n < 3 else None
     return n
 
 
 def test_concurrent_editors_lose_no_update(workspace):
     path = write(workspace, "t.md", SIMPLE)
     run_together(_edit_in_child, [(str(workspace), str(path), n) for n in range(4)])
-    task = tasks.load_task(path, use_cache=False)
+    task = task_store.load_task(path, use_cache=False)
     assert [task.field(f"Field {n}") for n in range(4)] == ["value 4"] * 4
     assert [i.agent for i in task.checklist] == ["agent-0", "agent-1", "agent-2"]
     assert task.objective.startswith("Build it.")
@@ -359,8 +359,8 @@ def test_edit_without_root_finds_the_workspace_lock_dir(workspace, tmp_path, mon
     path = write(workspace, "t.md", SIMPLE)
     monkeypatch.delenv("SWARM_ROOT")
     monkeypatch.chdir(tmp_path)
-    assert tasks.task_config(path).root == workspace
-    tasks.set_field(path, "Status", "claimed")
+    assert task_store.task_config(path).root == workspace
+    task_store.set_field(path, "Status", "claimed")
     assert (workspace / ".swarm" / "locks").is_dir()
 
 
@@ -375,27 +375,27 @@ def test_list_tasks_caches_by_stat(workspace, monkeypatch):
     parsed = []
     real = task_store._read_task
     monkeypatch.setattr(task_store, "_read_task", lambda p: parsed.append(p.name) or real(p))
-    first = tasks.list_tasks(workspace)
+    first = task_store.list_tasks(workspace)
     assert [t.task_id for t in first] == [f"T-{n}" for n in range(5)] and len(parsed) == 5
-    assert [t.task_id for t in tasks.list_tasks(workspace, include_completed=True)][-1] == "T-9"
+    assert [t.task_id for t in task_store.list_tasks(workspace, include_completed=True)][-1] == "T-9"
     parsed.clear()
-    again = tasks.list_tasks(workspace)
+    again = task_store.list_tasks(workspace)
     assert parsed == [] and all(a is b for a, b in zip(first, again))
-    tasks.set_field(workspace / "tasks" / "active" / "T-2.md", "Status", "claimed", root=workspace)
+    task_store.set_field(workspace / "tasks" / "active" / "T-2.md", "Status", "claimed", root=workspace)
     (workspace / "tasks" / "active" / "T-4.md").unlink()
-    after = tasks.list_tasks(workspace)
+    after = task_store.list_tasks(workspace)
     assert parsed == ["T-2.md"] and [t.status for t in after] == [Status.PENDING, Status.PENDING, Status.CLAIMED,
                                                                   Status.PENDING]
-    assert tasks.load_task(workspace / "tasks" / "active" / "T-2.md") is after[2]
+    assert task_store.load_task(workspace / "tasks" / "active" / "T-2.md") is after[2]
 
 
 def test_list_tasks_with_a_broken_file(workspace):
     write(workspace, "good.md", "# T-1: fine\n")
     bad = write(workspace, "bad.md", "no title here\n")
     with pytest.raises(ParseError):
-        tasks.list_tasks(workspace)
+        task_store.list_tasks(workspace)
     errors: list = []
-    assert [t.task_id for t in tasks.list_tasks(workspace, errors=errors)] == ["T-1"]
+    assert [t.task_id for t in task_store.list_tasks(workspace, errors=errors)] == ["T-1"]
     assert [e.path for e in errors] == [str(bad)]
     assert bad.read_text() == "no title here\n"
 
@@ -403,31 +403,31 @@ def test_list_tasks_with_a_broken_file(workspace):
 def test_list_tasks_of_a_directory(tmp_path):
     (tmp_path / "a.md").write_text("# A-1: a\n")
     (tmp_path / "notes.txt").write_text("ignored")
-    assert [t.task_id for t in tasks.list_tasks(directory=tmp_path)] == ["A-1"]
-    assert tasks.list_tasks(directory=tmp_path / "missing") == []
+    assert [t.task_id for t in task_store.list_tasks(directory=tmp_path)] == ["A-1"]
+    assert task_store.list_tasks(directory=tmp_path / "missing") == []
 
 
 def test_find_task_active_then_completed_and_duplicates(workspace):
     write(workspace, "T-1.md", "# T-1: open\n")
     write(workspace, "T-2.md", "# T-2: done\n\n**Status:** done\n", "completed")
-    assert tasks.find_task("T-1", workspace).title == "open"
-    assert tasks.find_task("T-2", workspace).status is Status.COMPLETED
+    assert task_store.find_task("T-1", workspace).title == "open"
+    assert task_store.find_task("T-2", workspace).status is Status.COMPLETED
     write(workspace, "T-1-copy.md", "# T-1: stale copy\n", "completed")
     with pytest.raises(ValidationError) as caught:
-        tasks.find_task("T-1", workspace)
+        task_store.find_task("T-1", workspace)
     assert "T-1.md" in str(caught.value) and "T-1-copy.md" in str(caught.value)
     with pytest.raises(NotFoundError):
-        tasks.find_task("T-3", workspace)
+        task_store.find_task("T-3", workspace)
 
 
 def test_new_task_file_renders_a_parseable_task(workspace):
-    path = tasks.new_task_file("TASK-7", "Add a cache", workspace, priority="high", type="implement",
+    path = task_store.new_task_file("TASK-7", "Add a cache", workspace, priority="high", type="implement",
                                depends_on=["TASK-1"], objective="Make it fast.",
                                criteria=["first", "- [x] already done"], files=["lib/cache.py"],
                                fields={"Assigned To": "executor-1"}, sections={"Notes": "Be careful."},
                                created="2026-02-01T00:00:00Z")
     assert path == workspace / "tasks" / "active" / "TASK-7-add-a-cache.md"
-    task = tasks.load_task(path)
+    task = task_store.load_task(path)
     assert (task.task_id, task.title, task.status, task.priority, task.type) == (
         "TASK-7", "Add a cache", Status.PENDING, Priority.HIGH, "implement")
     assert task.depends_on == ("TASK-1",) and task.assigned_to == "executor-1"
@@ -435,22 +435,22 @@ def test_new_task_file_renders_a_parseable_task(workspace):
     assert task.files_to_modify == ("lib/cache.py",) and task.section("Notes").text == "Be careful."
     assert tasks.validate_task(task) == []
     with pytest.raises(ValidationError, match="already used"):
-        tasks.new_task_file("TASK-7", "Another title", workspace)
+        task_store.new_task_file("TASK-7", "Another title", workspace)
     with pytest.raises(InvalidIdError):
-        tasks.new_task_file("../x", "Escape", workspace)
+        task_store.new_task_file("../x", "Escape", workspace)
     with pytest.raises(ValidationError):
-        tasks.new_task_file("TASK-8", "two\nlines", workspace)
+        task_store.new_task_file("TASK-8", "two\nlines", workspace)
 
 
 def test_move_to_completed(workspace):
-    path = tasks.new_task_file("TASK-5", "Finish", workspace, filename="TASK-5.md")
-    moved = tasks.move_to_completed("TASK-5", workspace)
+    path = task_store.new_task_file("TASK-5", "Finish", workspace, filename="TASK-5.md")
+    moved = task_store.move_to_completed("TASK-5", workspace)
     assert moved == workspace / "tasks" / "completed" / "TASK-5.md" and not path.exists()
-    assert tasks.find_task("TASK-5", workspace).status is Status.COMPLETED
-    assert tasks.move_to_completed("TASK-5", workspace) == moved  # already there
-    tasks.new_task_file("TASK-6", "Clash", workspace, filename="TASK-5.md")
+    assert task_store.find_task("TASK-5", workspace).status is Status.COMPLETED
+    assert task_store.move_to_completed("TASK-5", workspace) == moved  # already there
+    task_store.new_task_file("TASK-6", "Clash", workspace, filename="TASK-5.md")
     with pytest.raises(ValidationError, match="already exists"):
-        tasks.move_to_completed("TASK-6", workspace)
+        task_store.move_to_completed("TASK-6", workspace)
     assert (workspace / "tasks" / "active" / "TASK-5.md").exists()
 
 
@@ -458,8 +458,8 @@ def test_cached_listing_of_many_tasks_is_fast(workspace):
     active = workspace / "tasks" / "active"
     for n in range(2000):
         (active / f"T-{n}.md").write_text(f"# T-{n}: task\n\n**Priority:** high\n**Status:** pending\n")
-    assert len(tasks.list_tasks(workspace)) == 2000
-    best = min(_timed(lambda: tasks.list_tasks(workspace)) for _ in range(5))
+    assert len(task_store.list_tasks(workspace)) == 2000
+    best = min(_timed(lambda: task_store.list_tasks(workspace)) for _ in range(5))
     # 10,000 files take ~30 ms on a slow 2-core VM, mostly the stat() calls; a re-parse takes ~100x longer
     assert best < 0.05, best
 
@@ -477,37 +477,34 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
     from swarmfile import tasks as tk
 
     active = workspace / "tasks" / "active"
-    tk.new_task_file("T-1", "First", workspace)
+    task_store.new_task_file("T-1", "First", workspace)
     old = _time.time() - 10  # an mtime older than a clock tick: the skip may trust it
     _os.utime(active, (old, old))
     monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 3600.0)
-    assert [t.task_id for t in tk.list_tasks(workspace, fast=True)] == ["T-1"]
-    tk.new_task_file("T-2", "Second", workspace)  # atomic rename: the directory's mtime moves
-    assert [t.task_id for t in tk.list_tasks(workspace, fast=True)] == ["T-1", "T-2"]
-    tk.set_field(tk.find_task("T-1", workspace).path, "Status", "blocked")  # a rename: a new inode
-    assert tk.list_tasks(workspace, fast=True)[0].status is tk.Status.BLOCKED
-    path = tk.find_task("T-1", workspace).path
+    assert [t.task_id for t in task_store.list_tasks(workspace, fast=True)] == ["T-1"]
+    task_store.new_task_file("T-2", "Second", workspace)  # atomic rename: the directory's mtime moves
+    assert [t.task_id for t in task_store.list_tasks(workspace, fast=True)] == ["T-1", "T-2"]
+    task_store.set_field(task_store.find_task("T-1", workspace).path, "Status", "blocked")  # a rename: a new inode
+    assert task_store.list_tasks(workspace, fast=True)[0].status is tk.Status.BLOCKED
+    path = task_store.find_task("T-1", workspace).path
     with open(path, "a") as handle:  # an editor saving in place: no directory change
         handle.write("\nmore text\n")
     _os.utime(active, (old, old))
-    assert "more text" in tk.list_tasks(workspace)[0].sections[-1].text, "a plain listing stats every file"
+    assert "more text" in task_store.list_tasks(workspace)[0].sections[-1].text, "a plain listing stats every file"
     monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 0.0)
-    assert "more text" in tk.list_tasks(workspace, fast=True)[0].sections[-1].text
+    assert "more text" in task_store.list_tasks(workspace, fast=True)[0].sections[-1].text
 
 
-@pytest.mark.parametrize("first", ["tasks", "task_store"])
-def test_either_half_imports_first_and_tasks_re_exports_the_store(first):
-    import subprocess
-    import sys
+def test_the_model_does_not_import_the_files_on_disk():
+    """tasks.py is the Markdown model; task_store.py (files on disk) builds on it, never the reverse."""
+    import ast
 
     from conftest import LIB
 
-    code = (f"import sys; sys.path.insert(0, {str(LIB)!r}); from swarmfile import {first}; "
-            "from swarmfile import tasks, task_store; "
-            "assert all(getattr(tasks, n) is getattr(task_store, n) for n in task_store.__all__); "
-            "assert set(task_store.__all__) <= set(tasks.__all__) <= set(dir(tasks))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+    tree = ast.parse((LIB / "swarmfile" / "tasks.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names} | \
+        {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "task_store" not in imported
 
 
 def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, monkeypatch):
@@ -516,8 +513,8 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
     from swarmfile import task_store
     from swarmfile.errors import NotFoundError
 
-    tasks.new_task_file("T-1", "Stays", workspace)
-    moving = tasks.new_task_file("T-2", "Moves away", workspace)
+    task_store.new_task_file("T-1", "Stays", workspace)
+    moving = task_store.new_task_file("T-2", "Moves away", workspace)
     task_store.clear_cache()
     real = task_store._read_task
 
@@ -527,4 +524,4 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
         return real(path)
 
     monkeypatch.setattr(task_store, "_read_task", vanish)
-    assert [t.task_id for t in tasks.list_tasks(workspace, errors=[])] == ["T-1"]
+    assert [t.task_id for t in task_store.list_tasks(workspace, errors=[])] == ["T-1"]

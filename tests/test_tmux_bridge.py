@@ -20,6 +20,7 @@ import agent_discovery
 import claims
 import events
 from swarmfile import tasks
+from swarmfile import task_store
 import tmux_bridge
 from claims import LeaseState
 from swarmfile.clock import HOSTNAME, utc_now
@@ -69,7 +70,7 @@ def wait_for(pane, text, timeout=10.0, count=1):
 
 
 def make_task(root, task_id):
-    return tasks.new_task_file(task_id, f"Task {task_id}", str(root))
+    return task_store.new_task_file(task_id, f"Task {task_id}", str(root))
 
 
 def kinds(root, task_id):
@@ -158,7 +159,7 @@ def test_up_and_down_two_clusters_side_by_side(workspace, sock):
     assert tmux_bridge.down("a", root=str(workspace)) == ["a-agent-1", "a-agent-2"]
     lease = claims.get_lease("T-HOLD-1", root=workspace)  # the task in hand went back
     assert lease.state is LeaseState.RELEASED and lease.error == "cluster stopped"
-    assert tasks.find_task("T-HOLD-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.PENDING
     assert kinds(workspace, "T-HOLD-1") == ["assigned", "released"]
     assert [p.agent_id for p in tmux_bridge.list_panes(tmux_bridge.Tmux())] == ["b-agent-1"]
     assert {x.agent_id for x in agent_discovery.discover_agents(root=workspace)} == {"b-agent-1"}
@@ -176,14 +177,14 @@ def test_dispatch_ack_done_moves_lease_and_task_once(workspace, sock):
     bridge = Bridge(root=str(workspace))
     lease = bridge.dispatch("agent-1", "T-HOLD-1")
     assert (lease.agent_id, lease.pid) == ("main-agent-1", pane.pid)  # bound to the pane's process
-    assert tasks.find_task("T-HOLD-1", workspace).status is tasks.Status.CLAIMED
+    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.CLAIMED
     with pytest.raises(ValidationError, match="busy"):
         bridge.dispatch("main-agent-1", "T-HOLD-1")
 
     wait_for(pane, "[ACK] T-HOLD-1")
     assert [(h.kind, h.event) for h in bridge.scan_once()] == [("ACK", "acknowledged")]
     assert claims.get_lease("T-HOLD-1", root=workspace).acknowledged_at is not None
-    assert tasks.find_task("T-HOLD-1", workspace).status is tasks.Status.IN_PROGRESS
+    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.IN_PROGRESS
     assert agent_discovery.get_agent_info("main-agent-1", root=workspace).current_task == "T-HOLD-1"
     assert bridge.scan_once() == [] and bridge.scan_once() == []  # [ACK] still on screen: acted on once
     held = claims.get_lease("T-HOLD-1", root=workspace)
@@ -197,7 +198,7 @@ def test_dispatch_ack_done_moves_lease_and_task_once(workspace, sock):
     assert [(h.kind, h.event, h.token) for h in bridge.scan_once()] == [("DONE", "completed", lease.token)]
     assert bridge.scan_once() == []
     assert claims.get_lease("T-HOLD-1", root=workspace).state is LeaseState.COMPLETED
-    task = tasks.find_task("T-HOLD-1", workspace)
+    task = task_store.find_task("T-HOLD-1", workspace)
     assert task.status is tasks.Status.COMPLETED and task.path.parent == workspace / "tasks" / "completed"
     assert kinds(workspace, "T-HOLD-1") == ["assigned", "acknowledged", "completed"]
     state = tmux_bridge.read_pane_state(load_config(workspace), "main-agent-1")
@@ -218,7 +219,7 @@ def test_echo_and_mid_line_markers_never_trigger_and_no_ack_requeues(workspace, 
     assert [(h.kind, h.event) for h in handled] == [("NOACK", "requeued")]
     lease = claims.get_lease("T-NOACK-1", root=workspace)
     assert lease.state is LeaseState.RELEASED and lease.error == "not acknowledged"
-    assert tasks.find_task("T-NOACK-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-NOACK-1", workspace).status is tasks.Status.PENDING
     assert kinds(workspace, "T-NOACK-1") == ["assigned", "requeued"]
     assert bridge.scan_once(now=t0 + timedelta(seconds=60)) == []
 
@@ -234,7 +235,7 @@ def test_error_fails_then_a_new_attempt_is_judged_on_its_own(workspace, sock):
         ("ACK", "acknowledged", ""), ("ERROR", "failed", "tests fail")]
     lease = claims.get_lease("T-ERR-1", root=workspace)
     assert (lease.state, lease.attempts) == (LeaseState.FAILED, 1) and lease.not_before
-    assert tasks.find_task("T-ERR-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-ERR-1", workspace).status is tasks.Status.PENDING
     with pytest.raises(Exception, match="waits until"):
         bridge.dispatch("agent-1", "T-ERR-1")  # backing off
     # The same marker lines again, for the retry: a new token, so they count once more.
@@ -244,7 +245,7 @@ def test_error_fails_then_a_new_attempt_is_judged_on_its_own(workspace, sock):
     wait_for(pane, "[ERROR] T-ERR-1 tests fail", count=2)
     assert [h.kind for h in bridge.scan_once(now=later)] == ["ACK", "ERROR"]
     assert claims.get_lease("T-ERR-1", root=workspace).attempts == 2
-    assert tasks.find_task("T-ERR-1", workspace).status is tasks.Status.BLOCKED
+    assert task_store.find_task("T-ERR-1", workspace).status is tasks.Status.BLOCKED
     assert kinds(workspace, "T-ERR-1") == ["assigned", "acknowledged", "failed"] * 2 + ["blocked"]
     assert bridge.scan_once(now=later) == []
 
@@ -312,7 +313,7 @@ def test_a_pane_that_dies_gives_its_task_back(workspace, sock):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert [h.event for h in bridge.scan_once()] == ["acknowledged", "released"]
-    assert tasks.find_task("T-HOLD-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.PENDING
     assert agent_discovery.get_agent_info("main-agent-1", root=workspace).status == "stopped"
     assert pane_status(root=str(workspace))[0]["state"] == "dead"
 

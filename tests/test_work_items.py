@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import events
-from swarmfile import tasks
+from swarmfile import task_store
 import work_items as wi
 from conftest import LIB
 from swarmfile.errors import AlreadyClaimed, InvalidIdError, NotClaimable, NotFoundError, ParseError, ValidationError
@@ -51,9 +51,9 @@ Build it.
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    tasks.clear_cache()
+    task_store.clear_cache()
     yield
-    tasks.clear_cache()
+    task_store.clear_cache()
 
 
 def make(root: Path, text: str = TASK, name: str = "TASK-1-build.md", where: str = "active") -> Path:
@@ -333,7 +333,7 @@ def _claim(root: str, task: str, selector, agent: str) -> str:
 
 def _operator(root: str, path: str, edits: int) -> str:
     for number in range(edits):
-        tasks.set_field(path, f"Operator Edit {number}", f"value {number}", root=root)
+        task_store.set_field(path, f"Operator Edit {number}", f"value {number}", root=root)
     return "operator"
 
 
@@ -355,13 +355,13 @@ def test_eight_processes_race_for_one_item_exactly_one_wins(workspace):
 
 def test_eight_processes_claim_different_items_while_an_operator_edits(workspace):
     criteria = [f"item {n}" for n in range(8)]
-    path = Path(tasks.new_task_file("TASK-8", "Eight", workspace, criteria=criteria))
+    path = Path(task_store.new_task_file("TASK-8", "Eight", workspace, criteria=criteria))
     jobs = [("claim", str(workspace), "TASK-8", criteria[n], f"executor-{n}") for n in range(8)]
     results = run_together(_worker, jobs + [("operator", str(workspace), str(path), 10)])
     assert sorted(results) == sorted([f"won:executor-{n}" for n in range(8)] + ["operator"])
     items = wi.list_items(path)
     assert [(i.text, i.agent) for i in items] == [(f"item {n}", f"executor-{n}") for n in range(8)]
-    task = tasks.load_task(path, use_cache=False)
+    task = task_store.load_task(path, use_cache=False)
     assert [task.field(f"Operator Edit {n}") for n in range(10)] == [f"value {n}" for n in range(10)]
 
 

@@ -16,6 +16,7 @@ import events
 from swarmfile import fileio
 import merge_queue as mq
 from swarmfile import tasks
+from swarmfile import task_store
 import worktrees as wtm
 from swarmfile.clock import utc_now
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
@@ -281,7 +282,7 @@ def test_conflict_merges_nothing_and_flags_the_task(repo):
     assert git(repo, "status", "--porcelain", "--untracked-files=no").splitlines() == [
         " M events.yaml", " M tasks/active/TASK-2.md"]
     assert git(repo, "rev-parse", second.branch) == second_tip and second.path.is_dir()
-    task = tasks.find_task("TASK-2", root=repo)
+    task = task_store.find_task("TASK-2", root=repo)
     assert task.status is tasks.Status.NEEDS_ATTENTION and task.field("Merge Conflict") == "shared.txt"
     assert len(_events(repo, "merged")) == 1
     [conflict] = _events(repo, "merge_conflict")

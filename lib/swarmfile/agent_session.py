@@ -36,6 +36,7 @@ from . import events
 from . import lifecycle
 from . import reservations
 from . import tasks
+from . import task_store
 from . import workspace
 from . import worktrees
 from .cli import require_workspace
@@ -249,7 +250,7 @@ class AgentSession:
             lease = self._claim_next()
             if lease is None:
                 return "No task is ready to claim. Check again later (ready), or add one with add_task."
-        task = tasks.find_task(lease.task_id, self.root)
+        task = task_store.find_task(lease.task_id, self.root)
         workdir = self.root
         try:
             if self.use_worktree:
@@ -310,7 +311,7 @@ class AgentSession:
 
     def _reserve_task_files(self, lease: claims.Lease) -> None:
         """Reserve the task's Files to Modify; on a clash the task goes back (``skipped``) and it raises."""
-        task = tasks.find_task(lease.task_id, self.root)
+        task = task_store.find_task(lease.task_id, self.root)
         if not task.files_to_modify:
             return
         try:
@@ -359,7 +360,7 @@ class AgentSession:
     def done(self, summary: str = "") -> str:
         self._not_driven()
         lease = self._held("finish a task")
-        task = tasks.find_task(lease.task_id, self.root)
+        task = task_store.find_task(lease.task_id, self.root)
         merge: dict[str, Any] = {}
         changed: Optional[list[str]] = None
         if self._worktree is not None:  # merged while the lease is still renewed, as the executor does
@@ -470,7 +471,7 @@ class AgentSession:
         title = _required(title, "title", "give the task a one-line title")
         path = workspace.new_task(_one_line(title), root=str(self.root), priority=priority, depends_on=list(depends_on),
                               objective=objective, criteria=list(criteria), files=list(files), agent=self.agent_id)
-        task = tasks.load_task(path)
+        task = task_store.load_task(path)
         return f"Created {task.task_id} ({task.priority_text}) in {path}."
 
     def status(self) -> str:
@@ -487,7 +488,7 @@ class AgentSession:
         else:
             lines.append("You hold no task.")
         counts: dict[str, int] = {}
-        for task in tasks.list_tasks(self.root, include_completed=True, errors=[]):
+        for task in task_store.list_tasks(self.root, include_completed=True, errors=[]):
             key = task.status.value if task.status else "unknown"
             counts[key] = counts.get(key, 0) + 1
         lines.append("Tasks: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none") + ".")

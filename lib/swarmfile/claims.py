@@ -24,6 +24,7 @@ from typing import Any, Iterable, Optional, Union
 
 from . import task_graph
 from . import tasks as taskmod
+from . import task_store
 from .clock import format_ts, in_seconds, parse_ts, utc_now
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
@@ -108,7 +109,7 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     """
     _write(cfg, lease)
     if lease.mirror:
-        taskmod.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
+        task_store.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
                            durable=False)
 
 
@@ -121,11 +122,11 @@ def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path
     leased = (lease.extra.get("task_file") if lease is not None else None)
     if isinstance(leased, str):
         try:
-            if taskmod.load_task(leased).task_id == task_id:
+            if task_store.load_task(leased).task_id == task_id:
                 return Path(leased)
         except SwarmError:
             pass  # moved or broken since: look it up
-    task = taskmod.find_task(task_id, root=cfg.root)
+    task = task_store.find_task(task_id, root=cfg.root)
     return task.path
 
 
@@ -186,7 +187,7 @@ def claim_task(
         # lock, so a task is never both claimed and split into sub-tasks.
         written: Optional[Lease] = None
         try:
-            with taskmod.edit_task(path, cfg.root, durable=False) as document:
+            with task_store.edit_task(path, cfg.root, durable=False) as document:
                 task = document.task
                 # ready_tasks already left out parents found by their sub-tasks' Parent Task field.
                 if task.sub_tasks or (not _from_ready and _has_children(cfg, task_id)):
@@ -222,7 +223,7 @@ def claim_task(
 
 
 def _has_children(cfg: Config, task_id: str) -> bool:
-    listing = taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+    listing = task_store.list_tasks(cfg.root, include_completed=True, errors=[])
     return bool(task_graph.family(listing).children.get(task_id))
 
 
@@ -251,8 +252,8 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     """
     cfg = load_config(root)
     unreadable: list = []
-    active = taskmod.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
-    completed = taskmod.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
+    active = task_store.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
+    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
         warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
     memo = _ready_memo.get(cfg.root)
@@ -302,7 +303,7 @@ def claim_next(
     # the untouched ones first, then those (they may only have been edited by a person).
     touched: list[taskmod.Task] = []
     for task in ready:  # one stat per task tried, not per task listed
-        if not taskmod.unchanged_since_listing(task):
+        if not task_store.unchanged_since_listing(task):
             touched.append(task)
             continue
         lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
@@ -458,7 +459,7 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     cfg = load_config(root)
     now = now or utc_now()
     changed = []
-    candidates = [t for t in taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+    candidates = [t for t in task_store.list_tasks(cfg.root, include_completed=True, errors=[])
                   if t.status in _CLAIMABLE_WHEN_FREE]
     for task in candidates:
         try:
@@ -476,7 +477,7 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
             # The listing above was taken before the lock: the holder may have finished (and
             # moved the file) since. Judge by the task as it is now.
             try:
-                fresh: Optional[taskmod.Task] = taskmod.load_task(task.path, use_cache=False)
+                fresh: Optional[taskmod.Task] = task_store.load_task(task.path, use_cache=False)
             except NotFoundError:
                 fresh = None
             shows_held = fresh is not None and fresh.status in _CLAIMABLE_WHEN_FREE
@@ -489,7 +490,7 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
             else:
                 reason = f"repaired the task status after a crash ({reason})"
             if shows_held and stored.mirror:
-                taskmod.set_fields(task.path, stored.mirror, root=cfg.root, durable=False)
+                task_store.set_fields(task.path, stored.mirror, root=cfg.root, durable=False)
             changed.append((stored, reason))
     return changed
 
@@ -507,7 +508,7 @@ def completed_in_place(*, root: Optional[PathLike] = None,
     cfg = load_config(root)
     now = now or utc_now()
     found = []
-    for task in taskmod.list_tasks(directory=cfg.tasks_active, errors=[]):
+    for task in task_store.list_tasks(directory=cfg.tasks_active, errors=[]):
         if task.status is not taskmod.Status.COMPLETED:
             continue
         try:

@@ -15,6 +15,7 @@ SIGTERM and SIGHUP included. As a command::
 
 from __future__ import annotations
 
+from . import task_store
 import os
 import re
 import sys
@@ -118,11 +119,11 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int]
     """The open tasks (those in tasks/active) with their progress, and how many are completed."""
     from . import tasks as taskmod
 
-    active = taskmod.list_tasks(directory=cfg.tasks_active, errors=errors)
-    completed = taskmod.list_tasks(directory=cfg.tasks_completed, errors=errors)
+    active = task_store.list_tasks(directory=cfg.tasks_active, errors=errors)
+    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=errors)
     from . import task_graph
 
-    finished = {t.task_id for t in active + completed if taskmod.is_finished(t, cfg)}
+    finished = {t.task_id for t in active + completed if task_store.is_finished(t, cfg)}
     children = task_graph.family(active + completed).children  # fields and epic tables alike
     holders = {lease["task_id"]: lease["agent_id"] for lease in leases if not lease["stale"]}
     rows = []

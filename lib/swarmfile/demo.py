@@ -23,6 +23,7 @@ from typing import Any, Optional
 from . import claims
 from . import events
 from . import tasks
+from . import task_store
 from . import workspace as workspaces
 from .cli import module_argv, print_json, table
 
@@ -72,7 +73,7 @@ def _make_repo(root: Path) -> bool:
 def _write_samples(root: Path) -> None:
     for n, sample in enumerate(SAMPLE_TASKS):
         spec = dict(sample)
-        tasks.new_task_file(spec.pop("task_id"), spec.pop("title"), root,
+        task_store.new_task_file(spec.pop("task_id"), spec.pop("title"), root,
                             created=f"2026-01-01T00:00:{n:02d}Z", **spec)
 
 
@@ -81,7 +82,7 @@ _SETTLED = {tasks.Status.COMPLETED, tasks.Status.BLOCKED, tasks.Status.NEEDS_ATT
 
 def _settled(root: Path) -> bool:
     """Nothing left to run: every task completed, or waiting for a person."""
-    every = tasks.list_tasks(root, include_completed=True, errors=[])
+    every = task_store.list_tasks(root, include_completed=True, errors=[])
     return bool(every) and all(t.status in _SETTLED for t in every)
 
 
@@ -102,7 +103,7 @@ def _summary(root: Path) -> tuple[bool, list[list[str]], dict[str, Any]]:
     failures = Counter(e.get("task_id") for e in log if e.get("type") == "failed")
     by_task = {e.get("task_id"): e for e in log if e.get("type") == "completed"}
     rows, problems = [], []
-    for task in sorted(tasks.list_tasks(root, include_completed=True, errors=[]), key=lambda t: t.task_id):
+    for task in sorted(task_store.list_tasks(root, include_completed=True, errors=[]), key=lambda t: t.task_id):
         done = by_task.get(task.task_id, {})
         count = completions[task.task_id]
         lease = claims.get_lease(task.task_id, root=root)

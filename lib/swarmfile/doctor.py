@@ -11,7 +11,7 @@ own function wherever there is one, and then checks again: a finding counts as f
 when the second look no longer finds it. Safe means: reap stale leases (claims.reap_expired,
 which requeues their tasks), cut a torn last line off a log (the cut bytes are kept in
 ``.swarm/doctor/``), remove temp files of dead processes, move completed tasks out of
-tasks/active (tasks.move_to_completed), retire orphan worktree records (worktrees.retire) and
+tasks/active (task_store.move_to_completed), retire orphan worktree records (worktrees.retire) and
 reap stale reservations. A file that does not parse is only ever reported, never rewritten.
 
     python lib/doctor.py [--root DIR] [--fix] [--json]
@@ -21,6 +21,7 @@ Exit codes: 0 no errors or warnings (left), 1 some were found (and not fixed), 2
 
 from __future__ import annotations
 
+from . import task_store
 import os
 import re
 import sys
@@ -231,7 +232,7 @@ class _Checker:
         from . import tasks as taskmod
 
         try:
-            task = taskmod.load_task(path)
+            task = task_store.load_task(path)
         except SwarmError as exc:
             self.failed(exc, path)
             return
@@ -318,7 +319,7 @@ class _Checker:
                          f"task {task.task_id} depends on {dep}, which does not exist",
                          "fix the Depends On field; until then the task is never ready",
                          line=_field_line(task, "depends on", "dependencies"), subject=dep)
-        open_tasks = [t for t in self.tasks if not taskmod.is_finished(t, self.cfg)]
+        open_tasks = [t for t in self.tasks if not task_store.is_finished(t, self.cfg)]
         first = {t.task_id: t for t in reversed(open_tasks)}
         for cycle in task_graph.find_cycles(open_tasks):
             task = first[cycle[0]]
@@ -476,10 +477,8 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
         (runtime / "merge-queue.yaml", lambda p: checker.shared(p, lambda: read_queue(top), log=True)),
         (runtime / "reservations.yaml", checker.reservations)]
     jobs = [(path, job) for path, job in shared if path.exists()]
-    from . import tasks as taskmod
-
     for directory in (cfg.tasks_active, cfg.tasks_completed):  # at any depth, documents left out
-        jobs += [(path, checker.task_file) for path in taskmod.task_files(directory)]
+        jobs += [(path, checker.task_file) for path in task_store.task_files(directory)]
     yaml_file = lambda name: name.endswith(".yaml") and not name.startswith(".")  # noqa: E731
     jobs += [(path, checker.worktree_record) for path in _listing(runtime / "worktrees", yaml_file)]
     jobs += [(path, checker.temp_file) for path in _temp_files(cfg)]
@@ -527,7 +526,6 @@ def repair(findings: list[Finding], root: Optional[PathLike] = None, *,
     """Run the repair of every finding that has one: ({key: what was done}, {key: why it failed})."""
     from . import claims
     from . import reservations
-    from . import tasks as taskmod
     from . import worktrees
 
     cfg = load_config(root)
@@ -546,7 +544,7 @@ def repair(findings: list[Finding], root: Optional[PathLike] = None, *,
 
     actions: dict[str, Callable[[Finding], str]] = {  # in this order: reaping leases requeues tasks first
         "reap-leases": lambda f: reaped(f, lambda: claims.reap_expired(moment, root=cfg.root), "nothing to do"),
-        "move-completed": lambda f: "moved to " + _shown(taskmod.move_to_completed(f.subject, cfg.root, status=None),
+        "move-completed": lambda f: "moved to " + _shown(task_store.move_to_completed(f.subject, cfg.root, status=None),
                                                          cfg.root),
         "cut-tail": lambda f: _cut_tail(cfg, f.path, moment),
         "remove-temp": lambda f: _remove_temp(f.path),

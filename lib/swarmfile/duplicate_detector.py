@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from . import task_store
-from . import tasks as taskmod
 from .config import load_config
 from .errors import DuplicateTaskError, ValidationError
 
@@ -99,7 +98,7 @@ def find_duplicates(title: str, text: str = "", root: Optional[PathLike] = None,
     full_words = title_words | keywords(text) if text.strip() else None
     skipped = {os.path.realpath(p) for p in exclude}
     found: list[Match] = []
-    for task in taskmod.list_tasks(root, include_completed=True, errors=errors):
+    for task in task_store.list_tasks(root, include_completed=True, errors=errors):
         if task.path is not None and os.path.realpath(task.path) in skipped:
             continue
         their_title = keywords(task.title)
@@ -148,9 +147,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         root = args.root
         if args.task:
             root = task_store.task_workspace(args.task, root)
-            task = taskmod.load_task(args.task, use_cache=False)
+            task = task_store.load_task(args.task, use_cache=False)
             title, text, exclude = task.title, task.objective, [task.path]
-            root = root or taskmod.task_config(task.path).root
+            root = root or task_store.task_config(task.path).root
         skipped: list = []  # one unparsable historical file must not stop every check
         matches = find_duplicates(title, text, root, args.threshold, exclude=exclude, errors=skipped)
         for error in skipped:

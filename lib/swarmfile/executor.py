@@ -28,7 +28,7 @@ from . import claims
 from . import events
 from . import lifecycle
 from . import reservations
-from . import tasks
+from . import task_store
 from . import worktrees
 from .cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run, show_time
 from .clock import format_ts
@@ -188,7 +188,7 @@ class Executor:
 
     def _reserve_files(self, lease: claims.Lease) -> Optional[claims.Lease]:
         """Reserve the task's Files to Modify; on a clash give the task back and skip it for now."""
-        task = tasks.find_task(lease.task_id, self.cfg.root)
+        task = task_store.find_task(lease.task_id, self.cfg.root)
         if not task.files_to_modify:
             return lease
         try:
@@ -242,7 +242,7 @@ class Executor:
 
     def _run(self, lease: claims.Lease, attempt: int) -> None:
         root = self.cfg.root
-        task = tasks.find_task(lease.task_id, root)
+        task = task_store.find_task(lease.task_id, root)
         workdir, env = root, dict(os.environ)
         if self.use_worktree:
             self._worktree = worktrees.create_for_lease(lease, root)
@@ -295,7 +295,7 @@ class Executor:
             return
         merge: dict[str, Any] = {}
         if self._worktree is not None:  # merged while the lease is still renewed: a merge may take a while
-            title = tasks.find_task(lease.task_id, self.cfg.root).title
+            title = task_store.find_task(lease.task_id, self.cfg.root).title
             merge = lifecycle.merge_back(lease, self.agent_id, self._worktree, root=self.cfg.root, title=title)
         lease = self._take_lease()
         if lease is None:

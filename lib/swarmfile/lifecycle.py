@@ -30,6 +30,7 @@ from . import claims
 from . import events
 from . import merge_queue
 from . import tasks
+from . import task_store
 from . import worktrees
 from .config import Config
 from .errors import LeaseLost, SwarmError
@@ -166,7 +167,7 @@ def done(lease: claims.Lease, agent_id: str, *, root: Path, result: Optional[dic
 def _move(task_id: str, root: Path) -> bool:
     """Move a completed task to tasks/completed/; a failure is reported and left to recovery."""
     try:
-        tasks.move_to_completed(task_id, root)
+        task_store.move_to_completed(task_id, root)
         return True
     except (SwarmError, OSError) as exc:
         log.warning("task %s is completed but could not be moved to tasks/completed/: %s "
@@ -235,7 +236,7 @@ def recover_completions(agent_id: str, *, root: Path, now: Optional[datetime] = 
         # Under the lease's lock: of a planner and executors recovering at once, one does it.
         with claims.lease_lock(task.task_id, root=root):
             try:
-                current = tasks.find_task(task.task_id, root)
+                current = task_store.find_task(task.task_id, root)
             except SwarmError:
                 continue
             if current.path is None or current.path.parent != task.path.parent:

@@ -26,6 +26,7 @@ conflicting files and the branch is kept. Events: ``merged`` (commit, branch), `
 
 from __future__ import annotations
 
+from . import task_store
 import logging
 import os
 import secrets
@@ -261,8 +262,8 @@ def _flag_task(cfg: Config, task_id: str, detail: dict[str, str]) -> None:
     """Mark the task ``needs_attention`` in its Markdown, with the ``detail`` fields."""
     from . import tasks
 
-    task = tasks.find_task(task_id, root=cfg.root)
-    tasks.set_fields(task.path, {"Status": tasks.Status.NEEDS_ATTENTION.value, **detail}, root=cfg.root)
+    task = task_store.find_task(task_id, root=cfg.root)
+    task_store.set_fields(task.path, {"Status": tasks.Status.NEEDS_ATTENTION.value, **detail}, root=cfg.root)
 
 
 def _event(cfg: Config, type: str, agent_id: str, task_id: str, **data: Any) -> None:

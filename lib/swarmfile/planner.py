@@ -36,6 +36,7 @@ from . import lifecycle
 from . import task_distribution
 from . import task_graph
 from . import tasks
+from . import task_store
 from . import work_items
 from .cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
 from .clock import format_ts, parse_ts, utc_now
@@ -174,22 +175,22 @@ class Planner:
         is reported once, by its own ``error`` event, and the other parents go on.
         """
         out = []
-        every = tasks.list_tasks(self.cfg.root, include_completed=True, errors=[])
+        every = task_store.list_tasks(self.cfg.root, include_completed=True, errors=[])
         by_id = {t.task_id: t for t in every}
         twice = task_graph.duplicate_ids(every)
         links = task_graph.family(every)
         for parent_id, child_ids in links.children.items():
             task = by_id.get(parent_id)
             key = f"parent {parent_id}"
-            if (task is None or tasks.is_finished(task, self.cfg) or links.unresolved.get(parent_id)
-                    or not all(tasks.is_finished(by_id[c], self.cfg) for c in child_ids if c in by_id)):
+            if (task is None or task_store.is_finished(task, self.cfg) or links.unresolved.get(parent_id)
+                    or not all(task_store.is_finished(by_id[c], self.cfg) for c in child_ids if c in by_id)):
                 continue
             try:
                 if parent_id in twice:
                     raise ValidationError(f"task id {parent_id} is used by {len(twice[parent_id])} files: "
                                           + ", ".join(map(str, twice[parent_id])), task_id=parent_id,
                                           hint="rename one of the tasks or delete the stale copy")
-                tasks.move_to_completed(parent_id, self.cfg.root)
+                task_store.move_to_completed(parent_id, self.cfg.root)
             except SwarmError as exc:
                 out += self._report(key, exc)
                 continue
@@ -200,13 +201,13 @@ class Planner:
 
     def _flag_duplicates(self) -> list[Decision]:
         out = []
-        every = {t.task_id: t for t in tasks.list_tasks(self.cfg.root, include_completed=True, errors=[])}
+        every = {t.task_id: t for t in task_store.list_tasks(self.cfg.root, include_completed=True, errors=[])}
 
         def age(task: tasks.Task) -> tuple:
             moment = task.created_at
             return (moment.timestamp() if moment else float("inf"), task.task_id)
 
-        for task in tasks.list_tasks(self.cfg.root, errors=[]):
+        for task in task_store.list_tasks(self.cfg.root, errors=[]):
             if (task.task_id in self._checked_for_duplicates or task.status is not tasks.Status.PENDING
                     or task.parent or task.field("Possible Duplicate Of")):
                 continue
@@ -220,7 +221,7 @@ class Planner:
                 continue
             best = matches[0]
             # Held for a person: set Status back to pending to run it anyway (it is not flagged twice).
-            tasks.set_fields(task.path, {"Possible Duplicate Of": f"{best.task_id} ({best.similarity:.0%} similar)",
+            task_store.set_fields(task.path, {"Possible Duplicate Of": f"{best.task_id} ({best.similarity:.0%} similar)",
                                          "Status": tasks.Status.NEEDS_ATTENTION.value}, root=self.cfg.root)
             out.append(self._decide("flagged", task.task_id, duplicate_of=best.task_id,
                                     similarity=round(best.similarity, 3)))

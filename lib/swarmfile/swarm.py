@@ -14,6 +14,7 @@ tasks, ``down`` stops both); every subcommand takes ``--root`` and ``--json``.
 
 from __future__ import annotations
 
+from . import task_store
 import importlib
 import sys
 from typing import Any, Optional, Sequence
@@ -41,7 +42,6 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
     from . import claims
     from . import events
     from . import task_graph
-    from . import tasks
 
     cfg = load_config(root)
     now = utc_now()
@@ -52,11 +52,11 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
                        "current_task": info.current_task, "active": reason is None, "why_inactive": reason})
     errors: list = []
     by_status: dict[str, list[dict]] = {}
-    listing = tasks.list_tasks(cfg.root, include_completed=True, errors=errors)
+    listing = task_store.list_tasks(cfg.root, include_completed=True, errors=errors)
     twice = task_graph.duplicate_ids(listing)
     for task in listing:
         # The folder decides: RALF left files in completed/ whose Status line still says pending.
-        if tasks.is_finished(task, cfg):
+        if task_store.is_finished(task, cfg):
             key = "completed"
         else:
             key = task.status.value if task.status else f"unknown ({task.status_text})"
@@ -77,7 +77,7 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
         "task_counts": {status: len(items) for status, items in sorted(by_status.items())},
         "unreadable_tasks": [str(e) for e in errors],
         "duplicate_ids": {task_id: [str(p) for p in paths] for task_id, paths in twice.items()},
-        "dependency_cycles": task_graph.find_cycles([t for t in listing if not tasks.is_finished(t, cfg)]),
+        "dependency_cycles": task_graph.find_cycles([t for t in listing if not task_store.is_finished(t, cfg)]),
         "leases": leases,
         "events": events.tail(events_count, root=cfg.root),
     }

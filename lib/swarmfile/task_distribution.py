@@ -317,12 +317,12 @@ def _group(units: Sequence[Unit]) -> tuple[list[tuple[int, ...]], list[str]]:
 
 def _load(task: TaskRef, root: Optional[PathLike]) -> tuple[taskmod.Task, Config]:
     if isinstance(task, taskmod.Task):
-        return task, taskmod.task_config(task.path, root) if task.path else load_config(root)
+        return task, task_store.task_config(task.path, root) if task.path else load_config(root)
     path = Path(task)
     if not path.exists() and ID_PATTERN.fullmatch(str(task)) and not str(task).endswith(".md"):
-        found = taskmod.find_task(str(task), root)
-        return found, taskmod.task_config(found.path, root)
-    return taskmod.load_task(path, use_cache=False), taskmod.task_config(path, root)
+        found = task_store.find_task(str(task), root)
+        return found, task_store.task_config(found.path, root)
+    return task_store.load_task(path, use_cache=False), task_store.task_config(path, root)
 
 
 def _analyze(task: taskmod.Task, cfg: Config, parallel_keywords: Optional[Sequence[str]] = None,
@@ -450,9 +450,9 @@ def _render(sub: SubTask, part: str, task: taskmod.Task, analysis: Analysis) -> 
 
 def existing_subtasks(task: taskmod.Task, root: Optional[PathLike] = None) -> list[SubTask]:
     """Sub-tasks of ``task`` on disk (active or completed), by their Parent Task field or the parent's list."""
-    cfg = taskmod.task_config(task.path, root) if task.path else load_config(root)
+    cfg = task_store.task_config(task.path, root) if task.path else load_config(root)
     errors: list = []
-    every = taskmod.list_tasks(cfg.root, include_completed=True, errors=errors)
+    every = task_store.list_tasks(cfg.root, include_completed=True, errors=errors)
     for error in errors:  # a sub-task we cannot read must not be split again over the top of
         if error.path and os.path.basename(error.path).startswith(f"{task.task_id}-SUB"):
             raise error.with_traceback(None)
@@ -471,14 +471,14 @@ def distribute_task(task_file: TaskRef, available_agents: Optional[Sequence[str]
     """
     task, cfg = _load(task_file, root)
     limit = int(max_subtasks if max_subtasks is not None else cfg.get("distribution", "max_subtasks"))
-    with taskmod.edit_task(task.path, cfg.root) as document:
+    with task_store.edit_task(task.path, cfg.root) as document:
         parent = document.task  # re-read under the lock: another planner may have split it meanwhile
         existing = existing_subtasks(parent, cfg.root)
         if existing or parent.sub_tasks:
             if existing and not parent.sub_tasks:
                 document.set_field("Sub-Tasks", ", ".join(s.task_id for s in existing))
             return existing
-        listing = taskmod.list_tasks(cfg.root, include_completed=True, errors=[])
+        listing = task_store.list_tasks(cfg.root, include_completed=True, errors=[])
         twin = next((t.path for t in listing if t.task_id == parent.task_id and t.path != task.path), None)
         if twin is not None:  # which file's criteria would the sub-tasks hold? Neither is split.
             raise ValidationError(f"task id {parent.task_id} is used by two files: {task.path} and {twin}",
@@ -496,7 +496,7 @@ def distribute_task(task_file: TaskRef, available_agents: Optional[Sequence[str]
                                       task_id=sub.task_id, hint="remove it or add it to the parent's Sub-Tasks")
         written = []
         for number, sub in enumerate(planned, 1):
-            path = taskmod.new_task_file(sub.task_id, sub.title, cfg.root, filename=f"{sub.task_id}.md",
+            path = task_store.new_task_file(sub.task_id, sub.title, cfg.root, filename=f"{sub.task_id}.md",
                                          **_render(sub, f"{number} of {len(planned)}", parent, analysis))
             written.append(replace(sub, path=path))
         document.set_field("Sub-Tasks", ", ".join(s.task_id for s in written))
@@ -566,7 +566,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
         if args.all:
             cfg = load_config(args.root)
-            todo = [t for t in taskmod.list_tasks(cfg.root, errors=[])
+            todo = [t for t in task_store.list_tasks(cfg.root, errors=[])
                     if t.status is taskmod.Status.PENDING and not t.parent and not t.sub_tasks]
         else:
             task, cfg = _load(args.task, task_store.task_workspace(args.task, args.root))

@@ -14,7 +14,7 @@ they own, so an operator's edit elsewhere is kept and an unchanged document rend
 for byte. A file that does not parse raises ParseError (InvalidIdError for a bad id).
 
 The files on disk (cached listing, ``find_task``, locked edits, ``new_task_file``,
-``move_to_completed``) live in task_store.py; their names are importable from here too.
+``move_to_completed``) live in task_store.py, which builds on this module.
 """
 
 from __future__ import annotations
@@ -669,29 +669,3 @@ def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, prior
         if text or name == "Objective":
             out += ["", f"## {_one_line(name, 'section')}", ""] + ([text] if text else [])
     return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------------------- the files on disk
-
-# The files-on-disk half lives in task_store.py, which imports this module at its top. Its names
-# stay reachable as tasks.<name> so callers need not change. They are served on first use rather
-# than imported here: task_store can then be imported first as well, with no import cycle at load.
-_STORE_NAMES = (
-    "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
-    "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished", "looks_like_task",
-)
-__all__ += _STORE_NAMES
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _STORE_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import task_store
-
-    value = globals()[name] = getattr(task_store, name)  # later lookups skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_STORE_NAMES))

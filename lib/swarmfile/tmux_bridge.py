@@ -45,6 +45,7 @@ from . import claims
 from . import events
 from . import lifecycle
 from . import tasks
+from . import task_store
 from .cli import EXIT_BAD_INPUT, EXIT_OK, module_argv, parser, positive_int, positive_seconds, print_json, run, table
 from .clock import HOSTNAME, format_ts, seconds_since, utc_now
 from .config import load_config, validate_id
@@ -118,7 +119,7 @@ class Bridge:
         claims.claim_task does.
         """
         pane = self.find_pane(target)
-        task = tasks.find_task(validate_id(task_id, "task id"), self.root)
+        task = task_store.find_task(validate_id(task_id, "task id"), self.root)
         deadline = time.monotonic() + float(self.settings["ready_timeout_seconds"])
         while True:
             with pane_state(self.cfg, pane.agent_id) as state:
@@ -194,7 +195,7 @@ class Bridge:
                         except (AlreadyClaimed, NotClaimable, NotFoundError):
                             continue
                 if lease is not None and self._send(pane, state, lease,
-                                                    tasks.find_task(lease.task_id, self.root).path, now):
+                                                    task_store.find_task(lease.task_id, self.root).path, now):
                     sent.append(lease)
         return sent
 

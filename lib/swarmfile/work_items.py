@@ -7,7 +7,7 @@ A work item is a checklist line of a task's Markdown; its state lives on that li
     - [x] finished item
 
 Every change takes the task file's lock, re-reads the file and rewrites only the item's own
-line (``tasks.edit_task``), so two agents never both claim one item and an operator's edits
+line (``task_store.edit_task``), so two agents never both claim one item and an operator's edits
 elsewhere in the file are kept. Each change appends an ``item_claimed``, ``item_completed``,
 ``item_released`` or ``item_added`` event.
 
@@ -67,11 +67,11 @@ def _locate(task: Any, root: Optional[PathLike]) -> tuple[Config, Path]:
         path = Path(task)
         if not path.is_absolute() and not path.exists() and root is not None:
             path = load_config(root).root / path  # not under the cwd: taken from the workspace root
-        return tasks.task_config(path, root), path
+        return task_store.task_config(path, root), path
     if not isinstance(task, str):
         raise ValidationError(f"a task is a task id or a file path, got {type(task).__name__}")
     cfg = load_config(root)
-    return cfg, tasks.find_task(task, cfg.root).path
+    return cfg, task_store.find_task(task, cfg.root).path
 
 
 def _show(text: str) -> str:
@@ -134,7 +134,7 @@ def _change(task: Any, selector: Selector, agent: str, root: Optional[PathLike],
     """Find the item under the task's lock, let ``decide`` edit it, log ``kind`` if it changed."""
     validate_id(agent, "agent id")
     cfg, path = _locate(task, root)
-    with tasks.edit_task(path, cfg.root) as document:
+    with task_store.edit_task(path, cfg.root) as document:
         item = _find(document, selector)
         after = decide(document, item)
         task_id = document.task.task_id
@@ -201,7 +201,7 @@ def release_item(task: Any, item: Selector, agent: str, root: Optional[PathLike]
 def list_items(task: Any, root: Optional[PathLike] = None) -> list[tasks.ChecklistItem]:
     """The checklist items of a task, in file order."""
     _, path = _locate(task, root)
-    return list(tasks.load_task(path).checklist)
+    return list(task_store.load_task(path).checklist)
 
 
 def release_items_of(agent_id: str, root: Optional[PathLike] = None, *,
@@ -217,11 +217,11 @@ def release_items_of(agent_id: str, root: Optional[PathLike] = None, *,
     cfg = load_config(root)
     skipped: list = []
     released: list[tuple[str, tasks.ChecklistItem]] = []
-    for task in tasks.list_tasks(cfg.root, errors=skipped):
+    for task in task_store.list_tasks(cfg.root, errors=skipped):
         if not any(item.agent == agent_id for item in task.checklist):
             continue
         try:
-            with tasks.edit_task(task.path, cfg.root) as document:
+            with task_store.edit_task(task.path, cfg.root) as document:
                 held = [item.index for item in document.task.checklist if item.agent == agent_id]
                 for index in held:
                     document.set_checklist_item(index, agent=None)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from . import duplicate_detector, events, task_graph, tasks
+from . import duplicate_detector, events, task_graph, task_store
 from .config import load_config
 from .errors import ValidationError
 from .fileio import atomic_write
@@ -57,13 +57,13 @@ def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium"
         duplicate_detector.check_new_task(title, objective, cfg.root)
     if task_id is None:
         task_id = _fresh_id(cfg)
-    open_tasks = [t for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])
-                  if not tasks.is_finished(t, cfg)]
+    open_tasks = [t for t in task_store.list_tasks(cfg.root, include_completed=True, errors=[])
+                  if not task_store.is_finished(t, cfg)]
     loop = task_graph.cycle_through(task_id, list(depends_on), open_tasks)
     if loop is not None:
         raise ValidationError(f"task {task_id} would close a dependency cycle: {' -> '.join(loop)}", task_id=task_id,
                               hint="drop that --depends-on: the tasks would wait for each other forever")
-    path = tasks.new_task_file(task_id, title, cfg.root, priority=priority, depends_on=list(depends_on),
+    path = task_store.new_task_file(task_id, title, cfg.root, priority=priority, depends_on=list(depends_on),
                                objective=objective, criteria=list(criteria), files=list(files))
     events.append_event("created", agent, task_id, root=cfg.root, title=title, priority=priority)
     return path
@@ -71,7 +71,7 @@ def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium"
 
 def _fresh_id(cfg: Any) -> str:
     """``TASK-<unix seconds>``, the RALF convention, bumped past any id already taken."""
-    taken = {t.task_id for t in tasks.list_tasks(cfg.root, include_completed=True, errors=[])}
+    taken = {t.task_id for t in task_store.list_tasks(cfg.root, include_completed=True, errors=[])}
     stamp = int(time.time())
     while f"TASK-{stamp}" in taken:
         stamp += 1

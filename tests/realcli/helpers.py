@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import events
-from swarmfile import tasks
 
+from swarmfile import task_store
 LIB = Path(__file__).resolve().parents[2] / "lib"
 OBJECTIVE = "Replace the word base in notes.txt with the word changed."
 
@@ -27,7 +27,7 @@ def make_repo(root: Path, task_id: str = "TASK-1") -> Path:
     (root / "notes.txt").write_text("base\n")
     git(root, "add", ".gitignore", "notes.txt")
     git(root, "commit", "-qm", "base")
-    return tasks.new_task_file(task_id, "Change the notes", root, objective=OBJECTIVE, files=["notes.txt"])
+    return task_store.new_task_file(task_id, "Change the notes", root, objective=OBJECTIVE, files=["notes.txt"])
 
 
 def run_executor(sandbox, root: Path, agent: str, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from swarmfile import tasks
+from swarmfile import task_store
 from realcli.helpers import OBJECTIVE, kinds, make_repo, run_executor, task_events
 from realcli.stub_model import Fail, Step, ToolUse
 
@@ -38,7 +38,7 @@ def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, code
     assert (workspace / "notes.txt").read_text() == "changed\n"
     assert kinds(workspace) == ["started", "merged", "completed"]
     assert task_events(workspace)[-1]["files_modified"] == ["notes.txt"]
-    assert tasks.find_task("TASK-1", workspace).path.parent.name == "completed"
+    assert task_store.find_task("TASK-1", workspace).path.parent.name == "completed"
 
 
 def test_in_place_run_counts_a_marker_from_an_earlier_turn(model, sandbox, codex_cli, workspace):

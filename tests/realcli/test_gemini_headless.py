@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarmfile import tasks
+from swarmfile import task_store
 from realcli.helpers import OBJECTIVE, kinds, make_repo, run_executor, task_events
 from realcli.stub_model import Fail, Step, ToolUse
 
@@ -24,7 +24,7 @@ def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, gemi
     assert (workspace / "notes.txt").read_text() == "changed\n"
     assert kinds(workspace) == ["started", "merged", "completed"]
     assert task_events(workspace)[-1]["files_modified"] == ["notes.txt"]
-    assert tasks.find_task("TASK-1", workspace).path.parent.name == "completed"
+    assert task_store.find_task("TASK-1", workspace).path.parent.name == "completed"
 
 
 
