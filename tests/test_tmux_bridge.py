@@ -87,7 +87,7 @@ def probe(pane):
 
 @pytest.fixture
 def settings(tmp_path):
-    return tmux_bridge._settings(load_config(tmp_path))
+    return tmux_bridge.tmux_settings(load_config(tmp_path))
 
 
 @pytest.mark.parametrize("prompt", ["Press Enter to continue", "press RETURN to go on", "Hit enter when ready",
@@ -114,13 +114,13 @@ def test_assess_screen_refuses_near_danger(settings, danger):
 
 def test_settings_are_configurable_and_checked(workspace):
     (workspace / "swarm.yaml").write_text("tmux:\n  confirm_patterns: ['ok\\?$']\n  danger_patterns: ['deploy']\n")
-    settings = tmux_bridge._settings(load_config(workspace))
+    settings = tmux_bridge.tmux_settings(load_config(workspace))
     assert assess_screen("ok?\n", settings)[0] == "press"
     assert assess_screen("Press Enter to continue\n", settings) is None
     assert assess_screen("deploy now\nok?\n", settings)[0] == "skip"
     (workspace / "swarm.yaml").write_text("tmux:\n  danger_patterns: ['(']\n")
     with pytest.raises(ValidationError, match="danger_patterns"):
-        tmux_bridge._settings(load_config(workspace))
+        tmux_bridge.tmux_settings(load_config(workspace))
 
 
 def test_fresh_markers_count_only_lines_printed_since_the_dispatch():
@@ -463,7 +463,7 @@ def test_a_prompt_with_output_below_it_is_not_pressed_again(workspace):
     from swarmfile import tmux_screen
     from swarmfile.config import load_config
 
-    settings = tmux_screen._settings(load_config(workspace))
+    settings = tmux_screen.tmux_settings(load_config(workspace))
     assert tmux_screen.assess_screen("working\nPress Enter to continue\n", settings)[0] == "press"
     assert tmux_screen.assess_screen("Press Enter to continue\ncontinued\n> ", settings) is None
 
@@ -474,6 +474,6 @@ def test_configured_safety_patterns_add_to_the_built_in_ones(workspace):
     from swarmfile.config import load_config
 
     (workspace / "swarm.yaml").write_text("tmux:\n  danger_patterns: ['terraform destroy']\n")
-    settings = tmux_screen._settings(load_config(workspace))
+    settings = tmux_screen.tmux_settings(load_config(workspace))
     for screen in ("sudo make install\nPress Enter\n", "terraform destroy\nPress Enter\n"):
         assert tmux_screen.assess_screen(screen, settings)[0] == "skip", screen

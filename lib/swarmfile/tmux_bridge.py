@@ -51,10 +51,11 @@ from .clock import HOSTNAME, format_ts, seconds_since, utc_now
 from .config import load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
 from .liveness import process_start_time
-from .tmux_cluster import INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, read_pane_state, up
+from .tmux_cluster import (INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, pane_status,
+                           read_pane_state, up)
 from .tmux_pane import Tmux, choose, type_line
-from .tmux_screen import (DEFAULTS, _marker_key, _settings, assess_screen, dialog_answer, fresh_markers, pane_status,
-                         read_screen, render_pane_status)
+from .tmux_screen import (DEFAULTS, assess_screen, dialog_answer, fresh_markers, marker_key, read_screen,
+                          render_pane_status, tmux_settings)
 
 __all__ = ["DEFAULTS", "INTERACTIVE_PRESETS", "TmuxError", "Tmux", "Pane", "Handled", "Bridge", "up", "down",
            "list_panes", "read_pane_state", "read_screen", "assess_screen", "fresh_markers", "pane_status",
@@ -86,7 +87,7 @@ class Bridge:
                  cooldown: Optional[float] = None) -> None:
         self.cluster, self.agent_id = check_cluster(cluster), f"{cluster}-bridge"
         self.cfg = load_config(root)
-        self.root, self.settings, self.tmux = self.cfg.root, _settings(self.cfg), Tmux(socket)
+        self.root, self.settings, self.tmux = self.cfg.root, tmux_settings(self.cfg), Tmux(socket)
         self.ack_timeout = float(self.settings["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
         self.auto_confirm = bool(self.settings["auto_confirm"] if auto_confirm is None else auto_confirm)
         self.cooldown = float(self.settings["cooldown_seconds"] if cooldown is None else cooldown)
@@ -169,7 +170,7 @@ class Bridge:
         # A line still in the input after every Enter stays the pane's task: the ack timeout takes it back.
         state["current"] = {"task_id": lease.task_id, "token": lease.token, "task_file": str(shown),
                             "dispatched_at": format_ts(now), "acknowledged_at": None,
-                            "before": dict(Counter(_marker_key(m) for m in before))}
+                            "before": dict(Counter(marker_key(m) for m in before))}
         self._event("assigned", self.agent_id, lease.task_id, to=pane.agent_id, token=lease.token,
                     pane=pane.pane_id, via="tmux", **({"enter_presses": presses} if presses > 1 else {}),
                     **({"sent": False} if presses < 0 else {}))
@@ -447,7 +448,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if args.action == "up":
-            settings = _settings(load_config(args.root))
+            settings = tmux_settings(load_config(args.root))
             bridge = settings["bridge"] if args.bridge is None else args.bridge
             panes = up(args.agents, preset=args.agent, command=args.command, cluster=cluster, root=args.root,
                        socket=args.socket, bridge=bridge)
@@ -462,7 +463,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"dispatching: `tmux_bridge.py run` in window {cluster}:bridge hands out ready tasks; "
                       f"`swarm.py down{' ' + here if here else ''}` stops it and the agents")
             else:
-                print(f"next, to hand out tasks: {shlex.join(module_argv('tmux_bridge'))} run {here}".rstrip())
+                print(f"next, to hand out tasks: {shlex.join(['python', *module_argv('tmux_bridge')[1:]])} run {here}".rstrip())
             if args.agent == "claude":
                 for key, dialog in (("trust_workspace", "whether it trusts the folder"),
                                     ("use_api_key", "whether to use $ANTHROPIC_API_KEY, when set")):
@@ -473,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             stopped = down(cluster, root=args.root, socket=args.socket)
             print_json(stopped) if args.json else print(f"stopped {len(stopped)} agent(s) of cluster {cluster}")
         elif args.action == "panes":
-            lines = _settings(load_config(args.root))["lines"] if args.lines is None else args.lines
+            lines = tmux_settings(load_config(args.root))["lines"] if args.lines is None else args.lines
             rows = pane_status(args.cluster, lines, root=args.root, socket=args.socket)
             print_json(rows) if args.json else print(render_pane_status(rows))
         elif args.action == "dispatch":

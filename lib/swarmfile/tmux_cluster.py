@@ -28,7 +28,7 @@ from .config import Config, load_config, validate_id
 from .errors import LeaseLost, SwarmError, TmuxError, ValidationError
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from .tmux_pane import Tmux
-from .tmux_screen import _settings
+from .tmux_screen import input_holds, read_screen, tmux_settings
 
 __all__ = ["INTERACTIVE_PRESETS", "Pane", "check_cluster", "list_panes", "up", "down", "pane_state", "read_pane_state"]
 
@@ -119,7 +119,7 @@ def up(agent_count: int, *, preset: Optional[str] = None, command: Optional[str]
     is already up, TmuxError.
     """
     cfg = load_config(root)
-    settings = _settings(cfg)
+    settings = tmux_settings(cfg)
     check_cluster(cluster)
     if not isinstance(agent_count, int) or not 1 <= agent_count <= 64:
         raise ValidationError(f"--agents must be 1 to 64, got {agent_count}")
@@ -266,3 +266,36 @@ def read_pane_state(cfg: Config, agent_id: str) -> dict:
             and isinstance(cur.get("dispatched_at"), str)):
         raise ValidationError("malformed tmux pane state", path=path, hint="fix or delete the file")
     return state
+
+
+def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[str] = None,
+                socket: Optional[str] = None) -> list[dict]:
+    """Each agent pane with its state, current task and last ``lines`` lines.
+
+    States: dead, a dialog (``dialog: workspace trust``, ``dialog: API key``,
+    ``waiting-for-answer: permission``, ``waiting-for-answer: menu``), ``waiting-for-answer`` (a
+    yes/no question), ``waiting-for-enter``, ``text-in-input`` (a line typed, not sent), else
+    ``working`` while a task is in hand, else what the screen shows: working, idle or not-ready.
+    """
+    cfg = load_config(root)
+    settings = tmux_settings(cfg)
+    tmux = Tmux(socket)
+    rows = []
+    for pane in list_panes(tmux, check_cluster(cluster) if cluster else None):
+        text = tmux.capture(pane.pane_id, history=max(lines, 0))
+        last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:] if lines > 0 else []
+        cur = read_pane_state(cfg, pane.agent_id).get("current") or {}
+        visible, here = ("", "") if pane.dead else tmux.look(pane.pane_id)
+        screen = read_screen(visible, settings, here)
+        if pane.dead:
+            state = "dead"
+        elif screen.kind in ("dialog", "question", "enter", "typed") or not cur:
+            state = screen.status
+        elif input_holds(visible, here, f"[TASK] {cur['task_id']} {cur.get('task_file', '')}".rstrip()):
+            state = "text-in-input"  # its Enter was lost: the ack timeout takes the task back
+        else:
+            state = "working"
+        rows.append({"cluster": pane.cluster, "window": pane.window, "pane": pane.pane_id,
+                     "agent_id": pane.agent_id, "pid": pane.pid, "state": state, "task": cur.get("task_id"),
+                     "acknowledged": bool(cur.get("acknowledged_at")), "lines": last})
+    return rows

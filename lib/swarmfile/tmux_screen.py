@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from . import agents
-from .config import Config, load_config
+from .config import Config
 from .errors import ValidationError
 
-__all__ = ["DEFAULTS", "Screen", "read_screen", "input_holds", "dialog_answer", "assess_screen", "fresh_markers", "pane_status",
+__all__ = ["tmux_settings", "marker_key", "DEFAULTS", "Screen", "read_screen", "input_holds", "dialog_answer", "assess_screen", "fresh_markers",
            "render_pane_status"]
 
 # swarm.yaml ``tmux:`` overrides any of these.
@@ -66,7 +66,7 @@ _YES_NO = "a yes/no question: Enter would answer it"
 # ---------------------------------------------------------------------------- settings
 
 
-def _settings(cfg: Config) -> dict[str, Any]:
+def tmux_settings(cfg: Config) -> dict[str, Any]:
     """DEFAULTS overridden by swarm.yaml ``tmux:``, the pattern lists compiled."""
     raw = cfg.settings.get("tmux", {}) or {}
 
@@ -276,60 +276,23 @@ def fresh_markers(text: str, current: dict) -> list[agents.Marker]:
     so old lines that fall out of the history never hide new ones.
     """
     mine = [m for m in agents.parse_markers(text) if m.task_id == current["task_id"]]
-    seen = Counter(_marker_key(m) for m in mine)
+    seen = Counter(marker_key(m) for m in mine)
     before = current.setdefault("before", {})
     before.update({key: min(count, seen[key]) for key, count in before.items()})
     skip, out = Counter(before), []
     for marker in mine:
-        if skip[_marker_key(marker)] > 0:
-            skip[_marker_key(marker)] -= 1
+        if skip[marker_key(marker)] > 0:
+            skip[marker_key(marker)] -= 1
         else:
             out.append(marker)
     return out
 
 
-def _marker_key(marker: agents.Marker) -> str:
+def marker_key(marker: agents.Marker) -> str:
     return f"{marker.kind} {marker.text}".rstrip()
 
 
 # ---------------------------------------------------------------------------- pane status
-
-
-def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[str] = None,
-                socket: Optional[str] = None) -> list[dict]:
-    """Each agent pane with its state, current task and last ``lines`` lines.
-
-    States: dead, a dialog (``dialog: workspace trust``, ``dialog: API key``,
-    ``waiting-for-answer: permission``, ``waiting-for-answer: menu``), ``waiting-for-answer`` (a
-    yes/no question), ``waiting-for-enter``, ``text-in-input`` (a line typed, not sent), else
-    ``working`` while a task is in hand, else what the screen shows: working, idle or not-ready.
-    """
-    # Taken at call time: tmux_cluster and tmux_pane import this module at their top.
-    from .tmux_cluster import check_cluster, list_panes, read_pane_state
-    from .tmux_pane import Tmux
-
-    cfg = load_config(root)
-    settings = _settings(cfg)
-    tmux = Tmux(socket)
-    rows = []
-    for pane in list_panes(tmux, check_cluster(cluster) if cluster else None):
-        text = tmux.capture(pane.pane_id, history=max(lines, 0))
-        last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:] if lines > 0 else []
-        cur = read_pane_state(cfg, pane.agent_id).get("current") or {}
-        visible, here = ("", "") if pane.dead else tmux.look(pane.pane_id)
-        screen = read_screen(visible, settings, here)
-        if pane.dead:
-            state = "dead"
-        elif screen.kind in ("dialog", "question", "enter", "typed") or not cur:
-            state = screen.status
-        elif input_holds(visible, here, f"[TASK] {cur['task_id']} {cur.get('task_file', '')}".rstrip()):
-            state = "text-in-input"  # its Enter was lost: the ack timeout takes the task back
-        else:
-            state = "working"
-        rows.append({"cluster": pane.cluster, "window": pane.window, "pane": pane.pane_id,
-                     "agent_id": pane.agent_id, "pid": pane.pid, "state": state, "task": cur.get("task_id"),
-                     "acknowledged": bool(cur.get("acknowledged_at")), "lines": last})
-    return rows
 
 
 def render_pane_status(rows: Sequence[dict]) -> str:
