@@ -9,5 +9,7 @@ import sys
 from swarmfile import worktrees as _module
 
 if __name__ == "__main__":
-    raise SystemExit(_module.main())
+    from swarmfile import worktree_cli  # the command line of worktrees and the merge queue
+
+    raise SystemExit(worktree_cli.main())
 sys.modules[__name__] = _module  # `import worktrees` gives the package's module itself, not a copy

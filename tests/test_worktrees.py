@@ -231,11 +231,11 @@ def test_cleanup_stale_never_loses_commits(repo):
 
 def test_finish_commits_and_enqueues(repo):
     wt = wtm.create("TASK-1", "executor-1", repo)
-    assert wtm.finish(wt, "nothing done") is None and mq.pending(repo) == []
+    assert mq.finish(wt, "nothing done") is None and mq.pending(repo) == []
     env = wtm.run_env(wt)
     assert env["SWARM_ROOT"] == str(repo) and env["SWARM_WORKTREE"] == str(wt.path)
     (wt.path / "a.txt").write_text("done\n")
-    entry = wtm.finish(wt, "Do it")
+    entry = mq.finish(wt, "Do it")
     assert mq.pending(repo) == [entry] and entry.branch == wt.branch and entry.worktree == wt.name
 
 

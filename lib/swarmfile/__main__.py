@@ -24,7 +24,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args[0] not in COMMANDS:
         print(f"error: no command line {args[0]!r} (modules: {' '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"{__package__ or 'swarmfile'}.{args[0]}")
+    name = "worktree_cli" if args[0] == "worktrees" else args[0]  # the command line of worktrees and merge_queue
+    module = importlib.import_module(f"{__package__ or 'swarmfile'}.{name}")
     if not hasattr(module, "main"):
         from .cli import no_command_line
 

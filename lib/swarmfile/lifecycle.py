@@ -118,7 +118,7 @@ def merge_back(lease: claims.Lease, agent_id: str, worktree: worktrees.Worktree,
     lease is still renewed, then ``done`` (merged, nothing to merge, or queued behind a dirty
     checkout) or ``needs_attention`` (``merge_failed`` says which).
     """
-    entry = worktrees.finish(worktree, title, root=root)
+    entry = merge_queue.finish(worktree, title, root=root)
     if entry is None:
         return {"merge": "nothing to merge"}
     try:

@@ -41,9 +41,10 @@ from .clock import format_ts
 from .config import Config, load_config, validate_id
 from .errors import NotFoundError, SwarmError, ValidationError
 from .fileio import append_line, dump_flow, load_yaml_text, locked
-from .worktrees import (_NAME, GitError, MergeRefused, Worktree, _branch_tip, _commit_of, _current_branch, _dirty,
-                       _identity, _table, _toplevel, _z, find_by_branch, get_worktree, git, resolve_base, retire,
-                       setting)
+from .cli import table
+from .errors import GitError, MergeRefused
+from .git_repo import branch_tip, commit_of, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
+from .worktrees import NAME_PATTERN, Worktree, commit, find_by_branch, get_worktree, resolve_base, retire, setting
 from .yaml_log import read_kept
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "MergeResult",
     "QueueEntry",
     "enqueue",
+    "finish",
     "read_queue",
     "pending",
     "process_queue",
@@ -191,6 +193,18 @@ def _describe(target: Union[Worktree, str], task_id: Optional[str], agent_id: Op
     return target, task_id, agent_id, resolve_base(cfg.root, base), None
 
 
+def finish(worktree: Worktree, message: Optional[str] = None, root: Optional[PathLike] = None) -> Optional["QueueEntry"]:
+    """After an agent run: commit the worktree and enqueue its branch for merging.
+
+    Returns the QueueEntry, or None when the branch has nothing beyond its base.
+    """
+    cfg = load_config(root if root is not None else worktree.root)
+    commit(worktree, message)
+    if commits_ahead(cfg.root, worktree.base, worktree.branch) == 0:
+        return None
+    return enqueue(worktree, root=cfg.root)
+
+
 def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = None,
             agent_id: Optional[str] = None, root: Optional[PathLike] = None, *,
             base: Optional[str] = None) -> QueueEntry:
@@ -203,7 +217,7 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
     branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
-    if _branch_tip(cfg.root, branch) is None:
+    if branch_tip(cfg.root, branch) is None:
         raise NotFoundError(f"branch {branch} does not exist", path=cfg.root, task_id=task_id)
     entry = QueueEntry(id=secrets.token_hex(6), branch=branch, task_id=task_id, agent_id=agent_id, base=base,
                        at=format_ts(), worktree=name)
@@ -236,12 +250,12 @@ def _shared_file(cfg: Config, top: Path, rel: str) -> bool:
 
 
 def _check_root(cfg: Config, base: str) -> None:
-    current = _current_branch(cfg.root)
+    current = current_branch(cfg.root)
     if current != base:
         raise MergeRefused(f"the root checkout is on {current or 'a detached HEAD'}, not the base branch {base}",
                            path=cfg.root, hint=f"check out {base} there; nothing was merged")
-    top = _toplevel(cfg.root)
-    dirty = [rel for rel in _dirty(cfg.root, untracked=False) if not _shared_file(cfg, top, rel)]
+    top = toplevel(cfg.root)
+    dirty = [rel for rel in dirty_files(cfg.root, untracked=False) if not _shared_file(cfg, top, rel)]
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise MergeRefused(f"the root checkout has uncommitted changes to tracked files: {shown}", path=cfg.root,
@@ -282,7 +296,7 @@ def _merge_locked(cfg: Config, branch: str, task_id: str, agent_id: str, base: s
                            id=entry_id, **more)
 
     root = cfg.root
-    tip = _branch_tip(root, branch)
+    tip = branch_tip(root, branch)
     if tip is None:
         error = f"branch {branch} does not exist"
         warning = _note("log the event", lambda: _event(cfg, "merge_failed", agent_id, task_id,
@@ -293,7 +307,7 @@ def _merge_locked(cfg: Config, branch: str, task_id: str, agent_id: str, base: s
         return result(MergeStatus.UP_TO_DATE, commit=before)
     message = f"Merge {branch}: {task_id} [swarm {agent_id}]"
     proc = git(root, "merge", "--no-ff", "--no-edit", "-m", message, f"refs/heads/{branch}", check=False,
-               config=_identity(root, agent_id))
+               config=identity(root, agent_id))
     if proc.returncode == 0:
         sha = git(root, "rev-parse", "HEAD").stdout.strip()
         warning = _note("log the event", lambda: _event(cfg, "merged", agent_id, task_id, commit=sha, branch=branch))
@@ -301,10 +315,10 @@ def _merge_locked(cfg: Config, branch: str, task_id: str, agent_id: str, base: s
     if "index.lock" in proc.stderr:  # another git process in the root checkout: retry later, entry stays pending
         raise GitError(["merge"], root, proc.returncode, proc.stderr, hint="another git command holds the index; retry")
     files: list[str] = []
-    if _commit_of(root, "MERGE_HEAD") is not None:
-        files = _z(git(root, "diff", "--name-only", "--diff-filter=U", "-z").stdout)
+    if commit_of(root, "MERGE_HEAD") is not None:
+        files = split_z(git(root, "diff", "--name-only", "--diff-filter=U", "-z").stdout)
         git(root, "merge", "--abort")
-    after = _commit_of(root, "HEAD")
+    after = commit_of(root, "HEAD")
     if after != before:  # never expected: abort restores HEAD. Stop the queue rather than go on.
         raise GitError(["merge"], root, proc.returncode, f"base moved from {before} to {after} in a failed merge",
                        hint="inspect the root checkout by hand")
@@ -377,7 +391,7 @@ def process_queue(root: Optional[PathLike] = None) -> list[MergeResult]:
 
 def _target(name: str, root: Path) -> Union[Worktree, str]:
     """The worktree with this name, else ``name`` taken as a branch."""
-    if _NAME.fullmatch(name):
+    if NAME_PATTERN.fullmatch(name):
         try:
             return get_worktree(name, root)
         except NotFoundError:
@@ -394,8 +408,8 @@ def cli_command(args: Any, root: Path) -> int:
         if args.json:
             print_json([e.to_dict() for e in waiting])
         elif waiting:
-            _table([[e.id, e.task_id, e.agent_id, e.branch, e.at] for e in waiting],
-                   ["ID", "TASK", "AGENT", "BRANCH", "QUEUED"])
+            print(table(["ID", "TASK", "AGENT", "BRANCH", "QUEUED"],
+                        [[e.id, e.task_id, e.agent_id, e.branch, e.at] for e in waiting]))
         else:
             print("merge queue is empty")
         return 0

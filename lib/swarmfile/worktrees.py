@@ -29,107 +29,27 @@ import subprocess
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 from .clock import format_ts
 
 from .config import Config, load_config, validate_id
 from .errors import GitError, MergeRefused, NotFoundError, SwarmError, ValidationError, WorktreeBusy
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
+from .git_repo import branch_tip, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 
 __all__ = [
     "GitError", "WorktreeBusy", "MergeRefused", "Worktree", "Cleanup",
-    "create", "create_for_lease", "commit", "changed_files", "remove", "retire", "finish", "run_env",
+    "create", "create_for_lease", "commit", "changed_files", "remove", "retire", "run_env",
     "list_worktrees", "get_worktree", "find_by_branch", "cleanup_stale",
-    "resolve_base", "ensure_excluded", "live_lease", "setting", "git", "main",
+    "resolve_base", "ensure_excluded", "live_lease", "setting", "git",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Section ``worktrees`` of swarm.yaml. Kept here until config.DEFAULTS grows the section.
 # A worktree name is <task>-<agent>-<nonce>: two ids joined, so longer than one id may be.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,299}")
-# Environment that would point git at another repository than the one we pass with -C.
-_GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX",
-                 "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE")
-
-
-
-# ---------------------------------------------------------------------------- git
-
-
-def git(cwd: PathLike, *args: str, check: bool = True, config: Iterable[str] = (),
-        hint: Optional[str] = None) -> subprocess.CompletedProcess:
-    """Run ``git -C cwd [-c config]... args``; GitError on a non-zero exit when ``check``."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
-    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password on a terminal nobody watches
-    opts = ["-c", "gc.auto=0"]  # an automatic gc racing other processes' ref updates fails them
-    for item in config:
-        opts += ["-c", item]
-    command = ["git", "-C", os.fspath(cwd), *opts, *args]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, encoding="utf-8",
-                              errors="surrogateescape", env=env, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise GitError(list(args), cwd, 127, "git is not installed", hint="install git") from None
-    if check and proc.returncode != 0:
-        raise GitError(list(args), cwd, proc.returncode, proc.stderr, proc.stdout, hint=hint)
-    return proc
-
-
-def _z(output: str) -> list[str]:
-    return [item for item in output.split("\0") if item]
-
-
-def _toplevel(cwd: PathLike) -> Path:
-    return Path(git(cwd, "rev-parse", "--show-toplevel",
-                    hint="the workspace root must be a git checkout (git init)").stdout.strip())
-
-
-def _commit_of(cwd: PathLike, ref: str) -> Optional[str]:
-    proc = git(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _branch_tip(cwd: PathLike, branch: str) -> Optional[str]:
-    return _commit_of(cwd, f"refs/heads/{branch}")
-
-
-def _current_branch(cwd: PathLike) -> Optional[str]:
-    proc = git(cwd, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _identity(cwd: PathLike, agent_id: str) -> list[str]:
-    """``-c`` settings naming ``agent_id`` as author, for what the repository leaves unset."""
-    proc = git(cwd, "config", "--get-regexp", r"^user\.(name|email)$", check=False)
-    have = {line.split(" ", 1)[0] for line in proc.stdout.splitlines()}
-    found = []
-    if "user.name" not in have:
-        found.append(f"user.name={agent_id}")
-    if "user.email" not in have:
-        found.append(f"user.email={agent_id}@swarm.local")
-    return found
-
-
-def _dirty(cwd: PathLike, untracked: bool = True) -> list[str]:
-    """Paths with uncommitted changes (relative to the top of the checkout); ignored files never."""
-    out = git(cwd, "status", "--porcelain=v1", "-z", f"--untracked-files={'all' if untracked else 'no'}").stdout
-    items = _z(out)
-    paths, index = [], 0
-    while index < len(items):
-        entry = items[index]
-        paths.append(entry[3:])
-        # A rename or copy is followed by its source path as an item of its own.
-        index += 2 if entry[:1] in ("R", "C") else 1
-    return paths
-
-
-def _ahead(cwd: PathLike, base: str, branch: str) -> int:
-    """Commits on ``branch`` that ``base`` does not contain."""
-    return int(git(cwd, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{branch}").stdout.strip())
-
-
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,299}")
 def setting(cfg: Config, key: str) -> Any:
     """A ``worktrees.<key>`` setting (swarm.yaml over config.DEFAULTS)."""
     return cfg.get("worktrees", key)
@@ -142,9 +62,9 @@ def resolve_base(root: Optional[PathLike] = None, base: Optional[str] = None) ->
     if base:
         git(cfg.root, "check-ref-format", "--branch", str(base), hint="worktrees.base_branch must name a branch")
         return str(base)
-    current = _current_branch(cfg.root)
+    current = current_branch(cfg.root)
     if current is None:
-        _toplevel(cfg.root)  # says "not a git repository" when that is the trouble
+        toplevel(cfg.root)  # says "not a git repository" when that is the trouble
         raise ValidationError("the root checkout has a detached HEAD, so there is no base branch", path=cfg.root,
                               hint="check out the base branch, or set worktrees.base_branch in swarm.yaml")
     return current
@@ -156,7 +76,7 @@ def ensure_excluded(root: Optional[PathLike] = None) -> bool:
     Appends to ``<git common dir>/info/exclude`` unless the dir is ignored already.
     """
     cfg = load_config(root)
-    top = _toplevel(cfg.root)
+    top = toplevel(cfg.root)
     rel = os.path.relpath(os.path.realpath(cfg.runtime_dir), os.path.realpath(top))
     if rel == os.curdir or rel.startswith(os.pardir):
         return False  # the runtime dir is outside the repository: git never sees it
@@ -255,7 +175,7 @@ def _records(cfg: Config) -> Path:
 
 
 def _record_file(cfg: Config, name: str) -> Path:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ValidationError(f"invalid worktree name {name!r}", hint="names look like TASK-1-executor-1-a1b2c3")
     return _records(cfg) / f"{name}.yaml"
 
@@ -313,7 +233,7 @@ def create(task_id: str, agent_id: str, root: Optional[PathLike] = None, base: O
     validate_id(agent_id, "agent id")
     cfg = load_config(root)
     base = resolve_base(cfg.root, base)
-    base_commit = _branch_tip(cfg.root, base)
+    base_commit = branch_tip(cfg.root, base)
     if base_commit is None:
         raise NotFoundError(f"base branch {base!r} does not exist or has no commits", path=cfg.root,
                             hint="commit something first, or set worktrees.base_branch")
@@ -325,7 +245,7 @@ def create(task_id: str, agent_id: str, root: Optional[PathLike] = None, base: O
         branch = f"swarm/{task_id}/{agent_id}-{nonce}"
         path = _records(cfg) / name
         record = _record_file(cfg, name)
-        if path.exists() or _branch_tip(cfg.root, branch) is not None:
+        if path.exists() or branch_tip(cfg.root, branch) is not None:
             continue
         try:  # the record is made first and exclusively: of two creates drawing one nonce, one wins
             os.close(os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -378,34 +298,20 @@ def commit(worktree: Worktree, message: Optional[str] = None) -> Optional[str]:
     text += f" [swarm {worktree.agent_id}]"
     if body.strip():
         text += "\n\n" + body.strip()
-    git(path, "commit", "--quiet", "-m", text, config=_identity(path, worktree.agent_id))
+    git(path, "commit", "--quiet", "-m", text, config=identity(path, worktree.agent_id))
     return git(path, "rev-parse", "HEAD").stdout.strip()
 
 
 def changed_files(worktree: Worktree) -> list[str]:
     """Files the branch changed since its merge-base with the base branch, plus uncommitted ones."""
     path = worktree.path
-    base = worktree.base if _branch_tip(path, worktree.base) else worktree.base_commit
+    base = worktree.base if branch_tip(path, worktree.base) else worktree.base_commit
     if not base:
         raise NotFoundError(f"base branch {worktree.base!r} no longer exists", path=path, task_id=worktree.task_id)
     fork = git(path, "merge-base", base, "HEAD").stdout.strip()
-    tracked = _z(git(path, "diff", "--name-only", "--no-renames", "-z", fork).stdout)
-    untracked = _z(git(path, "ls-files", "--others", "--exclude-standard", "-z").stdout)
+    tracked = split_z(git(path, "diff", "--name-only", "--no-renames", "-z", fork).stdout)
+    untracked = split_z(git(path, "ls-files", "--others", "--exclude-standard", "-z").stdout)
     return sorted(set(tracked) | set(untracked))
-
-
-def finish(worktree: Worktree, message: Optional[str] = None, root: Optional[PathLike] = None) -> Any:
-    """After an agent run: commit the worktree and enqueue its branch for merging.
-
-    Returns the merge_queue.QueueEntry, or None when the branch has nothing beyond its base.
-    """
-    cfg = _cfg_of(worktree, root)
-    commit(worktree, message)
-    if _ahead(cfg.root, worktree.base, worktree.branch) == 0:
-        return None
-    from .merge_queue import enqueue  # late: merge_queue imports this module
-
-    return enqueue(worktree, root=cfg.root)
 
 
 # ---------------------------------------------------------------------------- remove and clean up
@@ -451,7 +357,7 @@ def remove(worktree: Union[Worktree, str], force: bool = False, *, root: Optiona
             raise WorktreeBusy(f"task {wt.task_id} is still leased to {lease.agent_id} until {lease.expires_at}",
                                path=wt.path, task_id=wt.task_id, holder=lease.agent_id,
                                hint="wait for the lease to end, or force the removal")
-        if wt.exists and _dirty(wt.path):
+        if wt.exists and dirty_files(wt.path):
             raise WorktreeBusy("the worktree has uncommitted changes", path=wt.path, task_id=wt.task_id,
                                hint="commit them, or force the removal to discard them")
     _drop_dir(cfg, wt)
@@ -486,13 +392,13 @@ def retire(worktree: Union[Worktree, str], root: Optional[PathLike] = None,
         return Cleanup(wt.name, wt.task_id, wt.agent_id, wt.branch, action, reason)
 
     try:
-        if wt.exists and _dirty(wt.path):
+        if wt.exists and dirty_files(wt.path):
             return report("kept", "uncommitted changes in the worktree")
-        tip = _branch_tip(cfg.root, wt.branch)
+        tip = branch_tip(cfg.root, wt.branch)
         if tip is None:
             reason = "its branch no longer exists"
         else:
-            ahead = _ahead(cfg.root, wt.base, wt.branch)
+            ahead = commits_ahead(cfg.root, wt.base, wt.branch)
             if ahead:
                 _drop_dir(cfg, wt)  # the commits live on in the branch; the record keeps it listed
                 return report("branch_kept", f"{ahead} unmerged commit(s) on {wt.branch}")
@@ -524,75 +430,3 @@ def cleanup_stale(root: Optional[PathLike] = None, now: Optional[datetime] = Non
 
 
 # ---------------------------------------------------------------------------- CLI
-
-
-def _build_parser():
-    from .cli import parser
-
-    p = parser("worktrees.py", "A git worktree per task, and the merge queue that brings task branches back.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("list", help="list recorded worktrees")
-    c = sub.add_parser("create", help="create a worktree for TASK worked on by AGENT")
-    c.add_argument("task")
-    c.add_argument("agent")
-    c.add_argument("--base", help="branch to cut from (default: worktrees.base_branch or the current branch)")
-    r = sub.add_parser("remove", help="remove a worktree's directory (its branch is kept)")
-    r.add_argument("name")
-    r.add_argument("--force", action="store_true", help="even if the task's lease is live or work is uncommitted")
-    sub.add_parser("cleanup", help="clean up worktrees whose lease is gone; unmerged branches are kept")
-    e = sub.add_parser("enqueue", help="queue a worktree (by name) or a branch for merging")
-    e.add_argument("name")
-    e.add_argument("--task", help="task id (needed for a branch without a worktree record)")
-    e.add_argument("--agent", help="agent id (same)")
-    m = sub.add_parser("merge", help="merge the queue (--all), or one worktree or branch now")
-    m.add_argument("name", nargs="?")
-    m.add_argument("--all", action="store_true", help="merge every pending queue entry in order")
-    m.add_argument("--task")
-    m.add_argument("--agent")
-    sub.add_parser("queue", help="list pending merge queue entries")
-    return p
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
-
-
-def _run(args: Any) -> int:
-    from .cli import print_json
-
-    root = load_config(args.root).root
-    if args.command == "list":
-        found = list_worktrees(root)
-        if args.json:
-            print_json([dict(wt.to_dict(), name=wt.name, exists=wt.exists) for wt in found])
-        elif found:
-            _table([[wt.name, wt.task_id, wt.agent_id, wt.base, wt.branch, "yes" if wt.exists else "removed"]
-                    for wt in found], ["NAME", "TASK", "AGENT", "BASE", "BRANCH", "DIR"])
-        else:
-            print("no worktrees")
-    elif args.command == "create":
-        wt = create(args.task, args.agent, root, args.base)
-        print_json(dict(wt.to_dict(), name=wt.name)) if args.json else print(wt.path)
-    elif args.command == "remove":
-        wt = remove(args.name, args.force, root=root)
-        print_json(dict(wt.to_dict(), name=wt.name)) if args.json else print(f"removed {wt.path} (branch {wt.branch} kept)")
-    elif args.command == "cleanup":
-        done = cleanup_stale(root)
-        if args.json:
-            print_json([c.to_dict() for c in done])
-        for c in [] if args.json else done:
-            print(f"{c.action:12} {c.name}: {c.reason}")
-    elif args.command in ("enqueue", "merge", "queue"):
-        from .merge_queue import cli_command  # late: merge_queue imports this module
-
-        return cli_command(args, root)
-    return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    from .cli import run
-
-    args = _build_parser().parse_args(argv)
-    return run(lambda: _run(args))
