@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from .clock import HOSTNAME, format_ts, parse_ts, utc_now
 
 from .config import ID_PATTERN, Config, load_config, validate_id
-from .errors import NotFoundError, ValidationError
+from .errors import HAND_FIX, NotFoundError, ValidationError
 from .fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from .liveness import dead_reason, process_start_time
 from .cli import duration, table
@@ -60,7 +60,7 @@ KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()  # leave the f
 # Fields with a meaning here, in the order they are written for a new agent.
 _KNOWN = ("last_seen", "status", "current_action", "current_task", "role", "pid", "host", "started_at", "proc_start")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_HINT = "fix the file by hand; it was not changed"
+_HINT = HAND_FIX
 _MIN_COORDINATION = 2  # agents needed before work is worth sharing out
 _BAD_TIME = (ValueError, OverflowError, OSError)  # parse_ts of a number can overflow too
 

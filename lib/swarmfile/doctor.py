@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, TextIO, Union
 from .clock import format_ts, parse_ts, utc_now
 
 from .config import Config, load_config, resolve_root
-from .errors import NotFoundError, SwarmError
+from .errors import HAND_FIX, NotFoundError, SwarmError
 from .yaml_log import cut_torn_tail, torn_tail
 
 __all__ = ["Severity", "Finding", "Report", "check", "repair", "diagnose", "main"]
@@ -45,7 +45,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # fileio.atomic_write's temp file: .<name>.tmp-<pid>-<hex>
 _TEMP = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>[1-9]\d{0,8})-(?P<nonce>[0-9a-f]+)")  # pids fit os.kill
 _PROGRESS_EVERY = 1000  # files between progress lines when stderr is not a terminal
-_BY_HAND = "fix the file by hand; it was not changed"
+_BY_HAND = HAND_FIX
 
 
 class Severity(str, Enum):

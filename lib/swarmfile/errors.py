@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import logging
 
 __all__ = [
+    "HAND_FIX",
     "SwarmError",
     "ParseError",
     "ValidationError",
@@ -56,6 +57,9 @@ __all__ = [
     "TmuxError",
     "warn_once",
 ]
+
+# The one hint for a shared file that does not parse: Swarmfile never rewrites it (fail closed).
+HAND_FIX = "fix the file by hand; it was not changed"
 
 
 class SwarmError(Exception):

@@ -30,7 +30,7 @@ import portalocker
 import yaml
 
 from .clock import HOSTNAME, format_ts
-from .errors import LockTimeout, NotFoundError, ParseError, ValidationError
+from .errors import HAND_FIX, LockTimeout, NotFoundError, ParseError, ValidationError
 
 __all__ = [
     "locked",
@@ -484,11 +484,11 @@ def load_yaml_text(text: str, path: Optional[PathLike] = None) -> Any:
             f"does not parse as YAML: {problem}",
             path=path or "<text>",
             line=line,
-            hint="fix the file by hand; it was not changed",
+            hint=HAND_FIX,
         ) from None
     except RecursionError:
         raise ParseError("nesting too deep to parse", path=path or "<text>",
-                         hint="fix the file by hand; it was not changed") from None
+                         hint=HAND_FIX) from None
 
 
 def load_yaml_file(path: PathLike, *, default: Any = MISSING) -> Any:
@@ -511,7 +511,7 @@ def expect_mapping(data: Any, path: PathLike, what: str, *, line: Optional[int] 
         got = "nothing" if data is None else f"a {type(data).__name__}"
         raise ValidationError(
             f"{what} must be a mapping, got {got}", path=path, line=line,
-            hint="fix the file by hand; it was not changed",
+            hint=HAND_FIX,
         )
     return data
 

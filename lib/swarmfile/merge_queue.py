@@ -39,7 +39,7 @@ from typing import Any, Iterator, Optional, Union
 from .clock import format_ts
 
 from .config import Config, load_config, validate_id
-from .errors import NotFoundError, SwarmError, ValidationError
+from .errors import HAND_FIX, NotFoundError, SwarmError, ValidationError
 from .fileio import append_line, dump_flow, load_yaml_text, locked
 from .cli import table
 from .errors import GitError, MergeRefused
@@ -67,7 +67,7 @@ log = logging.getLogger("swarmfile")
 PathLike = Union[str, "os.PathLike[str]"]
 
 HEADER = "queue:\n"
-_FIX = "fix the file by hand; it was not changed"
+_FIX = HAND_FIX
 
 
 class MergeStatus(str, Enum):

@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
-from .errors import ParseError, SwarmError, ValidationError
+from .errors import HAND_FIX, ParseError, SwarmError, ValidationError
 from .fileio import atomic_write, kept_end, last_line_start, line_at, load_yaml_text, locked, tail_is_complete
 
 __all__ = ["FIX", "Irregular", "Matcher", "read_at", "is_entry", "is_blank", "decode", "parse_range", "lines_forward",
@@ -47,7 +47,7 @@ __all__ = ["FIX", "Irregular", "Matcher", "read_at", "is_entry", "is_blank", "de
 PathLike = Union[str, "os.PathLike[str]"]
 Matcher = Callable[[dict], bool]
 
-FIX = "fix the file by hand; it was not changed"
+FIX = HAND_FIX
 _COL0 = re.compile(rb"^[^ \t\r\n#]", re.M)  # a top-level line that is not a comment
 _BOM = b"\xef\xbb\xbf"
 _BLOCK = 16 * 1024  # first backward read; doubles up to _MAX_BLOCK
