@@ -779,7 +779,7 @@ def test_reap_racing_a_normal_completion_changes_and_reports_nothing(workspace, 
     claims.complete(lease, root=workspace)
     if moved:
         task_store.move_to_completed("T-1", workspace)
-    monkeypatch.setattr(claims.taskmod, "list_tasks", lambda *args, **kwargs: listing)
+    monkeypatch.setattr(claims.task_store, "list_tasks", lambda *args, **kwargs: listing)
     assert claims.reap_expired(root=workspace) == []
 
 
