@@ -228,10 +228,13 @@ _LIBRARIES = ["claims", "merge_queue"]
 
 @pytest.mark.parametrize("module", _LIBRARIES)
 def test_a_module_without_a_command_line_says_so(module, elsewhere):
-    for args in (["--help"], ["anything", "--at", "all"]):
+    for args in (["anything", "--at", "all"], ["--root", "x"], []):
         out = _run(module, *args, cwd=elsewhere)
         assert out.returncode == 2 and out.stdout == ""
         assert out.stderr.startswith(f"error: {module}.py has no command line of its own; ")
+    helped = _run(module, "--help", cwd=elsewhere)  # asked for help: answered, the same sentence
+    assert helped.returncode == 0 and helped.stderr == ""
+    assert helped.stdout.startswith(f"usage: {module}.py has no command line of its own; ")
 
 
 @pytest.mark.parametrize("module", sorted(p.stem for p in LIB.glob("*.py")

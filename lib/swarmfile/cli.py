@@ -133,8 +133,15 @@ def require_workspace(root: Any = None) -> Path:
     return path
 
 
-def no_command_line(module: str, instead: str) -> int:
-    """What ``python lib/<module>`` does for a module without a command line: say so, exit 2."""
+def no_command_line(module: str, instead: str, argv: Optional[Sequence[str]] = None) -> int:
+    """What ``python lib/<module>`` does for a module loops import but nobody runs: say so.
+
+    ``--help`` is answered (exit 0, on stdout); anything else is bad usage (exit 2).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--help"], ["-h"]):
+        print(f"usage: {module} has no command line of its own; {instead}")
+        return 0
     return fail(f"{module} has no command line of its own; {instead}")
 
 
