@@ -15,6 +15,7 @@ import events
 from swarmfile import tasks
 from swarmfile import task_store
 import tmux_bridge
+from swarmfile.clock import utc_now
 from swarmfile.config import load_config
 from swarmfile.errors import ValidationError
 from tmux_bridge import Bridge, pane_status
@@ -186,3 +187,21 @@ def test_up_with_claude_says_which_first_run_dialogs_wait_for_an_answer(workspac
     (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true, use_api_key: true}\n")
     assert tmux_bridge.main(["up", "--agents", "1", "--agent", "claude", "--no-bridge", "--cluster", "b"]) == 0
     assert "Claude Code may first ask" not in capsys.readouterr().out
+
+
+def test_a_first_run_dialog_still_drawn_after_its_answer_is_not_answered_again(workspace):
+    """Regression (the live test, once in CI): after the choice the cursor line changed while Claude
+    Code had not yet redrawn, and the trust dialog was answered a second time."""
+    from swarmfile.tmux_cluster import Pane, pane_state
+    from swarmfile.tmux_screen import Screen
+
+    (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true}\n")
+    bridge = Bridge(root=str(workspace), dry_run=True)
+    pane = Pane("main", "agent-1", "%1", "main-agent-1", 1, False)
+    options = ("No, exit", "Yes, I trust this folder")
+    before = Screen("dialog", "workspace trust", "❯ No, exit", options, 0)
+    after = Screen("dialog", "workspace trust", "❯ Yes, I trust this folder", options, 1)  # same dialog, cursor moved
+    with pane_state(bridge.cfg, pane.agent_id) as state:
+        first = bridge._answer(pane, state, before, "choose", "Yes, I trust this folder", before.line, "", utc_now())
+        again = bridge._answer(pane, state, after, "choose", "Yes, I trust this folder", after.line, "", utc_now())
+    assert [a["action"] for a in first] == ["would choose 'Yes, I trust this folder'"] and again == []

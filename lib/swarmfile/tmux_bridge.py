@@ -343,18 +343,21 @@ class Bridge:
                         pane=pane.pane_id, line=line, reason=why, **dialog)
             return [{**base, **dialog, "action": "waiting" if by_settings else "skipped", "reason": why}]
         # Enter prompts cool down per window; a dialog per question (the next one is answered at once).
+        # A first-run dialog is keyed by its kind, not its line: after the choice, the line under the
+        # cursor changes while the dialog is still drawn, and the same dialog was answered twice.
+        answered = f"dialog: {screen.what}" if by_settings else line
         if key == "Enter":
             last = self._dry_presses.get(pane.agent_id) if self.dry_run else state.get("last_confirm_at")
         else:
-            last = (self._dry_presses.get(f"{pane.agent_id}|{line}") if self.dry_run else
-                    state.get("last_answer_at") if state.get("last_answer") == line else None)
+            last = (self._dry_presses.get(f"{pane.agent_id}|{answered}") if self.dry_run else
+                    state.get("last_answer_at") if state.get("last_answer") == answered else None)
         if last and seconds_since(last, now) < self.cooldown:
             return []
         choice = key if action == "choose" else ("Enter" if key == "Enter" else screen.options[0])
         done = True
         # A dry run keeps its cooldown in memory: it must not delay a real answer later.
         if self.dry_run:
-            self._dry_presses[pane.agent_id if key == "Enter" else f"{pane.agent_id}|{line}"] = format_ts(now)
+            self._dry_presses[pane.agent_id if key == "Enter" else f"{pane.agent_id}|{answered}"] = format_ts(now)
         elif action == "choose":
             done = choose(self.tmux, pane.pane_id, key, self.settings)
         else:
@@ -363,7 +366,7 @@ class Bridge:
             if key == "Enter":
                 state["last_confirm_at"] = format_ts(now)
             else:
-                state.update(last_answer=line, last_answer_at=format_ts(now))
+                state.update(last_answer=answered, last_answer_at=format_ts(now))
         state.pop("last_skip", None)
         if key == "Enter":
             self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
