@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from swarmfile import tasks
 from swarmfile import task_store
 import worktrees
 from conftest import snapshot
+from test_executor_worktrees import git, repo
 from swarmfile.liveness import pid_alive
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
@@ -271,17 +271,8 @@ def test_a_session_that_ends_gives_its_task_back(workspace):
     assert reservations.list_reservations(workspace) == []
 
 
-def git(root, *args):
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout
-
-
 def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
-    git(workspace, "init", "-q", "-b", "main")
-    git(workspace, "config", "user.email", "t@example.com")
-    git(workspace, "config", "user.name", "Test")
-    (workspace / "shared.txt").write_text("base\n")
-    git(workspace, "add", "shared.txt")
-    git(workspace, "commit", "-qm", "base")
+    repo(workspace)  # a git checkout with one commit, as the executor's worktree tests make it
     add_tasks(workspace, 1)
 
     async def main():
