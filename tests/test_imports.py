@@ -161,3 +161,11 @@ def test_the_package_alone_runs_its_command_lines(tmp_path, workspace):
     helped = subprocess.run([sys.executable, "-m", "swarmfile", "executor", "--help"], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=60)
     assert helped.returncode == 0 and helped.stdout.startswith("usage:")
+
+
+def test_a_command_line_does_not_import_redis():
+    """portalocker would import redis-py (installed for the Redis backend) and triple a CLI's start-up."""
+    pytest.importorskip("redis")
+    probe = "import sys, claims, events, agent_discovery; print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=LIB, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

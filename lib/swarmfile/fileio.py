@@ -20,14 +20,19 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-import portalocker
-import yaml
+# portalocker imports redis-py, when it is installed, for a RedisLock we never use: that import alone
+# costs a CLI several times its start-up. A None entry makes portalocker's optional import fail at once,
+# and portalocker is made for that case (its RedisLock then only raises when constructed).
+sys.modules.setdefault("portalocker.redis", None)  # type: ignore[arg-type]
+import portalocker  # noqa: E402
+import yaml  # noqa: E402
 
 from .clock import HOSTNAME, format_ts
 from .errors import HAND_FIX, LockTimeout, NotFoundError, ParseError, ValidationError
