@@ -175,3 +175,20 @@ def test_eight_processes_appending_across_rotations_lose_nothing_and_a_follower_
         assert [e["seq"] for e in found if e["writer"] == writer] == list(range(100))
     if name == "files":
         assert len(log.archives()) > 5  # it did rotate, many times, under the race
+
+
+def test_a_backend_url_picks_the_backend_its_scheme_names_and_an_unknown_one_is_refused(workspace, monkeypatch):
+    made: list = []
+    files = stores.BACKENDS["files"]
+    monkeypatch.setitem(stores.BACKENDS, "memo", stores.Backend(
+        files.lease_table, lambda cfg: made.append(cfg.settings["backend"]) or files.event_log(cfg),
+        files.agent_registry))
+    (workspace / "swarm.yaml").write_text("backend: memo://127.0.0.1:6379/0\n")
+    config._cache.clear()
+    cfg = config.load_config(workspace)
+    assert stores.event_log(cfg) is stores.event_log(cfg)  # one per workspace and process
+    assert made == ["memo://127.0.0.1:6379/0"]
+    (workspace / "swarm.yaml").write_text("backend: nope://127.0.0.1/0\n")
+    config._cache.clear()
+    with pytest.raises(ValidationError, match="nope"):
+        stores.event_log(config.load_config(workspace))

@@ -40,7 +40,7 @@ class Backend:
     agent_registry: Callable[[Config], AgentRegistry]
 
 
-# swarm.yaml ``backend:`` value -> its stores
+# swarm.yaml ``backend:`` value (or the scheme of a URL there) -> its stores
 BACKENDS: dict[str, Backend] = {
     # a YAML file per lease under .swarm/claims/, events.yaml, heartbeat.yaml (the default)
     "files": Backend(FileLeaseTable, FileEventLog, FileAgentRegistry),
@@ -54,8 +54,10 @@ _making = threading.Lock()
 
 def _backend(cfg: Config) -> tuple[str, Backend]:
     name = cfg.settings.get("backend", "files") or "files"
+    # a URL (redis://host:6379/0) is the backend its scheme names; the store reads the rest
+    kind = name.split("://", 1)[0] if isinstance(name, str) and "://" in name else name
     try:
-        return name, BACKENDS[name]
+        return name, BACKENDS[kind]
     except (KeyError, TypeError):
         raise ValidationError(f"unknown backend {name!r}", path=cfg.root / "swarm.yaml",
                               hint=f"use one of: {', '.join(sorted(BACKENDS))}") from None
