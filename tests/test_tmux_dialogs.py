@@ -151,7 +151,7 @@ def test_up_starts_the_dispatching_loop_and_down_stops_it(workspace, sock, capsy
     with pytest.raises(ProcessLookupError):
         os.kill(loop_pid, 0)  # stopped (and reaped: its pane is gone with the session)
     assert tmux.run("has-session", "-t", "=swarm-main", check=False) is None
-    assert load_config(workspace).root == workspace and task_store.find_task("T-1", workspace).status is tasks.Status.COMPLETED
+    assert load_config(root=workspace).root == workspace and task_store.find_task("T-1", root=workspace).status is tasks.Status.COMPLETED
 
 
 def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, sock, monkeypatch):
@@ -169,7 +169,7 @@ def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, soc
     assert kinds(workspace, "T-1") == ["released"]
     (released,) = events.read_events(types=["released"], root=workspace)
     assert released["reason"] == "the task line did not show in the pane's input"
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
 
 
 def test_up_with_claude_says_which_first_run_dialogs_wait_for_an_answer(workspace, sock, tmp_path, monkeypatch,

@@ -165,21 +165,21 @@ def _now(now: Any) -> datetime:
 
 def _locate(root: Where, heartbeat_file: Where) -> tuple[Path, Config]:
     if heartbeat_file is None:
-        cfg = load_config(root)
+        cfg = load_config(root=root)
         return cfg.heartbeat_file, cfg
     path = Path(os.path.expanduser(os.fspath(heartbeat_file))).absolute()
     if root is not None:
-        return path, load_config(root)
+        return path, load_config(root=root)
     # The root (and so the lock dir) must follow from the file alone, so that every process
     # naming it shares one lock: the nearest workspace whose swarm.yaml names this file as its
     # heartbeat file (a RALF tree), else the file's own directory.
     real = os.path.realpath(path)
     for directory in path.parents:
         if (directory / "swarm.yaml").is_file():
-            cfg = load_config(directory)
+            cfg = load_config(root=directory)
             if os.path.realpath(cfg.heartbeat_file) == real:
                 return path, cfg
-    return path, load_config(path.parent)
+    return path, load_config(root=path.parent)
 
 
 def _number(value: float) -> Any:
@@ -318,7 +318,7 @@ def _apply(entry: dict, updates: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------- writers
 
 
-def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, root: Where = None,
+def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, *, root: Where = None,
                    **fields: Any) -> AgentInfo:
     """Add or re-register ``agent_id`` as running now; creates the file if it is missing.
 
@@ -384,7 +384,7 @@ def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any =
     return _rewrite(agent_id, root, heartbeat_file, change, create=True)  # type: ignore[return-value]
 
 
-def deregister_agent(agent_id: str, heartbeat_file: Where = None, root: Where = None, *,
+def deregister_agent(agent_id: str, heartbeat_file: Where = None, *, root: Where = None,
                      remove: bool = False) -> Optional[AgentInfo]:
     """Mark ``agent_id`` stopped (or, with ``remove``, delete its entry).
 
@@ -525,7 +525,7 @@ def _update(args: Any) -> int:
             if value is not None:
                 fields[key] = value or None
         field_role = fields.pop("role", None)  # a named argument of register_agent: never in **fields
-        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, args.root, **fields)
+        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, root=args.root, **fields)
     else:
         field_status = fields.pop("status", None)  # named arguments of heartbeat: never in **fields
         action = fields.pop("current_action", KEEP) if args.action is None else (args.action or None)
@@ -536,7 +536,7 @@ def _update(args: Any) -> int:
 
 
 def _deregister(args: Any) -> int:
-    info = deregister_agent(args.agent, args.heartbeat_file, args.root, remove=args.remove)
+    info = deregister_agent(args.agent, args.heartbeat_file, root=args.root, remove=args.remove)
     return _report(args, info, "removed" if args.remove else "deregistered")
 
 

@@ -353,7 +353,7 @@ def _convert(path: Path, fd: int, end: int, fsync: bool) -> None:
 
 
 def _where(root: Optional[PathLike]) -> tuple[Config, Path]:
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     return cfg, cfg.chat_file
 
 
@@ -407,7 +407,7 @@ def _append(root: Optional[PathLike], build: Callable[[int], Message]) -> tuple[
 
 
 def send(from_agent: str, to_agent: str, content: str, task_id: Optional[str] = None,
-         type: Union[MessageType, str] = MessageType.QUESTION, root: Optional[PathLike] = None,
+         type: Union[MessageType, str] = MessageType.QUESTION, *, root: Optional[PathLike] = None,
          reply_to: Optional[int] = None) -> Message:
     """Append a message from ``from_agent`` to ``to_agent`` (an agent id or ``all``) and return it.
 
@@ -444,7 +444,7 @@ def _read_log(path: Path) -> list[Message]:
     return [] if text is None else sorted(_parse_log(text, path)[1], key=lambda m: m.id)
 
 
-def read_messages(root: Optional[PathLike] = None, since_id: Optional[int] = None, *,
+def read_messages(*, root: Optional[PathLike] = None, since_id: Optional[int] = None,
                   agent: Optional[str] = None, task_id: Optional[str] = None,
                   type: Union[MessageType, str, None] = None, limit: Optional[int] = None) -> list[Message]:
     """The log's messages in id order, optionally filtered.
@@ -475,7 +475,7 @@ def _get(messages: list[Message], message_id: int, path: Path) -> Message:
 
 
 def reply(message_or_id: Union[Message, int], from_agent: str, content: str,
-          root: Optional[PathLike] = None, type: Union[MessageType, str] = MessageType.ANSWER) -> Message:
+          *, root: Optional[PathLike] = None, type: Union[MessageType, str] = MessageType.ANSWER) -> Message:
     """Answer a message: sent to its sender (about the same task), with ``reply_to`` set.
 
     Raises NotFoundError when the id is not in the log.
@@ -489,7 +489,7 @@ def reply(message_or_id: Union[Message, int], from_agent: str, content: str,
                 reply_to=original.id)
 
 
-def thread(message_id: int, root: Optional[PathLike] = None) -> list[Message]:
+def thread(message_id: int, *, root: Optional[PathLike] = None) -> list[Message]:
     """The whole conversation ``message_id`` belongs to: its first message and every reply, by id."""
     path = _where(root)[1]
     messages = _read_log(path)
@@ -526,7 +526,7 @@ def _is_read(state: tuple[int, set[int], Any], message_id: int) -> bool:
     return message_id <= state[0] or message_id in state[1]
 
 
-def inbox(agent: str, unread: bool = True, root: Optional[PathLike] = None) -> list[Message]:
+def inbox(agent: str, unread: bool = True, *, root: Optional[PathLike] = None) -> list[Message]:
     """Messages to ``agent`` (or to all, not from it) in id order; only the unread ones by default."""
     agent = validate_id(agent, "agent id")
     cfg, path = _where(root)
@@ -537,7 +537,7 @@ def inbox(agent: str, unread: bool = True, root: Optional[PathLike] = None) -> l
     return [m for m in mine if not _is_read(state, m.id)]
 
 
-def mark_read(agent: str, message_ids: Iterable[int], root: Optional[PathLike] = None) -> int:
+def mark_read(agent: str, message_ids: Iterable[int], *, root: Optional[PathLike] = None) -> int:
     """Record that ``agent`` has read these messages; returns how many were newly marked.
 
     Raises NotFoundError (and records nothing) when an id is not in the log.
@@ -573,14 +573,14 @@ def mark_read(agent: str, message_ids: Iterable[int], root: Optional[PathLike] =
 
 
 def ask_for_help(agent: str, task_id: str, question: str, to: Optional[str] = None,
-                 root: Optional[PathLike] = None) -> Message:
+                 *, root: Optional[PathLike] = None) -> Message:
     """An agent stuck on ``task_id`` asks ``to`` (default: the planner, ``planner.agent_id``; or ``all``) for help."""
     if to is None:
-        to = load_config(root).get("planner", "agent_id")
+        to = load_config(root=root).get("planner", "agent_id")
     return send(agent, to, question, task_id=task_id, type=MessageType.HELP, root=root)
 
 
-def answers_for(agent: str, task_id: str, root: Optional[PathLike] = None) -> list[Message]:
+def answers_for(agent: str, task_id: str, *, root: Optional[PathLike] = None) -> list[Message]:
     """Answers to ``agent`` about ``task_id``: replies to its help requests and answers on the task."""
     agent, task_id = validate_id(agent, "agent id"), validate_id(task_id, "task id")
     messages = _read_log(_where(root)[1])

@@ -136,7 +136,7 @@ class _Watcher:
 
 def follow(agent: Optional[str] = None, task_id: Optional[str] = None,
            types: Union[str, Iterable[str], None] = None, since: Union[str, datetime, None] = None,
-           root: Optional[PathLike] = None, events_file: Optional[PathLike] = None, *, backlog: int = 0,
+           *, root: Optional[PathLike] = None, events_file: Optional[PathLike] = None, backlog: int = 0,
            interval: float = 0.1, timeout: Optional[float] = None,
            stop: Optional[Callable[[], bool]] = None) -> Iterator[dict]:
     """Matching events as they are appended, oldest first (a generator; ``close()`` ends it).
@@ -146,7 +146,7 @@ def follow(agent: Optional[str] = None, task_id: Optional[str] = None,
     seconds; ends after ``timeout`` seconds or once ``stop()`` is true. Follows rotations.
     """
     match, maybe = matcher(agent, task_id, types, since)
-    _, path = log_path(root, events_file)
+    _, path = log_path(root=root, events_file=events_file)
     watcher = _Watcher(path)
     try:
         earlier = []

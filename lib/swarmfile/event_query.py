@@ -21,9 +21,9 @@ __all__ = ["Matcher", "matcher", "log_path"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def log_path(root: Optional[PathLike], events_file: Optional[PathLike]) -> tuple[Config, Path]:
+def log_path(*, root: Optional[PathLike], events_file: Optional[PathLike]) -> tuple[Config, Path]:
     """The workspace's configuration and the log to use (a relative ``events_file`` is taken from the root)."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     if events_file is None:
         return cfg, cfg.events_file
     path = Path(os.path.expanduser(os.fspath(events_file)))

@@ -79,9 +79,9 @@ class Broadcast(str, Enum):
 # ---------------------------------------------------------------------------- paths
 
 
-def archives(root: Optional[PathLike] = None, events_file: Optional[PathLike] = None) -> list[Path]:
+def archives(*, root: Optional[PathLike] = None, events_file: Optional[PathLike] = None) -> list[Path]:
     """The rotated archives of the log, oldest first."""
-    return [archive for _, archive in archive_keys(log_path(root, events_file)[1])]
+    return [archive for _, archive in archive_keys(log_path(root=root, events_file=events_file)[1])]
 
 
 def _rotate(path: Path, fsync: bool) -> Path:
@@ -152,7 +152,7 @@ def _append(type: str, agent: str, task_id: Optional[str], root: Optional[PathLi
             events_file: Optional[PathLike], rotate_bytes: Optional[int], data: dict[str, Any]) -> dict[str, Any]:
     event = _make_event(type, agent, task_id, data)
     line = _entry_line(event)
-    cfg, path = log_path(root, events_file)
+    cfg, path = log_path(root=root, events_file=events_file)
     fsync = bool(cfg.get("events", "fsync"))
     limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
     with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
@@ -172,8 +172,8 @@ def _append(type: str, agent: str, task_id: Optional[str], root: Optional[PathLi
     return event
 
 
-def append_event(type: str, agent: str, task_id: Optional[str] = None, root: Optional[PathLike] = None,
-                 events_file: Optional[PathLike] = None, *, rotate_bytes: Optional[int] = None,
+def append_event(type: str, agent: str, task_id: Optional[str] = None, *, root: Optional[PathLike] = None,
+                 events_file: Optional[PathLike] = None, rotate_bytes: Optional[int] = None,
                  **data: Any) -> dict[str, Any]:
     """Append one event to the log and return it.
 
@@ -190,7 +190,7 @@ def append_event(type: str, agent: str, task_id: Optional[str] = None, root: Opt
 
 def read_events(agent: Optional[str] = None, task_id: Optional[str] = None,
                 types: Union[str, Iterable[str], None] = None, since: Union[str, datetime, None] = None,
-                limit: Optional[int] = None, root: Optional[PathLike] = None,
+                limit: Optional[int] = None, *, root: Optional[PathLike] = None,
                 events_file: Optional[PathLike] = None, include_archives: bool = False) -> list[dict]:
     """The events that match every given filter, in file order (a missing log has none).
 
@@ -204,7 +204,7 @@ def read_events(agent: Optional[str] = None, task_id: Optional[str] = None,
         raise ValidationError(f"limit must be a whole number >= 0, got {limit!r}")
     if limit == 0:
         return []
-    _, path = log_path(root, events_file)
+    _, path = log_path(root=root, events_file=events_file)
     live = open_log(path)  # opened before listing archives, so a rotation in between is seen once
     try:
         files: list[Path] = [path]

@@ -86,7 +86,7 @@ class Bridge:
                  ack_timeout: Optional[float] = None, auto_confirm: Optional[bool] = None, dry_run: bool = False,
                  cooldown: Optional[float] = None) -> None:
         self.cluster, self.agent_id = check_cluster(cluster), f"{cluster}-bridge"
-        self.cfg = load_config(root)
+        self.cfg = load_config(root=root)
         self.root, self.settings, self.tmux = self.cfg.root, tmux_settings(self.cfg), Tmux(socket)
         self.ack_timeout = float(self.settings["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
         self.auto_confirm = bool(self.settings["auto_confirm"] if auto_confirm is None else auto_confirm)
@@ -120,7 +120,7 @@ class Bridge:
         claims.claim_task does.
         """
         pane = self.find_pane(target)
-        task = task_store.find_task(validate_id(task_id, "task id"), self.root)
+        task = task_store.find_task(validate_id(task_id, "task id"), root=self.root)
         deadline = time.monotonic() + float(self.settings["ready_timeout_seconds"])
         while True:
             with pane_state(self.cfg, pane.agent_id) as state:
@@ -196,7 +196,7 @@ class Bridge:
                         except (AlreadyClaimed, NotClaimable, NotFoundError):
                             continue
                 if lease is not None and self._send(pane, state, lease,
-                                                    task_store.find_task(lease.task_id, self.root).path, now):
+                                                    task_store.find_task(lease.task_id, root=self.root).path, now):
                     sent.append(lease)
         return sent
 
@@ -451,7 +451,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if args.action == "up":
-            settings = tmux_settings(load_config(args.root))
+            settings = tmux_settings(load_config(root=args.root))
             bridge = settings["bridge"] if args.bridge is None else args.bridge
             panes = up(args.agents, preset=args.agent, command=args.command, cluster=cluster, root=args.root,
                        socket=args.socket, bridge=bridge)
@@ -477,7 +477,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             stopped = down(cluster, root=args.root, socket=args.socket)
             print_json(stopped) if args.json else print(f"stopped {len(stopped)} agent(s) of cluster {cluster}")
         elif args.action == "panes":
-            lines = tmux_settings(load_config(args.root))["lines"] if args.lines is None else args.lines
+            lines = tmux_settings(load_config(root=args.root))["lines"] if args.lines is None else args.lines
             rows = pane_status(args.cluster, lines, root=args.root, socket=args.socket)
             print_json(rows) if args.json else print(render_pane_status(rows))
         elif args.action == "dispatch":

@@ -118,7 +118,7 @@ def up(agent_count: int, *, preset: Optional[str] = None, command: Optional[str]
     (``tmux_bridge.py run``), which ``down`` stops first. Raises ValidationError when the cluster
     is already up, TmuxError.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     settings = tmux_settings(cfg)
     check_cluster(cluster)
     if not isinstance(agent_count, int) or not 1 <= agent_count <= 64:
@@ -207,7 +207,7 @@ def _alive(pid: int) -> bool:
 def down(cluster: str = "main", *, root: Optional[str] = None, socket: Optional[str] = None) -> list[str]:
     """Stop a cluster: stop its dispatching loop, give back its tasks in hand, kill its session,
     deregister its agents."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     check_cluster(cluster)
     tmux = Tmux(socket)
     _stop_bridge(tmux, cluster)
@@ -268,7 +268,7 @@ def read_pane_state(cfg: Config, agent_id: str) -> dict:
     return state
 
 
-def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[str] = None,
+def pane_status(cluster: Optional[str] = None, lines: int = 20, *, root: Optional[str] = None,
                 socket: Optional[str] = None) -> list[dict]:
     """Each agent pane with its state, current task and last ``lines`` lines.
 
@@ -277,7 +277,7 @@ def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[s
     yes/no question), ``waiting-for-enter``, ``text-in-input`` (a line typed, not sent), else
     ``working`` while a task is in hand, else what the screen shows: working, idle or not-ready.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     settings = tmux_settings(cfg)
     tmux = Tmux(socket)
     rows = []

@@ -47,7 +47,7 @@ def tmux_socket():
 def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox, claude_cli, workspace,
                                                                    tmux_socket):
     (workspace / "swarm.yaml").write_text(SETTINGS)
-    task_store.new_task_file("TASK-7", "Say hello", workspace, objective="Write hello.txt saying hello.")
+    task_store.new_task_file("TASK-7", "Say hello", root=workspace, objective="Write hello.txt saying hello.")
 
     def hello(request):  # what the model writes comes from the task line it was sent
         task_id = re.search(r"\[TASK\] (\S+)", request.user_text).group(1)
