@@ -37,6 +37,7 @@ from .config import ID_PATTERN, Config, load_config, validate_id
 from .errors import HAND_FIX, NotFoundError, ValidationError
 from .fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from .liveness import dead_reason, process_start_time
+from .records import Record
 from .cli import duration, table
 
 __all__ = ["AgentInfo", "AgentStatus", "KEEP", "register_agent", "heartbeat", "deregister_agent", "read_agents",
@@ -66,8 +67,10 @@ _BAD_TIME = (ValueError, OverflowError, OSError)  # parse_ts of a number can ove
 
 
 @dataclass
-class AgentInfo:
+class AgentInfo(Record):
     """One agent's heartbeat entry. Times are kept as stored (string or YAML datetime)."""
+
+    STORED_ORDER = ("agent_id",) + _KNOWN
 
     agent_id: str
     last_seen: Any = None
@@ -89,20 +92,12 @@ class AgentInfo:
         """
         if not isinstance(data, Mapping):
             raise ValidationError(f"an agent entry must be a mapping, got {type(data).__name__}")
-        values = dict(data)
-        stored_id = values.pop("agent_id", None)
+        known, extra = cls.split(data)
+        stored_id = known.pop("agent_id", None)
         agent_id = stored_id if agent_id is None else agent_id
         if agent_id is None:
             raise ValidationError("an agent entry needs an agent_id")
-        known = {key: values.pop(key) for key in _KNOWN if key in values}
-        return cls(agent_id=str(agent_id), **known, extra=values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``agent_id``, the known fields, then the extra fields."""
-        out: dict[str, Any] = {"agent_id": self.agent_id}
-        out.update((key, getattr(self, key)) for key in _KNOWN)
-        out.update(self.extra)
-        return out
+        return cls(agent_id=str(agent_id), **known, extra=extra)
 
     def seconds_since_seen(self, now: Optional[datetime] = None) -> Optional[float]:
         """Seconds since ``last_seen``, or None when it is missing or does not parse."""

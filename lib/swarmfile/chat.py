@@ -48,6 +48,7 @@ from . import events
 from .clock import format_ts
 from .config import Config, load_config, validate_id
 from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
+from .records import Record
 from .fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, key_line, line_at,
                     load_yaml_file, load_yaml_text, locked)
 from .yaml_log import FIX as _FIX
@@ -102,8 +103,12 @@ def _agent(value: Any, what: str, broadcast: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class Message:
+class Message(Record):
     """One chat message; ``extra`` keeps the fields this module does not know."""
+
+    STORED_AS = {"from_agent": "from"}
+    STORED_ORDER = ("id", "timestamp", "from_agent", "to", "type", "task_id", "content", "reply_to")
+    OMIT_NONE = True
 
     id: int
     from_agent: str
@@ -137,27 +142,13 @@ class Message:
         task_id, reply_to = data.get("task_id"), data.get("reply_to")
         if reply_to is not None and not _is_id(reply_to):
             raise ValidationError(f"'reply_to' must be a message id, got {reply_to!r:.40}")
-        known = ("id", "timestamp", "from", "to", "type", "task_id", "content", "reply_to")
         return cls(
             id=data["id"], from_agent=_agent(data.get("from"), "'from' agent id"),
             to=_agent(data.get("to"), "'to' agent id", broadcast=True), content=str(content),
             type=_message_type(data.get("type")), timestamp=stamp,
             task_id=None if task_id is None else _agent(task_id, "'task_id'"), reply_to=reply_to,
-            extra={k: v for k, v in data.items() if k not in known},
+            extra=cls.split(data)[1],
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": self.id}
-        if self.timestamp is not None:
-            data["timestamp"] = self.timestamp
-        data.update({"from": self.from_agent, "to": self.to, "type": MessageType(self.type).value})
-        if self.task_id is not None:
-            data["task_id"] = self.task_id
-        data["content"] = self.content
-        if self.reply_to is not None:
-            data["reply_to"] = self.reply_to
-        data.update(self.extra)
-        return data
 
 
 # ---------------------------------------------------------------------------- bytes

@@ -43,6 +43,7 @@ from .errors import HAND_FIX, NotFoundError, SwarmError, ValidationError
 from .fileio import append_line, dump_flow, load_yaml_text, locked
 from .cli import table
 from .errors import GitError, MergeRefused
+from .records import Record
 from .git_repo import branch_tip, commit_of, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 from .worktrees import NAME_PATTERN, Worktree, commit, find_by_branch, get_worktree, resolve_base, retire, setting
 from .yaml_log import read_kept
@@ -78,8 +79,11 @@ class MergeStatus(str, Enum):
 
 
 @dataclass(frozen=True)
-class QueueEntry:
+class QueueEntry(Record):
     """One branch waiting (``status`` None) or done merging."""
+
+    UNSTORED = ("status",)  # from the queue's later "done" record, not the entry's own
+    OMIT_NONE = True
 
     id: str
     branch: str
@@ -91,11 +95,6 @@ class QueueEntry:
     status: Optional[str] = None
     extra: dict = field(default_factory=dict, compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "status")}
-        data = {k: v for k, v in data.items() if v is not None}
-        data.update(self.extra)
-        return data
 
 
 @dataclass(frozen=True)
@@ -157,15 +156,14 @@ def _records(cfg: Config) -> list[dict[str, Any]]:
 def _entries(cfg: Config) -> list[QueueEntry]:
     records = _records(cfg)
     done = {r["id"]: r.get("status", "done") for r in records if r["op"] == "done"}
-    known = {f.name for f in fields(QueueEntry)} - {"extra", "status"}
     entries, seen = [], set()
     for record in records:
         if record["op"] != "enqueue" or record["id"] in seen:
             continue
         seen.add(record["id"])
-        values = {k: v for k, v in record.items() if k in known}
+        values, extra = QueueEntry.split(record)
         values.setdefault("at", "")
-        extra = {k: v for k, v in record.items() if k not in known and k != "op"}
+        extra.pop("op", None)
         entries.append(QueueEntry(**values, status=done.get(record["id"]), extra=extra))
     return entries
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -41,6 +41,7 @@ from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_text, loc
 from .globs import (compile_pattern, escape, normalize_pattern, pattern_matches, patterns_for_task,
                    patterns_overlap)
 from .liveness import dead_reason, my_identity, process_start_time
+from .records import Record
 
 __all__ = [
     "Reservation", "Overlap", "ReservationConflict", "reserve", "release", "release_all",
@@ -58,7 +59,7 @@ _UNCHANGED = "fix or restore the file by hand; it was not changed"
 
 
 @dataclass(frozen=True)
-class Reservation:
+class Reservation(Record):
     """One agent's hold on some patterns; ``extra`` keeps keys this version does not know."""
 
     id: str
@@ -83,17 +84,12 @@ class Reservation:
     def mode(self) -> str:
         return "exclusive" if self.exclusive else "shared"
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        return {**data, "patterns": list(self.patterns), **self.extra}
-
     @classmethod
     def from_dict(cls, data: Any, path: Optional[PathLike] = None,
                   line: Optional[int] = None) -> "Reservation":
         """A record as read from the file; ValidationError naming the file and line when malformed."""
-        known = {f.name for f in fields(cls)} - {"extra"}
         try:
-            values = {k: v for k, v in expect_mapping(data, "-", "a reservation").items() if k in known}
+            values, extra = cls.split(expect_mapping(data, "-", "a reservation"))
             validate_id(values.get("id"), "reservation id")
             validate_id(values.get("agent_id"), "agent id")
             if values.get("task_id") is not None:
@@ -112,7 +108,7 @@ class Reservation:
                       else f"{exc} is missing" if isinstance(exc, KeyError) else str(exc))
             raise ValidationError(f"malformed reservation: {reason}", path=path, line=line,
                                   hint=_UNCHANGED) from None
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+        return cls(**values, extra=extra)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from .clock import format_ts, parse_ts, seconds_since
 from .config import Config, load_config, validate_id
 from .errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateParseError, StateShapeError,
                     StateSyncError, SwarmError, ValidationError)
+from .records import Record
 from .fileio import YAML_ERROR, atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from .cli import show_time, table
 
@@ -136,8 +137,10 @@ def _timestamp(value: Any) -> Optional[str]:
 
 
 @dataclass
-class AgentContext:
+class AgentContext(Record):
     """The ``context`` of one agent; ``extra`` keeps the keys this module does not know."""
+
+    STORED_ORDER = _CONTEXT_FIELDS  # every known field, None as null
 
     current_file: Optional[str] = None
     status: Optional[AgentStatus] = None
@@ -165,15 +168,8 @@ class AgentContext:
             files_locked=_paths(data.get("files_locked")),
             task_id=None if task_id is None else validate_id(task_id, "task id"),
             last_update=_timestamp(data.get("last_update")),
-            extra={k: v for k, v in data.items() if k not in _CONTEXT_FIELDS},
+            extra=cls.split(data)[1],
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The mapping stored in the file: every known field (None as null), then the extras."""
-        data: dict[str, Any] = {name: getattr(self, name) for name in _CONTEXT_FIELDS}
-        data["status"] = None if self.status is None else self.status.value
-        data["files_locked"] = list(self.files_locked)
-        return {**data, **self.extra}
 
 
 def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -36,6 +36,7 @@ from .clock import format_ts
 from .config import Config, load_config, validate_id
 from .errors import GitError, MergeRefused, NotFoundError, SwarmError, ValidationError, WorktreeBusy
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
+from .records import Record
 from .git_repo import branch_tip, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 
 __all__ = [
@@ -120,8 +121,11 @@ def live_lease(task_id: str, *, root: Optional[PathLike] = None, now: Optional[d
 
 
 @dataclass(frozen=True)
-class Worktree:
+class Worktree(Record):
     """One task's worktree; ``root`` is the workspace it belongs to (not stored)."""
+
+    UNSTORED = ("root",)
+    OMIT_NONE = True
 
     path: Path
     branch: str
@@ -142,21 +146,10 @@ class Worktree:
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"path": str(self.path)}
-        for f in fields(self):
-            if f.name not in ("path", "extra", "root"):
-                value = getattr(self, f.name)
-                if value is not None:
-                    data[f.name] = value
-        data.update(self.extra)
-        return data
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Optional[PathLike] = None,
                   *, root: Optional[Path] = None) -> "Worktree":
-        known = {f.name for f in fields(cls)} - {"extra", "root"}
-        values = {k: v for k, v in data.items() if k in known}
+        values, extra = cls.split(data)
         try:
             for key in ("path", "branch", "task_id", "agent_id", "base", "created_at"):
                 if not isinstance(values.get(key), str):
@@ -167,7 +160,7 @@ class Worktree:
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"malformed worktree record: {exc}", path=path,
                                   hint="fix or delete the record; the worktree itself is untouched") from None
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known}, root=root)
+        return cls(**values, extra=extra, root=root)
 
 
 def _records(cfg: Config) -> Path:
