@@ -345,12 +345,14 @@ class Bridge:
         # Enter prompts cool down per window; a dialog per question (the next one is answered at once).
         # A first-run dialog is keyed by its kind, not its line: after the choice, the line under the
         # cursor changes while the dialog is still drawn, and the same dialog was answered twice.
+        # Every question's last answer is kept, not only the latest: a trust dialog drawn once more
+        # after the API-key answer was answered again.
         answered = f"dialog: {screen.what}" if by_settings else line
         if key == "Enter":
             last = self._dry_presses.get(pane.agent_id) if self.dry_run else state.get("last_confirm_at")
         else:
             last = (self._dry_presses.get(f"{pane.agent_id}|{answered}") if self.dry_run else
-                    state.get("last_answer_at") if state.get("last_answer") == answered else None)
+                    (state.get("answered_at") or {}).get(answered))
         if last and seconds_since(last, now) < self.cooldown:
             return []
         choice = key if action == "choose" else ("Enter" if key == "Enter" else screen.options[0])
@@ -366,7 +368,10 @@ class Bridge:
             if key == "Enter":
                 state["last_confirm_at"] = format_ts(now)
             else:
-                state.update(last_answer=answered, last_answer_at=format_ts(now))
+                # Answers older than the cooldown bind nothing any more: dropped, so the state stays small.
+                kept = {q: at for q, at in (state.get("answered_at") or {}).items()
+                        if seconds_since(at, now) < self.cooldown}
+                state["answered_at"] = {**kept, answered: format_ts(now)}
         state.pop("last_skip", None)
         if key == "Enter":
             self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
