@@ -322,7 +322,7 @@ def _run(args) -> int:
     else:
         text = sys.stdin.read() if args.text == "-" else args.text
         write = append_memory if args.command == "append" else replace_section
-        write(args.agent, section, text, args.root)
+        write(args.agent, section, text, root=args.root)
         shown = read_memory(args.agent, section, root=args.root)
     if args.json:
         print_json({"agent": args.agent, "path": str(memory_path(args.agent, root=args.root)),

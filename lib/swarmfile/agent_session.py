@@ -210,7 +210,7 @@ class AgentSession:
         self._quietly(reservations.release_all, self.agent_id, task_id, root=self.root)
         wt, self._worktree = self._worktree, None
         if wt is not None:
-            self._quietly(worktrees.retire, wt, self.root)
+            self._quietly(worktrees.retire, wt, root=self.root)
         self._announce(None)
 
     # ------------------------------------------------------------------ tools

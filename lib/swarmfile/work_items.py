@@ -370,7 +370,7 @@ def _run(args: Any) -> int:
     else:
         selector: Selector = int(args.item) if re.fullmatch(r"[0-9]+", args.item) else args.item
         act = {"claim": claim_item, "complete": complete_item, "release": release_item}[args.command]
-        item = act(args.task, selector, args.agent, args.root)
+        item = act(args.task, selector, args.agent, root=args.root)
     if args.json:
         print_json(item.to_dict())
     else:
