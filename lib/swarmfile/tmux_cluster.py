@@ -22,10 +22,11 @@ from typing import Any, Iterator, Optional
 from . import agent_discovery
 from . import claims
 from . import events
+from . import lifecycle
 from .cli import module_argv
 from .clock import HOSTNAME
 from .config import Config, load_config, validate_id
-from .errors import LeaseLost, SwarmError, TmuxError, ValidationError
+from .errors import SwarmError, TmuxError, ValidationError
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from .tmux_pane import Tmux
 from .tmux_screen import input_holds, read_screen, tmux_settings
@@ -219,12 +220,8 @@ def down(cluster: str = "main", *, root: Optional[str] = None, socket: Optional[
             state["current"] = None
             lease = claims.get_lease(cur["task_id"], root=cfg.root) if cur else None
             if lease is not None and lease.token == cur["token"]:
-                try:
-                    claims.release(lease, reason="cluster stopped", root=cfg.root)
-                    events.append_event("released", bridge_id, lease.task_id, root=cfg.root,
-                                        reason="cluster stopped", previous_agent=pane.agent_id, token=lease.token)
-                except LeaseLost:
-                    pass  # finished or taken back meanwhile
+                # A lease finished or taken back meanwhile is not ours to give: give_back says so and does nothing.
+                lifecycle.give_back(lease, bridge_id, "cluster stopped", root=cfg.root, previous_agent=pane.agent_id)
     tmux.run("kill-session", "-t", f"=swarm-{cluster}", check=False)
     for pane in panes:
         agent_discovery.deregister_agent(pane.agent_id, root=cfg.root)
