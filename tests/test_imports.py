@@ -110,6 +110,26 @@ def test_no_module_uses_another_modules_private_names():
     assert offenders == []
 
 
+def _positional_root(tree: ast.Module) -> list[str]:
+    """Public functions and methods that take ``root`` by position."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            if "root" in [a.arg for a in node.args.posonlyargs + node.args.args]:
+                found.append(f"{node.name} (line {node.lineno})")
+    return found
+
+
+def test_every_public_function_takes_root_by_name():
+    """One convention for the workspace argument: ``root=`` is keyword-only everywhere."""
+    offenders = {name: found for name, tree in _modules().items() if (found := _positional_root(tree))}
+    assert offenders == {}
+
+
+def test_the_root_check_finds_a_positional_root():
+    assert _positional_root(ast.parse("def f(a, root=None): pass\ndef g(a, *, root=None): pass")) == ["f (line 1)"]
+
+
 def test_nothing_at_the_top_of_lib_has_a_name_a_host_uses():
     top = {p.stem for p in LIB.glob("*.py")}
     assert top and not top & HOST_NAMES
