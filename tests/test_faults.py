@@ -365,7 +365,9 @@ def kill_trials(server: ForkServer, kind: _Kind, root: Path, log: Path, trials: 
     for trial in range(trials):
         req = {"kind": kind.name, "root": str(root), "log": str(log), "start": last + 1,
                "pid": os.getpid(), "proc_start": process_start_time(os.getpid())}
-        per_write = waited / stats["acked"] if stats["acked"] else 0.01
+        # Until a write is acknowledged the time of one is unknown: guess 10 ms, and double the guess
+        # after every trial that acknowledged nothing (a loaded machine starts a writer slowly).
+        per_write = waited / stats["acked"] if stats["acked"] else 0.01 * 2 ** min(trial, 8)
         delay = rng.uniform(0, span * per_write)
         waited += delay
         status = server.kill_during(req, delay)
