@@ -35,6 +35,7 @@ from . import claims
 from . import events
 from . import lifecycle
 from . import reservations
+from . import stores
 from . import tasks
 from . import task_store
 from . import workspace
@@ -104,7 +105,7 @@ class AgentSession:
             if info is None or info.inactive_reason(now, self.cfg.heartbeat_timeout) is not None:
                 return candidate
         raise SwarmError(f"agent ids {self.requested_id} to {self.requested_id}-99 are all in use by live agents",
-                         path=self.cfg.heartbeat_file, hint="pass another --agent-id")
+                         path=stores.agent_registry(self.cfg).where(), hint="pass another --agent-id")
 
     def close(self, reason: str, *, wait: float = 30.0) -> bool:
         """Give back the task in hand, release reservations, retire the worktree, deregister.

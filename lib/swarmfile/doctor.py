@@ -202,17 +202,12 @@ class _Checker:
                  f"{tail.decode('utf-8', errors='replace')[:60]!r}", fix, line=line,
                  action="cut-tail" if parsed else None)
 
-    def live_log(self, path: Path) -> None:
-        """The event log: every entry parses (streamed), and a line appended joins its list."""
-        from .event_check import append_problem, scan_log
-
-        self.shared(path, lambda: scan_log(path), log=True)
-        problem = append_problem(path)
-        if problem is not None:
-            self.add(Severity.ERROR, "log-not-appendable", path,
-                     f"appends fail, so every loop stops at its next event: {problem.reason.split('; refusing')[0]}",
-                     "fix it by hand: entries start at column 0 ('- {...}' under a bare 'events:' line)",
-                     line=problem.line)
+    def store(self, store: Any) -> int:
+        """A store checks itself (doctor does not know its layout); returns how many parts it looked at."""
+        problems, parts = store.check()
+        for p in problems:
+            self.add(Severity(p.severity), p.code, Path(p.where), p.problem, p.fix, line=p.line, action=p.action)
+        return parts
 
     def reservations(self, path: Path) -> None:
         from .reservations import list_reservations
@@ -459,19 +454,15 @@ def check(*, root: Optional[PathLike] = None, now: Any = None,
         where = Path(exc.path) if exc.path else resolve_root(root=root) / "swarm.yaml"
         return [Finding(Severity.ERROR, "config", where, exc.reason,
                         f"{exc.hint or _BY_HAND}; nothing else was checked", line=exc.line)], 1
-    from .agent_discovery import read_agents
     from .chat import read_messages
-    from .event_check import scan_log
-    from .events import archives
     from .merge_queue import read_queue
     from .state_sync import get_all_states
+    from .stores import agent_registry, event_log
 
     checker = _Checker(cfg, moment)
     runtime, top = cfg.runtime_dir, cfg.root
+    stores = [agent_registry(cfg), event_log(cfg)]
     shared: list[tuple[Path, Callable[[Path], None]]] = [
-        (cfg.heartbeat_file, lambda p: checker.shared(p, lambda: read_agents(root=top))),
-        (cfg.events_file, checker.live_log),
-        *[(log, lambda p: checker.shared(p, lambda: scan_log(p), log=True)) for log in archives(root=top)],
         (cfg.state_file, lambda p: checker.shared(p, lambda: get_all_states(root=top))),
         (cfg.chat_file, lambda p: checker.shared(p, lambda: read_messages(root=top), log=True)),
         (runtime / "merge-queue.yaml", lambda p: checker.shared(p, lambda: read_queue(root=top), log=True)),
@@ -482,8 +473,12 @@ def check(*, root: Optional[PathLike] = None, now: Any = None,
     yaml_file = lambda name: name.endswith(".yaml") and not name.startswith(".")  # noqa: E731
     jobs += [(path, checker.worktree_record) for path in _listing(runtime / "worktrees", yaml_file)]
     jobs += [(path, checker.temp_file) for path in _temp_files(cfg)]
-    meter = _Progress(len(jobs), progress)
+    meter = _Progress(len(stores) + len(jobs), progress)
+    parts = 0
     try:
+        for store in stores:
+            parts += checker.store(store)
+            meter.tick()
         for path, job in jobs:
             job(path)
             meter.tick()
@@ -492,14 +487,19 @@ def check(*, root: Optional[PathLike] = None, now: Any = None,
     leases = checker.lease_table()
     checker.cross_check()
     checker.unregistered_worktrees(runtime / "worktrees")
-    return checker.found, len(jobs) + leases
+    return checker.found, parts + len(jobs) + leases
 
 
 # ---------------------------------------------------------------------------- repairs
 
 
-def _cut_tail(cfg: Config, path: Path, now: datetime) -> str:
-    """Cut a torn last line off ``path`` under its lock; the cut bytes go to .swarm/doctor/ first."""
+def _cut_tail(cfg: Config, path: Path, now: datetime, events: Any) -> str:
+    """Cut a torn last line off ``path`` under its lock; the cut bytes go to .swarm/doctor/ first.
+
+    A part of the event log is cut by the log itself (``events``: the workspace's EventLog).
+    """
+    if events.owns(str(path)):
+        return events.repair("cut-tail", str(path), now=now)
     stamp = format_ts(now).replace(":", "").replace("-", "")
     keep = cfg.runtime_dir / "doctor" / f"{path.name}.{stamp}.torn"
     cut = cut_torn_tail(path, keep, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout, hint=_BY_HAND)
@@ -528,7 +528,10 @@ def repair(findings: list[Finding], *, root: Optional[PathLike] = None,
     from . import reservations
     from . import worktrees
 
+    from .stores import event_log
+
     cfg = load_config(root=root)
+    events = event_log(cfg)
     moment = utc_now() if now is None else parse_ts(now)
     batches: dict[str, dict[str, str]] = {}  # a reaper runs once for all its findings: why, by subject
 
@@ -546,7 +549,7 @@ def repair(findings: list[Finding], *, root: Optional[PathLike] = None,
         "reap-leases": lambda f: reaped(f, lambda: claims.reap_expired(moment, root=cfg.root), "nothing to do"),
         "move-completed": lambda f: "moved to " + _shown(task_store.move_to_completed(f.subject, root=cfg.root, status=None),
                                                          cfg.root),
-        "cut-tail": lambda f: _cut_tail(cfg, f.path, moment),
+        "cut-tail": lambda f: _cut_tail(cfg, f.path, moment, events),
         "remove-temp": lambda f: _remove_temp(f.path),
         "reap-reservations": lambda f: reaped(f, lambda: reservations.reap(moment, root=cfg.root), "already gone"),
         "retire-worktree": retire,

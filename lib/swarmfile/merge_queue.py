@@ -26,7 +26,7 @@ conflicting files and the branch is kept. Events: ``merged`` (commit, branch), `
 
 from __future__ import annotations
 
-from . import task_store
+from . import stores, task_store
 import logging
 import os
 import secrets
@@ -238,12 +238,10 @@ def merge_lock(*, root: Optional[PathLike] = None) -> Iterator[Path]:
 def _shared_file(cfg: Config, top: Path, rel: str) -> bool:
     """Whether ``rel`` (from the top of the checkout) is one of the runtime's own shared files."""
     path = os.path.realpath(top / rel)
-    own = [cfg.heartbeat_file, cfg.events_file, cfg.state_file, cfg.chat_file]
-    if path in {os.path.realpath(p) for p in own}:
+    if path in {os.path.realpath(p) for p in (cfg.state_file, cfg.chat_file)}:
         return True
-    events = Path(os.path.realpath(cfg.events_file))
-    if Path(path).parent == events.parent and Path(path).name.startswith(events.stem + "-"):
-        return True  # a rotated events archive
+    if stores.agent_registry(cfg).owns(path) or stores.event_log(cfg).owns(path):
+        return True  # the registry, the event log or one of its archives, when kept in files
     return any(Path(path).is_relative_to(os.path.realpath(d)) for d in (cfg.tasks_active, cfg.tasks_completed))
 
 

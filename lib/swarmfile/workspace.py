@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from . import duplicate_detector, events, task_graph, task_store
+from . import duplicate_detector, events, stores, task_graph, task_store
 from .config import load_config
 from .errors import ValidationError
 from .fileio import atomic_write
@@ -28,14 +28,10 @@ def init_workspace(*, root: Optional[str] = None) -> list[Path]:
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
             created.append(directory)
-    starters = {
-        cfg.heartbeat_file: "heartbeats: {}\nmetadata:\n  timeout_seconds: 120\n",
-        cfg.events_file: "events:\n",
-    }
-    for path, text in starters.items():
-        if not path.exists():
-            atomic_write(path, text)
-            created.append(path)
+    for store in (stores.agent_registry(cfg), stores.event_log(cfg)):  # each starts itself, empty
+        where = store.create()
+        if where is not None:
+            created.append(Path(where))
     gitignore = cfg.root / ".gitignore"
     if (cfg.root / ".git").exists():
         lines = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.exists() else []
