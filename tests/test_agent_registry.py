@@ -28,7 +28,7 @@ def _make(name: str, root: Path) -> AgentRegistry:
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
         setting.write_text(wanted)
     config._cache.clear()
-    return stores.agent_registry(config.load_config(root))
+    return stores.agent_registry(config.load_config(root=root))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -27,7 +27,7 @@ def _make(name: str, root: Path, extra: str = "") -> EventLog:
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
         setting.write_text(wanted)
     config._cache.clear()
-    return stores.event_log(config.load_config(root))
+    return stores.event_log(config.load_config(root=root))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -122,7 +122,7 @@ def test_follow_after_an_id_resumes_right_after_that_event_across_rotations(log)
 def test_create_starts_a_log_once(log, workspace):
     (workspace / "events.yaml").unlink()
     _make(log.backend_name, workspace, "paths:\n  events: other-events.yaml\n")
-    fresh = stores.event_log(config.load_config(workspace))
+    fresh = stores.event_log(config.load_config(root=workspace))
     assert fresh.create() is not None
     assert fresh.create() is None
     assert fresh.read() == []
@@ -185,10 +185,10 @@ def test_a_backend_url_picks_the_backend_its_scheme_names_and_an_unknown_one_is_
         files.agent_registry))
     (workspace / "swarm.yaml").write_text("backend: memo://127.0.0.1:6379/0\n")
     config._cache.clear()
-    cfg = config.load_config(workspace)
+    cfg = config.load_config(root=workspace)
     assert stores.event_log(cfg) is stores.event_log(cfg)  # one per workspace and process
     assert made == ["memo://127.0.0.1:6379/0"]
     (workspace / "swarm.yaml").write_text("backend: nope://127.0.0.1/0\n")
     config._cache.clear()
     with pytest.raises(ValidationError, match="nope"):
-        stores.event_log(config.load_config(workspace))
+        stores.event_log(config.load_config(root=workspace))

@@ -110,6 +110,26 @@ def test_no_module_uses_another_modules_private_names():
     assert offenders == []
 
 
+def _positional_root(tree: ast.Module) -> list[str]:
+    """Public functions and methods that take ``root`` by position."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            if "root" in [a.arg for a in node.args.posonlyargs + node.args.args]:
+                found.append(f"{node.name} (line {node.lineno})")
+    return found
+
+
+def test_every_public_function_takes_root_by_name():
+    """One convention for the workspace argument: ``root=`` is keyword-only everywhere."""
+    offenders = {name: found for name, tree in _modules().items() if (found := _positional_root(tree))}
+    assert offenders == {}
+
+
+def test_the_root_check_finds_a_positional_root():
+    assert _positional_root(ast.parse("def f(a, root=None): pass\ndef g(a, *, root=None): pass")) == ["f (line 1)"]
+
+
 def test_nothing_at_the_top_of_lib_has_a_name_a_host_uses():
     top = {p.stem for p in LIB.glob("*.py")}
     assert top and not top & HOST_NAMES
@@ -219,7 +239,7 @@ def iter_frames(frame):
 import agent_discovery, events
 from swarmfile import chat, dashboard, doctor, merge_queue, planner, swarm, workspace
 sys.addaudithook(hook)
-workspace.init_workspace(root)
+workspace.init_workspace(root=root)
 agent_discovery.register_agent("executor-1", role="executor", root=root)
 agent_discovery.heartbeat("executor-1", current_task="T-1", root=root)
 events.append_event("started", "executor-1", "T-1", root=root, rotate_bytes=1)  # rotated into an archive
@@ -228,12 +248,12 @@ chat.send("executor-1", "planner", "hello", root=root)
 assert events.read_events(root=root, include_archives=True) and events.tail(1, root=root)
 assert list(events.follow(root=root, backlog=1, timeout=0.05, interval=0.01))
 planner.Planner("planner", root=root).round()
-swarm.collect_status(root)
-dashboard.collect(root)
-merge_queue.read_queue(root)
+swarm.collect_status(root=root)
+dashboard.collect(root=root)
+merge_queue.read_queue(root=root)
 with open(os.path.join(root, "events.yaml"), "a") as torn:  # this script's own write: not a package module
     torn.write("- {timestamp: '2026-11-30T10:00:00Z', type: x")
-doctor.diagnose(root, fix=True)
+doctor.diagnose(root=root, fix=True)
 agent_discovery.deregister_agent("executor-1", root=root)
 print(sorted(offenders))
 """

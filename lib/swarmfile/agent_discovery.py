@@ -41,6 +41,7 @@ from .clock import HOSTNAME, format_ts, parse_ts, utc_now
 from .config import ID_PATTERN, Config, load_config, validate_id
 from .errors import ValidationError
 from .liveness import dead_reason
+from .records import Record
 from .cli import duration, table
 from .stores import agent_registry
 
@@ -56,8 +57,10 @@ _BAD_TIME = (ValueError, OverflowError, OSError)  # parse_ts of a number can ove
 
 
 @dataclass
-class AgentInfo:
+class AgentInfo(Record):
     """One agent's heartbeat entry. Times are kept as stored (string or YAML datetime)."""
+
+    STORED_ORDER = ("agent_id",) + KNOWN_FIELDS
 
     agent_id: str
     last_seen: Any = None
@@ -79,20 +82,12 @@ class AgentInfo:
         """
         if not isinstance(data, Mapping):
             raise ValidationError(f"an agent entry must be a mapping, got {type(data).__name__}")
-        values = dict(data)
-        stored_id = values.pop("agent_id", None)
+        known, extra = cls.split(data)
+        stored_id = known.pop("agent_id", None)
         agent_id = stored_id if agent_id is None else agent_id
         if agent_id is None:
             raise ValidationError("an agent entry needs an agent_id")
-        known = {key: values.pop(key) for key in KNOWN_FIELDS if key in values}
-        return cls(agent_id=str(agent_id), **known, extra=values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``agent_id``, the known fields, then the extra fields."""
-        out: dict[str, Any] = {"agent_id": self.agent_id}
-        out.update((key, getattr(self, key)) for key in KNOWN_FIELDS)
-        out.update(self.extra)
-        return out
+        return cls(agent_id=str(agent_id), **known, extra=extra)
 
     def seconds_since_seen(self, now: Optional[datetime] = None) -> Optional[float]:
         """Seconds since ``last_seen``, or None when it is missing or does not parse."""
@@ -149,21 +144,21 @@ def _now(now: Any) -> datetime:
 
 def _locate(root: Where, heartbeat_file: Where) -> tuple[Path, Config]:
     if heartbeat_file is None:
-        cfg = load_config(root)
+        cfg = load_config(root=root)
         return cfg.heartbeat_file, cfg
     path = Path(os.path.expanduser(os.fspath(heartbeat_file))).absolute()
     if root is not None:
-        return path, load_config(root)
+        return path, load_config(root=root)
     # The root (and so the lock dir) must follow from the file alone, so that every process
     # naming it shares one lock: the nearest workspace whose swarm.yaml names this file as its
     # heartbeat file (a RALF tree), else the file's own directory.
     real = os.path.realpath(path)
     for directory in path.parents:
         if (directory / "swarm.yaml").is_file():
-            cfg = load_config(directory)
+            cfg = load_config(root=directory)
             if os.path.realpath(cfg.heartbeat_file) == real:
                 return path, cfg
-    return path, load_config(path.parent)
+    return path, load_config(root=path.parent)
 
 
 def _registry(root: Where, heartbeat_file: Where) -> tuple[AgentRegistry, Config]:
@@ -186,7 +181,7 @@ def _agents(beats: Optional[dict]) -> list[AgentInfo]:
 # ---------------------------------------------------------------------------- writers
 
 
-def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, root: Where = None,
+def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, *, root: Where = None,
                    **fields: Any) -> AgentInfo:
     """Add or re-register ``agent_id`` as running now; creates the registry if it is missing.
 
@@ -220,7 +215,7 @@ def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any =
     return AgentInfo.from_dict(entry, agent_id)
 
 
-def deregister_agent(agent_id: str, heartbeat_file: Where = None, root: Where = None, *,
+def deregister_agent(agent_id: str, heartbeat_file: Where = None, *, root: Where = None,
                      remove: bool = False) -> Optional[AgentInfo]:
     """Mark ``agent_id`` stopped (or, with ``remove``, delete its entry).
 
@@ -349,7 +344,7 @@ def _update(args: Any) -> int:
             if value is not None:
                 fields[key] = value or None
         field_role = fields.pop("role", None)  # a named argument of register_agent: never in **fields
-        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, args.root, **fields)
+        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, root=args.root, **fields)
     else:
         field_status = fields.pop("status", None)  # named arguments of heartbeat: never in **fields
         action = fields.pop("current_action", KEEP) if args.action is None else (args.action or None)
@@ -360,7 +355,7 @@ def _update(args: Any) -> int:
 
 
 def _deregister(args: Any) -> int:
-    info = deregister_agent(args.agent, args.heartbeat_file, args.root, remove=args.remove)
+    info = deregister_agent(args.agent, args.heartbeat_file, root=args.root, remove=args.remove)
     return _report(args, info, "removed" if args.remove else "deregistered")
 
 

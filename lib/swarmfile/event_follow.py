@@ -21,7 +21,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def follow(agent: Optional[str] = None, task_id: Optional[str] = None,
            types: Union[str, Iterable[str], None] = None, since: Union[str, datetime, None] = None,
-           root: Optional[PathLike] = None, events_file: Optional[PathLike] = None, *, backlog: int = 0,
+           *, root: Optional[PathLike] = None, events_file: Optional[PathLike] = None, backlog: int = 0,
            interval: float = 0.1, timeout: Optional[float] = None,
            stop: Optional[Callable[[], bool]] = None, after: Optional[str] = None) -> Iterator[dict]:
     """Matching events as they are appended, oldest first (a generator; ``close()`` ends it).
@@ -31,6 +31,6 @@ def follow(agent: Optional[str] = None, task_id: Optional[str] = None,
     log's ``append`` returned, to resume right after that event instead. Polls every
     ``interval`` seconds; ends after ``timeout`` seconds or once ``stop()`` is true.
     """
-    store = event_log(load_config(root), events_file=events_file)
+    store = event_log(load_config(root=root), events_file=events_file)
     return store.follow(agent=agent, task_id=task_id, types=types, since=since, backlog=backlog, after=after,
                         interval=interval, timeout=timeout, stop=stop)

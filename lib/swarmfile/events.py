@@ -57,11 +57,11 @@ class Broadcast(str, Enum):
 
 
 def _log(root: Optional[PathLike], events_file: Optional[PathLike]) -> tuple[Config, EventLog]:
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     return cfg, event_log(cfg, events_file=events_file)
 
 
-def archives(root: Optional[PathLike] = None, events_file: Optional[PathLike] = None) -> list[Path]:
+def archives(*, root: Optional[PathLike] = None, events_file: Optional[PathLike] = None) -> list[Path]:
     """Where the rotated archives of the log are, oldest first."""
     return [Path(where) for where in _log(root, events_file)[1].archives()]
 
@@ -76,8 +76,8 @@ def _append(type: str, agent: str, task_id: Optional[str], root: Optional[PathLi
     return event
 
 
-def append_event(type: str, agent: str, task_id: Optional[str] = None, root: Optional[PathLike] = None,
-                 events_file: Optional[PathLike] = None, *, rotate_bytes: Optional[int] = None,
+def append_event(type: str, agent: str, task_id: Optional[str] = None, *, root: Optional[PathLike] = None,
+                 events_file: Optional[PathLike] = None, rotate_bytes: Optional[int] = None,
                  **data: Any) -> dict[str, Any]:
     """Append one event to the log and return it.
 
@@ -94,7 +94,7 @@ def append_event(type: str, agent: str, task_id: Optional[str] = None, root: Opt
 
 def read_events(agent: Optional[str] = None, task_id: Optional[str] = None,
                 types: Union[str, Iterable[str], None] = None, since: Union[str, datetime, None] = None,
-                limit: Optional[int] = None, root: Optional[PathLike] = None,
+                limit: Optional[int] = None, *, root: Optional[PathLike] = None,
                 events_file: Optional[PathLike] = None, include_archives: bool = False) -> list[dict]:
     """The events that match every given filter, in log order (a missing log has none).
 
