@@ -18,6 +18,7 @@ from swarmfile import task_store
 from claims import LeaseState
 from swarmfile.clock import HOSTNAME, utc_now
 from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
+from leases import EMPTY_RECORD, corrupt_lease, lease_file
 from procs import run_together
 
 
@@ -49,13 +50,13 @@ def test_token_grows_and_stale_token_changes_nothing(workspace):
     assert status_of(workspace, "T-1") is tasks.Status.PENDING
     second = claims.claim_task("T-1", "executor-2")
     assert second.token == first.token + 1
-    lease_file = workspace / ".swarm" / "claims" / "T-1.yaml"
+    stored = lease_file(workspace, "T-1")
     task_file = task_store.find_task("T-1", workspace).path
-    before = (lease_file.read_bytes(), task_file.read_bytes())
+    before = (stored.read_bytes(), task_file.read_bytes())
     for action in (claims.renew, claims.release, claims.complete, claims.fail, claims.start):
         with pytest.raises(LeaseLost, match="token 1 is stale"):
             action(first)
-    assert (lease_file.read_bytes(), task_file.read_bytes()) == before
+    assert (stored.read_bytes(), task_file.read_bytes()) == before
     done = claims.complete(second, result="ok")
     assert done.state is LeaseState.COMPLETED and done.extra["result"] == "ok"
     assert status_of(workspace, "T-1") is tasks.Status.COMPLETED
@@ -205,14 +206,14 @@ def test_unknown_task_and_bad_ids(workspace):
         claims.claim_task("T-1", "a/b")
 
 
-def test_corrupt_lease_file_fails_closed(workspace):
+@pytest.mark.parametrize("kind", ["bad", EMPTY_RECORD])
+def test_corrupt_lease_file_fails_closed(workspace, kind):
     make_task(workspace, "T-1")
-    lease_file = workspace / ".swarm" / "claims" / "T-1.yaml"
-    lease_file.parent.mkdir(parents=True)
-    lease_file.write_text("task_id: T-1\ntoken: [\n")
-    with pytest.raises(Exception, match=r"T-1.yaml:\d+: does not parse"):
+    where, line = corrupt_lease(workspace, "T-1", kind)
+    before = where.read_bytes()
+    with pytest.raises(Exception, match=rf"{where.name}:{line}: "):
         claims.claim_task("T-1", "e")
-    assert lease_file.read_text() == "task_id: T-1\ntoken: [\n"
+    assert where.read_bytes() == before
 
 
 # ---------------------------------------------------------------------------- real processes
@@ -386,15 +387,15 @@ def test_one_corrupt_lease_does_not_stop_reaping_the_rest(workspace):
     now = utc_now()
     claims.claim_task("T-1", "e1", ttl=10, now=now)
     claims.claim_task("T-2", "e2", ttl=10, now=now)
-    bad = workspace / ".swarm" / "claims" / "T-1.yaml"
-    bad.write_text("token: [\n")
+    bad, line = corrupt_lease(workspace, "T-1")
+    before = bad.read_bytes()
     reaped = claims.reap_expired(now=now + timedelta(seconds=11))
     assert [lease.task_id for lease, _ in reaped] == ["T-2"]
-    assert bad.read_text() == "token: [\n"
+    assert bad.read_bytes().startswith(before)
     errors: list = []
     assert [l.task_id for l in claims.list_leases(errors=errors)] == ["T-2"]
-    assert len(errors) == 1 and "T-1.yaml" in str(errors[0])
-    with pytest.raises(Exception, match="T-1.yaml"):
+    assert len(errors) == 1 and f"{bad.name}:{line}" in str(errors[0])
+    with pytest.raises(Exception, match=f"{bad.name}:{line}"):
         claims.list_leases()
 
 

@@ -1,7 +1,8 @@
 """Task leases with fencing tokens: who may work on a task, and until when.
 
-A lease file ``.swarm/claims/<task>.yaml`` is the truth about a claim; the task's
-``**Status:**`` line in the Markdown only mirrors it for people. Every claim of a task gets a
+The lease table (``stores.lease_table``: the file backend's journal under ``.swarm/leases/``)
+is the truth about a claim; the task's ``**Status:**`` line in the Markdown only mirrors it
+for people, written after the lease and repaired from it (``reap_expired``). Every claim of a task gets a
 token one higher than any before it, and every holder action (renew, start, release,
 complete, fail) presents its lease: if the token is no longer current, or the lease has
 expired, the action raises LeaseLost and changes nothing. So a holder that was paused past
@@ -10,7 +11,7 @@ its TTL (SIGSTOP, a laptop lid, a long GC) can never complete a task someone els
 A lease is free again when it expires, or at once when its holder is a dead process on this
 host. Lock order, everywhere: the lease's lock, then the task file's lock.
 
-Lease files are never deleted: the token of the next claim is read from them.
+Lease records are never deleted: the token of the next claim is read from them.
 """
 
 from __future__ import annotations
@@ -106,11 +107,14 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     The lease is written first because it is the truth. A crash between the two writes
     leaves the task file showing the previous, runtime-owned status (claimed or
     in_progress); ``reap_expired`` finds such tasks and writes the lease's mirror again.
+    The mirror of a lease still held (start) is not fsynced: only a power cut loses it, and that
+    kills its holder too. An ended lease's mirror is: a task shown pending again after its
+    completion was lost would look like a person's reopening, and be done twice.
     """
     _write(cfg, lease)
     if lease.mirror:
         task_store.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
-                           durable=False)
+                              durable=lease.state is not LeaseState.HELD)
 
 
 def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path:
