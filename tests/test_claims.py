@@ -102,6 +102,34 @@ def test_dead_holder_frees_the_task_at_once(workspace):
     assert lease.token == 2 and lease.agent_id == "executor-2"
 
 
+def _power_cut(path, content: bytes) -> None:
+    """The task file as the disk kept it: a mirror write that was never fsynced is lost."""
+    tmp = path.with_name(".power-cut")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+def test_mirrors_lost_to_a_power_cut_are_repaired_from_the_journal(workspace):
+    """A held lease's mirror is not fsynced; a power cut that loses it also killed its holder."""
+    make_task(workspace, "T-1")
+    path = task_store.find_task("T-1", workspace).path
+    pending = path.read_bytes()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claims.claim_task("T-1", "executor-1", pid=dead.pid, host=HOSTNAME)
+    _power_cut(path, pending)  # the claim's line is in the journal, its Status line is not
+    lease = claims.claim_next("executor-2")
+    assert (lease.task_id, lease.token) == ("T-1", 2) and status_of(workspace, "T-1") is tasks.Status.CLAIMED
+    claimed = path.read_bytes()
+    claims.start(lease)
+    claims.renew(claims.get_lease("T-1"), ttl=-1)  # then it expires, as its holder died with the machine
+    _power_cut(path, claimed)  # the start's Status line (in_progress) is lost
+    [(reaped, _)] = claims.reap_expired()
+    assert reaped.token == 2 and reaped.state is LeaseState.EXPIRED
+    assert status_of(workspace, "T-1") is tasks.Status.PENDING
+    assert claims.claim_next("executor-3").token == 3
+
+
 def test_holder_on_another_host_binds_until_expiry(workspace):
     make_task(workspace, "T-1")
     claims.claim_task("T-1", "remote-1", ttl=3600, pid=1, host="elsewhere")
