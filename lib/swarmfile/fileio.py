@@ -136,6 +136,8 @@ def locked(
         except portalocker.LockException as exc:  # AlreadyLocked, or a bare EAGAIN from some platforms
             if not isinstance(exc, portalocker.AlreadyLocked) and not isinstance(exc.__cause__, BlockingIOError):
                 raise  # pragma: no cover - e.g. ENOLCK on NFS
+            if timeout <= 0:  # no wait asked for: no thread either
+                raise error(target, timeout, holder=_holder_of(sidecar)) from None
             owned = False  # from here the handle may be the waiting thread's (see _wait_for)
             owned = _wait_for(handle, flags, timeout)
             if not owned:
@@ -163,8 +165,6 @@ def _wait_for(handle: Any, flags: int, timeout: float) -> bool:
     here instead could hand its descriptor number to another open file mid-call. So a wait
     that timed out leaves a thread and a descriptor behind until the holder lets go.
     """
-    if timeout <= 0:
-        return False  # no wait asked for: no thread either
     state: dict[str, Any] = {"taken": False, "gave_up": False, "error": None}
     mutex = threading.Lock()
     settled = threading.Event()
