@@ -152,6 +152,33 @@ def test_ready_order_priority_then_fifo_then_dependencies(workspace):
     assert order == ["NUM-1", "CRIT-1", "HIGH-OLD", "HIGH-NEW", "LOW-1", "DEP-1"]
 
 
+def test_the_ready_list_kept_up_to_date_is_the_one_computed_afresh(workspace):
+    """ready_tasks updates its last list for the tasks whose status alone changed: after every
+    step of a random mix of claims, ends and edits it equals the list computed from nothing."""
+    rng = random.Random(14)
+    for n in range(24):
+        deps = [f"T-{rng.randrange(n):02d}"] if n and rng.random() < 0.3 else []
+        make_task(workspace, f"T-{n:02d}", priority=rng.choice(["low", "medium", "high", "critical"]),
+                  created=f"2026-01-01T00:00:{rng.randrange(60):02d}Z", depends_on=deps)
+    held = []
+    for step in range(60):
+        roll = rng.random()
+        if roll < 0.4 or not held:
+            lease = claims.claim_next(f"executor-{step % 3}")
+            if lease is not None:
+                held.append(lease)
+        elif roll < 0.6:
+            claims.complete(held.pop(rng.randrange(len(held))))
+        elif roll < 0.8:
+            claims.release(held.pop(rng.randrange(len(held))))
+        else:
+            task = rng.choice(task_store.list_tasks(workspace))
+            task_store.set_field(task.path, "Priority", rng.choice(["low", "critical", "7"]), root=workspace)
+        kept = [t.task_id for t in claims.ready_tasks()]
+        claims._ready_memo.clear()
+        assert kept == [t.task_id for t in claims.ready_tasks()], f"step {step}"
+
+
 def test_parent_with_subtasks_is_not_ready(workspace):
     make_task(workspace, "P-1", priority="high")
     make_task(workspace, "P-1-SUB1", fields={"Parent Task": "P-1"})
