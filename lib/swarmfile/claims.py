@@ -1,7 +1,8 @@
 """Task leases with fencing tokens: who may work on a task, and until when.
 
-A lease file ``.swarm/claims/<task>.yaml`` is the truth about a claim; the task's
-``**Status:**`` line in the Markdown only mirrors it for people. Every claim of a task gets a
+The lease table (``stores.lease_table``: the file backend's journal under ``.swarm/leases/``)
+is the truth about a claim; the task's ``**Status:**`` line in the Markdown only mirrors it
+for people, written after the lease and repaired from it (``reap_expired``). Every claim of a task gets a
 token one higher than any before it, and every holder action (renew, start, release,
 complete, fail) presents its lease: if the token is no longer current, or the lease has
 expired, the action raises LeaseLost and changes nothing. So a holder that was paused past
@@ -10,14 +11,15 @@ its TTL (SIGSTOP, a laptop lid, a long GC) can never complete a task someone els
 A lease is free again when it expires, or at once when its holder is a dead process on this
 host. Lock order, everywhere: the lease's lock, then the task file's lock.
 
-Lease files are never deleted: the token of the next claim is read from them.
+Lease records are never deleted: the token of the next claim is read from them.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
@@ -106,11 +108,14 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     The lease is written first because it is the truth. A crash between the two writes
     leaves the task file showing the previous, runtime-owned status (claimed or
     in_progress); ``reap_expired`` finds such tasks and writes the lease's mirror again.
+    The mirror of a lease still held (start) is not fsynced: only a power cut loses it, and that
+    kills its holder too. An ended lease's mirror is: a task shown pending again after its
+    completion was lost would look like a person's reopening, and be done twice.
     """
     _write(cfg, lease)
     if lease.mirror:
         task_store.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
-                           durable=False)
+                              durable=lease.state is not LeaseState.HELD)
 
 
 def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path:
@@ -227,14 +232,64 @@ def _has_children(cfg: Config, task_id: str) -> bool:
     return bool(task_graph.family(listing).children.get(task_id))
 
 
-# The last ready list per workspace, with the listings it came from: a listing made of the very
-# same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
-_ready_memo: dict[Path, tuple[list, list, list]] = {}
+@dataclass
+class _Ready:
+    """The last ready list of a workspace, the listings it came from and what it was judged by."""
+
+    active: list
+    completed: list
+    ready: list
+    twice: dict  # task id -> the files that use it
+    done: set  # ids of completed tasks
+    children: dict  # parent id -> child ids
+    known: set  # every task id
+
+
+# Per workspace: a listing made of the very same (cached, unchanged) task objects gives the same
+# ready list; one where only a few tasks changed their status (claims, by this process or
+# another) updates it for those tasks alone, which is what every claim_next meets.
+_ready_memo: dict[Path, _Ready] = {}
 _warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
+_FEW = 64  # changed tasks above which the ready list is computed afresh
 
 
 def _same(a: list, b: list) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _is_ready(t: taskmod.Task, m: _Ready) -> bool:
+    return (t.status is taskmod.Status.PENDING
+            and not t.sub_tasks
+            and t.task_id not in m.children
+            and t.task_id not in m.twice
+            and not (t.parent and t.parent not in m.known and t.task_id.startswith(f"{t.parent}-SUB"))
+            and all(dep in m.done for dep in t.depends_on))
+
+
+def _status_changes_only(m: _Ready, active: list, completed: list) -> Optional[list]:
+    """The ready list after a few active tasks changed only their status, or None to recompute.
+
+    Ids, files, parents, dependencies and sub-tasks must be as before, and no task may have
+    become or stopped being completed (that changes its dependents): then nothing but the
+    changed tasks themselves can enter or leave the list.
+    """
+    if len(active) != len(m.active) or not _same(m.completed, completed):
+        return None
+    changed = []
+    for old, new in zip(m.active, active):
+        if old is new:
+            continue
+        if (len(changed) >= _FEW or new.task_id != old.task_id or new.path != old.path or new.parent != old.parent
+                or new.depends_on != old.depends_on or new.sub_tasks != old.sub_tasks
+                or (new.status is taskmod.Status.COMPLETED) != (old.status is taskmod.Status.COMPLETED)):
+            return None
+        changed.append(new)
+    gone = {t.task_id for t in changed}
+    ready = [t for t in m.ready if t.task_id not in gone]
+    for task in changed:
+        if _is_ready(task, m):
+            bisect.insort(ready, task, key=taskmod.ready_order_key)
+    return ready
 
 
 def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
@@ -257,8 +312,13 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
         warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
     memo = _ready_memo.get(cfg.root)
-    if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
-        return list(memo[2])
+    if memo is not None:
+        if _same(memo.active, active) and _same(memo.completed, completed):
+            return list(memo.ready)
+        quick = _status_changes_only(memo, active, completed)
+        if quick is not None:
+            memo.active, memo.ready = active, quick
+            return list(quick)
     every = active + completed
     twice = task_graph.duplicate_ids(every)
     warned = _warned.setdefault(cfg.root, set())
@@ -269,20 +329,11 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
             log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
                         task_id, len(paths), ", ".join(map(str, paths)))
     done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
-    links = task_graph.family(every)
-    known = {t.task_id for t in every}
-    ready = [
-        t for t in active
-        if t.status is taskmod.Status.PENDING
-        and not t.sub_tasks
-        and t.task_id not in links.children
-        and t.task_id not in twice
-        and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
-        and all(dep in done for dep in t.depends_on)
-    ]
-    ready.sort(key=taskmod.ready_order_key)
-    _ready_memo[cfg.root] = (active, completed, ready)
-    return list(ready)
+    judged = _Ready(active, completed, [], twice, done, task_graph.family(every).children,
+                    {t.task_id for t in every})
+    judged.ready = sorted((t for t in active if _is_ready(t, judged)), key=taskmod.ready_order_key)
+    _ready_memo[cfg.root] = judged
+    return list(judged.ready)
 
 
 def claim_next(

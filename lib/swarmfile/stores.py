@@ -70,10 +70,11 @@ def file_agent_registry(cfg: Config, path: Optional[Path] = None) -> "AgentRegis
 
 # swarm.yaml ``backend:`` value (or the scheme of a URL there) -> its stores
 BACKENDS: dict[str, Backend] = {
-    # a YAML file per lease under .swarm/claims/, events.yaml, heartbeat.yaml (the default)
-    "files": Backend(file_lease_table, file_event_log, file_agent_registry),
-    # files, with leases in one append-only journal: one fsync per change
-    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),
+    # the default: leases in one append-only journal (one fsync per change), events.yaml, heartbeat.yaml.
+    # lease_store's FileLeaseTable (a YAML file per lease in .swarm/claims/) is no longer one: the
+    # journal reads those files once, on first use, and a table that still wrote them would fork the truth.
+    "files": Backend(journal_lease_table, file_event_log, file_agent_registry),
+    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),  # its name before it was the default
 }
 
 _made: dict[tuple, Any] = {}
@@ -94,7 +95,7 @@ def _backend(cfg: Config) -> tuple[str, Backend]:
 def lease_table(cfg: Config) -> "LeaseTable":
     """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
     name, backend = _backend(cfg)
-    key = ("lease_table", cfg.root, cfg.runtime_dir, name)
+    key = ("lease_table", cfg.root, cfg.runtime_dir, backend.lease_table)  # two names of one table share its index
     table = _made.get(key)
     if table is not None:
         return table
