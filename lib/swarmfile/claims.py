@@ -29,6 +29,7 @@ from .clock import format_ts, in_seconds, parse_ts, utc_now
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
+from .ready_query import ready_tasks
 from .stores import lease_table
 from .liveness import dead_reason, my_identity
 
@@ -225,64 +226,6 @@ def claim_task(
 def _has_children(cfg: Config, task_id: str) -> bool:
     listing = task_store.list_tasks(cfg.root, include_completed=True, errors=[])
     return bool(task_graph.family(listing).children.get(task_id))
-
-
-# The last ready list per workspace, with the listings it came from: a listing made of the very
-# same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
-_ready_memo: dict[Path, tuple[list, list, list]] = {}
-_warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
-
-
-def _same(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-
-
-def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
-    """Pending tasks whose dependencies are completed and that were not split, in claim order.
-
-    Left out: a task split into sub-tasks or an epic with children (the planner completes it
-    when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
-    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an
-    id that two files use (both files, with one warning naming them, until one is renamed or
-    deleted); a task in a dependency cycle (it waits forever; doctor and status name the cycle). A dependency counts as completed when its file
-    says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
-
-    Order: priority (critical > high > medium > low, or a number: higher first), then oldest
-    first (FIFO within a priority), then task id.
-    """
-    cfg = load_config(root)
-    unreadable: list = []
-    active = task_store.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
-    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
-    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
-        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
-    memo = _ready_memo.get(cfg.root)
-    if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
-        return list(memo[2])
-    every = active + completed
-    twice = task_graph.duplicate_ids(every)
-    warned = _warned.setdefault(cfg.root, set())
-    for task_id, paths in twice.items():
-        key = (task_id, tuple(map(str, paths)))
-        if key not in warned:
-            warned.add(key)
-            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
-                        task_id, len(paths), ", ".join(map(str, paths)))
-    done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
-    links = task_graph.family(every)
-    known = {t.task_id for t in every}
-    ready = [
-        t for t in active
-        if t.status is taskmod.Status.PENDING
-        and not t.sub_tasks
-        and t.task_id not in links.children
-        and t.task_id not in twice
-        and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
-        and all(dep in done for dep in t.depends_on)
-    ]
-    ready.sort(key=taskmod.ready_order_key)
-    _ready_memo[cfg.root] = (active, completed, ready)
-    return list(ready)
 
 
 def claim_next(
