@@ -159,6 +159,18 @@ def test_a_task_from_the_index_reads_the_rest_of_its_file_on_first_use(workspace
     assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
 
 
+@pytest.mark.parametrize("head", ["**Status:** done\n**Priority:** 3", "**Status:** weird\n**Priority:** HIGH", "",
+                                  "**Status:** in progress\n**Created:** yesterday"])
+def test_a_task_from_the_index_equals_the_parsed_file(workspace, trust_all, head):
+    path = workspace / "tasks" / "active" / "T-1.md"
+    path.write_text(f"# T-1: title\n\n{head}\n")
+    cold_listing(workspace)
+    task = cold_listing(workspace)["T-1"]
+    full = tasks.parse_task(path.read_text(), path)
+    assert task_index.is_summary(task) and task.to_dict() == full.to_dict()
+    assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
+
+
 def test_a_full_listing_after_an_indexed_one_parses_the_files(workspace, trust_all):
     write(workspace, "T-1")
     cold_ready(workspace)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Optional, Union
 
 from . import task_graph
+from . import task_index
 from . import task_store
 from . import tasks as taskmod
-from .config import load_config
+from .config import Config, load_config
 from .errors import warn_once
 
 __all__ = ["ready_tasks"]
@@ -49,7 +50,11 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
     """
-    cfg = load_config(root)
+    with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
+        return _ready(load_config(root))
+
+
+def _ready(cfg: Config) -> list[taskmod.Task]:
     unreadable: list = []
     active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable)
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import gc
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import SwarmError
 from .fileio import atomic_write, read_text
 from .tasks import Priority, Status, Task, parse_task, ready_order_key
 
-__all__ = ["IndexedTask", "NOT_A_TASK", "RACY_NS", "TRUSTED", "index_file", "load", "save", "is_summary"]
+__all__ = ["IndexedTask", "NOT_A_TASK", "RACY_NS", "TRUSTED", "index_file", "load", "save", "is_summary", "gc_paused"]
 
-FORMAT = 2  # bumped when a record's layout changes: an index of another format is rebuilt
+FORMAT = 3  # bumped when a record's layout changes: an index of another format is rebuilt
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
 # coarsest timestamps in common use (FAT's 2 s; ext4 and tmpfs stamp with the kernel's tick).
 RACY_NS = 2_000_000_000
@@ -74,15 +75,35 @@ class IndexedTask(Task):
         return self.__dict__[name]
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (and on again after it, if it was on).
+
+    A cold listing makes tens of thousands of small containers that hold no cycles; with the
+    collector on, each full collection walks all of them again, which costs more than the listing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def is_summary(value: Any) -> bool:
     """Whether ``value`` came from the index (the rest of it is read from its file on first use)."""
     return type(value) is IndexedTask
 
 
 def _record(task: Task) -> list:
-    return [task.task_id, task.title, task.status.value if task.status else None, task.status_text,
-            task.priority.value if task.priority else None, task.priority_text, task.created,
-            list(ready_order_key(task)), list(task.depends_on), task.parent, task.assigned_to,
+    status = task.status.value if task.status else None
+    priority = task.priority.value if task.priority else None
+    # A text as written is kept only where it differs from its value (``done`` for completed; true
+    # means the same, null none written): a smaller index is a faster cold start.
+    return [task.task_id, task.title, status, True if task.status_text == status else task.status_text,
+            priority, True if task.priority_text == priority else task.priority_text, task.created,
+            list(ready_order_key(task)[:2]), list(task.depends_on), task.parent, task.assigned_to,
             list(task.sub_tasks), list(task.files_to_modify)]
 
 
@@ -91,16 +112,17 @@ _PRIORITY = {p.value: p for p in Priority}
 
 
 def _task(record: list, directory: Path, name: str) -> IndexedTask:
-    (task_id, title, status, status_text, priority, priority_text, created, order, depends_on, parent,
+    (task_id, title, status, status_text, priority, priority_text, created, (rank, moment), depends_on, parent,
      assigned_to, sub_tasks, files) = record
-    if not isinstance(task_id, str) or len(order) != 3:
+    if not isinstance(task_id, str):
         raise TypeError("not a task record")
     task = object.__new__(IndexedTask)  # not __init__: a frozen dataclass sets its fields one by one
     task.__dict__.update(
         task_id=task_id, title=title, _where=(directory, name), status=_STATUS[status] if status else None,
-        status_text=status_text, priority=_PRIORITY[priority] if priority else None, priority_text=priority_text,
-        created=created, depends_on=tuple(depends_on), parent=parent, assigned_to=assigned_to,
-        sub_tasks=tuple(sub_tasks), files_to_modify=tuple(files), _order=tuple(order))
+        status_text=status if status_text is True else status_text, priority=_PRIORITY[priority] if priority else None,
+        priority_text=priority if priority_text is True else priority_text, created=created,
+        depends_on=tuple(depends_on), parent=parent, assigned_to=assigned_to, sub_tasks=tuple(sub_tasks),
+        files_to_modify=tuple(files), _order=(rank, moment, task_id))
     return task
 
 
@@ -115,27 +137,21 @@ def load(path: Path, not_a_task: Any) -> dict[str, dict[str, tuple]]:
             data = handle.read()
     except OSError:
         return {}
-    # Tens of thousands of small containers: the cyclic GC would scan them again and again while
-    # they are made, for nothing (records hold no cycles). Off for the load only.
-    enabled = gc.isenabled()
-    gc.disable()
     try:
-        document = json.loads(data)
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            return {}
-        found: dict[str, dict[str, tuple]] = {}
-        for directory, files in document["dirs"].items():
-            base = Path(directory)
-            entries = found[directory] = {}
-            for name, (mtime, size, ino, ctime, record) in files.items():
-                value = not_a_task if record == NOT_A_TASK else _task(record, base, name)
-                entries[name] = ((mtime, size, ino, ctime), value, TRUSTED)
-        return found
+        with gc_paused():
+            document = json.loads(data)
+            if not isinstance(document, dict) or document.get("format") != FORMAT:
+                return {}
+            found: dict[str, dict[str, tuple]] = {}
+            for directory, files in document["dirs"].items():
+                base = Path(directory)
+                entries = found[directory] = {}
+                for name, (mtime, size, ino, ctime, record) in files.items():
+                    value = not_a_task if record == NOT_A_TASK else _task(record, base, name)
+                    entries[name] = ((mtime, size, ino, ctime), value, TRUSTED)
+            return found
     except (ValueError, TypeError, KeyError, AttributeError):  # corrupt or truncated: rebuilt by the next save
         return {}
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def save(path: Path, directories: dict[str, dict[str, tuple]], not_a_task: Any) -> None:

@@ -317,7 +317,8 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
     if state is None:
         state = _index_state[os.fspath(path)] = [task_index.load(path, _NOT_A_TASK), _parses, -_INDEX_SAVE_SECONDS]
     seed, state[0] = state[0], None  # after this listing every directory is warm in memory
-    found = [_scan_tree(Path(d), errors, fast=True, seed=seed) for d in directories]
+    with task_index.gc_paused():
+        found = [_scan_tree(Path(d), errors, fast=True, seed=seed) for d in directories]
     now = time.monotonic()
     if state[1] != _parses and now - state[2] >= _INDEX_SAVE_SECONDS:
         tops = [os.fspath(d) for d in directories]
