@@ -36,6 +36,12 @@ def trust_all(monkeypatch):
 
 
 @pytest.fixture
+def eager(monkeypatch):
+    """The index is written again after every change (not after _INDEX_STALE_FILES of them)."""
+    monkeypatch.setattr(task_store, "_INDEX_STALE_FILES", 1)
+
+
+@pytest.fixture
 def parsed(monkeypatch):
     """The names of the task files parsed by listings, in order (a spy on task_store's parser)."""
     seen: list[str] = []
@@ -95,7 +101,7 @@ def test_an_edit_in_place_that_keeps_size_and_mtime_is_seen(workspace, trust_all
     assert cold_listing(workspace)["T-1"].status is Status.BLOCKED
 
 
-def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_all, parsed):
+def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_all, eager, parsed):
     write(workspace, "T-1")
     gone = write(workspace, "T-2")
     moved = write(workspace, "T-3")
@@ -232,6 +238,23 @@ def test_an_old_index_put_back_never_gives_a_wrong_status(workspace, trust_all):
     assert set(cold_ready(workspace)) == {"T-0", "T-3", "T-4"}
 
 
+def test_a_few_changed_files_are_parsed_again_rather_than_the_index_rewritten(workspace, trust_all, parsed):
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    cold_ready(workspace)
+    written = index_of(workspace).stat()
+    for n in range(task_store._INDEX_STALE_FILES - 1):
+        write(workspace, f"T-{n:02d}", status="blocked")
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 20 - (task_store._INDEX_STALE_FILES - 1)
+    assert len(parsed) == task_store._INDEX_STALE_FILES - 1 and index_of(workspace).stat() == written
+    write(workspace, "T-19", status="blocked")  # one more: now the index is written again
+    cold_ready(workspace)
+    assert index_of(workspace).stat() != written
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 20 - task_store._INDEX_STALE_FILES and parsed == []
+
+
 def test_racily_clean_files_are_not_trusted_by_the_index(workspace, parsed):
     """A file changed within RACY_NS of being read can change again with the same stat key: never indexed."""
     old = write(workspace, "T-OLD")
@@ -274,6 +297,7 @@ def _hammer(root: str, task_id: str, rounds: int) -> int:
     from swarmfile import task_index as index_mod
 
     index_mod.RACY_NS = -10**12  # trust every file (the test is about torn writes, not racy ones)
+    task_store._INDEX_STALE_FILES = 1  # and write the index after every change
     path = Path(root) / "tasks" / "active" / f"{task_id}.md"
     for n in range(rounds):
         text = path.read_text()
