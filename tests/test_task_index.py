@@ -360,6 +360,13 @@ def test_ready_on_the_command_line(workspace):
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "does not exist" in missing.stderr
 
 
+def test_ready_from_an_installed_package(workspace):
+    write(workspace, "T-1")
+    out = subprocess.run([sys.executable, "-m", "swarmfile", "claims", "ready", "--json", "--root", str(workspace)],
+                         capture_output=True, text=True, timeout=60, cwd=LIB)
+    assert out.returncode == 0 and json.loads(out.stdout)["count"] == 1, out.stderr
+
+
 def test_ready_on_the_command_line_does_not_import_the_lease_code(workspace):
     write(workspace, "T-1")
     out = subprocess.run([sys.executable, "-X", "importtime", str(LIB / "claims.py"), "ready", "--json",
