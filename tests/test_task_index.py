@@ -118,7 +118,7 @@ def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_a
     assert sorted(parsed) == ["E-1.md", "T-3-renamed.md", "T-4.md"]  # T-1 came from the index
     stored = json.loads(index_of(workspace).read_text())["dirs"]
     assert not any(key.endswith("epic-a") for key in stored)  # the old folder left the index
-    assert set(stored[str(workspace / "tasks" / "active")]) == {"T-1.md", "T-3-renamed.md", "T-4.md"}
+    assert set(stored[str(workspace / "tasks" / "active")]["name"]) == {"T-1.md", "T-3-renamed.md", "T-4.md"}
 
 
 def test_a_completed_dependency_counts_from_the_index(workspace, trust_all):
@@ -191,7 +191,7 @@ def test_a_full_listing_after_an_indexed_one_parses_the_files(workspace, trust_a
 
 
 @pytest.mark.parametrize("damage", ["deleted", "empty", "truncated", "garbage", "other format", "wrong shapes",
-                                    "a directory", "not utf-8"])
+                                    "a directory", "not utf-8", "ragged columns"])
 def test_a_damaged_index_is_rebuilt_silently(workspace, trust_all, damage, caplog):
     write(workspace, "T-1")
     write(workspace, "T-2", status="blocked")
@@ -214,6 +214,10 @@ def test_a_damaged_index_is_rebuilt_silently(workspace, trust_all, damage, caplo
         index.mkdir()
     elif damage == "not utf-8":
         index.write_bytes(b"\xff\xfe" + good)
+    elif damage == "ragged columns":
+        document = json.loads(good)
+        document["dirs"][str(workspace / "tasks" / "active")]["status"].pop()
+        index.write_text(json.dumps(document))
     assert set(cold_ready(workspace)) == {"T-1"}
     if damage == "a directory":  # cannot be replaced: the listing still works, the cause is logged once
         assert "cannot write the task index" in caplog.text
@@ -263,7 +267,7 @@ def test_racily_clean_files_are_not_trusted_by_the_index(workspace, parsed):
     cold_ready(workspace)
     stored = json.loads(index_of(workspace).read_text())["dirs"][str(workspace / "tasks" / "active")]
     # Both were written just now (their ctime cannot be set back): neither is in the index yet ...
-    assert stored == {} and os.stat(fresh).st_ctime_ns >= settled
+    assert stored["name"] == [] and os.stat(fresh).st_ctime_ns >= settled
     parsed.clear()
     assert set(cold_ready(workspace)) == {"T-OLD", "T-NEW"}
     assert sorted(parsed) == ["T-NEW.md", "T-OLD.md"]  # ... so the next cold listing reads both again
@@ -277,7 +281,7 @@ def test_racy_rule_uses_the_time_of_the_read(workspace, monkeypatch):
                "c.md": ((1, 2, 3, 5000), task, task_index.TRUSTED)}
     target = workspace / ".swarm" / "task-index.json"
     task_index.save(target, {"/d": entries}, object())
-    assert set(json.loads(target.read_text())["dirs"]["/d"]) == {"a.md", "c.md"}
+    assert set(json.loads(target.read_text())["dirs"]["/d"]["name"]) == {"a.md", "c.md"}
 
 
 def test_an_unwritable_index_costs_speed_not_work(workspace, trust_all, caplog):

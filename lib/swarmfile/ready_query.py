@@ -81,7 +81,7 @@ def _ready(cfg: Config) -> list[taskmod.Task]:
         and t.task_id not in links.children
         and t.task_id not in twice
         and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
-        and all(dep in done for dep in t.depends_on)
+        and done.issuperset(t.depends_on)
     ]
     ready.sort(key=taskmod.ready_order_key)
     _ready_memo[cfg.root] = (active, completed, ready)

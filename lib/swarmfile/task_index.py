@@ -24,20 +24,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from .errors import SwarmError
 from .fileio import atomic_write, read_text
 from .tasks import Priority, Status, Task, parse_task, ready_order_key
 
-__all__ = ["IndexedTask", "NOT_A_TASK", "RACY_NS", "TRUSTED", "index_file", "load", "save", "is_summary", "gc_paused"]
+__all__ = ["IndexedTask", "RACY_NS", "TRUSTED", "index_file", "load", "save", "is_summary", "gc_paused"]
 
-FORMAT = 3  # bumped when a record's layout changes: an index of another format is rebuilt
+FORMAT = 4  # bumped when a record's layout changes: an index of another format is rebuilt
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
 # coarsest timestamps in common use (FAT's 2 s; ext4 and tmpfs stamp with the kernel's tick).
 RACY_NS = 2_000_000_000
 TRUSTED = 1 << 62  # "read at" of an entry taken from the index: it was checked when it was written
-NOT_A_TASK = 0  # the record of a Markdown file in a subfolder that is not a task (a run note, a document)
 
 
 def index_file(runtime_dir: Path) -> Path:
@@ -96,34 +95,57 @@ def is_summary(value: Any) -> bool:
     return type(value) is IndexedTask
 
 
-def _record(task: Task) -> list:
+# The index keeps each directory as columns, one list per field with an item per file: a JSON
+# decoder makes a few long lists much faster than one small list per file. A file that is not
+# a task has id null; an empty id list (dependencies, sub-tasks, files) is null.
+_COLUMNS = ("name", "mtime", "size", "ino", "ctime", "id", "title", "status", "status_text", "priority",
+            "priority_text", "created", "rank", "moment", "depends_on", "parent", "assigned_to", "sub_tasks",
+            "files")
+
+
+def _row(name: str, key: tuple, task: Optional[Task]) -> tuple:
+    if task is None:
+        return (name, *key) + (None,) * (len(_COLUMNS) - 5)
     status = task.status.value if task.status else None
     priority = task.priority.value if task.priority else None
+    rank, moment, _ = ready_order_key(task)
     # A text as written is kept only where it differs from its value (``done`` for completed; true
     # means the same, null none written): a smaller index is a faster cold start.
-    return [task.task_id, task.title, status, True if task.status_text == status else task.status_text,
-            priority, True if task.priority_text == priority else task.priority_text, task.created,
-            list(ready_order_key(task)[:2]), list(task.depends_on), task.parent, task.assigned_to,
-            list(task.sub_tasks), list(task.files_to_modify)]
+    return (name, *key, task.task_id, task.title, status, True if task.status_text == status else task.status_text,
+            priority, True if task.priority_text == priority else task.priority_text, task.created, rank, moment,
+            list(task.depends_on) or None, task.parent, task.assigned_to, list(task.sub_tasks) or None,
+            list(task.files_to_modify) or None)
 
 
 _STATUS = {s.value: s for s in Status}
 _PRIORITY = {p.value: p for p in Priority}
 
 
-def _task(record: list, directory: Path, name: str) -> IndexedTask:
-    (task_id, title, status, status_text, priority, priority_text, created, (rank, moment), depends_on, parent,
-     assigned_to, sub_tasks, files) = record
-    if not isinstance(task_id, str):
-        raise TypeError("not a task record")
-    task = object.__new__(IndexedTask)  # not __init__: a frozen dataclass sets its fields one by one
-    task.__dict__.update(
-        task_id=task_id, title=title, _where=(directory, name), status=_STATUS[status] if status else None,
-        status_text=status if status_text is True else status_text, priority=_PRIORITY[priority] if priority else None,
-        priority_text=priority if priority_text is True else priority_text, created=created,
-        depends_on=tuple(depends_on), parent=parent, assigned_to=assigned_to, sub_tasks=tuple(sub_tasks),
-        files_to_modify=tuple(files), _order=(rank, moment, task_id))
-    return task
+def _entries(columns: dict, base: Path, not_a_task: Any) -> dict[str, tuple]:
+    if not isinstance(columns, dict) or len({len(columns[c]) for c in _COLUMNS}) != 1:
+        raise ValueError("columns of different lengths")
+    entries = {}
+    new, set_dict = object.__new__, object.__setattr__
+    keys = zip(columns["mtime"], columns["size"], columns["ino"], columns["ctime"])
+    for key, name, task_id, title, status, status_text, priority, priority_text, created, rank, moment, \
+            depends_on, parent, assigned_to, sub_tasks, files in zip(keys, columns["name"],
+                                                                     *(columns[c] for c in _COLUMNS[5:])):
+        if task_id is None:
+            entries[name] = (key, not_a_task, TRUSTED)
+            continue
+        if type(task_id) is not str:
+            raise TypeError("not a task id")
+        task = new(IndexedTask)  # not __init__: a frozen dataclass sets its fields one by one
+        set_dict(task, "__dict__", {
+            "task_id": task_id, "title": title, "_where": (base, name), "status": _STATUS[status] if status else None,
+            "status_text": status if status_text is True else status_text,
+            "priority": _PRIORITY[priority] if priority else None,
+            "priority_text": priority if priority_text is True else priority_text, "created": created,
+            "depends_on": tuple(depends_on) if depends_on else (), "parent": parent, "assigned_to": assigned_to,
+            "sub_tasks": tuple(sub_tasks) if sub_tasks else (), "files_to_modify": tuple(files) if files else (),
+            "_order": (rank, moment, task_id)})
+        entries[name] = (key, task, TRUSTED)
+    return entries
 
 
 def load(path: Path, not_a_task: Any) -> dict[str, dict[str, tuple]]:
@@ -142,14 +164,8 @@ def load(path: Path, not_a_task: Any) -> dict[str, dict[str, tuple]]:
             document = json.loads(data)
             if not isinstance(document, dict) or document.get("format") != FORMAT:
                 return {}
-            found: dict[str, dict[str, tuple]] = {}
-            for directory, files in document["dirs"].items():
-                base = Path(directory)
-                entries = found[directory] = {}
-                for name, (mtime, size, ino, ctime, record) in files.items():
-                    value = not_a_task if record == NOT_A_TASK else _task(record, base, name)
-                    entries[name] = ((mtime, size, ino, ctime), value, TRUSTED)
-            return found
+            return {directory: _entries(columns, Path(directory), not_a_task)
+                    for directory, columns in document["dirs"].items()}
     except (ValueError, TypeError, KeyError, AttributeError):  # corrupt or truncated: rebuilt by the next save
         return {}
 
@@ -163,14 +179,11 @@ def save(path: Path, directories: dict[str, dict[str, tuple]], not_a_task: Any) 
     """
     dirs: dict[str, dict[str, list]] = {}
     for directory, entries in directories.items():
-        files = dirs[directory] = {}
-        for name, (key, value, read_ns) in entries.items():
-            if key[3] >= read_ns - RACY_NS:
-                continue
-            if value is not_a_task:
-                files[name] = [*key, NOT_A_TASK]
-            elif isinstance(value, Task):
-                files[name] = [*key, _record(value)]
+        rows = [_row(name, key, None if value is not_a_task else value)
+                for name, (key, value, read_ns) in entries.items()
+                if key[3] < read_ns - RACY_NS and (value is not_a_task or isinstance(value, Task))]
+        dirs[directory] = {column: list(values) for column, values in zip(_COLUMNS, zip(*rows))} if rows else \
+            {column: [] for column in _COLUMNS}
     text = json.dumps({"format": FORMAT, "dirs": dirs}, separators=(",", ":"), ensure_ascii=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text + "\n", fsync=False, fsync_dir=False)
