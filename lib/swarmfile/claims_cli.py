@@ -15,6 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from .cli import non_negative_int, parser, run, table
+from .task_index import path_text
 
 __all__ = ["main"]
 
@@ -22,7 +23,7 @@ __all__ = ["main"]
 def _row(task) -> dict:
     return {"task_id": task.task_id, "title": task.title, "priority": task.priority_text,
             "status": task.status.value if task.status else task.status_text, "created": task.created,
-            "depends_on": list(task.depends_on), "parent": task.parent, "path": str(task.path)}
+            "depends_on": list(task.depends_on), "parent": task.parent, "path": path_text(task)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
