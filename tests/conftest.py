@@ -76,3 +76,21 @@ def redis_server(tmp_path):
         yield server.start()
     finally:
         server.stop()
+
+
+# The backends a race or fault suite runs against: @pytest.mark.parametrize("backend", BACKENDS, indirect=True).
+BACKENDS = ["files", "redis"]
+
+
+@pytest.fixture
+def backend(request, workspace):
+    """Point the workspace at the backend named by the test's parameter (redis: a private server)."""
+    name = getattr(request, "param", "files")
+    if name == "redis":
+        server = request.getfixturevalue("redis_server")
+        (workspace / "swarm.yaml").write_text(f"backend: {server.url}\n")
+        from swarmfile import config
+
+        config._cache.clear()
+        return server
+    return None

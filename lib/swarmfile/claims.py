@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 from . import task_graph
 from . import tasks as taskmod
 from . import task_store
-from .clock import format_ts, in_seconds, parse_ts, utc_now
+from .clock import format_ts, in_seconds, parse_ts
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
@@ -159,7 +159,7 @@ def claim_task(
     cfg = load_config(root)
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
-    now = now or utc_now()
+    now = now or _table(cfg).now()  # the table's clock: the Redis server's, shared by every host
     ttl = cfg.lease_seconds if ttl is None else ttl
     if pid is None:
         ident = my_identity()
@@ -353,7 +353,7 @@ def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike]
           now: Optional[datetime] = None) -> Lease:
     """Extend a live lease by ``ttl`` seconds from now; LeaseLost if it is no longer current."""
     cfg = load_config(root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, "renew")
         renewed = replace(stored, expires_at=format_ts(in_seconds(cfg.lease_seconds if ttl is None else ttl, now)))
@@ -364,7 +364,7 @@ def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike]
 def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
     """The holder acknowledges the task and starts work: the task shows ``in_progress``."""
     cfg = load_config(root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, "start")
         started = replace(stored, acknowledged_at=format_ts(now),
@@ -376,7 +376,7 @@ def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[dateti
 def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optional[datetime],
          action: str, task_fields: dict[str, str], **changes: Any) -> Lease:
     cfg = load_config(root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, action)
         ended = replace(stored, state=state, ended_at=format_ts(now), mirror=task_fields, **changes)
@@ -390,7 +390,7 @@ def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = N
 
     ``status`` other than pending (``needs_attention``) hands it to a person instead.
     """
-    now = now or utc_now()
+    now = now or _table(load_config(root)).now()
     not_before = format_ts(in_seconds(retry_after, now)) if retry_after > 0 else None
     return _end(lease, LeaseState.RELEASED, root, now, "release", {**_REQUEUED, "Status": status},
                 not_before=not_before, error=reason)
@@ -399,7 +399,8 @@ def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = N
 def complete(lease: Lease, result: Any = None, *, root: Optional[PathLike] = None,
              now: Optional[datetime] = None) -> Lease:
     """Mark the task completed by the lease holder; refused (LeaseLost) with a stale lease."""
-    moment = format_ts(now or utc_now())
+    now = now or _table(load_config(root)).now()
+    moment = format_ts(now)
     extra = dict(lease.extra)
     if result is not None:
         extra["result"] = result
@@ -414,7 +415,7 @@ def fail(lease: Lease, error: str = "", *, max_attempts: int = 1, retry_after: f
     After ``max_attempts`` failed runs in all the task is marked ``blocked`` for a person to
     look at; before that it is pending again but no one may claim it before ``not_before``.
     """
-    now = now or utc_now()
+    now = now or _table(load_config(root)).now()
     attempts = lease.attempts + 1
     if attempts >= max_attempts:
         task_fields = {"Status": taskmod.Status.BLOCKED.value, "Claimed By": "none"}
@@ -434,7 +435,7 @@ def revoke_unacknowledged(lease: Lease, *, root: Optional[PathLike] = None,
     check and the release happen under the same lock as the executor's ``start``.
     """
     cfg = load_config(root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _read(cfg, lease.task_id)
         if (stored is None or stored.token != lease.token or stored.state is not LeaseState.HELD
@@ -457,7 +458,7 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     changed or repaired with the reason. Tokens are kept, so the next claim outranks the old.
     """
     cfg = load_config(root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     changed = []
     candidates = [t for t in task_store.list_tasks(cfg.root, include_completed=True, errors=[])
                   if t.status in _CLAIMABLE_WHEN_FREE]
@@ -506,7 +507,7 @@ def completed_in_place(*, root: Optional[PathLike] = None,
     about to log and move its task itself.
     """
     cfg = load_config(root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     found = []
     for task in task_store.list_tasks(directory=cfg.tasks_active, errors=[]):
         if task.status is not taskmod.Status.COMPLETED:
@@ -536,7 +537,8 @@ def lease_lock(task_id: str, *, root: Optional[PathLike] = None):
 
 def assign(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> None:
     """Hand ``lease`` (claimed for its agent) to that agent's next look for work."""
-    _table(load_config(root)).assign(lease, format_ts(now or utc_now()))
+    table = _table(load_config(root))
+    table.assign(lease, format_ts(now or table.now()))
 
 
 def assignment_for(agent_id: str, *, root: Optional[PathLike] = None) -> Optional[tuple[Lease, str]]:

@@ -5,7 +5,7 @@
 knows how a lease is kept. ``stores.lease_table(cfg)`` picks the implementation ``swarm.yaml``'s
 ``backend:`` names: ``files`` (the default, no server) is ``FileLeaseTable`` below, a YAML
 file per lease; ``journal`` is lease_journal's ``JournalLeaseTable``, which migrates those
-files on first use.
+files on first use; a Redis URL is redis_lease's ``RedisLeaseTable``.
 
 What every implementation guarantees (``tests/test_lease_store.py`` holds each to it):
 
@@ -113,6 +113,14 @@ class Assignment:
 
 class LeaseTable(ABC):
     """The stored leases of one workspace and the planner's assignments. Subclasses implement all methods."""
+
+    def now(self) -> datetime:
+        """The clock every lease expiry of this table is computed and judged by.
+
+        This host's for the file tables (one host shares them); the server's for a table that
+        several hosts share, so that clock skew between hosts cannot hand a task to two agents.
+        """
+        return utc_now()
 
     @abstractmethod
     def read(self, task_id: str) -> Optional[Lease]:

@@ -13,6 +13,8 @@ from .config import Config
 from .errors import ValidationError
 from .lease_journal import JournalLeaseTable
 from .lease_store import FileLeaseTable, LeaseTable
+from .redis_backend import is_redis_url, redact
+from .redis_lease import RedisLeaseTable
 
 __all__ = ["lease_table", "BACKENDS"]
 
@@ -20,6 +22,7 @@ __all__ = ["lease_table", "BACKENDS"]
 BACKENDS = {
     "files": FileLeaseTable,  # a YAML file per lease under .swarm/claims/ (the default)
     "journal": JournalLeaseTable,  # files, with leases in one append-only journal: one fsync per change
+    "redis": RedisLeaseTable,  # any redis://, rediss:// or unix:// URL: shared by every host (redis_lease)
 }
 
 _tables: dict[tuple, LeaseTable] = {}
@@ -29,14 +32,16 @@ _made = threading.Lock()
 def lease_table(cfg: Config) -> LeaseTable:
     """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
     backend = cfg.settings.get("backend", "files") or "files"
-    key = (cfg.root, cfg.runtime_dir, backend if isinstance(backend, str) else repr(backend))
+    key = (cfg.root, cfg.runtime_dir, backend if isinstance(backend, str) else repr(backend),
+           repr(cfg.settings.get("namespace")))
     table = _tables.get(key)
     if table is not None:
         return table
     try:
-        kind = BACKENDS[backend]
+        kind = BACKENDS["redis" if is_redis_url(backend) else backend]
     except (KeyError, TypeError):
-        raise ValidationError(f"unknown backend {backend!r}", path=cfg.root / "swarm.yaml",
-                              hint=f"use one of: {', '.join(sorted(BACKENDS))}") from None
+        raise ValidationError(f"unknown backend {redact(str(backend))!r}", path=cfg.root / "swarm.yaml",
+                              hint="use files, journal or a Redis URL (redis://host:6379/0, rediss://..., "
+                                   "unix:///path/to/socket)") from None
     with _made:
         return _tables.setdefault(key, kind(cfg))
