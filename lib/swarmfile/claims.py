@@ -27,7 +27,8 @@ from . import tasks as taskmod
 from . import task_store
 from .clock import format_ts, in_seconds, parse_ts
 from .config import Config, load_config, validate_id
-from .errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
+from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout, NotClaimable, NotFoundError,
+                     SwarmError, warn_once)
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
 from .stores import lease_table
 from .liveness import dead_reason, my_identity
@@ -324,6 +325,8 @@ def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Op
                           proc_start=proc_start, task_path=task.path, _from_ready=True)
     except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
         return None  # LockTimeout: another agent is claiming it right now; try the next one
+    except BackendUnavailable:
+        raise  # the lease store is down, not this task: the caller pauses
     except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
         warn_once(log, "cannot claim %s: %s", task.task_id, exc)
         return None
@@ -465,6 +468,8 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     for task in candidates:
         try:
             seen = _read(cfg, task.task_id)
+        except BackendUnavailable:
+            raise
         except SwarmError as exc:  # one corrupt lease file must not stop the requeue of the rest
             warn_once(log, "cannot reap %s: %s", task.task_id, exc)
             continue

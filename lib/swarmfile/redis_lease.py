@@ -13,7 +13,7 @@ Keys, under the workspace's prefix ``swarm:{NAMESPACE}:`` (redis_backend):
 Every write is one Lua script, atomic on the server, that refuses (and changes nothing):
 
 - a write by a process that no longer holds the task's lock (it was paused past the lock's
-  expiry and someone else took the lock): LeaseLost;
+  expiry and someone else took the lock): BackendUnavailable, as the attempt is void, not the lease;
 - a token lower than the task's counter (a holder whose lease was taken over): LeaseLost;
 - a new token over a held lease that has not expired by the server's clock (``TIME``), unless
   the writer is on the holder's host and found the holder process dead: AlreadyClaimed;
@@ -34,6 +34,7 @@ lock's kernel would); elsewhere it waits for ``_LOCK_MS``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -43,14 +44,14 @@ from typing import Any, Iterator, Optional
 
 from .clock import HOSTNAME, parse_ts
 from .config import Config
-from .errors import AlreadyClaimed, LeaseLost, LockTimeout, SwarmError, ValidationError
+from .errors import AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout, SwarmError, ValidationError
 from .lease_store import Assignment, Lease, LeaseTable
 from .liveness import dead_reason, my_identity
 from .redis_backend import RedisURL, call, connect, namespace, parse_url
 
 __all__ = ["RedisLeaseTable"]
 
-_LOCK_MS = 20_000  # a lease lock outlives a holder that died without releasing it this long at most
+_LOCK_MS = 10_000  # a lease lock outlives a holder that died (or lost the server) this long at most
 
 _WRITE = """
 local owner = redis.call('GET', KEYS[3])
@@ -116,6 +117,7 @@ class RedisLeaseTable(LeaseTable):
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._held = threading.local()  # task id -> lock owner, per thread: write() proves it holds the lock
+        self._mine: set[str] = set()  # every lock owner this process holds right now, across threads
 
     def __repr__(self) -> str:
         return f"RedisLeaseTable({str(self.url)!r}, namespace={self.namespace!r})"
@@ -216,8 +218,10 @@ class RedisLeaseTable(LeaseTable):
         if verdict[0] == "expired":
             raise LeaseLost(f"cannot renew task {task_id}: its lease expired {int(verdict[1]) / 1000:.1f} s ago "
                             "by the Redis server's clock", task_id=task_id, hint="renew leases well before they expire")
-        raise LeaseLost(f"cannot write the lease of {task_id}: its lock expired while held (was this process "
-                        "paused?) and another process may have taken it; nothing was written", task_id=task_id)
+        # Not LeaseLost: the lease may well still be ours; only this attempt is void. Callers retry.
+        raise BackendUnavailable(f"cannot write the lease of {task_id}: its lock expired while held (was this "
+                                 "process or the server paused?); nothing was written", task_id=task_id,
+                                 hint="retry the action")
 
     # ------------------------------------------------------------------ the lock
 
@@ -247,10 +251,12 @@ class RedisLeaseTable(LeaseTable):
             pause = min(pause * 2, 0.05)
         owners = self._owners()
         owners[task_id] = owner
+        self._mine.add(owner)
         try:
             yield
         finally:
             owners.pop(task_id, None)
+            self._mine.discard(owner)
             try:
                 self._run(f"unlock the lease of {task_id}",
                           lambda: self._scripts["unlock"](keys=[key], args=[owner]))
@@ -265,7 +271,10 @@ class RedisLeaseTable(LeaseTable):
         host, _, rest = _text(owner).partition("|")
         pid, _, rest = rest.partition("|")
         start = rest.partition("|")[0]
-        if host != HOSTNAME or not pid.isdigit() or dead_reason(int(pid), host, start or None) is None:
+        # A lock of this very process that it does not hold: a SET whose reply was lost to a timeout
+        # (the server was paused, then ran it). Nobody would release it before it expires.
+        stray = host == HOSTNAME and pid == str(os.getpid()) and _text(owner) not in self._mine
+        if not stray and (host != HOSTNAME or not pid.isdigit() or dead_reason(int(pid), host, start or None) is None):
             return False
         self._run("break a dead process's lock", lambda: self._scripts["unlock"](keys=[key], args=[owner]))
         return True
