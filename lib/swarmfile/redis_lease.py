@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional
 
 from .clock import HOSTNAME, parse_ts
@@ -51,7 +51,9 @@ from .redis_backend import RedisURL, call, connect, namespace, parse_url
 
 __all__ = ["RedisLeaseTable"]
 
+_NOT_HELD: Any = object()
 _LOCK_MS = 10_000  # a lease lock outlives a holder that died (or lost the server) this long at most
+_CLOCK_REUSE_S = 1.0  # the server's time seen in a reply stands in for TIME this long (monotonic)
 
 _WRITE = """
 local owner = redis.call('GET', KEYS[3])
@@ -77,10 +79,24 @@ redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'token', ARGV[3], 'state', ARGV[4], 
            'host', ARGV[6], 'pid', ARGV[7], 'start', ARGV[8])
 if token > top then redis.call('SET', KEYS[2], ARGV[3]) end
 redis.call('SADD', KEYS[4], ARGV[10])
-return {'ok', tostring(now)}
+return {'ok', t[1], t[2]}
+"""
+
+# Locks are not written to the AOF (nor replicated): a lock lost in a restart or a failover
+# only voids its holder's next write (the write script checks the owner), and a lease change
+# then costs one fsync, not three. The lock hands back the lease record and the server's time:
+# nobody can change the record while the lock is held.
+_LOCK = """
+redis.set_repl(redis.REPL_NONE)
+local t = redis.call('TIME')
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('HGET', KEYS[2], 'rec') or false, t[1], t[2]}
+end
+return {0, redis.call('GET', KEYS[1]) or false, t[1], t[2]}
 """
 
 _UNLOCK = """
+redis.set_repl(redis.REPL_NONE)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -118,6 +134,7 @@ class RedisLeaseTable(LeaseTable):
         self._scripts: dict[str, Any] = {}
         self._held = threading.local()  # task id -> lock owner, per thread: write() proves it holds the lock
         self._mine: set[str] = set()  # every lock owner this process holds right now, across threads
+        self._clock: Optional[tuple[datetime, float]] = None  # the server's time last seen, and our monotonic then
 
     def __repr__(self) -> str:
         return f"RedisLeaseTable({str(self.url)!r}, namespace={self.namespace!r})"
@@ -128,9 +145,13 @@ class RedisLeaseTable(LeaseTable):
     def client(self) -> Any:
         if self._client is None:
             self._client = connect(self.url)
-            for name, source in (("write", _WRITE), ("unlock", _UNLOCK), ("clear", _CLEAR_ASSIGNMENT)):
+            for name, source in (("write", _WRITE), ("lock", _LOCK), ("unlock", _UNLOCK), ("clear", _CLEAR_ASSIGNMENT)):
                 self._scripts[name] = self._client.register_script(source)
         return self._client
+
+    def _script(self, name: str) -> Any:
+        _ = self.client  # connects and registers the scripts on first use
+        return self._scripts[name]
 
     def _run(self, action: str, fn: Any) -> Any:
         return call(self.url, action, fn)
@@ -142,9 +163,25 @@ class RedisLeaseTable(LeaseTable):
         return self._key("lease", task_id)
 
     def now(self) -> datetime:
-        """The Redis server's clock: every lease expiry is computed and judged by it."""
+        """The Redis server's clock: every lease expiry is computed and judged by it.
+
+        The server's time from a reply less than ``_CLOCK_REUSE_S`` old, advanced by this host's
+        monotonic clock (which measures intervals well; only its wall clock may be off), else TIME.
+        """
+        seen = self._clock
+        if seen is not None and time.monotonic() - seen[1] < _CLOCK_REUSE_S:
+            return seen[0] + timedelta(seconds=time.monotonic() - seen[1])
+        asked = time.monotonic()
         seconds, micros = self._run("read the server's clock", lambda: self.client.time())
-        return datetime.fromtimestamp(int(seconds), timezone.utc).replace(microsecond=int(micros))
+        return self._saw_time(seconds, micros, asked)
+
+    def _saw_time(self, seconds: Any, micros: Any, asked: float) -> datetime:
+        """Note the server's time from a reply to a request sent at monotonic ``asked``."""
+        moment = datetime.fromtimestamp(int(seconds), timezone.utc).replace(microsecond=int(micros))
+        # Taken as of the request: now() then runs ahead of the server by at most one round trip, so a
+        # lease granted from it only lasts longer, and a take-over it judges early the server refuses.
+        self._clock = (moment, asked)
+        return moment
 
     # ------------------------------------------------------------------ leases
 
@@ -160,7 +197,9 @@ class RedisLeaseTable(LeaseTable):
         return Lease.from_dict(data, where)  # type: ignore[arg-type]  (a key name, not a path)
 
     def read(self, task_id: str) -> Optional[Lease]:
-        raw = self._run(f"read the lease of {task_id}", lambda: self.client.hget(self.where(task_id), "rec"))
+        held = self._records().get(task_id, _NOT_HELD)  # under our lock: the record the lock handed back
+        raw = held if held is not _NOT_HELD else self._run(
+            f"read the lease of {task_id}", lambda: self.client.hget(self.where(task_id), "rec"))
         return None if raw is None else self._decode(raw, task_id)
 
     def list(self, *, errors: Optional[list] = None) -> list[Lease]:
@@ -190,16 +229,20 @@ class RedisLeaseTable(LeaseTable):
             raise LeaseLost(f"cannot write the lease of {lease.task_id}: its lock is not held",
                             task_id=lease.task_id, hint="a lease is written under lock(task_id)")
         proof = ""
+        record = _json(lease.to_dict())
         while True:
-            reply = self._run(f"write the lease of {lease.task_id}", lambda: self._scripts["write"](
+            asked = time.monotonic()
+            reply = self._run(f"write the lease of {lease.task_id}", lambda: self._script("write")(
                 keys=[self.where(lease.task_id), self._key("token", lease.task_id), self._key("lock", lease.task_id),
                       self._key("leases")],
-                args=[owner, _json(lease.to_dict()), lease.token, lease.state.value,
+                args=[owner, record, lease.token, lease.state.value,
                       int(parse_ts(lease.expires_at).timestamp() * 1000), lease.host or "",
                       "" if lease.pid is None else lease.pid, "" if lease.proc_start is None else lease.proc_start,
                       proof, lease.task_id]))
             verdict = [_text(x) for x in reply]
             if verdict[0] == "ok":
+                self._saw_time(verdict[1], verdict[2], asked)
+                self._records()[lease.task_id] = record
                 return
             if verdict[0] == "live" and not proof:
                 # Only this host can prove its own process dead; the server checks the host matches.
@@ -231,6 +274,12 @@ class RedisLeaseTable(LeaseTable):
             owners = self._held.owners = {}
         return owners
 
+    def _records(self) -> dict[str, Any]:
+        records = getattr(self._held, "records", None)
+        if records is None:
+            records = self._held.records = {}
+        return records
+
     @contextmanager
     def lock(self, task_id: str, timeout: Optional[float] = None) -> Iterator[None]:
         wait = self.cfg.lock_timeout if timeout is None else timeout
@@ -239,34 +288,39 @@ class RedisLeaseTable(LeaseTable):
         owner = f"{ident['host']}|{ident['pid']}|{ident['proc_start'] or ''}|{uuid.uuid4().hex}"
         deadline = time.monotonic() + wait
         pause = 0.001
-        while not self._run(f"lock the lease of {task_id}",
-                            lambda: self.client.set(key, owner, nx=True, px=_LOCK_MS)):
-            if self._break_if_dead(key):
+        while True:
+            asked = time.monotonic()
+            got, record, seconds, micros = self._run(f"lock the lease of {task_id}", lambda: self._script("lock")(
+                keys=[key, self.where(task_id)], args=[owner, _LOCK_MS]))
+            self._saw_time(seconds, micros, asked)
+            if got:
+                break
+            if self._break_if_dead(key, record):  # a refused lock hands back its owner instead
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
-                holder = _text(self._run("read a lock's owner", lambda: self.client.get(key))).rsplit("|", 1)[0]
+                holder = _text(record).rsplit("|", 1)[0]
                 raise LockTimeout(f"redis key {key}", wait, holder=holder.replace("|", " pid ", 1) or None)
             time.sleep(min(pause, left))  # no notification to await: Redis keyspace events are off by default
             pause = min(pause * 2, 0.05)
-        owners = self._owners()
-        owners[task_id] = owner
+        owners, records = self._owners(), self._records()
+        owners[task_id], records[task_id] = owner, record
         self._mine.add(owner)
         try:
             yield
         finally:
             owners.pop(task_id, None)
+            records.pop(task_id, None)
             self._mine.discard(owner)
             try:
                 self._run(f"unlock the lease of {task_id}",
-                          lambda: self._scripts["unlock"](keys=[key], args=[owner]))
+                          lambda: self._script("unlock")(keys=[key], args=[owner]))
             except SwarmError:
                 pass  # unreachable: the lock expires by itself after _LOCK_MS
 
-    def _break_if_dead(self, key: str) -> bool:
+    def _break_if_dead(self, key: str, owner: Any) -> bool:
         """Delete the lock if its owner is a dead process on this host; whether it was deleted."""
-        owner = self._run("read a lock's owner", lambda: self.client.get(key))
-        if owner is None:
+        if not owner:
             return True  # released meanwhile: try again at once
         host, _, rest = _text(owner).partition("|")
         pid, _, rest = rest.partition("|")
@@ -276,7 +330,7 @@ class RedisLeaseTable(LeaseTable):
         stray = host == HOSTNAME and pid == str(os.getpid()) and _text(owner) not in self._mine
         if not stray and (host != HOSTNAME or not pid.isdigit() or dead_reason(int(pid), host, start or None) is None):
             return False
-        self._run("break a dead process's lock", lambda: self._scripts["unlock"](keys=[key], args=[owner]))
+        self._run("break a dead process's lock", lambda: self._script("unlock")(keys=[key], args=[owner]))
         return True
 
     # ------------------------------------------------------------------ assignments
@@ -303,7 +357,7 @@ class RedisLeaseTable(LeaseTable):
         return None if raw is None else self._assignment(agent_id, raw)
 
     def clear_assignment(self, agent_id: str, token: Optional[int] = None) -> bool:
-        removed = self._run(f"clear the assignment of {agent_id}", lambda: self._scripts["clear"](
+        removed = self._run(f"clear the assignment of {agent_id}", lambda: self._script("clear")(
             keys=[self._key("assignments")], args=[agent_id, "" if token is None else token]))
         return bool(removed)
 
