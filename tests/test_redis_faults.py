@@ -218,3 +218,28 @@ def test_a_holder_whose_clock_is_an_hour_off_cannot_take_or_keep_a_task(redis_ws
     assert 20 < left <= 30
     with pytest.raises(AlreadyClaimed):
         claims.claim_task("T-000", "honest")  # and it binds the others for exactly that long
+
+
+def test_an_mcp_agent_whose_lease_cannot_be_renewed_is_told_before_it_expires(redis_ws, redis_server):
+    from swarmfile.agent_session import AgentSession
+
+    _tasks(redis_ws, 1)
+    session = AgentSession("mcp-1", root=str(redis_ws), ttl=3.0)
+    session.open()
+    try:
+        session.claim("T-000")
+        held = claims.get_lease("T-000")
+        redis_server.pause()
+        try:
+            lost = _event(redis_ws, "lease_lost", timeout=60)
+        finally:
+            redis_server.resume()
+        assert "could not be renewed in time" in lost["reason"]
+        given_up = claims.get_lease("T-000")
+        assert given_up.token == held.token and parse_ts(lost["timestamp"]) < parse_ts(given_up.expires_at)
+        with pytest.raises(LeaseLost) as info:  # its late done is refused, and changes nothing
+            session.done("finished anyway")
+        assert "could not be renewed" in str(info.value)
+        assert claims.get_lease("T-000").state is LeaseState.HELD
+    finally:
+        session.close("test over", wait=10)

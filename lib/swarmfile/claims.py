@@ -55,9 +55,16 @@ __all__ = [
     "Assignment",
     "completed_in_place",
     "lease_lock",
+    "RENEW_MARGIN_SECONDS",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# A holder that cannot renew gives its lease up (stops its agent) once less than one renewal
+# interval plus this is left of it: two 2 s Redis timeouts (the failed renewal and the next try)
+# and 2 s for the agent to exit after SIGTERM. Timed on the holder's monotonic clock from before
+# its last renewal that succeeded, so a lease granted by the server's clock outlives its agent.
+RENEW_MARGIN_SECONDS = 6.0
 
 log = logging.getLogger("swarmfile")
 

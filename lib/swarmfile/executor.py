@@ -52,11 +52,6 @@ def _git_dirty_files(workdir: Path) -> Optional[set[str]]:
     return {entry[3:] for entry in out.stdout.split("\0") if len(entry) > 3 and not entry[3:].startswith(".swarm/")}
 
 
-# A lease that cannot be renewed is given up this long (plus one renewal interval) before it
-# could expire: two 2 s Redis timeouts (the failed renewal and the next try) and 2 s for the agent
-# to exit after SIGTERM. Measured on this host's monotonic clock from before the last renewal
-# that succeeded, so a lease granted by the server's clock never outlives its holder's agent.
-RENEW_MARGIN_SECONDS = 6.0
 _BACKOFF_CAP_SECONDS = 30.0  # the longest pause between looks at an unreachable lease store
 
 
@@ -155,7 +150,7 @@ class Executor:
         """Heartbeat and lease renewal, every third of the shorter of TTL and heartbeat timeout.
 
         A lease that cannot be renewed is given up, its agent stopped, once less than one
-        interval plus RENEW_MARGIN_SECONDS is left of it.
+        interval plus claims.RENEW_MARGIN_SECONDS is left of it.
         """
         interval = max(0.05, min(self.ttl, self.cfg.heartbeat_timeout) / 3)
         while not self.stop.wait(interval):
@@ -170,7 +165,7 @@ class Executor:
                         self._drop(lease, str(exc))
                     except SwarmError as exc:  # a held lock, a slow disk, Redis unreachable: try again next beat
                         left = self._good_until - time.monotonic()
-                        if left < interval + RENEW_MARGIN_SECONDS:
+                        if left < interval + claims.RENEW_MARGIN_SECONDS:
                             self._drop(lease, f"could not renew for too long, stopped the agent {left:.1f} s before "
                                               f"the lease could expire: {exc}")
             try:
