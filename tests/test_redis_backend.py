@@ -77,7 +77,7 @@ def test_an_unreachable_server_is_one_error_without_the_password(workspace, redi
     (workspace / "swarm.yaml").write_text(f"backend: redis://u:{SECRET}@127.0.0.1:{port}/0\n")
     config._cache.clear()
     with pytest.raises(BackendUnavailable) as info:
-        lease_table(config.load_config(workspace)).read("T-1")
+        lease_table(config.load_config(root=workspace)).read("T-1")
     assert "cannot reach Redis at redis://u:***@127.0.0.1" in str(info.value) and SECRET not in str(info.value)
     proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "status"], capture_output=True, text=True,
                           env=dict(os.environ, SWARM_ROOT=str(workspace)), timeout=60)
@@ -93,12 +93,12 @@ def test_a_wrong_password_is_refused_without_showing_either_password(workspace, 
         (workspace / "swarm.yaml").write_text(f"backend: redis://default:{SECRET}@127.0.0.1:{server.port}/0\n")
         config._cache.clear()
         with pytest.raises(SwarmError) as info:
-            lease_table(config.load_config(workspace)).read("T-1")
+            lease_table(config.load_config(root=workspace)).read("T-1")
         assert SECRET not in str(info.value) and "the-right-one" not in str(info.value)
         assert "credentials" in str(info.value) or "refused" in str(info.value)
         (workspace / "swarm.yaml").write_text(f"backend: {server.url}\n")  # the right password works
         config._cache.clear()
-        assert lease_table(config.load_config(workspace)).read("T-1") is None
+        assert lease_table(config.load_config(root=workspace)).read("T-1") is None
 
 
 def _git(cwd: Path, *args: str) -> None:
@@ -136,7 +136,7 @@ def test_two_namespaces_on_one_server_do_not_see_each_others_leases(tmp_path, re
         root.mkdir()
         (root / "swarm.yaml").write_text(f"backend: {redis_server.url}\nnamespace: {name}\n")
         config._cache.clear()
-        tables.append(lease_table(config.load_config(root)))
+        tables.append(lease_table(config.load_config(root=root)))
     with tables[0].lock("T-1"):
         tables[0].write(Lease("T-1", "e", 1, "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"))
     assert tables[0].read("T-1") is not None and tables[1].read("T-1") is None

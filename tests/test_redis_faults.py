@@ -33,7 +33,7 @@ def redis_ws(workspace, redis_server):
 
 def _tasks(root: Path, count: int) -> None:
     for n in range(count):
-        task_store.new_task_file(f"T-{n:03d}", f"Task {n}", root, priority="medium",
+        task_store.new_task_file(f"T-{n:03d}", f"Task {n}", root=root, priority="medium",
                                  created=f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}Z")
 
 
@@ -208,13 +208,13 @@ def test_a_holder_whose_clock_is_an_hour_off_cannot_take_or_keep_a_task(redis_ws
                          text=True, timeout=60)
     assert out.stdout.startswith("refused"), out.stdout + out.stderr  # an hour ahead sees nothing expired
     claims.complete(held)
-    task_store.set_fields(task_store.find_task("T-000", redis_ws).path, {"Status": "pending"}, root=redis_ws)
+    task_store.set_fields(task_store.find_task("T-000", root=redis_ws).path, {"Status": "pending"}, root=redis_ws)
     out = subprocess.run([sys.executable, str(script), str(LIB), str(hours)], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.startswith("claimed 2"), out.stdout + out.stderr
     # The lease it got runs by the server's clock, not by its own: it ends 30 s from the server's now.
     lease = claims.get_lease("T-000")
-    left = (parse_ts(lease.expires_at) - lease_table(config.load_config(redis_ws)).now()).total_seconds()
+    left = (parse_ts(lease.expires_at) - lease_table(config.load_config(root=redis_ws)).now()).total_seconds()
     assert 20 < left <= 30
     with pytest.raises(AlreadyClaimed):
         claims.claim_task("T-000", "honest")  # and it binds the others for exactly that long

@@ -22,13 +22,13 @@ from swarmfile.stores import lease_table
 def table(workspace, redis_server) -> RedisLeaseTable:
     (workspace / "swarm.yaml").write_text(f"backend: {redis_server.url}\n")
     config._cache.clear()
-    made = lease_table(config.load_config(workspace))
+    made = lease_table(config.load_config(root=workspace))
     assert isinstance(made, RedisLeaseTable)
     return made
 
 
 def _task(root, task_id="T-1"):
-    return task_store.new_task_file(task_id, f"Task {task_id}", root, priority="medium",
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=root, priority="medium",
                                     created="2026-01-01T00:00:00Z")
 
 
