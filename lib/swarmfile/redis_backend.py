@@ -34,7 +34,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .config import Config
 from .errors import BackendUnavailable, SwarmError, ValidationError
 
-__all__ = ["SCHEMES", "RedisURL", "is_redis_url", "parse_url", "namespace", "connect", "call", "redact"]
+__all__ = ["SCHEMES", "RedisURL", "RedisStore", "is_redis_url", "parse_url", "namespace", "connect", "call",
+           "redact"]
 
 SCHEMES = ("redis", "rediss", "unix")
 PASSWORD_ENV = "SWARM_REDIS_PASSWORD"  # the password, when the URL in swarm.yaml leaves it out
@@ -223,3 +224,29 @@ def call(url: RedisURL, action: str, fn: Callable[[], _T]) -> _T:
     except redis.exceptions.ResponseError as exc:
         raise BackendUnavailable(f"Redis at {url} refused to {action}: {redact(str(exc), url.password)}",
                                  hint="Redis 7 or later is needed; see the README's backend section") from None
+
+
+class RedisStore:
+    """What every store on Redis shares: the workspace's URL, key prefix and connection."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.url: RedisURL = parse_url(cfg.settings["backend"], config_file=cfg.root / "swarm.yaml")
+        self.namespace = namespace(cfg)
+        self.prefix = f"swarm:{{{self.namespace}}}:"
+        self._client: Any = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.url)!r}, namespace={self.namespace!r})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.url)
+        return self._client
+
+    def _run(self, action: str, fn: Callable[[], _T]) -> _T:
+        return call(self.url, action, fn)
+
+    def _key(self, kind: str, name: str = "") -> str:
+        return f"{self.prefix}{kind}{':' + name if name else ''}"

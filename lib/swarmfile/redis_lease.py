@@ -47,7 +47,7 @@ from .config import Config
 from .errors import AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout, SwarmError, ValidationError
 from .lease_store import Assignment, Lease, LeaseTable
 from .liveness import dead_reason, my_identity
-from .redis_backend import RedisURL, call, connect, namespace, parse_url
+from .redis_backend import RedisStore, connect
 
 __all__ = ["RedisLeaseTable"]
 
@@ -122,22 +122,15 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class RedisLeaseTable(LeaseTable):
+class RedisLeaseTable(RedisStore, LeaseTable):
     """Leases and assignments of one workspace in one Redis database (see the module docstring)."""
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.url: RedisURL = parse_url(cfg.settings["backend"], config_file=cfg.root / "swarm.yaml")
-        self.namespace = namespace(cfg)
-        self.prefix = f"swarm:{{{self.namespace}}}:"
-        self._client: Any = None
+        super().__init__(cfg)
         self._scripts: dict[str, Any] = {}
         self._held = threading.local()  # task id -> lock owner, per thread: write() proves it holds the lock
         self._mine: set[str] = set()  # every lock owner this process holds right now, across threads
         self._clock: Optional[tuple[datetime, float]] = None  # the server's time last seen, and our monotonic then
-
-    def __repr__(self) -> str:
-        return f"RedisLeaseTable({str(self.url)!r}, namespace={self.namespace!r})"
 
     # ------------------------------------------------------------------ plumbing
 
@@ -152,12 +145,6 @@ class RedisLeaseTable(LeaseTable):
     def _script(self, name: str) -> Any:
         _ = self.client  # connects and registers the scripts on first use
         return self._scripts[name]
-
-    def _run(self, action: str, fn: Any) -> Any:
-        return call(self.url, action, fn)
-
-    def _key(self, kind: str, name: str = "") -> str:
-        return f"{self.prefix}{kind}{':' + name if name else ''}"
 
     def where(self, task_id: str) -> str:
         return self._key("lease", task_id)

@@ -27,6 +27,7 @@ from .lease_journal import JournalLeaseTable
 from .lease_store import FileLeaseTable, LeaseTable
 from .redis_backend import SCHEMES as REDIS_SCHEMES, redact
 from .redis_lease import RedisLeaseTable
+from .redis_registry import RedisAgentRegistry
 
 __all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry"]
 
@@ -48,9 +49,9 @@ BACKENDS: dict[str, Backend] = {
     "files": Backend(FileLeaseTable, FileEventLog, FileAgentRegistry),
     # files, with leases in one append-only journal: one fsync per change
     "journal": Backend(JournalLeaseTable, FileEventLog, FileAgentRegistry),
-    # a Redis URL: leases on the server (redis_lease), shared by every host; the event log and
-    # the agent registry are still this workspace's files (issue 13's second half moves them)
-    **{scheme: Backend(RedisLeaseTable, FileEventLog, FileAgentRegistry) for scheme in REDIS_SCHEMES},
+    # a Redis URL: leases (redis_lease) and the agent registry (redis_registry) on the server, shared
+    # by every host; the event log is still this workspace's file (issue 13's second half moves it)
+    **{scheme: Backend(RedisLeaseTable, FileEventLog, RedisAgentRegistry) for scheme in REDIS_SCHEMES},
 }
 
 _made: dict[tuple, Any] = {}
