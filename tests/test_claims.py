@@ -15,9 +15,11 @@ import pytest
 import claims
 from swarmfile import tasks
 from swarmfile import task_store
+from swarmfile import ready_query
 from claims import LeaseState
 from swarmfile.clock import HOSTNAME, utc_now
 from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
+from conftest import BACKENDS
 from leases import EMPTY_RECORD, corrupt_lease, lease_file
 from procs import run_together
 
@@ -175,7 +177,7 @@ def test_the_ready_list_kept_up_to_date_is_the_one_computed_afresh(workspace):
             task = rng.choice(task_store.list_tasks(root=workspace))
             task_store.set_field(task.path, "Priority", rng.choice(["low", "critical", "7"]), root=workspace)
         kept = [t.task_id for t in claims.ready_tasks()]
-        claims._ready_memo.clear()
+        ready_query._ready_memo.clear()  # the memo lives with the query
         assert kept == [t.task_id for t in claims.ready_tasks()], f"step {step}"
 
 
@@ -295,7 +297,8 @@ def _many_tasks(root, count):
             f"**Created:** 2026-01-01T00:00:{n % 60:02d}Z\n")
 
 
-def test_eight_processes_claim_each_task_exactly_once(workspace):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_claim_each_task_exactly_once(workspace, backend):
     count = int(os.environ.get("SWARM_CLAIM_RACE_TASKS", "2000"))
     _many_tasks(workspace, count)
     results = run_together(_claim_all, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=600)
@@ -323,7 +326,8 @@ while True:
 """
 
 
-def test_kill_nine_claimers_every_task_completed_exactly_once(workspace, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_kill_nine_claimers_every_task_completed_exactly_once(workspace, tmp_path, backend):
     count = 150
     _many_tasks(workspace, count)
     lib = os.path.join(os.path.dirname(__file__), "..", "lib")
@@ -376,7 +380,8 @@ except LeaseLost as exc:
 """
 
 
-def test_sigstopped_holder_past_ttl_is_refused(workspace, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_sigstopped_holder_past_ttl_is_refused(workspace, tmp_path, backend):
     make_task(workspace, "T-1")
     lib = os.path.join(os.path.dirname(__file__), "..", "lib")
     script = tmp_path / "sleeper.py"

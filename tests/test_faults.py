@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import snapshot
+from conftest import BACKENDS, snapshot
 
 import agent_discovery
 import chat
@@ -759,7 +759,8 @@ CLAIM_RACES = [pytest.param(300, 1, id="quick-300"),
 
 
 @pytest.mark.parametrize("count, run", CLAIM_RACES)
-def test_eight_processes_claim_every_task_exactly_once(workspace, count, run):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_claim_every_task_exactly_once(workspace, count, run, backend):
     ids = many_tasks(workspace, count)
     results = run_together(_claim_everything, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=1200)
     won = [entry for got in results for entry in got]
@@ -772,7 +773,8 @@ def test_eight_processes_claim_every_task_exactly_once(workspace, count, run):
 
 
 @pytest.mark.parametrize("count", [pytest.param(50, id="quick-50"), pytest.param(200, id="long-200", marks=LONG_ONLY)])
-def test_eight_processes_take_over_each_expired_lease_once(workspace, count):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_take_over_each_expired_lease_once(workspace, count, backend):
     """200 expired leases, 8 processes racing for each: exactly one winner per task, token old+1."""
     ids = many_tasks(workspace, count)
     long_ago = utc_now() - timedelta(hours=2)
@@ -884,7 +886,8 @@ def test_sigstopped_holder_resumed_after_takeover_is_refused(workspace, paused_h
     assert claims.get_lease("T-1", root=workspace).agent_id == "awake"
 
 
-def test_sigstopped_holder_resumed_past_its_ttl_is_refused(workspace, paused_holder):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_sigstopped_holder_resumed_past_its_ttl_is_refused(workspace, paused_holder, backend):
     start, ask = paused_holder
     proc, token, expires = start(0.5)
     proc.send_signal(signal.SIGSTOP)

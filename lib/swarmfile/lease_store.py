@@ -8,7 +8,7 @@ lease_journal's ``JournalLeaseTable``, one append-only journal with one fsync pe
 ``FileLeaseTable`` below, a YAML file per lease in ``.swarm/claims/``, is how earlier versions
 kept leases: no backend selects it any more (a table writing those files beside the journal
 would fork the truth), but the journal reads them through it once, on first use, and the
-contract suite still holds it to the interface. The journal keeps its assignments.
+contract suite still holds it to the interface. The journal keeps its assignments. A Redis URL selects redis_lease's ``RedisLeaseTable``.
 
 What every implementation guarantees (``tests/test_lease_store.py`` holds each to it):
 
@@ -110,6 +110,14 @@ class Assignment:
 
 class LeaseTable(ABC):
     """The stored leases of one workspace and the planner's assignments. Subclasses implement all methods."""
+
+    def now(self) -> datetime:
+        """The clock every lease expiry of this table is computed and judged by.
+
+        This host's for the file tables (one host shares them); the server's for a table that
+        several hosts share, so that clock skew between hosts cannot hand a task to two agents.
+        """
+        return utc_now()
 
     @abstractmethod
     def read(self, task_id: str) -> Optional[Lease]:
