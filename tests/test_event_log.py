@@ -192,3 +192,15 @@ def test_a_backend_url_picks_the_backend_its_scheme_names_and_an_unknown_one_is_
     config._cache.clear()
     with pytest.raises(ValidationError, match="nope"):
         stores.event_log(config.load_config(root=workspace))
+
+
+def test_events_follow_resumes_after_an_id_the_store_returned(log, workspace):
+    from swarmfile import events
+
+    mark = log.append(ev(seq=0))
+    events.append_event("progress", "executor-1", "T-1", root=workspace, seq=1)
+    stream = events.follow(after=mark, root=workspace, interval=0.005, timeout=10)
+    try:
+        assert next(stream)["seq"] == 1
+    finally:
+        stream.close()
