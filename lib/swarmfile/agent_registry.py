@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from datetime import datetime
 from enum import Enum
 from typing import Any, Callable, Mapping, Optional, TypeVar
@@ -32,7 +32,7 @@ from .clock import HOSTNAME, format_ts
 from .config import validate_id
 from .errors import NotFoundError, ValidationError
 from .liveness import process_start_time
-from .store_check import Problem
+from .store_check import WorkspaceStore
 
 __all__ = ["AgentRegistry", "AgentStatus", "KEEP", "KNOWN_FIELDS", "FIELD_NAME", "as_pid"]
 
@@ -115,7 +115,7 @@ def _apply(entry: dict, updates: Mapping[str, Any]) -> None:
             entry[key] = value
 
 
-class AgentRegistry(ABC):
+class AgentRegistry(WorkspaceStore):
     """The agent registry of one workspace.
 
     Subclasses implement the abstract methods; ``register``, ``beat``, ``deregister`` and
@@ -139,21 +139,7 @@ class AgentRegistry(ABC):
         returns. ``create`` False: a registry that does not exist yet is left so (returns None).
         """
 
-    @abstractmethod
-    def where(self) -> str:
-        """Where the registry is kept, for messages (a path, or a key)."""
-
-    @abstractmethod
-    def create(self) -> Optional[str]:
-        """Start an empty registry if there is none; where it was created, or None when one was there."""
-
-    @abstractmethod
-    def owns(self, path: str) -> bool:
-        """Whether the file at ``path`` is this registry (a checkout must not treat it as work)."""
-
-    @abstractmethod
-    def check(self) -> tuple[list[Problem], int]:
-        """Every problem of the registry and how many parts were looked at. Reads only."""
+    # where, create, owns and check: as every WorkspaceStore
 
     # ------------------------------------------------------------------------ built on the above
 

@@ -22,14 +22,14 @@ What every implementation guarantees (``tests/test_event_log.py`` holds each to 
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from .clock import format_ts
 from .config import validate_id
 from .errors import ValidationError
-from .store_check import Problem
+from .store_check import WorkspaceStore
 
 __all__ = ["EventLog", "Types", "Since", "make_event", "RESERVED"]
 
@@ -58,7 +58,7 @@ def make_event(type: str, agent: str, task_id: Optional[str], data: dict[str, An
     return event
 
 
-class EventLog(ABC):
+class EventLog(WorkspaceStore):
     """The append-only event log of one workspace. Subclasses implement all methods.
 
     The filters of ``read`` and ``follow`` are those of ``events.read_events``: ``agent``,
@@ -99,21 +99,8 @@ class EventLog(ABC):
     def archives(self) -> list[str]:
         """Where each rotated-away part of the log is kept, oldest first (for messages and listings)."""
 
-    @abstractmethod
-    def where(self) -> str:
-        """Where the live log is kept, for messages (a path, or a key)."""
-
-    @abstractmethod
-    def create(self) -> Optional[str]:
-        """Start an empty log if there is none; where it was created, or None when one was there."""
-
-    @abstractmethod
-    def owns(self, path: str) -> bool:
-        """Whether the file at ``path`` is part of this log (a checkout must not treat it as work)."""
-
-    @abstractmethod
-    def check(self) -> tuple[list[Problem], int]:
-        """Every problem of the log (every event is read) and how many parts were looked at. Reads only."""
+    # where (the live log), create, owns (the log or an archive) and check (every event is read):
+    # as every WorkspaceStore
 
     @abstractmethod
     def repair(self, action: str, where: str, *, now: datetime) -> str:
