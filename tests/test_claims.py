@@ -297,6 +297,8 @@ def _many_tasks(root, count):
             f"**Created:** 2026-01-01T00:00:{n % 60:02d}Z\n")
 
 
+# 2,000 tasks by 8 processes: about 20 s on 2 idle CPUs, several minutes on a machine loaded 10x over.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_eight_processes_claim_each_task_exactly_once(workspace, backend):
     count = int(os.environ.get("SWARM_CLAIM_RACE_TASKS", "2000"))
