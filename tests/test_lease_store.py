@@ -12,16 +12,23 @@ import pytest
 
 from swarmfile import config
 from swarmfile.errors import LockTimeout, SwarmError
-from swarmfile.lease_store import Assignment, Lease, LeaseState, LeaseTable
+from swarmfile.lease_journal import JournalLeaseTable
+from swarmfile.lease_store import Assignment, FileLeaseTable, Lease, LeaseState, LeaseTable
 from swarmfile.stores import lease_table
+from leases import corrupt_lease
 from procs import run_together
 
-# Each implementation by its swarm.yaml backend name ("redis": a private redis-server's URL).
-BACKENDS = ["files", "journal", "redis"]
+# Each implementation by its swarm.yaml backend name ("redis": a private redis-server's URL);
+# "lease-files" is lease_store's FileLeaseTable, no longer a backend (the journal migrates its
+# files) but still the reader of those files.
+BACKENDS = ["files", "lease-files", "redis"]
 
 
 def _make(name: str, root: Path) -> LeaseTable:
     """The table ``backend: name`` gives (``name`` is the setting: a Redis URL for redis)."""
+    if name == "lease-files":
+        config._cache.clear()
+        return FileLeaseTable(config.load_config(root=root))
     wanted = f"backend: {name}\n"
     setting = root / "swarm.yaml"
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
@@ -88,14 +95,10 @@ def test_a_record_that_cannot_be_read_is_an_error_never_unclaimed(table, workspa
 
 def _corrupt(table: LeaseTable, workspace: Path, task_id: str) -> None:
     """Store a record of ``task_id`` that cannot be read, as a crash, a bad disk or a person would."""
-    where = Path(table.where(task_id))
-    if table.backend_name == "files":
-        where.write_text("")  # an empty record: would restart tokens at 1 if read as "never claimed"
-    elif table.backend_name == "redis":  # the hash of the task's lease, with a record that is no lease
-        table.client.hset(str(where), "rec", '{"task_id": "%s", "token": "three"}' % task_id)
-    else:  # the journal: a whole line of the task that is no lease
-        with open(where, "a") as journal:
-            journal.write('{"task_id": "%s", "token": "three"}\n' % task_id)
+    if table.backend_name == "redis":  # the hash of the task's lease, with a record that is no lease
+        table.client.hset(table.where(task_id), "rec", '{"task_id": "%s", "token": "three"}' % task_id)
+    else:
+        corrupt_lease(workspace, task_id, made=table)
 
 
 def _hold_until(name: str, root: str, held, release) -> None:
@@ -165,3 +168,11 @@ def test_an_unknown_backend_is_refused_naming_swarm_yaml(workspace):
     with pytest.raises(SwarmError) as info:
         lease_table(config.load_config(root=workspace))
     assert "carrier-pigeon" in str(info.value) and "swarm.yaml" in str(info.value)
+
+
+def test_files_is_the_journal_and_journal_is_its_other_name(workspace):
+    assert isinstance(_make("files", workspace), JournalLeaseTable)
+    assert _make("journal", workspace) is _make("files", workspace)  # one index per workspace and process
+    (workspace / "swarm.yaml").unlink()
+    config._cache.clear()
+    assert isinstance(lease_table(config.load_config(root=workspace)), JournalLeaseTable)

@@ -141,3 +141,11 @@ def test_two_namespaces_on_one_server_do_not_see_each_others_leases(tmp_path, re
         tables[0].write(Lease("T-1", "e", 1, "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"))
     assert tables[0].read("T-1") is not None and tables[1].read("T-1") is None
     assert repr(tables[0]) == f"RedisLeaseTable('{RedisURL('redis', '127.0.0.1', redis_server.port)}', namespace='one')"
+
+
+def test_stores_names_the_same_redis_schemes_as_the_backend():
+    """stores lists the schemes itself so that it loads no client code; the two lists must agree."""
+    from swarmfile import redis_backend, stores
+
+    assert set(stores._REDIS_SCHEMES) == set(redis_backend.SCHEMES)
+    assert all(stores.BACKENDS[scheme].lease_table is stores.redis_lease_table for scheme in redis_backend.SCHEMES)

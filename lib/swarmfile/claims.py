@@ -1,7 +1,8 @@
 """Task leases with fencing tokens: who may work on a task, and until when.
 
-A lease file ``.swarm/claims/<task>.yaml`` is the truth about a claim; the task's
-``**Status:**`` line in the Markdown only mirrors it for people. Every claim of a task gets a
+The lease table (``stores.lease_table``: the file backend's journal under ``.swarm/leases/``)
+is the truth about a claim; the task's ``**Status:**`` line in the Markdown only mirrors it
+for people, written after the lease and repaired from it (``reap_expired``). Every claim of a task gets a
 token one higher than any before it, and every holder action (renew, start, release,
 complete, fail) presents its lease: if the token is no longer current, or the lease has
 expired, the action raises LeaseLost and changes nothing. So a holder that was paused past
@@ -10,7 +11,7 @@ its TTL (SIGSTOP, a laptop lid, a long GC) can never complete a task someone els
 A lease is free again when it expires, or at once when its holder is a dead process on this
 host. Lock order, everywhere: the lease's lock, then the task file's lock.
 
-Lease files are never deleted: the token of the next claim is read from them.
+Lease records are never deleted: the token of the next claim is read from them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .config import Config, load_config, validate_id
 from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout, NotClaimable, NotFoundError,
                      SwarmError, warn_once)
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
+from .ready_query import ready_tasks
 from .stores import lease_table
 from .liveness import dead_reason, my_identity
 
@@ -114,11 +116,14 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     The lease is written first because it is the truth. A crash between the two writes
     leaves the task file showing the previous, runtime-owned status (claimed or
     in_progress); ``reap_expired`` finds such tasks and writes the lease's mirror again.
+    The mirror of a lease still held (start) is not fsynced: only a power cut loses it, and that
+    kills its holder too. An ended lease's mirror is: a task shown pending again after its
+    completion was lost would look like a person's reopening, and be done twice.
     """
     _write(cfg, lease)
     if lease.mirror:
         task_store.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
-                           durable=False)
+                              durable=lease.state is not LeaseState.HELD)
 
 
 def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path:
@@ -233,64 +238,6 @@ def claim_task(
 def _has_children(cfg: Config, task_id: str) -> bool:
     listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
     return bool(task_graph.family(listing).children.get(task_id))
-
-
-# The last ready list per workspace, with the listings it came from: a listing made of the very
-# same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
-_ready_memo: dict[Path, tuple[list, list, list]] = {}
-_warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
-
-
-def _same(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-
-
-def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
-    """Pending tasks whose dependencies are completed and that were not split, in claim order.
-
-    Left out: a task split into sub-tasks or an epic with children (the planner completes it
-    when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
-    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an
-    id that two files use (both files, with one warning naming them, until one is renamed or
-    deleted); a task in a dependency cycle (it waits forever; doctor and status name the cycle). A dependency counts as completed when its file
-    says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
-
-    Order: priority (critical > high > medium > low, or a number: higher first), then oldest
-    first (FIFO within a priority), then task id.
-    """
-    cfg = load_config(root=root)
-    unreadable: list = []
-    active = task_store.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
-    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
-    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
-        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
-    memo = _ready_memo.get(cfg.root)
-    if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
-        return list(memo[2])
-    every = active + completed
-    twice = task_graph.duplicate_ids(every)
-    warned = _warned.setdefault(cfg.root, set())
-    for task_id, paths in twice.items():
-        key = (task_id, tuple(map(str, paths)))
-        if key not in warned:
-            warned.add(key)
-            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
-                        task_id, len(paths), ", ".join(map(str, paths)))
-    done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
-    links = task_graph.family(every)
-    known = {t.task_id for t in every}
-    ready = [
-        t for t in active
-        if t.status is taskmod.Status.PENDING
-        and not t.sub_tasks
-        and t.task_id not in links.children
-        and t.task_id not in twice
-        and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
-        and all(dep in done for dep in t.depends_on)
-    ]
-    ready.sort(key=taskmod.ready_order_key)
-    _ready_memo[cfg.root] = (active, completed, ready)
-    return list(ready)
 
 
 def claim_next(

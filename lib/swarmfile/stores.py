@@ -3,9 +3,9 @@
 The one place that knows every implementation; everything else asks here for the store of its
 workspace and talks only to the interface: ``lease_table`` (lease_store.LeaseTable),
 ``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry). A backend
-is one entry of ``BACKENDS`` naming the class (or a factory taking the Config) of each store, so
-a new backend registers in one place; a factory can import its client library lazily, so a
-command line that never uses that backend never loads it. One instance per workspace and
+is one entry of ``BACKENDS`` naming the factory (a class, or a function taking the Config) of
+each store, so a new backend registers in one place; a factory imports its module (and any
+client library) when first called, so a command line that never uses a store never loads it. One instance per workspace and
 process, so a store that keeps an index or a connection keeps it between calls.
 """
 
@@ -15,43 +15,83 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from .agent_registry import AgentRegistry
-from .agent_registry_file import FileAgentRegistry
 from .config import Config
 from .errors import ValidationError
-from .event_log import EventLog
-from .event_log_file import FileEventLog
-from .lease_journal import JournalLeaseTable
-from .lease_store import FileLeaseTable, LeaseTable
-from .redis_backend import SCHEMES as REDIS_SCHEMES, redact
-from .redis_lease import RedisLeaseTable
-from .redis_registry import RedisAgentRegistry
 
-__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry"]
+if TYPE_CHECKING:  # the interfaces, for types only: a store's module loads when its store is first made
+    from .agent_registry import AgentRegistry
+    from .event_log import EventLog
+    from .lease_store import LeaseTable
+
+__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", "file_lease_table",
+           "journal_lease_table", "file_event_log", "file_agent_registry"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")  # redis_backend.SCHEMES, named here so this module loads no client code
 
 
 @dataclass(frozen=True)
 class Backend:
     """The stores of one backend: each a class, or any callable that makes the store from a Config."""
 
-    lease_table: Callable[[Config], LeaseTable]
-    event_log: Callable[[Config], EventLog]
-    agent_registry: Callable[[Config], AgentRegistry]
+    lease_table: Callable[[Config], "LeaseTable"]
+    event_log: Callable[[Config], "EventLog"]
+    agent_registry: Callable[[Config], "AgentRegistry"]
+
+
+# Each implementation is imported when its first store is made, so that a command line loads only
+# the stores it uses (agent_discovery.py's start-up is benchmarked).
+
+
+def file_lease_table(cfg: Config) -> "LeaseTable":
+    from .lease_store import FileLeaseTable
+
+    return FileLeaseTable(cfg)
+
+
+def journal_lease_table(cfg: Config) -> "LeaseTable":
+    from .lease_journal import JournalLeaseTable
+
+    return JournalLeaseTable(cfg)
+
+
+def redis_lease_table(cfg: Config) -> "LeaseTable":
+    from .redis_lease import RedisLeaseTable
+
+    return RedisLeaseTable(cfg)
+
+
+def redis_agent_registry(cfg: Config) -> "AgentRegistry":
+    from .redis_registry import RedisAgentRegistry
+
+    return RedisAgentRegistry(cfg)
+
+
+def file_event_log(cfg: Config, path: Optional[Path] = None) -> "EventLog":
+    from .event_log_file import FileEventLog
+
+    return FileEventLog(cfg, path)
+
+
+def file_agent_registry(cfg: Config, path: Optional[Path] = None) -> "AgentRegistry":
+    from .agent_registry_file import FileAgentRegistry
+
+    return FileAgentRegistry(cfg, path)
 
 
 # swarm.yaml ``backend:`` value (or the scheme of a URL there) -> its stores
 BACKENDS: dict[str, Backend] = {
-    # a YAML file per lease under .swarm/claims/, events.yaml, heartbeat.yaml (the default)
-    "files": Backend(FileLeaseTable, FileEventLog, FileAgentRegistry),
-    # files, with leases in one append-only journal: one fsync per change
-    "journal": Backend(JournalLeaseTable, FileEventLog, FileAgentRegistry),
+    # the default: leases in one append-only journal (one fsync per change), events.yaml, heartbeat.yaml.
+    # lease_store's FileLeaseTable (a YAML file per lease in .swarm/claims/) is no longer one: the
+    # journal reads those files once, on first use, and a table that still wrote them would fork the truth.
+    "files": Backend(journal_lease_table, file_event_log, file_agent_registry),
+    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),  # its name before it was the default
     # a Redis URL: leases (redis_lease) and the agent registry (redis_registry) on the server, shared
     # by every host; the event log is still this workspace's file (issue 13's second half moves it)
-    **{scheme: Backend(RedisLeaseTable, FileEventLog, RedisAgentRegistry) for scheme in REDIS_SCHEMES},
+    **{scheme: Backend(redis_lease_table, file_event_log, redis_agent_registry) for scheme in _REDIS_SCHEMES},
 }
 
 _made: dict[tuple, Any] = {}
@@ -65,15 +105,19 @@ def _backend(cfg: Config) -> tuple[str, Backend]:
     try:
         return name, BACKENDS[kind]
     except (KeyError, TypeError):
+        from .redis_backend import redact  # a password in a mistyped URL is not shown either
+
         raise ValidationError(f"unknown backend {redact(str(name))!r}", path=cfg.root / "swarm.yaml",
                               hint="use files, journal or a Redis URL (redis://host:6379/0, rediss://..., "
                                    "unix:///path/to/socket)") from None
 
 
-def lease_table(cfg: Config) -> LeaseTable:
+def lease_table(cfg: Config) -> "LeaseTable":
     """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
     name, backend = _backend(cfg)
-    key = ("lease_table", cfg.root, cfg.runtime_dir, name, repr(cfg.settings.get("namespace")))
+    # Two names of one table share its index; a Redis table is one per URL and namespace.
+    server = name if isinstance(name, str) and "://" in name else None
+    key = ("lease_table", cfg.root, cfg.runtime_dir, backend.lease_table, server, repr(cfg.settings.get("namespace")))
     table = _made.get(key)
     if table is not None:
         return table
@@ -100,17 +144,17 @@ def _named(path: PathLike, cfg: Config) -> Path:
     return named if named.is_absolute() else cfg.root / named
 
 
-def event_log(cfg: Config, *, events_file: Optional[PathLike] = None) -> EventLog:
+def event_log(cfg: Config, *, events_file: Optional[PathLike] = None) -> "EventLog":
     """The event log of ``cfg``'s workspace; ``events_file`` names a log file to use instead
     (always a file, whatever the backend; a relative one is taken from the root)."""
     if events_file is not None:
-        return FileEventLog(cfg, _named(events_file, cfg))
+        return file_event_log(cfg, _named(events_file, cfg))
     return _store("event_log", cfg)
 
 
-def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) -> AgentRegistry:
+def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) -> "AgentRegistry":
     """The agent registry of ``cfg``'s workspace; ``heartbeat_file`` names a registry file to use
     instead (always a file, whatever the backend; a relative one is taken from the root)."""
     if heartbeat_file is not None:
-        return FileAgentRegistry(cfg, _named(heartbeat_file, cfg))
+        return file_agent_registry(cfg, _named(heartbeat_file, cfg))
     return _store("agent_registry", cfg)
