@@ -75,7 +75,7 @@ class AgentSession:
         self._lease: Optional[claims.Lease] = None
         self._lease_lock = threading.Lock()  # guards _lease between tool calls and the beat thread
         self._lost: Optional[LeaseLost] = None  # why the lease in hand was lost, until the next claim
-        self._good_until = 0.0  # monotonic time before which the lease in hand cannot have expired
+        self._watch = claims.RenewWatch(self.ttl, self._at_risk)  # gives the lease up if renewals fail too long
         self._worktree: Optional[worktrees.Worktree] = None
         self._stop = threading.Event()
         self._beater: Optional[threading.Thread] = None
@@ -156,20 +156,31 @@ class AgentSession:
                     asked = time.monotonic()
                     try:
                         self._lease = claims.renew(lease, self.ttl, root=self.root)
-                        self._good_until = asked + self.ttl
+                        if not self._watch.fired:
+                            self._watch.renewed(asked)
                     except LeaseLost as exc:
                         self._lease, self._lost = None, exc
+                        self._watch.stop()
                         self._quietly(events.append_event, "lease_lost", self.agent_id, lease.task_id,
                                       root=self.root, reason=exc.reason, token=lease.token)
-                    except SwarmError as exc:  # a held lock, a slow disk, Redis unreachable: the next beat retries
-                        left = self._good_until - time.monotonic()
-                        if left < interval + claims.RENEW_MARGIN_SECONDS:  # give it up before it can expire
-                            lost = LeaseLost(f"your lease on {lease.task_id} could not be renewed in time ({exc}); "
-                                             "stop working on it: it goes to another agent", task_id=lease.task_id)
-                            self._lease, self._lost = None, lost
-                            self._quietly(events.append_event, "lease_lost", self.agent_id, lease.task_id,
-                                          root=self.root, reason=lost.reason, token=lease.token)
+                    except SwarmError:
+                        pass  # a held lock, a slow disk, Redis unreachable: the next beat retries
+                    if self._watch.fired:
+                        self._lease = None  # given up by the watch (_at_risk)
             self._announce(lease.task_id if lease is not None and self._lease is not None else None)
+
+    def _at_risk(self) -> None:
+        """The watch's timer: no renewal succeeded in time; the agent must stop before the lease can expire.
+
+        Runs in the timer's thread without the lease lock (the beat thread may hold it, stuck in a renewal).
+        """
+        lease = self._lease
+        if lease is None:
+            return
+        self._lost = LeaseLost(f"your lease on {lease.task_id} could not be renewed in time; stop working on it: "
+                               "it goes to another agent once it expires", task_id=lease.task_id)
+        self._quietly(events.append_event, "lease_lost", self.agent_id, lease.task_id, root=self.root,
+                      reason=self._lost.reason, token=lease.token)
 
     def _announce(self, task_id: Optional[str]) -> None:
         try:
@@ -184,12 +195,15 @@ class AgentSession:
         """The lease in hand, no longer renewed: the outcome about to be recorded ends it."""
         with self._lease_lock:
             lease, self._lease = self._lease, None
+            self._watch.stop()
         return lease
 
     def _held(self, action: str) -> claims.Lease:
         """The lease in hand, or the refusal that says why there is none."""
         with self._lease_lock:
             lease, lost = self._lease, self._lost
+            if self._watch.fired:
+                lease = None  # given up (_at_risk): refused like a lost lease
         if lease is None:
             raise self._refusal(action, lost)
         return lease
@@ -198,6 +212,9 @@ class AgentSession:
         """The lease in hand, no longer renewed (the outcome about to be recorded ends it), or the refusal."""
         with self._lease_lock:
             lease, lost, self._lease = self._lease, self._lost, None
+            self._watch.stop()
+            if self._watch.fired:
+                lease = None  # given up (_at_risk): refused like a lost lease
         if lease is None:
             if lost is not None:
                 self._after_task(lost.task_id)  # our side of a task now someone else's
@@ -273,7 +290,8 @@ class AgentSession:
             self._after_task(lease.task_id)
             raise
         with self._lease_lock:
-            self._lease, self._good_until = lease, asked + self.ttl
+            self._lease = lease
+            self._watch.renewed(asked)
         events.append_event("started", self.agent_id, lease.task_id, root=self.root, token=lease.token,
                             title=task.title, via="mcp", workdir=str(workdir))
         self._announce(lease.task_id)
@@ -364,7 +382,8 @@ class AgentSession:
             try:
                 asked = time.monotonic()
                 renewed = self._lease = claims.renew(lease, self.ttl, root=self.root)
-                self._good_until = asked + self.ttl
+                if not self._watch.fired:
+                    self._watch.renewed(asked)
             except LeaseLost as exc:
                 self._lease, self._lost = None, exc
                 raise self._refusal("renew", exc) from None

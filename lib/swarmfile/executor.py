@@ -84,7 +84,7 @@ class Executor:
         self._skipped: set[str] = set()  # tasks whose files another agent holds, this round
         self._worktree: Optional[worktrees.Worktree] = None
         self._beater: Optional[threading.Thread] = None
-        self._good_until = 0.0  # monotonic time before which the lease in hand cannot have expired
+        self._watch = claims.RenewWatch(self.ttl, self._at_risk)  # stops the agent if renewals fail too long
         self._backoff = 0.0  # the pause after the lease store was last unreachable; 0 while it answers
 
     # ------------------------------------------------------------------ life cycle
@@ -131,6 +131,7 @@ class Executor:
 
     def _shutdown(self) -> None:
         self.stop.set()
+        self._watch.stop()
         with self._lease_lock:
             lease, self._lease = self._lease, None
         if lease is not None:
@@ -149,8 +150,7 @@ class Executor:
     def _beat(self) -> None:
         """Heartbeat and lease renewal, every third of the shorter of TTL and heartbeat timeout.
 
-        A lease that cannot be renewed is given up, its agent stopped, once less than one
-        interval plus claims.RENEW_MARGIN_SECONDS is left of it.
+        A lease that cannot be renewed in time is given up by ``self._watch`` (claims.RenewWatch).
         """
         interval = max(0.05, min(self.ttl, self.cfg.heartbeat_timeout) / 3)
         while not self.stop.wait(interval):
@@ -160,14 +160,14 @@ class Executor:
                     asked = time.monotonic()
                     try:
                         self._lease = claims.renew(lease, self.ttl, root=self.cfg.root)
-                        self._good_until = asked + self.ttl
+                        if not self._watch.fired:
+                            self._watch.renewed(asked)
                     except LeaseLost as exc:
                         self._drop(lease, str(exc))
-                    except SwarmError as exc:  # a held lock, a slow disk, Redis unreachable: try again next beat
-                        left = self._good_until - time.monotonic()
-                        if left < interval + claims.RENEW_MARGIN_SECONDS:
-                            self._drop(lease, f"could not renew for too long, stopped the agent {left:.1f} s before "
-                                              f"the lease could expire: {exc}")
+                    except SwarmError:
+                        pass  # a held lock, a slow disk, Redis unreachable: the next beat retries
+                    if self._watch.fired:
+                        self._lease = None  # given up by the watch: its outcome is not ours to record
             try:
                 agent_discovery.heartbeat(self.agent_id, current_task=lease.task_id if lease else None,
                                           current_action="executing" if lease else "idle", root=self.cfg.root)
@@ -175,12 +175,31 @@ class Executor:
                 pass
 
     def _drop(self, lease: claims.Lease, reason: str) -> None:
-        """The lease in hand is lost (or about to be): stop the agent; its outcome is not ours to record."""
+        """The lease in hand is lost: stop the agent; its outcome is not ours to record."""
         self._lease = None
+        self._watch.stop()
         self._lost.set()
         if self._agent is not None:
             self._agent.terminate(grace=2)
         self._event("lease_lost", lease.task_id, reason=reason, token=lease.token)
+
+    def _at_risk(self) -> None:
+        """The watch's timer: no renewal succeeded in time; stop the agent before the lease can expire.
+
+        Runs in the timer's thread without the lease lock (the beat thread may hold it, stuck in a renewal).
+        """
+        lease = self._lease
+        self._lost.set()
+        agent = self._agent
+        if agent is not None:
+            agent.terminate(grace=2)
+        if lease is not None:
+            try:
+                self._event("lease_lost", lease.task_id, token=lease.token,
+                            reason="could not renew in time: stopped the agent before the lease could expire")
+            except SwarmError:
+                pass  # the event log is as unreachable as the lease: the lease_lost is in the log line below
+            log.warning("%s: could not renew the lease of %s in time; stopped its agent", self.agent_id, lease.task_id)
 
     # ------------------------------------------------------------------ one task
 
@@ -263,7 +282,6 @@ class Executor:
         self._announce(lease.task_id)
         try:
             asked = time.monotonic()
-            good_until = asked + self.ttl
             try:  # the lease is timed from a renewal of our own: a planner may have claimed it a while ago
                 lease = claims.renew(lease, self.ttl, root=self.cfg.root)
             except LeaseLost as exc:
@@ -272,9 +290,10 @@ class Executor:
             except BackendUnavailable:
                 raise  # run() pauses; the lease expires unused
             except SwarmError:
-                good_until = asked  # a held lock: its expiry is unknown, so the first beat must renew it
+                pass  # a held lock: the beat renews it (the claim was just made, or the planner's was recent)
             with self._lease_lock:
-                self._lease, self._good_until = lease, good_until
+                self._lease = lease
+                self._watch.renewed(asked)
             self._run(lease, attempt)
         finally:
             reservations.release_all(self.agent_id, lease.task_id, root=self.cfg.root)
@@ -327,6 +346,9 @@ class Executor:
         """The lease in hand, no longer renewed by the beat thread: the outcome is about to end it."""
         with self._lease_lock:
             lease, self._lease = self._lease, None
+            self._watch.stop()
+            if self._watch.fired:
+                lease = None  # given up: the agent was stopped, the outcome is not ours
         return lease
 
     def _finish_done(self, attempt: int, result: agents.AgentResult, changed: Optional[list[str]]) -> None:

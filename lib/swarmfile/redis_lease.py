@@ -7,7 +7,8 @@ Keys, under the workspace's prefix ``swarm:{NAMESPACE}:`` (redis_backend):
     token:<task>    the highest token ever written for the task: it never goes back, not even when
                     the lease hash is deleted by hand, so a stale holder can never be let back in
     leases          the set of task ids that have a lease hash (``list``)
-    lock:<task>     the task's lease lock: its owner, with a expiry (``PX``) in case the owner dies
+    lock:<task>     the task's lease lock: its owner, with an expiry (``PX``) in case the owner dies;
+                    kept out of the AOF and replicas (see ``_LOCK``)
     assignments     a hash: agent id -> the assigned lease as JSON, with ``assigned_at``
 
 Every write is one Lua script, atomic on the server, that refuses (and changes nothing):
@@ -20,15 +21,17 @@ Every write is one Lua script, atomic on the server, that refuses (and changes n
 - the renewal (held -> held, same token) of a lease that expired by the server's clock: LeaseLost.
 
 So the decisions that matter across hosts (who holds a task, until when) are made by the
-Redis server's clock, never a host's; ``now()`` is the server's ``TIME``, which claims uses for
-every expiry it computes. With ``appendfsync always`` a write is on the server's disk before
+Redis server's clock, never a host's; ``now()`` is the server's ``TIME`` (advanced by this
+host's monotonic clock for up to a second after a reply), which claims uses for every expiry it
+computes. With ``appendfsync always`` a write is on the server's disk before
 it is acknowledged. A reply lost to a timeout leaves the outcome unknown to the caller: a
 claim may have been made, and then it expires after its TTL (no retry inside redis-py: a
 resent script could claim twice).
 
-The lock: ``SET NX PX`` with a unique owner; released by a compare-and-delete script. A
-waiter on the owner's host breaks it at once when the owner process is dead (as a file
-lock's kernel would); elsewhere it waits for ``_LOCK_MS``.
+The lock: ``SET NX PX`` with a unique owner, in a script that also hands back the record;
+released by a compare-and-delete script. A waiter on the owner's host breaks it at once when
+the owner process is dead (as a file lock's kernel would), or when it is this very process's
+lock from an attempt whose reply was lost; elsewhere it waits for ``_LOCK_MS``.
 """
 
 from __future__ import annotations
