@@ -27,7 +27,7 @@ def journal_ws(root: Path) -> None:
 
 def fresh_table(root: Path) -> JournalLeaseTable:
     """A table as another process would have it: its own index, nothing cached."""
-    return JournalLeaseTable(config.load_config(root))
+    return JournalLeaseTable(config.load_config(root=root))
 
 
 def lease(task_id: str, token: int) -> Lease:
@@ -42,7 +42,7 @@ def put(table: JournalLeaseTable, task_id: str, token: int) -> None:
 
 def test_a_claim_is_one_line_a_person_can_read(workspace):
     journal_ws(workspace)
-    task_store.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    task_store.new_task_file("T-1", "Task one", root=workspace, priority="high", created="2026-01-01T00:00:00Z")
     claims.claim_task("T-1", "executor-1")
     journal = workspace / ".swarm" / "leases" / "journal-0.jsonl"
     [line] = journal.read_text().splitlines()
@@ -97,7 +97,7 @@ def test_compaction_keeps_every_lease_and_other_processes_follow_it(workspace, m
 
 
 def test_leases_in_files_migrate_on_first_use_and_tokens_go_on(workspace):
-    task_store.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    task_store.new_task_file("T-1", "Task one", root=workspace, priority="high", created="2026-01-01T00:00:00Z")
     first = claims.claim_task("T-1", "executor-1")  # written by the per-file table
     claims.release(first)
     assert (workspace / ".swarm" / "claims" / "T-1.yaml").is_file()
@@ -110,7 +110,7 @@ def test_leases_in_files_migrate_on_first_use_and_tokens_go_on(workspace):
 
 
 def test_a_lease_file_that_does_not_parse_stops_the_migration_and_changes_nothing(workspace):
-    old = FileLeaseTable(config.load_config(workspace))
+    old = FileLeaseTable(config.load_config(root=workspace))
     put(old, "T-1", 3)
     bad = workspace / ".swarm" / "claims" / "T-2.yaml"
     bad.write_text("token: [1,\n")

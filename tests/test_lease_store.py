@@ -26,7 +26,7 @@ def _make(name: str, root: Path) -> LeaseTable:
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
         setting.write_text(wanted)
     config._cache.clear()
-    return lease_table(config.load_config(root))
+    return lease_table(config.load_config(root=root))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -154,5 +154,5 @@ def test_an_unknown_backend_is_refused_naming_swarm_yaml(workspace):
     (workspace / "swarm.yaml").write_text("backend: carrier-pigeon\n")
     config._cache.clear()
     with pytest.raises(SwarmError) as info:
-        lease_table(config.load_config(workspace))
+        lease_table(config.load_config(root=workspace))
     assert "carrier-pigeon" in str(info.value) and "swarm.yaml" in str(info.value)

@@ -63,13 +63,13 @@ def cold_ready(root: Path) -> dict[str, tasks.Task]:
 
 def cold_listing(root: Path) -> dict[str, tasks.Task]:
     task_store.clear_cache()
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=[])
     return {t.task_id: t for t in active + completed}
 
 
 def index_of(root: Path) -> Path:
-    return task_index.index_file(load_config(root).runtime_dir)
+    return task_index.index_file(load_config(root=root).runtime_dir)
 
 
 # ---------------------------------------------------------------------------- what a cold listing parses
@@ -127,7 +127,7 @@ def test_a_completed_dependency_counts_from_the_index(workspace, trust_all):
     assert set(cold_ready(workspace)) == {"T-1"}
     lease = claims.claim_task("T-1", "agent-1", root=workspace)
     claims.complete(lease, root=workspace)
-    task_store.move_to_completed("T-1", workspace)
+    task_store.move_to_completed("T-1", root=workspace)
     assert set(cold_ready(workspace)) == {"T-2"}
     assert set(cold_ready(workspace)) == {"T-2"}  # and from the index written by the listing before
 
@@ -142,7 +142,7 @@ def test_documents_and_broken_files_stay_out_and_broken_ones_are_reported_each_t
     for _ in range(2):
         parsed.clear()
         task_store.clear_cache()
-        cfg = load_config(workspace)
+        cfg = load_config(root=workspace)
         errors: list = []
         active, _ = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
         assert [t.task_id for t in active] == ["T-1"]
@@ -182,7 +182,7 @@ def test_a_full_listing_after_an_indexed_one_parses_the_files(workspace, trust_a
     cold_ready(workspace)
     task_store.clear_cache()
     claims.ready_tasks(root=workspace)  # the process's listing came from the index
-    listed = task_store.list_tasks(workspace)
+    listed = task_store.list_tasks(root=workspace)
     assert [type(t) for t in listed] == [tasks.Task]  # not the summary: callers of list_tasks get it all
     assert type(task_store.load_task(listed[0].path)) is tasks.Task
 
@@ -286,7 +286,7 @@ def test_racy_rule_uses_the_time_of_the_read(workspace, monkeypatch):
 
 def test_an_unwritable_index_costs_speed_not_work(workspace, trust_all, caplog):
     write(workspace, "T-1")
-    runtime = load_config(workspace).runtime_dir
+    runtime = load_config(root=workspace).runtime_dir
     runtime.parent.mkdir(parents=True, exist_ok=True)
     runtime.write_text("a file where the runtime folder should be\n")  # every write under it fails
     assert set(cold_ready(workspace)) == {"T-1"}
@@ -313,7 +313,7 @@ def _hammer(root: str, task_id: str, rounds: int) -> int:
 
 def _read_index(root: str, rounds: int) -> int:
     """Read the index while the others write it: it is always whole JSON (or not there yet)."""
-    path = task_index.index_file(load_config(root).runtime_dir)
+    path = task_index.index_file(load_config(root=root).runtime_dir)
     whole = 0
     for _ in range(rounds):
         try:

@@ -51,7 +51,7 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     first (FIFO within a priority), then task id.
     """
     with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
-        return _ready(load_config(root))
+        return _ready(load_config(root=root))
 
 
 def _ready(cfg: Config) -> list[taskmod.Task]:

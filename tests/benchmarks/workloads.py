@@ -155,7 +155,7 @@ def swarm_claim_worker(barrier: Any, index: int, root: str, profile: Optional[st
 def swarm_append_worker(barrier: Any, index: int, root: str, count: int, profile: Optional[str] = None) -> dict:
     """Gang job: ``count`` calls of ``events.append_event`` (fsync as configured)."""
     agent = f"executor-{index}"
-    load_config(root)
+    load_config(root=root)
     barrier.wait()
     with profiled(profile if index == 0 else None):
         start = time.perf_counter()
@@ -186,7 +186,7 @@ def cold_call(system: str, op: str, where: str) -> float:
     ``ready_noindex`` deletes the task index first (untimed): the listing parses every file.
     """
     if op == "ready_noindex":
-        task_index.index_file(load_config(where).runtime_dir).unlink(missing_ok=True)
+        task_index.index_file(load_config(root=where).runtime_dir).unlink(missing_ok=True)
     t0 = time.perf_counter()
     if system == "swarm":
         if op in ("ready", "ready_noindex"):
@@ -209,8 +209,9 @@ def doctor_check(root: str) -> dict:
     """``doctor.check`` of the workspace in this fresh process: seconds, findings, peak RSS (KB)."""
     import resource
     # What check imports on first use: the row times the check, the CLI rows time start-ups.
-    for name in ("agent_discovery", "chat", "event_check", "events", "liveness", "merge_queue", "reservations",
-                 "state_sync", "stores", "task_graph", "worktrees"):
+    for name in ("agent_discovery", "agent_registry_file", "chat", "claims", "event_check", "event_log_file",
+                 "events", "lease_journal", "lease_store", "liveness", "merge_queue", "reservations", "state_sync",
+                 "stores", "task_graph", "worktrees"):
         importlib.import_module(f"swarmfile.{name}")
 
     t0 = time.perf_counter()
