@@ -418,8 +418,8 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
 
     Nothing is written when the block raises. The lock is not re-entrant: do not call
     ``set_field`` on the same file inside the block, edit the yielded document instead.
-    ``durable=False`` skips the directory fsync (claims: the lease file is the truth and a
-    lost mirror update is repaired from it).
+    ``durable=False`` skips the fsyncs (claims: the lease journal is the truth, and a mirror
+    update lost to a power cut is repaired from it); other processes see the write at once.
     """
     target = Path(path)
     cfg = task_config(target, root=root)
@@ -431,7 +431,19 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
         document = TaskDocument(text, target)
         yield document
         if document.changed:
-            atomic_write(target, document.render(), fsync_dir=durable)
+            atomic_write(target, document.render(), fsync=durable)
+            _forget(target)
+
+
+def _forget(path: Path) -> None:
+    """Drop a file this process just replaced from the fast listing's cache.
+
+    Its new inode may be a freed one the file system handed out again (the file's own, two
+    writes ago), and the fast listing takes a known inode for an unchanged file.
+    """
+    entry = _dir_cache.get(os.fspath(path.parent))
+    if entry is not None:
+        entry[0].pop(path.name, None)
 
 
 def set_fields(path: PathLike, values: Mapping[str, Any], *, root: Optional[PathLike] = None,

@@ -3,16 +3,18 @@
     python tests/benchmarks/run.py [--quick] [--only GROUP[,GROUP]] [--json-out FILE]
                                    [--max-size N] [--repeats N] [--profile] [--strict]
 
-Groups: claims (8-process claim throughput vs a SQLite WAL queue and a maildir queue),
-latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and cold; cold with
-the task index a workspace has after its first listing, and without one), append (event
-appends, 1 and 8 writers, vs a raw flock+write+fsync loop), tail (last 100 events of a
-1,000,000-event log), doctor (``doctor.check`` of a workspace with a 1,000,000-event log vs
-reading that log line by line once, both in a fresh process, with their peak RSS), heartbeat
-and discovery (10/100/1,000 agents vs a bare libyaml parse, heartbeat also vs a raw durable
-rewrite), cli (start-up of ``lib/agent_discovery.py --json`` and of ``lib/claims.py ready
---json`` on the largest latency workspace vs ``import yaml, portalocker``, with bytecode cached
-and as the environment leaves it).
+Groups: claims (8-process claim throughput vs a SQLite WAL queue and a maildir queue), redis
+(the same 8-process claims on the Redis backend, a private redis-server with ``appendfsync
+always`` and ``everysec``, vs the SQLite WAL queue in the same run; skipped without
+redis-server), latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and
+cold; cold with the task index a workspace has after its first listing, and without one),
+append (event appends, 1 and 8 writers, vs a raw flock+write+fsync loop), tail (last 100
+events of a 1,000,000-event log), doctor (``doctor.check`` of a workspace with a
+1,000,000-event log vs reading that log line by line once, both in a fresh process, with their
+peak RSS), heartbeat and discovery (10/100/1,000 agents vs a bare libyaml parse, heartbeat also
+vs a raw durable rewrite), cli (start-up of ``lib/agent_discovery.py --json`` and of
+``lib/claims.py ready --json`` on the largest latency workspace vs ``import yaml, portalocker``,
+with bytecode cached and as the environment leaves it).
 
 Prints a table (median and slow-tail p95 over repeated runs, the Swarmfile/baseline ratio of
 the medians, PASS/MISS against the targets) and writes JSON (default
@@ -46,10 +48,12 @@ import workloads  # noqa: E402
 from harness import Gang, in_fresh_process, summary  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "latest.json"
-GROUPS = ("claims", "latency", "append", "tail", "doctor", "heartbeat", "discovery", "cli")
+GROUPS = ("claims", "redis", "latency", "append", "tail", "doctor", "heartbeat", "discovery", "cli")
 READY_TARGET_S = 0.030  # a public tracker for coding agents reports 30 ms for its ready query at 10,000 issues
 READY_COLD_TARGET_S = 0.060  # issue 14: the first ready query of a new process, at 10,000 tasks
 TAIL_TARGET_S = 0.020
+CLAIM_WARM_RATIO = 5.0  # issue 14: a warm claim_next at 10,000 tasks within 5x of SQLite's UPDATE ... RETURNING
+APPEND_RATIO = 0.7  # issue 14: append_event at least 0.7x of the raw flock + write + fsync loop
 
 
 @dataclass
@@ -277,6 +281,49 @@ def bench_claims(run: Run) -> None:
                    rates["maildir"], **extra)
 
 
+def bench_redis(run: Run) -> None:
+    """Claims on the Redis backend (durable: appendfsync always; and everysec) beside SQLite WAL FULL."""
+    sys.path.insert(0, str(HERE.parent))  # tests/: the test suite's private redis-server
+    from redis_server import RedisServer, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        _progress(f"redis: skipped, {reason}")
+        return
+    s = run.sizes
+    n, workers = s.claim_tasks, s.claim_workers
+    specs = workloads.task_specs(n)
+    rates: dict[str, list[float]] = {"always": [], "everysec": [], "sqlite": []}
+    with Gang(workers) as gang:
+        for attempt in range(s.claim_runs):
+            base = run.scratch(f"redis-{attempt}")
+            base.mkdir()
+            db = str(base / "queue.db")
+            baselines.sqlite_setup(db, specs)
+            order = ["always", "everysec", "sqlite"][attempt % 3:] + ["always", "everysec", "sqlite"][:attempt % 3]
+            for system in order:
+                _progress(f"redis run {attempt + 1}/{s.claim_runs}: {system}, {workers} processes, {n} tasks")
+                if system == "sqlite":
+                    results = gang.run(baselines.sqlite_claim_worker, [(db,)] * workers)
+                else:
+                    with RedisServer(base / f"redis-{system}", fsync=system) as server:
+                        ws = workloads.make_workspace(str(base), f"ws-{system}")
+                        (ws / "swarm.yaml").write_text(f"backend: {server.url}\n", encoding="utf-8")
+                        workloads.write_tasks(ws, specs)
+                        results = gang.run(workloads.swarm_claim_worker, [(str(ws), None)] * workers)
+                ids = [i for r in results for i in r["ids"]]
+                if len(ids) != n or len(set(ids)) != n:
+                    raise RuntimeError(f"{system}: {len(ids)} claims of {len(set(ids))} distinct tasks, expected {n}")
+                rates[system].append(_gang_rate(results, lambda r: len(r["ids"])))
+            shutil.rmtree(base)
+    label = f"claim_next on Redis, {workers} procs, {n} tasks"
+    extra = {"tasks": n, "processes": workers, "measures": "claims.claim_next only (no complete)"}
+    run.report.add("redis.always.vs_sqlite", "redis", f"{label}, appendfsync always", "/s", rates["always"],
+                   "sqlite WAL FULL queue", rates["sqlite"], {"kind": "ratio>=", "value": 1.0}, durable=True, **extra)
+    run.report.add("redis.everysec.vs_sqlite", "redis", f"{label}, appendfsync everysec", "/s", rates["everysec"],
+                   "sqlite WAL FULL queue", rates["sqlite"], durable=False, **extra)
+
+
 def bench_latency(run: Run) -> None:
     s = run.sizes
     for n in s.latency_sizes:
@@ -327,6 +374,7 @@ def bench_latency(run: Run) -> None:
         calls.save()
         counts = {"swarm_ready": len(swarm_ready), "sqlite_ready": len(sqlite_ready)}
         targets = {("ready", "warm"): {"kind": "median<", "value": READY_TARGET_S},
+                   ("claim", "warm"): {"kind": "ratio<=", "value": CLAIM_WARM_RATIO},
                    ("ready", "cold"): {"kind": "median<", "value": READY_COLD_TARGET_S}} if n == 10_000 else {}
         for op, name, sql in (("claim", "claim_next", "sqlite claim (UPDATE..RETURNING)"),
                               ("ready", "ready_tasks", "sqlite ready SELECT")):
@@ -371,7 +419,7 @@ def bench_append(run: Run) -> None:
     for writers, count in configs:
         run.report.add(f"append.{writers}w", "append", f"append_event, {writers} writer{'s' * (writers > 1)}", "/s",
                        rates[("swarm", writers)], "flock+write+fsync loop", rates[("raw", writers)],
-                       {"kind": "ratio>=", "value": 0.5}, writers=writers, appends_per_writer=count, fsync=fsync)
+                       {"kind": "ratio>=", "value": APPEND_RATIO}, writers=writers, appends_per_writer=count, fsync=fsync)
 
 
 def bench_tail(run: Run) -> None:
@@ -545,8 +593,9 @@ def bench_cli(run: Run) -> None:
     shutil.rmtree(base)
 
 
-RUNNERS = {"claims": bench_claims, "latency": bench_latency, "append": bench_append, "tail": bench_tail,
-           "doctor": bench_doctor, "heartbeat": bench_heartbeat, "discovery": bench_discovery, "cli": bench_cli}
+RUNNERS = {"claims": bench_claims, "redis": bench_redis, "latency": bench_latency, "append": bench_append,
+           "tail": bench_tail, "doctor": bench_doctor, "heartbeat": bench_heartbeat, "discovery": bench_discovery,
+           "cli": bench_cli}
 
 
 # ---------------------------------------------------------------------------- main

@@ -215,7 +215,7 @@ def doctor_check(root: str) -> dict:
         importlib.import_module(f"swarmfile.{name}")
 
     t0 = time.perf_counter()
-    findings, files = doctor.check(root)
+    findings, files = doctor.check(root=root)
     elapsed = time.perf_counter() - t0
     return {"elapsed": elapsed, "findings": len(findings), "files": files,
             "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
