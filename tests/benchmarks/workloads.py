@@ -26,6 +26,7 @@ import events  # noqa: E402
 from swarmfile import task_index, tasks  # noqa: E402
 from swarmfile.clock import HOSTNAME, format_ts
 from swarmfile.config import load_config  # noqa: E402
+from swarmfile.event_log_file import HEADER as LOG_HEADER  # noqa: E402
 from swarmfile.fileio import dump_yaml  # noqa: E402
 from swarmfile.liveness import process_start_time  # noqa: E402
 
@@ -92,7 +93,7 @@ def write_event_log(path: Path, count: int) -> None:
     stamp = _EPOCH
     chunk = []
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(events.HEADER)
+        handle.write(LOG_HEADER)
         for i in range(count):
             if i % 1000 == 0:
                 ts = format_ts(stamp + timedelta(seconds=i // 1000))
