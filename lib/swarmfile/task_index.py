@@ -1,8 +1,8 @@
 """The persistent task index: what a listing needs of each task file, so a new process parses only what changed.
 
 One file, ``.swarm/task-index.json``, holds for every task file the listing saw its stat key
-(mtime, size, inode, ctime) and its summary: id, title, header fields, status, priority,
-dependencies, parent, assignee, sub-tasks and files to modify. A listing that starts cold (the
+(mtime, size, inode, ctime) and its summary: id, title, status, priority, created, dependencies,
+parent, assignee, sub-tasks and files to modify (the rest is read from the file when asked for). A listing that starts cold (the
 first in a process: every CLI call, every new agent) takes a file's summary from the index only
 when the file's stat key is the one recorded; any other file is parsed as before. So an operator's
 edit is seen at once: saving a file changes its ctime (and usually its size or inode).

@@ -314,8 +314,8 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
     The first call in a process reads the workspace's task index (task_index.py), so only files
     whose stat key changed since it was written are parsed. It is written again when it was
     missing or damaged, or when ``_INDEX_STALE_FILES`` files were parsed since; at most every
-    ``_INDEX_SAVE_SECONDS`` by one process. Tasks taken from the index have
-    their sections and checklist read from the file on first use.
+    ``_INDEX_SAVE_SECONDS`` by one process. Tasks taken from the index read the rest of their
+    file (header fields, sections, checklist) on first use.
     """
     path = task_index.index_file(cfg.runtime_dir)
     state = _index_state.get(os.fspath(path))

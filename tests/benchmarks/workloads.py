@@ -26,6 +26,7 @@ import events  # noqa: E402
 from swarmfile import task_index, tasks  # noqa: E402
 from swarmfile.clock import HOSTNAME, format_ts
 from swarmfile.config import load_config  # noqa: E402
+from swarmfile.event_log_file import HEADER as LOG_HEADER  # noqa: E402
 from swarmfile.fileio import dump_yaml  # noqa: E402
 from swarmfile.liveness import process_start_time  # noqa: E402
 
@@ -92,7 +93,7 @@ def write_event_log(path: Path, count: int) -> None:
     stamp = _EPOCH
     chunk = []
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(events.HEADER)
+        handle.write(LOG_HEADER)
         for i in range(count):
             if i % 1000 == 0:
                 ts = format_ts(stamp + timedelta(seconds=i // 1000))
@@ -209,8 +210,9 @@ def doctor_check(root: str) -> dict:
     """``doctor.check`` of the workspace in this fresh process: seconds, findings, peak RSS (KB)."""
     import resource
     # What check imports on first use: the row times the check, the CLI rows time start-ups.
-    for name in ("agent_discovery", "chat", "event_check", "events", "liveness", "merge_queue", "reservations",
-                 "state_sync", "stores", "task_graph", "worktrees"):
+    for name in ("agent_discovery", "agent_registry_file", "chat", "claims", "event_check", "event_log_file",
+                 "events", "lease_journal", "lease_store", "liveness", "merge_queue", "reservations", "state_sync",
+                 "stores", "task_graph", "worktrees"):
         importlib.import_module(f"swarmfile.{name}")
 
     t0 = time.perf_counter()
