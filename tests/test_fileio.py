@@ -265,3 +265,11 @@ def test_lock_holder_record_is_rewritten_in_place_not_appended(tmp_path):
         with fileio.locked(tmp_path / "x", lock_dir=tmp_path / "locks") as sidecar:
             pass
     assert sidecar.read_bytes().count(b"\n") == 1
+
+
+def test_a_date_that_is_no_date_is_a_parse_error_with_its_line():
+    """Regression: libyaml's loader raised a bare ValueError on 2026-13-45 (doctor crashed on such a log)."""
+    with pytest.raises(ParseError) as caught:
+        fileio.load_yaml_text("a: 1\nb: 2026-13-45\n", "x.yaml")
+    assert caught.value.line == 2 and "2026-13-45" in caught.value.reason
+    assert fileio.load_yaml_text("b: 2026-12-31\n") == {"b": __import__("datetime").date(2026, 12, 31)}

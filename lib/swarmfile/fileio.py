@@ -66,7 +66,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 MISSING: Any = object()
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader, where a scalar that looks like a date but is none (2026-13-45) is a
+    YAML error at its line: PyYAML raises a bare ValueError there, which named no file or line."""
+
+    def construct_yaml_timestamp(self, node: Any) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not a date ({exc})",
+                                                    node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 YAML_ERROR = yaml.YAMLError
 
