@@ -545,7 +545,9 @@ def bench_cli(run: Run) -> None:
     ws = workloads.make_workspace(str(base), "ws")
     workloads.write_heartbeats(ws / "heartbeat.yaml", 10)
     swarm_cmd = [sys.executable, str(workloads.LIB / "agent_discovery.py"), "--json", "--root", str(ws)]
-    bare_cmd = [sys.executable, "-c", "import yaml, portalocker"]
+    # portalocker imports redis-py when it is installed (most of a bare start then); fileio stops
+    # that, and so does the baseline, or the ratio would flatter us.
+    bare_cmd = [sys.executable, "-c", "import sys; sys.modules['portalocker.redis'] = None; import yaml, portalocker"]
     n = s.latency_sizes[-1]
     _progress(f"cli: a workspace of {n:,} tasks for claims.py ready")
     ready_ws = workloads.make_workspace(str(base), "tasks")
@@ -579,15 +581,15 @@ def bench_cli(run: Run) -> None:
         for name, cmd, env in (plan if i % 2 == 0 else plan[::-1]):
             times[name].append(once(cmd, env))
     run.report.add("cli.startup", "cli", "CLI agent_discovery.py --json", "s", times["swarm"],
-                   "python -c 'import yaml, portalocker'", times["bare"], {"kind": "ratio<=", "value": 1.5},
+                   "python -c 'import yaml, portalocker' (no redis-py)", times["bare"], {"kind": "ratio<=", "value": 1.5},
                    bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
     run.report.add("cli.ready", "cli", f"CLI claims.py ready --json, {n:,} tasks", "s", times["ready"],
-                   "python -c 'import yaml, portalocker'", times["bare"], {"kind": "ratio<=", "value": 1.5},
+                   "python -c 'import yaml, portalocker' (no redis-py)", times["bare"], {"kind": "ratio<=", "value": 1.5},
                    tasks=n, task_index="settled, written by an earlier process",
                    bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
     label = "CLI, no bytecode writes (as inherited)" if no_write else "CLI, environment as inherited"
     run.report.add("cli.startup.inherited", "cli", label, "s", times["swarm_env"],
-                   "python -c 'import yaml, portalocker'", times["bare_env"],
+                   "python -c 'import yaml, portalocker' (no redis-py)", times["bare_env"],
                    bytecode="PYTHONDONTWRITEBYTECODE set: lib/ compiled on every start" if no_write
                    else "as the environment leaves it")
     shutil.rmtree(base)
