@@ -22,7 +22,7 @@ EMPTY_RECORD = "empty"  # a record with nothing in it: must never read as "never
 
 
 def table(root: Path, made: Optional[LeaseTable] = None) -> LeaseTable:
-    return made if made is not None else lease_table(config.load_config(root))
+    return made if made is not None else lease_table(config.load_config(root=root))
 
 
 def lease_file(root: Path, task_id: str, made: Optional[LeaseTable] = None) -> Path:

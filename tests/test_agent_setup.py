@@ -154,7 +154,7 @@ def test_a_root_that_does_not_exist_is_refused(tmp_path, capsys):
 
 
 def test_check_starts_the_configured_server_through_swarm_py(workspace):
-    ok, message = agent_setup.check("gemini", workspace)
+    ok, message = agent_setup.check("gemini", root=workspace)
     assert not ok and "no 'swarm' MCP server is configured for gemini" in message
     assert setup(workspace, "gemini") == 0
     answered = subprocess.run([sys.executable, str(LIB / "swarm.py"), "setup", "gemini", "--check", "--root",
@@ -162,5 +162,5 @@ def test_check_starts_the_configured_server_through_swarm_py(workspace):
     assert answered.returncode == 0, answered.stdout + answered.stderr
     assert "the swarm server for gemini answers: 12 tools" in answered.stdout
     (workspace / "swarm.yaml").write_text("timeouts: [not, a, mapping]\n")
-    ok, message = agent_setup.check("gemini", workspace)
+    ok, message = agent_setup.check("gemini", root=workspace)
     assert not ok and "starts but cannot work here" in message and "swarm.yaml" in message, message

@@ -23,18 +23,18 @@ from procs import run_together
 
 
 def make_task(root, task_id, priority="medium", created="2026-01-01T00:00:00Z", **parts):
-    return task_store.new_task_file(task_id, f"Task {task_id}", root, priority=priority, created=created, **parts)
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=root, priority=priority, created=created, **parts)
 
 
 def status_of(root, task_id):
-    return task_store.find_task(task_id, root).status
+    return task_store.find_task(task_id, root=root).status
 
 
 def test_claim_mirrors_status_and_refuses_second_claimer(workspace):
     make_task(workspace, "T-1")
     lease = claims.claim_task("T-1", "executor-1")
     assert (lease.token, lease.agent_id, lease.pid, lease.host) == (1, "executor-1", os.getpid(), HOSTNAME)
-    task = task_store.find_task("T-1", workspace)
+    task = task_store.find_task("T-1", root=workspace)
     assert task.status is tasks.Status.CLAIMED
     assert task.field("Claimed By") == "executor-1"
     with pytest.raises(AlreadyClaimed) as info:
@@ -51,7 +51,7 @@ def test_token_grows_and_stale_token_changes_nothing(workspace):
     second = claims.claim_task("T-1", "executor-2")
     assert second.token == first.token + 1
     stored = lease_file(workspace, "T-1")
-    task_file = task_store.find_task("T-1", workspace).path
+    task_file = task_store.find_task("T-1", root=workspace).path
     before = (stored.read_bytes(), task_file.read_bytes())
     for action in (claims.renew, claims.release, claims.complete, claims.fail, claims.start):
         with pytest.raises(LeaseLost, match="token 1 is stale"):
@@ -112,7 +112,7 @@ def _power_cut(path, content: bytes) -> None:
 def test_mirrors_lost_to_a_power_cut_are_repaired_from_the_journal(workspace):
     """A held lease's mirror is not fsynced; a power cut that loses it also killed its holder."""
     make_task(workspace, "T-1")
-    path = task_store.find_task("T-1", workspace).path
+    path = task_store.find_task("T-1", root=workspace).path
     pending = path.read_bytes()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -172,7 +172,7 @@ def test_the_ready_list_kept_up_to_date_is_the_one_computed_afresh(workspace):
         elif roll < 0.8:
             claims.release(held.pop(rng.randrange(len(held))))
         else:
-            task = rng.choice(task_store.list_tasks(workspace))
+            task = rng.choice(task_store.list_tasks(root=workspace))
             task_store.set_field(task.path, "Priority", rng.choice(["low", "critical", "7"]), root=workspace)
         kept = [t.task_id for t in claims.ready_tasks()]
         claims._ready_memo.clear()
@@ -189,7 +189,7 @@ def test_dependency_in_completed_dir_counts(workspace):
     make_task(workspace, "A-1")
     make_task(workspace, "B-1", depends_on=["A-1"])
     claims.complete(claims.claim_task("A-1", "e"))
-    task_store.move_to_completed("A-1", workspace)
+    task_store.move_to_completed("A-1", root=workspace)
     assert [t.task_id for t in claims.ready_tasks()] == ["B-1"]
 
 
@@ -431,7 +431,7 @@ def test_claimed_task_is_not_split(workspace):
     assert task_distribution.can_parallelize(path)
     lease = claims.claim_task("BIG", "e")
     assert task_distribution.distribute_task(path, ["e", "f"]) == []
-    assert task_store.find_task("BIG", workspace).sub_tasks == ()
+    assert task_store.find_task("BIG", root=workspace).sub_tasks == ()
     claims.complete(lease)
 
 
@@ -469,7 +469,7 @@ def test_unblocking_by_hand_gives_a_fresh_set_of_attempts(workspace):
     lease = claims.claim_task("T-1", "e")
     claims.fail(lease, "boom", max_attempts=1)
     assert status_of(workspace, "T-1") is tasks.Status.BLOCKED
-    task_store.set_field(task_store.find_task("T-1", workspace).path, "Status", "pending")
+    task_store.set_field(task_store.find_task("T-1", root=workspace).path, "Status", "pending")
     again = claims.claim_task("T-1", "e")
     assert again.attempts == 0
     failed = claims.fail(again, "boom", max_attempts=2)

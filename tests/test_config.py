@@ -16,18 +16,18 @@ def test_root_resolution_order(tmp_path, monkeypatch):
     assert config.resolve_root() == tmp_path
     monkeypatch.setenv("SWARM_ROOT", str(tmp_path / "env"))
     assert config.resolve_root() == tmp_path / "env"
-    assert config.resolve_root(tmp_path / "flag") == tmp_path / "flag"
+    assert config.resolve_root(root=tmp_path / "flag") == tmp_path / "flag"
 
 
 def test_defaults_and_overrides(tmp_path):
-    cfg = config.load_config(tmp_path)
+    cfg = config.load_config(root=tmp_path)
     assert cfg.heartbeat_file == tmp_path / "heartbeat.yaml"
     assert cfg.lock_dir == tmp_path / ".swarm" / "locks"
     (tmp_path / "swarm.yaml").write_text(
         "paths:\n  heartbeat: .autonomous/communications/heartbeat.yaml\n"
         "timeouts:\n  heartbeat_seconds: 60\n"
     )
-    cfg = config.load_config(tmp_path)
+    cfg = config.load_config(root=tmp_path)
     assert cfg.heartbeat_file == tmp_path / ".autonomous/communications/heartbeat.yaml"
     assert cfg.heartbeat_timeout == 60
     assert cfg.events_file == tmp_path / "events.yaml", "keys not overridden keep their defaults"
@@ -41,7 +41,7 @@ def test_defaults_and_overrides(tmp_path):
 def test_bad_swarm_yaml_is_named(tmp_path, content, error):
     (tmp_path / "swarm.yaml").write_text(content)
     with pytest.raises(error) as info:
-        config.load_config(tmp_path)
+        config.load_config(root=tmp_path)
     assert "swarm.yaml" in str(info.value)
 
 

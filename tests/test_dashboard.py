@@ -48,13 +48,13 @@ def write_heartbeats(root: Path, current_task: str = "T-1") -> int:
 def populate(root: Path) -> dict:
     """Agents, tasks with checklists and sub-tasks, a lease, a reservation, a merge entry, events."""
     gone = write_heartbeats(root)
-    task_store.new_task_file("T-1", "Build the parser", root, priority="high",
+    task_store.new_task_file("T-1", "Build the parser", root=root, priority="high",
                         criteria=["- [x] tokenizer", "- [x] grammar", "- [ ] error lines [IP:executor-1]"])
-    task_store.new_task_file("T-2", "Split work", root, criteria=["plan"], fields={"Sub-Tasks": "T-2-SUB1, T-2-SUB2"})
-    task_store.new_task_file("T-2-SUB1", "First half", root, status="completed", fields={"Parent Task": "T-2"},
+    task_store.new_task_file("T-2", "Split work", root=root, criteria=["plan"], fields={"Sub-Tasks": "T-2-SUB1, T-2-SUB2"})
+    task_store.new_task_file("T-2-SUB1", "First half", root=root, status="completed", fields={"Parent Task": "T-2"},
                         directory=root / "tasks" / "completed")
-    task_store.new_task_file("T-2-SUB2", "Second half", root, fields={"Parent Task": "T-2"})
-    task_store.new_task_file("T-3", "Wait for review", root, status="blocked")
+    task_store.new_task_file("T-2-SUB2", "Second half", root=root, fields={"Parent Task": "T-2"})
+    task_store.new_task_file("T-3", "Wait for review", root=root, status="blocked")
     lease = claims.claim_task("T-1", "executor-1", ttl=600)
     claims.start(lease)
     reservations.reserve("executor-1", ["lib/parser/**"], task_id="T-1", ttl=900)
@@ -67,7 +67,7 @@ def populate(root: Path) -> dict:
 
 
 def frame_text(root, width=160, height=0, now=None) -> str:
-    return "\n".join(dashboard.build_frame(root, width, height, now=now))
+    return "\n".join(dashboard.build_frame(root=root, width=width, height=height, now=now))
 
 
 # ---------------------------------------------------------------------------- snapshot and frame
@@ -75,7 +75,7 @@ def frame_text(root, width=160, height=0, now=None) -> str:
 
 def test_collect_reads_every_panel(workspace):
     extra = populate(workspace)
-    snap = dashboard.collect(workspace)
+    snap = dashboard.collect(root=workspace)
     assert snap["errors"] == {}
     agents = {a["agent_id"]: a for a in snap["agents"]}
     assert agents["planner"]["active"] and agents["executor-1"]["current_task"] == "T-1"
@@ -124,17 +124,17 @@ def test_frame_fits_the_terminal_and_keeps_the_newest_events(workspace):
     populate(workspace)
     for n in range(40):
         events.append_event("progress", "executor-1", "T-1", step=n, detail="x" * 200)
-    lines = dashboard.build_frame(workspace, 60, 20)
+    lines = dashboard.build_frame(root=workspace, width=60, height=20)
     assert len(lines) <= 20 and all(len(line) <= 60 for line in lines)
     assert any("… " in line and "earlier" in line for line in lines)
     assert "step=39" in lines[-1]  # the newest event is the last line
     assert any(line.startswith("AGENTS") for line in lines) and any(line.startswith("TASKS") for line in lines)
-    tiny = dashboard.build_frame(workspace, 20, 3)
+    tiny = dashboard.build_frame(root=workspace, width=20, height=3)
     assert len(tiny) == 3 and all(len(line) <= 20 for line in tiny)
 
 
 def test_control_characters_never_reach_the_terminal(workspace):
-    path = task_store.new_task_file("T-1", "safe title", workspace)
+    path = task_store.new_task_file("T-1", "safe title", root=workspace)
     path.write_text(path.read_text().replace("safe title", "evil \x1b[2J\x07 title"))
     # YAML's escapes can put ESC in any key or value of a hand-written entry
     (workspace / "events.yaml").write_text('events:\n- {type: progress, agent: a, "k\\e[31m": "v\\e[32m"}\n')
@@ -154,7 +154,7 @@ def test_a_corrupt_file_shows_its_error_in_place_of_its_panel(workspace, panel, 
     target = workspace / relpath
     target.write_text(content)
     before = target.read_bytes()
-    snap = dashboard.collect(workspace)
+    snap = dashboard.collect(root=workspace)
     assert list(snap["errors"]) == [panel]
     [error] = snap["errors"][panel]
     assert error.startswith(f"{relpath}:{line}: ")
@@ -175,7 +175,7 @@ def test_a_corrupt_task_file_is_one_error_line_among_the_tasks(workspace):
 
 def test_a_broken_swarm_yaml_shows_only_that(workspace):
     (workspace / "swarm.yaml").write_text("paths: [\n")
-    snap = dashboard.collect(workspace)
+    snap = dashboard.collect(root=workspace)
     assert list(snap["errors"]) == ["config"] and "swarm.yaml:" in snap["errors"]["config"][0]
     assert "CONFIG" in frame_text(workspace)
 
@@ -281,9 +281,9 @@ def test_live_dashboard_in_a_real_terminal(workspace, tmux):
     assert "AGENTS  2 active, 1 inactive" in first and "T-2-SUB2" in first
     assert server.flags() == "1 0"  # alternate screen on, cursor hidden
     # an operator edits a task: the next frame shows it
-    t3 = task_store.find_task("T-3", workspace).path
+    t3 = task_store.find_task("T-3", root=workspace).path
     t3.write_text(t3.read_text().replace("**Status:** blocked", "**Status:** needs_attention"))
-    task_store.set_checklist_item(task_store.find_task("T-1", workspace).path, 2, checked=True)
+    task_store.set_checklist_item(task_store.find_task("T-1", root=workspace).path, 2, checked=True)
     wait_for(lambda: "needs_attention" in server.screen() and "3/3" in server.screen(), "the updated frame")
     assert all(len(line) < 120 for line in server.screen().splitlines())
     server.cmd("resize-window", "-t", "main", "-x", "70", "-y", "12")  # a smaller terminal: the frame follows

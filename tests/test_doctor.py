@@ -37,7 +37,7 @@ def dead_pid() -> int:
 
 
 def make_task(root, task_id, **parts):
-    return task_store.new_task_file(task_id, f"Task {task_id}", root, **parts)
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=root, **parts)
 
 
 def healthy(root: Path) -> None:
@@ -59,8 +59,8 @@ def codes(findings) -> list[tuple[str, str, str]]:
 
 
 def only(root, code, **kw):
-    found = [f for f in doctor.check(root, **kw)[0] if f.code == code]
-    assert len(found) == 1, doctor.check(root, **kw)[0]
+    found = [f for f in doctor.check(root=root, **kw)[0] if f.code == code]
+    assert len(found) == 1, doctor.check(root=root, **kw)[0]
     return found[0]
 
 
@@ -69,7 +69,7 @@ def only(root, code, **kw):
 
 def test_a_healthy_workspace_is_clean(workspace):
     healthy(workspace)
-    report = doctor.diagnose(workspace, fix=True)
+    report = doctor.diagnose(root=workspace, fix=True)
     assert report.findings == [] and report.fixed == [] and report.ok
     assert report.files >= 10  # shared files, five task files, the lease
     assert report.summary() == f"checked {report.files} files: workspace is clean"
@@ -96,19 +96,19 @@ def test_a_corrupt_file_is_an_error_with_its_line_and_is_never_rewritten(workspa
     target = workspace / relpath
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(content)
-    report = doctor.diagnose(workspace)
+    report = doctor.diagnose(root=workspace)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
-    assert [f.where(workspace) for f in errors] == [f"{relpath}:{line}"], report.findings
-    assert errors[0].render(workspace).startswith(f"ERROR {relpath}:{line}: ")
+    assert [f.where(root=workspace) for f in errors] == [f"{relpath}:{line}"], report.findings
+    assert errors[0].render(root=workspace).startswith(f"ERROR {relpath}:{line}: ")
     assert errors[0].action is None and not report.ok
     before = snapshot(workspace)[relpath]
-    fixed = doctor.diagnose(workspace, fix=True)
+    fixed = doctor.diagnose(root=workspace, fix=True)
     assert target.read_bytes() == before and not fixed.ok
 
 
 def test_a_broken_swarm_yaml_stops_the_checks(workspace):
     (workspace / "swarm.yaml").write_text("paths:\n  tasks_active: [\n")
-    findings, files = doctor.check(workspace)
+    findings, files = doctor.check(root=workspace)
     assert codes(findings) == [("ERROR", "config", f"{workspace}/swarm.yaml:3")]
     assert "nothing else was checked" in findings[0].fix and files == 1
 
@@ -122,7 +122,7 @@ def test_a_corrupt_lease_record_is_an_error_with_its_line_and_is_never_rewritten
     finding = only(workspace, "corrupt-lease")
     assert finding.severity is Severity.ERROR and (finding.path, finding.line) == (where, line)
     assert ("does not parse" if kind == BAD_RECORD else "malformed lease") in finding.problem
-    assert not doctor.diagnose(workspace, fix=True).ok
+    assert not doctor.diagnose(root=workspace, fix=True).ok
     assert where.read_bytes() == before
 
 
@@ -132,8 +132,8 @@ def test_an_old_lease_file_that_stops_the_migration_is_an_error_with_its_line(wo
     old.parent.mkdir(parents=True)
     old.write_text("task_id: T-1\nagent_id: executor-1\ntoken: [1,\n")
     finding = only(workspace, "corrupt-lease")
-    assert finding.severity is Severity.ERROR and finding.where(workspace) == ".swarm/claims/T-1.yaml:4"
-    assert not doctor.diagnose(workspace, fix=True).ok
+    assert finding.severity is Severity.ERROR and finding.where(root=workspace) == ".swarm/claims/T-1.yaml:4"
+    assert not doctor.diagnose(root=workspace, fix=True).ok
     assert old.read_text() == "task_id: T-1\nagent_id: executor-1\ntoken: [1,\n"
     old.write_text("")
     assert "empty" in only(workspace, "corrupt-lease").problem
@@ -144,9 +144,9 @@ def test_an_old_lease_file_that_stops_the_migration_is_an_error_with_its_line(wo
 
 def test_duplicate_task_ids(workspace):
     make_task(workspace, "T-1")
-    shutil.copy(task_store.find_task("T-1", workspace).path, workspace / "tasks" / "completed" / "copy.md")
+    shutil.copy(task_store.find_task("T-1", root=workspace).path, workspace / "tasks" / "completed" / "copy.md")
     finding = only(workspace, "duplicate-id")
-    assert finding.severity is Severity.ERROR and finding.where(workspace) == "tasks/completed/copy.md:1"
+    assert finding.severity is Severity.ERROR and finding.where(root=workspace) == "tasks/completed/copy.md:1"
     assert "also used by tasks/active/T-1-task-t-1.md" in finding.problem
 
 
@@ -155,7 +155,7 @@ def test_field_problems_missing_parent_and_unknown_dependency(workspace):
     path.write_text(path.read_text().replace("**Status:** pending", "**Status:** sort of done-ish"))
     lines = path.read_text().splitlines()
     line_of = lambda field: next(n for n, text in enumerate(lines, 1) if text.startswith(f"**{field}:**"))
-    findings = doctor.check(workspace)[0]
+    findings = doctor.check(root=workspace)[0]
     assert sorted(codes(findings)) == sorted([
         ("WARNING", "task-field", f"{path}:{line_of('Status')}"),
         ("WARNING", "missing-parent", f"{path}:{line_of('Parent Task')}"),
@@ -169,7 +169,7 @@ def test_a_claimed_task_without_a_lease_is_reported_not_fixed(workspace):
     finding = only(workspace, "no-lease")
     assert finding.action is None and "never leased" in finding.problem
     before = path.read_bytes()
-    assert not doctor.diagnose(workspace, fix=True).ok
+    assert not doctor.diagnose(root=workspace, fix=True).ok
     assert path.read_bytes() == before
 
 
@@ -177,10 +177,10 @@ def test_completed_task_in_active_is_moved(workspace):
     make_task(workspace, "T-1", status="completed")
     finding = only(workspace, "completed-in-active")
     assert finding.action == "move-completed"
-    report = doctor.diagnose(workspace, fix=True)
+    report = doctor.diagnose(root=workspace, fix=True)
     assert report.ok and [f.code for f, _ in report.fixed] == ["completed-in-active"]
     assert report.fixed[0][1] == "moved to tasks/completed/T-1-task-t-1.md"
-    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", root=workspace).path.parent == workspace / "tasks" / "completed"
 
 
 # ---------------------------------------------------------------------------- leases
@@ -192,10 +192,10 @@ def test_an_expired_lease_is_reaped_and_its_task_requeued(workspace):
     finding = only(workspace, "stale-lease")
     assert finding.severity is Severity.WARNING and finding.action == "reap-leases"
     assert finding.path == lease_file(workspace, "T-1") and "lease expired at" in finding.problem
-    report = doctor.diagnose(workspace, fix=True)
+    report = doctor.diagnose(root=workspace, fix=True)
     assert report.ok and report.fixed[0][1].startswith("reaped: lease expired at")
     assert claims.get_lease("T-1", root=workspace).state is claims.LeaseState.EXPIRED
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
 
 
 def test_a_lease_of_a_dead_holder_is_stale_now(workspace):
@@ -203,8 +203,8 @@ def test_a_lease_of_a_dead_holder_is_stale_now(workspace):
     gone = dead_pid()
     claims.claim_task("T-1", "executor-1", ttl=600, pid=gone, host=HOSTNAME, proc_start=None)
     assert f"process {gone} is dead" in only(workspace, "stale-lease").problem
-    assert doctor.diagnose(workspace, fix=True).ok
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert doctor.diagnose(root=workspace, fix=True).ok
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
 
 
 def test_a_stale_lease_of_a_pending_task_is_only_a_note(workspace):
@@ -213,7 +213,7 @@ def test_a_stale_lease_of_a_pending_task_is_only_a_note(workspace):
     task_store.set_field(path, "Status", "pending")  # an operator put it back by hand
     finding = only(workspace, "stale-lease")
     assert finding.severity is Severity.INFO and finding.action is None
-    assert doctor.diagnose(workspace).ok
+    assert doctor.diagnose(root=workspace).ok
 
 
 def test_a_task_whose_lease_ended_gets_its_mirror_back_then_moves(workspace):
@@ -221,10 +221,10 @@ def test_a_task_whose_lease_ended_gets_its_mirror_back_then_moves(workspace):
     claims.complete(claims.claim_task("T-1", "executor-1"))
     task_store.set_field(path, "Status", "in_progress")  # as if the holder died between lease and task writes
     assert only(workspace, "ended-lease").action == "reap-leases"
-    report = doctor.diagnose(workspace, fix=True)
+    report = doctor.diagnose(root=workspace, fix=True)
     assert report.ok, report.findings
     assert sorted(f.code for f, _ in report.fixed) == ["completed-in-active", "ended-lease"]
-    moved = task_store.find_task("T-1", workspace)
+    moved = task_store.find_task("T-1", root=workspace)
     assert moved.status is tasks.Status.COMPLETED and moved.path.parent.name == "completed"
 
 
@@ -245,9 +245,9 @@ def test_a_torn_log_is_cut_and_the_cut_bytes_are_kept(workspace, relpath, whole)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(whole + TORN)
     finding = only(workspace, "torn-log")
-    assert finding.where(workspace) == f"{relpath}:{len(whole.splitlines()) + 1}"
+    assert finding.where(root=workspace) == f"{relpath}:{len(whole.splitlines()) + 1}"
     assert finding.action == "cut-tail" and "does not parse" in finding.problem
-    report = doctor.diagnose(workspace, fix=True)
+    report = doctor.diagnose(root=workspace, fix=True)
     assert report.ok, report.findings
     assert target.read_bytes() == whole
     [kept] = (workspace / ".swarm" / "doctor").iterdir()
@@ -257,23 +257,23 @@ def test_a_torn_log_is_cut_and_the_cut_bytes_are_kept(workspace, relpath, whole)
 
 def test_a_complete_last_line_without_newline_is_fine(workspace):
     (workspace / "events.yaml").write_bytes(b"events:\n- {type: started, agent: a}")
-    assert doctor.check(workspace)[0] == []
+    assert doctor.check(root=workspace)[0] == []
 
 
 def test_a_torn_tail_of_a_log_that_does_not_parse_is_left_alone(workspace):
     target = workspace / "events.yaml"
     target.write_bytes(b"events:\n- {type: [broken\n" + TORN)
-    found = doctor.check(workspace)[0]
+    found = doctor.check(root=workspace)[0]
     assert sorted(f.code for f in found) == ["parse", "torn-log"]
     assert next(f for f in found if f.code == "torn-log").action is None
     before = target.read_bytes()
-    assert not doctor.diagnose(workspace, fix=True).ok
+    assert not doctor.diagnose(root=workspace, fix=True).ok
     assert target.read_bytes() == before and not (workspace / ".swarm" / "doctor").exists()
 
 
 def test_appends_work_after_the_repair(workspace):
     (workspace / "events.yaml").write_bytes(b"events:\n" + TORN)
-    doctor.diagnose(workspace, fix=True)
+    doctor.diagnose(root=workspace, fix=True)
     events.append_event("completed", "executor-1", "T-1")
     assert [e["type"] for e in events.read_events(root=workspace)] == ["completed"]
 
@@ -290,10 +290,10 @@ def test_temp_files_of_dead_processes_are_removed(workspace):
     for path in leftovers + [live]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("partial")
-    found = doctor.check(workspace)[0]
+    found = doctor.check(root=workspace)[0]
     assert sorted(f.path for f in found) == sorted(leftovers)
     assert {f.code for f in found} == {"temp-file"} and all(f"process {gone}" in f.problem for f in found)
-    report = doctor.diagnose(workspace, fix=True)
+    report = doctor.diagnose(root=workspace, fix=True)
     assert report.ok and len(report.fixed) == 3
     assert not any(path.exists() for path in leftovers) and live.exists()
 
@@ -303,8 +303,8 @@ def test_stale_reservations_are_reaped(workspace):
     reservations.reserve("executor-1", ["docs/**"], ttl=60, now=utc_now() - timedelta(hours=1))
     finding = only(workspace, "stale-reservation")
     assert "executor-1" in finding.problem and finding.action == "reap-reservations"
-    assert doctor.diagnose(workspace, fix=True).ok
-    assert [r.agent_id for r in reservations.list_reservations(workspace, include_expired=True)] == ["executor-2"]
+    assert doctor.diagnose(root=workspace, fix=True).ok
+    assert [r.agent_id for r in reservations.list_reservations(root=workspace, include_expired=True)] == ["executor-2"]
 
 
 # ---------------------------------------------------------------------------- worktrees
@@ -332,27 +332,27 @@ def repo(workspace, tmp_path, monkeypatch):
 
 
 def test_orphan_worktrees(repo):
-    gone_dir = worktrees.create("T-1", "executor-1", repo)
+    gone_dir = worktrees.create("T-1", "executor-1", root=repo)
     shutil.rmtree(gone_dir.path)  # the directory vanished; the record stayed
-    gone_branch = worktrees.create("T-2", "executor-1", repo)
+    gone_branch = worktrees.create("T-2", "executor-1", root=repo)
     git(repo, "worktree", "remove", "--force", str(gone_branch.path))
     git(repo, "branch", "-D", gone_branch.branch)
-    unmerged = worktrees.create("T-3", "executor-1", repo)
+    unmerged = worktrees.create("T-3", "executor-1", root=repo)
     (unmerged.path / "b.txt").write_text("b\n")
     worktrees.commit(unmerged, "work")
     git(repo, "worktree", "remove", "--force", str(unmerged.path))
     stray = repo / ".swarm" / "worktrees" / "stray"
     stray.mkdir()
-    found = {f.subject: f for f in doctor.check(repo)[0]}
+    found = {f.subject: f for f in doctor.check(root=repo)[0]}
     assert set(found) == {gone_dir.name, gone_branch.name, unmerged.name, "stray"}
     assert "is gone" in found[gone_dir.name].problem and found[gone_dir.name].action == "retire-worktree"
     assert f"branch {gone_branch.branch} is gone" in found[gone_branch.name].problem
     assert found[unmerged.name].severity is Severity.INFO and "1 unmerged commit" in found[unmerged.name].problem
     assert found["stray"].code == "unregistered-worktree" and found["stray"].action is None
-    report = doctor.diagnose(repo, fix=True)
+    report = doctor.diagnose(root=repo, fix=True)
     assert sorted(f.subject for f, _ in report.fixed) == sorted([gone_dir.name, gone_branch.name])
     assert sorted(f.subject for f in report.findings) == sorted([unmerged.name, "stray"])
-    assert [wt.name for wt in worktrees.list_worktrees(repo)] == [unmerged.name]
+    assert [wt.name for wt in worktrees.list_worktrees(root=repo)] == [unmerged.name]
     assert stray.is_dir()
 
 
@@ -369,11 +369,11 @@ def test_progress_lines(workspace, monkeypatch):
         make_task(workspace, f"T-{n}")
     monkeypatch.setattr(doctor, "_PROGRESS_EVERY", 2)
     piped = io.StringIO()
-    _, files = doctor.check(workspace, progress=piped)
+    _, files = doctor.check(root=workspace, progress=piped)
     assert files == 7  # heartbeat, events and five tasks
     assert piped.getvalue() == "".join(f"checked {n}/7 files\n" for n in (2, 4, 6))
     screen = Terminal()
-    doctor.check(workspace, progress=screen)
+    doctor.check(root=workspace, progress=screen)
     assert f"\rchecked {files}/{files} files" in screen.getvalue() and screen.getvalue().endswith("\r\x1b[K")
 
 

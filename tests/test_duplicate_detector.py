@@ -52,7 +52,7 @@ def test_unrelated_or_partial_titles_match_nothing(ralf, title):
 
 
 def test_text_is_compared_with_the_objective(ralf):
-    objective = task_store.find_task("TASK-1769952152", ralf).objective
+    objective = task_store.find_task("TASK-1769952152", root=ralf).objective
     reworded = "Build user preference and configuration support"
     assert dd.find_duplicates(reworded, root=ralf) == []
     matches = dd.find_duplicates(reworded, objective, root=ralf)

@@ -79,7 +79,7 @@ def test_appends_go_on_past_a_bad_line_in_the_middle(ralf):
     after = log.read_bytes()
     assert after.startswith(before) and after[len(before):].count(b"\n") == 1
     assert events.tail(1, root=ralf)[0]["agent"] == "executor-1"
-    [finding] = [f for f in doctor.diagnose(ralf).findings if f.path == log]
+    [finding] = [f for f in doctor.diagnose(root=ralf).findings if f.path == log]
     assert (finding.code, finding.line) == ("parse", bad)
 
 
@@ -93,7 +93,7 @@ def test_doctor_reports_a_log_that_appends_cannot_join(ralf):
     indented = "events:\n" + "".join("  " + line + "\n" for line in log.read_text().splitlines()[1:])
     log.write_text(indented)
     assert len(events.read_events(root=ralf)) > 10  # it still reads
-    report = doctor.diagnose(ralf)
+    report = doctor.diagnose(root=ralf)
     [finding] = [f for f in report.findings if f.code == "log-not-appendable"]
     assert finding.path == log and finding.line == 2 and "appends fail" in finding.problem
     assert not report.ok and "clean" not in report.summary()
@@ -119,11 +119,11 @@ def _peak(fn) -> int:
 def test_doctor_streams_the_log_in_bounded_memory(ralf):
     log = ralf / "events.yaml"
     _grow(log, 250_000)
-    doctor.check(ralf)  # imports and caches out of the way
-    small = _peak(lambda: doctor.check(ralf))
+    doctor.check(root=ralf)  # imports and caches out of the way
+    small = _peak(lambda: doctor.check(root=ralf))
     _grow(log, 1_250_000)
     assert event_check.scan_log(log) == len(events.read_events(root=ralf))
-    big = _peak(lambda: doctor.check(ralf))
+    big = _peak(lambda: doctor.check(root=ralf))
     # Five times the log, about the same memory: a batch of entries and its parse (reading the
     # log whole took about ten times the file: 12 MB here).
     assert big < small * 1.5 and big < 4 * 1024 * 1024, (small, big, log.stat().st_size)
@@ -135,7 +135,7 @@ def test_doctor_finds_a_bad_line_deep_in_a_streamed_log(ralf):
     with pytest.raises(ParseError) as caught:
         event_check.scan_log(log)
     assert caught.value.line == bad and caught.value.path == str(log)
-    [finding] = [f for f in doctor.diagnose(ralf).findings if f.path == log]
+    [finding] = [f for f in doctor.diagnose(root=ralf).findings if f.path == log]
     assert finding.line == bad
 
 

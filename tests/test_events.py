@@ -16,7 +16,7 @@ import pytest
 
 import events
 from swarmfile import fileio
-from swarmfile import yaml_log
+from swarmfile import event_log_file, yaml_log
 from swarmfile.errors import InvalidIdError, ParseError, ValidationError
 from procs import run_together
 
@@ -322,7 +322,7 @@ def test_rotation_under_concurrent_writers_loses_nothing(workspace):
 def test_rotation_names_are_unique_and_ordered_when_stamps_collide(workspace, monkeypatch):
     frozen = datetime(2026, 11, 22, 10, 0, 0, 123000, tzinfo=timezone.utc)
     clock = iter([frozen, frozen, frozen.replace(second=0, microsecond=0)])  # then the clock steps back
-    monkeypatch.setattr(events, "utc_now", lambda: next(clock))
+    monkeypatch.setattr(event_log_file, "utc_now", lambda: next(clock))
     for seq in range(3):
         events.append_event("tick", agent="a", rotate_bytes=1, seq=seq)
     events.append_event("tick", agent="a", rotate_bytes=0, seq=3)

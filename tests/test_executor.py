@@ -27,7 +27,7 @@ SIM = LIB / "sim_agent.py"
 
 
 def make_tasks(root, count, **parts):
-    return [task_store.new_task_file(f"T-{n}", f"Task number {n}", root, created=f"2026-01-01T00:00:{n:02d}Z", **parts)
+    return [task_store.new_task_file(f"T-{n}", f"Task number {n}", root=root, created=f"2026-01-01T00:00:{n:02d}Z", **parts)
             for n in range(1, count + 1)]
 
 
@@ -69,7 +69,7 @@ def test_once_runs_every_task_and_records_it(workspace):
     proc = executor(workspace, "--agent-id", "executor-1", "--command", f"{sys.executable} {SIM} {{task_file}}", "--once")
     assert proc.wait(timeout=60) == 0
     for n in (1, 2, 3):
-        task = task_store.find_task(f"T-{n}", workspace)
+        task = task_store.find_task(f"T-{n}", root=workspace)
         assert task.status is tasks.Status.COMPLETED
         assert task.path.parent == workspace / "tasks" / "completed"
         assert claims.get_lease(f"T-{n}").state is LeaseState.COMPLETED
@@ -91,12 +91,12 @@ def test_failures_retry_with_backoff_then_block(workspace):
                     "--max-attempts", "3", "--backoff", "0.05", "--poll", "0.05", env={"FAKE_BEHAVIOUR": "exit3"})
     # --once exits when nothing is ready; a task backing off is not ready, so loop until blocked.
     deadline = time.monotonic() + 60
-    while proc.wait(timeout=60) == 0 and task_store.find_task("T-1", workspace).status is tasks.Status.PENDING:
+    while proc.wait(timeout=60) == 0 and task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING:
         assert time.monotonic() < deadline
         time.sleep(0.1)  # the retry is due after a real backoff interval, by design
         proc = executor(workspace, "--agent-id", "executor-1", "--command", f"{FAKE} {{task_id}}", "--once",
                         "--max-attempts", "3", "--backoff", "0.05", env={"FAKE_BEHAVIOUR": "exit3"})
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.BLOCKED
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.BLOCKED
     failed = events.read_events(task_id="T-1", types=["failed"], root=workspace)
     assert [e["attempt"] for e in failed] == [1, 2, 3]
     assert [e.get("retry_in_seconds") for e in failed] == [0.05, 0.1, None]
@@ -109,7 +109,7 @@ def test_max_tasks_stops_after_n(workspace):
     make_tasks(workspace, 3)
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{FAKE} {{task_id}}", "--max-tasks", "2")
     assert proc.wait(timeout=60) == 0
-    statuses = sorted(task_store.find_task(f"T-{n}", workspace).status.value for n in (1, 2, 3))
+    statuses = sorted(task_store.find_task(f"T-{n}", root=workspace).status.value for n in (1, 2, 3))
     assert statuses == ["completed", "completed", "pending"]
 
 
@@ -127,7 +127,7 @@ def test_signal_stops_cleanly_and_releases(workspace, tmp_path, signum):
             proc.wait()
     agent_pid, child_pid = (int(x) for x in pidfile.read_text().split())
     assert not pid_alive(agent_pid) and not pid_alive(child_pid)
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
     assert claims.get_lease("T-1").state is LeaseState.RELEASED
     assert agent_discovery.get_agent_info("executor-1", root=workspace).status == "stopped"
     assert types_for(workspace, "T-1") == ["started", "released"]
@@ -141,7 +141,7 @@ def test_wait_marker_releases_for_later(workspace):
     assert types_for(workspace, "T-1") == ["started", "waiting"]
     lease = claims.get_lease("T-1")
     assert lease.state is LeaseState.RELEASED and lease.not_before is not None
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
 
 
 def test_planner_assignment_is_acknowledged_first(workspace):
@@ -151,7 +151,7 @@ def test_planner_assignment_is_acknowledged_first(workspace):
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{FAKE} {{task_id}}", "--max-tasks", "1")
     assert proc.wait(timeout=60) == 0
     assert types_for(workspace, "T-2") == ["acknowledged", "started", "completed"]
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
     assert claims.assignment_for("e1") is None
 
 

@@ -39,7 +39,7 @@ def executor(root, *args, env=None):
 def test_three_tasks_merge_back_in_sequence(workspace):
     repo(workspace)
     for n in (1, 2, 3):
-        task_store.new_task_file(f"T-{n}", f"Task {n}", workspace, created=f"2026-01-01T00:00:0{n}Z")
+        task_store.new_task_file(f"T-{n}", f"Task {n}", root=workspace, created=f"2026-01-01T00:00:0{n}Z")
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{sys.executable} {SIM} {{task_file}}",
                     "--once", "--worktree")
     assert proc.wait(timeout=120) == 0
@@ -51,7 +51,7 @@ def test_three_tasks_merge_back_in_sequence(workspace):
     done = events.read_events(types=["completed"], root=workspace)
     assert [e["merge"] for e in done] == ["merged"] * 3
     assert done[0]["files_modified"] == ["work/T-1.txt"]
-    assert worktrees.list_worktrees(workspace) == [], "merged worktrees are cleaned up"
+    assert worktrees.list_worktrees(root=workspace) == [], "merged worktrees are cleaned up"
 
 
 BARRIER_AGENT = (
@@ -62,8 +62,8 @@ BARRIER_AGENT = (
 
 def test_same_lines_give_one_merge_and_one_conflict(workspace):
     repo(workspace)
-    task_store.new_task_file("T-1", "Change shared", workspace)
-    task_store.new_task_file("T-2", "Change shared too", workspace)
+    task_store.new_task_file("T-1", "Change shared", root=workspace)
+    task_store.new_task_file("T-2", "Change shared too", root=workspace)
     procs = [executor(workspace, "--agent-id", f"e{n}", "--command", BARRIER_AGENT, "--max-tasks", "1", "--worktree")
              for n in (1, 2)]
     try:
@@ -78,24 +78,24 @@ def test_same_lines_give_one_merge_and_one_conflict(workspace):
     assert len(merged) == 1 and len(conflicts) == 1
     loser = conflicts[0]["task_id"]
     assert conflicts[0]["files"] == ["shared.txt"]
-    task = task_store.find_task(loser, workspace)
+    task = task_store.find_task(loser, root=workspace)
     assert task.status is tasks.Status.NEEDS_ATTENTION and "shared.txt" in task.field("Merge Conflict")
     assert (workspace / "shared.txt").read_text() == f"{merged[0]['task_id']}\n", "base holds only the clean merge"
     assert f"swarm/{loser}/" in git(workspace, "branch", "--list", "swarm/*"), "the conflicting branch is kept"
 
 
 def test_executor_skips_a_task_whose_files_another_agent_holds(workspace):
-    task_store.new_task_file("T-1", "Edit the parser", workspace, priority="high", files=["app/parser.py"])
-    task_store.new_task_file("T-2", "Edit the docs", workspace, priority="low", files=["docs/index.md"])
+    task_store.new_task_file("T-1", "Edit the parser", root=workspace, priority="high", files=["app/parser.py"])
+    task_store.new_task_file("T-2", "Edit the docs", root=workspace, priority="low", files=["docs/index.md"])
     held = reservations.reserve("other-agent", ["app/*.py"], root=workspace)
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{sys.executable} {SIM} {{task_file}}", "--once")
     assert proc.wait(timeout=60) == 0
-    assert task_store.find_task("T-2", workspace).status is tasks.Status.COMPLETED
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-2", root=workspace).status is tasks.Status.COMPLETED
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
     skipped = events.read_events(types=["skipped"], root=workspace)
     assert skipped and skipped[0]["task_id"] == "T-1" and skipped[0]["holder"] == "other-agent"
-    assert reservations.list_reservations(workspace) == [held], "the executor released its own reservations"
+    assert reservations.list_reservations(root=workspace) == [held], "the executor released its own reservations"
     reservations.release(held, root=workspace)
     proc = executor(workspace, "--agent-id", "e1", "--command", f"{sys.executable} {SIM} {{task_file}}", "--once")
     assert proc.wait(timeout=60) == 0
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.COMPLETED
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.COMPLETED

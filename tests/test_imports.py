@@ -110,6 +110,26 @@ def test_no_module_uses_another_modules_private_names():
     assert offenders == []
 
 
+def _positional_root(tree: ast.Module) -> list[str]:
+    """Public functions and methods that take ``root`` by position."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            if "root" in [a.arg for a in node.args.posonlyargs + node.args.args]:
+                found.append(f"{node.name} (line {node.lineno})")
+    return found
+
+
+def test_every_public_function_takes_root_by_name():
+    """One convention for the workspace argument: ``root=`` is keyword-only everywhere."""
+    offenders = {name: found for name, tree in _modules().items() if (found := _positional_root(tree))}
+    assert offenders == {}
+
+
+def test_the_root_check_finds_a_positional_root():
+    assert _positional_root(ast.parse("def f(a, root=None): pass\ndef g(a, *, root=None): pass")) == ["f (line 1)"]
+
+
 def test_nothing_at_the_top_of_lib_has_a_name_a_host_uses():
     top = {p.stem for p in LIB.glob("*.py")}
     assert top and not top & HOST_NAMES
@@ -168,4 +188,82 @@ def test_a_command_line_does_not_import_redis():
     pytest.importorskip("redis")
     probe = "import sys, claims, events, agent_discovery; print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=LIB, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- storage layouts
+
+# Each store's file implementation, and the modules that may import it: everyone else talks to
+# the interface that stores.py hands out, so no module outside knows how the store is kept.
+IMPLEMENTATIONS = {"event_log_file": {"stores"}, "agent_registry_file": {"stores"}, "event_check": {"event_log_file"}}
+
+
+def test_only_stores_imports_a_store_implementation():
+    offenders = [f"{name} imports {module}" for name, tree in _modules().items()
+                 for module, _ in _imports(tree) if module in IMPLEMENTATIONS and name not in IMPLEMENTATIONS[module]]
+    assert offenders == []
+
+
+_OPENS = r"""
+import os, sys, traceback
+sys.path.insert(0, sys.argv[1])
+root = os.path.abspath(sys.argv[2])
+owner = {"heartbeat.yaml": "swarmfile.agent_registry_file"}  # events.yaml and its archives: below
+offenders = set()
+
+def hook(event, args):
+    if event not in ("open", "os.rename", "os.truncate", "os.remove"):
+        return
+    named = args[:2] if event == "os.rename" else args[:1]  # a rename: from and to
+    for path in (os.fsdecode(a) for a in named if isinstance(a, (str, bytes, os.PathLike))):
+        check(path)
+
+def check(path):
+    name = os.path.basename(path)
+    if os.path.dirname(os.path.abspath(path)) != root or not (
+            name in ("events.yaml", "heartbeat.yaml") or (name.startswith("events-") and name.endswith(".yaml"))):
+        return
+    wanted = owner.get(name, "swarmfile.event_log_file")
+    frames = [f.f_globals.get("__name__", "") for f in iter_frames(sys._getframe(2))]
+    if "__main__" in frames[:1]:
+        return  # this script's own write
+    if wanted not in frames:  # every open of a store's file happens inside its implementation
+        callers = [m for m in frames if m.startswith("swarmfile.")]
+        offenders.add(f"{callers[:3]} open {name} outside {wanted}")
+
+def iter_frames(frame):
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+import agent_discovery, events
+from swarmfile import chat, dashboard, doctor, merge_queue, planner, swarm, workspace
+sys.addaudithook(hook)
+workspace.init_workspace(root=root)
+agent_discovery.register_agent("executor-1", role="executor", root=root)
+agent_discovery.heartbeat("executor-1", current_task="T-1", root=root)
+events.append_event("started", "executor-1", "T-1", root=root, rotate_bytes=1)  # rotated into an archive
+events.StatusBroadcaster("executor-1", root=root).done("T-1")
+chat.send("executor-1", "planner", "hello", root=root)
+assert events.read_events(root=root, include_archives=True) and events.tail(1, root=root)
+assert list(events.follow(root=root, backlog=1, timeout=0.05, interval=0.01))
+planner.Planner("planner", root=root).round()
+swarm.collect_status(root=root)
+dashboard.collect(root=root)
+merge_queue.read_queue(root=root)
+with open(os.path.join(root, "events.yaml"), "a") as torn:  # this script's own write: not a package module
+    torn.write("- {timestamp: '2026-11-30T10:00:00Z', type: x")
+doctor.diagnose(root=root, fix=True)
+agent_discovery.deregister_agent("executor-1", root=root)
+print(sorted(offenders))
+"""
+
+
+def test_only_the_file_implementations_open_the_event_log_and_the_registry(workspace):
+    """Run the loops' and CLIs' cores and doctor with an audit hook on every open, rename, truncate and
+    removal of events.yaml, its archives and heartbeat.yaml: each must happen inside the store's
+    file implementation (event_log_file, agent_registry_file)."""
+    out = subprocess.run([sys.executable, "-c", _OPENS, str(LIB), str(workspace)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -30,7 +30,7 @@ def journal_ws(root: Path) -> None:
 
 def fresh_table(root: Path) -> JournalLeaseTable:
     """A table as another process would have it: its own index, nothing cached."""
-    return JournalLeaseTable(config.load_config(root))
+    return JournalLeaseTable(config.load_config(root=root))
 
 
 def lease(task_id: str, token: int) -> Lease:
@@ -45,7 +45,7 @@ def put(table: JournalLeaseTable, task_id: str, token: int) -> None:
 
 def test_a_claim_is_one_line_a_person_can_read(workspace):
     journal_ws(workspace)
-    task_store.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    task_store.new_task_file("T-1", "Task one", root=workspace, priority="high", created="2026-01-01T00:00:00Z")
     claims.claim_task("T-1", "executor-1")
     journal = workspace / ".swarm" / "leases" / "journal-0.jsonl"
     [line] = journal.read_text().splitlines()
@@ -101,16 +101,16 @@ def test_compaction_keeps_every_lease_and_other_processes_follow_it(workspace, m
 
 def old_leases(root: Path, tokens: dict[str, int]) -> None:
     """Lease files as an earlier version left them in .swarm/claims/ (the last one released)."""
-    old = FileLeaseTable(config.load_config(root))
+    old = FileLeaseTable(config.load_config(root=root))
     for task_id, token in tokens.items():
         with old.lock(task_id):
             old.write(lease(task_id, token))
 
 
 def test_leases_in_files_migrate_on_first_use_and_tokens_go_on(workspace):
-    task_store.new_task_file("T-1", "Task one", workspace, priority="high", created="2026-01-01T00:00:00Z")
+    task_store.new_task_file("T-1", "Task one", root=workspace, priority="high", created="2026-01-01T00:00:00Z")
     old_leases(workspace, {"T-1": 4})
-    old = FileLeaseTable(config.load_config(workspace))
+    old = FileLeaseTable(config.load_config(root=workspace))
     with old.lock("T-1"):
         old.write(replace(old.read("T-1"), state=LeaseState.RELEASED))
     second = claims.claim_task("T-1", "executor-2")  # the default backend: the journal
@@ -144,7 +144,7 @@ def _first_use(root: str) -> tuple:
     """Bump the token of every migrated task once, the first use of the journal in this process."""
     os.environ["SWARM_ROOT"] = root
     config._cache.clear()
-    table = JournalLeaseTable(config.load_config(Path(root)))
+    table = JournalLeaseTable(config.load_config(root=Path(root)))
     bumped = []
     for task_id in ("T-1", "T-2", "T-3"):
         with table.lock(task_id):
@@ -166,7 +166,7 @@ def test_eight_processes_racing_the_first_use_migrate_once_and_lose_no_token(wor
 
 
 def test_a_lease_file_that_does_not_parse_stops_the_migration_and_changes_nothing(workspace):
-    old = FileLeaseTable(config.load_config(workspace))
+    old = FileLeaseTable(config.load_config(root=workspace))
     put(old, "T-1", 3)
     bad = workspace / ".swarm" / "claims" / "T-2.yaml"
     bad.write_text("token: [1,\n")
@@ -228,7 +228,7 @@ def test_kill_nine_while_writing_loses_no_acknowledged_write(workspace, tmp_path
 
 
 def _write_in_child(root: str, task_id: str, token: int, compact: bool) -> int:
-    table = JournalLeaseTable(config.load_config(Path(root)))
+    table = JournalLeaseTable(config.load_config(root=Path(root)))
     put(table, task_id, token)
     if compact:
         table.compact()
@@ -276,7 +276,7 @@ def test_a_line_deleted_by_hand_is_seen_by_an_index_that_read_it(workspace):
 def _claim_and_compact(root: str, index: int, rounds: int) -> int:
     """Bump the token of one of four tasks ``rounds`` times, compacting now and then, as claims would."""
     lease_journal._COMPACT_BYTES = 1500
-    table = JournalLeaseTable(config.load_config(Path(root)))
+    table = JournalLeaseTable(config.load_config(root=Path(root)))
     task_id = f"T-{index % 4}"
     for n in range(rounds):
         with table.lock(task_id, timeout=60):

@@ -26,13 +26,13 @@ BACKENDS = ["files", "lease-files"]
 def _make(name: str, root: Path) -> LeaseTable:
     if name == "lease-files":
         config._cache.clear()
-        return FileLeaseTable(config.load_config(root))
+        return FileLeaseTable(config.load_config(root=root))
     wanted = f"backend: {name}\n"
     setting = root / "swarm.yaml"
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
         setting.write_text(wanted)
     config._cache.clear()
-    return lease_table(config.load_config(root))
+    return lease_table(config.load_config(root=root))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -155,7 +155,7 @@ def test_an_unknown_backend_is_refused_naming_swarm_yaml(workspace):
     (workspace / "swarm.yaml").write_text("backend: carrier-pigeon\n")
     config._cache.clear()
     with pytest.raises(SwarmError) as info:
-        lease_table(config.load_config(workspace))
+        lease_table(config.load_config(root=workspace))
     assert "carrier-pigeon" in str(info.value) and "swarm.yaml" in str(info.value)
 
 
@@ -164,4 +164,4 @@ def test_files_is_the_journal_and_journal_is_its_other_name(workspace):
     assert _make("journal", workspace) is _make("files", workspace)  # one index per workspace and process
     (workspace / "swarm.yaml").unlink()
     config._cache.clear()
-    assert isinstance(lease_table(config.load_config(workspace)), JournalLeaseTable)
+    assert isinstance(lease_table(config.load_config(root=workspace)), JournalLeaseTable)

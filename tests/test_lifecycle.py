@@ -21,7 +21,7 @@ LIB = Path(__file__).resolve().parent.parent / "lib" / "swarmfile"
 
 
 def make_task(root, task_id):
-    return task_store.new_task_file(task_id, f"Task {task_id}", root, priority="medium", created="2026-01-01T00:00:00Z")
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=root, priority="medium", created="2026-01-01T00:00:00Z")
 
 
 def policy(**kw):
@@ -38,7 +38,7 @@ def test_done_completes_logs_then_moves(workspace):
     outcome = lifecycle.done(lease, "executor-1", root=workspace, attempt=1)
     assert (outcome.event, outcome.moved, outcome.lease.state) == ("completed", True, claims.LeaseState.COMPLETED)
     assert kinds(workspace, "T-1") == ["completed"]
-    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", root=workspace).path.parent == workspace / "tasks" / "completed"
     [event] = events.read_events(task_id="T-1", root=workspace)
     assert (event["token"], event["attempt"]) == (lease.token, 1)
 
@@ -51,7 +51,7 @@ def test_a_stale_lease_changes_nothing_and_is_logged_as_lost(workspace):
     outcome = lifecycle.done(old, "executor-1", root=workspace)
     assert outcome.lost and outcome.lease is None
     assert kinds(workspace, "T-1") == ["lease_lost"]
-    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "active"
+    assert task_store.find_task("T-1", root=workspace).path.parent == workspace / "tasks" / "active"
 
 
 def test_failed_backs_off_doubling_then_blocks(workspace):
@@ -63,7 +63,7 @@ def test_failed_backs_off_doubling_then_blocks(workspace):
                               root=workspace, now=later)
     assert second.blocked and second.data["blocked"] is True
     assert kinds(workspace, "T-1") == ["failed", "failed", "blocked"]
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.BLOCKED
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.BLOCKED
 
 
 @pytest.mark.parametrize("kind", ["waiting", "help"])
@@ -94,12 +94,12 @@ def test_crash_between_completion_and_event_is_recovered_once(workspace):
     [event] = events.read_events(task_id="T-1", root=workspace)
     assert (event["type"], event["token"], event["recovered"], event["completed_by"]) == \
         ("completed", lease.token, True, "main-agent-1")
-    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", root=workspace).path.parent == workspace / "tasks" / "completed"
 
 
 def test_a_failed_move_is_logged_not_raised_and_recovered_later(workspace):
     make_task(workspace, "T-1")
-    source = task_store.find_task("T-1", workspace).path
+    source = task_store.find_task("T-1", root=workspace).path
     blocker = workspace / "tasks" / "completed" / source.name
     blocker.write_text("an operator's file with the same name\n")
     outcome = lifecycle.done(claims.claim_task("T-1", "e1"), "e1", root=workspace)
@@ -111,12 +111,12 @@ def test_a_failed_move_is_logged_not_raised_and_recovered_later(workspace):
     blocker.unlink()
     assert lifecycle.recover_completions("e2", root=workspace, now=later) == ["T-1"]
     assert kinds(workspace, "T-1") == ["completed"]  # logged once
-    assert task_store.find_task("T-1", workspace).path.parent == workspace / "tasks" / "completed"
+    assert task_store.find_task("T-1", root=workspace).path.parent == workspace / "tasks" / "completed"
 
 
 def test_retry_policy_reads_swarm_yaml(workspace):
     (workspace / "swarm.yaml").write_text("executor:\n  max_attempts: 5\n  backoff_seconds: 2\n")
-    got = lifecycle.RetryPolicy.from_config(load_config(workspace))
+    got = lifecycle.RetryPolicy.from_config(load_config(root=workspace))
     assert (got.max_attempts, got.retry_after(0), got.retry_after(3)) == (5, 2.0, 16.0)
 
 

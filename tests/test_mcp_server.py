@@ -64,7 +64,7 @@ def server_pid(root, agent_id):
 
 def add_tasks(root, count, **parts):
     for n in range(1, count + 1):
-        task_store.new_task_file(f"T-{n}", f"Task number {n}", root, created=f"2026-01-01T00:00:{n:02d}Z", **parts)
+        task_store.new_task_file(f"T-{n}", f"Task number {n}", root=root, created=f"2026-01-01T00:00:{n:02d}Z", **parts)
 
 
 def await_dead(pid, timeout=20.0):
@@ -239,7 +239,7 @@ def test_every_tool_refuses_bad_input_in_one_sentence_and_changes_nothing(worksp
 def test_a_session_that_ends_gives_its_task_back(workspace):
     ends = {"quitter": "eof", "interrupted": signal.SIGINT, "terminated": signal.SIGTERM}
     for n, agent in enumerate(ends, 1):
-        task_store.new_task_file(f"T-{n}", f"Task of {agent}", workspace, files=[f"src/{agent}.py"])
+        task_store.new_task_file(f"T-{n}", f"Task of {agent}", root=workspace, files=[f"src/{agent}.py"])
     held = {}
 
     async def main():
@@ -264,11 +264,11 @@ def test_a_session_that_ends_gives_its_task_back(workspace):
         reason = "mcp client disconnected" if how == "eof" else f"mcp server stopped by {how.name}"
         assert [(e["task_id"], e["reason"]) for e in released] == [(held[agent], reason)]
         assert agent_discovery.get_agent_info(agent, root=workspace).status == "stopped"
-    for task in task_store.list_tasks(workspace):
+    for task in task_store.list_tasks(root=workspace):
         assert task.status is tasks.Status.PENDING
         lease = claims.get_lease(task.task_id, root=workspace)
         assert lease is None or lease.state is claims.LeaseState.RELEASED
-    assert reservations.list_reservations(workspace) == []
+    assert reservations.list_reservations(root=workspace) == []
 
 
 def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
@@ -288,11 +288,11 @@ def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
     anyio.run(main)
     assert git(workspace, "show", "main:feature.txt") == "built by the agent\n"
     assert "T-1: add the feature file [swarm builder]" in git(workspace, "log", "-2", "--format=%s", "main")
-    assert [e.status for e in merge_queue.read_queue(workspace)][-1] == "merged"
+    assert [e.status for e in merge_queue.read_queue(root=workspace)][-1] == "merged"
     done = events.read_events(types=["completed"], task_id="T-1", root=workspace)
     assert done[0]["merge"] == "merged" and done[0]["files_modified"] == ["feature.txt"]
-    assert task_store.find_task("T-1", workspace).path.parent.name == "completed"
-    assert worktrees.list_worktrees(workspace) == [], "the merged worktree is retired"
+    assert task_store.find_task("T-1", root=workspace).path.parent.name == "completed"
+    assert worktrees.list_worktrees(root=workspace) == [], "the merged worktree is retired"
 
 
 def test_under_an_executor_the_task_tools_are_refused(workspace):
@@ -311,7 +311,7 @@ def test_under_an_executor_the_task_tools_are_refused(workspace):
         text, error = replies[name]
         assert error and text.startswith("an executor runs you for task T-1:") and "\n" not in text, text
     assert not replies["reserve"][1], "the other tools serve the agent as usual"
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
     assert claims.get_lease("T-1", root=workspace) is None
 
 
@@ -346,6 +346,6 @@ def test_each_tool_does_its_work(workspace):
     kinds = [(e["type"], e.get("task_id")) for e in events.read_events(agent="worker", root=workspace)
              if e["type"] not in ("registered", "stopped", "message")]
     assert kinds == [("started", "T-1"), ("help", "T-1"), ("started", "T-2"), ("failed", "T-2"), ("created", kinds[-1][1])]
-    question = chat.read_messages(workspace)[-1]
+    question = chat.read_messages(root=workspace)[-1]
     assert (question.from_agent, question.type.value, question.task_id) == ("worker", "help", "T-1")
     assert question.to.endswith("planner"), "to the planner's id (swarm.yaml planner.agent_id)"

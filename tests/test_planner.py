@@ -22,7 +22,7 @@ LIB = Path(__file__).resolve().parent.parent / "lib"
 
 def make_task(root, task_id, title=None, **parts):
     parts.setdefault("created", "2026-01-01T00:00:00Z")
-    return task_store.new_task_file(task_id, title or f"Unrelated work item {task_id}", root, **parts)
+    return task_store.new_task_file(task_id, title or f"Unrelated work item {task_id}", root=root, **parts)
 
 
 def executor_alive(agent_id, root):
@@ -41,7 +41,7 @@ def test_requeues_tasks_of_dead_agents(workspace):
     claims.start(claims.claim_task("T-1", "executor-9", pid=dead.pid, host=HOSTNAME))
     decisions = Planner(root=str(workspace)).round()
     assert ("requeued", "T-1") in kinds(decisions)
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
     event = events.read_events(types=["requeued"], root=workspace)[0]
     assert event["previous_agent"] == "executor-9" and "dead" in event["reason"]
 
@@ -100,7 +100,7 @@ def test_parent_completed_when_all_subtasks_are(workspace):
     assert ("completed", "P-1") not in kinds(planner.round())
     claims.complete(claims.claim_task("P-1-SUB2", "e"))
     assert ("completed", "P-1") in kinds(planner.round())
-    parent = task_store.find_task("P-1", workspace)
+    parent = task_store.find_task("P-1", root=workspace)
     assert parent.status is tasks.Status.COMPLETED and parent.path.parent.name == "completed"
 
 
@@ -111,8 +111,8 @@ def test_near_duplicates_are_flagged_once(workspace):
     planner = Planner(root=str(workspace), min_executors=99)
     flagged = [d for d in planner.round() if d.kind == "flagged"]
     assert [d.task_id for d in flagged] == ["A-2"], "only the later copy is held; the original runs"
-    assert task_store.find_task("A-2", workspace).field("Possible Duplicate Of").startswith("A-1")
-    assert task_store.find_task("A-1", workspace).status is not tasks.Status.NEEDS_ATTENTION
+    assert task_store.find_task("A-2", root=workspace).field("Possible Duplicate Of").startswith("A-1")
+    assert task_store.find_task("A-1", root=workspace).status is not tasks.Status.NEEDS_ATTENTION
     assert [d for d in planner.round() if d.kind == "flagged"] == []
 
 
@@ -173,10 +173,10 @@ def test_items_of_a_dead_agent_come_back(workspace):
     dead.wait()
     agent_discovery.register_agent("executor-9", role="executor", root=workspace, pid=dead.pid)
     work_items.claim_item("T-1", 1, "executor-9", root=workspace)
-    assert task_store.find_task("T-1", workspace).checklist[1].agent == "executor-9"
+    assert task_store.find_task("T-1", root=workspace).checklist[1].agent == "executor-9"
     decisions = Planner(root=str(workspace), min_executors=99).round()
     assert any(d.kind == "requeued" and d.detail.get("items") == ["T-1#1"] for d in decisions)
-    assert task_store.find_task("T-1", workspace).checklist[1].agent is None
+    assert task_store.find_task("T-1", root=workspace).checklist[1].agent is None
 
 
 def test_flagged_duplicate_waits_for_a_person(workspace):
@@ -187,7 +187,7 @@ def test_flagged_duplicate_waits_for_a_person(workspace):
     flagged = {d.task_id for d in decisions if d.kind == "flagged"}
     assigned = {d.task_id for d in decisions if d.kind == "assigned"}
     assert flagged and not (flagged & assigned)
-    held = task_store.find_task(flagged.pop(), workspace)
+    held = task_store.find_task(flagged.pop(), root=workspace)
     assert held.status is tasks.Status.NEEDS_ATTENTION
 
 

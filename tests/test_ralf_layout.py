@@ -64,7 +64,7 @@ def documents(root: Path) -> dict[str, bytes]:
 
 def test_tasks_are_found_at_any_depth_and_documents_are_not_tasks(head):
     before = snapshot(head)
-    found = {t.task_id: t.path.relative_to(head).as_posix() for t in task_store.list_tasks(head, include_completed=True)}
+    found = {t.task_id: t.path.relative_to(head).as_posix() for t in task_store.list_tasks(root=head, include_completed=True)}
     assert found == {
         "MASTER-TASK-20260203172000": f"{EPIC}/MASTER-TASK.md",
         "TASK-20260203172001": f"{EPIC}/TASK-20260203172001-analyze-document-hook-patterns.md",
@@ -96,14 +96,14 @@ def test_a_broken_file_in_the_flat_folder_is_still_reported_a_document_in_a_subf
     (head / "tasks" / "active" / "notes").mkdir()
     (head / "tasks" / "active" / "notes" / "IDEAS.md").write_text("no title here\n")
     errors: list = []
-    task_store.list_tasks(head, errors=errors)
+    task_store.list_tasks(root=head, errors=errors)
     assert [Path(e.path).name for e in errors] == ["BROKEN.md"]
 
 
 def test_epic_children_come_from_its_sub_tasks_table(head):
-    master = task_store.find_task("MASTER-TASK-20260203172000", head)
+    master = task_store.find_task("MASTER-TASK-20260203172000", root=head)
     assert master.sub_tasks[:2] == ("20260203172001", "202602032359")  # as the table writes them
-    links = task_graph.family(task_store.list_tasks(head, include_completed=True))
+    links = task_graph.family(task_store.list_tasks(root=head, include_completed=True))
     assert sorted(links.children["MASTER-TASK-20260203172000"]) == sorted(PENDING + ["TASK-20260203172001"])
     assert links.parent["TASK-202602032359"] == "MASTER-TASK-20260203172000"
 
@@ -112,7 +112,7 @@ def test_parent_field_links_a_child_to_its_epic(head):
     child = head / EPIC / "subtasks" / "TASK-9-extra.md"
     child.parent.mkdir()
     child.write_text("# TASK-9: Extra hook\n\n**Parent:** MASTER-TASK-20260203172000\n**Status:** pending\n")
-    links = task_graph.family(task_store.list_tasks(head, include_completed=True))
+    links = task_graph.family(task_store.list_tasks(root=head, include_completed=True))
     assert "TASK-9" in links.children["MASTER-TASK-20260203172000"]
     assert "TASK-9" in [t.task_id for t in claims.ready_tasks(root=head)]
 
@@ -126,9 +126,9 @@ def test_a_completed_task_keeps_its_place_under_completed(head):
     before = documents(head)
     lease = claims.claim_task("TASK-20260203171822", "executor-1")
     claims.complete(lease)
-    moved = task_store.move_to_completed("TASK-20260203171822", head)
+    moved = task_store.move_to_completed("TASK-20260203171822", root=head)
     assert moved == head / "tasks/completed/IMPROVING-V2-HOOKS/tasks/TASK-20260203171822-standardize-json-logging.md"
-    assert task_store.find_task("TASK-20260203171822", head).path == moved
+    assert task_store.find_task("TASK-20260203171822", root=head).path == moved
     assert documents(head) == before
 
 
@@ -169,10 +169,10 @@ def test_an_executor_runs_the_other_tasks_when_an_id_is_used_twice(twin):
 
 
 def _split_parent(root: Path, task_id: str, children: int = 2) -> Path:
-    parent = task_store.new_task_file(task_id, f"Parent {task_id}", root, fields={"Sub-Tasks": ", ".join(
+    parent = task_store.new_task_file(task_id, f"Parent {task_id}", root=root, fields={"Sub-Tasks": ", ".join(
         f"{task_id}-SUB{n}" for n in range(1, children + 1))})
     for n in range(1, children + 1):
-        task_store.new_task_file(f"{task_id}-SUB{n}", f"Part {n} of {task_id}", root,
+        task_store.new_task_file(f"{task_id}-SUB{n}", f"Part {n} of {task_id}", root=root,
                             fields={"Parent Task": task_id}, status="completed")
     return parent
 
@@ -205,14 +205,14 @@ def test_a_duplicate_id_is_never_split(twin):
 def test_deleting_a_split_parent_cancels_its_open_sub_tasks(workspace):
     import doctor
 
-    parent = task_store.new_task_file("P-1", "Parent", workspace, fields={"Sub-Tasks": "P-1-SUB1, P-1-SUB2"})
+    parent = task_store.new_task_file("P-1", "Parent", root=workspace, fields={"Sub-Tasks": "P-1-SUB1, P-1-SUB2"})
     for n in (1, 2):
-        task_store.new_task_file(f"P-1-SUB{n}", f"Part {n}", workspace, fields={"Parent Task": "P-1"})
-    task_store.new_task_file("OTHER", "Other", workspace)
+        task_store.new_task_file(f"P-1-SUB{n}", f"Part {n}", root=workspace, fields={"Parent Task": "P-1"})
+    task_store.new_task_file("OTHER", "Other", root=workspace)
     assert sorted(t.task_id for t in claims.ready_tasks(root=workspace)) == ["OTHER", "P-1-SUB1", "P-1-SUB2"]
     parent.unlink()
     assert [t.task_id for t in claims.ready_tasks(root=workspace)] == ["OTHER"]
-    findings, _ = doctor.check(workspace)
+    findings, _ = doctor.check(root=workspace)
     assert sorted(f.path.name for f in findings if f.code == "missing-parent") == ["P-1-SUB1-part-1.md",
                                                                                    "P-1-SUB2-part-2.md"]
 
@@ -221,17 +221,17 @@ def test_deleting_a_split_parent_cancels_its_open_sub_tasks(workspace):
 
 
 def _cycle(workspace: Path) -> None:
-    task_store.new_task_file("TASK-A", "Task A", workspace, depends_on=["TASK-B"])
-    task_store.new_task_file("TASK-B", "Task B", workspace, depends_on=["TASK-A"])
-    task_store.new_task_file("TASK-S", "Task S", workspace, depends_on=["TASK-S"])
-    task_store.new_task_file("TASK-C", "Task C", workspace)
+    task_store.new_task_file("TASK-A", "Task A", root=workspace, depends_on=["TASK-B"])
+    task_store.new_task_file("TASK-B", "Task B", root=workspace, depends_on=["TASK-A"])
+    task_store.new_task_file("TASK-S", "Task S", root=workspace, depends_on=["TASK-S"])
+    task_store.new_task_file("TASK-C", "Task C", root=workspace)
 
 
 def test_doctor_names_dependency_cycles(workspace):
     import doctor
 
     _cycle(workspace)
-    report = doctor.diagnose(workspace)
+    report = doctor.diagnose(root=workspace)
     cycles = sorted(f.subject for f in report.findings if f.code == "dependency-cycle")
     assert cycles == ["TASK-A -> TASK-B -> TASK-A", "TASK-S -> TASK-S"]
     assert not report.ok and "workspace is clean" not in report.summary()
@@ -252,8 +252,8 @@ def test_status_names_dependency_cycles(workspace):
     ("TASK-N", ["TASK-X"], "TASK-N -> TASK-X -> TASK-Y -> TASK-N"),
 ])
 def test_new_task_refuses_to_close_a_cycle(workspace, task_id, depends_on, cycle):
-    task_store.new_task_file("TASK-X", "Task X", workspace, depends_on=["TASK-Y"])
-    task_store.new_task_file("TASK-Y", "Task Y", workspace, depends_on=["TASK-N"])  # waits for a task not written yet
+    task_store.new_task_file("TASK-X", "Task X", root=workspace, depends_on=["TASK-Y"])
+    task_store.new_task_file("TASK-Y", "Task Y", root=workspace, depends_on=["TASK-N"])  # waits for a task not written yet
     before = snapshot(workspace)
     out = subprocess.run([sys.executable, str(LIB / "swarm.py"), "new-task", "Something new", "--id", task_id,
                           *[a for dep in depends_on for a in ("--depends-on", dep)], "--root", str(workspace)],
@@ -282,7 +282,7 @@ def test_status_counts_by_folder_and_flags_duplicate_ids(ralf):
 
     active = ralf / "tasks" / "active"
     shutil.copy(active / F005, active / "TASK-1769952151-copy.md")
-    doc = swarm.collect_status(str(ralf))
+    doc = swarm.collect_status(root=str(ralf))
     # 8 files in completed/, some still saying pending or in_progress: the folder decides.
     assert doc["task_counts"] == {"completed": 8, "pending": 3}
     flagged = [t for t in doc["tasks"]["pending"] if t.get("duplicate_id")]
@@ -299,7 +299,7 @@ def test_status_counts_by_folder_and_flags_duplicate_ids(ralf):
 def test_doctor_never_asks_to_reopen_finished_work(ralf):
     import doctor
 
-    report = doctor.diagnose(ralf)
+    report = doctor.diagnose(root=ralf)
     in_completed = [f for f in report.findings if f.path and "completed" in f.path.parts]
     assert not [f for f in in_completed if "pending" in f.fix]
     stale = [f for f in in_completed if f.code == "no-lease"]
@@ -311,11 +311,11 @@ def test_status_and_doctor_see_todays_layout(head):
     import swarm
 
     before = snapshot(head)
-    doc = swarm.collect_status(str(head))
+    doc = swarm.collect_status(root=str(head))
     assert doc["task_counts"] == {"completed": 1, "in_progress": 1, "pending": 4}
-    report = doctor.diagnose(head)
+    report = doctor.diagnose(root=head)
     assert report.files >= 6
-    assert [f.render(head) for f in report.problems] == []
+    assert [f.render(root=head) for f in report.problems] == []
     assert snapshot(head) == before
 
 
@@ -354,8 +354,8 @@ def test_planner_and_executors_complete_todays_layout_exactly_once(head):
     assert {e["task_id"]: e["agent"] for e in events.read_events(types=["completed"], root=head)}[
         "MASTER-TASK-20260203172000"] == "swarm-planner"
     assert documents(head) == notes  # run notes and plans: byte for byte
-    finished = sorted(t.path.relative_to(head).as_posix() for t in task_store.list_tasks(head, include_completed=True)
-                      if task_store.is_finished(t, task_store.task_config(t.path, head)))
+    finished = sorted(t.path.relative_to(head).as_posix() for t in task_store.list_tasks(root=head, include_completed=True)
+                      if task_store.is_finished(t, task_store.task_config(t.path, root=head)))
     assert len(finished) == 6 and "tasks/completed/IMPROVING-V2-HOOKS/MASTER-TASK.md" in finished
     assert "tasks/completed/IMPROVING-V2-HOOKS/tasks/TASK-202602032359-pre-tool-use-security.md" in finished
 
@@ -379,7 +379,7 @@ def test_the_split_rule_on_every_real_task(tmp_path):
         copy = root / "tasks" / "active" / path.name
         shutil.copy(path, copy)
         task_store.set_field(copy, "Status", "pending", root=root)
-        verdicts[path.name] = td.analyze_task_structure(copy, root).can_parallelize
+        verdicts[path.name] = td.analyze_task_structure(copy, root=root).can_parallelize
         copy.unlink()
     assert len(verdicts) == 16 and sum(verdicts.values()) == 0
 
@@ -402,14 +402,14 @@ def test_a_task_of_your_own_naming_a_missing_parent_still_runs(workspace, field)
 def test_watch_shows_the_epic_with_its_children_from_the_table(head):
     import dashboard
 
-    rows = {r["task_id"]: r for r in dashboard.collect(head)["tasks"]}
+    rows = {r["task_id"]: r for r in dashboard.collect(root=head)["tasks"]}
     epic = rows["MASTER-TASK-20260203172000"]
     assert (epic["subtasks_done"], epic["subtasks_total"]) == (1, 5)
 
 
 def test_a_copy_made_while_the_task_runs_does_not_stop_its_executor(workspace):
-    first = task_store.new_task_file("T-1", "First", workspace, priority="high")
-    task_store.new_task_file("T-2", "Second", workspace)
+    first = task_store.new_task_file("T-1", "First", root=workspace, priority="high")
+    task_store.new_task_file("T-2", "Second", root=workspace)
     proc = subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", "executor-1", "--once",
                              "--command", f"{sys.executable} {SIM} {{task_file}}"], cwd=workspace,
                             env=dict(os.environ, SWARM_ROOT=str(workspace), SIM_DELAY="1.5"),

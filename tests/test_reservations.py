@@ -91,14 +91,14 @@ def test_shared_reservations_only_clash_with_exclusive_ones(workspace, first, se
             res.reserve("executor-2", ["lib/*"], exclusive=second, root=workspace, now=T0)
     else:
         res.reserve("executor-2", ["lib/*"], exclusive=second, root=workspace, now=T0)
-        assert [r.mode for r in res.list_reservations(workspace, now=T0)] == ["shared", "shared"]
+        assert [r.mode for r in res.list_reservations(root=workspace, now=T0)] == ["shared", "shared"]
 
 
 def test_disjoint_patterns_and_the_same_agent_never_clash(workspace):
     res.reserve("executor-1", ["lib/a.py"], root=workspace, now=T0)
     res.reserve("executor-2", ["lib/b.py", "tests/**"], root=workspace, now=T0)
     res.reserve("executor-1", ["lib/a.py", "lib/*.md"], task_id="TASK-2", root=workspace, now=T0)  # its own
-    assert len(res.list_reservations(workspace, now=T0)) == 3
+    assert len(res.list_reservations(root=workspace, now=T0)) == 3
 
 
 def test_two_spellings_of_one_file_clash(workspace):
@@ -120,11 +120,11 @@ def test_ttl_expiry_frees_the_paths(workspace):
     res.reserve("executor-1", ["lib/a.py"], ttl=60, root=workspace, now=T0)
     with pytest.raises(res.ReservationConflict):
         res.reserve("executor-2", ["lib/a.py"], root=workspace, now=_at(59))
-    assert res.list_reservations(workspace, now=_at(61)) == []
-    assert len(res.list_reservations(workspace, now=_at(61), include_expired=True)) == 1
+    assert res.list_reservations(root=workspace, now=_at(61)) == []
+    assert len(res.list_reservations(root=workspace, now=_at(61), include_expired=True)) == 1
     taken = res.reserve("executor-2", ["lib/a.py"], root=workspace, now=_at(61))
     # the expired record was dropped by that write
-    assert [r.id for r in res.list_reservations(workspace, now=_at(61), include_expired=True)] == [taken.id]
+    assert [r.id for r in res.list_reservations(root=workspace, now=_at(61), include_expired=True)] == [taken.id]
 
 
 def test_default_ttl_and_the_swarm_yaml_override(workspace):
@@ -152,7 +152,7 @@ def test_a_dead_holder_frees_its_paths_at_once(workspace, dead_pid):
     res.reserve("executor-3", ["lib/b.py"], root=workspace, now=T0, pid=me["pid"], host=me["host"],
                 proc_start=12345)  # pid reused: the recorded start time does not match
     res.reserve("executor-4", ["lib/c.py"], root=workspace, now=T0)  # this live process
-    assert [r.agent_id for r in res.list_reservations(workspace, now=T0)] == ["executor-4"]
+    assert [r.agent_id for r in res.list_reservations(root=workspace, now=T0)] == ["executor-4"]
     res.reserve("executor-2", ["lib/a.py", "lib/b.py"], root=workspace, now=T0)
     with pytest.raises(res.ReservationConflict, match="executor-4"):
         res.reserve("executor-2", ["lib/c.py"], root=workspace, now=T0)
@@ -165,7 +165,7 @@ def test_reap_removes_expired_and_dead_and_keeps_live(workspace, dead_pid):
     reaped = res.reap(_at(11), root=workspace)
     assert sorted((r.agent_id, why.split()[0]) for r, why in reaped) == [
         ("executor-1", "process"), ("executor-2", "expired")]
-    assert [r.id for r in res.list_reservations(workspace, now=_at(11), include_expired=True)] == [live.id]
+    assert [r.id for r in res.list_reservations(root=workspace, now=_at(11), include_expired=True)] == [live.id]
     assert res.reap(_at(11), root=workspace) == []
 
 
@@ -185,7 +185,7 @@ def test_release_forms(workspace):
         res.release("executor-1", root=workspace)
     assert [r.patterns for r in res.release_for_task("TASK-2", root=workspace)] == [("c",), ("d",)]
     assert [r.patterns for r in res.release_all("executor-2", root=workspace)] == [("e",)]
-    assert res.list_reservations(workspace, now=T0, include_expired=True) == []
+    assert res.list_reservations(root=workspace, now=T0, include_expired=True) == []
     with pytest.raises(InvalidIdError):
         res.release_for_task("../x", root=workspace)
 
@@ -227,7 +227,7 @@ def test_a_broken_state_file_refuses_the_reservation(workspace):
     state.write_text("agents: [oops\n")
     with pytest.raises(ParseError):
         res.reserve("executor-1", ["a"], root=workspace, now=T0)
-    assert res.list_reservations(workspace, now=T0) == []  # never held without its mirror
+    assert res.list_reservations(root=workspace, now=T0) == []  # never held without its mirror
     assert state.read_text() == "agents: [oops\n"
 
 
@@ -267,7 +267,7 @@ def test_a_malformed_entry_is_reported_with_its_line(workspace):
                     "  acquired_at: '2026-02-01T12:00:00Z'\n  expires_at: '2026-02-01T13:00:00Z'\n"
                     "- id: r2\n  agent_id: executor-1\n  patterns: []\n")
     with pytest.raises(ValidationError, match=r"reservations.yaml:7: malformed reservation: patterns"):
-        res.list_reservations(workspace, now=T0)
+        res.list_reservations(root=workspace, now=T0)
 
 
 def test_unknown_keys_are_kept(workspace):
@@ -276,7 +276,7 @@ def test_unknown_keys_are_kept(workspace):
     text = path.read_text().replace("reservations:\n", "note: by hand\nreservations:\n", 1)
     path.write_text(text.replace(f"- id: {made.id}\n", f"- id: {made.id}\n  why: reviewing\n"))
     res.reserve("executor-2", ["b"], root=workspace, now=T0)
-    stored = res.list_reservations(workspace, now=T0)
+    stored = res.list_reservations(root=workspace, now=T0)
     assert stored[0].extra == {"why": "reviewing"} and "note: by hand" in path.read_text()
     assert stored[0].to_dict()["why"] == "reviewing"
 
@@ -284,12 +284,12 @@ def test_unknown_keys_are_kept(workspace):
 def test_find_holders(workspace):
     a = res.reserve("executor-1", ["lib/*.py"], exclusive=False, root=workspace, now=T0)
     b = res.reserve("executor-2", ["lib/a.py"], exclusive=False, root=workspace, now=T0, ttl=5)
-    assert res.find_holders("lib/b.py", workspace, T0) == [a]
-    assert [r.id for r in res.find_holders("./lib/a.py", workspace, T0)] == [a.id, b.id]
-    assert res.find_holders("lib/a.py", workspace, T0, exclude_agent="executor-1") == [b]
-    assert res.find_holders("lib/a.py", workspace, _at(10), exclude_agent="executor-1") == []
-    assert res.find_holders("lib", workspace, T0) == [a, b]  # asking about a directory
-    assert res.find_holders("docs/x.md", workspace, T0) == []
+    assert res.find_holders("lib/b.py", root=workspace, now=T0) == [a]
+    assert [r.id for r in res.find_holders("./lib/a.py", root=workspace, now=T0)] == [a.id, b.id]
+    assert res.find_holders("lib/a.py", root=workspace, now=T0, exclude_agent="executor-1") == [b]
+    assert res.find_holders("lib/a.py", root=workspace, now=_at(10), exclude_agent="executor-1") == []
+    assert res.find_holders("lib", root=workspace, now=T0) == [a, b]  # asking about a directory
+    assert res.find_holders("docs/x.md", root=workspace, now=T0) == []
 
 
 # ---------------------------------------------------------------------------- races
@@ -313,7 +313,7 @@ def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace):
     winners = [agent for outcome, agent in results if outcome == "won"]
     assert len(winners) == 1
     assert sorted(agent for outcome, agent in results if outcome == "lost") == winners * 7
-    assert [r.agent_id for r in res.list_reservations(workspace)] == winners
+    assert [r.agent_id for r in res.list_reservations(root=workspace)] == winners
     assert [c["agent_id"] for c in state_sync.find_file_conflicts("lib/a.py", root=workspace)] == winners
 
 
@@ -321,7 +321,7 @@ def test_eight_processes_racing_for_different_files_all_win(workspace):
     results = run_together(_race, [(str(workspace), f"executor-{n}", f"lib/f{n}.py", _holder())
                                    for n in range(8)])
     assert sorted(results) == sorted(("won", f"executor-{n}") for n in range(8))
-    assert len(res.list_reservations(workspace)) == 8
+    assert len(res.list_reservations(root=workspace)) == 8
     for n in range(8):
         entry = state_sync.get_agent_state(f"executor-{n}", root=workspace)
         assert entry["context"]["files_locked"] == [f"lib/f{n}.py"]

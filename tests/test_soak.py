@@ -166,7 +166,7 @@ def check_outcome(root: Path, ids: list[str]) -> list[str]:
     twice = {t: len(c) for t, c in completed.items() if len(c) != 1}
     assert not twice, f"tasks with several completed events: {twice}"
     leases = {lease.task_id: lease for lease in claims.list_leases(root=root)}  # every lease file parses
-    listed = {t.task_id: t for t in task_store.list_tasks(root, include_completed=True)}  # every task file parses
+    listed = {t.task_id: t for t in task_store.list_tasks(root=root, include_completed=True)}  # every task file parses
     assert set(listed) == set(ids), "each task is one file"
     lost_event = []
     for task_id in ids:

@@ -244,7 +244,7 @@ def test_lock_held_by_another_process_times_out_naming_file_and_holder(workspace
     before = state.read_bytes()
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    lock_dir = config.load_config(workspace).lock_dir
+    lock_dir = config.load_config(root=workspace).lock_dir
     holder = ctx.Process(target=_hold_lock, args=(str(state), str(lock_dir), ready, release))
     holder.start()
     try:

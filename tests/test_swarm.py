@@ -41,7 +41,7 @@ def test_new_task_writes_template_and_refuses_duplicates(workspace):
     out = swarm("new-task", "Add rate limiting to the API", "--priority", "high", "--criterion", "limit per key",
                 "--file", "api/limits.py", "--id", "TASK-1", root=workspace)
     assert out.returncode == 0, out.stderr
-    task = task_store.find_task("TASK-1", workspace)
+    task = task_store.find_task("TASK-1", root=workspace)
     assert (task.title, task.priority.value, task.status.value) == ("Add rate limiting to the API", "high", "pending")
     assert [i.text for i in task.checklist] == ["limit per key"] and task.files_to_modify == ("api/limits.py",)
     assert events.read_events(types=["created"], root=workspace)[0]["task_id"] == "TASK-1"
@@ -64,8 +64,8 @@ def test_status_shows_agents_tasks_leases_events(workspace):
     import agent_discovery
     import claims
 
-    task_store.new_task_file("T-1", "First thing", workspace)
-    task_store.new_task_file("T-2", "Second thing", workspace)
+    task_store.new_task_file("T-1", "First thing", root=workspace)
+    task_store.new_task_file("T-2", "Second thing", root=workspace)
     agent_discovery.register_agent("executor-1", role="executor", root=workspace)
     claims.claim_task("T-1", "executor-1")
     events.append_event("started", "executor-1", "T-1", root=workspace)
@@ -91,7 +91,7 @@ def test_demo_completes_every_task_exactly_once(tmp_path):
     assert "every task completed exactly once" in out.stdout
     completed = events.read_events(types=["completed"], root=root)
     ids = [e["task_id"] for e in completed]
-    assert len(ids) == len(set(ids)) == len(task_store.list_tasks(root, include_completed=True))
+    assert len(ids) == len(set(ids)) == len(task_store.list_tasks(root=root, include_completed=True))
     assert {e["type"] for e in events.read_events(root=root)} >= {"split", "started", "completed", "failed", "merged"}
     executed = [e["task_id"] for e in completed if e["agent"].startswith("executor")]
     merged = [e["task_id"] for e in events.read_events(types=["merged"], root=root)]
@@ -119,7 +119,7 @@ def test_forwarded_commands_work_through_swarm_py(workspace, tmp_path):
         return subprocess.run([sys.executable, str(LIB / "swarm.py"), *args, "--root", str(workspace)],
                               capture_output=True, text=True, cwd="/", env=env, timeout=60)
 
-    task_store.new_task_file("T-1", "Visible in the frame", workspace)
+    task_store.new_task_file("T-1", "Visible in the frame", root=workspace)
     frame = run("watch", "--once")
     assert frame.returncode == 0 and "T-1" in frame.stdout
     assert run("doctor").returncode == 0

@@ -52,7 +52,7 @@ def _fresh_cache():
 
 def make_task(workspace: Path, criteria, *, task_id="TASK-1", objective="Build several independent parts.",
               files=(), status="pending", name=None) -> Path:
-    return task_store.new_task_file(task_id, "Build the parts", workspace, filename=name or f"{task_id}.md",
+    return task_store.new_task_file(task_id, "Build the parts", root=workspace, filename=name or f"{task_id}.md",
                                status=status, priority="high", objective=objective, criteria=criteria,
                                files=files, depends_on=["TASK-0"], created="2026-02-01T00:00:00Z")
 
@@ -118,7 +118,7 @@ def test_tasks_that_are_not_split_say_why(workspace, criteria, objective, files,
 
 
 def test_files_alone_are_not_split(workspace):
-    path = task_store.new_task_file("TASK-2", "Touch files", workspace, filename="TASK-2.md",
+    path = task_store.new_task_file("TASK-2", "Touch files", root=workspace, filename="TASK-2.md",
                                files=["lib/a.py", "lib/b.py", "docs/c.md"])
     analysis = td.analyze_task_structure(path)
     assert analysis.unit_kind == "file" and not analysis.can_parallelize
@@ -303,7 +303,7 @@ def test_every_criterion_lands_in_exactly_one_sub_task_ralf(tmp_path, path):
     copy = root / "tasks" / "active" / path.name
     shutil.copy(path, copy)
     task_store.set_field(copy, "Status", "pending", root=root)  # finished fixtures too: split them as if new
-    analysis = td.analyze_task_structure(copy, root)
+    analysis = td.analyze_task_structure(copy, root=root)
     subs = td.distribute_task(copy, root=root)
     assert bool(subs) == analysis.can_parallelize
     if subs:
@@ -385,15 +385,15 @@ def test_cli_splits_every_pending_task_with_progress(workspace):
     parallel = dict(objective="Three independent parts; each can be done separately, in parallel.",
                     criteria=["Part in `a/one.py`", "Part in `b/two.py`", "Part in `c/three.py`"])
     for n in range(1, 4):
-        task_store.new_task_file(f"BIG-{n}", f"Big job {n}", workspace, **parallel)
-    task_store.new_task_file("SMALL-1", "One small thing", workspace, criteria=["only this"])
+        task_store.new_task_file(f"BIG-{n}", f"Big job {n}", root=workspace, **parallel)
+    task_store.new_task_file("SMALL-1", "One small thing", root=workspace, criteria=["only this"])
     out = subprocess.run([sys.executable, str(LIB / "task_distribution.py"), "--all", "--split", "--root", str(workspace)],
                          capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1].strip() == "4/4 tasks"
     assert "3 of 4 pending tasks are split" in out.stdout
     assert "SMALL-1: not split" in out.stdout
-    assert all(task_store.find_task(f"BIG-{n}", workspace).sub_tasks for n in range(1, 4))
+    assert all(task_store.find_task(f"BIG-{n}", root=workspace).sub_tasks for n in range(1, 4))
     bad = subprocess.run([sys.executable, str(LIB / "task_distribution.py"), "--root", str(workspace)],
                          capture_output=True, text=True, cwd="/")
     assert bad.returncode == 2 and bad.stderr.startswith("error: give one TASK.md or --all")

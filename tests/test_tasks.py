@@ -119,11 +119,11 @@ def test_headings_inside_code_fences_are_not_sections():
 
 
 def test_find_task_uses_the_title_id_not_the_file_name(ralf):
-    task = task_store.find_task("TASK-1738363312", ralf)
+    task = task_store.find_task("TASK-1738363312", root=ralf)
     assert task.path.name == "TASK-1769811775-fix-critical-api-mismatches.md"
     assert task.path.parent == ralf / "tasks" / "completed"
     with pytest.raises(NotFoundError):
-        task_store.find_task("TASK-1769811775", ralf)
+        task_store.find_task("TASK-1769811775", root=ralf)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -217,7 +217,7 @@ def test_bad_task_files_fail_closed(workspace, content, error, line):
 
 def test_find_task_rejects_invalid_ids(workspace):
     with pytest.raises(InvalidIdError):
-        task_store.find_task("../../etc", workspace)
+        task_store.find_task("../../etc", root=workspace)
 
 
 # ---------------------------------------------------------------------------- edits
@@ -333,7 +333,7 @@ def test_edit_rereads_so_an_operators_concurrent_edit_is_kept(workspace):
 def test_edit_task_writes_nothing_when_the_block_raises(workspace):
     path = write(workspace, "t.md", SIMPLE)
     with pytest.raises(RuntimeError):
-        with task_store.edit_task(path, workspace) as document:
+        with task_store.edit_task(path, root=workspace) as document:
             document.set_field("Status", "failed")
             raise RuntimeError("boom")
     assert path.read_text() == SIMPLE
@@ -375,15 +375,15 @@ def test_list_tasks_caches_by_stat(workspace, monkeypatch):
     parsed = []
     real = task_store._read_task
     monkeypatch.setattr(task_store, "_read_task", lambda p: parsed.append(p.name) or real(p))
-    first = task_store.list_tasks(workspace)
+    first = task_store.list_tasks(root=workspace)
     assert [t.task_id for t in first] == [f"T-{n}" for n in range(5)] and len(parsed) == 5
-    assert [t.task_id for t in task_store.list_tasks(workspace, include_completed=True)][-1] == "T-9"
+    assert [t.task_id for t in task_store.list_tasks(root=workspace, include_completed=True)][-1] == "T-9"
     parsed.clear()
-    again = task_store.list_tasks(workspace)
+    again = task_store.list_tasks(root=workspace)
     assert parsed == [] and all(a is b for a, b in zip(first, again))
     task_store.set_field(workspace / "tasks" / "active" / "T-2.md", "Status", "claimed", root=workspace)
     (workspace / "tasks" / "active" / "T-4.md").unlink()
-    after = task_store.list_tasks(workspace)
+    after = task_store.list_tasks(root=workspace)
     assert parsed == ["T-2.md"] and [t.status for t in after] == [Status.PENDING, Status.PENDING, Status.CLAIMED,
                                                                   Status.PENDING]
     assert task_store.load_task(workspace / "tasks" / "active" / "T-2.md") is after[2]
@@ -393,9 +393,9 @@ def test_list_tasks_with_a_broken_file(workspace):
     write(workspace, "good.md", "# T-1: fine\n")
     bad = write(workspace, "bad.md", "no title here\n")
     with pytest.raises(ParseError):
-        task_store.list_tasks(workspace)
+        task_store.list_tasks(root=workspace)
     errors: list = []
-    assert [t.task_id for t in task_store.list_tasks(workspace, errors=errors)] == ["T-1"]
+    assert [t.task_id for t in task_store.list_tasks(root=workspace, errors=errors)] == ["T-1"]
     assert [e.path for e in errors] == [str(bad)]
     assert bad.read_text() == "no title here\n"
 
@@ -410,18 +410,18 @@ def test_list_tasks_of_a_directory(tmp_path):
 def test_find_task_active_then_completed_and_duplicates(workspace):
     write(workspace, "T-1.md", "# T-1: open\n")
     write(workspace, "T-2.md", "# T-2: done\n\n**Status:** done\n", "completed")
-    assert task_store.find_task("T-1", workspace).title == "open"
-    assert task_store.find_task("T-2", workspace).status is Status.COMPLETED
+    assert task_store.find_task("T-1", root=workspace).title == "open"
+    assert task_store.find_task("T-2", root=workspace).status is Status.COMPLETED
     write(workspace, "T-1-copy.md", "# T-1: stale copy\n", "completed")
     with pytest.raises(ValidationError) as caught:
-        task_store.find_task("T-1", workspace)
+        task_store.find_task("T-1", root=workspace)
     assert "T-1.md" in str(caught.value) and "T-1-copy.md" in str(caught.value)
     with pytest.raises(NotFoundError):
-        task_store.find_task("T-3", workspace)
+        task_store.find_task("T-3", root=workspace)
 
 
 def test_new_task_file_renders_a_parseable_task(workspace):
-    path = task_store.new_task_file("TASK-7", "Add a cache", workspace, priority="high", type="implement",
+    path = task_store.new_task_file("TASK-7", "Add a cache", root=workspace, priority="high", type="implement",
                                depends_on=["TASK-1"], objective="Make it fast.",
                                criteria=["first", "- [x] already done"], files=["lib/cache.py"],
                                fields={"Assigned To": "executor-1"}, sections={"Notes": "Be careful."},
@@ -435,22 +435,22 @@ def test_new_task_file_renders_a_parseable_task(workspace):
     assert task.files_to_modify == ("lib/cache.py",) and task.section("Notes").text == "Be careful."
     assert tasks.validate_task(task) == []
     with pytest.raises(ValidationError, match="already used"):
-        task_store.new_task_file("TASK-7", "Another title", workspace)
+        task_store.new_task_file("TASK-7", "Another title", root=workspace)
     with pytest.raises(InvalidIdError):
-        task_store.new_task_file("../x", "Escape", workspace)
+        task_store.new_task_file("../x", "Escape", root=workspace)
     with pytest.raises(ValidationError):
-        task_store.new_task_file("TASK-8", "two\nlines", workspace)
+        task_store.new_task_file("TASK-8", "two\nlines", root=workspace)
 
 
 def test_move_to_completed(workspace):
-    path = task_store.new_task_file("TASK-5", "Finish", workspace, filename="TASK-5.md")
-    moved = task_store.move_to_completed("TASK-5", workspace)
+    path = task_store.new_task_file("TASK-5", "Finish", root=workspace, filename="TASK-5.md")
+    moved = task_store.move_to_completed("TASK-5", root=workspace)
     assert moved == workspace / "tasks" / "completed" / "TASK-5.md" and not path.exists()
-    assert task_store.find_task("TASK-5", workspace).status is Status.COMPLETED
-    assert task_store.move_to_completed("TASK-5", workspace) == moved  # already there
-    task_store.new_task_file("TASK-6", "Clash", workspace, filename="TASK-5.md")
+    assert task_store.find_task("TASK-5", root=workspace).status is Status.COMPLETED
+    assert task_store.move_to_completed("TASK-5", root=workspace) == moved  # already there
+    task_store.new_task_file("TASK-6", "Clash", root=workspace, filename="TASK-5.md")
     with pytest.raises(ValidationError, match="already exists"):
-        task_store.move_to_completed("TASK-6", workspace)
+        task_store.move_to_completed("TASK-6", root=workspace)
     assert (workspace / "tasks" / "active" / "TASK-5.md").exists()
 
 
@@ -458,8 +458,8 @@ def test_cached_listing_of_many_tasks_is_fast(workspace):
     active = workspace / "tasks" / "active"
     for n in range(2000):
         (active / f"T-{n}.md").write_text(f"# T-{n}: task\n\n**Priority:** high\n**Status:** pending\n")
-    assert len(task_store.list_tasks(workspace)) == 2000
-    best = min(_timed(lambda: task_store.list_tasks(workspace)) for _ in range(5))
+    assert len(task_store.list_tasks(root=workspace)) == 2000
+    best = min(_timed(lambda: task_store.list_tasks(root=workspace)) for _ in range(5))
     # 10,000 files take ~30 ms on a slow 2-core VM, mostly the stat() calls; a re-parse takes ~100x longer
     assert best < 0.05, best
 
@@ -477,22 +477,22 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
     from swarmfile import tasks as tk
 
     active = workspace / "tasks" / "active"
-    task_store.new_task_file("T-1", "First", workspace)
+    task_store.new_task_file("T-1", "First", root=workspace)
     old = _time.time() - 10  # an mtime older than a clock tick: the skip may trust it
     _os.utime(active, (old, old))
     monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 3600.0)
-    assert [t.task_id for t in task_store.list_tasks(workspace, fast=True)] == ["T-1"]
-    task_store.new_task_file("T-2", "Second", workspace)  # atomic rename: the directory's mtime moves
-    assert [t.task_id for t in task_store.list_tasks(workspace, fast=True)] == ["T-1", "T-2"]
-    task_store.set_field(task_store.find_task("T-1", workspace).path, "Status", "blocked")  # a rename: a new inode
-    assert task_store.list_tasks(workspace, fast=True)[0].status is tk.Status.BLOCKED
-    path = task_store.find_task("T-1", workspace).path
+    assert [t.task_id for t in task_store.list_tasks(root=workspace, fast=True)] == ["T-1"]
+    task_store.new_task_file("T-2", "Second", root=workspace)  # atomic rename: the directory's mtime moves
+    assert [t.task_id for t in task_store.list_tasks(root=workspace, fast=True)] == ["T-1", "T-2"]
+    task_store.set_field(task_store.find_task("T-1", root=workspace).path, "Status", "blocked")  # a rename: a new inode
+    assert task_store.list_tasks(root=workspace, fast=True)[0].status is tk.Status.BLOCKED
+    path = task_store.find_task("T-1", root=workspace).path
     with open(path, "a") as handle:  # an editor saving in place: no directory change
         handle.write("\nmore text\n")
     _os.utime(active, (old, old))
-    assert "more text" in task_store.list_tasks(workspace)[0].sections[-1].text, "a plain listing stats every file"
+    assert "more text" in task_store.list_tasks(root=workspace)[0].sections[-1].text, "a plain listing stats every file"
     monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 0.0)
-    assert "more text" in task_store.list_tasks(workspace, fast=True)[0].sections[-1].text
+    assert "more text" in task_store.list_tasks(root=workspace, fast=True)[0].sections[-1].text
 
 
 def test_the_model_does_not_import_the_files_on_disk():
@@ -513,8 +513,8 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
     from swarmfile import task_store
     from swarmfile.errors import NotFoundError
 
-    task_store.new_task_file("T-1", "Stays", workspace)
-    moving = task_store.new_task_file("T-2", "Moves away", workspace)
+    task_store.new_task_file("T-1", "Stays", root=workspace)
+    moving = task_store.new_task_file("T-2", "Moves away", root=workspace)
     task_store.clear_cache()
     real = task_store._read_task
 
@@ -524,4 +524,4 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
         return real(path)
 
     monkeypatch.setattr(task_store, "_read_task", vanish)
-    assert [t.task_id for t in task_store.list_tasks(workspace, errors=[])] == ["T-1"]
+    assert [t.task_id for t in task_store.list_tasks(root=workspace, errors=[])] == ["T-1"]

@@ -70,7 +70,7 @@ def wait_for(pane, text, timeout=10.0, count=1):
 
 
 def make_task(root, task_id):
-    return task_store.new_task_file(task_id, f"Task {task_id}", str(root))
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=str(root))
 
 
 def kinds(root, task_id):
@@ -87,7 +87,7 @@ def probe(pane):
 
 @pytest.fixture
 def settings(tmp_path):
-    return tmux_bridge.tmux_settings(load_config(tmp_path))
+    return tmux_bridge.tmux_settings(load_config(root=tmp_path))
 
 
 @pytest.mark.parametrize("prompt", ["Press Enter to continue", "press RETURN to go on", "Hit enter when ready",
@@ -114,13 +114,13 @@ def test_assess_screen_refuses_near_danger(settings, danger):
 
 def test_settings_are_configurable_and_checked(workspace):
     (workspace / "swarm.yaml").write_text("tmux:\n  confirm_patterns: ['ok\\?$']\n  danger_patterns: ['deploy']\n")
-    settings = tmux_bridge.tmux_settings(load_config(workspace))
+    settings = tmux_bridge.tmux_settings(load_config(root=workspace))
     assert assess_screen("ok?\n", settings)[0] == "press"
     assert assess_screen("Press Enter to continue\n", settings) is None
     assert assess_screen("deploy now\nok?\n", settings)[0] == "skip"
     (workspace / "swarm.yaml").write_text("tmux:\n  danger_patterns: ['(']\n")
     with pytest.raises(ValidationError, match="danger_patterns"):
-        tmux_bridge.tmux_settings(load_config(workspace))
+        tmux_bridge.tmux_settings(load_config(root=workspace))
 
 
 def test_fresh_markers_count_only_lines_printed_since_the_dispatch():
@@ -159,7 +159,7 @@ def test_up_and_down_two_clusters_side_by_side(workspace, sock):
     assert tmux_bridge.down("a", root=str(workspace)) == ["a-agent-1", "a-agent-2"]
     lease = claims.get_lease("T-HOLD-1", root=workspace)  # the task in hand went back
     assert lease.state is LeaseState.RELEASED and lease.error == "cluster stopped"
-    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-HOLD-1", root=workspace).status is tasks.Status.PENDING
     assert kinds(workspace, "T-HOLD-1") == ["assigned", "released"]
     assert [p.agent_id for p in tmux_bridge.list_panes(tmux_bridge.Tmux())] == ["b-agent-1"]
     assert {x.agent_id for x in agent_discovery.discover_agents(root=workspace)} == {"b-agent-1"}
@@ -177,14 +177,14 @@ def test_dispatch_ack_done_moves_lease_and_task_once(workspace, sock):
     bridge = Bridge(root=str(workspace))
     lease = bridge.dispatch("agent-1", "T-HOLD-1")
     assert (lease.agent_id, lease.pid) == ("main-agent-1", pane.pid)  # bound to the pane's process
-    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.CLAIMED
+    assert task_store.find_task("T-HOLD-1", root=workspace).status is tasks.Status.CLAIMED
     with pytest.raises(ValidationError, match="busy"):
         bridge.dispatch("main-agent-1", "T-HOLD-1")
 
     wait_for(pane, "[ACK] T-HOLD-1")
     assert [(h.kind, h.event) for h in bridge.scan_once()] == [("ACK", "acknowledged")]
     assert claims.get_lease("T-HOLD-1", root=workspace).acknowledged_at is not None
-    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.IN_PROGRESS
+    assert task_store.find_task("T-HOLD-1", root=workspace).status is tasks.Status.IN_PROGRESS
     assert agent_discovery.get_agent_info("main-agent-1", root=workspace).current_task == "T-HOLD-1"
     assert bridge.scan_once() == [] and bridge.scan_once() == []  # [ACK] still on screen: acted on once
     held = claims.get_lease("T-HOLD-1", root=workspace)
@@ -198,10 +198,10 @@ def test_dispatch_ack_done_moves_lease_and_task_once(workspace, sock):
     assert [(h.kind, h.event, h.token) for h in bridge.scan_once()] == [("DONE", "completed", lease.token)]
     assert bridge.scan_once() == []
     assert claims.get_lease("T-HOLD-1", root=workspace).state is LeaseState.COMPLETED
-    task = task_store.find_task("T-HOLD-1", workspace)
+    task = task_store.find_task("T-HOLD-1", root=workspace)
     assert task.status is tasks.Status.COMPLETED and task.path.parent == workspace / "tasks" / "completed"
     assert kinds(workspace, "T-HOLD-1") == ["assigned", "acknowledged", "completed"]
-    state = tmux_bridge.read_pane_state(load_config(workspace), "main-agent-1")
+    state = tmux_bridge.read_pane_state(load_config(root=workspace), "main-agent-1")
     assert state["current"] is None and state["handled"] == ["T-HOLD-1:ACK:1", "T-HOLD-1:DONE:1"]
 
 
@@ -219,7 +219,7 @@ def test_echo_and_mid_line_markers_never_trigger_and_no_ack_requeues(workspace, 
     assert [(h.kind, h.event) for h in handled] == [("NOACK", "requeued")]
     lease = claims.get_lease("T-NOACK-1", root=workspace)
     assert lease.state is LeaseState.RELEASED and lease.error == "not acknowledged"
-    assert task_store.find_task("T-NOACK-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-NOACK-1", root=workspace).status is tasks.Status.PENDING
     assert kinds(workspace, "T-NOACK-1") == ["assigned", "requeued"]
     assert bridge.scan_once(now=t0 + timedelta(seconds=60)) == []
 
@@ -235,7 +235,7 @@ def test_error_fails_then_a_new_attempt_is_judged_on_its_own(workspace, sock):
         ("ACK", "acknowledged", ""), ("ERROR", "failed", "tests fail")]
     lease = claims.get_lease("T-ERR-1", root=workspace)
     assert (lease.state, lease.attempts) == (LeaseState.FAILED, 1) and lease.not_before
-    assert task_store.find_task("T-ERR-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-ERR-1", root=workspace).status is tasks.Status.PENDING
     with pytest.raises(Exception, match="waits until"):
         bridge.dispatch("agent-1", "T-ERR-1")  # backing off
     # The same marker lines again, for the retry: a new token, so they count once more.
@@ -245,7 +245,7 @@ def test_error_fails_then_a_new_attempt_is_judged_on_its_own(workspace, sock):
     wait_for(pane, "[ERROR] T-ERR-1 tests fail", count=2)
     assert [h.kind for h in bridge.scan_once(now=later)] == ["ACK", "ERROR"]
     assert claims.get_lease("T-ERR-1", root=workspace).attempts == 2
-    assert task_store.find_task("T-ERR-1", workspace).status is tasks.Status.BLOCKED
+    assert task_store.find_task("T-ERR-1", root=workspace).status is tasks.Status.BLOCKED
     assert kinds(workspace, "T-ERR-1") == ["assigned", "acknowledged", "failed"] * 2 + ["blocked"]
     assert bridge.scan_once(now=later) == []
 
@@ -313,7 +313,7 @@ def test_a_pane_that_dies_gives_its_task_back(workspace, sock):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert [h.event for h in bridge.scan_once()] == ["acknowledged", "released"]
-    assert task_store.find_task("T-HOLD-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-HOLD-1", root=workspace).status is tasks.Status.PENDING
     assert agent_discovery.get_agent_info("main-agent-1", root=workspace).status == "stopped"
     assert pane_status(root=str(workspace))[0]["state"] == "dead"
 
@@ -463,7 +463,7 @@ def test_a_prompt_with_output_below_it_is_not_pressed_again(workspace):
     from swarmfile import tmux_screen
     from swarmfile.config import load_config
 
-    settings = tmux_screen.tmux_settings(load_config(workspace))
+    settings = tmux_screen.tmux_settings(load_config(root=workspace))
     assert tmux_screen.assess_screen("working\nPress Enter to continue\n", settings)[0] == "press"
     assert tmux_screen.assess_screen("Press Enter to continue\ncontinued\n> ", settings) is None
 
@@ -474,6 +474,6 @@ def test_configured_safety_patterns_add_to_the_built_in_ones(workspace):
     from swarmfile.config import load_config
 
     (workspace / "swarm.yaml").write_text("tmux:\n  danger_patterns: ['terraform destroy']\n")
-    settings = tmux_screen.tmux_settings(load_config(workspace))
+    settings = tmux_screen.tmux_settings(load_config(root=workspace))
     for screen in ("sudo make install\nPress Enter\n", "terraform destroy\nPress Enter\n"):
         assert tmux_screen.assess_screen(screen, settings)[0] == "skip", screen

@@ -151,7 +151,7 @@ def test_up_starts_the_dispatching_loop_and_down_stops_it(workspace, sock, capsy
     with pytest.raises(ProcessLookupError):
         os.kill(loop_pid, 0)  # stopped (and reaped: its pane is gone with the session)
     assert tmux.run("has-session", "-t", "=swarm-main", check=False) is None
-    assert load_config(workspace).root == workspace and task_store.find_task("T-1", workspace).status is tasks.Status.COMPLETED
+    assert load_config(root=workspace).root == workspace and task_store.find_task("T-1", root=workspace).status is tasks.Status.COMPLETED
 
 
 def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, sock, monkeypatch):
@@ -169,7 +169,7 @@ def test_a_line_that_never_shows_in_the_input_gives_the_task_back(workspace, soc
     assert kinds(workspace, "T-1") == ["released"]
     (released,) = events.read_events(types=["released"], root=workspace)
     assert released["reason"] == "the task line did not show in the pane's input"
-    assert task_store.find_task("T-1", workspace).status is tasks.Status.PENDING
+    assert task_store.find_task("T-1", root=workspace).status is tasks.Status.PENDING
 
 
 def test_up_with_claude_says_which_first_run_dialogs_wait_for_an_answer(workspace, sock, tmp_path, monkeypatch,
@@ -205,3 +205,25 @@ def test_a_first_run_dialog_still_drawn_after_its_answer_is_not_answered_again(w
         first = bridge._answer(pane, state, before, "choose", "Yes, I trust this folder", before.line, "", utc_now())
         again = bridge._answer(pane, state, after, "choose", "Yes, I trust this folder", after.line, "", utc_now())
     assert [a["action"] for a in first] == ["would choose 'Yes, I trust this folder'"] and again == []
+
+
+def test_an_earlier_dialog_drawn_again_after_the_next_one_is_not_answered_again(workspace, monkeypatch):
+    """Regression (the live test in CI: trust answered twice): the bridge remembered only its last
+    answer, so a trust dialog seen again after the API-key answer was answered once more."""
+    from swarmfile import tmux_bridge as bridge_module
+    from swarmfile.tmux_cluster import Pane, pane_state
+    from swarmfile.tmux_screen import Screen
+
+    pressed = []
+    monkeypatch.setattr(bridge_module, "choose", lambda tmux, pane_id, option, settings: pressed.append(option) or True)
+    (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true, use_api_key: true}\n")
+    bridge = Bridge(root=str(workspace))
+    pane = Pane("main", "agent-1", "%1", "main-agent-1", 1, False)
+    trust = Screen("dialog", "workspace trust", "❯ Yes, I trust this folder", ("Yes, I trust this folder", "No, exit"), 0)
+    api_key = Screen("dialog", "API key", "❯ No (recommended)", ("Yes", "No (recommended)"), 1)
+    for screen, option in ((trust, "Yes, I trust this folder"), (api_key, "Yes"), (trust, "Yes, I trust this folder")):
+        with pane_state(bridge.cfg, pane.agent_id) as state:
+            bridge._answer(pane, state, screen, "choose", option, screen.line, "", utc_now())
+    assert pressed == ["Yes, I trust this folder", "Yes"]
+    answered = [(e["dialog"], e["choice"]) for e in events.read_events(types=["dialog_answered"], root=workspace)]
+    assert answered == [("workspace trust", "Yes, I trust this folder"), ("API key", "Yes")]

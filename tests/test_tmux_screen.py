@@ -23,7 +23,7 @@ def shot(name: str) -> str:
 
 @pytest.fixture
 def settings(workspace):
-    return tmux_screen.tmux_settings(load_config(workspace))
+    return tmux_screen.tmux_settings(load_config(root=workspace))
 
 
 @pytest.mark.parametrize("name, kind, status, options, selected", [
@@ -59,7 +59,7 @@ def test_workspace_trust_is_answered_only_as_swarm_yaml_says(workspace, settings
         action, key, why = dialog_answer(screen, settings, auto_confirm, shot("trust-220x50"))
         assert (action, key) == ("wait", "") and "tmux.trust_workspace: true" in why
     (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true}\n")
-    trusting = tmux_screen.tmux_settings(load_config(workspace))
+    trusting = tmux_screen.tmux_settings(load_config(root=workspace))
     assert dialog_answer(screen, trusting, False, "") == ("choose", TRUST, "")
 
 
@@ -69,7 +69,7 @@ def test_the_api_key_dialog_is_never_answered_by_enter(workspace, settings):
     action, key, why = dialog_answer(screen, settings, True, shot("api-key-220x50"))
     assert (action, key) == ("wait", "") and "tmux.use_api_key: true" in why
     (workspace / "swarm.yaml").write_text("tmux: {use_api_key: true}\n")
-    using = tmux_screen.tmux_settings(load_config(workspace))
+    using = tmux_screen.tmux_settings(load_config(root=workspace))
     assert dialog_answer(screen, using, False, "") == ("choose", API_KEY, "")  # chosen by name, cursor checked
 
 
@@ -120,4 +120,4 @@ def test_markers_behind_claude_codes_bullet_count_and_the_echo_does_not():
 def test_bad_dialog_settings_are_refused(workspace, key, value):
     (workspace / "swarm.yaml").write_text(f"tmux: {{{key}: {value}}}\n")
     with pytest.raises(ValidationError, match=f"tmux.{key}"):
-        tmux_screen.tmux_settings(load_config(workspace))
+        tmux_screen.tmux_settings(load_config(root=workspace))

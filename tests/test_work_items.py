@@ -288,7 +288,7 @@ def test_release_items_of_a_dead_agent_across_active_tasks(workspace):
     done = make(workspace, "# TASK-3: Old\n\n- [ ] c [IP:executor-9]\n", name="TASK-3.md", where="completed")
     broken = make(workspace, "garbage without a title\n- [ ] d [IP:executor-9]\n", name="broken.md")
     untouched = {p: p.read_bytes() for p in (done, broken)}
-    released = wi.release_items_of("executor-9", workspace, by="planner")
+    released = wi.release_items_of("executor-9", root=workspace, by="planner")
     assert sorted((task_id, item.text) for task_id, item in released) == [
         ("TASK-1", "write the parser"), ("TASK-1", "write the tests"), ("TASK-2", "a")]
     assert "[IP:executor-9]" not in one.read_text() + two.read_text()
@@ -296,7 +296,7 @@ def test_release_items_of_a_dead_agent_across_active_tasks(workspace):
     assert {p: p.read_bytes() for p in untouched} == untouched
     found = item_events(workspace, "item_released")
     assert len(found) == 3 and {(e["agent"], e["holder"]) for e in found} == {("planner", "executor-9")}
-    assert wi.release_items_of("executor-9", workspace) == []
+    assert wi.release_items_of("executor-9", root=workspace) == []
 
 
 # ---------------------------------------------------------------------------- RALF fixtures
@@ -355,7 +355,7 @@ def test_eight_processes_race_for_one_item_exactly_one_wins(workspace):
 
 def test_eight_processes_claim_different_items_while_an_operator_edits(workspace):
     criteria = [f"item {n}" for n in range(8)]
-    path = Path(task_store.new_task_file("TASK-8", "Eight", workspace, criteria=criteria))
+    path = Path(task_store.new_task_file("TASK-8", "Eight", root=workspace, criteria=criteria))
     jobs = [("claim", str(workspace), "TASK-8", criteria[n], f"executor-{n}") for n in range(8)]
     results = run_together(_worker, jobs + [("operator", str(workspace), str(path), 10)])
     assert sorted(results) == sorted([f"won:executor-{n}" for n in range(8)] + ["operator"])

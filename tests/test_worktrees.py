@@ -66,7 +66,7 @@ def repo(workspace):
 
 def _work(root, task_id, agent_id, files: dict[str, str]) -> wtm.Worktree:
     """An executor's run: a worktree, files written in it, one commit."""
-    wt = wtm.create(task_id, agent_id, root)
+    wt = wtm.create(task_id, agent_id, root=root)
     for name, text in files.items():
         (wt.path / name).write_text(text)
     assert wtm.commit(wt, f"edit {', '.join(files)}")
@@ -91,8 +91,8 @@ def _events(root, type):
 
 
 def test_create_names_never_collide_and_are_recorded(repo):
-    one = wtm.create("TASK-1", "executor-1", repo)
-    two = wtm.create("TASK-1", "executor-1", repo)
+    one = wtm.create("TASK-1", "executor-1", root=repo)
+    two = wtm.create("TASK-1", "executor-1", root=repo)
     assert one.name != two.name and one.branch != two.branch
     for wt in (one, two):
         assert wt.path.parent == repo / ".swarm" / "worktrees" and wt.path.is_dir()
@@ -102,8 +102,8 @@ def test_create_names_never_collide_and_are_recorded(repo):
         assert git(wt.path, "symbolic-ref", "--short", "HEAD") == wt.branch
     record = fileio.load_yaml_file(repo / ".swarm" / "worktrees" / f"{one.name}.yaml")
     assert (record["task_id"], record["agent_id"], record["base"]) == ("TASK-1", "executor-1", "main")
-    assert [w.name for w in wtm.list_worktrees(repo)] == [one.name, two.name]
-    assert wtm.get_worktree(two.name, repo) == two
+    assert [w.name for w in wtm.list_worktrees(root=repo)] == [one.name, two.name]
+    assert wtm.get_worktree(two.name, root=repo) == two
     exclude = Path(git(repo, "rev-parse", "--git-common-dir"))
     exclude = (exclude if exclude.is_absolute() else repo / exclude) / "info" / "exclude"
     assert exclude.read_text().splitlines().count(".swarm/") == 1
@@ -114,18 +114,18 @@ def test_base_from_parameter_and_swarm_yaml(repo):
     git(repo, "branch", "develop")
     (repo / "a.txt").write_text("main moved on\n")
     git(repo, "commit", "-q", "-am", "main only")
-    assert wtm.create("TASK-1", "executor-1", repo, base="develop").base == "develop"
+    assert wtm.create("TASK-1", "executor-1", root=repo, base="develop").base == "develop"
     (repo / "swarm.yaml").write_text("worktrees:\n  base_branch: develop\n")
-    wt = wtm.create("TASK-2", "executor-1", repo)
+    wt = wtm.create("TASK-2", "executor-1", root=repo)
     assert wt.base == "develop"
     assert (wt.path / "a.txt").read_text() == "a.txt v1\n"
-    assert wtm.create("TASK-3", "executor-1", repo, base="main").base == "main"
+    assert wtm.create("TASK-3", "executor-1", root=repo, base="main").base == "main"
 
 
 @pytest.mark.parametrize("task_id, agent_id", [("../x", "executor-1"), ("TASK-1", "a/b"), ("", "executor-1")])
 def test_bad_ids_reach_no_path(repo, task_id, agent_id):
     with pytest.raises(InvalidIdError):
-        wtm.create(task_id, agent_id, repo)
+        wtm.create(task_id, agent_id, root=repo)
     assert not (repo / ".swarm" / "worktrees").exists()
 
 
@@ -133,14 +133,14 @@ def test_git_failures_become_swarm_errors(tmp_path):
     plain = tmp_path / "not-a-repo"
     plain.mkdir()
     with pytest.raises(wtm.GitError, match="not a git repository"):
-        wtm.create("TASK-1", "executor-1", plain)
+        wtm.create("TASK-1", "executor-1", root=plain)
     (plain / ".git").mkdir()  # nothing to say which branch
     with pytest.raises(wtm.GitError):
-        wtm.resolve_base(plain, base="bad..name")
+        wtm.resolve_base(root=plain, base="bad..name")
 
 
 def test_commit_holds_only_the_agents_files(repo):
-    wt = wtm.create("TASK-1", "executor-1", repo)
+    wt = wtm.create("TASK-1", "executor-1", root=repo)
     (wt.path / "new.py").write_text("print('hi')\n")
     (wt.path / "a.txt").write_text("changed by the agent\n")
     # The runtime is busy meanwhile: events, locks, leases all land in the root's .swarm/
@@ -161,7 +161,7 @@ def test_commit_holds_only_the_agents_files(repo):
 def test_commit_names_the_agent_when_the_repo_has_no_identity(repo):
     git(repo, "config", "--unset", "user.name")
     git(repo, "config", "--unset", "user.email")
-    wt = wtm.create("TASK-1", "executor-3", repo)
+    wt = wtm.create("TASK-1", "executor-3", root=repo)
     (wt.path / "b.txt").write_text("x\n")
     sha = wtm.commit(wt)
     assert git(wt.path, "log", "-1", "--format=%s|%an|%ae|%cn", sha) == \
@@ -179,18 +179,18 @@ def test_changed_files_since_the_fork_plus_uncommitted(repo):
 
 def test_remove_refuses_a_live_lease_unless_forced(repo):
     lease = claims.claim_task("TASK-1", "executor-1", root=repo)
-    wt = wtm.create_for_lease(lease, repo)
+    wt = wtm.create_for_lease(lease, root=repo)
     assert wt.lease_token == lease.token
     with pytest.raises(wtm.WorktreeBusy, match="still leased to executor-1"):
         wtm.remove(wt.name, root=repo)
     assert wt.path.is_dir()
     wtm.remove(wt, force=True)
-    assert not wt.path.exists() and wtm.list_worktrees(repo) == []
+    assert not wt.path.exists() and wtm.list_worktrees(root=repo) == []
     assert git(repo, "branch", "--list", wt.branch)  # the branch is kept
     assert wt.name not in git(repo, "worktree", "list")
 
     claims.release(lease, root=repo)
-    other = wtm.create("TASK-1", "executor-1", repo)
+    other = wtm.create("TASK-1", "executor-1", root=repo)
     (other.path / "a.txt").write_text("unsaved work\n")
     with pytest.raises(wtm.WorktreeBusy, match="uncommitted"):
         wtm.remove(other, root=repo)
@@ -200,17 +200,17 @@ def test_remove_refuses_a_live_lease_unless_forced(repo):
 
 
 def test_cleanup_stale_never_loses_commits(repo):
-    idle = wtm.create("TASK-1", "executor-1", repo)  # no lease, no commits
+    idle = wtm.create("TASK-1", "executor-1", root=repo)  # no lease, no commits
     merged = _work(repo, "TASK-2", "executor-2", {"b.txt": "merged work\n"})
     git(repo, "merge", "-q", "--no-ff", "--no-edit", merged.branch)
     unmerged = _work(repo, "TASK-3", "executor-3", {"c.txt": "unmerged work\n"})
     unmerged_tip = git(repo, "rev-parse", unmerged.branch)
-    dirty = wtm.create("TASK-3", "executor-4", repo)
+    dirty = wtm.create("TASK-3", "executor-4", root=repo)
     (dirty.path / "a.txt").write_text("uncommitted\n")
     lease = claims.claim_task("TASK-1", "executor-5", ttl=60, root=repo)
-    leased = wtm.create_for_lease(lease, repo)
+    leased = wtm.create_for_lease(lease, root=repo)
 
-    assert wtm.cleanup_stale(repo) == [  # the live lease of TASK-1 protects both of its worktrees
+    assert wtm.cleanup_stale(root=repo) == [  # the live lease of TASK-1 protects both of its worktrees
         wtm.Cleanup(merged.name, "TASK-2", "executor-2", merged.branch, "removed", "merged into main"),
         wtm.Cleanup(unmerged.name, "TASK-3", "executor-3", unmerged.branch, "branch_kept",
                     f"1 unmerged commit(s) on {unmerged.branch}"),
@@ -219,10 +219,10 @@ def test_cleanup_stale_never_loses_commits(repo):
     assert idle.path.is_dir() and leased.path.is_dir() and dirty.path.is_dir()
     assert not merged.path.exists() and not git(repo, "branch", "--list", merged.branch)
     assert not unmerged.path.exists() and git(repo, "rev-parse", unmerged.branch) == unmerged_tip
-    assert unmerged.name in [w.name for w in wtm.list_worktrees(repo)]  # still reported next time
+    assert unmerged.name in [w.name for w in wtm.list_worktrees(root=repo)]  # still reported next time
 
     later = utc_now() + timedelta(seconds=120)  # the lease has expired by then
-    actions = {c.name: c.action for c in wtm.cleanup_stale(repo, now=later)}
+    actions = {c.name: c.action for c in wtm.cleanup_stale(root=repo, now=later)}
     assert actions == {idle.name: "removed", leased.name: "removed", unmerged.name: "branch_kept",
                        dirty.name: "kept"}
     assert not git(repo, "branch", "--list", idle.branch)
@@ -230,13 +230,13 @@ def test_cleanup_stale_never_loses_commits(repo):
 
 
 def test_finish_commits_and_enqueues(repo):
-    wt = wtm.create("TASK-1", "executor-1", repo)
-    assert mq.finish(wt, "nothing done") is None and mq.pending(repo) == []
+    wt = wtm.create("TASK-1", "executor-1", root=repo)
+    assert mq.finish(wt, "nothing done") is None and mq.pending(root=repo) == []
     env = wtm.run_env(wt)
     assert env["SWARM_ROOT"] == str(repo) and env["SWARM_WORKTREE"] == str(wt.path)
     (wt.path / "a.txt").write_text("done\n")
     entry = mq.finish(wt, "Do it")
-    assert mq.pending(repo) == [entry] and entry.branch == wt.branch and entry.worktree == wt.name
+    assert mq.pending(root=repo) == [entry] and entry.branch == wt.branch and entry.worktree == wt.name
 
 
 # ---------------------------------------------------------------------------- merge queue
@@ -252,7 +252,7 @@ def test_three_executors_merge_cleanly_in_completion_order(repo):
         mq.enqueue(wt, root=repo)
     events.append_event("completed", "executor-1", "TASK-1", root=repo)
     assert "events.yaml" in git(repo, "status", "--porcelain")  # the runtime's own files may be dirty
-    results = mq.process_queue(repo)
+    results = mq.process_queue(root=repo)
     assert [(r.branch, r.status) for r in results] == [(wt.branch, mq.MergeStatus.MERGED) for wt in order]
     for name, agent in (("a.txt", "executor-1"), ("b.txt", "executor-2"), ("c.txt", "executor-3")):
         assert (repo / name).read_text() == f"from {agent}\n"
@@ -262,8 +262,8 @@ def test_three_executors_merge_cleanly_in_completion_order(repo):
     assert [(e["task_id"], e["agent"], e["branch"]) for e in merged] == [
         (wt.task_id, wt.agent_id, wt.branch) for wt in order]
     assert [e["commit"] for e in merged] == [r.commit for r in results] == [m.split()[0] for m in merges]
-    assert mq.pending(repo) == [] and mq.process_queue(repo) == []
-    assert wtm.list_worktrees(repo) == []  # no leases: merged worktrees are retired
+    assert mq.pending(root=repo) == [] and mq.process_queue(root=repo) == []
+    assert wtm.list_worktrees(root=repo) == []  # no leases: merged worktrees are retired
     text = (repo / ".swarm" / "merge-queue.yaml").read_text()
     assert text.startswith("queue:\n- {") and len(text.splitlines()) == 7
 
@@ -296,10 +296,10 @@ def test_queue_goes_on_after_a_conflict(repo):
     third = _work(repo, "TASK-3", "executor-3", {"c.txt": "3\n"})
     for wt in (first, second, third):
         mq.enqueue(wt, root=repo)
-    statuses = [r.status.value for r in mq.process_queue(repo)]
+    statuses = [r.status.value for r in mq.process_queue(root=repo)]
     assert statuses == ["merged", "conflict", "merged"]
-    assert [e.status for e in mq.read_queue(repo)] == statuses
-    assert [w.name for w in wtm.list_worktrees(repo)] == [second.name]
+    assert [e.status for e in mq.read_queue(root=repo)] == statuses
+    assert [w.name for w in wtm.list_worktrees(root=repo)] == [second.name]
 
 
 def test_dirty_root_refuses_and_merges_nothing(repo):
@@ -308,8 +308,8 @@ def test_dirty_root_refuses_and_merges_nothing(repo):
     (repo / "a.txt").write_text("an operator's unsaved edit\n")
     head = git(repo, "rev-parse", "HEAD")
     with pytest.raises(wtm.MergeRefused, match="uncommitted changes to tracked files: a.txt"):
-        mq.process_queue(repo)
-    assert git(repo, "rev-parse", "HEAD") == head and mq.pending(repo) == [entry]
+        mq.process_queue(root=repo)
+    assert git(repo, "rev-parse", "HEAD") == head and mq.pending(root=repo) == [entry]
     assert (repo / "a.txt").read_text() == "an operator's unsaved edit\n"
     git(repo, "checkout", "-q", "-b", "elsewhere")
     (repo / "a.txt").write_text("a.txt v1\n")
@@ -329,9 +329,9 @@ def test_a_crash_before_the_done_line_does_not_merge_twice(repo, monkeypatch):
 
     monkeypatch.setattr(mq, "_append", crash_on_done)
     with pytest.raises(KeyboardInterrupt):
-        mq.process_queue(repo)
+        mq.process_queue(root=repo)
     monkeypatch.setattr(mq, "_append", real_append)
-    assert [r.status for r in mq.process_queue(repo)] == [mq.MergeStatus.UP_TO_DATE]
+    assert [r.status for r in mq.process_queue(root=repo)] == [mq.MergeStatus.UP_TO_DATE]
     assert len(git(repo, "log", "--merges", "--format=%H").splitlines()) == 1
 
 
@@ -339,9 +339,9 @@ def test_a_direct_merge_of_a_queued_branch_leaves_it_for_the_queue(repo):
     wt = _work(repo, "TASK-1", "executor-1", {"a.txt": "agent\n"})
     mq.enqueue(wt, root=repo)
     assert mq.merge_branch(wt, root=repo).status is mq.MergeStatus.MERGED
-    assert wtm.list_worktrees(repo) == [wt]  # not retired while the queue still names its branch
-    assert [r.status for r in mq.process_queue(repo)] == [mq.MergeStatus.UP_TO_DATE]
-    assert wtm.list_worktrees(repo) == [] and _events(repo, "merge_failed") == []
+    assert wtm.list_worktrees(root=repo) == [wt]  # not retired while the queue still names its branch
+    assert [r.status for r in mq.process_queue(root=repo)] == [mq.MergeStatus.UP_TO_DATE]
+    assert wtm.list_worktrees(root=repo) == [] and _events(repo, "merge_failed") == []
 
 
 def test_queue_file_fails_closed_and_skips_a_torn_tail(repo):
@@ -350,25 +350,25 @@ def test_queue_file_fails_closed_and_skips_a_torn_tail(repo):
     queue = repo / ".swarm" / "merge-queue.yaml"
     with open(queue, "a") as handle:
         handle.write("- {id: abc, op: enq")  # a crash mid-append
-    assert mq.pending(repo) == [entry]
+    assert mq.pending(root=repo) == [entry]
     for bad in (b"queue:\n- {id: x, op: enqueue\n", b"- just a list\n", b"queue:\n- {id: x, op: shred}\n"):
         queue.write_bytes(bad)
         with pytest.raises((ParseError, ValidationError), match="merge-queue.yaml"):
-            mq.process_queue(repo)
+            mq.process_queue(root=repo)
         assert queue.read_bytes() == bad
 
 
 def test_enqueue_checks_its_input(repo):
     with pytest.raises(NotFoundError):
-        mq.enqueue("swarm/none/branch", "TASK-1", "executor-1", repo)
+        mq.enqueue("swarm/none/branch", "TASK-1", "executor-1", root=repo)
     git(repo, "branch", "feature")
     with pytest.raises(ValidationError, match="task id and agent id"):
         mq.enqueue("feature", root=repo)
-    assert mq.enqueue("feature", "TASK-1", "operator", repo).base == "main"
+    assert mq.enqueue("feature", "TASK-1", "operator", root=repo).base == "main"
 
 
 def _process(root: str) -> list[str]:
-    return [f"{r.branch} {r.status.value}" for r in mq.process_queue(root)]
+    return [f"{r.branch} {r.status.value}" for r in mq.process_queue(root=root)]
 
 
 def test_three_processes_merge_each_branch_exactly_once(repo):
@@ -385,7 +385,7 @@ def test_three_processes_merge_each_branch_exactly_once(repo):
 
 
 def _create_two(root: str, agent: str) -> list[str]:
-    made = [wtm.create("TASK-1", agent, root) for _ in range(2)]
+    made = [wtm.create("TASK-1", agent, root=root) for _ in range(2)]
     for wt in made:
         (wt.path / f"{wt.name}.txt").write_text("x\n")
         wtm.commit(wt)
@@ -394,7 +394,7 @@ def _create_two(root: str, agent: str) -> list[str]:
 
 def test_executors_create_worktrees_at_once(repo):
     names = [n for made in run_together(_create_two, [(str(repo), f"executor-{n}") for n in range(3)]) for n in made]
-    assert sorted(names) == sorted(w.name for w in wtm.list_worktrees(repo)) and len(set(names)) == 6
+    assert sorted(names) == sorted(w.name for w in wtm.list_worktrees(root=repo)) and len(set(names)) == 6
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 7
     assert git(repo, "status", "--porcelain") == ""
 
@@ -415,7 +415,7 @@ def test_cli(repo, tmp_path):
     listed = json.loads(_cli("--root", str(repo), "--json", "list", cwd=tmp_path).stdout)
     assert [(w["name"], w["task_id"], w["exists"]) for w in listed] == [(name, "TASK-1", True)]
     (repo / ".swarm" / "worktrees" / name / "a.txt").write_text("cli\n")
-    wtm.commit(wtm.get_worktree(name, repo))
+    wtm.commit(wtm.get_worktree(name, root=repo))
     assert _cli("--root", str(repo), "enqueue", name, cwd=tmp_path).returncode == 0
     merged = _cli("--root", str(repo), "merge", "--all", cwd=tmp_path)
     assert merged.returncode == 0 and merged.stdout.startswith("merged"), merged.stderr

@@ -5,10 +5,15 @@ current_action current_task role pid host started_at proc_start`` and any other 
 An agent is active while its ``last_seen`` is within the timeout and, when it was recorded on
 this host with a pid, while that process is alive and still the same process (its start time,
 read from /proc on Linux, is unchanged). Agents on other hosts or without a pid are judged by
-``last_seen`` alone. Writers read-modify-write the whole file under its lock and replace it
-atomically, keeping every field they do not know; readers take no lock.
+``last_seen`` alone.
 
-Every function takes ``root`` and ``heartbeat_file`` (which overrides the configured path).
+The entries are kept by the workspace's ``AgentRegistry`` (agent_registry.py), which
+``stores.agent_registry`` picks from ``swarm.yaml`` ``backend:``; with the default ``files``
+that is heartbeat.yaml (agent_registry_file.py says how it is kept). Every change keeps the
+fields it does not name.
+
+Every function takes ``root`` and ``heartbeat_file`` (a registry file to use instead of the
+workspace's registry, whatever the backend).
 With only ``heartbeat_file``, the root is the nearest directory whose swarm.yaml names that
 file, else the file's directory: every process naming the file shares one lock directory.
 
@@ -27,17 +32,18 @@ import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
+from .agent_registry import FIELD_NAME as _FIELD_NAME
+from .agent_registry import KEEP, KNOWN_FIELDS, AgentRegistry, AgentStatus, as_pid
 from .clock import HOSTNAME, format_ts, parse_ts, utc_now
-
 from .config import ID_PATTERN, Config, load_config, validate_id
-from .errors import HAND_FIX, NotFoundError, ValidationError
-from .fileio import atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
-from .liveness import dead_reason, process_start_time
+from .errors import ValidationError
+from .liveness import dead_reason
+from .records import Record
 from .cli import duration, table
+from .stores import agent_registry
 
 __all__ = ["AgentInfo", "AgentStatus", "KEEP", "register_agent", "heartbeat", "deregister_agent", "read_agents",
            "discover_agents", "get_agent_info", "count_active_agents", "can_coordinate", "main"]
@@ -46,28 +52,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 Where = Optional[PathLike]
 
 
-class AgentStatus(str, Enum):
-    """Statuses this module writes. A file may hold others; they are kept as written."""
-
-    RUNNING = "running"
-    IDLE = "idle"
-    WAITING = "waiting"
-    STOPPED = "stopped"  # deregistered: inactive whatever its last_seen
-
-
-KEEP: Any = type("Keep", (), {"__repr__": lambda self: "KEEP"})()  # leave the field as it is (None clears it)
-
-# Fields with a meaning here, in the order they are written for a new agent.
-_KNOWN = ("last_seen", "status", "current_action", "current_task", "role", "pid", "host", "started_at", "proc_start")
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_HINT = HAND_FIX
 _MIN_COORDINATION = 2  # agents needed before work is worth sharing out
 _BAD_TIME = (ValueError, OverflowError, OSError)  # parse_ts of a number can overflow too
 
 
 @dataclass
-class AgentInfo:
+class AgentInfo(Record):
     """One agent's heartbeat entry. Times are kept as stored (string or YAML datetime)."""
+
+    STORED_ORDER = ("agent_id",) + KNOWN_FIELDS
 
     agent_id: str
     last_seen: Any = None
@@ -89,20 +82,12 @@ class AgentInfo:
         """
         if not isinstance(data, Mapping):
             raise ValidationError(f"an agent entry must be a mapping, got {type(data).__name__}")
-        values = dict(data)
-        stored_id = values.pop("agent_id", None)
+        known, extra = cls.split(data)
+        stored_id = known.pop("agent_id", None)
         agent_id = stored_id if agent_id is None else agent_id
         if agent_id is None:
             raise ValidationError("an agent entry needs an agent_id")
-        known = {key: values.pop(key) for key in _KNOWN if key in values}
-        return cls(agent_id=str(agent_id), **known, extra=values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``agent_id``, the known fields, then the extra fields."""
-        out: dict[str, Any] = {"agent_id": self.agent_id}
-        out.update((key, getattr(self, key)) for key in _KNOWN)
-        out.update(self.extra)
-        return out
+        return cls(agent_id=str(agent_id), **known, extra=extra)
 
     def seconds_since_seen(self, now: Optional[datetime] = None) -> Optional[float]:
         """Seconds since ``last_seen``, or None when it is missing or does not parse."""
@@ -138,7 +123,7 @@ class AgentInfo:
         return self.inactive_reason(now, timeout_seconds) is None
 
     def _process_problem(self, cache: Optional[dict]) -> Optional[str]:
-        pid = _as_pid(self.pid)
+        pid = as_pid(self.pid)
         if pid is None or self.host != HOSTNAME:
             return None  # nothing to probe here: last_seen decides
         key = (pid, None if self.proc_start is None else str(self.proc_start))
@@ -150,199 +135,64 @@ class AgentInfo:
         return reason
 
 
-def _as_pid(value: Any) -> Optional[int]:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def _now(now: Any) -> datetime:
     return utc_now() if now is None else parse_ts(now)
 
 
-# ---------------------------------------------------------------------------- the file
+# ---------------------------------------------------------------------------- the registry
 
 
 def _locate(root: Where, heartbeat_file: Where) -> tuple[Path, Config]:
     if heartbeat_file is None:
-        cfg = load_config(root)
+        cfg = load_config(root=root)
         return cfg.heartbeat_file, cfg
     path = Path(os.path.expanduser(os.fspath(heartbeat_file))).absolute()
     if root is not None:
-        return path, load_config(root)
+        return path, load_config(root=root)
     # The root (and so the lock dir) must follow from the file alone, so that every process
     # naming it shares one lock: the nearest workspace whose swarm.yaml names this file as its
     # heartbeat file (a RALF tree), else the file's own directory.
     real = os.path.realpath(path)
     for directory in path.parents:
         if (directory / "swarm.yaml").is_file():
-            cfg = load_config(directory)
+            cfg = load_config(root=directory)
             if os.path.realpath(cfg.heartbeat_file) == real:
                 return path, cfg
-    return path, load_config(path.parent)
+    return path, load_config(root=path.parent)
+
+
+def _registry(root: Where, heartbeat_file: Where) -> tuple[AgentRegistry, Config]:
+    path, cfg = _locate(root, heartbeat_file)
+    return agent_registry(cfg, heartbeat_file=None if heartbeat_file is None else path), cfg
 
 
 def _number(value: float) -> Any:
     return int(value) if float(value).is_integer() else value
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    name = type(value).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
-
-
-def _parse(path: Path, text: str) -> tuple[dict, dict]:
-    """(whole document, heartbeats mapping) of a heartbeat file; raises on a wrong shape."""
-    data = load_yaml_text(text, path)
-    if not isinstance(data, dict) or "heartbeats" not in data:
-        got = "a mapping without 'heartbeats'" if isinstance(data, dict) else _kind(data)
-        raise ValidationError(f"must be a mapping with 'heartbeats:', got {got}", path=path, line=1, hint=_HINT)
-    beats = data["heartbeats"]
-    if beats is None:  # `heartbeats:` with no entries yet
-        beats = data["heartbeats"] = {}
-    if not isinstance(beats, dict):
-        raise ValidationError(f"'heartbeats' must be a mapping of agent id to entry, got {_kind(beats)}",
-                              path=path, line=key_line(text, "heartbeats"), hint=_HINT)
-    for key, entry in beats.items():
-        if not isinstance(entry, dict):
-            raise ValidationError(f"heartbeat of {str(key)[:60]!r} must be a mapping, got {_kind(entry)}", path=path,
-                                  line=key_line(text, key, nested=True, start=max(text.find("heartbeats"), 0)), hint=_HINT)
-    meta = data.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        raise ValidationError(f"'metadata' must be a mapping, got {_kind(meta)}", path=path,
-                              line=key_line(text, "metadata"), hint=_HINT)
-    return data, beats
-
-
-def _read(path: Path) -> Optional[dict]:
-    """The heartbeats mapping of ``path``, or None when the file does not exist."""
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
-        return None
-    return _parse(path, text)[1]
+def _info(entry: Optional[dict], agent_id: str) -> Optional[AgentInfo]:
+    return None if entry is None else AgentInfo.from_dict(entry, agent_id)
 
 
 def _agents(beats: Optional[dict]) -> list[AgentInfo]:
     return [] if beats is None else [AgentInfo.from_dict(entry, key) for key, entry in beats.items()]
 
 
-def _header(text: str) -> str:
-    """The comment lines that open the file: kept on rewrite (YAML dumping drops comments)."""
-    lines = text.splitlines(keepends=True)
-    return "".join(lines[:next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))])
-
-
-def _rewrite(agent_id: str, root: Where, heartbeat_file: Where, change: Callable[[dict, str], Optional[AgentInfo]],
-             *, create: bool) -> Optional[AgentInfo]:
-    """Apply ``change(heartbeats, now)`` to the file under its lock; it returns None to write nothing."""
-    path, cfg = _locate(root, heartbeat_file)
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        try:
-            text = read_text(path)
-        except FileNotFoundError:
-            if not create:
-                return None
-            data: dict = {"heartbeats": {}, "metadata": {"timeout_seconds": _number(cfg.heartbeat_timeout)}}
-            beats, header = data["heartbeats"], ""
-        else:
-            data, beats = _parse(path, text)
-            header = _header(text)
-        now = format_ts()
-        result = change(beats, now)
-        if result is None:
-            return None
-        meta = data.get("metadata")
-        if meta is None:
-            meta = data["metadata"] = {}
-        meta["last_updated"] = now
-        meta["updated_by"] = agent_id
-        atomic_write(path, header + dump_yaml(data))
-        return result
-
-
-def _plain(value: Any, name: str) -> Any:
-    """``value`` as something safe YAML can store; ValidationError otherwise."""
-    if isinstance(value, Enum):
-        value = value.value
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, datetime):
-        return format_ts(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, name) for item in value]
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item, name) for key, item in value.items()}
-    raise ValidationError(f"field {name!r} cannot be stored: {type(value).__name__} is not a YAML value",
-                          hint="pass str, int, float, bool, None, list or dict")
-
-
-def _clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    for name in fields:
-        if not _FIELD_NAME.fullmatch(name):
-            raise ValidationError(f"invalid field name {name[:60]!r}", hint="use letters, digits and '_'")
-    return {name: _plain(value, name) for name, value in fields.items()}
-
-
-def _identity(updates: dict[str, Any], record: bool) -> dict[str, Any]:
-    """pid, host and proc_start to record, taken out of ``updates``.
-
-    With ``record`` they describe this process unless ``updates`` names another pid or host;
-    without it they change only when ``updates`` names a pid.
-    """
-    if not record and "pid" not in updates:
-        return {}
-    pid = updates.pop("pid", os.getpid())
-    if pid is not None and _as_pid(pid) != pid:
-        raise ValidationError(f"pid must be a positive integer or None, got {pid!r}")
-    host = updates.pop("host", HOSTNAME)
-    if "proc_start" in updates:
-        start = updates.pop("proc_start")
-    else:
-        start = process_start_time(pid) if pid is not None and host == HOSTNAME else None
-    return {"pid": pid, "host": host, "proc_start": start}
-
-
-def _apply(entry: dict, updates: Mapping[str, Any]) -> None:
-    for key, value in updates.items():
-        if key == "proc_start" and value is None:
-            entry.pop(key, None)  # unknown start time: record nothing rather than null
-        else:
-            entry[key] = value
-
-
 # ---------------------------------------------------------------------------- writers
 
 
-def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, root: Where = None,
+def register_agent(agent_id: str, role: Optional[str] = None, heartbeat_file: Where = None, *, root: Where = None,
                    **fields: Any) -> AgentInfo:
-    """Add or re-register ``agent_id`` as running now; creates the file if it is missing.
+    """Add or re-register ``agent_id`` as running now; creates the registry if it is missing.
 
     Records this process's pid, host and start time unless ``fields`` give ``pid``/``host``/
     ``proc_start`` (``pid=None``: no process to check). Resets current_action/current_task,
     keeps the role when ``role`` is None, and keeps every field it does not set. Raises
-    InvalidIdError for an unsafe id, ValidationError/ParseError for a bad field or file.
+    InvalidIdError for an unsafe id, ValidationError/ParseError for a bad field or registry.
     """
     validate_id(agent_id, "agent id")
-    updates = _clean_fields(fields)
-    identity = _identity(updates, record=True)
-    role = _plain(role, "role")
-
-    def change(beats: dict, now: str) -> AgentInfo:
-        entry = beats.setdefault(agent_id, {})
-        values = {"last_seen": now, "status": AgentStatus.RUNNING.value, "current_action": None, "current_task": None}
-        if role is not None or "role" not in entry:
-            values["role"] = role
-        values.update(identity, started_at=now)
-        values.update(updates)
-        _apply(entry, values)
-        return AgentInfo.from_dict(entry, agent_id)
-
-    return _rewrite(agent_id, root, heartbeat_file, change, create=True)  # type: ignore[return-value]
+    registry = _registry(root, heartbeat_file)[0]
+    return AgentInfo.from_dict(registry.register(agent_id, role, **fields), agent_id)
 
 
 def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any = KEEP, current_task: Any = KEEP, *,
@@ -359,62 +209,32 @@ def heartbeat(agent_id: str, status: Optional[str] = None, current_action: Any =
     only when ``fields`` give a ``pid``.
     """
     validate_id(agent_id, "agent id")
-    updates = _clean_fields(fields)
-    identity = _identity(updates, record=record_process)
-    given = {"current_action": current_action, "current_task": current_task}
-    given = {key: _plain(value, key) for key, value in given.items() if value is not KEEP}
-    status = _plain(status, "status")
-
-    def change(beats: dict, now: str) -> AgentInfo:
-        if not add_missing and not isinstance(beats.get(agent_id), dict):
-            raise NotFoundError(f"agent {agent_id} is not registered", path=_locate(root, heartbeat_file)[0],
-                                hint=f"register it first: python lib/agent_discovery.py register {agent_id}")
-        entry = beats.setdefault(agent_id, {})
-        values: dict[str, Any] = {"last_seen": now}
-        if status is not None:
-            values["status"] = status
-        elif str(entry.get("status") or AgentStatus.STOPPED.value).lower() == AgentStatus.STOPPED.value:
-            values["status"] = AgentStatus.RUNNING.value  # beating again means alive again
-        values.update(given)
-        values.update(identity)
-        values.update(updates)
-        _apply(entry, values)
-        return AgentInfo.from_dict(entry, agent_id)
-
-    return _rewrite(agent_id, root, heartbeat_file, change, create=True)  # type: ignore[return-value]
+    registry = _registry(root, heartbeat_file)[0]
+    entry = registry.beat(agent_id, status, current_action, current_task, record_process=record_process,
+                          add_missing=add_missing, **fields)
+    return AgentInfo.from_dict(entry, agent_id)
 
 
-def deregister_agent(agent_id: str, heartbeat_file: Where = None, root: Where = None, *,
+def deregister_agent(agent_id: str, heartbeat_file: Where = None, *, root: Where = None,
                      remove: bool = False) -> Optional[AgentInfo]:
     """Mark ``agent_id`` stopped (or, with ``remove``, delete its entry).
 
     Returns the entry as it was left (or as it was, when removed); None, writing nothing,
-    when the agent or the file does not exist.
+    when the agent or the registry does not exist.
     """
     validate_id(agent_id, "agent id")
-
-    def change(beats: dict, now: str) -> Optional[AgentInfo]:
-        entry = beats.get(agent_id)
-        if entry is None:
-            return None
-        if remove:
-            del beats[agent_id]
-        else:
-            _apply(entry, {"last_seen": now, "status": AgentStatus.STOPPED.value, "current_action": None})
-        return AgentInfo.from_dict(entry, agent_id)
-
-    return _rewrite(agent_id, root, heartbeat_file, change, create=False)
+    return _info(_registry(root, heartbeat_file)[0].deregister(agent_id, remove=remove), agent_id)
 
 
 # ---------------------------------------------------------------------------- readers
 
 
 def read_agents(heartbeat_file: Where = None, *, root: Where = None) -> list[AgentInfo]:
-    """Every agent in the registry as stored, active or not, in file order ([] without a file).
+    """Every agent in the registry as stored, active or not, in registration order ([] without one).
 
-    Raises ParseError/ValidationError naming the file and line when it is corrupt.
+    Raises ParseError/ValidationError naming where the registry is (and the line) when it is corrupt.
     """
-    return _agents(_read(_locate(root, heartbeat_file)[0]))
+    return _agents(_registry(root, heartbeat_file)[0].entries())
 
 
 def _survey(agents: list[AgentInfo], timeout: float, now: Any) -> list[tuple[AgentInfo, Optional[str]]]:
@@ -429,16 +249,15 @@ def discover_agents(heartbeat_file: Where = None, timeout_seconds: Optional[floa
     ``timeout_seconds`` defaults to the workspace's ``timeouts.heartbeat_seconds`` (120).
     Raises ParseError/ValidationError when the file is corrupt; a missing file has no agents.
     """
-    path, cfg = _locate(root, heartbeat_file)
+    registry, cfg = _registry(root, heartbeat_file)
     timeout = cfg.heartbeat_timeout if timeout_seconds is None else float(timeout_seconds)
-    return [agent for agent, reason in _survey(_agents(_read(path)), timeout, now) if reason is None]
+    return [agent for agent, reason in _survey(_agents(registry.entries()), timeout, now) if reason is None]
 
 
 def get_agent_info(agent_id: str, heartbeat_file: Where = None, *, root: Where = None) -> Optional[AgentInfo]:
     """The entry of ``agent_id``, active or not, or None when it is not registered."""
     validate_id(agent_id, "agent id")
-    entry = (_read(_locate(root, heartbeat_file)[0]) or {}).get(agent_id)
-    return None if entry is None else AgentInfo.from_dict(entry, agent_id)
+    return _info(_registry(root, heartbeat_file)[0].get(agent_id), agent_id)
 
 
 def count_active_agents(heartbeat_file: Where = None, timeout_seconds: Optional[float] = None,
@@ -472,10 +291,10 @@ def _cell(value: Any, width: int = 32) -> str:
 def _listing(args: Any) -> int:
     from . import cli
 
-    path, cfg = _locate(args.root, args.heartbeat_file)
+    registry, cfg = _registry(args.root, args.heartbeat_file)
     timeout = cfg.heartbeat_timeout if args.timeout is None else args.timeout
     now = utc_now()
-    beats = _read(path)
+    beats = registry.entries()
     surveyed = _survey(_agents(beats), timeout, now)
     active = [agent for agent, reason in surveyed if reason is None]
     inactive = [(agent, reason) for agent, reason in surveyed if reason is not None]
@@ -484,14 +303,14 @@ def _listing(args: Any) -> int:
     if args.json:
         shown = [(agent, None) for agent in active] + (inactive if args.all else [])
         cli.print_json({
-            "file": str(path), "exists": beats is not None, "timeout_seconds": _number(timeout),
+            "file": registry.where(), "exists": beats is not None, "timeout_seconds": _number(timeout),
             "now": format_ts(now), "active": len(active), "inactive": len(inactive),
             "can_coordinate": coordinate, "required": args.require, "ok": ok,
             "agents": [dict(agent.to_dict(), active=reason is None, inactive_reason=reason,
                             seconds_since_seen=agent.seconds_since_seen(now)) for agent, reason in shown],
         })
     else:
-        out = [f"heartbeat file: {path} (timeout {duration(timeout)})"]
+        out = [f"heartbeat file: {registry.where()} (timeout {duration(timeout)})"]
         if beats is None:
             out.append("no heartbeat file: no agents registered")
         if active:
@@ -525,7 +344,7 @@ def _update(args: Any) -> int:
             if value is not None:
                 fields[key] = value or None
         field_role = fields.pop("role", None)  # a named argument of register_agent: never in **fields
-        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, args.root, **fields)
+        info = register_agent(args.agent, args.role or field_role, args.heartbeat_file, root=args.root, **fields)
     else:
         field_status = fields.pop("status", None)  # named arguments of heartbeat: never in **fields
         action = fields.pop("current_action", KEEP) if args.action is None else (args.action or None)
@@ -536,7 +355,7 @@ def _update(args: Any) -> int:
 
 
 def _deregister(args: Any) -> int:
-    info = deregister_agent(args.agent, args.heartbeat_file, args.root, remove=args.remove)
+    info = deregister_agent(args.agent, args.heartbeat_file, root=args.root, remove=args.remove)
     return _report(args, info, "removed" if args.remove else "deregistered")
 
 

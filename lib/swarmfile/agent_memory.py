@@ -62,11 +62,11 @@ def _directory(cfg: Config) -> Path:
 
 def _where(agent: str, root: Optional[PathLike]) -> tuple[Config, Path]:
     validate_id(agent, "agent id")
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     return cfg, _directory(cfg) / f"{agent}.md"
 
 
-def memory_path(agent: str, root: Optional[PathLike] = None) -> Path:
+def memory_path(agent: str, *, root: Optional[PathLike] = None) -> Path:
     """The memory file of ``agent`` (it may not exist yet)."""
     return _where(agent, root)[1]
 
@@ -174,7 +174,7 @@ def _skeleton(agent: str) -> str:
 
 
 def read_memory(agent: str, section: Optional[str] = None,
-                root: Optional[PathLike] = None) -> Union[dict[str, str], str]:
+                *, root: Optional[PathLike] = None) -> Union[dict[str, str], str]:
     """All sections of ``agent``'s memory as {name: text} in file order, or one section's text.
 
     The standard sections read as "" when absent; NotFoundError for any other section name
@@ -257,7 +257,7 @@ def _write(agent: str, changes: list[tuple[str, Change]], root: Optional[PathLik
     return _sections(lines, parsed)
 
 
-def append_memory(agent: str, section: str, text: str, root: Optional[PathLike] = None) -> dict[str, str]:
+def append_memory(agent: str, section: str, text: str, *, root: Optional[PathLike] = None) -> dict[str, str]:
     """Add ``text`` (one or more lines) at the end of ``section``; returns all sections after."""
     new = _body_lines(text)
     if not new:
@@ -269,13 +269,13 @@ def append_memory(agent: str, section: str, text: str, root: Optional[PathLike] 
     return _write(agent, [(section, content)], root)
 
 
-def replace_section(agent: str, section: str, text: str, root: Optional[PathLike] = None) -> dict[str, str]:
+def replace_section(agent: str, section: str, text: str, *, root: Optional[PathLike] = None) -> dict[str, str]:
     """Replace the text of ``section`` (blank text empties it); returns all sections after."""
     new = _body_lines(text)
     return _write(agent, [(section, lambda old, newline: [line + newline for line in new])], root)
 
 
-def clear_memory(agent: str, section: Optional[str] = None, root: Optional[PathLike] = None) -> dict[str, str]:
+def clear_memory(agent: str, section: Optional[str] = None, *, root: Optional[PathLike] = None) -> dict[str, str]:
     """Empty one section, or (``section`` None) the standard ones; other sections are kept.
 
     A memory file that does not exist is not created. Returns all sections after.
@@ -315,17 +315,17 @@ def _run(args) -> int:
 
     section = getattr(args, "section", None)
     if args.command == "show":
-        shown = read_memory(args.agent, section, args.root)
+        shown = read_memory(args.agent, section, root=args.root)
     elif args.command == "clear":
-        clear_memory(args.agent, section, args.root)
-        shown = read_memory(args.agent, section, args.root)
+        clear_memory(args.agent, section, root=args.root)
+        shown = read_memory(args.agent, section, root=args.root)
     else:
         text = sys.stdin.read() if args.text == "-" else args.text
         write = append_memory if args.command == "append" else replace_section
-        write(args.agent, section, text, args.root)
-        shown = read_memory(args.agent, section, args.root)
+        write(args.agent, section, text, root=args.root)
+        shown = read_memory(args.agent, section, root=args.root)
     if args.json:
-        print_json({"agent": args.agent, "path": str(memory_path(args.agent, args.root)),
+        print_json({"agent": args.agent, "path": str(memory_path(args.agent, root=args.root)),
                     **({"section": section, "text": shown} if section is not None else {"sections": shown})})
     elif args.command == "show":
         if isinstance(shown, str):

@@ -35,6 +35,7 @@ from . import claims
 from . import events
 from . import lifecycle
 from . import reservations
+from . import stores
 from . import tasks
 from . import task_store
 from . import workspace
@@ -61,7 +62,7 @@ class AgentSession:
                  use_worktree: bool = False, driven_task: Optional[str] = None) -> None:
         self.requested_id = validate_id(agent_id, "agent id")
         self.agent_id = self.requested_id
-        self.cfg: Config = load_config(root)
+        self.cfg: Config = load_config(root=root)
         self.ttl = self.cfg.lease_seconds if ttl is None else float(ttl)
         self.policy = lifecycle.RetryPolicy.from_config(self.cfg)
         self.use_worktree = use_worktree
@@ -86,7 +87,7 @@ class AgentSession:
 
     def open(self) -> str:
         """Register the agent (under a free id) and start the beat thread; returns the id taken."""
-        require_workspace(self.root)  # not a workspace: every tool call says so (mcp_server.Opening)
+        require_workspace(root=self.root)  # not a workspace: every tool call says so (mcp_server.Opening)
         with locked(self.cfg.runtime_dir / "agent-ids", lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout):
             self.agent_id = self._free_id()
             agent_discovery.register_agent(self.agent_id, role=_ROLE, root=self.root, current_action="idle",
@@ -104,7 +105,7 @@ class AgentSession:
             if info is None or info.inactive_reason(now, self.cfg.heartbeat_timeout) is not None:
                 return candidate
         raise SwarmError(f"agent ids {self.requested_id} to {self.requested_id}-99 are all in use by live agents",
-                         path=self.cfg.heartbeat_file, hint="pass another --agent-id")
+                         path=stores.agent_registry(self.cfg).where(), hint="pass another --agent-id")
 
     def close(self, reason: str, *, wait: float = 30.0) -> bool:
         """Give back the task in hand, release reservations, retire the worktree, deregister.
@@ -210,7 +211,7 @@ class AgentSession:
         self._quietly(reservations.release_all, self.agent_id, task_id, root=self.root)
         wt, self._worktree = self._worktree, None
         if wt is not None:
-            self._quietly(worktrees.retire, wt, self.root)
+            self._quietly(worktrees.retire, wt, root=self.root)
         self._announce(None)
 
     # ------------------------------------------------------------------ tools
@@ -250,11 +251,11 @@ class AgentSession:
             lease = self._claim_next()
             if lease is None:
                 return "No task is ready to claim. Check again later (ready), or add one with add_task."
-        task = task_store.find_task(lease.task_id, self.root)
+        task = task_store.find_task(lease.task_id, root=self.root)
         workdir = self.root
         try:
             if self.use_worktree:
-                self._worktree = worktrees.create_for_lease(lease, self.root)
+                self._worktree = worktrees.create_for_lease(lease, root=self.root)
                 workdir = self._worktree.path
         except Exception:  # a git error, a full disk: the task goes back before the refusal
             lifecycle.give_back(lease, self.agent_id, "could not create its worktree", root=self.root, via="mcp")
@@ -311,7 +312,7 @@ class AgentSession:
 
     def _reserve_task_files(self, lease: claims.Lease) -> None:
         """Reserve the task's Files to Modify; on a clash the task goes back (``skipped``) and it raises."""
-        task = task_store.find_task(lease.task_id, self.root)
+        task = task_store.find_task(lease.task_id, root=self.root)
         if not task.files_to_modify:
             return
         try:
@@ -360,7 +361,7 @@ class AgentSession:
     def done(self, summary: str = "") -> str:
         self._not_driven()
         lease = self._held("finish a task")
-        task = task_store.find_task(lease.task_id, self.root)
+        task = task_store.find_task(lease.task_id, root=self.root)
         merge: dict[str, Any] = {}
         changed: Optional[list[str]] = None
         if self._worktree is not None:  # merged while the lease is still renewed, as the executor does
@@ -436,7 +437,7 @@ class AgentSession:
             gone = reservations.release_all(self.agent_id, root=self.root)
             return f"Released {len(gone)} reservation(s)." if gone else "You hold no reservations."
         wanted = {reservations.normalize_pattern(p) for p in patterns}
-        mine = [r for r in reservations.list_reservations(self.root) if r.agent_id == self.agent_id]
+        mine = [r for r in reservations.list_reservations(root=self.root) if r.agent_id == self.agent_id]
         hits = [r for r in mine if wanted & set(r.patterns)]
         if not hits:
             held = "; ".join(", ".join(r.patterns) for r in mine) or "none"
@@ -488,7 +489,7 @@ class AgentSession:
         else:
             lines.append("You hold no task.")
         counts: dict[str, int] = {}
-        for task in task_store.list_tasks(self.root, include_completed=True, errors=[]):
+        for task in task_store.list_tasks(root=self.root, include_completed=True, errors=[]):
             key = task.status.value if task.status else "unknown"
             counts[key] = counts.get(key, 0) + 1
         lines.append("Tasks: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none") + ".")
@@ -496,7 +497,7 @@ class AgentSession:
                   if a.inactive_reason(now, self.cfg.heartbeat_timeout) is None and a.agent_id != self.agent_id]
         lines.append("Other active agents: " + (", ".join(
             f"{a.agent_id}" + (f" ({a.current_task})" if a.current_task else "") for a in agents) or "none") + ".")
-        mine = [p for r in reservations.list_reservations(self.root) if r.agent_id == self.agent_id for p in r.patterns]
+        mine = [p for r in reservations.list_reservations(root=self.root) if r.agent_id == self.agent_id for p in r.patterns]
         lines.append("Your reservations: " + (", ".join(mine) or "none") + ".")
         lines.append(f"Unread messages: {len(chat.inbox(self.agent_id, root=self.root))}.")
         return "\n".join(lines)

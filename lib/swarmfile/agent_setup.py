@@ -77,7 +77,7 @@ class Change:
     def changed(self) -> bool:
         return self.old != self.new
 
-    def diff(self, root: Path) -> str:
+    def diff(self, *, root: Path) -> str:
         name = self.path.relative_to(root).as_posix() if self.path.is_relative_to(root) else str(self.path)
         lines = difflib.unified_diff((self.old or "").splitlines(keepends=True), (self.new or "").splitlines(keepends=True),
                                      f"a/{name}" if self.old is not None else "/dev/null",
@@ -222,7 +222,7 @@ def _codex_toml(entry: dict[str, Any]) -> Callable[[Path, Optional[str], bool], 
 # ---------------------------------------------------------------------------- the CLIs
 
 
-def server_entry(root: Path, agent_id: str, worktree: bool) -> dict[str, Any]:
+def server_entry(*, root: Path, agent_id: str, worktree: bool) -> dict[str, Any]:
     """The command that starts this workspace's server for ``agent_id`` (absolute paths: any cwd works)."""
     server = module_argv("mcp_server")
     return {"command": server[0],
@@ -258,14 +258,14 @@ def _read(path: Path) -> Optional[str]:
         raise ParseError("is not UTF-8 text", path=path, hint=_UNCHANGED) from None
 
 
-def plan(cli: str, root: Path, *, remove: bool = False, agent_id: Optional[str] = None,
+def plan(cli: str, *, root: Path, remove: bool = False, agent_id: Optional[str] = None,
          worktree: bool = False) -> list[Change]:
     """What setup would write for ``cli``; raises ParseError/ValidationError before anything is written."""
     if cli not in CLIS:
         raise ValidationError(f"unknown agent CLI {cli!r}", hint=f"use one of {', '.join(CLIS)}")
     from .config import validate_id
 
-    entry = server_entry(root, validate_id(agent_id or cli, "agent id"), worktree)
+    entry = server_entry(root=root, agent_id=validate_id(agent_id or cli, "agent id"), worktree=worktree)
     changes = []
     for rel, edit in _targets(cli, entry):
         path = root / rel
@@ -274,7 +274,7 @@ def plan(cli: str, root: Path, *, remove: bool = False, agent_id: Optional[str] 
     return changes
 
 
-def apply(changes: Sequence[Change], root: Path) -> list[Change]:
+def apply(changes: Sequence[Change], *, root: Path) -> list[Change]:
     """Write (or remove) each changed file atomically; returns the changes made."""
     from .fileio import atomic_write
 
@@ -314,7 +314,7 @@ def _configured(cli: str, root: Path) -> Optional[dict[str, Any]]:
     return found if isinstance(found, dict) and found.get("command") else None
 
 
-def check(cli: str, root: Path, timeout: float = 30.0) -> tuple[bool, str]:
+def check(cli: str, *, root: Path, timeout: float = 30.0) -> tuple[bool, str]:
     """Start the configured server (as agent ``setup-check``) and ask it for its tools and status."""
     entry = _configured(cli, root)
     if entry is None:
@@ -366,19 +366,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        root = resolve_root(args.root)
+        root = resolve_root(root=args.root)
         if args.check:
-            ok, message = check(args.cli, root)
+            ok, message = check(args.cli, root=root)
             print_json({"ok": ok, "message": message}) if args.json else print(message)
             return EXIT_OK if ok else EXIT_CHECK_FAILED
-        changes = plan(args.cli, root, remove=args.remove, agent_id=args.agent_id, worktree=args.worktree)
-        made = [c for c in changes if c.changed] if args.dry_run else apply(changes, root)
+        changes = plan(args.cli, root=root, remove=args.remove, agent_id=args.agent_id, worktree=args.worktree)
+        made = [c for c in changes if c.changed] if args.dry_run else apply(changes, root=root)
         if args.json:
             print_json({"dry_run": args.dry_run, "changed": [str(c.path) for c in made],
-                        "diff": "".join(c.diff(root) for c in made)})
+                        "diff": "".join(c.diff(root=root) for c in made)})
             return EXIT_OK
         for change in made:
-            sys.stdout.write(change.diff(root))
+            sys.stdout.write(change.diff(root=root))
         verb = "would change" if args.dry_run else "changed"
         names = ", ".join(c.path.relative_to(root).as_posix() for c in made)
         print(f"{args.cli}: {verb} {names}" if made else f"{args.cli}: already up to date, nothing to change")

@@ -48,6 +48,7 @@ from . import events
 from .clock import format_ts
 from .config import Config, load_config, validate_id
 from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
+from .records import Record
 from .fileio import (append_line_unlocked, atomic_write, dump_flow, dump_yaml, expect_mapping, kept_end, key_line, line_at,
                     load_yaml_file, load_yaml_text, locked)
 from .yaml_log import FIX as _FIX
@@ -102,8 +103,12 @@ def _agent(value: Any, what: str, broadcast: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class Message:
+class Message(Record):
     """One chat message; ``extra`` keeps the fields this module does not know."""
+
+    STORED_AS = {"from_agent": "from"}
+    STORED_ORDER = ("id", "timestamp", "from_agent", "to", "type", "task_id", "content", "reply_to")
+    OMIT_NONE = True
 
     id: int
     from_agent: str
@@ -137,27 +142,13 @@ class Message:
         task_id, reply_to = data.get("task_id"), data.get("reply_to")
         if reply_to is not None and not _is_id(reply_to):
             raise ValidationError(f"'reply_to' must be a message id, got {reply_to!r:.40}")
-        known = ("id", "timestamp", "from", "to", "type", "task_id", "content", "reply_to")
         return cls(
             id=data["id"], from_agent=_agent(data.get("from"), "'from' agent id"),
             to=_agent(data.get("to"), "'to' agent id", broadcast=True), content=str(content),
             type=_message_type(data.get("type")), timestamp=stamp,
             task_id=None if task_id is None else _agent(task_id, "'task_id'"), reply_to=reply_to,
-            extra={k: v for k, v in data.items() if k not in known},
+            extra=cls.split(data)[1],
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": self.id}
-        if self.timestamp is not None:
-            data["timestamp"] = self.timestamp
-        data.update({"from": self.from_agent, "to": self.to, "type": MessageType(self.type).value})
-        if self.task_id is not None:
-            data["task_id"] = self.task_id
-        data["content"] = self.content
-        if self.reply_to is not None:
-            data["reply_to"] = self.reply_to
-        data.update(self.extra)
-        return data
 
 
 # ---------------------------------------------------------------------------- bytes
@@ -353,7 +344,7 @@ def _convert(path: Path, fd: int, end: int, fsync: bool) -> None:
 
 
 def _where(root: Optional[PathLike]) -> tuple[Config, Path]:
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     return cfg, cfg.chat_file
 
 
@@ -407,7 +398,7 @@ def _append(root: Optional[PathLike], build: Callable[[int], Message]) -> tuple[
 
 
 def send(from_agent: str, to_agent: str, content: str, task_id: Optional[str] = None,
-         type: Union[MessageType, str] = MessageType.QUESTION, root: Optional[PathLike] = None,
+         type: Union[MessageType, str] = MessageType.QUESTION, *, root: Optional[PathLike] = None,
          reply_to: Optional[int] = None) -> Message:
     """Append a message from ``from_agent`` to ``to_agent`` (an agent id or ``all``) and return it.
 
@@ -444,7 +435,7 @@ def _read_log(path: Path) -> list[Message]:
     return [] if text is None else sorted(_parse_log(text, path)[1], key=lambda m: m.id)
 
 
-def read_messages(root: Optional[PathLike] = None, since_id: Optional[int] = None, *,
+def read_messages(*, root: Optional[PathLike] = None, since_id: Optional[int] = None,
                   agent: Optional[str] = None, task_id: Optional[str] = None,
                   type: Union[MessageType, str, None] = None, limit: Optional[int] = None) -> list[Message]:
     """The log's messages in id order, optionally filtered.
@@ -475,7 +466,7 @@ def _get(messages: list[Message], message_id: int, path: Path) -> Message:
 
 
 def reply(message_or_id: Union[Message, int], from_agent: str, content: str,
-          root: Optional[PathLike] = None, type: Union[MessageType, str] = MessageType.ANSWER) -> Message:
+          *, root: Optional[PathLike] = None, type: Union[MessageType, str] = MessageType.ANSWER) -> Message:
     """Answer a message: sent to its sender (about the same task), with ``reply_to`` set.
 
     Raises NotFoundError when the id is not in the log.
@@ -489,7 +480,7 @@ def reply(message_or_id: Union[Message, int], from_agent: str, content: str,
                 reply_to=original.id)
 
 
-def thread(message_id: int, root: Optional[PathLike] = None) -> list[Message]:
+def thread(message_id: int, *, root: Optional[PathLike] = None) -> list[Message]:
     """The whole conversation ``message_id`` belongs to: its first message and every reply, by id."""
     path = _where(root)[1]
     messages = _read_log(path)
@@ -526,7 +517,7 @@ def _is_read(state: tuple[int, set[int], Any], message_id: int) -> bool:
     return message_id <= state[0] or message_id in state[1]
 
 
-def inbox(agent: str, unread: bool = True, root: Optional[PathLike] = None) -> list[Message]:
+def inbox(agent: str, unread: bool = True, *, root: Optional[PathLike] = None) -> list[Message]:
     """Messages to ``agent`` (or to all, not from it) in id order; only the unread ones by default."""
     agent = validate_id(agent, "agent id")
     cfg, path = _where(root)
@@ -537,7 +528,7 @@ def inbox(agent: str, unread: bool = True, root: Optional[PathLike] = None) -> l
     return [m for m in mine if not _is_read(state, m.id)]
 
 
-def mark_read(agent: str, message_ids: Iterable[int], root: Optional[PathLike] = None) -> int:
+def mark_read(agent: str, message_ids: Iterable[int], *, root: Optional[PathLike] = None) -> int:
     """Record that ``agent`` has read these messages; returns how many were newly marked.
 
     Raises NotFoundError (and records nothing) when an id is not in the log.
@@ -573,14 +564,14 @@ def mark_read(agent: str, message_ids: Iterable[int], root: Optional[PathLike] =
 
 
 def ask_for_help(agent: str, task_id: str, question: str, to: Optional[str] = None,
-                 root: Optional[PathLike] = None) -> Message:
+                 *, root: Optional[PathLike] = None) -> Message:
     """An agent stuck on ``task_id`` asks ``to`` (default: the planner, ``planner.agent_id``; or ``all``) for help."""
     if to is None:
-        to = load_config(root).get("planner", "agent_id")
+        to = load_config(root=root).get("planner", "agent_id")
     return send(agent, to, question, task_id=task_id, type=MessageType.HELP, root=root)
 
 
-def answers_for(agent: str, task_id: str, root: Optional[PathLike] = None) -> list[Message]:
+def answers_for(agent: str, task_id: str, *, root: Optional[PathLike] = None) -> list[Message]:
     """Answers to ``agent`` about ``task_id``: replies to its help requests and answers on the task."""
     agent, task_id = validate_id(agent, "agent id"), validate_id(task_id, "task id")
     messages = _read_log(_where(root)[1])

@@ -85,7 +85,7 @@ def _lease_lock(cfg: Config, task_id: str, timeout: Optional[float] = None):
 
 def get_lease(task_id: str, *, root: Optional[PathLike] = None) -> Optional[Lease]:
     """The current lease record of a task (held or ended), or None if it was never claimed."""
-    return _read(load_config(root), validate_id(task_id, "task id"))
+    return _read(load_config(root=root), validate_id(task_id, "task id"))
 
 
 def list_leases(*, root: Optional[PathLike] = None, held_only: bool = False,
@@ -95,7 +95,7 @@ def list_leases(*, root: Optional[PathLike] = None, held_only: bool = False,
     A lease record that cannot be read raises its error, unless ``errors`` is a list: then the
     error is appended there and the record skipped (and left as it is).
     """
-    leases = _table(load_config(root)).list(errors=errors)
+    leases = _table(load_config(root=root)).list(errors=errors)
     return [lease for lease in leases if not held_only or lease.state is LeaseState.HELD]
 
 
@@ -161,7 +161,7 @@ def claim_task(
     executor's pid/host/proc_start. Raises AlreadyClaimed naming the live holder,
     NotClaimable when the task is not pending (or is backing off), NotFoundError.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
     now = now or utc_now()
@@ -192,7 +192,7 @@ def claim_task(
         # lock, so a task is never both claimed and split into sub-tasks.
         written: Optional[Lease] = None
         try:
-            with task_store.edit_task(path, cfg.root, durable=False) as document:
+            with task_store.edit_task(path, root=cfg.root, durable=False) as document:
                 task = document.task
                 # ready_tasks already left out parents found by their sub-tasks' Parent Task field.
                 if task.sub_tasks or (not _from_ready and _has_children(cfg, task_id)):
@@ -228,7 +228,7 @@ def claim_task(
 
 
 def _has_children(cfg: Config, task_id: str) -> bool:
-    listing = task_store.list_tasks(cfg.root, include_completed=True, errors=[])
+    listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
     return bool(task_graph.family(listing).children.get(task_id))
 
 
@@ -305,7 +305,7 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     unreadable: list = []
     active = task_store.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
     completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
@@ -403,7 +403,7 @@ def _current(cfg: Config, lease: Lease, now: datetime, action: str) -> Lease:
 def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike] = None,
           now: Optional[datetime] = None) -> Lease:
     """Extend a live lease by ``ttl`` seconds from now; LeaseLost if it is no longer current."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = now or utc_now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, "renew")
@@ -414,7 +414,7 @@ def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike]
 
 def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
     """The holder acknowledges the task and starts work: the task shows ``in_progress``."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = now or utc_now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, "start")
@@ -426,7 +426,7 @@ def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[dateti
 
 def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optional[datetime],
          action: str, task_fields: dict[str, str], **changes: Any) -> Lease:
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = now or utc_now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, action)
@@ -484,7 +484,7 @@ def revoke_unacknowledged(lease: Lease, *, root: Optional[PathLike] = None,
     LeaseLost if the executor acknowledged in the meantime (or the lease moved on): the
     check and the release happen under the same lock as the executor's ``start``.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = now or utc_now()
     with _lease_lock(cfg, lease.task_id):
         stored = _read(cfg, lease.task_id)
@@ -507,10 +507,10 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     writing the lease and its task file) has its mirror written again. Returns each lease
     changed or repaired with the reason. Tokens are kept, so the next claim outranks the old.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = now or utc_now()
     changed = []
-    candidates = [t for t in task_store.list_tasks(cfg.root, include_completed=True, errors=[])
+    candidates = [t for t in task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
                   if t.status in _CLAIMABLE_WHEN_FREE]
     for task in candidates:
         try:
@@ -556,7 +556,7 @@ def completed_in_place(*, root: Optional[PathLike] = None,
     Only holders known dead, or completions older than a minute: a live holder is still
     about to log and move its task itself.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = now or utc_now()
     found = []
     for task in task_store.list_tasks(directory=cfg.tasks_active, errors=[]):
@@ -576,7 +576,7 @@ def completed_in_place(*, root: Optional[PathLike] = None,
 
 def lease_lock(task_id: str, *, root: Optional[PathLike] = None):
     """The lock of a task's lease, for work that must not interleave with its holder's actions."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     return _lease_lock(cfg, validate_id(task_id, "task id"))
 
 
@@ -587,20 +587,20 @@ def lease_lock(task_id: str, *, root: Optional[PathLike] = None):
 
 def assign(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> None:
     """Hand ``lease`` (claimed for its agent) to that agent's next look for work."""
-    _table(load_config(root)).assign(lease, format_ts(now or utc_now()))
+    _table(load_config(root=root)).assign(lease, format_ts(now or utc_now()))
 
 
 def assignment_for(agent_id: str, *, root: Optional[PathLike] = None) -> Optional[tuple[Lease, str]]:
     """The lease assigned to ``agent_id`` and when it was assigned, or None."""
-    found = _table(load_config(root)).assignment(validate_id(agent_id, "agent id"))
+    found = _table(load_config(root=root)).assignment(validate_id(agent_id, "agent id"))
     return None if found is None else (found.lease, found.assigned_at)
 
 
 def list_assignments(*, root: Optional[PathLike] = None, errors: Optional[list] = None) -> list[Assignment]:
     """Every assignment still waiting for its agent, by agent id."""
-    return _table(load_config(root)).assignments(errors=errors)
+    return _table(load_config(root=root)).assignments(errors=errors)
 
 
 def clear_assignment(agent_id: str, token: Optional[int] = None, *, root: Optional[PathLike] = None) -> bool:
     """Remove the assignment of ``agent_id`` (only if it still carries ``token``, when given)."""
-    return _table(load_config(root)).clear_assignment(validate_id(agent_id, "agent id"), token)
+    return _table(load_config(root=root)).clear_assignment(validate_id(agent_id, "agent id"), token)

@@ -88,7 +88,7 @@ def _parser_class() -> type:
             check = self.needs_workspace
             if check is not None and hasattr(parsed, "root") and check(parsed):
                 try:
-                    require_workspace(parsed.root)
+                    require_workspace(root=parsed.root)
                 except SwarmError as exc:
                     raise SystemExit(fail(exc)) from None
             return parsed
@@ -107,7 +107,7 @@ def _parser_class() -> type:
 _INIT_HINT = "create one with: python lib/swarm.py init --root DIR"
 
 
-def require_workspace(root: Any = None) -> Path:
+def require_workspace(*, root: Any = None) -> Path:
     """The resolved root if it is an initialised workspace, else NotFoundError/ValidationError saying why.
 
     Initialised means the directory holds ``swarm.yaml``, one of the shared files at its
@@ -117,7 +117,7 @@ def require_workspace(root: Any = None) -> Path:
     """
     from .config import load_config, resolve_root
 
-    path = resolve_root(root)
+    path = resolve_root(root=root)
     if path.exists() and not path.is_dir():
         raise ValidationError("workspace root is a file, not a directory", path=path,
                               hint="give --root the directory that holds heartbeat.yaml and events.yaml")
@@ -125,7 +125,7 @@ def require_workspace(root: Any = None) -> Path:
         raise NotFoundError("workspace root does not exist", path=path, hint=_INIT_HINT)
     if (path / "swarm.yaml").is_file():
         return path  # configured: its own paths say where the files are (read errors come later)
-    cfg = load_config(path)
+    cfg = load_config(root=path)
     shared = (cfg.heartbeat_file, cfg.events_file, cfg.state_file, cfg.chat_file)
     if not (any(f.is_file() for f in shared) or cfg.tasks_active.is_dir()):
         raise NotFoundError("is not a Swarmfile workspace (no swarm.yaml, heartbeat.yaml, events.yaml, "

@@ -156,7 +156,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 
-def resolve_root(root: Optional[PathLike] = None) -> Path:
+def resolve_root(*, root: Optional[PathLike] = None) -> Path:
     """The workspace root: ``root`` if given, else ``$SWARM_ROOT``, else the current directory."""
     if root is None:
         root = os.environ.get("SWARM_ROOT") or os.getcwd()
@@ -215,12 +215,12 @@ class Config:
 _cache: dict[Path, tuple[Optional[int], Config]] = {}
 
 
-def load_config(root: Optional[PathLike] = None) -> Config:
+def load_config(*, root: Optional[PathLike] = None) -> Config:
     """Settings of the workspace at ``root`` (see ``resolve_root``), cached until swarm.yaml changes.
 
     Raises ParseError/ValidationError naming swarm.yaml when it is malformed.
     """
-    resolved = resolve_root(root)
+    resolved = resolve_root(root=root)
     config_file = resolved / "swarm.yaml"
     try:
         stamp: Optional[int] = config_file.stat().st_mtime_ns

@@ -99,14 +99,14 @@ def _reservations(cfg: Any, now: datetime, limit: int) -> list[dict]:
     return [{"id": r.id, "agent_id": r.agent_id, "mode": r.mode, "task_id": r.task_id,
              "patterns": list(r.patterns), "expires_at": r.expires_at,
              "seconds_left": (parse_ts(r.expires_at) - now).total_seconds(), "stale": r.free_reason(now)}
-            for r in list_reservations(cfg.root, now, include_expired=True)]
+            for r in list_reservations(root=cfg.root, now=now, include_expired=True)]
 
 
 def _merge_queue(cfg: Any, now: datetime, limit: int) -> list[dict]:
     from .merge_queue import pending
 
     return [{"id": e.id, "task_id": e.task_id, "agent_id": e.agent_id, "branch": e.branch, "at": e.at}
-            for e in pending(cfg.root)]
+            for e in pending(root=cfg.root)]
 
 
 def _events(cfg: Any, now: datetime, limit: int) -> list[dict]:
@@ -144,20 +144,20 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int]
     return rows, len(completed)
 
 
-def collect(root: Optional[PathLike] = None, now: Any = None, *, events: int = _EVENTS) -> dict[str, Any]:
+def collect(*, root: Optional[PathLike] = None, now: Any = None, events: int = _EVENTS) -> dict[str, Any]:
     """One snapshot of the workspace as plain (JSON-ready) data.
 
     Keys: ``root``, ``now``, one list per name in PANELS, ``completed_count`` and ``errors``
     (panel name, or ``config``, to the error lines that stand in for what could not be read).
     """
     moment = utc_now() if now is None else parse_ts(now)
-    snapshot: dict[str, Any] = {"root": str(resolve_root(root)), "now": format_ts(moment),
+    snapshot: dict[str, Any] = {"root": str(resolve_root(root=root)), "now": format_ts(moment),
                                 **{name: [] for name in PANELS}, "completed_count": 0, "errors": {}}
     errors: dict[str, list[str]] = snapshot["errors"]
     try:
-        cfg = load_config(root)
+        cfg = load_config(root=root)
     except _READ_ERRORS as exc:  # a broken swarm.yaml: every path may be wrong, so show nothing else
-        errors["config"] = [_describe(exc, resolve_root(root))]
+        errors["config"] = [_describe(exc, resolve_root(root=root))]
         return snapshot
     gatherers: dict[str, Callable[[Any, datetime, int], list[dict]]] = {
         "agents": _agents, "leases": _leases, "reservations": _reservations,
@@ -323,9 +323,9 @@ def render(snapshot: dict[str, Any], width: int = 0, height: int = 0) -> list[st
     return [_fit(_CONTROL.sub("?", line.rstrip()), width) for line in lines]  # error texts and keys too
 
 
-def build_frame(root: Optional[PathLike], width: int, height: int, now: Any = None) -> list[str]:
+def build_frame(*, root: Optional[PathLike], width: int, height: int, now: Any = None) -> list[str]:
     """The dashboard of the workspace at ``root`` as lines that fit ``width`` x ``height`` (0: no limit)."""
-    return render(collect(root, now, events=max(_EVENTS, height)), width, height)
+    return render(collect(root=root, now=now, events=max(_EVENTS, height)), width, height)
 
 
 def paint(lines: list[str]) -> str:
@@ -375,7 +375,7 @@ def _watch(root: Optional[PathLike], interval: float) -> int:
                 size = shutil.get_terminal_size()
             # One column short: a full-width line leaves the cursor in the wrap position, where
             # clearing to end of line would erase the last character.
-            frame = paint(build_frame(root, size.columns - 1, size.lines))
+            frame = paint(build_frame(root=root, width=size.columns - 1, height=size.lines))
             if frame != last:
                 out.write(frame)
                 out.flush()
@@ -438,9 +438,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        load_config(args.root)  # a broken swarm.yaml is a one-line error before anything is drawn
+        load_config(root=args.root)  # a broken swarm.yaml is a one-line error before anything is drawn
         if args.json:
-            cli.print_json(collect(args.root))
+            cli.print_json(collect(root=args.root))
             return cli.EXIT_OK
         if args.once:
             import shutil
@@ -449,7 +449,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             size = shutil.get_terminal_size() if tty else os.terminal_size((0, 0))
             width = size.columns if args.width is None else args.width
             height = size.lines if args.height is None else args.height
-            print("\n".join(build_frame(args.root, width, height)))
+            print("\n".join(build_frame(root=args.root, width=width, height=height)))
             return cli.EXIT_OK
         if not sys.stdout.isatty():
             return cli.fail("stdout is not a terminal (use --once or --json for a single frame)")

@@ -73,7 +73,7 @@ def _make_repo(root: Path) -> bool:
 def _write_samples(root: Path) -> None:
     for n, sample in enumerate(SAMPLE_TASKS):
         spec = dict(sample)
-        task_store.new_task_file(spec.pop("task_id"), spec.pop("title"), root,
+        task_store.new_task_file(spec.pop("task_id"), spec.pop("title"), root=root,
                             created=f"2026-01-01T00:00:{n:02d}Z", **spec)
 
 
@@ -82,7 +82,7 @@ _SETTLED = {tasks.Status.COMPLETED, tasks.Status.BLOCKED, tasks.Status.NEEDS_ATT
 
 def _settled(root: Path) -> bool:
     """Nothing left to run: every task completed, or waiting for a person."""
-    every = task_store.list_tasks(root, include_completed=True, errors=[])
+    every = task_store.list_tasks(root=root, include_completed=True, errors=[])
     return bool(every) and all(t.status in _SETTLED for t in every)
 
 
@@ -103,7 +103,7 @@ def _summary(root: Path) -> tuple[bool, list[list[str]], dict[str, Any]]:
     failures = Counter(e.get("task_id") for e in log if e.get("type") == "failed")
     by_task = {e.get("task_id"): e for e in log if e.get("type") == "completed"}
     rows, problems = [], []
-    for task in sorted(task_store.list_tasks(root, include_completed=True, errors=[]), key=lambda t: t.task_id):
+    for task in sorted(task_store.list_tasks(root=root, include_completed=True, errors=[]), key=lambda t: t.task_id):
         done = by_task.get(task.task_id, {})
         count = completions[task.task_id]
         lease = claims.get_lease(task.task_id, root=root)
@@ -119,7 +119,7 @@ def _summary(root: Path) -> tuple[bool, list[list[str]], dict[str, Any]]:
     return not problems and bool(rows), rows, facts
 
 
-def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float = 55,
+def run_demo(*, root: Optional[str] = None, executors: int = 3, timeout: float = 55,
              keep: bool = False, as_json: bool = False) -> bool:
     """Run the demo; True when every task was completed exactly once."""
     made_temp = root is None
@@ -127,7 +127,7 @@ def run_demo(root: Optional[str] = None, *, executors: int = 3, timeout: float =
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
     workspace.mkdir(parents=True, exist_ok=True)
     use_git = _make_repo(workspace)
-    workspaces.init_workspace(str(workspace))
+    workspaces.init_workspace(root=str(workspace))
     _write_samples(workspace)
     say(f"Swarmfile demo in {workspace}")
     say(f"{len(SAMPLE_TASKS)} sample tasks, 1 planner, {executors} executors running the simulated agent"

@@ -72,15 +72,15 @@ class Finding:
         """Identity across two checks: the same problem of the same thing in the same file."""
         return self.code, str(self.path), self.subject if self.subject is not None else self.problem
 
-    def where(self, root: Optional[Path] = None) -> str:
+    def where(self, *, root: Optional[Path] = None) -> str:
         """``FILE[:LINE]``, the file relative to ``root`` when it is inside it."""
         shown = _shown(self.path, root)
         return shown if self.line is None else f"{shown}:{self.line}"
 
-    def render(self, root: Optional[Path] = None) -> str:
-        return f"{self.severity.value} {self.where(root)}: {self.problem} ({self.fix})"
+    def render(self, *, root: Optional[Path] = None) -> str:
+        return f"{self.severity.value} {self.where(root=root)}: {self.problem} ({self.fix})"
 
-    def to_dict(self, root: Optional[Path] = None) -> dict[str, Any]:
+    def to_dict(self, *, root: Optional[Path] = None) -> dict[str, Any]:
         return {"severity": self.severity.value, "code": self.code, "file": _shown(self.path, root),
                 "line": self.line, "problem": self.problem, "fix": self.fix, "action": self.action,
                 "subject": self.subject}
@@ -125,9 +125,9 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"root": str(self.root), "files_checked": self.files, "ok": self.ok, "summary": self.summary(),
-                "findings": [f.to_dict(self.root) for f in self.findings],
-                "fixed": [dict(f.to_dict(self.root), done=done) for f, done in self.fixed],
-                "fix_failed": [dict(f.to_dict(self.root), error=why) for f, why in self.failed]}
+                "findings": [f.to_dict(root=self.root) for f in self.findings],
+                "fixed": [dict(f.to_dict(root=self.root), done=done) for f, done in self.fixed],
+                "fix_failed": [dict(f.to_dict(root=self.root), error=why) for f, why in self.failed]}
 
 
 class _Progress:
@@ -202,23 +202,18 @@ class _Checker:
                  f"{tail.decode('utf-8', errors='replace')[:60]!r}", fix, line=line,
                  action="cut-tail" if parsed else None)
 
-    def live_log(self, path: Path) -> None:
-        """The event log: every entry parses (streamed), and a line appended joins its list."""
-        from .event_check import append_problem, scan_log
-
-        self.shared(path, lambda: scan_log(path), log=True)
-        problem = append_problem(path)
-        if problem is not None:
-            self.add(Severity.ERROR, "log-not-appendable", path,
-                     f"appends fail, so every loop stops at its next event: {problem.reason.split('; refusing')[0]}",
-                     "fix it by hand: entries start at column 0 ('- {...}' under a bare 'events:' line)",
-                     line=problem.line)
+    def store(self, store: Any) -> int:
+        """A store checks itself (doctor does not know its layout); returns how many parts it looked at."""
+        problems, parts = store.check()
+        for p in problems:
+            self.add(Severity(p.severity), p.code, Path(p.where), p.problem, p.fix, line=p.line, action=p.action)
+        return parts
 
     def reservations(self, path: Path) -> None:
         from .reservations import list_reservations
 
         table: list = []
-        if self.guarded(path, lambda: table.extend(list_reservations(self.cfg.root, self.now, include_expired=True))):
+        if self.guarded(path, lambda: table.extend(list_reservations(root=self.cfg.root, now=self.now, include_expired=True))):
             for r in table:
                 why = r.free_reason(self.now)
                 if why:
@@ -357,7 +352,7 @@ class _Checker:
         from .worktrees import get_worktree
 
         try:
-            wt = get_worktree(path.stem, self.cfg.root)
+            wt = get_worktree(path.stem, root=self.cfg.root)
         except SwarmError as exc:
             self.failed(exc, path)
             return
@@ -452,7 +447,7 @@ def _temp_files(cfg: Config) -> list[Path]:
     return sorted(found)
 
 
-def check(root: Optional[PathLike] = None, *, now: Any = None,
+def check(*, root: Optional[PathLike] = None, now: Any = None,
           progress: Optional[TextIO] = None) -> tuple[list[Finding], int]:
     """Check every file of the workspace at ``root``: (findings, number of files checked).
 
@@ -460,27 +455,23 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
     """
     moment = utc_now() if now is None else parse_ts(now)
     try:
-        cfg = load_config(root)
+        cfg = load_config(root=root)
     except SwarmError as exc:  # every path may be wrong: nothing else can be checked
-        where = Path(exc.path) if exc.path else resolve_root(root) / "swarm.yaml"
+        where = Path(exc.path) if exc.path else resolve_root(root=root) / "swarm.yaml"
         return [Finding(Severity.ERROR, "config", where, exc.reason,
                         f"{exc.hint or _BY_HAND}; nothing else was checked", line=exc.line)], 1
-    from .agent_discovery import read_agents
     from .chat import read_messages
-    from .event_check import scan_log
-    from .events import archives
     from .merge_queue import read_queue
     from .state_sync import get_all_states
+    from .stores import agent_registry, event_log
 
     checker = _Checker(cfg, moment)
     runtime, top = cfg.runtime_dir, cfg.root
+    stores = [agent_registry(cfg), event_log(cfg)]
     shared: list[tuple[Path, Callable[[Path], None]]] = [
-        (cfg.heartbeat_file, lambda p: checker.shared(p, lambda: read_agents(root=top))),
-        (cfg.events_file, checker.live_log),
-        *[(log, lambda p: checker.shared(p, lambda: scan_log(p), log=True)) for log in archives(top)],
         (cfg.state_file, lambda p: checker.shared(p, lambda: get_all_states(root=top))),
         (cfg.chat_file, lambda p: checker.shared(p, lambda: read_messages(root=top), log=True)),
-        (runtime / "merge-queue.yaml", lambda p: checker.shared(p, lambda: read_queue(top), log=True)),
+        (runtime / "merge-queue.yaml", lambda p: checker.shared(p, lambda: read_queue(root=top), log=True)),
         (runtime / "reservations.yaml", checker.reservations)]
     jobs = [(path, job) for path, job in shared if path.exists()]
     for directory in (cfg.tasks_active, cfg.tasks_completed):  # at any depth, documents left out
@@ -488,8 +479,12 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
     yaml_file = lambda name: name.endswith(".yaml") and not name.startswith(".")  # noqa: E731
     jobs += [(path, checker.worktree_record) for path in _listing(runtime / "worktrees", yaml_file)]
     jobs += [(path, checker.temp_file) for path in _temp_files(cfg)]
-    meter = _Progress(len(jobs), progress)
+    meter = _Progress(len(stores) + len(jobs), progress)
+    parts = 0
     try:
+        for store in stores:
+            parts += checker.store(store)
+            meter.tick()
         for path, job in jobs:
             job(path)
             meter.tick()
@@ -498,14 +493,19 @@ def check(root: Optional[PathLike] = None, *, now: Any = None,
     leases = checker.lease_table()
     checker.cross_check()
     checker.unregistered_worktrees(runtime / "worktrees")
-    return checker.found, len(jobs) + leases
+    return checker.found, parts + len(jobs) + leases
 
 
 # ---------------------------------------------------------------------------- repairs
 
 
-def _cut_tail(cfg: Config, path: Path, now: datetime) -> str:
-    """Cut a torn last line off ``path`` under its lock; the cut bytes go to .swarm/doctor/ first."""
+def _cut_tail(cfg: Config, path: Path, now: datetime, events: Any) -> str:
+    """Cut a torn last line off ``path`` under its lock; the cut bytes go to .swarm/doctor/ first.
+
+    A part of the event log is cut by the log itself (``events``: the workspace's EventLog).
+    """
+    if events.owns(str(path)):
+        return events.repair("cut-tail", str(path), now=now)
     stamp = format_ts(now).replace(":", "").replace("-", "")
     keep = cfg.runtime_dir / "doctor" / f"{path.name}.{stamp}.torn"
     cut = cut_torn_tail(path, keep, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout, hint=_BY_HAND)
@@ -527,14 +527,17 @@ def _remove_temp(path: Path) -> str:
     return "removed"
 
 
-def repair(findings: list[Finding], root: Optional[PathLike] = None, *,
+def repair(findings: list[Finding], *, root: Optional[PathLike] = None,
            now: Any = None) -> tuple[dict[tuple, str], dict[tuple, str]]:
     """Run the repair of every finding that has one: ({key: what was done}, {key: why it failed})."""
     from . import claims
     from . import reservations
     from . import worktrees
 
-    cfg = load_config(root)
+    from .stores import event_log
+
+    cfg = load_config(root=root)
+    events = event_log(cfg)
     moment = utc_now() if now is None else parse_ts(now)
     batches: dict[str, dict[str, str]] = {}  # a reaper runs once for all its findings: why, by subject
 
@@ -545,14 +548,14 @@ def repair(findings: list[Finding], root: Optional[PathLike] = None, *,
         return f"reaped: {batches[finding.action].get(finding.subject, otherwise)}"
 
     def retire(finding: Finding) -> str:
-        outcome = worktrees.retire(finding.subject, cfg.root, moment)
+        outcome = worktrees.retire(finding.subject, root=cfg.root, now=moment)
         return "kept: its lease is live" if outcome is None else f"{outcome.action}: {outcome.reason}"
 
     actions: dict[str, Callable[[Finding], str]] = {  # in this order: reaping leases requeues tasks first
         "reap-leases": lambda f: reaped(f, lambda: claims.reap_expired(moment, root=cfg.root), "nothing to do"),
-        "move-completed": lambda f: "moved to " + _shown(task_store.move_to_completed(f.subject, cfg.root, status=None),
+        "move-completed": lambda f: "moved to " + _shown(task_store.move_to_completed(f.subject, root=cfg.root, status=None),
                                                          cfg.root),
-        "cut-tail": lambda f: _cut_tail(cfg, f.path, moment),
+        "cut-tail": lambda f: _cut_tail(cfg, f.path, moment, events),
         "remove-temp": lambda f: _remove_temp(f.path),
         "reap-reservations": lambda f: reaped(f, lambda: reservations.reap(moment, root=cfg.root), "already gone"),
         "retire-worktree": retire,
@@ -568,14 +571,14 @@ def repair(findings: list[Finding], root: Optional[PathLike] = None, *,
     return done, failed
 
 
-def diagnose(root: Optional[PathLike] = None, *, fix: bool = False, now: Any = None,
+def diagnose(*, root: Optional[PathLike] = None, fix: bool = False, now: Any = None,
              progress: Optional[TextIO] = None) -> Report:
     """Check the workspace; with ``fix``, repair what is safe and check again (see the module docstring).
 
     A repair can uncover the next one (a requeued mirror shows a completed task still in
     active/), so repairs run up to three rounds, each fix at most once.
     """
-    findings, files = check(root, now=now, progress=progress)
+    findings, files = check(root=root, now=now, progress=progress)
     tried: dict[tuple, Finding] = {}
     done: dict[tuple, str] = {}
     failed: dict[tuple, str] = {}
@@ -584,12 +587,12 @@ def diagnose(root: Optional[PathLike] = None, *, fix: bool = False, now: Any = N
         if not todo:
             break
         tried.update((f.key, f) for f in todo)
-        round_done, round_failed = repair(todo, root, now=now)
+        round_done, round_failed = repair(todo, root=root, now=now)
         done.update(round_done)
         failed.update(round_failed)
-        findings, files = check(root, now=now, progress=progress)
+        findings, files = check(root=root, now=now, progress=progress)
     left = {f.key for f in findings}
-    return Report(resolve_root(root), files, findings,
+    return Report(resolve_root(root=root), files, findings,
                   fixed=[(f, done.get(key, "fixed")) for key, f in tried.items() if key not in left],
                   failed=[(f, failed[key]) for key, f in tried.items() if key in failed and key in left])
 
@@ -608,19 +611,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        root = resolve_root(args.root)
+        root = resolve_root(root=args.root)
         if not root.is_dir():
             raise NotFoundError("workspace root is not a directory", path=root, hint="pass --root DIR")
-        report = diagnose(root, fix=args.fix, progress=sys.stderr)
+        report = diagnose(root=root, fix=args.fix, progress=sys.stderr)
         if args.json:
             cli.print_json(report.to_dict())
         else:
             for finding, what in report.fixed:
-                print(f"FIXED {finding.where(root)}: {finding.problem} -> {what}")
+                print(f"FIXED {finding.where(root=root)}: {finding.problem} -> {what}")
             for finding, why in report.failed:
-                print(f"FAILED {finding.where(root)}: could not fix: {why}")
+                print(f"FAILED {finding.where(root=root)}: could not fix: {why}")
             for finding in report.findings:
-                print(finding.render(root))
+                print(finding.render(root=root))
             print(report.summary())
         return cli.EXIT_OK if report.ok else cli.EXIT_CHECK_FAILED
 

@@ -73,7 +73,7 @@ class Match:
 
 
 def _threshold(value: Optional[float], root: Optional[PathLike]) -> float:
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     if value is None:
         value = cfg.get("duplicates", "threshold")
     try:
@@ -86,8 +86,8 @@ def _threshold(value: Optional[float], root: Optional[PathLike]) -> float:
     return number
 
 
-def find_duplicates(title: str, text: str = "", root: Optional[PathLike] = None, threshold: Optional[float] = None,
-                    *, exclude: Sequence[PathLike] = (), errors: Optional[list] = None) -> list[Match]:
+def find_duplicates(title: str, text: str = "", *, root: Optional[PathLike] = None, threshold: Optional[float] = None,
+                    exclude: Sequence[PathLike] = (), errors: Optional[list] = None) -> list[Match]:
     """Open and completed tasks at least ``threshold`` similar to ``title`` (+ ``text``), closest first.
 
     ``exclude``: task files to leave out (the task being checked). A task file that does not
@@ -98,7 +98,7 @@ def find_duplicates(title: str, text: str = "", root: Optional[PathLike] = None,
     full_words = title_words | keywords(text) if text.strip() else None
     skipped = {os.path.realpath(p) for p in exclude}
     found: list[Match] = []
-    for task in task_store.list_tasks(root, include_completed=True, errors=errors):
+    for task in task_store.list_tasks(root=root, include_completed=True, errors=errors):
         if task.path is not None and os.path.realpath(task.path) in skipped:
             continue
         their_title = keywords(task.title)
@@ -112,16 +112,16 @@ def find_duplicates(title: str, text: str = "", root: Optional[PathLike] = None,
     return found
 
 
-def is_duplicate(title: str, text: str = "", root: Optional[PathLike] = None,
+def is_duplicate(title: str, text: str = "", *, root: Optional[PathLike] = None,
                  threshold: Optional[float] = None, **options) -> bool:
     """Whether any open or completed task is a near-duplicate (see ``find_duplicates``)."""
-    return bool(find_duplicates(title, text, root, threshold, **options))
+    return bool(find_duplicates(title, text, root=root, threshold=threshold, **options))
 
 
-def check_new_task(title: str, text: str = "", root: Optional[PathLike] = None,
+def check_new_task(title: str, text: str = "", *, root: Optional[PathLike] = None,
                    threshold: Optional[float] = None) -> None:
     """Raise DuplicateTaskError naming the closest existing task when the new one is a near-duplicate."""
-    matches = find_duplicates(title, text, root, threshold)
+    matches = find_duplicates(title, text, root=root, threshold=threshold)
     if matches:
         best = matches[0]
         raise DuplicateTaskError(
@@ -146,12 +146,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         title, text, exclude = args.title or "", args.text, []
         root = args.root
         if args.task:
-            root = task_store.task_workspace(args.task, root)
+            root = task_store.task_workspace(args.task, root=root)
             task = task_store.load_task(args.task, use_cache=False)
             title, text, exclude = task.title, task.objective, [task.path]
             root = root or task_store.task_config(task.path).root
         skipped: list = []  # one unparsable historical file must not stop every check
-        matches = find_duplicates(title, text, root, args.threshold, exclude=exclude, errors=skipped)
+        matches = find_duplicates(title, text, root=root, threshold=args.threshold, exclude=exclude, errors=skipped)
         for error in skipped:
             print(f"warning: skipped a task file that does not parse: {error}", file=sys.stderr)
         if args.json:

@@ -1,33 +1,18 @@
-"""What a reader of the event log asks for: which file, and which events (the filters).
+"""What a reader of the event log asks for: which events (the filters of ``events.read_events``).
 
-Shared by events.py (``read_events``/``tail``) and event_follow.py (``follow``), so neither
-imports the other's insides.
+Shared by every EventLog implementation, so a filter means the same whatever keeps the events.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
 from .clock import parse_ts
-from .config import Config, load_config
 from .errors import ValidationError
 from .yaml_log import Matcher
 
-__all__ = ["Matcher", "matcher", "log_path"]
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-def log_path(root: Optional[PathLike], events_file: Optional[PathLike]) -> tuple[Config, Path]:
-    """The workspace's configuration and the log to use (a relative ``events_file`` is taken from the root)."""
-    cfg = load_config(root)
-    if events_file is None:
-        return cfg, cfg.events_file
-    path = Path(os.path.expanduser(os.fspath(events_file)))
-    return cfg, path if path.is_absolute() else cfg.root / path
+__all__ = ["Matcher", "matcher"]
 
 
 def matcher(agent: Optional[str], task_id: Optional[str], types: Union[str, Iterable[str], None],

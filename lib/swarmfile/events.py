@@ -1,42 +1,28 @@
-"""The append-only event log (events.yaml): append, read, filter, tail, follow, rotate.
+"""The event log's public functions: append, read, filter, tail, follow, rotate; status broadcast.
 
-The log is a top-level ``events:`` list (RALF's block-style entries are read as they are).
-Writers append exactly one line per event, a flow mapping, under the log's lock, so an
-append never rewrites what is already there::
+Thin callers of the workspace's ``EventLog`` (event_log.py), which ``stores.event_log`` picks
+from ``swarm.yaml`` ``backend:``; with the default ``files`` that is events.yaml, a top-level
+``events:`` list with one flow line per event (event_log_file.py says how it is kept)::
 
     events:
     - {timestamp: '2026-11-22T10:00:00.123Z', type: started, agent: executor-1, task_id: TASK-1}
 
-* ``append_event`` checks first that an appended line joins the list: the first content line
-  must be ``events:`` (``events: []`` alone is turned into ``events:``, which loses nothing)
-  or a ``- `` item of a bare list, and the last top-level line must be an entry. Anything else
-  raises ValidationError and the file stays byte-for-byte. A missing or empty file starts with
-  ``events:``. A torn last line is cut off by fileio and recorded as a ``repaired`` event.
-  Past ``events.rotate_bytes`` the log moves to ``events-<UTC stamp>.yaml`` next to it.
-* ``read_events``/``tail`` with a ``limit`` read backwards from the end and parse only the
-  entries they return, so the cost grows with the limit, not with the log. An entry a filter
-  passes over is checked too (a cheap look at a one-line entry, a parse of anything else), so a
-  reader that meets a bad line raises ParseError with file and line instead of answering from
-  the part before it; a corrupt entry older than everything a reader needed is not noticed
-  (doctor checks every entry). Without a limit the whole file is parsed and any error raises
-  ParseError naming the bad entry's line. A last line without its newline is read only if it
-  parses on its own (fileio's rule for keeping it), so a torn line is skipped.
-* A bad line in the middle does not stop appends: an appended line still joins the list at the
-  end, so the loops keep running on a log whose history is damaged, and the line stays where it
-  is for a person to fix (readers that meet it and doctor name it). Only a log that an appended
-  line would not join (below) refuses appends.
-* ``follow`` yields events as they are appended, across rotations (it lives in event_follow.py).
-* The log mechanism itself (layout check, backward scan, torn-tail rule, parsing with lines)
-  is yaml_log.py's; the filters and the choice of file are event_query.py's.
+* ``append_event`` checks the event (a lowercase type, valid ids, no reserved key in the data)
+  and appends it; a log an appended event would not join raises ValidationError and is left
+  as it was. Past ``events.rotate_bytes`` the log is rotated into an archive.
+* ``read_events``/``tail`` with a ``limit`` cost what they return, not the size of the log; a
+  reader that meets a bad entry raises ParseError with where it is (doctor checks every entry).
+* A bad entry in the middle does not stop appends: the loops keep running on a log whose
+  history is damaged, and the entry stays where it is for a person to fix.
+* ``follow`` yields events as they are appended, across rotations (event_follow.py).
 * ``StatusBroadcaster`` announces an agent's START/DONE/WAIT/ERROR/HELP/SKIP.
 
-The append check reads only the head and the tail of the log: a top-level key in the middle
-(``events: [...]`` then ``other:`` then more ``- `` lines) is not detected.
+An ``events_file`` argument names a log file to use instead of the workspace's (always a file,
+whatever the backend); a relative one is taken from the workspace root.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from datetime import date, datetime
@@ -44,24 +30,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
-from .clock import format_ts, utc_now
-from .config import validate_id
+from .config import Config, load_config, validate_id
 from .errors import ParseError, ValidationError
 from .event_follow import follow
-from .event_query import log_path, matcher
-from .fileio import YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, load_yaml_text, locked
-from .yaml_log import append_layout, archive_keys, identity, open_log, read_all, read_at, read_last
+from .event_log import RESERVED as _RESERVED
+from .event_log import EventLog, make_event
+from .fileio import dump_flow, load_yaml_text
+from .stores import event_log
 
-__all__ = ["HEADER", "Broadcast", "StatusBroadcaster", "append_event", "read_events", "tail", "follow",
-           "archives", "main"]
-
-log = logging.getLogger("swarmfile")
+__all__ = ["Broadcast", "StatusBroadcaster", "append_event", "read_events", "tail", "follow", "archives", "main"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-HEADER = "events:\n"
-_RESERVED = ("timestamp", "type", "agent", "task_id")
-_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -76,104 +56,28 @@ class Broadcast(str, Enum):
     SKIP = "skipped"
 
 
-# ---------------------------------------------------------------------------- paths
+def _log(root: Optional[PathLike], events_file: Optional[PathLike]) -> tuple[Config, EventLog]:
+    cfg = load_config(root=root)
+    return cfg, event_log(cfg, events_file=events_file)
 
 
-def archives(root: Optional[PathLike] = None, events_file: Optional[PathLike] = None) -> list[Path]:
-    """The rotated archives of the log, oldest first."""
-    return [archive for _, archive in archive_keys(log_path(root, events_file)[1])]
-
-
-def _rotate(path: Path, fsync: bool) -> Path:
-    """Move the live log to a new archive and start a fresh one; the caller holds the lock."""
-    moment = utc_now()
-    key = (moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z", 1)
-    existing = archive_keys(path)
-    if existing and existing[-1][0] >= key:  # same millisecond, or the clock went back
-        key = (existing[-1][0][0], existing[-1][0][1] + 1)
-    while True:
-        target = path.with_name(f"{path.stem}-{key[0]}{'' if key[1] == 1 else f'-{key[1]}'}{path.suffix}")
-        if not target.exists():
-            break
-        key = (key[0], key[1] + 1)
-    os.rename(path, target)
-    atomic_write(path, HEADER, fsync=fsync)  # also fsyncs the directory, making the rename durable
-    log.info("%s: rotated to %s", path, target.name)
-    return target
+def archives(*, root: Optional[PathLike] = None, events_file: Optional[PathLike] = None) -> list[Path]:
+    """Where the rotated archives of the log are, oldest first."""
+    return [Path(where) for where in _log(root, events_file)[1].archives()]
 
 
 # ---------------------------------------------------------------------------- append
 
 
-def _make_event(type: str, agent: str, task_id: Optional[str], data: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(type, str) or not _TYPE.fullmatch(type):
-        raise ValidationError(f"invalid event type {type!r}",
-                              hint="use a lowercase word: a-z first, then a-z, 0-9 or '_'")
-    event: dict[str, Any] = {"timestamp": format_ts(), "type": type, "agent": validate_id(agent, "agent id")}
-    if task_id is not None:
-        event["task_id"] = validate_id(task_id, "task id")
-    for key, value in data.items():
-        if key in _RESERVED:
-            raise ValidationError(f"event field {key!r} is set by append_event, not by data")
-        event[key] = value
-    return event
-
-
-def _entry_line(event: dict[str, Any]) -> str:
-    try:
-        return "- " + dump_flow(event)
-    except (YAML_ERROR, ValueError, TypeError) as exc:  # e.g. an object YAML cannot represent
-        raise ValidationError(f"event cannot be written as YAML: {exc}",
-                              hint="use strings, numbers, booleans, lists and mappings") from None
-
-
-def _prepare(path: Path, fsync: bool) -> str:
-    """Check under the lock that a line appended to ``path`` joins its list; returns text to write first."""
-    fd = open_log(path, symlink="refusing to append through it")
-    if fd is None:
-        return HEADER
-    try:
-        size = os.fstat(fd).st_size
-        kind, at, body = append_layout(fd, path, size)
-        if kind == "empty":
-            return HEADER
-        if kind == "flow_empty":
-            data = read_at(fd, size, 0)
-    finally:
-        os.close(fd)
-    if kind == "flow_empty":
-        # The one shape a line cannot be appended to that can be fixed without losing anything.
-        line = data[at:body]
-        atomic_write(path, data[:at] + line.replace(b"[]", b"", 1) + data[body:], fsync=fsync)
-    return ""
-
-
 def _append(type: str, agent: str, task_id: Optional[str], root: Optional[PathLike],
             events_file: Optional[PathLike], rotate_bytes: Optional[int], data: dict[str, Any]) -> dict[str, Any]:
-    event = _make_event(type, agent, task_id, data)
-    line = _entry_line(event)
-    cfg, path = log_path(root, events_file)
-    fsync = bool(cfg.get("events", "fsync"))
-    limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-        payload = _prepare(path, fsync) + line + "\n"
-        result = append_line_unlocked(path, payload, fsync=fsync)
-        end = result.offset + len(payload.encode("utf-8"))
-        if result.torn_tail is not None:
-            note = _entry_line(_make_event("repaired", agent, None, {
-                "file": path.name, "dropped_bytes": result.repaired_bytes,
-                "dropped_text": result.torn_tail[:200]}))
-            end += len(note.encode("utf-8")) + 1
-            append_line_unlocked(path, note, fsync=fsync)
-            log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
-                        path, result.repaired_bytes)
-        if limit and end >= limit:
-            _rotate(path, fsync)
+    event = make_event(type, agent, task_id, data)
+    _log(root, events_file)[1].append(event, rotate_bytes=rotate_bytes)
     return event
 
 
-def append_event(type: str, agent: str, task_id: Optional[str] = None, root: Optional[PathLike] = None,
-                 events_file: Optional[PathLike] = None, *, rotate_bytes: Optional[int] = None,
+def append_event(type: str, agent: str, task_id: Optional[str] = None, *, root: Optional[PathLike] = None,
+                 events_file: Optional[PathLike] = None, rotate_bytes: Optional[int] = None,
                  **data: Any) -> dict[str, Any]:
     """Append one event to the log and return it.
 
@@ -190,45 +94,19 @@ def append_event(type: str, agent: str, task_id: Optional[str] = None, root: Opt
 
 def read_events(agent: Optional[str] = None, task_id: Optional[str] = None,
                 types: Union[str, Iterable[str], None] = None, since: Union[str, datetime, None] = None,
-                limit: Optional[int] = None, root: Optional[PathLike] = None,
+                limit: Optional[int] = None, *, root: Optional[PathLike] = None,
                 events_file: Optional[PathLike] = None, include_archives: bool = False) -> list[dict]:
-    """The events that match every given filter, in file order (a missing log has none).
+    """The events that match every given filter, in log order (a missing log has none).
 
     ``types``: one type or several; ``since``: events at or after this time. ``limit``: only
     the last ``limit`` matches, read backwards from the end. ``include_archives``: the rotated
     archives first (oldest first), then the live log.
     Raises ParseError/ValidationError naming the file (and line when known).
     """
-    match, maybe = matcher(agent, task_id, types, since)
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValidationError(f"limit must be a whole number >= 0, got {limit!r}")
-    if limit == 0:
-        return []
-    _, path = log_path(root, events_file)
-    live = open_log(path)  # opened before listing archives, so a rotation in between is seen once
-    try:
-        files: list[Path] = [path]
-        if include_archives:
-            files = [archive for _, archive in archive_keys(path)] + files
-        found: list[dict] = []
-        for source in files if limit is None else reversed(files):
-            fd = live if source is path else open_log(source)
-            if fd is None or (fd != live and live is not None and identity(fd) == identity(live)):
-                continue
-            try:
-                if limit is None:
-                    found.extend(e for e in read_all(fd, source) if match(e))
-                else:
-                    found.extend(read_last(fd, source, limit - len(found), match, maybe))
-                    if len(found) >= limit:
-                        break
-            finally:
-                if fd != live:
-                    os.close(fd)
-        return found if limit is None else found[::-1]
-    finally:
-        if live is not None:
-            os.close(live)
+    return _log(root, events_file)[1].read(agent=agent, task_id=task_id, types=types, since=since, limit=limit,
+                      include_archives=include_archives)
 
 
 def tail(n: int = 10, **filters: Any) -> list[dict]:

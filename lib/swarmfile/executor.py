@@ -60,7 +60,7 @@ class Executor:
                  max_attempts: Optional[int] = None, backoff: Optional[float] = None,
                  use_worktree: bool = False) -> None:
         self.agent_id = validate_id(agent_id, "agent id")
-        self.cfg: Config = load_config(root)
+        self.cfg: Config = load_config(root=root)
         self.command = command
         self.once = once
         self.max_tasks = max_tasks
@@ -188,7 +188,7 @@ class Executor:
 
     def _reserve_files(self, lease: claims.Lease) -> Optional[claims.Lease]:
         """Reserve the task's Files to Modify; on a clash give the task back and skip it for now."""
-        task = task_store.find_task(lease.task_id, self.cfg.root)
+        task = task_store.find_task(lease.task_id, root=self.cfg.root)
         if not task.files_to_modify:
             return lease
         try:
@@ -242,12 +242,12 @@ class Executor:
 
     def _run(self, lease: claims.Lease, attempt: int) -> None:
         root = self.cfg.root
-        task = task_store.find_task(lease.task_id, root)
+        task = task_store.find_task(lease.task_id, root=root)
         workdir, env = root, dict(os.environ)
         if self.use_worktree:
-            self._worktree = worktrees.create_for_lease(lease, root)
+            self._worktree = worktrees.create_for_lease(lease, root=root)
             workdir = self._worktree.path
-            env.update(worktrees.run_env(self._worktree, root))
+            env.update(worktrees.run_env(self._worktree, root=root))
         log_path = self.cfg.runtime_dir / "runs" / lease.task_id / f"{attempt}.log"
         before = set() if self.use_worktree else _git_dirty_files(workdir)
         self._event("started", lease.task_id, token=lease.token, attempt=attempt, title=task.title,
@@ -295,7 +295,7 @@ class Executor:
             return
         merge: dict[str, Any] = {}
         if self._worktree is not None:  # merged while the lease is still renewed: a merge may take a while
-            title = task_store.find_task(lease.task_id, self.cfg.root).title
+            title = task_store.find_task(lease.task_id, root=self.cfg.root).title
             merge = lifecycle.merge_back(lease, self.agent_id, self._worktree, root=self.cfg.root, title=title)
         lease = self._take_lease()
         if lease is None:
@@ -319,7 +319,7 @@ class Executor:
         wt, self._worktree = self._worktree, None
         if wt is not None:
             try:
-                worktrees.retire(wt, self.cfg.root)
+                worktrees.retire(wt, root=self.cfg.root)
             except SwarmError:
                 pass  # cleanup_stale (or doctor --fix) gets it later; unmerged commits are never lost
 
@@ -362,7 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        cfg = load_config(args.root)
+        cfg = load_config(root=args.root)
         command = agents.resolve_command(args.agent, args.command, cfg.settings["agents"]["presets"])
         executor = Executor(args.agent_id, command, root=str(cfg.root), once=args.once, max_tasks=args.max_tasks,
                             poll=args.poll, ttl=args.ttl, run_timeout=args.timeout,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -35,6 +35,7 @@ from .config import Config
 from .errors import SwarmError, ValidationError
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from .liveness import dead_reason
+from .records import Record
 
 __all__ = ["Lease", "LeaseState", "Assignment", "LeaseTable", "FileLeaseTable"]
 
@@ -48,7 +49,7 @@ class LeaseState(str, Enum):
 
 
 @dataclass(frozen=True)
-class Lease:
+class Lease(Record):
     """One claim of one task; ``token`` grows on every claim of that task."""
 
     task_id: str
@@ -82,16 +83,9 @@ class Lease:
     def seconds_left(self, now: Optional[datetime] = None) -> float:
         return (parse_ts(self.expires_at) - (now or utc_now())).total_seconds()
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        data["state"] = self.state.value
-        data.update(self.extra)
-        return data
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Optional[Path] = None) -> "Lease":
-        known = {f.name for f in fields(cls)} - {"extra"}
-        values = {k: v for k, v in data.items() if k in known}
+        values, extra = cls.split(data)
         try:
             values["state"] = LeaseState(values.get("state", "held"))
             values["token"] = int(values["token"])
@@ -102,7 +96,7 @@ class Lease:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"malformed lease: {exc}", path=path,
                                   hint="fix or delete the lease file; the task's claim is unknown") from None
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+        return cls(**values, extra=extra)
 
 
 @dataclass(frozen=True)

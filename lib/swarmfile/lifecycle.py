@@ -122,11 +122,11 @@ def merge_back(lease: claims.Lease, agent_id: str, worktree: worktrees.Worktree,
     if entry is None:
         return {"merge": "nothing to merge"}
     try:
-        merge_queue.process_queue(root)
+        merge_queue.process_queue(root=root)
     except SwarmError as exc:  # e.g. the root checkout is dirty: the entry waits for a later run
         events.append_event("merge_waiting", agent_id, lease.task_id, root=root, reason=str(exc), branch=entry.branch)
         return {"merge": "queued", "branch": entry.branch}
-    ours = next((e for e in merge_queue.read_queue(root) if e.id == entry.id), None)
+    ours = next((e for e in merge_queue.read_queue(root=root) if e.id == entry.id), None)
     return {"merge": ours.status if ours is not None and ours.status else "queued", "branch": entry.branch}
 
 
@@ -167,7 +167,7 @@ def done(lease: claims.Lease, agent_id: str, *, root: Path, result: Optional[dic
 def _move(task_id: str, root: Path) -> bool:
     """Move a completed task to tasks/completed/; a failure is reported and left to recovery."""
     try:
-        task_store.move_to_completed(task_id, root)
+        task_store.move_to_completed(task_id, root=root)
         return True
     except (SwarmError, OSError) as exc:
         log.warning("task %s is completed but could not be moved to tasks/completed/: %s "
@@ -236,7 +236,7 @@ def recover_completions(agent_id: str, *, root: Path, now: Optional[datetime] = 
         # Under the lease's lock: of a planner and executors recovering at once, one does it.
         with claims.lease_lock(task.task_id, root=root):
             try:
-                current = task_store.find_task(task.task_id, root)
+                current = task_store.find_task(task.task_id, root=root)
             except SwarmError:
                 continue
             if current.path is None or current.path.parent != task.path.parent:

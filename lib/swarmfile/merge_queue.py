@@ -26,7 +26,7 @@ conflicting files and the branch is kept. Events: ``merged`` (commit, branch), `
 
 from __future__ import annotations
 
-from . import task_store
+from . import stores, task_store
 import logging
 import os
 import secrets
@@ -43,6 +43,7 @@ from .errors import HAND_FIX, NotFoundError, SwarmError, ValidationError
 from .fileio import append_line, dump_flow, load_yaml_text, locked
 from .cli import table
 from .errors import GitError, MergeRefused
+from .records import Record
 from .git_repo import branch_tip, commit_of, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 from .worktrees import NAME_PATTERN, Worktree, commit, find_by_branch, get_worktree, resolve_base, retire, setting
 from .yaml_log import read_kept
@@ -78,8 +79,11 @@ class MergeStatus(str, Enum):
 
 
 @dataclass(frozen=True)
-class QueueEntry:
+class QueueEntry(Record):
     """One branch waiting (``status`` None) or done merging."""
+
+    UNSTORED = ("status",)  # from the queue's later "done" record, not the entry's own
+    OMIT_NONE = True
 
     id: str
     branch: str
@@ -91,11 +95,6 @@ class QueueEntry:
     status: Optional[str] = None
     extra: dict = field(default_factory=dict, compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "status")}
-        data = {k: v for k, v in data.items() if v is not None}
-        data.update(self.extra)
-        return data
 
 
 @dataclass(frozen=True)
@@ -157,27 +156,26 @@ def _records(cfg: Config) -> list[dict[str, Any]]:
 def _entries(cfg: Config) -> list[QueueEntry]:
     records = _records(cfg)
     done = {r["id"]: r.get("status", "done") for r in records if r["op"] == "done"}
-    known = {f.name for f in fields(QueueEntry)} - {"extra", "status"}
     entries, seen = [], set()
     for record in records:
         if record["op"] != "enqueue" or record["id"] in seen:
             continue
         seen.add(record["id"])
-        values = {k: v for k, v in record.items() if k in known}
+        values, extra = QueueEntry.split(record)
         values.setdefault("at", "")
-        extra = {k: v for k, v in record.items() if k not in known and k != "op"}
+        extra.pop("op", None)
         entries.append(QueueEntry(**values, status=done.get(record["id"]), extra=extra))
     return entries
 
 
-def read_queue(root: Optional[PathLike] = None) -> list[QueueEntry]:
+def read_queue(*, root: Optional[PathLike] = None) -> list[QueueEntry]:
     """Every queue entry, pending and done, in queue order. ParseError/ValidationError if malformed."""
-    return _entries(load_config(root))
+    return _entries(load_config(root=root))
 
 
-def pending(root: Optional[PathLike] = None) -> list[QueueEntry]:
+def pending(*, root: Optional[PathLike] = None) -> list[QueueEntry]:
     """The entries still waiting to merge, in queue (completion) order."""
-    return [e for e in read_queue(root) if e.status is None]
+    return [e for e in read_queue(root=root) if e.status is None]
 
 
 def _describe(target: Union[Worktree, str], task_id: Optional[str], agent_id: Optional[str],
@@ -185,20 +183,20 @@ def _describe(target: Union[Worktree, str], task_id: Optional[str], agent_id: Op
     """(branch, task, agent, base, worktree name) of a Worktree or a branch name."""
     if not isinstance(target, str):  # a Worktree (duck-typed: the CLI's copy is worktrees.__main__'s class)
         return target.branch, task_id or target.task_id, agent_id or target.agent_id, base or target.base, target.name
-    known = find_by_branch(target, cfg.root)
+    known = find_by_branch(target, root=cfg.root)
     if known is not None:
         return target, task_id or known.task_id, agent_id or known.agent_id, base or known.base, known.name
     if not task_id or not agent_id:
         raise ValidationError(f"branch {target} has no worktree record: give its task id and agent id")
-    return target, task_id, agent_id, resolve_base(cfg.root, base), None
+    return target, task_id, agent_id, resolve_base(root=cfg.root, base=base), None
 
 
-def finish(worktree: Worktree, message: Optional[str] = None, root: Optional[PathLike] = None) -> Optional["QueueEntry"]:
+def finish(worktree: Worktree, message: Optional[str] = None, *, root: Optional[PathLike] = None) -> Optional["QueueEntry"]:
     """After an agent run: commit the worktree and enqueue its branch for merging.
 
     Returns the QueueEntry, or None when the branch has nothing beyond its base.
     """
-    cfg = load_config(root if root is not None else worktree.root)
+    cfg = load_config(root=root if root is not None else worktree.root)
     commit(worktree, message)
     if commits_ahead(cfg.root, worktree.base, worktree.branch) == 0:
         return None
@@ -206,14 +204,14 @@ def finish(worktree: Worktree, message: Optional[str] = None, root: Optional[Pat
 
 
 def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = None,
-            agent_id: Optional[str] = None, root: Optional[PathLike] = None, *,
+            agent_id: Optional[str] = None, *, root: Optional[PathLike] = None,
             base: Optional[str] = None) -> QueueEntry:
     """Queue a finished branch for merging into its base; returns the entry.
 
     Task and agent come from the worktree (record) unless given. NotFoundError if the branch
     does not exist.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
@@ -229,9 +227,9 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
 
 
 @contextmanager
-def merge_lock(root: Optional[PathLike] = None) -> Iterator[Path]:
+def merge_lock(*, root: Optional[PathLike] = None) -> Iterator[Path]:
     """Hold the workspace's merge lock (across processes) for the ``with`` block."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     with locked(cfg.runtime_dir / "merge.lock", lock_dir=cfg.lock_dir,
                 timeout=float(setting(cfg, "merge_lock_seconds"))) as sidecar:
         yield sidecar
@@ -240,12 +238,10 @@ def merge_lock(root: Optional[PathLike] = None) -> Iterator[Path]:
 def _shared_file(cfg: Config, top: Path, rel: str) -> bool:
     """Whether ``rel`` (from the top of the checkout) is one of the runtime's own shared files."""
     path = os.path.realpath(top / rel)
-    own = [cfg.heartbeat_file, cfg.events_file, cfg.state_file, cfg.chat_file]
-    if path in {os.path.realpath(p) for p in own}:
+    if path in {os.path.realpath(p) for p in (cfg.state_file, cfg.chat_file)}:
         return True
-    events = Path(os.path.realpath(cfg.events_file))
-    if Path(path).parent == events.parent and Path(path).name.startswith(events.stem + "-"):
-        return True  # a rotated events archive
+    if stores.agent_registry(cfg).owns(path) or stores.event_log(cfg).owns(path):
+        return True  # the registry, the event log or one of its archives, when kept in files
     return any(Path(path).is_relative_to(os.path.realpath(d)) for d in (cfg.tasks_active, cfg.tasks_completed))
 
 
@@ -338,23 +334,23 @@ def _after_merge(cfg: Config, result: MergeResult, worktree_name: Optional[str])
     if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not worktree_name or not setting(cfg, "remove_after_merge"):
         return
     try:
-        wt = get_worktree(worktree_name, cfg.root)
+        wt = get_worktree(worktree_name, root=cfg.root)
     except NotFoundError:
         return
     if wt.branch == result.branch:
-        _note("retire the worktree", lambda: retire(wt, cfg.root))
+        _note("retire the worktree", lambda: retire(wt, root=cfg.root))
 
 
 def merge_branch(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = None,
-                 agent_id: Optional[str] = None, root: Optional[PathLike] = None, *,
+                 agent_id: Optional[str] = None, *, root: Optional[PathLike] = None,
                  base: Optional[str] = None) -> MergeResult:
     """Merge one branch into its base now, under the merge lock (see the module docstring).
 
     Raises MergeRefused (root checkout not fit; nothing merged), LockTimeout, GitError.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
-    with merge_lock(cfg.root):
+    with merge_lock(root=cfg.root):
         result = _merge_locked(cfg, branch, task_id, agent_id, base)
         # A queued entry of this branch still has to find it (and record itself up_to_date).
         if not any(e.branch == branch and e.status is None for e in _entries(cfg)):
@@ -362,16 +358,16 @@ def merge_branch(worktree_or_branch: Union[Worktree, str], task_id: Optional[str
     return result
 
 
-def process_queue(root: Optional[PathLike] = None) -> list[MergeResult]:
+def process_queue(*, root: Optional[PathLike] = None) -> list[MergeResult]:
     """Merge every pending entry in queue order; returns what this call merged.
 
     Safe to call from many processes at once: each entry is merged by exactly one of them.
     MergeRefused stops the run with the entry still pending.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     results = []
     while True:
-        with merge_lock(cfg.root):
+        with merge_lock(root=cfg.root):
             entry = next((e for e in _entries(cfg) if e.status is None), None)
             if entry is None:
                 return results
@@ -393,18 +389,18 @@ def _target(name: str, root: Path) -> Union[Worktree, str]:
     """The worktree with this name, else ``name`` taken as a branch."""
     if NAME_PATTERN.fullmatch(name):
         try:
-            return get_worktree(name, root)
+            return get_worktree(name, root=root)
         except NotFoundError:
             pass
     return name
 
 
-def cli_command(args: Any, root: Path) -> int:
+def cli_command(args: Any, *, root: Path) -> int:
     """The ``enqueue``, ``merge`` and ``queue`` commands of ``python lib/worktrees.py``."""
     from .cli import EXIT_CHECK_FAILED, fail, print_json
 
     if args.command == "queue":
-        waiting = pending(root)
+        waiting = pending(root=root)
         if args.json:
             print_json([e.to_dict() for e in waiting])
         elif waiting:
@@ -414,12 +410,12 @@ def cli_command(args: Any, root: Path) -> int:
             print("merge queue is empty")
         return 0
     if args.command == "enqueue":
-        entry = enqueue(_target(args.name, root), args.task, args.agent, root)
+        entry = enqueue(_target(args.name, root), args.task, args.agent, root=root)
         print_json(entry.to_dict()) if args.json else print(f"queued {entry.branch} as {entry.id}")
         return 0
     if args.all == bool(args.name):
         return fail("merge needs either --all or one worktree name or branch")
-    results = process_queue(root) if args.all else [merge_branch(_target(args.name, root), args.task, args.agent, root)]
+    results = process_queue(root=root) if args.all else [merge_branch(_target(args.name, root), args.task, args.agent, root=root)]
     if args.json:
         print_json([r.to_dict() for r in results])
     for r in [] if args.json else results:

@@ -63,7 +63,7 @@ class Planner:
 
     def __init__(self, agent_id: Optional[str] = None, *, root: Optional[str] = None,
                  ack_timeout: Optional[float] = None, min_executors: Optional[int] = None) -> None:
-        self.cfg: Config = load_config(root)
+        self.cfg: Config = load_config(root=root)
         self.agent_id = validate_id(self.cfg.get("planner", "agent_id") if agent_id is None else agent_id, "agent id")
         setting = self.cfg.settings["planner"]
         self.ack_timeout = self.cfg.seconds("planner", "ack_timeout_seconds") if ack_timeout is None else float(ack_timeout)
@@ -143,7 +143,7 @@ class Planner:
             if reason is None or key in self._items_released or agent.agent_id == self.agent_id:
                 continue
             self._items_released.add(key)
-            released = work_items.release_items_of(agent.agent_id, self.cfg.root, by=self.agent_id)
+            released = work_items.release_items_of(agent.agent_id, root=self.cfg.root, by=self.agent_id)
             if released:
                 out.append(self._decide("requeued", None, reason=f"{agent.agent_id}: {reason}",
                                         items=[f"{task_id}#{item.index}" for task_id, item in released]))
@@ -175,7 +175,7 @@ class Planner:
         is reported once, by its own ``error`` event, and the other parents go on.
         """
         out = []
-        every = task_store.list_tasks(self.cfg.root, include_completed=True, errors=[])
+        every = task_store.list_tasks(root=self.cfg.root, include_completed=True, errors=[])
         by_id = {t.task_id: t for t in every}
         twice = task_graph.duplicate_ids(every)
         links = task_graph.family(every)
@@ -190,7 +190,7 @@ class Planner:
                     raise ValidationError(f"task id {parent_id} is used by {len(twice[parent_id])} files: "
                                           + ", ".join(map(str, twice[parent_id])), task_id=parent_id,
                                           hint="rename one of the tasks or delete the stale copy")
-                task_store.move_to_completed(parent_id, self.cfg.root)
+                task_store.move_to_completed(parent_id, root=self.cfg.root)
             except SwarmError as exc:
                 out += self._report(key, exc)
                 continue
@@ -201,18 +201,18 @@ class Planner:
 
     def _flag_duplicates(self) -> list[Decision]:
         out = []
-        every = {t.task_id: t for t in task_store.list_tasks(self.cfg.root, include_completed=True, errors=[])}
+        every = {t.task_id: t for t in task_store.list_tasks(root=self.cfg.root, include_completed=True, errors=[])}
 
         def age(task: tasks.Task) -> tuple:
             moment = task.created_at
             return (moment.timestamp() if moment else float("inf"), task.task_id)
 
-        for task in task_store.list_tasks(self.cfg.root, errors=[]):
+        for task in task_store.list_tasks(root=self.cfg.root, errors=[]):
             if (task.task_id in self._checked_for_duplicates or task.status is not tasks.Status.PENDING
                     or task.parent or task.field("Possible Duplicate Of")):
                 continue
             self._checked_for_duplicates.add(task.task_id)
-            matches = [m for m in duplicate_detector.find_duplicates(task.title, task.objective, self.cfg.root,
+            matches = [m for m in duplicate_detector.find_duplicates(task.title, task.objective, root=self.cfg.root,
                                                                      exclude=[task.path], errors=[])
                        if m.task_id != task.task_id and m.task_id != task.parent
                        # Of two copies only the later one is held: the original runs.
@@ -233,7 +233,7 @@ class Planner:
             if task.parent or task.sub_tasks or task.field("Possible Duplicate Of"):
                 continue
             try:
-                if not task_distribution.can_parallelize(task.path, self.cfg.root):
+                if not task_distribution.can_parallelize(task.path, root=self.cfg.root):
                     continue
                 subs = task_distribution.distribute_task(task.path, executor_ids, root=self.cfg.root)
             except SwarmError as exc:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -41,6 +41,7 @@ from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_text, loc
 from .globs import (compile_pattern, escape, normalize_pattern, pattern_matches, patterns_for_task,
                    patterns_overlap)
 from .liveness import dead_reason, my_identity, process_start_time
+from .records import Record
 
 __all__ = [
     "Reservation", "Overlap", "ReservationConflict", "reserve", "release", "release_all",
@@ -58,7 +59,7 @@ _UNCHANGED = "fix or restore the file by hand; it was not changed"
 
 
 @dataclass(frozen=True)
-class Reservation:
+class Reservation(Record):
     """One agent's hold on some patterns; ``extra`` keeps keys this version does not know."""
 
     id: str
@@ -83,17 +84,12 @@ class Reservation:
     def mode(self) -> str:
         return "exclusive" if self.exclusive else "shared"
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        return {**data, "patterns": list(self.patterns), **self.extra}
-
     @classmethod
     def from_dict(cls, data: Any, path: Optional[PathLike] = None,
                   line: Optional[int] = None) -> "Reservation":
         """A record as read from the file; ValidationError naming the file and line when malformed."""
-        known = {f.name for f in fields(cls)} - {"extra"}
         try:
-            values = {k: v for k, v in expect_mapping(data, "-", "a reservation").items() if k in known}
+            values, extra = cls.split(expect_mapping(data, "-", "a reservation"))
             validate_id(values.get("id"), "reservation id")
             validate_id(values.get("agent_id"), "agent id")
             if values.get("task_id") is not None:
@@ -112,7 +108,7 @@ class Reservation:
                       else f"{exc} is missing" if isinstance(exc, KeyError) else str(exc))
             raise ValidationError(f"malformed reservation: {reason}", path=path, line=line,
                                   hint=_UNCHANGED) from None
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+        return cls(**values, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -264,9 +260,9 @@ def _ttl(value: Any, cfg: Config) -> float:
 
 def reserve(agent_id: str, patterns: Iterable[str], exclusive: bool = True,
             ttl: Optional[float] = None, task_id: Optional[str] = None,
-            root: Optional[PathLike] = None, now: Optional[datetime] = None,
+            *, root: Optional[PathLike] = None, now: Optional[datetime] = None,
             pid: Optional[int] = None, host: Optional[str] = None,
-            proc_start: Optional[int] = None, *, track_process: bool = True) -> Reservation:
+            proc_start: Optional[int] = None, track_process: bool = True) -> Reservation:
     """Reserve ``patterns`` for ``agent_id`` for ``ttl`` seconds (default ``reservations.ttl_seconds``).
 
     The holder process defaults to this one (pass another's pid/host/proc_start, or
@@ -274,7 +270,7 @@ def reserve(agent_id: str, patterns: Iterable[str], exclusive: bool = True,
     Raises ReservationConflict, naming the holders and overlaps, when another live agent holds
     an overlapping pattern and either side is exclusive.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     agent_id = validate_id(agent_id, "agent id")
     if task_id is not None:
         validate_id(task_id, "task id")
@@ -334,7 +330,7 @@ def release(target: Union[Reservation, str], task_id: Optional[str] = None, *,
     if isinstance(target, Reservation):
         if task_id is not None:
             raise ValidationError("give a reservation, or an agent id and a task id, not both")
-        return [r for r, _ in _remove(load_config(root), _moment(now),
+        return [r for r, _ in _remove(load_config(root=root), _moment(now),
                                       lambda r: "released" if r.id == target.id else None)]
     if task_id is None:
         raise ValidationError("release(agent_id, task_id) needs a task id",
@@ -348,7 +344,7 @@ def release_all(agent_id: str, task_id: Optional[str] = None, *, root: Optional[
     agent_id = validate_id(agent_id, "agent id")
     if task_id is not None:
         validate_id(task_id, "task id")
-    return [r for r, _ in _remove(load_config(root), _moment(now), lambda r: "released" if (
+    return [r for r, _ in _remove(load_config(root=root), _moment(now), lambda r: "released" if (
         r.agent_id == agent_id and task_id in (None, r.task_id)) else None)]
 
 
@@ -356,7 +352,7 @@ def release_for_task(task_id: str, *, root: Optional[PathLike] = None,
                      now: Optional[datetime] = None) -> list[Reservation]:
     """Release every reservation made for ``task_id``, whoever holds it: the task has ended."""
     task_id = validate_id(task_id, "task id")
-    return [r for r, _ in _remove(load_config(root), _moment(now),
+    return [r for r, _ in _remove(load_config(root=root), _moment(now),
                                   lambda r: "task ended" if r.task_id == task_id else None)]
 
 
@@ -364,7 +360,7 @@ def reap(now: Optional[datetime] = None, *,
          root: Optional[PathLike] = None) -> list[tuple[Reservation, str]]:
     """Remove every expired reservation and every one whose holder died; returns them with why."""
     moment = _moment(now)
-    return _remove(load_config(root), moment, lambda r: r.free_reason(moment))
+    return _remove(load_config(root=root), moment, lambda r: r.free_reason(moment))
 
 
 def renew(reservation: Reservation, ttl: Optional[float] = None, *, root: Optional[PathLike] = None,
@@ -374,7 +370,7 @@ def renew(reservation: Reservation, ttl: Optional[float] = None, *, root: Option
     LeaseLost when it was released or reaped, has expired or its holder died: others may hold
     its paths by now, so reserve them again instead.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now, ttl = _moment(now), _ttl(ttl, cfg)
     with _lock(cfg):
         doc, table = _read(cfg)
@@ -389,10 +385,10 @@ def renew(reservation: Reservation, ttl: Optional[float] = None, *, root: Option
     return renewed
 
 
-def list_reservations(root: Optional[PathLike] = None, now: Optional[datetime] = None,
+def list_reservations(*, root: Optional[PathLike] = None, now: Optional[datetime] = None,
                       include_expired: bool = False) -> list[Reservation]:
     """Reservations in the order they were made; without ``include_expired`` only live ones."""
-    moment, table = _moment(now), _read(load_config(root))[1]
+    moment, table = _moment(now), _read(load_config(root=root))[1]
     return table if include_expired else [r for r in table if not r.free_reason(moment)]
 
 
@@ -403,10 +399,10 @@ def _holders(table: list[Reservation], path: str, now: datetime, exclude_agent: 
             and any(_clash(wanted, p, repo) is not None for p in r.patterns)]
 
 
-def find_holders(path: str, root: Optional[PathLike] = None, now: Optional[datetime] = None,
+def find_holders(path: str, *, root: Optional[PathLike] = None, now: Optional[datetime] = None,
                  exclude_agent: Optional[str] = None) -> list[Reservation]:
     """The live reservations that cover ``path`` (a path or a pattern), oldest first."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     if exclude_agent is not None:
         validate_id(exclude_agent, "agent id")
     return _holders(_read(cfg)[1], path, _moment(now), exclude_agent, _RepoFiles(cfg))
@@ -428,7 +424,7 @@ def check_commit(agent_id: Optional[str] = None, *, root: Optional[PathLike] = N
 
     Both sides of a rename count. Empty means the commit may go ahead.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     agent_id = validate_id(agent_id, "agent id") if agent_id else None
     staged = _git(["diff", "--cached", "--name-only", "--no-renames", "-z"], cwd).split("\0")
     table, moment, repo = _read(cfg)[1], _moment(now), _RepoFiles(cfg)
@@ -444,7 +440,7 @@ exec {command} check-commit --root {root} --agent "${{SWARM_AGENT_ID:-}}"
 """
 
 
-def install_hook(root: Optional[PathLike] = None, force: bool = False) -> tuple[Path, str]:
+def install_hook(*, root: Optional[PathLike] = None, force: bool = False) -> tuple[Path, str]:
     """Install the pre-commit hook of the repo at ``root``; returns (hook, what was done).
 
     What was done: ``installed``, ``unchanged`` or ``replaced``. A different hook that is not
@@ -453,7 +449,7 @@ def install_hook(root: Optional[PathLike] = None, force: bool = False) -> tuple[
     """
     import shlex
 
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     hooks = Path(_git(["rev-parse", "--git-path", "hooks"], cfg.root).strip())
     hook = (hooks if hooks.is_absolute() else cfg.root / hooks) / "pre-commit"
     script = _HOOK.format(mark=_HOOK_MARK, command=shlex.join(module_argv("reservations")),
@@ -495,7 +491,7 @@ def _cli(args: Any, now: datetime) -> tuple[Any, str, int]:
     """Run one command: (JSON document, human text, exit code)."""
     root = args.root
     if args.command == "list":
-        found = list_reservations(root, now, include_expired=args.all)
+        found = list_reservations(root=root, now=now, include_expired=args.all)
         return [_doc(r, now) for r in found], _rows(found, now) if found else "no reservations", 0
     if args.command == "reserve":
         try:
@@ -514,7 +510,7 @@ def _cli(args: Any, now: datetime) -> tuple[Any, str, int]:
         return [r.to_dict() for r in gone], f"released {len(gone)} reservation(s)" + "".join(
             f"\n  {r.id}: {', '.join(r.patterns)}" for r in gone), 0
     if args.command == "check":
-        held = [(p, r) for p in args.paths for r in find_holders(p, root, now, args.agent or None)]
+        held = [(p, r) for p in args.paths for r in find_holders(p, root=root, now=now, exclude_agent=args.agent or None)]
         document = {p: [_doc(r, now) for q, r in held if q == p] for p in args.paths}
         if not held:
             return document, "no holders: " + ", ".join(args.paths), 0
@@ -529,7 +525,7 @@ def _cli(args: Any, now: datetime) -> tuple[Any, str, int]:
             "commit ok: nothing staged is reserved"
         return [{"file": f, "holder": _doc(r, now)} for f, r in refused], text, 1 if refused else 0
     if args.command == "install-hook":
-        hook, action = install_hook(root, force=args.force)
+        hook, action = install_hook(root=root, force=args.force)
         return {"hook": str(hook), "action": action}, f"{action} {hook}", 0
     reaped = reap(now, root=root)
     text = f"reaped {len(reaped)} reservation(s)" + "".join(

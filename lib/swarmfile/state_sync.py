@@ -46,6 +46,7 @@ from .clock import format_ts, parse_ts, seconds_since
 from .config import Config, load_config, validate_id
 from .errors import (InvalidIdError, NotFoundError, ParseError, StateLockError, StateParseError, StateShapeError,
                     StateSyncError, SwarmError, ValidationError)
+from .records import Record
 from .fileio import YAML_ERROR, atomic_write, dump_yaml, key_line, load_yaml_text, locked, read_text
 from .cli import show_time, table
 
@@ -136,8 +137,10 @@ def _timestamp(value: Any) -> Optional[str]:
 
 
 @dataclass
-class AgentContext:
+class AgentContext(Record):
     """The ``context`` of one agent; ``extra`` keeps the keys this module does not know."""
+
+    STORED_ORDER = _CONTEXT_FIELDS  # every known field, None as null
 
     current_file: Optional[str] = None
     status: Optional[AgentStatus] = None
@@ -165,15 +168,8 @@ class AgentContext:
             files_locked=_paths(data.get("files_locked")),
             task_id=None if task_id is None else validate_id(task_id, "task id"),
             last_update=_timestamp(data.get("last_update")),
-            extra={k: v for k, v in data.items() if k not in _CONTEXT_FIELDS},
+            extra=cls.split(data)[1],
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The mapping stored in the file: every known field (None as null), then the extras."""
-        data: dict[str, Any] = {name: getattr(self, name) for name in _CONTEXT_FIELDS}
-        data["status"] = None if self.status is None else self.status.value
-        data["files_locked"] = list(self.files_locked)
-        return {**data, **self.extra}
 
 
 def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -201,7 +197,7 @@ def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _where(state_file: Optional[PathLike], root: Optional[PathLike]) -> tuple[Path, Config]:
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     return (cfg.state_file if state_file is None else Path(state_file)), cfg
 
 
@@ -277,7 +273,7 @@ def _update(state_file: Optional[PathLike], root: Optional[PathLike], timeout: O
 
 
 def sync_agent_state(agent_id: str, state: dict[str, Any], timeout: Optional[float] = None,
-                     state_file: Optional[PathLike] = None, root: Optional[PathLike] = None, *,
+                     state_file: Optional[PathLike] = None, *, root: Optional[PathLike] = None,
                      now: Optional[datetime] = None) -> bool:
     """Merge ``state`` into the agent's entry and stamp ``context.last_update``; returns True.
 
@@ -305,11 +301,11 @@ def update_context(agent_id: str, *, timeout: Optional[float] = None,
                    state_file: Optional[PathLike] = None, root: Optional[PathLike] = None,
                    now: Optional[datetime] = None, **fields: Any) -> bool:
     """Set context fields of the agent (``status=``, ``progress=``, ...), keeping the others."""
-    return sync_agent_state(agent_id, {"context": fields}, timeout, state_file, root, now=now)
+    return sync_agent_state(agent_id, {"context": fields}, timeout, state_file, root=root, now=now)
 
 
 def set_files_locked(agent_id: str, paths: Iterable[str], timeout: Optional[float] = None,
-                     state_file: Optional[PathLike] = None, root: Optional[PathLike] = None, *,
+                     state_file: Optional[PathLike] = None, *, root: Optional[PathLike] = None,
                      now: Optional[datetime] = None) -> bool:
     """Replace the agent's ``files_locked`` with ``paths`` (normalised, duplicates dropped)."""
     if isinstance(paths, (str, bytes)):
@@ -319,7 +315,7 @@ def set_files_locked(agent_id: str, paths: Iterable[str], timeout: Optional[floa
 
 
 def clear_agent_state(agent_id: str, timeout: Optional[float] = None,
-                      state_file: Optional[PathLike] = None, root: Optional[PathLike] = None, *,
+                      state_file: Optional[PathLike] = None, *, root: Optional[PathLike] = None,
                       updated_by: Optional[str] = None, now: Optional[datetime] = None) -> bool:
     """Remove the agent's entry; False when it had none (the file is then left alone)."""
     agent_id = validate_id(agent_id, "agent id")
@@ -332,7 +328,7 @@ def clear_agent_state(agent_id: str, timeout: Optional[float] = None,
 
 
 def reset_all_states(timeout: Optional[float] = None, state_file: Optional[PathLike] = None,
-                     root: Optional[PathLike] = None, *, updated_by: str = "system",
+                     *, root: Optional[PathLike] = None, updated_by: str = "system",
                      now: Optional[datetime] = None) -> list[str]:
     """Empty ``agents``, keeping metadata and other keys; returns the ids removed."""
 
@@ -354,7 +350,7 @@ def cleanup_stale(timeout: Optional[float] = None, now: Optional[datetime] = Non
     """
     moment = None if now is None else parse_ts(now)
     if timeout is None:
-        timeout = float(load_config(root).get("state", "stale_seconds"))
+        timeout = float(load_config(root=root).get("state", "stale_seconds"))
 
     def change(agents: dict[str, Any]) -> tuple[list[str], bool]:
         stale = []
@@ -373,17 +369,17 @@ def cleanup_stale(timeout: Optional[float] = None, now: Optional[datetime] = Non
 
 
 def get_all_states(state_file: Optional[PathLike] = None,
-                   root: Optional[PathLike] = None) -> dict[str, dict[str, Any]]:
+                   *, root: Optional[PathLike] = None) -> dict[str, dict[str, Any]]:
     """Every agent's entry by id ({} when the file does not exist yet)."""
     path, _ = _where(state_file, root)
     return _read_doc(path)["agents"]
 
 
 def get_agent_state(agent_id: str, state_file: Optional[PathLike] = None,
-                    root: Optional[PathLike] = None) -> Optional[dict[str, Any]]:
+                    *, root: Optional[PathLike] = None) -> Optional[dict[str, Any]]:
     """The agent's entry, or None when it has none."""
     agent_id = validate_id(agent_id, "agent id")
-    return get_all_states(state_file, root).get(agent_id)
+    return get_all_states(state_file, root=root).get(agent_id)
 
 
 def _covers(locked_entry: str, path: str) -> bool:
@@ -395,7 +391,7 @@ def _covers(locked_entry: str, path: str) -> bool:
 
 def find_file_conflicts(path: str, exclude_agent: Optional[str] = None,
                         state_file: Optional[PathLike] = None,
-                        root: Optional[PathLike] = None) -> list[dict[str, Any]]:
+                        *, root: Optional[PathLike] = None) -> list[dict[str, Any]]:
     """The agents whose ``files_locked`` covers ``path``, sorted by agent id.
 
     Paths are compared after ``normalize_path``; an entry or ``path`` may be an fnmatch glob,
@@ -408,7 +404,7 @@ def find_file_conflicts(path: str, exclude_agent: Optional[str] = None,
     if exclude_agent is not None:
         validate_id(exclude_agent, "agent id")
     found = []
-    for agent_id, entry in sorted(get_all_states(state_file, root).items()):
+    for agent_id, entry in sorted(get_all_states(state_file, root=root).items()):
         if agent_id == exclude_agent:
             continue
         context = entry.get("context") or {}
@@ -422,7 +418,7 @@ def find_file_conflicts(path: str, exclude_agent: Optional[str] = None,
 
 
 def get_task_summary(task_id: str, state_file: Optional[PathLike] = None,
-                     root: Optional[PathLike] = None) -> dict[str, Any]:
+                     *, root: Optional[PathLike] = None) -> dict[str, Any]:
     """The agents whose ``context.task_id`` is ``task_id``, and their count by status.
 
     ``{"task_id", "agents": [ids], "by_status": {"working": 2, ...}, "total": n}``; an agent
@@ -431,7 +427,7 @@ def get_task_summary(task_id: str, state_file: Optional[PathLike] = None,
     task_id = validate_id(task_id, "task id")
     agents: list[str] = []
     by_status: dict[str, int] = {}
-    for agent_id, entry in sorted(get_all_states(state_file, root).items()):
+    for agent_id, entry in sorted(get_all_states(state_file, root=root).items()):
         context = entry.get("context") or {}
         if context.get("task_id") == task_id:
             agents.append(agent_id)

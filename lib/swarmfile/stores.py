@@ -1,44 +1,138 @@
 """Which implementation of each store a workspace uses: swarm.yaml ``backend:``.
 
 The one place that knows every implementation; everything else asks here for the store of its
-workspace and talks only to the interface. One instance per workspace and process, so a store
-that keeps an index in memory (the lease journal) keeps it between calls.
+workspace and talks only to the interface: ``lease_table`` (lease_store.LeaseTable),
+``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry). A backend
+is one entry of ``BACKENDS`` naming the factory (a class, or a function taking the Config) of
+each store, so a new backend registers in one place; a factory imports its module (and any
+client library) when first called, so a command line that never uses a store never loads it. One instance per workspace and
+process, so a store that keeps an index or a connection keeps it between calls.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .config import Config
 from .errors import ValidationError
-from .lease_journal import JournalLeaseTable
-from .lease_store import LeaseTable
 
-__all__ = ["lease_table", "BACKENDS"]
+if TYPE_CHECKING:  # the interfaces, for types only: a store's module loads when its store is first made
+    from .agent_registry import AgentRegistry
+    from .event_log import EventLog
+    from .lease_store import LeaseTable
 
-# swarm.yaml ``backend:`` value -> the lease table that implements it. lease_store's
-# FileLeaseTable (a YAML file per lease in .swarm/claims/) is no longer one: the journal reads
-# those files once, on first use, and a table that still wrote them would fork the truth.
-BACKENDS = {
-    "files": JournalLeaseTable,  # the default: leases in one append-only journal, one fsync per change
-    "journal": JournalLeaseTable,  # the same (the name the journal had before it became the default)
+__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", "file_lease_table",
+           "journal_lease_table", "file_event_log", "file_agent_registry"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The stores of one backend: each a class, or any callable that makes the store from a Config."""
+
+    lease_table: Callable[[Config], "LeaseTable"]
+    event_log: Callable[[Config], "EventLog"]
+    agent_registry: Callable[[Config], "AgentRegistry"]
+
+
+# Each implementation is imported when its first store is made, so that a command line loads only
+# the stores it uses (agent_discovery.py's start-up is benchmarked).
+
+
+def file_lease_table(cfg: Config) -> "LeaseTable":
+    from .lease_store import FileLeaseTable
+
+    return FileLeaseTable(cfg)
+
+
+def journal_lease_table(cfg: Config) -> "LeaseTable":
+    from .lease_journal import JournalLeaseTable
+
+    return JournalLeaseTable(cfg)
+
+
+def file_event_log(cfg: Config, path: Optional[Path] = None) -> "EventLog":
+    from .event_log_file import FileEventLog
+
+    return FileEventLog(cfg, path)
+
+
+def file_agent_registry(cfg: Config, path: Optional[Path] = None) -> "AgentRegistry":
+    from .agent_registry_file import FileAgentRegistry
+
+    return FileAgentRegistry(cfg, path)
+
+
+# swarm.yaml ``backend:`` value (or the scheme of a URL there) -> its stores
+BACKENDS: dict[str, Backend] = {
+    # the default: leases in one append-only journal (one fsync per change), events.yaml, heartbeat.yaml.
+    # lease_store's FileLeaseTable (a YAML file per lease in .swarm/claims/) is no longer one: the
+    # journal reads those files once, on first use, and a table that still wrote them would fork the truth.
+    "files": Backend(journal_lease_table, file_event_log, file_agent_registry),
+    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),  # its name before it was the default
 }
 
-_tables: dict[tuple, LeaseTable] = {}
-_made = threading.Lock()
+_made: dict[tuple, Any] = {}
+_making = threading.Lock()
 
 
-def lease_table(cfg: Config) -> LeaseTable:
-    """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
-    backend = cfg.settings.get("backend", "files") or "files"
+def _backend(cfg: Config) -> tuple[str, Backend]:
+    name = cfg.settings.get("backend", "files") or "files"
+    # a URL (redis://host:6379/0) is the backend its scheme names; the store reads the rest
+    kind = name.split("://", 1)[0] if isinstance(name, str) and "://" in name else name
     try:
-        kind = BACKENDS[backend]
+        return name, BACKENDS[kind]
     except (KeyError, TypeError):
-        raise ValidationError(f"unknown backend {backend!r}", path=cfg.root / "swarm.yaml",
+        raise ValidationError(f"unknown backend {name!r}", path=cfg.root / "swarm.yaml",
                               hint=f"use one of: {', '.join(sorted(BACKENDS))}") from None
-    key = (cfg.root, cfg.runtime_dir, kind)  # by class: two names of one table share its index
-    table = _tables.get(key)
+
+
+def lease_table(cfg: Config) -> "LeaseTable":
+    """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
+    name, backend = _backend(cfg)
+    key = ("lease_table", cfg.root, cfg.runtime_dir, backend.lease_table)  # two names of one table share its index
+    table = _made.get(key)
     if table is not None:
         return table
-    with _made:
-        return _tables.setdefault(key, kind(cfg))
+    with _making:
+        return _made.setdefault(key, backend.lease_table(cfg))
+
+
+def _store(kind: str, cfg: Config) -> Any:
+    """The ``kind`` store of ``cfg``'s workspace, made again when swarm.yaml changed (a new Config)."""
+    name, backend = _backend(cfg)
+    key = (kind, cfg.root, name)
+    made = _made.get(key)
+    if made is not None and made[0] is cfg:
+        return made[1]
+    with _making:
+        made = _made.get(key)
+        if made is None or made[0] is not cfg:
+            made = _made[key] = (cfg, getattr(backend, kind)(cfg))
+        return made[1]
+
+
+def _named(path: PathLike, cfg: Config) -> Path:
+    named = Path(os.path.expanduser(os.fspath(path)))
+    return named if named.is_absolute() else cfg.root / named
+
+
+def event_log(cfg: Config, *, events_file: Optional[PathLike] = None) -> "EventLog":
+    """The event log of ``cfg``'s workspace; ``events_file`` names a log file to use instead
+    (always a file, whatever the backend; a relative one is taken from the root)."""
+    if events_file is not None:
+        return file_event_log(cfg, _named(events_file, cfg))
+    return _store("event_log", cfg)
+
+
+def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) -> "AgentRegistry":
+    """The agent registry of ``cfg``'s workspace; ``heartbeat_file`` names a registry file to use
+    instead (always a file, whatever the backend; a relative one is taken from the root)."""
+    if heartbeat_file is not None:
+        return file_agent_registry(cfg, _named(heartbeat_file, cfg))
+    return _store("agent_registry", cfg)

@@ -36,14 +36,14 @@ _FORWARDED = {
     "setup": ("agent_setup", []),
 }
 
-def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dict[str, Any]:
+def collect_status(*, root: Optional[str] = None, events_count: int = 10) -> dict[str, Any]:
     """Agents, tasks by status, leases and the newest events, as one document."""
     from . import agent_discovery
     from . import claims
     from . import events
     from . import task_graph
 
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     now = utc_now()
     agents = []
     for info in agent_discovery.read_agents(root=cfg.root):
@@ -52,7 +52,7 @@ def collect_status(root: Optional[str] = None, *, events_count: int = 10) -> dic
                        "current_task": info.current_task, "active": reason is None, "why_inactive": reason})
     errors: list = []
     by_status: dict[str, list[dict]] = {}
-    listing = task_store.list_tasks(cfg.root, include_completed=True, errors=errors)
+    listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=errors)
     twice = task_graph.duplicate_ids(listing)
     for task in listing:
         # The folder decides: RALF left files in completed/ whose Status line still says pending.
@@ -178,11 +178,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _parser().print_help()
             return EXIT_OK
         if args.command == "init":
-            created = init_workspace(args.root)
+            created = init_workspace(root=args.root)
             if args.json:
-                print_json({"root": str(resolve_root(args.root)), "created": [str(p) for p in created]})
+                print_json({"root": str(resolve_root(root=args.root)), "created": [str(p) for p in created]})
             else:
-                print(f"workspace {resolve_root(args.root)}: " +
+                print(f"workspace {resolve_root(root=args.root)}: " +
                       (f"created {', '.join(str(p.name) for p in created)}" if created else "already set up"))
             return EXIT_OK
         if args.command == "new-task":
@@ -195,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(path)
             return EXIT_OK
         if args.command == "status":
-            doc = collect_status(args.root, events_count=args.events)
+            doc = collect_status(root=args.root, events_count=args.events)
             if args.panes:
                 from . import tmux_bridge
 
@@ -211,7 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "demo":
             from . import demo
 
-            ok = demo.run_demo(args.root, executors=args.executors, timeout=args.timeout, keep=args.keep,
+            ok = demo.run_demo(root=args.root, executors=args.executors, timeout=args.timeout, keep=args.keep,
                                as_json=args.json)
             return EXIT_OK if ok else EXIT_CHECK_FAILED
         raise ValidationError(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first

@@ -317,12 +317,12 @@ def _group(units: Sequence[Unit]) -> tuple[list[tuple[int, ...]], list[str]]:
 
 def _load(task: TaskRef, root: Optional[PathLike]) -> tuple[taskmod.Task, Config]:
     if isinstance(task, taskmod.Task):
-        return task, task_store.task_config(task.path, root) if task.path else load_config(root)
+        return task, task_store.task_config(task.path, root=root) if task.path else load_config(root=root)
     path = Path(task)
     if not path.exists() and ID_PATTERN.fullmatch(str(task)) and not str(task).endswith(".md"):
-        found = task_store.find_task(str(task), root)
-        return found, task_store.task_config(found.path, root)
-    return task_store.load_task(path, use_cache=False), task_store.task_config(path, root)
+        found = task_store.find_task(str(task), root=root)
+        return found, task_store.task_config(found.path, root=root)
+    return task_store.load_task(path, use_cache=False), task_store.task_config(path, root=root)
 
 
 def _analyze(task: taskmod.Task, cfg: Config, parallel_keywords: Optional[Sequence[str]] = None,
@@ -373,7 +373,7 @@ def _analyze(task: taskmod.Task, cfg: Config, parallel_keywords: Optional[Sequen
                     tuple(reasons))
 
 
-def analyze_task_structure(task_file: TaskRef, root: Optional[PathLike] = None, *,
+def analyze_task_structure(task_file: TaskRef, *, root: Optional[PathLike] = None,
                            parallel_keywords: Optional[Sequence[str]] = None,
                            sequential_keywords: Optional[Sequence[str]] = None) -> Analysis:
     """Units of the task that could run apart, how they group, the keyword evidence and the reasons."""
@@ -381,9 +381,9 @@ def analyze_task_structure(task_file: TaskRef, root: Optional[PathLike] = None, 
     return _analyze(task, cfg, parallel_keywords, sequential_keywords)
 
 
-def can_parallelize(task_file: TaskRef, root: Optional[PathLike] = None) -> bool:
+def can_parallelize(task_file: TaskRef, *, root: Optional[PathLike] = None) -> bool:
     """Whether the task would be split (``analyze_task_structure(...).reasons`` says why not)."""
-    return analyze_task_structure(task_file, root).can_parallelize
+    return analyze_task_structure(task_file, root=root).can_parallelize
 
 
 # ---------------------------------------------------------------------------- planning
@@ -448,11 +448,11 @@ def _render(sub: SubTask, part: str, task: taskmod.Task, analysis: Analysis) -> 
                 criteria=sub.criteria, files=sub.files, sections=sections)
 
 
-def existing_subtasks(task: taskmod.Task, root: Optional[PathLike] = None) -> list[SubTask]:
+def existing_subtasks(task: taskmod.Task, *, root: Optional[PathLike] = None) -> list[SubTask]:
     """Sub-tasks of ``task`` on disk (active or completed), by their Parent Task field or the parent's list."""
-    cfg = task_store.task_config(task.path, root) if task.path else load_config(root)
+    cfg = task_store.task_config(task.path, root=root) if task.path else load_config(root=root)
     errors: list = []
-    every = task_store.list_tasks(cfg.root, include_completed=True, errors=errors)
+    every = task_store.list_tasks(root=cfg.root, include_completed=True, errors=errors)
     for error in errors:  # a sub-task we cannot read must not be split again over the top of
         if error.path and os.path.basename(error.path).startswith(f"{task.task_id}-SUB"):
             raise error.with_traceback(None)
@@ -471,14 +471,14 @@ def distribute_task(task_file: TaskRef, available_agents: Optional[Sequence[str]
     """
     task, cfg = _load(task_file, root)
     limit = int(max_subtasks if max_subtasks is not None else cfg.get("distribution", "max_subtasks"))
-    with task_store.edit_task(task.path, cfg.root) as document:
+    with task_store.edit_task(task.path, root=cfg.root) as document:
         parent = document.task  # re-read under the lock: another planner may have split it meanwhile
-        existing = existing_subtasks(parent, cfg.root)
+        existing = existing_subtasks(parent, root=cfg.root)
         if existing or parent.sub_tasks:
             if existing and not parent.sub_tasks:
                 document.set_field("Sub-Tasks", ", ".join(s.task_id for s in existing))
             return existing
-        listing = task_store.list_tasks(cfg.root, include_completed=True, errors=[])
+        listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
         twin = next((t.path for t in listing if t.task_id == parent.task_id and t.path != task.path), None)
         if twin is not None:  # which file's criteria would the sub-tasks hold? Neither is split.
             raise ValidationError(f"task id {parent.task_id} is used by two files: {task.path} and {twin}",
@@ -496,7 +496,7 @@ def distribute_task(task_file: TaskRef, available_agents: Optional[Sequence[str]
                                       task_id=sub.task_id, hint="remove it or add it to the parent's Sub-Tasks")
         written = []
         for number, sub in enumerate(planned, 1):
-            path = task_store.new_task_file(sub.task_id, sub.title, cfg.root, filename=f"{sub.task_id}.md",
+            path = task_store.new_task_file(sub.task_id, sub.title, root=cfg.root, filename=f"{sub.task_id}.md",
                                          **_render(sub, f"{number} of {len(planned)}", parent, analysis))
             written.append(replace(sub, path=path))
         document.set_field("Sub-Tasks", ", ".join(s.task_id for s in written))
@@ -555,7 +555,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def one(task: taskmod.Task, cfg: Config, agents: Optional[list[str]], limit: int) -> tuple:
         analysis = _analyze(task, cfg)
-        existing = existing_subtasks(task, cfg.root)
+        existing = existing_subtasks(task, root=cfg.root)
         if args.split:
             subs = distribute_task(task.path, agents, limit, root=cfg.root)
         else:
@@ -565,11 +565,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def body() -> int:
         agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
         if args.all:
-            cfg = load_config(args.root)
-            todo = [t for t in task_store.list_tasks(cfg.root, errors=[])
+            cfg = load_config(root=args.root)
+            todo = [t for t in task_store.list_tasks(root=cfg.root, errors=[])
                     if t.status is taskmod.Status.PENDING and not t.parent and not t.sub_tasks]
         else:
-            task, cfg = _load(args.task, task_store.task_workspace(args.task, args.root))
+            task, cfg = _load(args.task, task_store.task_workspace(args.task, root=args.root))
             todo = [task]
         limit = args.max_subtasks if args.max_subtasks is not None else int(cfg.get("distribution", "max_subtasks"))
         report = []

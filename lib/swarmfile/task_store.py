@@ -260,7 +260,7 @@ def unchanged_since_listing(task: Task) -> bool:
     return entry is not None and entry[1] is task and entry[0][:3] == (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def list_tasks(root: Optional[PathLike] = None, *, directory: Optional[PathLike] = None,
+def list_tasks(*, root: Optional[PathLike] = None, directory: Optional[PathLike] = None,
                include_completed: bool = False, errors: Optional[list] = None, fast: bool = False) -> list[Task]:
     """Tasks of the workspace at ``root`` (active, then completed), or of one ``directory``.
 
@@ -273,7 +273,7 @@ def list_tasks(root: Optional[PathLike] = None, *, directory: Optional[PathLike]
     """
     if directory is not None:
         return _scan_tree(Path(directory), errors, fast)
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     found = _scan_tree(cfg.tasks_active, errors, fast)
     if include_completed:
         found += _scan_tree(cfg.tasks_completed, errors, fast)
@@ -309,24 +309,24 @@ def _inside(path: Path, directory: Path) -> bool:
     return True
 
 
-def find_task(task_id: str, root: Optional[PathLike] = None) -> Task:
+def find_task(task_id: str, *, root: Optional[PathLike] = None) -> Task:
     """The task with this id, active or completed; ValidationError if two files claim it."""
     validate_id(task_id, "task id")
     errors: list = []
-    matches = [t for t in list_tasks(root, include_completed=True, errors=errors) if t.task_id == task_id]
+    matches = [t for t in list_tasks(root=root, include_completed=True, errors=errors) if t.task_id == task_id]
     if len(matches) > 1:
         raise ValidationError(f"task id {task_id} is used by two files: {matches[0].path} and {matches[1].path}",
                               path=matches[1].path, line=matches[1].title_line, task_id=task_id,
                               hint="rename one of the tasks or delete the stale copy")
     if not matches:
-        cfg = load_config(root)
+        cfg = load_config(root=root)
         hint = f"{len(errors)} task file(s) did not parse, e.g. {errors[0]}" if errors else None
         raise NotFoundError(f"no task {task_id} in {cfg.tasks_active} or {cfg.tasks_completed}",
                             task_id=task_id, hint=hint)
     return matches[0]
 
 
-def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
+def task_config(path: PathLike, *, root: Optional[PathLike] = None) -> Config:
     """The workspace config that owns task file ``path`` (its lock dir is where edits lock).
 
     Without ``root``: $SWARM_ROOT/current workspace if its task dirs hold the file, else the
@@ -334,27 +334,27 @@ def task_config(path: PathLike, root: Optional[PathLike] = None) -> Config:
     file's own directory. Processes must agree on it: pass ``root`` when in doubt.
     """
     if root is not None:
-        return load_config(root)
+        return load_config(root=root)
     parent = Path(os.path.abspath(path)).parent
 
     def holds(candidate: Config) -> bool:  # at any depth: epic folders hold tasks too
         return _inside(parent, candidate.tasks_active) or _inside(parent, candidate.tasks_completed)
 
-    cfg = load_config(None)
+    cfg = load_config(root=None)
     if holds(cfg):
         return cfg
     for ancestor in list(parent.parents)[:12]:
         if (ancestor / "swarm.yaml").is_file():
-            candidate = load_config(ancestor)
+            candidate = load_config(root=ancestor)
             if holds(candidate):
                 return candidate
         elif _inside(parent, ancestor / "tasks" / "active") or _inside(parent, ancestor / "tasks" / "completed"):
-            return load_config(ancestor)
-    return load_config(parent)
+            return load_config(root=ancestor)
+    return load_config(root=parent)
 
 
 @contextmanager
-def edit_task(path: PathLike, root: Optional[PathLike] = None, *, durable: bool = True) -> Iterator[TaskDocument]:
+def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool = True) -> Iterator[TaskDocument]:
     """Hold the task's lock, yield its freshly re-read document, write it back if it changed.
 
     Nothing is written when the block raises. The lock is not re-entrant: do not call
@@ -363,7 +363,7 @@ def edit_task(path: PathLike, root: Optional[PathLike] = None, *, durable: bool 
     update lost to a power cut is repaired from it); other processes see the write at once.
     """
     target = Path(path)
-    cfg = task_config(target, root)
+    cfg = task_config(target, root=root)
     with locked(target, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
         try:
             text = read_text(target)
@@ -387,24 +387,24 @@ def _forget(path: Path) -> None:
         entry[0].pop(path.name, None)
 
 
-def set_fields(path: PathLike, values: Mapping[str, Any], root: Optional[PathLike] = None, *,
+def set_fields(path: PathLike, values: Mapping[str, Any], *, root: Optional[PathLike] = None,
                durable: bool = True) -> Task:
     """Set several header fields in one locked re-read and write; returns the task after it."""
-    with edit_task(path, root, durable=durable) as document:
+    with edit_task(path, root=root, durable=durable) as document:
         for name, value in values.items():
             document.set_field(name, value)
     return document.task
 
 
-def set_field(path: PathLike, name: str, value: Any, root: Optional[PathLike] = None) -> Task:
+def set_field(path: PathLike, name: str, value: Any, *, root: Optional[PathLike] = None) -> Task:
     """Set one header field (``**Name:** value``), touching no other line of the file."""
-    return set_fields(path, {name: value}, root)
+    return set_fields(path, {name: value}, root=root)
 
 
 def set_checklist_item(path: PathLike, selector: Union[int, str], checked: Optional[bool] = None,
-                       agent: Any = KEEP, root: Optional[PathLike] = None) -> ChecklistItem:
+                       agent: Any = KEEP, *, root: Optional[PathLike] = None) -> ChecklistItem:
     """Edit one checklist line (see ``TaskDocument.set_checklist_item``); returns the item after."""
-    with edit_task(path, root) as document:
+    with edit_task(path, root=root) as document:
         item = document.set_checklist_item(selector, checked=checked, agent=agent)
     return item
 
@@ -416,14 +416,14 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:50].strip("-")
 
 
-def new_task_file(task_id: str, title: str, root: Optional[PathLike] = None, *,
+def new_task_file(task_id: str, title: str, *, root: Optional[PathLike] = None,
                   directory: Optional[PathLike] = None, filename: Optional[str] = None,
                   **parts: Any) -> Path:
     """Write a new task (see ``render_task``) to tasks/active/``<ID>-<slug>.md``; returns its path.
 
     Refuses (ValidationError) when the file exists or another task already has this id.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     target_dir = Path(directory) if directory is not None else cfg.tasks_active
     text = render_task(task_id, title, **parts)
     name = filename or (f"{task_id}-{_slug(title)}.md" if _slug(title) else f"{task_id}.md")
@@ -444,14 +444,14 @@ def new_task_file(task_id: str, title: str, root: Optional[PathLike] = None, *,
     return target
 
 
-def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
+def move_to_completed(task_id: str, *, root: Optional[PathLike] = None,
                       status: Optional[Any] = Status.COMPLETED) -> Path:
     """Set the task's Status (unless ``status`` is None) and move it to tasks/completed/.
 
     Returns the new path; a task already in completed/ is left there. Refuses to overwrite.
     """
-    cfg = load_config(root)
-    task = find_task(task_id, cfg.root)
+    cfg = load_config(root=root)
+    task = find_task(task_id, root=cfg.root)
     source = task.path
     if source is None or _inside(source, cfg.tasks_completed):
         return source
@@ -476,7 +476,7 @@ def move_to_completed(task_id: str, root: Optional[PathLike] = None, *,
 
 
 
-def task_workspace(task: str, root: Any = None) -> Path:
+def task_workspace(task: str, *, root: Any = None) -> Path:
     """The workspace a command about ``task`` (a task file or a task id) works in.
 
     A configured root (``--root`` or ``$SWARM_ROOT``) wins, and a task file outside its task
@@ -486,15 +486,15 @@ def task_workspace(task: str, root: Any = None) -> Path:
     path = Path(os.path.expanduser(task))
     if not path.exists():
         if ID_PATTERN.fullmatch(task) and not task.endswith(".md"):
-            return require_workspace(root)  # an id: looked up in the workspace's task folders
+            return require_workspace(root=root)  # an id: looked up in the workspace's task folders
         raise NotFoundError("task file does not exist", path=path.absolute(), hint="give a task file or a task id")
     path = Path(os.path.realpath(path))
     if root is not None or os.environ.get("SWARM_ROOT"):
-        cfg = load_config(require_workspace(root))
+        cfg = load_config(root=require_workspace(root=root))
         folders = [Path(os.path.realpath(folder)) for folder in (cfg.tasks_active, cfg.tasks_completed)]
         if not any(path.is_relative_to(folder) for folder in folders):
             raise ValidationError(f"task file is outside the workspace {cfg.root}", path=path,
                                   hint=f"move it under {cfg.tasks_active}, or give --root of the workspace "
                                   "that holds it")
         return cfg.root
-    return require_workspace(task_config(path).root)
+    return require_workspace(root=task_config(path).root)

@@ -86,7 +86,7 @@ class Bridge:
                  ack_timeout: Optional[float] = None, auto_confirm: Optional[bool] = None, dry_run: bool = False,
                  cooldown: Optional[float] = None) -> None:
         self.cluster, self.agent_id = check_cluster(cluster), f"{cluster}-bridge"
-        self.cfg = load_config(root)
+        self.cfg = load_config(root=root)
         self.root, self.settings, self.tmux = self.cfg.root, tmux_settings(self.cfg), Tmux(socket)
         self.ack_timeout = float(self.settings["ack_timeout_seconds"] if ack_timeout is None else ack_timeout)
         self.auto_confirm = bool(self.settings["auto_confirm"] if auto_confirm is None else auto_confirm)
@@ -120,7 +120,7 @@ class Bridge:
         claims.claim_task does.
         """
         pane = self.find_pane(target)
-        task = task_store.find_task(validate_id(task_id, "task id"), self.root)
+        task = task_store.find_task(validate_id(task_id, "task id"), root=self.root)
         deadline = time.monotonic() + float(self.settings["ready_timeout_seconds"])
         while True:
             with pane_state(self.cfg, pane.agent_id) as state:
@@ -196,7 +196,7 @@ class Bridge:
                         except (AlreadyClaimed, NotClaimable, NotFoundError):
                             continue
                 if lease is not None and self._send(pane, state, lease,
-                                                    task_store.find_task(lease.task_id, self.root).path, now):
+                                                    task_store.find_task(lease.task_id, root=self.root).path, now):
                     sent.append(lease)
         return sent
 
@@ -345,12 +345,14 @@ class Bridge:
         # Enter prompts cool down per window; a dialog per question (the next one is answered at once).
         # A first-run dialog is keyed by its kind, not its line: after the choice, the line under the
         # cursor changes while the dialog is still drawn, and the same dialog was answered twice.
+        # Every question's last answer is kept, not only the latest: a trust dialog drawn once more
+        # after the API-key answer was answered again.
         answered = f"dialog: {screen.what}" if by_settings else line
         if key == "Enter":
             last = self._dry_presses.get(pane.agent_id) if self.dry_run else state.get("last_confirm_at")
         else:
             last = (self._dry_presses.get(f"{pane.agent_id}|{answered}") if self.dry_run else
-                    state.get("last_answer_at") if state.get("last_answer") == answered else None)
+                    (state.get("answered_at") or {}).get(answered))
         if last and seconds_since(last, now) < self.cooldown:
             return []
         choice = key if action == "choose" else ("Enter" if key == "Enter" else screen.options[0])
@@ -366,7 +368,10 @@ class Bridge:
             if key == "Enter":
                 state["last_confirm_at"] = format_ts(now)
             else:
-                state.update(last_answer=answered, last_answer_at=format_ts(now))
+                # Answers older than the cooldown bind nothing any more: dropped, so the state stays small.
+                kept = {q: at for q, at in (state.get("answered_at") or {}).items()
+                        if seconds_since(at, now) < self.cooldown}
+                state["answered_at"] = {**kept, answered: format_ts(now)}
         state.pop("last_skip", None)
         if key == "Enter":
             self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
@@ -451,7 +456,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if args.action == "up":
-            settings = tmux_settings(load_config(args.root))
+            settings = tmux_settings(load_config(root=args.root))
             bridge = settings["bridge"] if args.bridge is None else args.bridge
             panes = up(args.agents, preset=args.agent, command=args.command, cluster=cluster, root=args.root,
                        socket=args.socket, bridge=bridge)
@@ -477,7 +482,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             stopped = down(cluster, root=args.root, socket=args.socket)
             print_json(stopped) if args.json else print(f"stopped {len(stopped)} agent(s) of cluster {cluster}")
         elif args.action == "panes":
-            lines = tmux_settings(load_config(args.root))["lines"] if args.lines is None else args.lines
+            lines = tmux_settings(load_config(root=args.root))["lines"] if args.lines is None else args.lines
             rows = pane_status(args.cluster, lines, root=args.root, socket=args.socket)
             print_json(rows) if args.json else print(render_pane_status(rows))
         elif args.action == "dispatch":

@@ -22,10 +22,11 @@ from typing import Any, Iterator, Optional
 from . import agent_discovery
 from . import claims
 from . import events
+from . import lifecycle
 from .cli import module_argv
 from .clock import HOSTNAME
 from .config import Config, load_config, validate_id
-from .errors import LeaseLost, SwarmError, TmuxError, ValidationError
+from .errors import SwarmError, TmuxError, ValidationError
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from .tmux_pane import Tmux
 from .tmux_screen import input_holds, read_screen, tmux_settings
@@ -118,7 +119,7 @@ def up(agent_count: int, *, preset: Optional[str] = None, command: Optional[str]
     (``tmux_bridge.py run``), which ``down`` stops first. Raises ValidationError when the cluster
     is already up, TmuxError.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     settings = tmux_settings(cfg)
     check_cluster(cluster)
     if not isinstance(agent_count, int) or not 1 <= agent_count <= 64:
@@ -207,7 +208,7 @@ def _alive(pid: int) -> bool:
 def down(cluster: str = "main", *, root: Optional[str] = None, socket: Optional[str] = None) -> list[str]:
     """Stop a cluster: stop its dispatching loop, give back its tasks in hand, kill its session,
     deregister its agents."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     check_cluster(cluster)
     tmux = Tmux(socket)
     _stop_bridge(tmux, cluster)
@@ -219,12 +220,8 @@ def down(cluster: str = "main", *, root: Optional[str] = None, socket: Optional[
             state["current"] = None
             lease = claims.get_lease(cur["task_id"], root=cfg.root) if cur else None
             if lease is not None and lease.token == cur["token"]:
-                try:
-                    claims.release(lease, reason="cluster stopped", root=cfg.root)
-                    events.append_event("released", bridge_id, lease.task_id, root=cfg.root,
-                                        reason="cluster stopped", previous_agent=pane.agent_id, token=lease.token)
-                except LeaseLost:
-                    pass  # finished or taken back meanwhile
+                # A lease finished or taken back meanwhile is not ours to give: give_back says so and does nothing.
+                lifecycle.give_back(lease, bridge_id, "cluster stopped", root=cfg.root, previous_agent=pane.agent_id)
     tmux.run("kill-session", "-t", f"=swarm-{cluster}", check=False)
     for pane in panes:
         agent_discovery.deregister_agent(pane.agent_id, root=cfg.root)
@@ -268,7 +265,7 @@ def read_pane_state(cfg: Config, agent_id: str) -> dict:
     return state
 
 
-def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[str] = None,
+def pane_status(cluster: Optional[str] = None, lines: int = 20, *, root: Optional[str] = None,
                 socket: Optional[str] = None) -> list[dict]:
     """Each agent pane with its state, current task and last ``lines`` lines.
 
@@ -277,7 +274,7 @@ def pane_status(cluster: Optional[str] = None, lines: int = 20, root: Optional[s
     yes/no question), ``waiting-for-enter``, ``text-in-input`` (a line typed, not sent), else
     ``working`` while a task is in hand, else what the screen shows: working, idle or not-ready.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     settings = tmux_settings(cfg)
     tmux = Tmux(socket)
     rows = []

@@ -66,12 +66,12 @@ def _locate(task: Any, root: Optional[PathLike]) -> tuple[Config, Path]:
                                                                      or os.sep in task)):
         path = Path(task)
         if not path.is_absolute() and not path.exists() and root is not None:
-            path = load_config(root).root / path  # not under the cwd: taken from the workspace root
-        return task_store.task_config(path, root), path
+            path = load_config(root=root).root / path  # not under the cwd: taken from the workspace root
+        return task_store.task_config(path, root=root), path
     if not isinstance(task, str):
         raise ValidationError(f"a task is a task id or a file path, got {type(task).__name__}")
-    cfg = load_config(root)
-    return cfg, task_store.find_task(task, cfg.root).path
+    cfg = load_config(root=root)
+    return cfg, task_store.find_task(task, root=cfg.root).path
 
 
 def _show(text: str) -> str:
@@ -134,7 +134,7 @@ def _change(task: Any, selector: Selector, agent: str, root: Optional[PathLike],
     """Find the item under the task's lock, let ``decide`` edit it, log ``kind`` if it changed."""
     validate_id(agent, "agent id")
     cfg, path = _locate(task, root)
-    with task_store.edit_task(path, cfg.root) as document:
+    with task_store.edit_task(path, root=cfg.root) as document:
         item = _find(document, selector)
         after = decide(document, item)
         task_id = document.task.task_id
@@ -143,7 +143,7 @@ def _change(task: Any, selector: Selector, agent: str, root: Optional[PathLike],
     return after
 
 
-def claim_item(task: Any, item: Selector, agent: str, root: Optional[PathLike] = None) -> tasks.ChecklistItem:
+def claim_item(task: Any, item: Selector, agent: str, *, root: Optional[PathLike] = None) -> tasks.ChecklistItem:
     """Mark an open item as in progress by ``agent`` (``[IP:agent]``); returns the item after.
 
     Claiming an item ``agent`` already holds changes nothing. AlreadyClaimed if another agent
@@ -172,7 +172,7 @@ def _holder_check(document: tasks.TaskDocument, found: tasks.ChecklistItem, agen
                              hint=f"ask {found.agent}, or release its items if it is gone")
 
 
-def complete_item(task: Any, item: Selector, agent: str, root: Optional[PathLike] = None) -> tasks.ChecklistItem:
+def complete_item(task: Any, item: Selector, agent: str, *, root: Optional[PathLike] = None) -> tasks.ChecklistItem:
     """Check an item (``[x]``) and remove its ``[IP:...]`` marker; returns the item after.
 
     Allowed for the holder, or for any agent when nobody holds the item; an item already
@@ -185,7 +185,7 @@ def complete_item(task: Any, item: Selector, agent: str, root: Optional[PathLike
     return _change(task, item, agent, root, "item_completed", decide)
 
 
-def release_item(task: Any, item: Selector, agent: str, root: Optional[PathLike] = None) -> tasks.ChecklistItem:
+def release_item(task: Any, item: Selector, agent: str, *, root: Optional[PathLike] = None) -> tasks.ChecklistItem:
     """Remove ``agent``'s ``[IP:...]`` marker from an item; returns the item after.
 
     An item nobody holds is left as it is. AlreadyClaimed (naming the holder) if another
@@ -198,13 +198,13 @@ def release_item(task: Any, item: Selector, agent: str, root: Optional[PathLike]
     return _change(task, item, agent, root, "item_released", decide)
 
 
-def list_items(task: Any, root: Optional[PathLike] = None) -> list[tasks.ChecklistItem]:
+def list_items(task: Any, *, root: Optional[PathLike] = None) -> list[tasks.ChecklistItem]:
     """The checklist items of a task, in file order."""
     _, path = _locate(task, root)
     return list(task_store.load_task(path).checklist)
 
 
-def release_items_of(agent_id: str, root: Optional[PathLike] = None, *,
+def release_items_of(agent_id: str, *, root: Optional[PathLike] = None,
                      by: Optional[str] = None) -> list[tuple[str, tasks.ChecklistItem]]:
     """Remove every ``[IP:agent_id]`` marker from the active tasks (the agent is gone).
 
@@ -214,14 +214,14 @@ def release_items_of(agent_id: str, root: Optional[PathLike] = None, *,
     """
     validate_id(agent_id, "agent id")
     actor = validate_id(by, "agent id") if by is not None else agent_id
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     skipped: list = []
     released: list[tuple[str, tasks.ChecklistItem]] = []
-    for task in task_store.list_tasks(cfg.root, errors=skipped):
+    for task in task_store.list_tasks(root=cfg.root, errors=skipped):
         if not any(item.agent == agent_id for item in task.checklist):
             continue
         try:
-            with task_store.edit_task(task.path, cfg.root) as document:
+            with task_store.edit_task(task.path, root=cfg.root) as document:
                 held = [item.index for item in document.task.checklist if item.agent == agent_id]
                 for index in held:
                     document.set_checklist_item(index, agent=None)
@@ -273,7 +273,7 @@ def _placement(task: tasks.Task, lines: list[str], section: str, text: str) -> t
     return at, block
 
 
-def add_item(task: Any, text: str, section: str = "Success Criteria", root: Optional[PathLike] = None, *,
+def add_item(task: Any, text: str, section: str = "Success Criteria", *, root: Optional[PathLike] = None,
              agent: str = "operator") -> tasks.ChecklistItem:
     """Add an open item ``- [ ] text`` at the end of ``section``'s checklist; returns it.
 
@@ -354,9 +354,9 @@ def _build_parser() -> Any:
 def _run(args: Any) -> int:
     from .cli import print_json, table
 
-    args.root = task_store.task_workspace(args.task, args.root)
+    args.root = task_store.task_workspace(args.task, root=args.root)
     if args.command == "list":
-        items = list_items(args.task, args.root)
+        items = list_items(args.task, root=args.root)
         if args.json:
             print_json([item.to_dict() for item in items])
         elif not items:
@@ -366,11 +366,11 @@ def _run(args: Any) -> int:
                         [[i.index, i.line, _state(i), i.text, i.section or ""] for i in items]))
         return 0
     if args.command == "add":
-        item = add_item(args.task, args.text, args.section, args.root, agent=args.agent)
+        item = add_item(args.task, args.text, args.section, root=args.root, agent=args.agent)
     else:
         selector: Selector = int(args.item) if re.fullmatch(r"[0-9]+", args.item) else args.item
         act = {"claim": claim_item, "complete": complete_item, "release": release_item}[args.command]
-        item = act(args.task, selector, args.agent, args.root)
+        item = act(args.task, selector, args.agent, root=args.root)
     if args.json:
         print_json(item.to_dict())
     else:

@@ -47,9 +47,9 @@ def _build_parser():
 
 
 def _run(args: Any) -> int:
-    root = load_config(args.root).root
+    root = load_config(root=args.root).root
     if args.command == "list":
-        found = list_worktrees(root)
+        found = list_worktrees(root=root)
         if args.json:
             print_json([dict(wt.to_dict(), name=wt.name, exists=wt.exists) for wt in found])
         elif found:
@@ -59,19 +59,19 @@ def _run(args: Any) -> int:
         else:
             print("no worktrees")
     elif args.command == "create":
-        wt = create(args.task, args.agent, root, args.base)
+        wt = create(args.task, args.agent, root=root, base=args.base)
         print_json(dict(wt.to_dict(), name=wt.name)) if args.json else print(wt.path)
     elif args.command == "remove":
         wt = remove(args.name, args.force, root=root)
         print_json(dict(wt.to_dict(), name=wt.name)) if args.json else print(f"removed {wt.path} (branch {wt.branch} kept)")
     elif args.command == "cleanup":
-        done = cleanup_stale(root)
+        done = cleanup_stale(root=root)
         if args.json:
             print_json([c.to_dict() for c in done])
         for c in [] if args.json else done:
             print(f"{c.action:12} {c.name}: {c.reason}")
     elif args.command in ("enqueue", "merge", "queue"):
-        return merge_queue.cli_command(args, root)
+        return merge_queue.cli_command(args, root=root)
     return 0
 
 

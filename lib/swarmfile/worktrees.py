@@ -36,6 +36,7 @@ from .clock import format_ts
 from .config import Config, load_config, validate_id
 from .errors import GitError, MergeRefused, NotFoundError, SwarmError, ValidationError, WorktreeBusy
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
+from .records import Record
 from .git_repo import branch_tip, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 
 __all__ = [
@@ -55,9 +56,9 @@ def setting(cfg: Config, key: str) -> Any:
     return cfg.get("worktrees", key)
 
 
-def resolve_base(root: Optional[PathLike] = None, base: Optional[str] = None) -> str:
+def resolve_base(*, root: Optional[PathLike] = None, base: Optional[str] = None) -> str:
     """The base branch: ``base``, else ``worktrees.base_branch``, else the root checkout's branch."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     base = base or setting(cfg, "base_branch")
     if base:
         git(cfg.root, "check-ref-format", "--branch", str(base), hint="worktrees.base_branch must name a branch")
@@ -70,12 +71,12 @@ def resolve_base(root: Optional[PathLike] = None, base: Optional[str] = None) ->
     return current
 
 
-def ensure_excluded(root: Optional[PathLike] = None) -> bool:
+def ensure_excluded(*, root: Optional[PathLike] = None) -> bool:
     """Make git ignore the runtime dir (``.swarm/``) in every worktree; True if a line was added.
 
     Appends to ``<git common dir>/info/exclude`` unless the dir is ignored already.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     top = toplevel(cfg.root)
     rel = os.path.relpath(os.path.realpath(cfg.runtime_dir), os.path.realpath(top))
     if rel == os.curdir or rel.startswith(os.pardir):
@@ -106,7 +107,7 @@ def ensure_excluded(root: Optional[PathLike] = None) -> bool:
     return True
 
 
-def live_lease(task_id: str, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Any:
+def live_lease(task_id: str, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Any:
     """The task's lease while it binds (held, not expired, holder not dead), else None."""
     from .claims import get_lease  # late: claims pulls in the task model, which only this needs
 
@@ -120,8 +121,11 @@ def live_lease(task_id: str, root: Optional[PathLike] = None, now: Optional[date
 
 
 @dataclass(frozen=True)
-class Worktree:
+class Worktree(Record):
     """One task's worktree; ``root`` is the workspace it belongs to (not stored)."""
+
+    UNSTORED = ("root",)
+    OMIT_NONE = True
 
     path: Path
     branch: str
@@ -142,21 +146,10 @@ class Worktree:
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"path": str(self.path)}
-        for f in fields(self):
-            if f.name not in ("path", "extra", "root"):
-                value = getattr(self, f.name)
-                if value is not None:
-                    data[f.name] = value
-        data.update(self.extra)
-        return data
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Optional[PathLike] = None,
-                  root: Optional[Path] = None) -> "Worktree":
-        known = {f.name for f in fields(cls)} - {"extra", "root"}
-        values = {k: v for k, v in data.items() if k in known}
+                  *, root: Optional[Path] = None) -> "Worktree":
+        values, extra = cls.split(data)
         try:
             for key in ("path", "branch", "task_id", "agent_id", "base", "created_at"):
                 if not isinstance(values.get(key), str):
@@ -167,7 +160,7 @@ class Worktree:
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"malformed worktree record: {exc}", path=path,
                                   hint="fix or delete the record; the worktree itself is untouched") from None
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known}, root=root)
+        return cls(**values, extra=extra, root=root)
 
 
 def _records(cfg: Config) -> Path:
@@ -185,18 +178,18 @@ def _load(cfg: Config, record: Path) -> Worktree:
     return Worktree.from_dict(data, record, root=cfg.root)
 
 
-def get_worktree(name: str, root: Optional[PathLike] = None) -> Worktree:
+def get_worktree(name: str, *, root: Optional[PathLike] = None) -> Worktree:
     """The worktree named ``name`` (its directory's name); NotFoundError if it has no record."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     record = _record_file(cfg, name)
     if not record.exists():
         raise NotFoundError(f"no worktree named {name}", path=_records(cfg), hint="see `worktrees.py list`")
     return _load(cfg, record)
 
 
-def list_worktrees(root: Optional[PathLike] = None) -> list[Worktree]:
+def list_worktrees(*, root: Optional[PathLike] = None) -> list[Worktree]:
     """Every recorded worktree, oldest first (a removed directory still listed: see ``exists``)."""
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     try:
         names = sorted(n for n in os.listdir(_records(cfg)) if n.endswith(".yaml") and not n.startswith("."))
     except FileNotFoundError:
@@ -205,25 +198,25 @@ def list_worktrees(root: Optional[PathLike] = None) -> list[Worktree]:
     return sorted(found, key=lambda wt: (wt.created_at, wt.name))
 
 
-def find_by_branch(branch: str, root: Optional[PathLike] = None) -> Optional[Worktree]:
+def find_by_branch(branch: str, *, root: Optional[PathLike] = None) -> Optional[Worktree]:
     """The recorded worktree of ``branch``, or None."""
-    return next((wt for wt in list_worktrees(root) if wt.branch == branch), None)
+    return next((wt for wt in list_worktrees(root=root) if wt.branch == branch), None)
 
 
 def _resolve(worktree: Union[Worktree, str], root: Optional[PathLike]) -> Worktree:
     if not isinstance(worktree, str):
         return worktree
-    return get_worktree(worktree, root)
+    return get_worktree(worktree, root=root)
 
 
 def _cfg_of(worktree: Worktree, root: Optional[PathLike]) -> Config:
-    return load_config(root if root is not None else worktree.root)
+    return load_config(root=root if root is not None else worktree.root)
 
 
 # ---------------------------------------------------------------------------- create and commit
 
 
-def create(task_id: str, agent_id: str, root: Optional[PathLike] = None, base: Optional[str] = None, *,
+def create(task_id: str, agent_id: str, *, root: Optional[PathLike] = None, base: Optional[str] = None,
            lease_token: Optional[int] = None) -> Worktree:
     """A new worktree and branch for ``task_id`` worked on by ``agent_id``, cut from the base branch.
 
@@ -231,13 +224,13 @@ def create(task_id: str, agent_id: str, root: Optional[PathLike] = None, base: O
     """
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
-    cfg = load_config(root)
-    base = resolve_base(cfg.root, base)
+    cfg = load_config(root=root)
+    base = resolve_base(root=cfg.root, base=base)
     base_commit = branch_tip(cfg.root, base)
     if base_commit is None:
         raise NotFoundError(f"base branch {base!r} does not exist or has no commits", path=cfg.root,
                             hint="commit something first, or set worktrees.base_branch")
-    ensure_excluded(cfg.root)
+    ensure_excluded(root=cfg.root)
     _records(cfg).mkdir(parents=True, exist_ok=True)
     for _ in range(20):
         nonce = secrets.token_hex(3)
@@ -263,12 +256,12 @@ def create(task_id: str, agent_id: str, root: Optional[PathLike] = None, base: O
     raise SwarmError(f"no free worktree name for {task_id}-{agent_id} after 20 tries", path=_records(cfg))
 
 
-def create_for_lease(lease: Any, root: Optional[PathLike] = None, base: Optional[str] = None) -> Worktree:
+def create_for_lease(lease: Any, *, root: Optional[PathLike] = None, base: Optional[str] = None) -> Worktree:
     """The worktree an executor runs its agent in for a claims.Lease it holds."""
-    return create(lease.task_id, lease.agent_id, root, base, lease_token=lease.token)
+    return create(lease.task_id, lease.agent_id, root=root, base=base, lease_token=lease.token)
 
 
-def run_env(worktree: Worktree, root: Optional[PathLike] = None) -> dict[str, str]:
+def run_env(worktree: Worktree, *, root: Optional[PathLike] = None) -> dict[str, str]:
     """Environment additions for an agent run in ``worktree`` (run it with cwd = ``worktree.path``).
 
     SWARM_ROOT points the runtime back at the workspace, so no lock or state file lands in the worktree.
@@ -352,7 +345,7 @@ def remove(worktree: Union[Worktree, str], force: bool = False, *, root: Optiona
     wt = _resolve(worktree, root)
     cfg = _cfg_of(wt, root)
     if not force:
-        lease = live_lease(wt.task_id, cfg.root, now)
+        lease = live_lease(wt.task_id, root=cfg.root, now=now)
         if lease is not None:
             raise WorktreeBusy(f"task {wt.task_id} is still leased to {lease.agent_id} until {lease.expires_at}",
                                path=wt.path, task_id=wt.task_id, holder=lease.agent_id,
@@ -380,12 +373,12 @@ class Cleanup:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def retire(worktree: Union[Worktree, str], root: Optional[PathLike] = None,
+def retire(worktree: Union[Worktree, str], *, root: Optional[PathLike] = None,
            now: Optional[datetime] = None) -> Optional[Cleanup]:
     """Clean up one worktree if its lease is gone (see ``cleanup_stale``); None while the lease binds."""
     wt = _resolve(worktree, root)
     cfg = _cfg_of(wt, root)
-    if live_lease(wt.task_id, cfg.root, now) is not None:
+    if live_lease(wt.task_id, root=cfg.root, now=now) is not None:
         return None
 
     def report(action: str, reason: str) -> Cleanup:
@@ -412,18 +405,18 @@ def retire(worktree: Union[Worktree, str], root: Optional[PathLike] = None,
         return report("kept", str(exc))
 
 
-def cleanup_stale(root: Optional[PathLike] = None, now: Optional[datetime] = None) -> list[Cleanup]:
+def cleanup_stale(*, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> list[Cleanup]:
     """Clean up worktrees whose task lease is gone (none, ended, expired, holder dead).
 
     Directory, branch and record go when the branch holds nothing that base lacks. A branch
     with unmerged commits is kept (and reported every time); only its directory goes. A
     worktree with uncommitted changes is kept whole. Also runs ``git worktree prune``.
     """
-    cfg = load_config(root)
+    cfg = load_config(root=root)
     _worktree_admin(cfg, "prune")
     results = []
-    for wt in list_worktrees(cfg.root):
-        outcome = retire(wt, cfg.root, now)
+    for wt in list_worktrees(root=cfg.root):
+        outcome = retire(wt, root=cfg.root, now=now)
         if outcome is not None:
             results.append(outcome)
     return results

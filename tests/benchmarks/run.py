@@ -351,7 +351,7 @@ def bench_append(run: Run) -> None:
                         raise RuntimeError(f"append {system}: {written} lines, expected {writers * count}")
                     rates.setdefault((system, writers), []).append(_gang_rate(results, lambda r: r["count"]))
                 shutil.rmtree(base)
-    fsync = bool(workloads.load_config(run.workdir).get("events", "fsync"))
+    fsync = bool(workloads.load_config(root=run.workdir).get("events", "fsync"))
     for writers, count in configs:
         run.report.add(f"append.{writers}w", "append", f"append_event, {writers} writer{'s' * (writers > 1)}", "/s",
                        rates[("swarm", writers)], "flock+write+fsync loop", rates[("raw", writers)],
@@ -529,7 +529,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         info = {"machine": harness.machine(str(workdir)), "quick": args.quick,
-                "events_fsync": bool(workloads.load_config(workdir).get("events", "fsync"))}
+                "events_fsync": bool(workloads.load_config(root=workdir).get("events", "fsync"))}
         for group in groups:
             _progress(f"[{group}]")
             RUNNERS[group](run)

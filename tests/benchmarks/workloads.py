@@ -153,7 +153,7 @@ def swarm_claim_worker(barrier: Any, index: int, root: str, profile: Optional[st
 def swarm_append_worker(barrier: Any, index: int, root: str, count: int, profile: Optional[str] = None) -> dict:
     """Gang job: ``count`` calls of ``events.append_event`` (fsync as configured)."""
     agent = f"executor-{index}"
-    load_config(root)
+    load_config(root=root)
     barrier.wait()
     with profiled(profile if index == 0 else None):
         start = time.perf_counter()

@@ -27,7 +27,7 @@ def make_repo(root: Path, task_id: str = "TASK-1") -> Path:
     (root / "notes.txt").write_text("base\n")
     git(root, "add", ".gitignore", "notes.txt")
     git(root, "commit", "-qm", "base")
-    return task_store.new_task_file(task_id, "Change the notes", root, objective=OBJECTIVE, files=["notes.txt"])
+    return task_store.new_task_file(task_id, "Change the notes", root=root, objective=OBJECTIVE, files=["notes.txt"])
 
 
 def run_executor(sandbox, root: Path, agent: str, *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:

@@ -33,7 +33,7 @@ def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, clau
     assert kinds(workspace) == ["started", "merged", "completed"]
     done = task_events(workspace)[-1]
     assert done["merge"] == "merged" and done["files_modified"] == ["notes.txt"]
-    assert task_store.find_task("TASK-1", workspace).path.parent.name == "completed"
+    assert task_store.find_task("TASK-1", root=workspace).path.parent.name == "completed"
     assert '"type":"result"' in run_log(workspace), "the raw stream-json is kept in the run log"
 
 
@@ -88,7 +88,7 @@ def test_refused_tools_and_no_done_is_not_done(model, sandbox, claude_cli, works
     failed = task_events(workspace)[1]
     assert "refused" in failed["error"] and "outside.txt" in failed["error"]
     assert "--- swarm: refused tool calls ---" in run_log(workspace)
-    assert task_store.find_task("TASK-1", workspace).path.parent.name == "active"
+    assert task_store.find_task("TASK-1", root=workspace).path.parent.name == "active"
     assert git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
 
 

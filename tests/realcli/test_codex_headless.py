@@ -38,7 +38,7 @@ def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, code
     assert (workspace / "notes.txt").read_text() == "changed\n"
     assert kinds(workspace) == ["started", "merged", "completed"]
     assert task_events(workspace)[-1]["files_modified"] == ["notes.txt"]
-    assert task_store.find_task("TASK-1", workspace).path.parent.name == "completed"
+    assert task_store.find_task("TASK-1", root=workspace).path.parent.name == "completed"
 
 
 def test_in_place_run_counts_a_marker_from_an_earlier_turn(model, sandbox, codex_cli, workspace):

@@ -24,7 +24,7 @@ def test_worktree_run_reads_edits_merges_and_completes_once(model, sandbox, gemi
     assert (workspace / "notes.txt").read_text() == "changed\n"
     assert kinds(workspace) == ["started", "merged", "completed"]
     assert task_events(workspace)[-1]["files_modified"] == ["notes.txt"]
-    assert task_store.find_task("TASK-1", workspace).path.parent.name == "completed"
+    assert task_store.find_task("TASK-1", root=workspace).path.parent.name == "completed"
 
 
 

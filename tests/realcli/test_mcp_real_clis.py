@@ -43,7 +43,7 @@ def project(tmp_path, cli):
     (root / "README.md").write_text("a project\n")
     git(root, "add", "README.md")
     git(root, "commit", "-qm", "base")
-    task_store.new_task_file("T-1", "Write the greeting", root, objective="Create greeting.txt saying hello.",
+    task_store.new_task_file("T-1", "Write the greeting", root=root, objective="Create greeting.txt saying hello.",
                         files=["greeting.txt"])
     (root / "events.yaml").write_text("events:\n")  # an initialised workspace (not committed: runtime state)
     assert agent_setup.main([cli, "--worktree", "--root", str(root)]) == 0
@@ -64,8 +64,8 @@ def assert_finished_through_mcp(root, agent, graceful=True):
     assert git(root, "show", "main:greeting.txt") == "hello\n"
     done = events.read_events(types=["completed"], task_id="T-1", root=root)
     assert [(e["agent"], e["via"], e["merge"]) for e in done] == [(agent, "mcp", "merged")]
-    assert [e.status for e in merge_queue.read_queue(root)] == ["merged"]
-    assert task_store.find_task("T-1", root).path.parent.name == "completed"
+    assert [e.status for e in merge_queue.read_queue(root=root)] == ["merged"]
+    assert task_store.find_task("T-1", root=root).path.parent.name == "completed"
     server = agent_discovery.get_agent_info(agent, root=root)
     deadline = time.monotonic() + 15  # a CLI signals its server at exit and does not wait for it
     while not events.read_events(types=["stopped"], agent=agent, root=root):

@@ -47,7 +47,7 @@ def tmux_socket():
 def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox, claude_cli, workspace,
                                                                    tmux_socket):
     (workspace / "swarm.yaml").write_text(SETTINGS)
-    task_store.new_task_file("TASK-7", "Say hello", workspace, objective="Write hello.txt saying hello.")
+    task_store.new_task_file("TASK-7", "Say hello", root=workspace, objective="Write hello.txt saying hello.")
 
     def hello(request):  # what the model writes comes from the task line it was sent
         task_id = re.search(r"\[TASK\] (\S+)", request.user_text).group(1)
@@ -83,11 +83,10 @@ def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox
     types = [e["type"] for e in events.read_events(task_id="TASK-7", root=workspace)]
     assert types == ["assigned", "acknowledged", "completed"], types
     answered = [(e["dialog"], e["choice"]) for e in events.read_events(types=["dialog_answered"], root=workspace)]
-    # Known bug (open): the trust dialog is now and then answered twice (two answerers race); each
-    # dialog must still be answered with its right choice, trust first, the API key once.
-    assert sorted(set(answered)) == [("API key", "Yes"), ("workspace trust", "Yes, I trust this folder")]
-    assert answered[0] == ("workspace trust", "Yes, I trust this folder") and answered.count(("API key", "Yes")) == 1
-    (permission,) = events.read_events(types=["auto_confirm"], root=workspace)
+    assert answered == [("workspace trust", "Yes, I trust this folder"), ("API key", "Yes")]
+    confirms = events.read_events(types=["auto_confirm"], root=workspace)
+    assert len(confirms) == 1, [(e["timestamp"], e.get("line"), e.get("choice")) for e in confirms]
+    (permission,) = confirms
     assert (permission["line"], permission["choice"]) == ("Do you want to create hello.txt?", "1. Yes")
     assert events.read_events(types=["requeued"], root=workspace) == [], "no line was lost to the ack timeout"
     assert took < 50  # about 15 s on an idle machine: Claude Code starts in 3 s, each turn takes 1-2 s

@@ -1,0 +1,123 @@
+"""The event log: where every event of a workspace is stored, in the order it happened.
+
+``EventLog`` is the interface the rest of Swarmfile sees; ``events`` (append, read, tail,
+status broadcast) and ``event_follow`` (follow) are thin callers of it, and nothing else knows
+how events are kept. ``stores.event_log(cfg)`` picks the implementation ``swarm.yaml``'s
+``backend:`` names; ``files`` (the default) is event_log_file's ``FileEventLog``: events.yaml,
+one flow line per event, rotated into archives next to it.
+
+What every implementation guarantees (``tests/test_event_log.py`` holds each to it):
+
+- ``append`` stores one whole event after every event appended before it returned, from any
+  process; concurrent appenders lose nothing, and each appender's events keep their order.
+  It returns the event's id, an opaque text: ``follow(after=id)`` resumes right after it, even
+  after the log was rotated.
+- Readers see whole events only, in log order; an event that cannot be read raises (with where
+  it is), it is never skipped as if it were not there.
+- ``follow`` yields every matching event appended after it was called (or after ``after``),
+  once, in order, across rotations.
+- ``check`` reports what is wrong in the store's own terms, so doctor need not know its layout.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+from .clock import format_ts
+from .config import validate_id
+from .errors import ValidationError
+from .store_check import Problem
+
+__all__ = ["EventLog", "Types", "Since", "make_event", "RESERVED"]
+
+Types = Union[str, Iterable[str], None]
+Since = Union[str, datetime, None]
+
+RESERVED = ("timestamp", "type", "agent", "task_id")  # set by make_event, never by data
+_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def make_event(type: str, agent: str, task_id: Optional[str], data: dict[str, Any]) -> dict[str, Any]:
+    """The event every log stores: ``timestamp type agent [task_id]`` then ``data``, checked.
+
+    Raises ValidationError for a type that is not a lowercase word, a bad id, or a reserved key in ``data``.
+    """
+    if not isinstance(type, str) or not _TYPE.fullmatch(type):
+        raise ValidationError(f"invalid event type {type!r}",
+                              hint="use a lowercase word: a-z first, then a-z, 0-9 or '_'")
+    event: dict[str, Any] = {"timestamp": format_ts(), "type": type, "agent": validate_id(agent, "agent id")}
+    if task_id is not None:
+        event["task_id"] = validate_id(task_id, "task id")
+    for key, value in data.items():
+        if key in RESERVED:
+            raise ValidationError(f"event field {key!r} is set by append_event, not by data")
+        event[key] = value
+    return event
+
+
+class EventLog(ABC):
+    """The append-only event log of one workspace. Subclasses implement all methods.
+
+    The filters of ``read`` and ``follow`` are those of ``events.read_events``: ``agent``,
+    ``task_id``, ``types`` (one or several), ``since`` (events at or after this time).
+    """
+
+    @abstractmethod
+    def append(self, event: dict[str, Any], *, rotate_bytes: Optional[int] = None) -> str:
+        """Store ``event`` (made by ``make_event``) after every earlier one; returns its id.
+
+        ``rotate_bytes`` overrides the configured rotation size for this append (0: never
+        rotate; an implementation without a size rotates by its own rule and ignores it).
+        Raises ValidationError (the store refuses appends as it is), LockTimeout.
+        """
+
+    @abstractmethod
+    def read(self, *, agent: Optional[str] = None, task_id: Optional[str] = None, types: Types = None,
+             since: Since = None, limit: Optional[int] = None, include_archives: bool = False) -> list[dict]:
+        """The matching events in log order; with ``limit`` only the last ``limit`` of them.
+
+        ``include_archives``: the rotated-away events first, then the live ones.
+        Raises ParseError/ValidationError naming where the bad event is.
+        """
+
+    @abstractmethod
+    def follow(self, *, agent: Optional[str] = None, task_id: Optional[str] = None, types: Types = None,
+               since: Since = None, backlog: int = 0, after: Optional[str] = None, interval: float = 0.1,
+               timeout: Optional[float] = None, stop: Optional[Callable[[], bool]] = None) -> Iterator[dict]:
+        """Matching events as they are appended (a generator; ``close()`` ends it).
+
+        Starts when called (the last ``backlog`` matches first) or, given ``after`` (an id
+        ``append`` returned), right after that event. Waits ``interval`` seconds between looks;
+        ends after ``timeout`` seconds or once ``stop()`` is true. Raises ValidationError at
+        once for an ``after`` this log cannot resume from.
+        """
+
+    @abstractmethod
+    def archives(self) -> list[str]:
+        """Where each rotated-away part of the log is kept, oldest first (for messages and listings)."""
+
+    @abstractmethod
+    def where(self) -> str:
+        """Where the live log is kept, for messages (a path, or a key)."""
+
+    @abstractmethod
+    def create(self) -> Optional[str]:
+        """Start an empty log if there is none; where it was created, or None when one was there."""
+
+    @abstractmethod
+    def owns(self, path: str) -> bool:
+        """Whether the file at ``path`` is part of this log (a checkout must not treat it as work)."""
+
+    @abstractmethod
+    def check(self) -> tuple[list[Problem], int]:
+        """Every problem of the log (every event is read) and how many parts were looked at. Reads only."""
+
+    @abstractmethod
+    def repair(self, action: str, where: str, *, now: datetime) -> str:
+        """Make the repair ``action`` of a Problem at ``where`` that ``check`` returned; what was done.
+
+        Raises SwarmError when the repair cannot be made (the problem is left as it was).
+        """
