@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -298,3 +299,39 @@ def test_compactions_racing_the_claims_of_eight_processes_lose_no_update(workspa
     assert header["generation"] > 8  # every process compacted, some many times
     assert sorted(os.listdir(workspace / ".swarm" / "leases")) in (
         ["snapshot.jsonl"], [f"journal-{header['generation']}.jsonl", "snapshot.jsonl"])
+
+
+# ---------------------------------------------------------------------------- the fsync after the lock
+
+
+def test_a_failed_fsync_takes_its_record_back_unless_another_record_follows_it(workspace, monkeypatch):
+    """The fsync runs after the journal lock is let go (other writers append meanwhile and share
+    the flush): a record whose fsync fails is taken back while it is the last; once another
+    follows it, others may have acted on it, so it stays, and the writer hears of the failure."""
+    journal_ws(workspace)
+    table, other = fresh_table(workspace), fresh_table(workspace)
+    put(table, "T-1", 1)
+    journal = Path(table.where("T-1"))
+    before = journal.read_bytes()
+    real_fsync = os.fsync
+
+    def failing(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError):
+        put(table, "T-1", 2)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert journal.read_bytes() == before
+    assert table.read("T-1").token == 1 and other.read("T-1").token == 1
+
+    def followed(fd):
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        put(other, "T-2", 1)  # takes the journal lock: it is free while the first fsync runs
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", followed)
+    with pytest.raises(OSError):
+        put(table, "T-1", 3)
+    assert [(x.task_id, x.token) for x in fresh_table(workspace).list()] == [("T-1", 3), ("T-2", 1)]
+    assert [(x.task_id, x.token) for x in table.list()] == [("T-1", 3), ("T-2", 1)]

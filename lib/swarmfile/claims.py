@@ -224,7 +224,7 @@ def claim_task(
         pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
     path = task_path or _task_path(cfg, task_id)
     # Lock-free first look: losers of a race skip a freshly claimed task without queueing
-    # on its lock. Safe because lease files are only ever replaced atomically.
+    # on its lock. Safe because a lease record is only ever read whole.
     current = _read(cfg, task_id)
     if current is not None and current.free_reason(now) is None:
         raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
@@ -469,7 +469,7 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
             seen = _read(cfg, task.task_id)
         except BackendUnavailable:
             raise
-        except SwarmError as exc:  # one corrupt lease file must not stop the requeue of the rest
+        except SwarmError as exc:  # one corrupt lease record must not stop the requeue of the rest
             warn_once(log, "cannot reap %s: %s", task.task_id, exc)
             continue
         if seen is None or seen.free_reason(now) is None:
@@ -519,7 +519,7 @@ def completed_in_place(*, root: Optional[PathLike] = None,
         try:
             lease = _read(cfg, task.task_id)
         except SwarmError:
-            continue  # doctor reports a corrupt lease file
+            continue  # doctor reports a corrupt lease record
         if lease is None or lease.state is not LeaseState.COMPLETED:
             continue
         old = lease.ended_at is not None and (now - parse_ts(lease.ended_at)).total_seconds() > _FINISH_GRACE_SECONDS

@@ -165,7 +165,7 @@ class _Checker:
         self.cfg, self.now = cfg, now
         self.found: list[Finding] = []
         self.tasks: list[Any] = []
-        self.leases: dict[str, Any] = {}  # task id -> Lease, for the lease files that parse
+        self.leases: dict[str, Any] = {}  # task id -> Lease, for the lease records that parse
         self.unreadable_leases: set[str] = set()
 
     def add(self, severity: Severity, code: str, path: Optional[Path], problem: str, fix: str, **more: Any) -> None:

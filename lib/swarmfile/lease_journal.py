@@ -233,7 +233,17 @@ class JournalLeaseTable(FileLeaseTable):
     # ------------------------------------------------------------------ writing
 
     def write(self, lease: Lease) -> None:
-        line = _encode(lease)
+        """Append the lease's record under the journal lock, then fsync it after letting go.
+
+        The fsync comes after the lock so that writers waiting for it append meanwhile, and
+        the fsyncs of several writers share one flush of the disk (a group commit): under
+        the lock they would queue one flush each. A record is read by other processes before
+        it is durable; that is safe because whatever they make durable on the strength of it
+        is a later record of this journal, and an fsync makes every earlier line durable too.
+        Returns once the record is durable; if the fsync fails the record is taken back (while
+        no record follows it) and OSError raised.
+        """
+        line = _encode(lease).encode("utf-8") + b"\n"
         self._migrate()
         with self._journal_lock():
             with self._mutex:
@@ -244,12 +254,32 @@ class JournalLeaseTable(FileLeaseTable):
                 journal = self._journal(index.generation)
                 if index.offset == 0 and not journal.exists():
                     atomic_write(journal, "")  # created durably: a crash must not lose the file's name
-                append_line_unlocked(journal, line)
-                size = index.offset + len(line.encode("utf-8")) + 1
-                self._apply(index, line.encode("utf-8") + b"\n")
-                index.offset = size
-                if size > _COMPACT_BYTES and index.records > 3 * max(1, len(index.leases)):
-                    self._compact(index)
+                start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False).offset
+                self._apply(index, line)
+                if index.offset > _COMPACT_BYTES and index.records > 3 * max(1, len(index.leases)):
+                    self._compact(index)  # its snapshot is fsynced: the record is durable there
+                    return
+        self._sync(journal, start, start + len(line))
+
+    def _sync(self, journal: Path, start: int, end: int) -> None:
+        """fsync the journal holding a record at bytes start..end; take the record back if that fails."""
+        try:
+            fd = os.open(journal, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # compacted meanwhile: the snapshot, fsynced before the journal went, holds the record
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = os.fspath(journal)
+            with self._journal_lock():
+                with self._mutex:
+                    if os.fstat(fd).st_size == end:  # nothing appended after it: all or nothing, as before
+                        os.truncate(journal, start)
+                    self._index = self._load_snapshot(self._snapshot_key())
+            raise
+        finally:
+            os.close(fd)
 
     def _compact(self, index: _Index) -> None:
         """Write generation G+1's snapshot, then drop journal G (see the module docstring)."""
