@@ -349,3 +349,51 @@ def test_without_a_remote_merges_stay_in_the_root_checkout(hosts, remote):
     assert result.status is mq.MergeStatus.MERGED and git(a, "rev-parse", "main") == result.commit
     assert git(remote, "rev-parse", "main") == before and "remote" not in _merged_events(a)[0]
     assert remote_merge.host() == os.environ.get("SWARM_HOST", remote_merge.HOSTNAME)
+
+
+def test_a_crash_between_the_push_and_the_done_line_does_not_merge_twice(hosts, remote, monkeypatch):
+    a, _ = hosts
+    _work(a, "TASK-1", "executor-1", {"one.txt": "1\n"})
+    real_append = mq._append
+
+    def crash_on_done(cfg, record):
+        if record["op"] == "done":
+            raise KeyboardInterrupt  # the process dies after the remote took the merge, before its done line
+        real_append(cfg, record)
+
+    monkeypatch.setattr(mq, "_append", crash_on_done)
+    with pytest.raises(KeyboardInterrupt):
+        mq.process_queue(root=a)
+    monkeypatch.setattr(mq, "_append", real_append)
+    assert [r.status for r in mq.process_queue(root=a)] == [mq.MergeStatus.UP_TO_DATE]
+    assert len(_merges(remote)) == 1 and mq.pending(root=a) == []
+
+
+# ---------------------------------------------------------------------------- executors on two hosts
+
+
+def test_executors_on_two_hosts_merge_every_task_into_the_remote(hosts, remote):
+    sim = f"{sys.executable} {LIB / 'sim_agent.py'} {{task_file}}"
+    procs = []
+    try:
+        for root, name in zip(hosts, "ab"):
+            for n in (1, 2):
+                task_store.new_task_file(f"T{name}-{n}", f"Task {n} on host {name}", root=root,
+                                         created=f"2026-01-01T00:00:0{n}Z")
+            env = dict(os.environ, SWARM_ROOT=str(root), SWARM_HOST=f"host-{name}")
+            procs.append(subprocess.Popen([sys.executable, str(LIB / "executor.py"), "--agent-id", f"exec-{name}",
+                                           "--command", sim, "--once", "--worktree"], env=env, cwd=root))
+        assert [p.wait(timeout=150) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    tree = set(git(remote, "ls-tree", "-r", "--name-only", "main").split())
+    assert {f"work/T{name}-{n}.txt" for name in "ab" for n in (1, 2)} <= tree
+    assert len(_merges(remote)) == 4
+    for root, name in zip(hosts, "ab"):
+        done = events.read_events(types=["completed"], root=root)
+        assert sorted((e["task_id"], e["merge"]) for e in done) == [(f"T{name}-{n}", "merged") for n in (1, 2)]
+        assert {e["host"] for e in _merged_events(root)} == {f"host-{name}"}
+        assert all(task_store.find_task(f"T{name}-{n}", root=root).status is tasks.Status.COMPLETED for n in (1, 2))
