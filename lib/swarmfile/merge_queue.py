@@ -22,6 +22,12 @@ files, excepted), else MergeRefused and nothing is merged. ``git merge --no-ff``
 ``git merge --abort`` leaves base as it was, the task is marked ``needs_attention`` with the
 conflicting files and the branch is kept. Events: ``merged`` (commit, branch), ``merge_conflict``
 (files, branch), ``merge_failed`` (error, branch).
+
+With ``worktrees.remote`` (several hosts, each with its own clone) a merge goes into the
+remote's base instead, through remote_merge.py, and never touches the root checkout (which
+may then be on any branch, with any changes); its events add ``remote``, ``host``,
+``attempts`` and ``local_base``. A remote that cannot be reached raises GitError with the
+entry still pending, like a MergeRefused.
 """
 
 from __future__ import annotations
