@@ -173,17 +173,28 @@ def merge_into_remote(*, root: PathLike, remote: str, branch: str, base: str, me
         onto = fetch_base(root=root, remote=remote, base=base)
         if _is_ancestor(root, tip, onto):
             return RemoteMerge("up_to_date", commit=onto, attempts=attempt,
-                               local_base=fast_forward_base(root=root, base=base, commit=onto, ignorable=ignorable))
+                               local_base=_follow(root, remote, base, onto, ignorable))
         tree, conflicts = _merge_tree(root, onto, tip)
         if tree is None:  # nothing was pushed: the remote base is as it was
             return RemoteMerge("conflict", files=tuple(conflicts), attempts=attempt)
         merge = git(root, "commit-tree", tree, "-p", onto, "-p", tip, "-m", message, config=identity).stdout.strip()
         if _push_base(root, remote, merge, base):
-            git(root, "update-ref", f"refs/remotes/{remote}/{base}", merge)
             return RemoteMerge("merged", commit=merge, attempts=attempt,
-                               local_base=fast_forward_base(root=root, base=base, commit=merge, ignorable=ignorable))
+                               local_base=_follow(root, remote, base, merge, ignorable))
     raise GitError(["push"], root, 1, f"other hosts merged into {base} first on each of {attempts} attempts",
                    hint="the branch stays queued; the next run merges it (or raise worktrees.push_attempts)")
+
+
+def _follow(root: PathLike, remote: str, base: str, commit: str, ignorable: Callable[[str], bool]) -> str:
+    """After the remote took ``commit``: our view of the remote's base, then the local base, follow it.
+
+    Never raises: the merge is done by now, and a failure here must not make it look undone.
+    """
+    try:
+        git(root, "update-ref", f"refs/remotes/{remote}/{base}", commit)
+        return fast_forward_base(root=root, base=base, commit=commit, ignorable=ignorable)
+    except GitError as exc:
+        return f"kept: {exc}"
 
 
 def _checked_out(root: PathLike, base: str) -> list[Path]:
