@@ -397,3 +397,19 @@ def test_executors_on_two_hosts_merge_every_task_into_the_remote(hosts, remote):
         assert sorted((e["task_id"], e["merge"]) for e in done) == [(f"T{name}-{n}", "merged") for n in (1, 2)]
         assert {e["host"] for e in _merged_events(root)} == {f"host-{name}"}
         assert all(task_store.find_task(f"T{name}-{n}", root=root).status is tasks.Status.COMPLETED for n in (1, 2))
+
+
+def test_a_different_branch_of_the_same_name_on_the_remote_is_refused_not_overwritten(hosts, remote, tmp_path):
+    a, _ = hosts
+    wt = _work(a, "TASK-1", "executor-1", {"one.txt": "1\n"})
+    seed = tmp_path / "seed"
+    git(seed, "checkout", "-q", "-b", "squatter")
+    (seed / "other.txt").write_text("not the task's work\n")
+    git(seed, "add", "other.txt")
+    git(seed, "commit", "-q", "-m", "someone else's")
+    git(seed, "push", "-q", str(remote), f"squatter:{wt.branch}")
+    theirs = git(remote, "rev-parse", wt.branch)
+    with pytest.raises(GitError, match=f"has another branch named {wt.branch}"):
+        mq.process_queue(root=a)
+    assert git(remote, "rev-parse", wt.branch) == theirs and len(mq.pending(root=a)) == 1
+    assert _merges(remote) == []
