@@ -97,10 +97,12 @@ class FileEventLog(EventLog):
         fsync = bool(cfg.get("events", "fsync"))
         limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
         with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-            payload = self._prepare(fsync) + line + "\n"
+            first, ident = self._prepare(fsync)
+            payload = first + line + "\n"
             result = append_line_unlocked(path, payload, fsync=fsync)
             end = result.offset + len(payload.encode("utf-8"))
-            event_id = self._id(end)
+            dev, ino = ident or path_identity(path) or (0, 0)  # still under the lock: the file just written
+            event_id = f"{dev}.{ino}:{end}"
             if result.torn_tail is not None:
                 note = _entry_line(make_event("repaired", event["agent"], None, {
                     "file": path.name, "dropped_bytes": result.repaired_bytes,
@@ -113,29 +115,27 @@ class FileEventLog(EventLog):
                 self._rotate(fsync)
         return event_id
 
-    def _id(self, end: int) -> str:
-        dev, ino = path_identity(self.path) or (0, 0)  # under the lock: the file just written
-        return f"{dev}.{ino}:{end}"
-
-    def _prepare(self, fsync: bool) -> str:
-        """Check under the lock that a line appended joins the list; returns text to write first."""
+    def _prepare(self, fsync: bool) -> tuple[str, Optional[tuple[int, int]]]:
+        """Check under the lock that a line appended joins the list: (text to write first, the
+        identity of the file the line goes to, or None when this call is replacing or creating it)."""
         fd = open_log(self.path, symlink="refusing to append through it")
         if fd is None:
-            return HEADER
+            return HEADER, None
         try:
-            size = os.fstat(fd).st_size
-            kind, at, body = append_layout(fd, self.path, size)
+            st = os.fstat(fd)
+            kind, at, body = append_layout(fd, self.path, st.st_size)
             if kind == "empty":
-                return HEADER
+                return HEADER, (st.st_dev, st.st_ino)
             if kind == "flow_empty":
-                data = read_at(fd, size, 0)
+                data = read_at(fd, st.st_size, 0)
         finally:
             os.close(fd)
         if kind == "flow_empty":
             # The one shape a line cannot be appended to that can be fixed without losing anything.
             line = data[at:body]
             atomic_write(self.path, data[:at] + line.replace(b"[]", b"", 1) + data[body:], fsync=fsync)
-        return ""
+            return "", None
+        return "", (st.st_dev, st.st_ino)
 
     def _rotate(self, fsync: bool) -> Path:
         """Move the live log to a new archive and start a fresh one; the caller holds the lock."""

@@ -3,9 +3,9 @@
 The one place that knows every implementation; everything else asks here for the store of its
 workspace and talks only to the interface: ``lease_table`` (lease_store.LeaseTable),
 ``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry). A backend
-is one entry of ``BACKENDS`` naming the class (or a factory taking the Config) of each store, so
-a new backend registers in one place; a factory can import its client library lazily, so a
-command line that never uses that backend never loads it. One instance per workspace and
+is one entry of ``BACKENDS`` naming the factory (a class, or a function taking the Config) of
+each store, so a new backend registers in one place; a factory imports its module (and any
+client library) when first called, so a command line that never uses a store never loads it. One instance per workspace and
 process, so a store that keeps an index or a connection keeps it between calls.
 """
 
@@ -15,18 +15,18 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from .agent_registry import AgentRegistry
-from .agent_registry_file import FileAgentRegistry
 from .config import Config
 from .errors import ValidationError
-from .event_log import EventLog
-from .event_log_file import FileEventLog
-from .lease_journal import JournalLeaseTable
-from .lease_store import FileLeaseTable, LeaseTable
 
-__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry"]
+if TYPE_CHECKING:  # the interfaces, for types only: a store's module loads when its store is first made
+    from .agent_registry import AgentRegistry
+    from .event_log import EventLog
+    from .lease_store import LeaseTable
+
+__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", "file_lease_table",
+           "journal_lease_table", "file_event_log", "file_agent_registry"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,17 +35,45 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Backend:
     """The stores of one backend: each a class, or any callable that makes the store from a Config."""
 
-    lease_table: Callable[[Config], LeaseTable]
-    event_log: Callable[[Config], EventLog]
-    agent_registry: Callable[[Config], AgentRegistry]
+    lease_table: Callable[[Config], "LeaseTable"]
+    event_log: Callable[[Config], "EventLog"]
+    agent_registry: Callable[[Config], "AgentRegistry"]
+
+
+# Each implementation is imported when its first store is made, so that a command line loads only
+# the stores it uses (agent_discovery.py's start-up is benchmarked).
+
+
+def file_lease_table(cfg: Config) -> "LeaseTable":
+    from .lease_store import FileLeaseTable
+
+    return FileLeaseTable(cfg)
+
+
+def journal_lease_table(cfg: Config) -> "LeaseTable":
+    from .lease_journal import JournalLeaseTable
+
+    return JournalLeaseTable(cfg)
+
+
+def file_event_log(cfg: Config, path: Optional[Path] = None) -> "EventLog":
+    from .event_log_file import FileEventLog
+
+    return FileEventLog(cfg, path)
+
+
+def file_agent_registry(cfg: Config, path: Optional[Path] = None) -> "AgentRegistry":
+    from .agent_registry_file import FileAgentRegistry
+
+    return FileAgentRegistry(cfg, path)
 
 
 # swarm.yaml ``backend:`` value (or the scheme of a URL there) -> its stores
 BACKENDS: dict[str, Backend] = {
     # a YAML file per lease under .swarm/claims/, events.yaml, heartbeat.yaml (the default)
-    "files": Backend(FileLeaseTable, FileEventLog, FileAgentRegistry),
+    "files": Backend(file_lease_table, file_event_log, file_agent_registry),
     # files, with leases in one append-only journal: one fsync per change
-    "journal": Backend(JournalLeaseTable, FileEventLog, FileAgentRegistry),
+    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),
 }
 
 _made: dict[tuple, Any] = {}
@@ -63,7 +91,7 @@ def _backend(cfg: Config) -> tuple[str, Backend]:
                               hint=f"use one of: {', '.join(sorted(BACKENDS))}") from None
 
 
-def lease_table(cfg: Config) -> LeaseTable:
+def lease_table(cfg: Config) -> "LeaseTable":
     """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
     name, backend = _backend(cfg)
     key = ("lease_table", cfg.root, cfg.runtime_dir, name)
@@ -93,17 +121,17 @@ def _named(path: PathLike, cfg: Config) -> Path:
     return named if named.is_absolute() else cfg.root / named
 
 
-def event_log(cfg: Config, *, events_file: Optional[PathLike] = None) -> EventLog:
+def event_log(cfg: Config, *, events_file: Optional[PathLike] = None) -> "EventLog":
     """The event log of ``cfg``'s workspace; ``events_file`` names a log file to use instead
     (always a file, whatever the backend; a relative one is taken from the root)."""
     if events_file is not None:
-        return FileEventLog(cfg, _named(events_file, cfg))
+        return file_event_log(cfg, _named(events_file, cfg))
     return _store("event_log", cfg)
 
 
-def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) -> AgentRegistry:
+def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) -> "AgentRegistry":
     """The agent registry of ``cfg``'s workspace; ``heartbeat_file`` names a registry file to use
     instead (always a file, whatever the backend; a relative one is taken from the root)."""
     if heartbeat_file is not None:
-        return FileAgentRegistry(cfg, _named(heartbeat_file, cfg))
+        return file_agent_registry(cfg, _named(heartbeat_file, cfg))
     return _store("agent_registry", cfg)

@@ -84,7 +84,9 @@ def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox
     assert types == ["assigned", "acknowledged", "completed"], types
     answered = [(e["dialog"], e["choice"]) for e in events.read_events(types=["dialog_answered"], root=workspace)]
     assert answered == [("workspace trust", "Yes, I trust this folder"), ("API key", "Yes")]
-    (permission,) = events.read_events(types=["auto_confirm"], root=workspace)
+    confirms = events.read_events(types=["auto_confirm"], root=workspace)
+    assert len(confirms) == 1, [(e["timestamp"], e.get("line"), e.get("choice")) for e in confirms]
+    (permission,) = confirms
     assert (permission["line"], permission["choice"]) == ("Do you want to create hello.txt?", "1. Yes")
     assert events.read_events(types=["requeued"], root=workspace) == [], "no line was lost to the ack timeout"
     assert took < 50  # about 15 s on an idle machine: Claude Code starts in 3 s, each turn takes 1-2 s
