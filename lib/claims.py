@@ -1,15 +1,22 @@
 """Task leases with fencing tokens: who may work on a task, and until when.
 
 The code is ``swarmfile/claims.py``; this name stays at the top of ``lib/`` for operators
-(``python lib/claims.py``) and for loops that put ``lib/`` on ``sys.path`` and ``import claims``.
+(``python lib/claims.py ready``) and for loops that put ``lib/`` on ``sys.path`` and ``import claims``.
 """
 
 import sys
 
-from swarmfile import claims as _module
-
 if __name__ == "__main__":
-    from swarmfile import cli
+    import gc
 
-    raise SystemExit(cli.no_command_line("claims.py", "leases are shown by: python lib/swarm.py status"))
+    # One query and exit: the cyclic collector would only walk the 10,000 tasks just listed (they
+    # hold no cycles) before the process frees everything anyway.
+    gc.disable()
+    # The command line imports the ready query only, not the lease code: a polling script starts fast.
+    from swarmfile import claims_cli
+
+    raise SystemExit(claims_cli.main())
+
+from swarmfile import claims as _module  # noqa: E402
+
 sys.modules[__name__] = _module  # `import claims` gives the package's module itself, not a copy

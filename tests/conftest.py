@@ -60,3 +60,37 @@ def _short_lock_timeout(monkeypatch):
     config._cache.clear()
     yield
     config._cache.clear()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server for this test (AOF always, 127.0.0.1 only), stopped afterwards.
+
+    Skips without redis-server or redis-py, and fails instead when SWARM_REQUIRE_REDIS=1.
+    """
+    from redis_server import RedisServer, require_redis
+
+    require_redis()
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+# The backends a race or fault suite runs against: @pytest.mark.parametrize("backend", BACKENDS, indirect=True).
+BACKENDS = ["files", "redis"]
+
+
+@pytest.fixture
+def backend(request, workspace):
+    """Point the workspace at the backend named by the test's parameter (redis: a private server)."""
+    name = getattr(request, "param", "files")
+    if name == "redis":
+        server = request.getfixturevalue("redis_server")
+        (workspace / "swarm.yaml").write_text(f"backend: {server.url}\n")
+        from swarmfile import config
+
+        config._cache.clear()
+        return server
+    return None

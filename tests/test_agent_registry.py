@@ -19,10 +19,11 @@ from swarmfile.errors import InvalidIdError, NotFoundError, SwarmError, Validati
 from procs import run_together
 
 # One swarm.yaml backend per AgentRegistry implementation.
-IMPLEMENTATIONS = ["files"]
+IMPLEMENTATIONS = ["files", "redis"]
 
 
 def _make(name: str, root: Path) -> AgentRegistry:
+    """The registry ``backend: name`` gives (``name`` is the setting: a Redis URL for redis)."""
     wanted = f"backend: {name}\n"
     setting = root / "swarm.yaml"
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
@@ -33,8 +34,12 @@ def _make(name: str, root: Path) -> AgentRegistry:
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def registry(request, workspace) -> AgentRegistry:
-    made = _make(request.param, workspace)
+    setting = request.param
+    if setting == "redis":
+        setting = request.getfixturevalue("redis_server").url
+    made = _make(setting, workspace)
     made.backend_name = request.param
+    made.setting = setting  # what a child process passes to _make for the same registry
     return made
 
 
@@ -104,6 +109,8 @@ def _corrupt(registry: AgentRegistry, workspace: Path) -> None:
     """Leave a registry that cannot be read, as a crash, a bad disk or a person would."""
     if registry.backend_name == "files":
         Path(registry.where()).write_text("heartbeats:\n  executor-1: [not, a, mapping]\n")
+    elif registry.backend_name == "redis":
+        registry.client.hset(registry.where().split()[-1], "executor-1", "[not, a, mapping")
 
 
 def test_a_registry_that_cannot_be_read_raises_is_never_replaced_and_check_names_it(registry, workspace):
@@ -133,7 +140,7 @@ def _beat_many(name: str, root: str, agent_id: str, rounds: int) -> int:
 def test_eight_processes_lose_no_update(registry, workspace):
     registry.register("keeper", "planner", pid=None, note="stays")
     rounds = 15
-    done = run_together(_beat_many, [(registry.backend_name, str(workspace), f"executor-{n}", rounds) for n in range(8)],
+    done = run_together(_beat_many, [(registry.setting, str(workspace), f"executor-{n}", rounds) for n in range(8)],
                         timeout=300)
     assert sum(done) == 8 * rounds
     beats = registry.entries()

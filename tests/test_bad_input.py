@@ -50,6 +50,8 @@ HEARTBEAT = b"heartbeats:\n  agent-1: {last_seen: '2026-01-01T00:00:00Z', status
 TASK = b"# T-1: first task\n\n**Priority:** medium\n**Status:** pending\n\n## Objective\n\nDo it.\n"
 LEASE = (b"task_id: T-1\nagent_id: agent-1\ntoken: 3\nacquired_at: '2026-01-01T00:00:00Z'\n"
          b"expires_at: '2026-01-01T00:05:00Z'\nstate: released\n")
+RECORD = (b'{"task_id":"T-1","agent_id":"agent-1","token":3,"acquired_at":"2026-01-01T00:00:00Z",'
+          b'"expires_at":"2026-01-01T00:05:00Z","state":"released"}\n')
 STATE = b"agents:\n  agent-1:\n    context: {status: working}\nmetadata: {}\n"
 CHAT = b"messages:\n- {id: 1, from: agent-1, to: agent-2, type: info, content: hi}\n"
 
@@ -119,6 +121,7 @@ BOMB_BUG: list = []  # fixed: fileio refuses documents whose aliases expand past
 DEEP_BUG: list = []  # fixed: fileio refuses nesting deeper than libyaml can take
 HB, ST, EV, CH = "heartbeat.yaml", "agent-state.yaml", "events.yaml", "chat-log.yaml"
 LS, TK = ".swarm/claims/T-1.yaml", "tasks/active/T-1.md"
+JL, SN = ".swarm/leases/journal-0.jsonl", ".swarm/leases/snapshot.jsonl"
 AD, EVC, CHC, SSC = ["agent_discovery"], ["events"], ["chat"], ["state_sync"]
 
 CASES = [
@@ -161,7 +164,17 @@ CASES = [
     Case("events-deep-nesting", {EV: deep(b"events:\n- ")}, EVC + ["tail"], (EV,), marks=DEEP_BUG),
     Case("events-huge-bad-head", {EV: big_log}, EV_APPEND, (EV,)),
     Case("events-symlink-out", {EV: Link(b"events:\n")}, EV_APPEND, (EV,)),
-    # leases
+    # the lease journal (the file backend's lease table)
+    Case("journal-token-abc", {JL: RECORD + RECORD.replace(b'"token":3', b'"token":"abc"')}, CLAIM, (JL,)),
+    Case("journal-not-json", {JL: RECORD + b"token: 4\n"}, CLAIM, (JL,)),
+    Case("journal-record-as-list", {JL: b'["T-1", 3]\n'}, LEASE_GET, (JL,)),
+    Case("journal-expires-garbage", {JL: RECORD.replace(b'"2026-01-01T00:05:00Z"', b'"soon"')}, CLAIM, (JL,)),
+    Case("journal-nul-line", {JL: RECORD + b"\0" * 64 + b"\n"}, CLAIM, (JL,)),
+    Case("journal-invalid-utf8", {JL: RECORD.replace(b"agent-1", b"agent-\xff")}, CLAIM, (JL,)),
+    Case("journal-symlink-out", {JL: Link(RECORD)}, CLAIM, (JL,), symlink_may_write=True),
+    Case("snapshot-no-header", {SN: RECORD}, LEASE_GET, (SN,)),
+    Case("snapshot-bad-record", {SN: b'{"generation": 1, "leases": 1}\n{"task_id": "T-1", "tok\n'}, CLAIM, (SN,)),
+    # lease files of earlier versions, which the journal migrates on first use: a bad one stops it
     Case("lease-token-abc", {LS: LEASE.replace(b"token: 3", b"token: abc")}, CLAIM, (LS,)),
     Case("lease-as-list", {LS: b"- task_id: T-1\n- token: 3\n"}, LEASE_GET, (LS,)),
     Case("lease-expires-garbage", {LS: LEASE.replace(b"'2026-01-01T00:05:00Z'", b"soon")}, CLAIM, (LS,)),

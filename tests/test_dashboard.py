@@ -145,7 +145,7 @@ def test_control_characters_never_reach_the_terminal(workspace):
 
 @pytest.mark.parametrize("panel, relpath, content, line", [
     ("agents", "heartbeat.yaml", "heartbeats:\n  a: {last_seen: [\n", 3),
-    ("leases", ".swarm/claims/T-1.yaml", "task_id: T-1\ntoken: [1, \n", 3),
+    ("leases", ".swarm/leases/journal-0.jsonl", '{"task_id": "T-1", "token": [1, \n', 1),
     ("events", "events.yaml", "events:\n- {timestamp: '2026-01-01T00:00:00Z', type: started}\n- {type: [x}\n", 3),
     ("reservations", ".swarm/reservations.yaml", "reservations:\n- id: r1\n  patterns: [\n", 4),
 ])

@@ -24,6 +24,7 @@ from swarmfile import task_store
 import worktrees
 from swarmfile.clock import HOSTNAME, utc_now
 from doctor import Severity
+from leases import BAD_RECORD, EMPTY_RECORD, corrupt_lease, lease_file
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 DOCTOR = LIB / "doctor.py"
@@ -82,7 +83,8 @@ def test_a_healthy_workspace_is_clean(workspace):
     ("events.yaml", "events:\n- {type: started, agent: a}\n- {type: [x\n", 3),  # the entry, not the end
     ("agent-state.yaml", "agents:\n  executor-1:\n    context: [\n", 4),
     ("chat-log.yaml", "messages:\n- {id: 1, from: a, to: b, content: x, type: info}\n- {id: 2, from: [\n", 4),
-    (".swarm/claims/T-1.yaml", "task_id: T-1\nagent_id: executor-1\ntoken: [1,\n", 4),
+    (".swarm/leases/journal-0.jsonl", '{"task_id": "T-1", "agent_id": "executor-1", "token": 1, '
+     '"acquired_at": "2026-11-30T10:00:00Z", "expires_at": "2099-11-30T10:05:00Z"}\n{"task_id": "T-1", "token": [1,\n', 2),
     (".swarm/reservations.yaml", "reservations:\n- id: r1\n  patterns: [\n", 4),
     (".swarm/merge-queue.yaml", "queue:\n- {id: a, op: [\n", 3),
     (".swarm/worktrees/T-1-executor-1-abc.yaml", "path: /x\nbranch: [\n", 3),
@@ -111,12 +113,30 @@ def test_a_broken_swarm_yaml_stops_the_checks(workspace):
     assert "nothing else was checked" in findings[0].fix and files == 1
 
 
-def test_an_empty_lease_file_is_an_error(workspace):
+@pytest.mark.parametrize("kind", [BAD_RECORD, EMPTY_RECORD])
+def test_a_corrupt_lease_record_is_an_error_with_its_line_and_is_never_rewritten(workspace, kind):
     make_task(workspace, "T-1")
-    (workspace / ".swarm" / "claims").mkdir(parents=True)
-    (workspace / ".swarm" / "claims" / "T-1.yaml").write_text("")
+    claims.claim_task("T-1", "executor-1")
+    where, line = corrupt_lease(workspace, "T-1", kind)
+    before = where.read_bytes()
     finding = only(workspace, "corrupt-lease")
-    assert finding.severity is Severity.ERROR and "empty" in finding.problem
+    assert finding.severity is Severity.ERROR and (finding.path, finding.line) == (where, line)
+    assert ("does not parse" if kind == BAD_RECORD else "malformed lease") in finding.problem
+    assert not doctor.diagnose(root=workspace, fix=True).ok
+    assert where.read_bytes() == before
+
+
+def test_an_old_lease_file_that_stops_the_migration_is_an_error_with_its_line(workspace):
+    make_task(workspace, "T-1")
+    old = workspace / ".swarm" / "claims" / "T-1.yaml"
+    old.parent.mkdir(parents=True)
+    old.write_text("task_id: T-1\nagent_id: executor-1\ntoken: [1,\n")
+    finding = only(workspace, "corrupt-lease")
+    assert finding.severity is Severity.ERROR and finding.where(root=workspace) == ".swarm/claims/T-1.yaml:4"
+    assert not doctor.diagnose(root=workspace, fix=True).ok
+    assert old.read_text() == "task_id: T-1\nagent_id: executor-1\ntoken: [1,\n"
+    old.write_text("")
+    assert "empty" in only(workspace, "corrupt-lease").problem
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -171,7 +191,7 @@ def test_an_expired_lease_is_reaped_and_its_task_requeued(workspace):
     claims.claim_task("T-1", "executor-1", ttl=60, now=utc_now() - timedelta(hours=1))
     finding = only(workspace, "stale-lease")
     assert finding.severity is Severity.WARNING and finding.action == "reap-leases"
-    assert finding.where(root=workspace) == ".swarm/claims/T-1.yaml" and "lease expired at" in finding.problem
+    assert finding.path == lease_file(workspace, "T-1") and "lease expired at" in finding.problem
     report = doctor.diagnose(root=workspace, fix=True)
     assert report.ok and report.fixed[0][1].startswith("reaped: lease expired at")
     assert claims.get_lease("T-1", root=workspace).state is claims.LeaseState.EXPIRED

@@ -19,6 +19,7 @@ from swarmfile import task_store
 from claims import LeaseState
 from swarmfile.clock import HOSTNAME
 from swarmfile.liveness import pid_alive
+from leases import edit_lease
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 FAKE = Path(__file__).parent / "fake_agents" / "fake_cli.py"
@@ -216,7 +217,6 @@ def test_every_run_keeps_its_own_log(workspace):
                         env={"FAKE_BEHAVIOUR": behaviour})
         assert proc.wait(timeout=60) == 0
         if behaviour == "wait":  # let the retry be due at once
-            lease_file = workspace / ".swarm" / "claims" / "T-1.yaml"
-            lease_file.write_text(lease_file.read_text().replace("not_before:", "old_not_before:"))
+            edit_lease(workspace, "T-1", not_before=None)
     assert sorted(os.listdir(workspace / ".swarm" / "runs" / "T-1")) == ["1.log", "2.log"]
     assert "[WAIT]" in (workspace / ".swarm" / "runs" / "T-1" / "1.log").read_text()

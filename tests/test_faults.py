@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import snapshot
+from conftest import BACKENDS, snapshot
 
 import agent_discovery
 import chat
@@ -190,7 +190,7 @@ class _Lease(_Kind):
     """
 
     name = "lease"
-    expected_files = (".swarm/claims/T-1.yaml", "tasks/active/T-1.md")
+    expected_files = (".swarm/leases/journal-0.jsonl", "tasks/active/T-1.md")
     ttl = 1000
 
     def setup(self, root):
@@ -521,7 +521,7 @@ class _Op:
         self.match, self.dir = {
             "heartbeat": ("heartbeat.yaml", root), "state": ("agent-state.yaml", root),
             "task": ("/tasks/active/", root / "tasks" / "active"),
-            "lease": ("/claims/", root / ".swarm" / "claims"),
+            "lease": ("/leases/", root / ".swarm" / "leases"),
             "lease-mirror": ("/tasks/active/", root / "tasks" / "active"),
             "events": ("events.yaml", root), "chat": ("chat-log.yaml", root)}[name]
         if name == "task":
@@ -568,7 +568,7 @@ FAULTS = [("write", errno.ENOSPC), ("write", errno.EIO), ("short", errno.ENOSPC)
           ("fsync", errno.ENOSPC), ("replace", errno.EIO), ("replace", errno.ENOSPC)]
 DISK_CASES = [pytest.param(op, call, err, id=f"{op}-{call}-{errno.errorcode[err]}")
               for op in ("heartbeat", "state", "task", "lease", "events", "chat")
-              for call, err in FAULTS if not (call == "replace" and op in ("events", "chat"))]
+              for call, err in FAULTS if not (call == "replace" and op in ("events", "chat", "lease"))]  # appended
 
 
 def assert_clear(exc: BaseException, err: int, op: _Op, call: str) -> None:
@@ -602,7 +602,8 @@ def test_disk_fault_keeps_old_state_and_next_write_works(workspace, monkeypatch,
     assert op.value() == 4
 
 
-@pytest.mark.parametrize("call, err", [("write", errno.ENOSPC), ("fsync", errno.EIO), ("replace", errno.EIO)])
+# Not fsync: a claim's mirror is not fsynced (the journal is the truth; test_claim_costs_one_fsync).
+@pytest.mark.parametrize("call, err", [("write", errno.ENOSPC), ("write", errno.EIO), ("replace", errno.EIO)])
 def test_claim_whose_status_mirror_fails_can_be_retried(workspace, monkeypatch, call, err):
     op = _Op(workspace, "lease-mirror")
     op.do(1)
@@ -616,7 +617,34 @@ def test_claim_whose_status_mirror_fails_can_be_retried(workspace, monkeypatch, 
     claims.claim_task("T-2", "agent-1", root=workspace)  # the next operation after the fault works
 
 
-@pytest.mark.parametrize("op_name", ["heartbeat", "state", "task", "lease"])
+def test_a_claim_costs_one_fsync_and_an_ended_lease_has_a_durable_mirror(workspace, monkeypatch):
+    """The journal is the truth: a claim fsyncs its one line and nothing else; the task file's
+    Status line is a mirror, made durable only when the lease ends (a lost claim mirror is a
+    pending task whose holder died with the machine: the next claim takes it over)."""
+    for n in (1, 2):
+        write_task(workspace, f"T-{n}")
+    claims.claim_task("T-1", "agent-1", root=workspace)  # creates the journal, durably
+    journal = str(workspace / ".swarm" / "leases" / "journal-0.jsonl")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(_fd_path(fd))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    lease = claims.claim_task("T-2", "agent-1", root=workspace)
+    assert synced == [journal]
+    synced.clear()
+    lease = claims.start(lease, root=workspace)
+    assert synced == [journal]
+    synced.clear()
+    claims.complete(lease, root=workspace)
+    assert synced[0] == journal and any(".T-2.md.tmp-" in path for path in synced)  # the new task file
+
+
+# Not lease: a lease change is an append to the journal, with no directory fsync.
+@pytest.mark.parametrize("op_name", ["heartbeat", "state", "task"])
 def test_directory_fsync_fault_after_the_replace_is_not_a_false_failure(workspace, monkeypatch, op_name, caplog):
     """Once os.replace has run, the new content is what every reader sees: reporting the write
     as failed would make callers retry or give up on a write that happened. It is logged."""
@@ -731,7 +759,8 @@ CLAIM_RACES = [pytest.param(300, 1, id="quick-300"),
 
 
 @pytest.mark.parametrize("count, run", CLAIM_RACES)
-def test_eight_processes_claim_every_task_exactly_once(workspace, count, run):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_claim_every_task_exactly_once(workspace, count, run, backend):
     ids = many_tasks(workspace, count)
     results = run_together(_claim_everything, [(str(workspace), f"executor-{i}") for i in range(8)], timeout=1200)
     won = [entry for got in results for entry in got]
@@ -744,7 +773,8 @@ def test_eight_processes_claim_every_task_exactly_once(workspace, count, run):
 
 
 @pytest.mark.parametrize("count", [pytest.param(50, id="quick-50"), pytest.param(200, id="long-200", marks=LONG_ONLY)])
-def test_eight_processes_take_over_each_expired_lease_once(workspace, count):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_take_over_each_expired_lease_once(workspace, count, backend):
     """200 expired leases, 8 processes racing for each: exactly one winner per task, token old+1."""
     ids = many_tasks(workspace, count)
     long_ago = utc_now() - timedelta(hours=2)
@@ -856,7 +886,8 @@ def test_sigstopped_holder_resumed_after_takeover_is_refused(workspace, paused_h
     assert claims.get_lease("T-1", root=workspace).agent_id == "awake"
 
 
-def test_sigstopped_holder_resumed_past_its_ttl_is_refused(workspace, paused_holder):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_sigstopped_holder_resumed_past_its_ttl_is_refused(workspace, paused_holder, backend):
     start, ask = paused_holder
     proc, token, expires = start(0.5)
     proc.send_signal(signal.SIGSTOP)

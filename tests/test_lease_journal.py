@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ import claims
 from swarmfile import config
 from swarmfile import lease_journal
 from swarmfile import task_store
-from swarmfile.errors import ParseError
+from swarmfile.errors import ParseError, ValidationError
 from swarmfile.lease_journal import JournalLeaseTable
-from swarmfile.lease_store import FileLeaseTable, Lease
+from swarmfile.lease_store import FileLeaseTable, Lease, LeaseState
+from procs import run_together
 
 
 def journal_ws(root: Path) -> None:
@@ -96,17 +98,70 @@ def test_compaction_keeps_every_lease_and_other_processes_follow_it(workspace, m
     assert [x.token for x in fresh_table(workspace).list()] == [40, 40, 40]
 
 
+def old_leases(root: Path, tokens: dict[str, int]) -> None:
+    """Lease files as an earlier version left them in .swarm/claims/ (the last one released)."""
+    old = FileLeaseTable(config.load_config(root=root))
+    for task_id, token in tokens.items():
+        with old.lock(task_id):
+            old.write(lease(task_id, token))
+
+
 def test_leases_in_files_migrate_on_first_use_and_tokens_go_on(workspace):
     task_store.new_task_file("T-1", "Task one", root=workspace, priority="high", created="2026-01-01T00:00:00Z")
-    first = claims.claim_task("T-1", "executor-1")  # written by the per-file table
-    claims.release(first)
-    assert (workspace / ".swarm" / "claims" / "T-1.yaml").is_file()
-    journal_ws(workspace)
-    second = claims.claim_task("T-1", "executor-2")
-    assert second.token == first.token + 1
+    old_leases(workspace, {"T-1": 4})
+    old = FileLeaseTable(config.load_config(root=workspace))
+    with old.lock("T-1"):
+        old.write(replace(old.read("T-1"), state=LeaseState.RELEASED))
+    second = claims.claim_task("T-1", "executor-2")  # the default backend: the journal
+    assert second.token == 5
     assert not (workspace / ".swarm" / "claims").exists()
     assert (workspace / ".swarm" / "claims.migrated" / "T-1.yaml").is_file()
     assert fresh_table(workspace).read("T-1") == second
+
+
+def test_a_migration_cut_short_after_its_snapshot_is_finished_by_the_next_use(workspace):
+    old_leases(workspace, {"T-1": 3, "T-2": 7})
+    table = fresh_table(workspace)
+    table.read("T-1")
+    # The state a crash between the two steps leaves: the snapshot written, the folder not yet renamed.
+    os.rename(workspace / ".swarm" / "claims.migrated", workspace / ".swarm" / "claims")
+    assert [(x.task_id, x.token) for x in fresh_table(workspace).list()] == [("T-1", 3), ("T-2", 7)]
+    assert not (workspace / ".swarm" / "claims").exists()
+
+
+def test_lease_files_beside_a_journal_in_use_fail_closed(workspace):
+    put(fresh_table(workspace), "T-1", 9)  # the journal is in use
+    old_leases(workspace, {"T-1": 2})  # e.g. a process of an older version still running
+    before = (workspace / ".swarm" / "claims" / "T-1.yaml").read_bytes()
+    for action in (lambda t: t.read("T-1"), lambda t: put(t, "T-2", 1)):
+        with pytest.raises(ValidationError, match="turned up beside the lease journal"):
+            action(fresh_table(workspace))
+    assert (workspace / ".swarm" / "claims" / "T-1.yaml").read_bytes() == before
+
+
+def _first_use(root: str) -> tuple:
+    """Bump the token of every migrated task once, the first use of the journal in this process."""
+    os.environ["SWARM_ROOT"] = root
+    config._cache.clear()
+    table = JournalLeaseTable(config.load_config(root=Path(root)))
+    bumped = []
+    for task_id in ("T-1", "T-2", "T-3"):
+        with table.lock(task_id):
+            current = table.read(task_id)
+            table.write(lease(task_id, current.token + 1))
+            bumped.append(current.token + 1)
+    return tuple(bumped)
+
+
+def test_eight_processes_racing_the_first_use_migrate_once_and_lose_no_token(workspace):
+    old_leases(workspace, {"T-1": 10, "T-2": 20, "T-3": 30})
+    run_together(_first_use, [(str(workspace),)] * 8, timeout=300)
+    table = fresh_table(workspace)
+    assert [(x.task_id, x.token) for x in table.list()] == [("T-1", 18), ("T-2", 28), ("T-3", 38)]
+    header = json.loads((workspace / ".swarm" / "leases" / "snapshot.jsonl").read_text().splitlines()[0])
+    assert header["generation"] == 1 and header["leases"] == 3
+    assert sorted(os.listdir(workspace / ".swarm" / "claims.migrated")) == ["T-1.yaml", "T-2.yaml", "T-3.yaml"]
+    assert not (workspace / ".swarm" / "claims").exists()
 
 
 def test_a_lease_file_that_does_not_parse_stops_the_migration_and_changes_nothing(workspace):
@@ -166,3 +221,80 @@ def test_kill_nine_while_writing_loses_no_acknowledged_write(workspace, tmp_path
                 f.write(f"{stored.token}\n")
     leftovers = [n for n in os.listdir(workspace / ".swarm" / "leases") if n.startswith(".")]
     assert all(n.endswith(".tmp") or "tmp" in n for n in leftovers)  # only temp files of a killed compaction
+
+
+# ---------------------------------------------------------------------------- index staleness
+
+
+def _write_in_child(root: str, task_id: str, token: int, compact: bool) -> int:
+    table = JournalLeaseTable(config.load_config(root=Path(root)))
+    put(table, task_id, token)
+    if compact:
+        table.compact()
+    return token
+
+
+def test_an_index_follows_appends_and_compactions_of_other_processes(workspace):
+    journal_ws(workspace)
+    mine = fresh_table(workspace)
+    put(mine, "T-1", 1)
+    assert mine.read("T-1").token == 1
+    run_together(_write_in_child, [(str(workspace), "T-1", 2, False)])
+    assert mine.read("T-1").token == 2  # read the line appended since it last looked
+    run_together(_write_in_child, [(str(workspace), "T-2", 1, True)])
+    assert [(x.task_id, x.token) for x in mine.list()] == [("T-1", 2), ("T-2", 1)]  # reloaded the new snapshot
+    run_together(_write_in_child, [(str(workspace), "T-1", 3, False)])
+    assert mine.read("T-1").token == 3  # and reads the new generation's journal
+    put(mine, "T-3", 1)
+    assert [(x.task_id, x.token) for x in fresh_table(workspace).list()] == [("T-1", 3), ("T-2", 1), ("T-3", 1)]
+
+
+def test_a_line_deleted_by_hand_is_seen_by_an_index_that_read_it(workspace):
+    """The fix a bad line's error asks for: a person deletes it (the editor replaces the file)."""
+    journal_ws(workspace)
+    mine = fresh_table(workspace)
+    put(mine, "T-1", 1)
+    journal = Path(mine.where("T-1"))
+    with open(journal, "a") as f:
+        f.write('{"task_id": "T-1", "token": [2,\n')
+    with pytest.raises(ParseError, match="does not parse"):
+        mine.read("T-1")
+    assert mine.read("T-2") is None  # only T-1's claim is unknown: the bad line names it
+    kept = journal.read_text().splitlines()[:1]
+    edited = journal.with_name("edited")
+    edited.write_text(kept[0] + "\n")
+    os.replace(edited, journal)
+    assert mine.read("T-1").token == 1
+    put(mine, "T-1", 2)
+    assert fresh_table(workspace).read("T-1").token == 2
+
+
+# ---------------------------------------------------------------------------- compaction under load
+
+
+def _claim_and_compact(root: str, index: int, rounds: int) -> int:
+    """Bump the token of one of four tasks ``rounds`` times, compacting now and then, as claims would."""
+    lease_journal._COMPACT_BYTES = 1500
+    table = JournalLeaseTable(config.load_config(root=Path(root)))
+    task_id = f"T-{index % 4}"
+    for n in range(rounds):
+        with table.lock(task_id, timeout=60):
+            current = table.read(task_id)
+            table.write(lease(task_id, current.token + 1))
+        if n % 7 == index % 7:
+            table.compact()
+    return rounds
+
+
+def test_compactions_racing_the_claims_of_eight_processes_lose_no_update(workspace):
+    journal_ws(workspace)
+    table = fresh_table(workspace)
+    for n in range(4):
+        put(table, f"T-{n}", 0)
+    done = run_together(_claim_and_compact, [(str(workspace), i, 40) for i in range(8)], timeout=300)
+    assert sum(done) == 320
+    assert [(x.task_id, x.token) for x in fresh_table(workspace).list()] == [(f"T-{n}", 80) for n in range(4)]
+    header = json.loads((workspace / ".swarm" / "leases" / "snapshot.jsonl").read_text().splitlines()[0])
+    assert header["generation"] > 8  # every process compacted, some many times
+    assert sorted(os.listdir(workspace / ".swarm" / "leases")) in (
+        ["snapshot.jsonl"], [f"journal-{header['generation']}.jsonl", "snapshot.jsonl"])

@@ -27,6 +27,7 @@ from swarmfile import task_store
 from claims import Lease, LeaseState
 from swarmfile.clock import format_ts
 from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable
+from leases import lease_file
 
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
 AGENTS = ("a", "b", "c")
@@ -74,7 +75,7 @@ class LeaseMachine(RuleBasedStateMachine):
         return self.root / "tasks" / "active" / f"{task_id}.md"
 
     def files(self, task_id: str) -> tuple[bytes, Optional[bytes]]:
-        lease = self.root / ".swarm" / "claims" / f"{task_id}.yaml"
+        lease = lease_file(self.root, task_id)  # the journal: every lease, so a refusal must leave all alone
         return self.task_file(task_id).read_bytes(), lease.read_bytes() if lease.exists() else None
 
     def live(self, m: ModelTask) -> bool:

@@ -12,15 +12,23 @@ import pytest
 
 from swarmfile import config
 from swarmfile.errors import LockTimeout, SwarmError
-from swarmfile.lease_store import Assignment, Lease, LeaseState, LeaseTable
+from swarmfile.lease_journal import JournalLeaseTable
+from swarmfile.lease_store import Assignment, FileLeaseTable, Lease, LeaseState, LeaseTable
 from swarmfile.stores import lease_table
+from leases import corrupt_lease
 from procs import run_together
 
-# Each implementation by its swarm.yaml backend name.
-BACKENDS = ["files", "journal"]
+# Each implementation by its swarm.yaml backend name ("redis": a private redis-server's URL);
+# "lease-files" is lease_store's FileLeaseTable, no longer a backend (the journal migrates its
+# files) but still the reader of those files.
+BACKENDS = ["files", "lease-files", "redis"]
 
 
 def _make(name: str, root: Path) -> LeaseTable:
+    """The table ``backend: name`` gives (``name`` is the setting: a Redis URL for redis)."""
+    if name == "lease-files":
+        config._cache.clear()
+        return FileLeaseTable(config.load_config(root=root))
     wanted = f"backend: {name}\n"
     setting = root / "swarm.yaml"
     if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
@@ -31,14 +39,20 @@ def _make(name: str, root: Path) -> LeaseTable:
 
 @pytest.fixture(params=BACKENDS)
 def table(request, workspace) -> LeaseTable:
-    made = _make(request.param, workspace)
+    setting = request.param
+    if setting == "redis":
+        setting = request.getfixturevalue("redis_server").url
+    made = _make(setting, workspace)
     made.backend_name = request.param
+    made.setting = setting  # what a child process passes to _make for the same table
     return made
 
 
 def lease(task_id="T-1", token=1, **more) -> Lease:
+    # Expired long ago: a table that judges take-overs by its own clock (Redis) lets the next
+    # token in, as the lease rules would; these tests are about storage, not about expiry.
     return Lease(task_id=task_id, agent_id=more.pop("agent_id", "executor-1"), token=token,
-                 acquired_at="2026-11-30T10:00:00Z", expires_at="2026-11-30T10:05:00Z", **more)
+                 acquired_at="2020-11-30T10:00:00Z", expires_at="2020-11-30T10:05:00Z", **more)
 
 
 def test_a_task_never_claimed_has_no_lease(table):
@@ -81,12 +95,10 @@ def test_a_record_that_cannot_be_read_is_an_error_never_unclaimed(table, workspa
 
 def _corrupt(table: LeaseTable, workspace: Path, task_id: str) -> None:
     """Store a record of ``task_id`` that cannot be read, as a crash, a bad disk or a person would."""
-    where = Path(table.where(task_id))
-    if table.backend_name == "files":
-        where.write_text("")  # an empty record: would restart tokens at 1 if read as "never claimed"
-    else:  # the journal: a whole line of the task that is no lease
-        with open(where, "a") as journal:
-            journal.write('{"task_id": "%s", "token": "three"}\n' % task_id)
+    if table.backend_name == "redis":  # the hash of the task's lease, with a record that is no lease
+        table.client.hset(table.where(task_id), "rec", '{"task_id": "%s", "token": "three"}' % task_id)
+    else:
+        corrupt_lease(workspace, task_id, made=table)
 
 
 def _hold_until(name: str, root: str, held, release) -> None:
@@ -101,7 +113,7 @@ def test_the_lock_excludes_other_processes_and_a_zero_timeout_does_not_wait(tabl
 
     ctx = mp.get_context("spawn")
     held, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_until, args=(table.backend_name, str(workspace), held, release))
+    holder = ctx.Process(target=_hold_until, args=(table.setting, str(workspace), held, release))
     holder.start()
     try:
         assert held.wait(timeout=60), "the holder never took the lock"
@@ -132,7 +144,7 @@ def _bump(name: str, root: str, rounds: int) -> int:
 def test_eight_processes_under_the_lock_lose_no_update(table, workspace):
     with table.lock("T-1"):
         table.write(lease("T-1", token=0))
-    done = run_together(_bump, [(table.backend_name, str(workspace), 25)] * 8, timeout=300)
+    done = run_together(_bump, [(table.setting, str(workspace), 25)] * 8, timeout=300)
     assert sum(done) == 200
     assert table.read("T-1").token == 200
 
@@ -156,3 +168,11 @@ def test_an_unknown_backend_is_refused_naming_swarm_yaml(workspace):
     with pytest.raises(SwarmError) as info:
         lease_table(config.load_config(root=workspace))
     assert "carrier-pigeon" in str(info.value) and "swarm.yaml" in str(info.value)
+
+
+def test_files_is_the_journal_and_journal_is_its_other_name(workspace):
+    assert isinstance(_make("files", workspace), JournalLeaseTable)
+    assert _make("journal", workspace) is _make("files", workspace)  # one index per workspace and process
+    (workspace / "swarm.yaml").unlink()
+    config._cache.clear()
+    assert isinstance(lease_table(config.load_config(root=workspace)), JournalLeaseTable)

@@ -25,6 +25,7 @@ import events
 from swarmfile import tasks
 from swarmfile import task_store
 from claims import LeaseState
+from leases import table as lease_table_of
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
@@ -115,14 +116,9 @@ class Swarm:
 
 
 def leases_all_completed(root: Path, ids: list[str]) -> bool:
-    """Whether every task's lease file says completed (a cheap text check, no parsing)."""
-    for task_id in ids:
-        try:
-            if "\nstate: completed\n" not in (root / ".swarm" / "claims" / f"{task_id}.yaml").read_text():
-                return False
-        except FileNotFoundError:
-            return False
-    return True
+    """Whether every task's lease says completed (the table reads only what was appended since its last look)."""
+    stored = {lease.task_id: lease for lease in lease_table_of(root).list(errors=[])}
+    return all(task_id in stored and stored[task_id].state is LeaseState.COMPLETED for task_id in ids)
 
 
 def wait_for_completions(root: Path, ids: list[str], deadline: float, on_started=None, on_poll=None) -> set[str]:

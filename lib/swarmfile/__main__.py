@@ -24,7 +24,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args[0] not in COMMANDS:
         print(f"error: no command line {args[0]!r} (modules: {' '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    name = "worktree_cli" if args[0] == "worktrees" else args[0]  # the command line of worktrees and merge_queue
+    # Command lines kept apart from their modules: worktrees' (and merge_queue's), claims' (lean start-up)
+    name = {"worktrees": "worktree_cli", "claims": "claims_cli"}.get(args[0], args[0])
     module = importlib.import_module(f"{__package__ or 'swarmfile'}.{name}")
     if not hasattr(module, "main"):
         from .cli import no_command_line

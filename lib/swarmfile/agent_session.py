@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -74,6 +75,7 @@ class AgentSession:
         self._lease: Optional[claims.Lease] = None
         self._lease_lock = threading.Lock()  # guards _lease between tool calls and the beat thread
         self._lost: Optional[LeaseLost] = None  # why the lease in hand was lost, until the next claim
+        self._good_until = 0.0  # monotonic time before which the lease in hand cannot have expired
         self._worktree: Optional[worktrees.Worktree] = None
         self._stop = threading.Event()
         self._beater: Optional[threading.Thread] = None
@@ -151,14 +153,22 @@ class AgentSession:
             with self._lease_lock:
                 lease = self._lease
                 if lease is not None:
+                    asked = time.monotonic()
                     try:
                         self._lease = claims.renew(lease, self.ttl, root=self.root)
+                        self._good_until = asked + self.ttl
                     except LeaseLost as exc:
                         self._lease, self._lost = None, exc
                         self._quietly(events.append_event, "lease_lost", self.agent_id, lease.task_id,
                                       root=self.root, reason=exc.reason, token=lease.token)
-                    except SwarmError:
-                        pass  # a held lock or a slow disk: the next beat comes well before expiry
+                    except SwarmError as exc:  # a held lock, a slow disk, Redis unreachable: the next beat retries
+                        left = self._good_until - time.monotonic()
+                        if left < interval + claims.RENEW_MARGIN_SECONDS:  # give it up before it can expire
+                            lost = LeaseLost(f"your lease on {lease.task_id} could not be renewed in time ({exc}); "
+                                             "stop working on it: it goes to another agent", task_id=lease.task_id)
+                            self._lease, self._lost = None, lost
+                            self._quietly(events.append_event, "lease_lost", self.agent_id, lease.task_id,
+                                          root=self.root, reason=lost.reason, token=lease.token)
             self._announce(lease.task_id if lease is not None and self._lease is not None else None)
 
     def _announce(self, task_id: Optional[str]) -> None:
@@ -245,6 +255,7 @@ class AgentSession:
             self._after_task(self._lost.task_id)
             self._lost = None
         self._requeue_dead()
+        asked = time.monotonic()
         if task_id is not None:
             lease = self._claim_one(validate_id(task_id, "task id"))
         else:
@@ -262,7 +273,7 @@ class AgentSession:
             self._after_task(lease.task_id)
             raise
         with self._lease_lock:
-            self._lease = lease
+            self._lease, self._good_until = lease, asked + self.ttl
         events.append_event("started", self.agent_id, lease.task_id, root=self.root, token=lease.token,
                             title=task.title, via="mcp", workdir=str(workdir))
         self._announce(lease.task_id)
@@ -351,7 +362,9 @@ class AgentSession:
             if lease is None:
                 raise self._refusal("renew", lost)
             try:
+                asked = time.monotonic()
                 renewed = self._lease = claims.renew(lease, self.ttl, root=self.root)
+                self._good_until = asked + self.ttl
             except LeaseLost as exc:
                 self._lease, self._lost = None, exc
                 raise self._refusal("renew", exc) from None

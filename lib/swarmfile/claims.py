@@ -1,7 +1,8 @@
 """Task leases with fencing tokens: who may work on a task, and until when.
 
-A lease file ``.swarm/claims/<task>.yaml`` is the truth about a claim; the task's
-``**Status:**`` line in the Markdown only mirrors it for people. Every claim of a task gets a
+The lease table (``stores.lease_table``: the file backend's journal under ``.swarm/leases/``)
+is the truth about a claim; the task's ``**Status:**`` line in the Markdown only mirrors it
+for people, written after the lease and repaired from it (``reap_expired``). Every claim of a task gets a
 token one higher than any before it, and every holder action (renew, start, release,
 complete, fail) presents its lease: if the token is no longer current, or the lease has
 expired, the action raises LeaseLost and changes nothing. So a holder that was paused past
@@ -10,7 +11,7 @@ its TTL (SIGSTOP, a laptop lid, a long GC) can never complete a task someone els
 A lease is free again when it expires, or at once when its holder is a dead process on this
 host. Lock order, everywhere: the lease's lock, then the task file's lock.
 
-Lease files are never deleted: the token of the next claim is read from them.
+Lease records are never deleted: the token of the next claim is read from them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any, Iterable, Optional, Union
 from . import task_graph
 from . import tasks as taskmod
 from . import task_store
-from .clock import format_ts, in_seconds, parse_ts, utc_now
+from .clock import format_ts, in_seconds, parse_ts
 from .config import Config, load_config, validate_id
-from .errors import AlreadyClaimed, LeaseLost, LockTimeout, NotClaimable, NotFoundError, SwarmError, warn_once
+from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout, NotClaimable, NotFoundError,
+                     SwarmError, warn_once)
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
+from .ready_query import ready_tasks
 from .stores import lease_table
 from .liveness import dead_reason, my_identity
 
@@ -54,9 +57,16 @@ __all__ = [
     "Assignment",
     "completed_in_place",
     "lease_lock",
+    "RENEW_MARGIN_SECONDS",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# A holder that cannot renew gives its lease up (stops its agent) once less than one renewal
+# interval plus this is left of it: two 2 s Redis timeouts (the failed renewal and the next try)
+# and 2 s for the agent to exit after SIGTERM. Timed on the holder's monotonic clock from before
+# its last renewal that succeeded, so a lease granted by the server's clock outlives its agent.
+RENEW_MARGIN_SECONDS = 6.0
 
 log = logging.getLogger("swarmfile")
 
@@ -106,11 +116,14 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     The lease is written first because it is the truth. A crash between the two writes
     leaves the task file showing the previous, runtime-owned status (claimed or
     in_progress); ``reap_expired`` finds such tasks and writes the lease's mirror again.
+    The mirror of a lease still held (start) is not fsynced: only a power cut loses it, and that
+    kills its holder too. An ended lease's mirror is: a task shown pending again after its
+    completion was lost would look like a person's reopening, and be done twice.
     """
     _write(cfg, lease)
     if lease.mirror:
         task_store.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
-                           durable=False)
+                              durable=lease.state is not LeaseState.HELD)
 
 
 def _task_path(cfg: Config, task_id: str, lease: Optional[Lease] = None) -> Path:
@@ -159,7 +172,7 @@ def claim_task(
     cfg = load_config(root=root)
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
-    now = now or utc_now()
+    now = now or _table(cfg).now()  # the table's clock: the Redis server's, shared by every host
     ttl = cfg.lease_seconds if ttl is None else ttl
     if pid is None:
         ident = my_identity()
@@ -227,64 +240,6 @@ def _has_children(cfg: Config, task_id: str) -> bool:
     return bool(task_graph.family(listing).children.get(task_id))
 
 
-# The last ready list per workspace, with the listings it came from: a listing made of the very
-# same (cached, unchanged) task objects gives the same ready list, so it is not recomputed.
-_ready_memo: dict[Path, tuple[list, list, list]] = {}
-_warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
-
-
-def _same(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-
-
-def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
-    """Pending tasks whose dependencies are completed and that were not split, in claim order.
-
-    Left out: a task split into sub-tasks or an epic with children (the planner completes it
-    when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
-    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an
-    id that two files use (both files, with one warning naming them, until one is renamed or
-    deleted); a task in a dependency cycle (it waits forever; doctor and status name the cycle). A dependency counts as completed when its file
-    says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
-
-    Order: priority (critical > high > medium > low, or a number: higher first), then oldest
-    first (FIFO within a priority), then task id.
-    """
-    cfg = load_config(root=root)
-    unreadable: list = []
-    active = task_store.list_tasks(directory=cfg.tasks_active, errors=unreadable, fast=True)
-    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=unreadable, fast=True)
-    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
-        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
-    memo = _ready_memo.get(cfg.root)
-    if memo is not None and _same(memo[0], active) and _same(memo[1], completed):
-        return list(memo[2])
-    every = active + completed
-    twice = task_graph.duplicate_ids(every)
-    warned = _warned.setdefault(cfg.root, set())
-    for task_id, paths in twice.items():
-        key = (task_id, tuple(map(str, paths)))
-        if key not in warned:
-            warned.add(key)
-            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
-                        task_id, len(paths), ", ".join(map(str, paths)))
-    done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
-    links = task_graph.family(every)
-    known = {t.task_id for t in every}
-    ready = [
-        t for t in active
-        if t.status is taskmod.Status.PENDING
-        and not t.sub_tasks
-        and t.task_id not in links.children
-        and t.task_id not in twice
-        and not (t.parent and t.parent not in known and t.task_id.startswith(f"{t.parent}-SUB"))
-        and all(dep in done for dep in t.depends_on)
-    ]
-    ready.sort(key=taskmod.ready_order_key)
-    _ready_memo[cfg.root] = (active, completed, ready)
-    return list(ready)
-
-
 def claim_next(
     agent_id: str,
     ttl: Optional[float] = None,
@@ -324,6 +279,8 @@ def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Op
                           proc_start=proc_start, task_path=task.path, _from_ready=True)
     except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
         return None  # LockTimeout: another agent is claiming it right now; try the next one
+    except BackendUnavailable:
+        raise  # the lease store is down, not this task: the caller pauses
     except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
         warn_once(log, "cannot claim %s: %s", task.task_id, exc)
         return None
@@ -353,7 +310,7 @@ def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike]
           now: Optional[datetime] = None) -> Lease:
     """Extend a live lease by ``ttl`` seconds from now; LeaseLost if it is no longer current."""
     cfg = load_config(root=root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, "renew")
         renewed = replace(stored, expires_at=format_ts(in_seconds(cfg.lease_seconds if ttl is None else ttl, now)))
@@ -364,7 +321,7 @@ def renew(lease: Lease, ttl: Optional[float] = None, *, root: Optional[PathLike]
 def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> Lease:
     """The holder acknowledges the task and starts work: the task shows ``in_progress``."""
     cfg = load_config(root=root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, "start")
         started = replace(stored, acknowledged_at=format_ts(now),
@@ -376,7 +333,7 @@ def start(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[dateti
 def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optional[datetime],
          action: str, task_fields: dict[str, str], **changes: Any) -> Lease:
     cfg = load_config(root=root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _current(cfg, lease, now, action)
         ended = replace(stored, state=state, ended_at=format_ts(now), mirror=task_fields, **changes)
@@ -390,7 +347,7 @@ def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = N
 
     ``status`` other than pending (``needs_attention``) hands it to a person instead.
     """
-    now = now or utc_now()
+    now = now or _table(load_config(root=root)).now()
     not_before = format_ts(in_seconds(retry_after, now)) if retry_after > 0 else None
     return _end(lease, LeaseState.RELEASED, root, now, "release", {**_REQUEUED, "Status": status},
                 not_before=not_before, error=reason)
@@ -399,7 +356,8 @@ def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = N
 def complete(lease: Lease, result: Any = None, *, root: Optional[PathLike] = None,
              now: Optional[datetime] = None) -> Lease:
     """Mark the task completed by the lease holder; refused (LeaseLost) with a stale lease."""
-    moment = format_ts(now or utc_now())
+    now = now or _table(load_config(root=root)).now()
+    moment = format_ts(now)
     extra = dict(lease.extra)
     if result is not None:
         extra["result"] = result
@@ -414,7 +372,7 @@ def fail(lease: Lease, error: str = "", *, max_attempts: int = 1, retry_after: f
     After ``max_attempts`` failed runs in all the task is marked ``blocked`` for a person to
     look at; before that it is pending again but no one may claim it before ``not_before``.
     """
-    now = now or utc_now()
+    now = now or _table(load_config(root=root)).now()
     attempts = lease.attempts + 1
     if attempts >= max_attempts:
         task_fields = {"Status": taskmod.Status.BLOCKED.value, "Claimed By": "none"}
@@ -434,7 +392,7 @@ def revoke_unacknowledged(lease: Lease, *, root: Optional[PathLike] = None,
     check and the release happen under the same lock as the executor's ``start``.
     """
     cfg = load_config(root=root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     with _lease_lock(cfg, lease.task_id):
         stored = _read(cfg, lease.task_id)
         if (stored is None or stored.token != lease.token or stored.state is not LeaseState.HELD
@@ -457,13 +415,15 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     changed or repaired with the reason. Tokens are kept, so the next claim outranks the old.
     """
     cfg = load_config(root=root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     changed = []
     candidates = [t for t in task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
                   if t.status in _CLAIMABLE_WHEN_FREE]
     for task in candidates:
         try:
             seen = _read(cfg, task.task_id)
+        except BackendUnavailable:
+            raise
         except SwarmError as exc:  # one corrupt lease file must not stop the requeue of the rest
             warn_once(log, "cannot reap %s: %s", task.task_id, exc)
             continue
@@ -506,7 +466,7 @@ def completed_in_place(*, root: Optional[PathLike] = None,
     about to log and move its task itself.
     """
     cfg = load_config(root=root)
-    now = now or utc_now()
+    now = now or _table(cfg).now()
     found = []
     for task in task_store.list_tasks(directory=cfg.tasks_active, errors=[]):
         if task.status is not taskmod.Status.COMPLETED:
@@ -536,7 +496,8 @@ def lease_lock(task_id: str, *, root: Optional[PathLike] = None):
 
 def assign(lease: Lease, *, root: Optional[PathLike] = None, now: Optional[datetime] = None) -> None:
     """Hand ``lease`` (claimed for its agent) to that agent's next look for work."""
-    _table(load_config(root=root)).assign(lease, format_ts(now or utc_now()))
+    table = _table(load_config(root=root))
+    table.assign(lease, format_ts(now or table.now()))
 
 
 def assignment_for(agent_id: str, *, root: Optional[PathLike] = None) -> Optional[tuple[Lease, str]]:

@@ -242,7 +242,13 @@ class _Checker:
 
         table = lease_table(self.cfg)
         unreadable: list[SwarmError] = []
-        for lease in table.list(errors=unreadable):
+        try:
+            listed = table.list(errors=unreadable)
+        except SwarmError as exc:  # the table as a whole cannot be read (lease files it cannot migrate)
+            self.failed(exc, Path(exc.path or self.cfg.runtime_dir), "corrupt-lease")
+            self.unreadable_leases.update(t.task_id for t in self.tasks)
+            return 1
+        for lease in listed:
             self.leases[lease.task_id] = lease
         for exc in unreadable:
             path = Path(exc.path) if exc.path else Path(table.where(exc.task_id or "?"))

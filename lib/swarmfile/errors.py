@@ -20,7 +20,8 @@ Catch ``SwarmError`` to handle anything the runtime raises on purpose::
     ├── TmuxError           tmux is not installed, or a tmux command failed
     ├── AlreadyClaimed      a task is leased by another agent (holder)
     ├── NotClaimable        a task is not ready: done, blocked, waiting for a retry
-    └── LeaseLost           a lease action presented a token that is no longer current
+    ├── LeaseLost           a lease action presented a token that is no longer current
+    └── BackendUnavailable  the Redis backend could not be reached or refused a command; retry later
 
 Every error renders as ``FILE:LINE: what went wrong (what to do)`` so a CLI can print
 ``error: {exc}`` as its one line on stderr.
@@ -55,6 +56,7 @@ __all__ = [
     "WorktreeBusy",
     "MergeRefused",
     "TmuxError",
+    "BackendUnavailable",
     "warn_once",
 ]
 
@@ -142,6 +144,10 @@ class AlreadyClaimed(SwarmError):
 
 class LeaseLost(SwarmError):
     """A holder action used a lease whose token is no longer current."""
+
+
+class BackendUnavailable(SwarmError):
+    """The shared-state server (Redis) could not be reached or refused the command; retry later."""
 
 
 class NotClaimable(SwarmError):

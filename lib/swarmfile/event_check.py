@@ -1,27 +1,46 @@
 """Check a whole event log in bounded memory: every entry parses, and an appended line joins the list.
 
-Doctor's view of ``events.yaml`` and its archives. ``scan_log`` reads the log forwards and parses
-its entries a batch of about ``BATCH_BYTES`` at a time, so memory stays at a few MB and time
-grows with the log as ``events.py tail`` over the whole file does. A log whose entries are not a
-plain column-0 list (indented under ``events:``, a top-level key among them) is parsed whole by
-the YAML parser, as every reader does; such a log is also one ``append_problem`` reports.
+Doctor's view of ``events.yaml`` and its archives. ``scan_log`` reads the log forwards a block
+of ``BLOCK_BYTES`` at a time, so memory stays at a few MB. Lines as writers append them (one
+flow mapping of plain words, numbers and quoted printable ASCII) are checked by their shape
+(see ``_SHAPE``), many lines per C call, so the scan costs about two reads of the file; any
+other block is parsed by the YAML parser, about ``BATCH_BYTES`` at a time. A log whose entries
+are not a plain column-0 list (indented under ``events:``, a top-level key among them) is parsed
+whole by the YAML parser, as every reader does; such a log is also one ``append_problem`` reports.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional, Union
 
 from .errors import ValidationError
 from .fileio import kept_end
-from .yaml_log import Irregular, append_layout, batches_forward, layout, open_log, parse_batch, read_all
+from .yaml_log import (Irregular, append_layout, batches_forward, is_entry, layout, lines_forward, open_log,
+                       parse_batch, read_all, read_at)
 
 __all__ = ["scan_log", "append_problem", "BATCH_BYTES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 BATCH_BYTES = 64 * 1024  # entries parsed at once: the parser's nodes for them are most of the peak memory
+BLOCK_BYTES = 256 * 1024  # read at once by the shape check (its copies are most of the peak memory)
+
+# The shape of a line: letters become "a", digits "9", every other byte stays. Two lines of the
+# same shape parse alike when the shape passes _SHAPE: a plain scalar that starts with a letter
+# is a string, bool or null whatever its letters, one of digits only is an int whatever its
+# digits, and quoted text is any printable ASCII. (A date-like or float-like plain scalar, whose
+# parse depends on its digits, has another shape and goes to the parser.)
+_TO_SHAPE = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                            b"a" * 52 + b"9" * 10)
+_PLAIN = rb"(?:a[a9_./-]*|9+)"
+_SCALAR = rb"(?:" + _PLAIN + rb"|'(?:[\x20-\x26\x28-\x7e]|'')*')"
+_FLAT = (rb"(?:" + _SCALAR + rb"|\[(?:" + _SCALAR + rb"(?:, " + _SCALAR + rb")*)?\]|\{(?:" + _PLAIN + rb": "
+         + _SCALAR + rb"(?:, " + _PLAIN + rb": " + _SCALAR + rb")*)?\})")
+_SHAPE = re.compile(rb"- \{(?:" + _PLAIN + rb": " + _FLAT + rb"(?:, " + _PLAIN + rb": " + _FLAT + rb")*)?\}[ \t]*\r?")
+_KNOWN_SHAPES_MAX = 65536  # shapes remembered as checked (a log of free text has a shape per line)
 
 
 def scan_log(path: PathLike) -> int:
@@ -43,11 +62,42 @@ def scan_log(path: PathLike) -> int:
         if kind not in ("mapping", "list"):
             return len(read_all(fd, path, size))  # the parser names what is wrong, with its line
         try:
-            return sum(len(parse_batch(fd, path, batch)) for batch in batches_forward(fd, body, end, BATCH_BYTES))
+            return _scan_entries(fd, path, body, end)
         except Irregular:  # not a plain list: the parser makes sense of it or names what is wrong
             return len(read_all(fd, path, size))
     finally:
         os.close(fd)
+
+
+def _scan_entries(fd: int, path: Path, start: int, end: int) -> int:
+    """The number of entries in [start, end), each checked by its shape or parsed; errors as parse_batch's."""
+    count, pos, known = 0, start, set()
+    while pos < end:
+        block = read_at(fd, min(BLOCK_BYTES, end - pos), pos)
+        cut = block.rfind(b"\n") + 1 if pos + len(block) < end else len(block)
+        if cut == 0:  # one line longer than a block: the parser takes it
+            cut = len(block)
+        block = block[:cut]
+        lines = block.translate(_TO_SHAPE).split(b"\n")
+        shapes = set(lines)
+        shapes.discard(b"")
+        if all(shape in known or _SHAPE.fullmatch(shape) for shape in shapes):
+            if len(known) > _KNOWN_SHAPES_MAX:
+                known.clear()
+            known.update(shapes)
+            count += len(lines) - lines.count(b"")  # every line that is not blank is an entry
+            pos += cut
+            continue
+        # Not all as writers append them: parse this block, up to the next entry (a block-style
+        # entry's fields may run on past it).
+        stop = pos + cut
+        for offset, line in lines_forward(fd, stop, end):
+            if is_entry(line):
+                break
+            stop = offset + len(line)
+        count += sum(len(parse_batch(fd, path, batch)) for batch in batches_forward(fd, pos, stop, BATCH_BYTES))
+        pos = stop
+    return count
 
 
 def append_problem(path: PathLike) -> Optional[ValidationError]:

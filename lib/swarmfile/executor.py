@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -33,7 +34,7 @@ from . import worktrees
 from .cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run, show_time
 from .clock import format_ts
 from .config import Config, load_config, validate_id
-from .errors import LeaseLost, SwarmError, warn_once
+from .errors import BackendUnavailable, LeaseLost, SwarmError, warn_once
 
 __all__ = ["Executor", "main"]
 
@@ -49,6 +50,9 @@ def _git_dirty_files(workdir: Path) -> Optional[set[str]]:
     if out.returncode != 0:
         return None
     return {entry[3:] for entry in out.stdout.split("\0") if len(entry) > 3 and not entry[3:].startswith(".swarm/")}
+
+
+_BACKOFF_CAP_SECONDS = 30.0  # the longest pause between looks at an unreachable lease store
 
 
 class Executor:
@@ -80,6 +84,8 @@ class Executor:
         self._skipped: set[str] = set()  # tasks whose files another agent holds, this round
         self._worktree: Optional[worktrees.Worktree] = None
         self._beater: Optional[threading.Thread] = None
+        self._good_until = 0.0  # monotonic time before which the lease in hand cannot have expired
+        self._backoff = 0.0  # the pause after the lease store was last unreachable; 0 while it answers
 
     # ------------------------------------------------------------------ life cycle
 
@@ -95,13 +101,18 @@ class Executor:
             while not self.stop.is_set():
                 if self.max_tasks is not None and self.done >= self.max_tasks:
                     break
-                lease = self._next_lease()
-                if lease is None:
-                    if self.once:
-                        break
-                    self.stop.wait(self.poll)
+                try:
+                    lease = self._next_lease()
+                    if lease is None:
+                        if self.once:
+                            break
+                        self.stop.wait(self.poll)
+                        continue
+                    self._work(lease)
+                except BackendUnavailable as exc:
+                    self._pause(exc)
                     continue
-                self._work(lease)
+                self._backoff = 0.0
         finally:
             self._shutdown()
         return EXIT_OK
@@ -129,28 +140,47 @@ class Executor:
         agent_discovery.deregister_agent(self.agent_id, root=self.cfg.root)
         events.append_event("stopped", self.agent_id, root=self.cfg.root, tasks_done=self.done)
 
+    def _pause(self, exc: BackendUnavailable) -> None:
+        """The lease store is unreachable: wait (doubling, up to a cap) before the next look."""
+        self._backoff = min(_BACKOFF_CAP_SECONDS, max(self._backoff * 2, min(self.poll, 1.0)))
+        warn_once(log, "%s; trying again in %.1f s", exc, self._backoff)
+        self.stop.wait(self._backoff)
+
     def _beat(self) -> None:
-        """Heartbeat and lease renewal, every third of the shorter of TTL and heartbeat timeout."""
+        """Heartbeat and lease renewal, every third of the shorter of TTL and heartbeat timeout.
+
+        A lease that cannot be renewed is given up, its agent stopped, once less than one
+        interval plus claims.RENEW_MARGIN_SECONDS is left of it.
+        """
         interval = max(0.05, min(self.ttl, self.cfg.heartbeat_timeout) / 3)
         while not self.stop.wait(interval):
             with self._lease_lock:
                 lease = self._lease
                 if lease is not None:
+                    asked = time.monotonic()
                     try:
                         self._lease = claims.renew(lease, self.ttl, root=self.cfg.root)
+                        self._good_until = asked + self.ttl
                     except LeaseLost as exc:
-                        self._lease = None
-                        self._lost.set()
-                        if self._agent is not None:
-                            self._agent.terminate(grace=2)
-                        self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
-                    except SwarmError:
-                        pass  # a slow disk or a held lock: try again next beat, well before expiry
+                        self._drop(lease, str(exc))
+                    except SwarmError as exc:  # a held lock, a slow disk, Redis unreachable: try again next beat
+                        left = self._good_until - time.monotonic()
+                        if left < interval + claims.RENEW_MARGIN_SECONDS:
+                            self._drop(lease, f"could not renew for too long, stopped the agent {left:.1f} s before "
+                                              f"the lease could expire: {exc}")
             try:
                 agent_discovery.heartbeat(self.agent_id, current_task=lease.task_id if lease else None,
                                           current_action="executing" if lease else "idle", root=self.cfg.root)
             except SwarmError:
                 pass
+
+    def _drop(self, lease: claims.Lease, reason: str) -> None:
+        """The lease in hand is lost (or about to be): stop the agent; its outcome is not ours to record."""
+        self._lease = None
+        self._lost.set()
+        if self._agent is not None:
+            self._agent.terminate(grace=2)
+        self._event("lease_lost", lease.task_id, reason=reason, token=lease.token)
 
     # ------------------------------------------------------------------ one task
 
@@ -230,10 +260,21 @@ class Executor:
         runs = self.cfg.runtime_dir / "runs" / lease.task_id
         attempt = 1 + (sum(1 for name in os.listdir(runs) if name.endswith(".log")) if runs.is_dir() else 0)
         self._lost.clear()
-        with self._lease_lock:
-            self._lease = lease
         self._announce(lease.task_id)
         try:
+            asked = time.monotonic()
+            good_until = asked + self.ttl
+            try:  # the lease is timed from a renewal of our own: a planner may have claimed it a while ago
+                lease = claims.renew(lease, self.ttl, root=self.cfg.root)
+            except LeaseLost as exc:
+                self._event("lease_lost", lease.task_id, reason=str(exc), token=lease.token)
+                return
+            except BackendUnavailable:
+                raise  # run() pauses; the lease expires unused
+            except SwarmError:
+                good_until = asked  # a held lock: its expiry is unknown, so the first beat must renew it
+            with self._lease_lock:
+                self._lease, self._good_until = lease, good_until
             self._run(lease, attempt)
         finally:
             reservations.release_all(self.agent_id, lease.task_id, root=self.cfg.root)

@@ -21,6 +21,7 @@ import errno
 import os
 import re
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,9 +75,6 @@ YAML_ERROR = yaml.YAMLError
 
 _lock_names: dict[tuple[str, str], Path] = {}
 _HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
-# Longest sleep between tries of a held lock: flock has no timeout, so waiters poll; a short
-# cap keeps the lock from idling after its release while a waiter sleeps.
-_MAX_PAUSE = 0.002
 
 
 def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
@@ -131,23 +129,19 @@ def locked(
         fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o644)
     handle = os.fdopen(fd, "r+b", buffering=0)
     flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
+    owned = True  # False once a waiter thread that gave up owns (and will close) the handle
     try:
-        deadline = time.monotonic() + timeout
-        pause = 0.0005
-        while True:
-            try:
-                portalocker.lock(handle, flags | portalocker.LOCK_NB)
-                break
-            except portalocker.AlreadyLocked:
-                pass
-            except portalocker.LockException as exc:  # pragma: no cover - e.g. ENOLCK on NFS
-                if not isinstance(exc.__cause__, BlockingIOError):
-                    raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise error(target, timeout, holder=_holder_of(sidecar))
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 1.5, _MAX_PAUSE)
+        try:
+            portalocker.lock(handle, flags | portalocker.LOCK_NB)
+        except portalocker.LockException as exc:  # AlreadyLocked, or a bare EAGAIN from some platforms
+            if not isinstance(exc, portalocker.AlreadyLocked) and not isinstance(exc.__cause__, BlockingIOError):
+                raise  # pragma: no cover - e.g. ENOLCK on NFS
+            if timeout <= 0:  # no wait asked for: no thread either
+                raise error(target, timeout, holder=_holder_of(sidecar)) from None
+            owned = False  # from here the handle may be the waiting thread's (see _wait_for)
+            owned = _wait_for(handle, flags, timeout)
+            if not owned:
+                raise error(target, timeout, holder=_holder_of(sidecar)) from None
         if not shared:
             # Who holds it, for the LockTimeout of whoever waits next. Written in place over
             # the last holder's record, padded to a fixed width: no truncate, so no metadata
@@ -156,7 +150,55 @@ def locked(
             os.pwrite(handle.fileno(), record.ljust(_HOLDER_WIDTH - 1) + b"\n", 0)
         yield sidecar
     finally:
-        handle.close()  # closing the descriptor releases the flock
+        if owned:
+            handle.close()  # closing the descriptor releases the flock
+
+
+def _wait_for(handle: Any, flags: int, timeout: float) -> bool:
+    """Wait in the kernel for a held lock, at most ``timeout`` seconds; whether it was taken.
+
+    flock has no timeout, so a helper thread makes the blocking call while this one waits for
+    it with one: the lock passes to a waiter the moment its holder lets go (a waiter that
+    polled would leave it idle for up to a sleep, which under contention cost more than the
+    work done under the lock). A waiter that gives up leaves the handle to the helper, which
+    closes it once its call returns (so a lock taken too late is let go at once); closing it
+    here instead could hand its descriptor number to another open file mid-call. So a wait
+    that timed out leaves a thread and a descriptor behind until the holder lets go.
+    """
+    state: dict[str, Any] = {"taken": False, "gave_up": False, "error": None}
+    mutex = threading.Lock()
+    settled = threading.Event()
+
+    def wait() -> None:
+        try:
+            portalocker.lock(handle, flags)
+        except BaseException as exc:  # pragma: no cover - e.g. ENOLCK, EINTR
+            state["error"] = exc
+        with mutex:
+            if state["gave_up"]:
+                handle.close()  # ours now: releases the lock if it was taken
+                return
+            state["taken"] = state["error"] is None
+            settled.set()
+
+    threading.Thread(target=wait, name="swarmfile-lock-wait", daemon=True).start()
+    try:
+        settled.wait(max(0.0, timeout))
+    except BaseException:  # e.g. KeyboardInterrupt: nobody will hold this lock
+        with mutex:
+            if settled.is_set():
+                handle.close()  # the helper is done with it
+            else:
+                state["gave_up"] = True
+        raise
+    with mutex:
+        if not settled.is_set():
+            state["gave_up"] = True
+            return False
+    if state["error"] is not None:  # pragma: no cover
+        handle.close()
+        raise state["error"]
+    return True
 
 
 # ---------------------------------------------------------------------------- writes

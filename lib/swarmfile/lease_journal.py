@@ -1,5 +1,8 @@
 """The file backend's lease table: one append-only journal, one fsync per lease change.
 
+``backend: files`` (the default) and ``backend: journal`` (its name before it was the default)
+both select it (``stores.BACKENDS``).
+
 Layout, under ``.swarm/leases/`` (runtime only; a person can read and grep it):
 
     snapshot.jsonl       line 1 {"generation": G, "leases": N}, then N lease records
@@ -22,15 +25,26 @@ the next compaction. A torn last journal line (a crash mid-append) is never read
 off before the next append. A complete line that does not parse fails closed: reads raise,
 naming the journal and line, and nothing is rewritten.
 
+An index notices a journal replaced or rewritten by hand (a person deleting a bad line, as
+the error asks): its inode, its size and the last bytes read are checked at every look, and
+a change makes it read the snapshot and journal again from the start.
+
 Leases kept by earlier versions, a YAML file per task in ``.swarm/claims/``, are read into
-generation 1 the first time the journal is used, and that folder is renamed
-``claims.migrated``.
+generation 1 the first time the journal is used (under the journal lock: of processes racing
+the first use one migrates, the others wait and read its result), and that folder is renamed
+``claims.migrated``. The snapshot is written before the rename, so a crash between the two
+leaves a snapshot that says it was migrated, and the next use only renames. Lease files that
+turn up beside a journal already in use are refused (see ``_migrate``).
+
+The task file's ``**Status:**`` line mirrors the lease (claims writes it after the journal):
+a held lease's mirror is not fsynced, an ended one's is (see ``claims._commit``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, ContextManager, Optional
@@ -44,6 +58,8 @@ __all__ = ["JournalLeaseTable"]
 
 # A journal longer than this (and holding three times more records than live leases) is compacted.
 _COMPACT_BYTES = 4 * 1024 * 1024
+# The task id in a record that does not parse as JSON (see _take).
+_TASK_ID = re.compile(rb'"task_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._-]{0,127})"')
 
 
 def _encode(lease: Lease) -> str:
@@ -56,7 +72,9 @@ class _Index:
     def __init__(self) -> None:
         self.snapshot_key: Optional[tuple[int, int, int]] = None
         self.generation = 0
+        self.journal_ino: Optional[int] = None  # the journal file read so far (a hand edit replaces it)
         self.offset = 0  # bytes of the journal read so far (whole lines only)
+        self.tail = b""  # the journal's bytes just before ``offset``
         self.lines = 0  # lines of the journal read so far, for error messages
         self.records = 0  # records read since the snapshot (compaction looks at it)
         self.leases: dict[str, Lease] = {}
@@ -80,7 +98,12 @@ class JournalLeaseTable(FileLeaseTable):
         return self.dir / f"journal-{generation}.jsonl"
 
     def where(self, task_id: str) -> str:
-        return str(self._journal(self._index.generation))
+        try:
+            self._migrate()
+            with self._mutex:
+                return str(self._journal(self._catch_up().generation))
+        except SwarmError:  # for a message: the generation last seen will do
+            return str(self._journal(self._index.generation))
 
     def lock(self, task_id: str, timeout: Optional[float] = None) -> ContextManager[Any]:
         return locked(self.dir / "tasks" / task_id, lock_dir=self.cfg.lock_dir,
@@ -107,11 +130,20 @@ class JournalLeaseTable(FileLeaseTable):
                 index = self._index = self._load_snapshot(key)
             try:
                 with open(self._journal(index.generation), "rb") as journal:
+                    st = os.fstat(journal.fileno())
+                    seen = len(index.tail)
+                    if (index.journal_ino not in (None, st.st_ino) or st.st_size < index.offset
+                            or (seen and os.pread(journal.fileno(), seen, index.offset - seen) != index.tail)):
+                        # Replaced or rewritten by hand (a person deleted a bad line): what was read is void.
+                        index = self._index = self._load_snapshot(index.snapshot_key)
+                    index.journal_ino = st.st_ino
                     journal.seek(index.offset)
                     new = journal.read()
             except FileNotFoundError:
                 if self._snapshot_key() != index.snapshot_key:
                     continue  # compacted meanwhile
+                if index.offset or index.journal_ino is not None:  # deleted by hand: forget what it said
+                    index = self._index = self._load_snapshot(index.snapshot_key)
                 return index  # nothing appended to this generation yet
             self._apply(index, new)
             return index
@@ -149,12 +181,23 @@ class JournalLeaseTable(FileLeaseTable):
             if raw.strip():
                 self._take(index, raw, journal, index.lines)
         index.offset += end
+        if end:
+            index.tail = new[max(0, end - 32):end]  # the last bytes read: a rewrite in place changes them
 
     @staticmethod
     def _take(index: _Index, raw: bytes, path: Path, line: int) -> None:
         task_id: Optional[str] = None
         try:
             data = json.loads(raw)
+        except ValueError as exc:
+            # Whose record it was, if that much is legible: only that task's claim is then unknown.
+            named = set(_TASK_ID.findall(raw))
+            task_id = named.pop().decode("ascii") if len(named) == 1 else None
+            index.broken[task_id] = ParseError(
+                f"does not parse: {exc}", path=path, line=line, task_id=task_id,
+                hint="restore the journal from a backup or delete that line (the task's claim is unknown until then)")
+            return
+        try:
             if not isinstance(data, dict):
                 raise ValueError("not a record")
             task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
@@ -237,21 +280,49 @@ class JournalLeaseTable(FileLeaseTable):
     # ------------------------------------------------------------------ migration
 
     def _migrate(self) -> None:
-        """Read leases kept a file per task by earlier versions into generation 1, once."""
+        """Read leases kept a file per task by earlier versions into generation 1, once.
+
+        Only into a journal never used: lease files that turn up beside a journal in use (a
+        process of an older version still running, a backup put back) are two truths, and the
+        table refuses to guess which is right (fails closed, naming both) until a person decides.
+        """
         if self._migrated:
             return
         old_dir = self.claims_dir
         if old_dir.is_dir():
             with self._journal_lock():
                 if old_dir.is_dir():
-                    if not self.snapshot.exists():  # else a crash came between the snapshot and the rename
-                        old = FileLeaseTable(self.cfg).list()  # one that does not parse stops this: fail closed
-                        self.dir.mkdir(parents=True, exist_ok=True)
-                        header = json.dumps({"generation": 1, "leases": len(old), "migrated_from": str(old_dir)})
-                        atomic_write(self.snapshot, header + "\n" + "".join(_encode(x) + "\n" for x in old))
-                    target = old_dir.with_name("claims.migrated")
-                    if target.exists():
-                        raise ValidationError("cannot move the old lease files aside: the name is taken", path=target,
-                                              hint="move that folder away; the leases are in .swarm/leases/ now")
-                    os.rename(old_dir, target)
+                    self._migrate_locked(old_dir)
         self._migrated = True
+
+    def _migrate_locked(self, old_dir: Path) -> None:
+        journals = [n for n in _names(self.dir) if n.startswith("journal-")]
+        header: dict = {}
+        if self.snapshot.exists():
+            try:
+                header = json.loads(self.snapshot.read_bytes().split(b"\n", 1)[0])
+            except ValueError:
+                header = {}
+        if not self.snapshot.exists() and not journals:
+            old = FileLeaseTable(self.cfg).list()  # one that does not parse stops this: fail closed
+            self.dir.mkdir(parents=True, exist_ok=True)
+            header = {"generation": 1, "leases": len(old), "migrated_from": str(old_dir)}
+            atomic_write(self.snapshot, json.dumps(header) + "\n" + "".join(_encode(x) + "\n" for x in old))
+        elif not (isinstance(header, dict) and header.get("migrated_from") and header.get("generation") == 1
+                  and not journals):  # not our own migration, cut short between its two steps
+            raise ValidationError(
+                "lease files turned up beside the lease journal in use: two records of who holds what",
+                path=old_dir, hint=f"stop every Swarmfile process of an older version; the journal in {self.dir} "
+                "is the truth: move that folder away (keep it if a lease in it is newer)")
+        target = old_dir.with_name("claims.migrated")
+        if target.exists():
+            raise ValidationError("cannot move the old lease files aside: the name is taken", path=target,
+                                  hint="move that folder away; the leases are in .swarm/leases/ now")
+        os.rename(old_dir, target)
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []

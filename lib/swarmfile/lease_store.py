@@ -3,9 +3,12 @@
 ``LeaseTable`` is the interface the rest of Swarmfile sees; ``claims`` builds the lease rules
 (claim, renew, start, end, take-over, reaping, the task-file mirror) on it, and nothing else
 knows how a lease is kept. ``stores.lease_table(cfg)`` picks the implementation ``swarm.yaml``'s
-``backend:`` names: ``files`` (the default, no server) is ``FileLeaseTable`` below, a YAML
-file per lease; ``journal`` is lease_journal's ``JournalLeaseTable``, which migrates those
-files on first use.
+``backend:`` names: ``files`` (the default, no server; ``journal`` is its other name) is
+lease_journal's ``JournalLeaseTable``, one append-only journal with one fsync per lease change.
+``FileLeaseTable`` below, a YAML file per lease in ``.swarm/claims/``, is how earlier versions
+kept leases: no backend selects it any more (a table writing those files beside the journal
+would fork the truth), but the journal reads them through it once, on first use, and the
+contract suite still holds it to the interface. The journal keeps its assignments. A Redis URL selects redis_lease's ``RedisLeaseTable``.
 
 What every implementation guarantees (``tests/test_lease_store.py`` holds each to it):
 
@@ -108,6 +111,14 @@ class Assignment:
 class LeaseTable(ABC):
     """The stored leases of one workspace and the planner's assignments. Subclasses implement all methods."""
 
+    def now(self) -> datetime:
+        """The clock every lease expiry of this table is computed and judged by.
+
+        This host's for the file tables (one host shares them); the server's for a table that
+        several hosts share, so that clock skew between hosts cannot hand a task to two agents.
+        """
+        return utc_now()
+
     @abstractmethod
     def read(self, task_id: str) -> Optional[Lease]:
         """The task's lease record (held or ended), None only if the task was never claimed."""
@@ -150,6 +161,8 @@ _ABSENT: Any = object()
 
 class FileLeaseTable(LeaseTable):
     """A YAML file per lease in ``.swarm/claims/``, a file per assignment in ``.swarm/assignments/``.
+
+    The leases of earlier versions (the journal migrates them); the assignments of every version.
 
     Lease files are replaced atomically and never deleted (the next claim's token is read
     from them); their locks are sidecars in ``.swarm/locks/``.

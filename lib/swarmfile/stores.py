@@ -30,6 +30,8 @@ __all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", 
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")  # redis_backend.SCHEMES, named here so this module loads no client code
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -56,6 +58,18 @@ def journal_lease_table(cfg: Config) -> "LeaseTable":
     return JournalLeaseTable(cfg)
 
 
+def redis_lease_table(cfg: Config) -> "LeaseTable":
+    from .redis_lease import RedisLeaseTable
+
+    return RedisLeaseTable(cfg)
+
+
+def redis_agent_registry(cfg: Config) -> "AgentRegistry":
+    from .redis_registry import RedisAgentRegistry
+
+    return RedisAgentRegistry(cfg)
+
+
 def file_event_log(cfg: Config, path: Optional[Path] = None) -> "EventLog":
     from .event_log_file import FileEventLog
 
@@ -70,10 +84,14 @@ def file_agent_registry(cfg: Config, path: Optional[Path] = None) -> "AgentRegis
 
 # swarm.yaml ``backend:`` value (or the scheme of a URL there) -> its stores
 BACKENDS: dict[str, Backend] = {
-    # a YAML file per lease under .swarm/claims/, events.yaml, heartbeat.yaml (the default)
-    "files": Backend(file_lease_table, file_event_log, file_agent_registry),
-    # files, with leases in one append-only journal: one fsync per change
-    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),
+    # the default: leases in one append-only journal (one fsync per change), events.yaml, heartbeat.yaml.
+    # lease_store's FileLeaseTable (a YAML file per lease in .swarm/claims/) is no longer one: the
+    # journal reads those files once, on first use, and a table that still wrote them would fork the truth.
+    "files": Backend(journal_lease_table, file_event_log, file_agent_registry),
+    "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),  # its name before it was the default
+    # a Redis URL: leases (redis_lease) and the agent registry (redis_registry) on the server, shared
+    # by every host; the event log is still this workspace's file (issue 13's second half moves it)
+    **{scheme: Backend(redis_lease_table, file_event_log, redis_agent_registry) for scheme in _REDIS_SCHEMES},
 }
 
 _made: dict[tuple, Any] = {}
@@ -87,14 +105,19 @@ def _backend(cfg: Config) -> tuple[str, Backend]:
     try:
         return name, BACKENDS[kind]
     except (KeyError, TypeError):
-        raise ValidationError(f"unknown backend {name!r}", path=cfg.root / "swarm.yaml",
-                              hint=f"use one of: {', '.join(sorted(BACKENDS))}") from None
+        from .redis_backend import redact  # a password in a mistyped URL is not shown either
+
+        raise ValidationError(f"unknown backend {redact(str(name))!r}", path=cfg.root / "swarm.yaml",
+                              hint="use files, journal or a Redis URL (redis://host:6379/0, rediss://..., "
+                                   "unix:///path/to/socket)") from None
 
 
 def lease_table(cfg: Config) -> "LeaseTable":
     """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
     name, backend = _backend(cfg)
-    key = ("lease_table", cfg.root, cfg.runtime_dir, name)
+    # Two names of one table share its index; a Redis table is one per URL and namespace.
+    server = name if isinstance(name, str) and "://" in name else None
+    key = ("lease_table", cfg.root, cfg.runtime_dir, backend.lease_table, server, repr(cfg.settings.get("namespace")))
     table = _made.get(key)
     if table is not None:
         return table

@@ -79,10 +79,11 @@ def family(listing: Sequence[Task]) -> Family:
 
 def duplicate_ids(listing: Sequence[Task]) -> dict[str, list[Path]]:
     """Ids that two or more files use, each with the files (in listing order)."""
-    paths: dict[str, list[Path]] = {}
+    seen: dict[str, list[Task]] = {}
     for task in listing:
-        paths.setdefault(task.task_id, []).append(task.path)
-    return {task_id: found for task_id, found in paths.items() if len(found) > 1}
+        seen.setdefault(task.task_id, []).append(task)
+    # Paths of the duplicates only: a task from the task index makes its path when first asked.
+    return {task_id: [t.path for t in found] for task_id, found in seen.items() if len(found) > 1}
 
 
 def find_cycles(listing: Sequence[Task]) -> list[list[str]]:

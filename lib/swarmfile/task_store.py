@@ -14,24 +14,28 @@ never written.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .cli import require_workspace
 from .config import ID_PATTERN, Config, load_config, validate_id
-from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError
+from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError, warn_once
 from .fileio import atomic_write, locked, read_text
 from .tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, parse_task, render_task
+from . import task_index
 
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished", "looks_like_task",
+    "task_files", "is_finished", "looks_like_task", "list_indexed",
 ]
+
+log = logging.getLogger("swarmfile")
 
 # ---------------------------------------------------------------------------- tasks and documents
 
@@ -67,9 +71,10 @@ def looks_like_task(text: str) -> bool:
 
 # ---------------------------------------------------------------------------- the cache
 
-# directory -> ({file name: (stat stamp, Task or its ParseError)}, the values sorted by file name)
-_dir_cache: dict[str, tuple[dict[str, tuple[tuple[int, int, int, int], Any]], list]] = {}
-_file_cache: dict[str, tuple[tuple[int, int, int, int], Any]] = {}  # load_task outside a listing
+# directory -> ({file name: (stat stamp, Task or its ParseError, time.time_ns() before the read)},
+#               the values sorted by file name)
+_dir_cache: dict[str, tuple[dict[str, tuple[tuple[int, int, int, int], Any, int]], list]] = {}
+_file_cache: dict[str, tuple[tuple[int, int, int, int], Any, int]] = {}  # load_task outside a listing
 _SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
 _subdirs: dict[str, list[str]] = {}  # directory -> its subdirectories at the last scandir
 
@@ -87,6 +92,7 @@ def clear_cache() -> None:
     _dir_seen.clear()
     _file_cache.clear()
     _subdirs.clear()
+    _index_state.clear()
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -123,7 +129,7 @@ def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
         raise NotFoundError("task file does not exist", path=target) from None
     stamp = _stat_key(st)
     hit = _dir_cache.get(os.fspath(target.parent), ({}, []))[0].get(target.name)
-    if hit is not None and hit[0] == stamp and isinstance(hit[1], Task):
+    if hit is not None and hit[0] == stamp and type(hit[1]) is Task:  # not an index summary: the whole task
         return hit[1]
     if len(_file_cache) > 4096:  # a bound, not an LRU: cheap and rarely hit
         _file_cache.clear()
@@ -131,14 +137,17 @@ def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
 
 
 def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = False) -> Any:
+    global _parses
     hit = entries.get(name)
     if hit is None or hit[0] != key:
         # Stat before reading: if the file changes in between, the next stat differs and re-parses.
+        read_at = time.time_ns()  # the task index trusts a stat key only if the file was older than this
+        _parses += 1
         try:
             value: Any = _read_nested(path) if nested else _read_task(path)
         except (ParseError, InvalidIdError) as exc:
             value = exc
-        entries[name] = hit = (key, value)
+        entries[name] = hit = (key, value, read_at)
     if isinstance(hit[1], SwarmError):
         raise hit[1].with_traceback(None)
     return hit[1]
@@ -153,20 +162,33 @@ def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = Fal
 # So a fast listing may show an in-place edit up to that late; every other listing stats each
 # file. (Claims re-read a task under its lock before acting, so lateness costs no correctness.)
 _FULL_SCAN_SECONDS = 1.0
+_parses = 0  # task files parsed, or found gone, by listings: when it moves, a task index is out of date
+_INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
+# Files changed since the index was written before a listing writes it again: parsing a few costs
+# a cold listing less than rewriting the whole index (3 MB at 10,000 tasks) in every new process.
+_INDEX_STALE_FILES = 16
+# task index file -> [its entries, to seed cold directories (None once used), _parses at the last save,
+#                     when, whether it was read whole]
+_index_state: dict[str, list] = {}
 _dir_seen: dict[str, tuple[Optional[int], float]] = {}  # directory -> (trusted mtime_ns, last full scan)
 
 
-def _scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False) -> list[Task]:
+def _scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
+               seed: Optional[dict] = None) -> list[Task]:
     """The tasks of ``directory`` and of its subfolders at any depth (see ``task_files``)."""
-    found = _scan(directory, errors, fast, nested)
+    found = _scan(directory, errors, fast, nested, seed)
     for name in _subdirs.get(os.fspath(directory), ()):
-        found += _scan_tree(directory / name, errors, fast, nested=True)
+        found += _scan_tree(directory / name, errors, fast, nested=True, seed=seed)
     return found
 
 
-def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False) -> list[Task]:
+def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
+          seed: Optional[dict] = None) -> list[Task]:
+    global _parses
     key = os.fspath(directory)
     old, old_list = _dir_cache.get(key, ({}, []))
+    if seed and key not in _dir_cache:  # cold: start from the task index's entries, each checked below
+        old = dict(seed.get(key, ()))
     try:
         dir_mtime = os.stat(key).st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
@@ -213,6 +235,9 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
             except FileNotFoundError:
                 continue
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+            if hit is not None and not fast and task_index.is_summary(hit[1]):
+                del old[name]  # an index summary serves fast listings only: this caller gets the parsed file
+                hit = None
             if hit is None or hit[0] != stamp:
                 if not entry.is_file():
                     continue
@@ -226,6 +251,8 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
                 hit = old[name]
             fresh[name] = hit
     _subdirs[key] = sorted(folders)
+    if len(fresh) != len(old):
+        _parses += 1  # files gone: the task index changes too
     if changed or len(fresh) != len(old) or key not in _dir_cache:
         old_list = [fresh[name][1] for name in sorted(fresh) if fresh[name][1] is not _NOT_A_TASK]
         _dir_cache[key] = (fresh, old_list)  # files that disappeared drop out of the cache
@@ -277,6 +304,38 @@ def list_tasks(*, root: Optional[PathLike] = None, directory: Optional[PathLike]
     found = _scan_tree(cfg.tasks_active, errors, fast)
     if include_completed:
         found += _scan_tree(cfg.tasks_completed, errors, fast)
+    return found
+
+
+def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
+                 errors: Optional[list] = None) -> list[list[Task]]:
+    """Fast listings (``list_tasks(directory=d, fast=True)``) of ``directories``, cold ones from the task index.
+
+    The first call in a process reads the workspace's task index (task_index.py), so only files
+    whose stat key changed since it was written are parsed. It is written again when it was
+    missing or damaged, or when ``_INDEX_STALE_FILES`` files were parsed since; at most every
+    ``_INDEX_SAVE_SECONDS`` by one process. Tasks taken from the index have
+    their sections and checklist read from the file on first use.
+    """
+    path = task_index.index_file(cfg.runtime_dir)
+    state = _index_state.get(os.fspath(path))
+    if state is None:
+        seed = task_index.load(path, _NOT_A_TASK)
+        state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed)]
+    seed, state[0] = state[0], None  # after this listing every directory is warm in memory
+    with task_index.gc_paused():
+        found = [_scan_tree(Path(d), errors, fast=True, seed=seed) for d in directories]
+    now = time.monotonic()
+    stale = _parses - state[1]
+    if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
+        tops = [os.fspath(d) for d in directories]
+        state[1:] = [_parses, now, True]
+        scanned = {key: entries for key, (entries, _) in _dir_cache.items()
+                   if any(key == top or key.startswith(top + os.sep) for top in tops)}
+        try:
+            task_index.save(path, scanned, _NOT_A_TASK)
+        except OSError as exc:  # a cache: a full disk or a read-only runtime folder costs speed, not work
+            warn_once(log, "cannot write the task index %s: %s", path, exc, about=path)
     return found
 
 
@@ -359,8 +418,8 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
 
     Nothing is written when the block raises. The lock is not re-entrant: do not call
     ``set_field`` on the same file inside the block, edit the yielded document instead.
-    ``durable=False`` skips the directory fsync (claims: the lease file is the truth and a
-    lost mirror update is repaired from it).
+    ``durable=False`` skips the fsyncs (claims: the lease journal is the truth, and a mirror
+    update lost to a power cut is repaired from it); other processes see the write at once.
     """
     target = Path(path)
     cfg = task_config(target, root=root)
@@ -372,7 +431,19 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
         document = TaskDocument(text, target)
         yield document
         if document.changed:
-            atomic_write(target, document.render(), fsync_dir=durable)
+            atomic_write(target, document.render(), fsync=durable)
+            _forget(target)
+
+
+def _forget(path: Path) -> None:
+    """Drop a file this process just replaced from the fast listing's cache.
+
+    Its new inode may be a freed one the file system handed out again (the file's own, two
+    writes ago), and the fast listing takes a known inode for an unchanged file.
+    """
+    entry = _dir_cache.get(os.fspath(path.parent))
+    if entry is not None:
+        entry[0].pop(path.name, None)
 
 
 def set_fields(path: PathLike, values: Mapping[str, Any], *, root: Optional[PathLike] = None,

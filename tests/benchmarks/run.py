@@ -3,12 +3,18 @@
     python tests/benchmarks/run.py [--quick] [--only GROUP[,GROUP]] [--json-out FILE]
                                    [--max-size N] [--repeats N] [--profile] [--strict]
 
-Groups: claims (8-process claim throughput vs a SQLite WAL queue and a maildir queue),
-latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and cold), append
-(event appends, 1 and 8 writers, vs a raw flock+write+fsync loop), tail (last 100 events of a
-1,000,000-event log), heartbeat and discovery (10/100/1,000 agents vs a bare libyaml parse,
-heartbeat also vs a raw durable rewrite), cli (start-up of ``lib/agent_discovery.py --json``
-vs ``import yaml, portalocker``, with bytecode cached and as the environment leaves it).
+Groups: claims (8-process claim throughput vs a SQLite WAL queue and a maildir queue), redis
+(the same 8-process claims on the Redis backend, a private redis-server with ``appendfsync
+always`` and ``everysec``, vs the SQLite WAL queue in the same run; skipped without
+redis-server), latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and
+cold; cold with the task index a workspace has after its first listing, and without one),
+append (event appends, 1 and 8 writers, vs a raw flock+write+fsync loop), tail (last 100
+events of a 1,000,000-event log), doctor (``doctor.check`` of a workspace with a
+1,000,000-event log vs reading that log line by line once, both in a fresh process, with their
+peak RSS), heartbeat and discovery (10/100/1,000 agents vs a bare libyaml parse, heartbeat also
+vs a raw durable rewrite), cli (start-up of ``lib/agent_discovery.py --json`` and of
+``lib/claims.py ready --json`` on the largest latency workspace vs ``import yaml, portalocker``,
+with bytecode cached and as the environment leaves it).
 
 Prints a table (median and slow-tail p95 over repeated runs, the Swarmfile/baseline ratio of
 the medians, PASS/MISS against the targets) and writes JSON (default
@@ -42,9 +48,12 @@ import workloads  # noqa: E402
 from harness import Gang, in_fresh_process, summary  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "latest.json"
-GROUPS = ("claims", "latency", "append", "tail", "heartbeat", "discovery", "cli")
+GROUPS = ("claims", "redis", "latency", "append", "tail", "doctor", "heartbeat", "discovery", "cli")
 READY_TARGET_S = 0.030  # a public tracker for coding agents reports 30 ms for its ready query at 10,000 issues
+READY_COLD_TARGET_S = 0.060  # issue 14: the first ready query of a new process, at 10,000 tasks
 TAIL_TARGET_S = 0.020
+CLAIM_WARM_RATIO = 5.0  # issue 14: a warm claim_next at 10,000 tasks within 5x of SQLite's UPDATE ... RETURNING
+APPEND_RATIO = 0.7  # issue 14: append_event at least 0.7x of the raw flock + write + fsync loop
 
 
 @dataclass
@@ -272,6 +281,49 @@ def bench_claims(run: Run) -> None:
                    rates["maildir"], **extra)
 
 
+def bench_redis(run: Run) -> None:
+    """Claims on the Redis backend (durable: appendfsync always; and everysec) beside SQLite WAL FULL."""
+    sys.path.insert(0, str(HERE.parent))  # tests/: the test suite's private redis-server
+    from redis_server import RedisServer, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        _progress(f"redis: skipped, {reason}")
+        return
+    s = run.sizes
+    n, workers = s.claim_tasks, s.claim_workers
+    specs = workloads.task_specs(n)
+    rates: dict[str, list[float]] = {"always": [], "everysec": [], "sqlite": []}
+    with Gang(workers) as gang:
+        for attempt in range(s.claim_runs):
+            base = run.scratch(f"redis-{attempt}")
+            base.mkdir()
+            db = str(base / "queue.db")
+            baselines.sqlite_setup(db, specs)
+            order = ["always", "everysec", "sqlite"][attempt % 3:] + ["always", "everysec", "sqlite"][:attempt % 3]
+            for system in order:
+                _progress(f"redis run {attempt + 1}/{s.claim_runs}: {system}, {workers} processes, {n} tasks")
+                if system == "sqlite":
+                    results = gang.run(baselines.sqlite_claim_worker, [(db,)] * workers)
+                else:
+                    with RedisServer(base / f"redis-{system}", fsync=system) as server:
+                        ws = workloads.make_workspace(str(base), f"ws-{system}")
+                        (ws / "swarm.yaml").write_text(f"backend: {server.url}\n", encoding="utf-8")
+                        workloads.write_tasks(ws, specs)
+                        results = gang.run(workloads.swarm_claim_worker, [(str(ws), None)] * workers)
+                ids = [i for r in results for i in r["ids"]]
+                if len(ids) != n or len(set(ids)) != n:
+                    raise RuntimeError(f"{system}: {len(ids)} claims of {len(set(ids))} distinct tasks, expected {n}")
+                rates[system].append(_gang_rate(results, lambda r: len(r["ids"])))
+            shutil.rmtree(base)
+    label = f"claim_next on Redis, {workers} procs, {n} tasks"
+    extra = {"tasks": n, "processes": workers, "measures": "claims.claim_next only (no complete)"}
+    run.report.add("redis.always.vs_sqlite", "redis", f"{label}, appendfsync always", "/s", rates["always"],
+                   "sqlite WAL FULL queue", rates["sqlite"], {"kind": "ratio>=", "value": 1.0}, durable=True, **extra)
+    run.report.add("redis.everysec.vs_sqlite", "redis", f"{label}, appendfsync everysec", "/s", rates["everysec"],
+                   "sqlite WAL FULL queue", rates["sqlite"], durable=False, **extra)
+
+
 def bench_latency(run: Run) -> None:
     s = run.sizes
     for n in s.latency_sizes:
@@ -283,11 +335,20 @@ def bench_latency(run: Run) -> None:
         db = str(base / "queue.db")
         baselines.sqlite_setup(db, specs)
         cold: dict[tuple[str, str], list[float]] = {}
+        _progress(f"latency: {n} tasks, task index settled and written")
+        workloads.settle_task_index(ws)  # a workspace's state after its first listing
         _progress(f"latency: {n} tasks, cold x{s.cold_repeats}")
         for _ in range(s.cold_repeats):
             for system, op in (("swarm", "ready"), ("sqlite", "ready"), ("swarm", "claim"), ("sqlite", "claim")):
                 where = str(ws) if system == "swarm" else db
                 cold.setdefault((system, op), []).append(in_fresh_process(workloads.cold_call, system, op, where))
+        _progress(f"latency: {n} tasks, cold without the task index x{s.cold_repeats}")
+        for _ in range(s.cold_repeats):
+            cold.setdefault(("swarm", "ready_noindex"), []).append(
+                in_fresh_process(workloads.cold_call, "swarm", "ready_noindex", str(ws)))
+            cold.setdefault(("sqlite", "ready_noindex"), []).append(
+                in_fresh_process(workloads.cold_call, "sqlite", "ready", db))
+        workloads.settle_task_index(ws)
         _progress(f"latency: {n} tasks, warm x{s.warm_repeats}")
         calls = _Calls(run.profile_path(f"latency-{n}"))
         conn = baselines.sqlite_connect(db)
@@ -312,13 +373,19 @@ def bench_latency(run: Run) -> None:
             conn.close()
         calls.save()
         counts = {"swarm_ready": len(swarm_ready), "sqlite_ready": len(sqlite_ready)}
-        target = {"kind": "median<", "value": READY_TARGET_S} if n == 10_000 else None
+        targets = {("ready", "warm"): {"kind": "median<", "value": READY_TARGET_S},
+                   ("claim", "warm"): {"kind": "ratio<=", "value": CLAIM_WARM_RATIO},
+                   ("ready", "cold"): {"kind": "median<", "value": READY_COLD_TARGET_S}} if n == 10_000 else {}
         for op, name, sql in (("claim", "claim_next", "sqlite claim (UPDATE..RETURNING)"),
                               ("ready", "ready_tasks", "sqlite ready SELECT")):
             for mode, data in (("warm", warm), ("cold", cold)):
                 run.report.add(f"{name}.{mode}.{n}", "latency", f"{name} {mode}, {n} tasks", "s",
                                data[("swarm", op)], sql, data[("sqlite", op)],
-                               target if (op, mode) == ("ready", "warm") else None, tasks=n, ready_counts=counts)
+                               targets.get((op, mode)), tasks=n, ready_counts=counts,
+                               **({"task_index": "settled, written by an earlier process"} if mode == "cold" else {}))
+        run.report.add(f"ready_tasks.cold_noindex.{n}", "latency", f"ready_tasks cold, no task index, {n} tasks", "s",
+                       cold[("swarm", "ready_noindex")], "sqlite ready SELECT", cold[("sqlite", "ready_noindex")],
+                       tasks=n, task_index="deleted before each call: every file parsed")
         shutil.rmtree(base)
 
 
@@ -352,7 +419,7 @@ def bench_append(run: Run) -> None:
     for writers, count in configs:
         run.report.add(f"append.{writers}w", "append", f"append_event, {writers} writer{'s' * (writers > 1)}", "/s",
                        rates[("swarm", writers)], "flock+write+fsync loop", rates[("raw", writers)],
-                       {"kind": "ratio>=", "value": 0.5}, writers=writers, appends_per_writer=count, fsync=fsync)
+                       {"kind": "ratio>=", "value": APPEND_RATIO}, writers=writers, appends_per_writer=count, fsync=fsync)
 
 
 def bench_tail(run: Run) -> None:
@@ -378,6 +445,43 @@ def bench_tail(run: Run) -> None:
     run.report.add("tail", "tail", f"tail {want} of {s.tail_events:,} events", "s", swarm,
                    "raw backward read + 1 parse", raw, {"kind": "median<", "value": TAIL_TARGET_S},
                    events=s.tail_events, log_bytes=log.stat().st_size)
+    shutil.rmtree(base)
+
+
+def _rss_mb(results: list[dict]) -> float:
+    return round(harness.percentile([r["peak_rss_kb"] for r in results], 50) / 1024, 1)
+
+
+def bench_doctor(run: Run) -> None:
+    s = run.sizes
+    base = run.scratch("doctor")
+    base.mkdir()
+    ws = workloads.make_workspace(str(base), "ws")
+    log = ws / "events.yaml"
+    tenth = max(s.tail_events // 10, 1)
+    _progress(f"doctor: a {tenth:,}-event log (for the memory bound)")
+    workloads.write_event_log(log, tenth)
+    small = [in_fresh_process(workloads.doctor_check, str(ws)) for _ in range(2)]
+    _progress(f"doctor: writing a {s.tail_events:,}-event log")
+    workloads.write_event_log(log, s.tail_events)
+    in_fresh_process(workloads.read_lines, str(log))  # the page cache, for both sides alike
+    mine: list[dict] = []
+    theirs: list[dict] = []
+    _progress(f"doctor: x{s.cold_repeats} interleaved, each in a fresh process")
+    for i in range(s.cold_repeats):
+        for side in (("swarm", "raw") if i % 2 == 0 else ("raw", "swarm")):
+            if side == "swarm":
+                mine.append(in_fresh_process(workloads.doctor_check, str(ws)))
+            else:
+                theirs.append(in_fresh_process(workloads.read_lines, str(log)))
+    if any(r["findings"] for r in mine) or theirs[0]["lines"] != s.tail_events + 1:
+        raise RuntimeError(f"doctor found {mine[0]['findings']} problem(s) in a clean workspace, or the log is short")
+    rss = {"doctor": _rss_mb(mine), f"doctor, {tenth:,} events": _rss_mb(small), "line read": _rss_mb(theirs)}
+    _progress(f"doctor: peak RSS (MB) {rss}")
+    run.report.add("doctor", "doctor", f"doctor, {s.tail_events:,}-event log", "s", [r["elapsed"] for r in mine],
+                   "read the log line by line once", [r["elapsed"] for r in theirs], {"kind": "ratio<=", "value": 2.0},
+                   events=s.tail_events, log_bytes=log.stat().st_size, peak_rss_mb=rss,
+                   measures="doctor.check of the whole workspace in a fresh process, after its imports")
     shutil.rmtree(base)
 
 
@@ -442,6 +546,12 @@ def bench_cli(run: Run) -> None:
     workloads.write_heartbeats(ws / "heartbeat.yaml", 10)
     swarm_cmd = [sys.executable, str(workloads.LIB / "agent_discovery.py"), "--json", "--root", str(ws)]
     bare_cmd = [sys.executable, "-c", "import yaml, portalocker"]
+    n = s.latency_sizes[-1]
+    _progress(f"cli: a workspace of {n:,} tasks for claims.py ready")
+    ready_ws = workloads.make_workspace(str(base), "tasks")
+    workloads.write_tasks(ready_ws, workloads.task_specs(n, deps_every=10))
+    workloads.settle_task_index(ready_ws)  # warm: written by an earlier process
+    ready_cmd = [sys.executable, str(workloads.LIB / "claims.py"), "ready", "--json", "--root", str(ready_ws)]
     # Steady state: every module's bytecode cached (in the temp dir, not in lib/__pycache__), for
     # both commands alike. The inherited environment may forbid writing bytecode
     # (PYTHONDONTWRITEBYTECODE): then lib/ is compiled from source on every start, which the
@@ -459,7 +569,7 @@ def bench_cli(run: Run) -> None:
             raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.decode()[-500:]}")
         return elapsed
 
-    plan = [("swarm", swarm_cmd, cached), ("bare", bare_cmd, cached),
+    plan = [("swarm", swarm_cmd, cached), ("bare", bare_cmd, cached), ("ready", ready_cmd, cached),
             ("swarm_env", swarm_cmd, inherited), ("bare_env", bare_cmd, inherited)]
     for _, cmd, env in plan:
         once(cmd, env)  # fills the bytecode cache and the page cache
@@ -471,6 +581,10 @@ def bench_cli(run: Run) -> None:
     run.report.add("cli.startup", "cli", "CLI agent_discovery.py --json", "s", times["swarm"],
                    "python -c 'import yaml, portalocker'", times["bare"], {"kind": "ratio<=", "value": 1.5},
                    bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
+    run.report.add("cli.ready", "cli", f"CLI claims.py ready --json, {n:,} tasks", "s", times["ready"],
+                   "python -c 'import yaml, portalocker'", times["bare"], {"kind": "ratio<=", "value": 1.5},
+                   tasks=n, task_index="settled, written by an earlier process",
+                   bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
     label = "CLI, no bytecode writes (as inherited)" if no_write else "CLI, environment as inherited"
     run.report.add("cli.startup.inherited", "cli", label, "s", times["swarm_env"],
                    "python -c 'import yaml, portalocker'", times["bare_env"],
@@ -479,8 +593,9 @@ def bench_cli(run: Run) -> None:
     shutil.rmtree(base)
 
 
-RUNNERS = {"claims": bench_claims, "latency": bench_latency, "append": bench_append, "tail": bench_tail,
-           "heartbeat": bench_heartbeat, "discovery": bench_discovery, "cli": bench_cli}
+RUNNERS = {"claims": bench_claims, "redis": bench_redis, "latency": bench_latency, "append": bench_append,
+           "tail": bench_tail, "doctor": bench_doctor, "heartbeat": bench_heartbeat, "discovery": bench_discovery,
+           "cli": bench_cli}
 
 
 # ---------------------------------------------------------------------------- main

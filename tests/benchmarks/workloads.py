@@ -7,6 +7,7 @@ are set-up, not measurement.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -20,19 +21,20 @@ if str(LIB) not in sys.path:
 
 import agent_discovery  # noqa: E402
 import claims  # noqa: E402
+import doctor  # noqa: E402
 import events  # noqa: E402
-from swarmfile import tasks  # noqa: E402
+from swarmfile import task_index, tasks  # noqa: E402
 from swarmfile.clock import HOSTNAME, format_ts
 from swarmfile.config import load_config  # noqa: E402
 from swarmfile.fileio import dump_yaml  # noqa: E402
 from swarmfile.liveness import process_start_time  # noqa: E402
 
 import baselines  # noqa: E402
-from harness import profiled  # noqa: E402
+from harness import in_fresh_process, profiled  # noqa: E402
 
 __all__ = [
     "task_specs", "make_workspace", "write_tasks", "write_event_log", "write_heartbeats",
-    "swarm_claim_worker", "swarm_append_worker", "cold_call",
+    "swarm_claim_worker", "swarm_append_worker", "cold_call", "settle_task_index", "doctor_check", "read_lines",
 ]
 
 _PRIORITIES = (("critical", 3), ("high", 2), ("medium", 1), ("low", 0))
@@ -166,15 +168,28 @@ def swarm_append_worker(barrier: Any, index: int, root: str, count: int, profile
 # ---------------------------------------------------------------------------- first calls
 
 
+def settle_task_index(root: Path) -> None:
+    """Wait until the task files just written are older than the racily-clean window, then list them
+    once in a fresh process: the index a workspace has after its first listing (task_index.py)."""
+    newest = max(p.stat().st_ctime_ns for p in (root / "tasks" / "active").glob("*.md"))
+    wait = (newest + task_index.RACY_NS - time.time_ns()) / 1e9 + 0.05
+    if wait > 0:
+        time.sleep(wait)  # ctime cannot be set back: only time makes a file settled
+    in_fresh_process(cold_call, "swarm", "ready", str(root))
+
+
 def cold_call(system: str, op: str, where: str) -> float:
-    """Seconds taken by the first ``op`` (ready or claim) of ``system`` in this fresh process.
+    """Seconds taken by the first ``op`` (ready, ready_noindex or claim) of ``system`` in this fresh process.
 
     Imports are done before the clock starts (the CLI row measures them); the SQLite time
     includes opening the connection, as Swarmfile's includes loading its config.
+    ``ready_noindex`` deletes the task index first (untimed): the listing parses every file.
     """
+    if op == "ready_noindex":
+        task_index.index_file(load_config(root=where).runtime_dir).unlink(missing_ok=True)
     t0 = time.perf_counter()
     if system == "swarm":
-        if op == "ready":
+        if op in ("ready", "ready_noindex"):
             found = claims.ready_tasks(root=where)
         else:
             found = claims.claim_next("executor-cold", root=where)
@@ -188,6 +203,34 @@ def cold_call(system: str, op: str, where: str) -> float:
     if not found:
         raise RuntimeError(f"cold {system} {op} found nothing to return in {where}")
     return elapsed
+
+
+def doctor_check(root: str) -> dict:
+    """``doctor.check`` of the workspace in this fresh process: seconds, findings, peak RSS (KB)."""
+    import resource
+    # What check imports on first use: the row times the check, the CLI rows time start-ups.
+    for name in ("agent_discovery", "chat", "event_check", "events", "liveness", "merge_queue", "reservations",
+                 "state_sync", "stores", "task_graph", "worktrees"):
+        importlib.import_module(f"swarmfile.{name}")
+
+    t0 = time.perf_counter()
+    findings, files = doctor.check(root=root)
+    elapsed = time.perf_counter() - t0
+    return {"elapsed": elapsed, "findings": len(findings), "files": files,
+            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def read_lines(path: str) -> dict:
+    """The baseline of the doctor row: read the file line by line once, in this fresh process."""
+    import resource
+
+    t0 = time.perf_counter()
+    count = 0
+    with open(path, "rb") as handle:
+        for _ in handle:
+            count += 1
+    elapsed = time.perf_counter() - t0
+    return {"elapsed": elapsed, "lines": count, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 
 # Re-exported for run.py, so it needs one import for the Swarmfile side.

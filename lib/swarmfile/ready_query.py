@@ -1,0 +1,136 @@
+"""The ready query: the pending tasks an agent may claim now, in the order claims take them.
+
+Kept apart from the lease code (claims.py re-exports ``ready_tasks``) so that answering it needs
+only the task model and its files: ``python lib/claims.py ready`` starts without the lease
+table, the stores or the liveness probes. It lists through the task index (task_store.list_indexed),
+so a cold query in a new process parses only the task files that changed since the index was written.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from . import task_graph
+from . import task_index
+from . import task_store
+from . import tasks as taskmod
+from .config import Config, load_config
+from .errors import warn_once
+
+__all__ = ["ready_tasks"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger("swarmfile")
+
+
+@dataclass
+class _Ready:
+    """The last ready list of a workspace, the listings it came from and what it was judged by."""
+
+    active: list
+    completed: list
+    ready: list
+    twice: dict  # task id -> the files that use it
+    done: set  # ids of completed tasks
+    children: dict  # parent id -> child ids
+    known: set  # every task id
+
+
+# Per workspace: a listing made of the very same (cached, unchanged) task objects gives the same
+# ready list; one where only a few tasks changed their status (claims, by this process or
+# another) updates it for those tasks alone, which is what every claim_next meets.
+_ready_memo: dict[Path, _Ready] = {}
+_warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
+_FEW = 64  # changed tasks above which the ready list is computed afresh
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _is_ready(t: taskmod.Task, m: _Ready) -> bool:
+    return (t.status is taskmod.Status.PENDING
+            and not t.sub_tasks
+            and t.task_id not in m.children
+            and t.task_id not in m.twice
+            and not (t.parent and t.parent not in m.known and t.task_id.startswith(f"{t.parent}-SUB"))
+            and all(dep in m.done for dep in t.depends_on))
+
+
+def _status_changes_only(m: _Ready, active: list, completed: list) -> Optional[list]:
+    """The ready list after a few active tasks changed only their status, or None to recompute.
+
+    Ids, files, parents, dependencies and sub-tasks must be as before, and no task may have
+    become or stopped being completed (that changes its dependents): then nothing but the
+    changed tasks themselves can enter or leave the list.
+    """
+    if len(active) != len(m.active) or not _same(m.completed, completed):
+        return None
+    changed = []
+    for old, new in zip(m.active, active):
+        if old is new:
+            continue
+        if (len(changed) >= _FEW or new.task_id != old.task_id or new.path != old.path or new.parent != old.parent
+                or new.depends_on != old.depends_on or new.sub_tasks != old.sub_tasks
+                or (new.status is taskmod.Status.COMPLETED) != (old.status is taskmod.Status.COMPLETED)):
+            return None
+        changed.append(new)
+    gone = {t.task_id for t in changed}
+    ready = [t for t in m.ready if t.task_id not in gone]
+    for task in changed:
+        if _is_ready(task, m):
+            bisect.insort(ready, task, key=taskmod.ready_order_key)
+    return ready
+
+
+def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
+    """Pending tasks whose dependencies are completed and that were not split, in claim order.
+
+    Left out: a task split into sub-tasks or an epic with children (the planner completes it
+    when they all are); a sub-task written by a split (``<PARENT>-SUB<n>``) whose parent no
+    longer exists (deleting a split parent cancels its open sub-tasks; doctor names them); an
+    id that two files use (both files, with one warning naming them, until one is renamed or
+    deleted); a task in a dependency cycle (it waits forever; doctor and status name the cycle). A dependency counts as completed when its file
+    says so or sits in the completed folder. Task files that do not parse are skipped (and logged).
+
+    Order: priority (critical > high > medium > low, or a number: higher first), then oldest
+    first (FIFO within a priority), then task id.
+    """
+    with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
+        return _ready(load_config(root=root))
+
+
+def _ready(cfg: Config) -> list[taskmod.Task]:
+    unreadable: list = []
+    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable)
+    for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
+        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
+    memo = _ready_memo.get(cfg.root)
+    if memo is not None:
+        if _same(memo.active, active) and _same(memo.completed, completed):
+            return list(memo.ready)
+        quick = _status_changes_only(memo, active, completed)
+        if quick is not None:
+            memo.active, memo.ready = active, quick
+            return list(quick)
+    every = active + completed
+    twice = task_graph.duplicate_ids(every)
+    warned = _warned.setdefault(cfg.root, set())
+    for task_id, paths in twice.items():
+        key = (task_id, tuple(map(str, paths)))
+        if key not in warned:
+            warned.add(key)
+            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
+                        task_id, len(paths), ", ".join(map(str, paths)))
+    done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
+    judged = _Ready(active, completed, [], twice, done, task_graph.family(every).children,
+                    {t.task_id for t in every})
+    judged.ready = sorted((t for t in active if _is_ready(t, judged)), key=taskmod.ready_order_key)
+    _ready_memo[cfg.root] = judged
+    return list(judged.ready)

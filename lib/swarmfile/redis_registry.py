@@ -1,0 +1,129 @@
+"""The agent registry on Redis: every host's agents in one place, stamped by the server's clock.
+
+Keys, under the workspace's prefix ``swarm:{NAMESPACE}:`` (redis_backend):
+
+    agents          a hash: agent id -> its entry as JSON (the fields heartbeat.yaml would hold)
+    agents:order    a sorted set: agent id by registration number (``entries`` keeps that order)
+    agents:seq      the last registration number given
+    agents:created  present once the registry exists (``create``, or the first registration)
+
+``update`` is optimistic: it WATCHes the hash, reads it whole (an entry that does not parse
+stops every reader and writer, naming the key and field, and is never overwritten), runs the
+change, and writes the agent's entry in MULTI/EXEC; a concurrent writer makes EXEC fail and the
+step is run again. ``last_seen`` and every other time it stores is the Redis server's (``TIME``),
+so agents on hosts whose clocks differ are compared on one clock.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, TypeVar
+
+from .agent_registry import AgentRegistry
+from .clock import format_ts
+from .errors import BackendUnavailable, ValidationError
+from .redis_backend import RedisStore
+from .store_check import Problem, read_problems
+
+__all__ = ["RedisAgentRegistry"]
+
+R = TypeVar("R")
+_RETRIES = 100  # optimistic rounds before giving up: 8 busy writers settle in a handful
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class RedisAgentRegistry(RedisStore, AgentRegistry):
+    """The agents of one workspace in one Redis database (see the module docstring)."""
+
+    def where(self) -> str:
+        return f"redis key {self._key('agents')}"
+
+    def owns(self, path: str) -> bool:
+        return False  # no file of the checkout is this registry
+
+    def create(self) -> Optional[str]:
+        made = self._run("create the agent registry", lambda: self.client.set(self._key("agents:created"), 1, nx=True))
+        return self.where() if made else None
+
+    def _decode(self, everything: dict, order: list) -> dict[str, dict]:
+        ranked = {_text(name): n for n, name in enumerate(order)}
+        found: dict[str, dict] = {}
+        for raw_name in sorted(everything, key=lambda name: (ranked.get(_text(name), len(ranked)), _text(name))):
+            name = _text(raw_name)
+            try:
+                entry = json.loads(_text(everything[raw_name]))
+                if not isinstance(entry, dict):
+                    raise ValueError(f"not a mapping but {type(entry).__name__}")
+            except ValueError as exc:
+                raise ValidationError(f"the entry of agent {name[:60]!r} does not parse: {exc}",
+                                      path=f"{self.where()} field {name}",
+                                      hint="fix it with HSET, or HDEL it (the agent registers again); "
+                                           "it was not changed") from None
+            found[name] = entry
+        return found
+
+    def entries(self) -> Optional[dict[str, dict]]:
+        def fetch() -> tuple:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(self._key("agents:created"))
+            pipe.hgetall(self._key("agents"))
+            pipe.zrange(self._key("agents:order"), 0, -1)
+            return tuple(pipe.execute())
+
+        created, everything, order = self._run("read the agent registry", fetch)
+        if not created and not everything:
+            return None
+        return self._decode(everything, order)
+
+    def update(self, agent_id: str, change: Callable[[dict, str], Optional[R]], *, create: bool) -> Optional[R]:
+        import redis  # only a Redis backend gets here
+
+        agents, order = self._key("agents"), self._key("agents:order")
+        created, seq = self._key("agents:created"), self._key("agents:seq")
+
+        def attempt() -> tuple[bool, Optional[R]]:
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(agents, created)
+                    if not pipe.exists(created) and not pipe.exists(agents) and not create:
+                        return True, None
+                    beats = self._decode(pipe.hgetall(agents), pipe.zrange(order, 0, -1))
+                    seconds, micros = pipe.time()
+                    now = format_ts(datetime.fromtimestamp(int(seconds), timezone.utc).replace(microsecond=int(micros)))
+                    had = agent_id in beats
+                    result = change(beats, now)
+                    if result is None:
+                        return True, None
+                    pipe.multi()
+                    pipe.set(created, 1)
+                    if agent_id in beats:
+                        pipe.hset(agents, agent_id, json.dumps(beats[agent_id], separators=(",", ":"),
+                                                               ensure_ascii=False))
+                        if not had:
+                            pipe.eval("return redis.call('ZADD', KEYS[1], 'NX', redis.call('INCR', KEYS[2]), ARGV[1])",
+                                      2, order, seq, agent_id)
+                    else:
+                        pipe.hdel(agents, agent_id)
+                        pipe.zrem(order, agent_id)
+                    pipe.execute()
+                    return True, result
+                except redis.exceptions.WatchError:
+                    return False, None  # another writer came first: read again
+
+        for _ in range(_RETRIES):
+            done, result = self._run(f"update the entry of {agent_id}", attempt)
+            if done:
+                return result
+        raise BackendUnavailable(f"the entry of {agent_id} kept changing under {_RETRIES} attempts to update it",
+                                 path=self.where(), hint="retry")
+
+    def check(self) -> tuple[list[Problem], int]:
+        found: list = []
+        problems = read_problems(self.where(), lambda: found.append(self.entries()))
+        if not problems and found[0] is None:
+            return [], 0  # no registry yet
+        return problems, 1

@@ -1,0 +1,381 @@
+"""task_index.py: a cold listing parses only what changed; the index is a cache that is never wrong or fatal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import LIB
+from procs import run_together
+from swarmfile import claims, task_index, task_store, tasks
+from swarmfile.config import load_config
+from swarmfile.tasks import Status
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def write(root: Path, task_id: str, status: str = "pending", folder: str = "", extra: str = "") -> Path:
+    directory = root / "tasks" / "active" / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{task_id}.md"
+    path.write_text(f"# {task_id}: task {task_id}\n\n**Type:** implement\n**Priority:** medium\n"
+                    f"**Status:** {status}\n**Created:** 2026-01-01T00:00:00Z\n{extra}\n## Objective\n\nDo it.\n\n"
+                    "## Success Criteria\n\n- [ ] one\n- [x] two [IP:agent-1]\n")
+    return path
+
+
+@pytest.fixture
+def trust_all(monkeypatch):
+    """Every file counts as settled: the tests that are not about racily clean files need not wait 2 s."""
+    monkeypatch.setattr(task_index, "RACY_NS", -10**12)
+
+
+@pytest.fixture
+def eager(monkeypatch):
+    """The index is written again after every change (not after _INDEX_STALE_FILES of them)."""
+    monkeypatch.setattr(task_store, "_INDEX_STALE_FILES", 1)
+
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """The names of the task files parsed by listings, in order (a spy on task_store's parser)."""
+    seen: list[str] = []
+    real = task_store.parse_task
+
+    def spy(text, path=None):
+        seen.append(Path(path).name)
+        return real(text, path)
+
+    monkeypatch.setattr(task_store, "parse_task", spy)
+    return seen
+
+
+def cold_ready(root: Path) -> dict[str, tasks.Task]:
+    """The ready query as the first call of a new process: nothing in memory but the index on disk."""
+    task_store.clear_cache()
+    return {t.task_id: t for t in claims.ready_tasks(root=root)}
+
+
+def cold_listing(root: Path) -> dict[str, tasks.Task]:
+    task_store.clear_cache()
+    cfg = load_config(root=root)
+    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=[])
+    return {t.task_id: t for t in active + completed}
+
+
+def index_of(root: Path) -> Path:
+    return task_index.index_file(load_config(root=root).runtime_dir)
+
+
+# ---------------------------------------------------------------------------- what a cold listing parses
+
+
+def test_a_cold_listing_parses_only_the_files_that_changed(workspace, trust_all, parsed):
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    assert len(cold_ready(workspace)) == 20 and len(parsed) == 20  # no index yet: every file
+    assert index_of(workspace).is_file()
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 20 and parsed == []  # nothing changed: nothing parsed
+    write(workspace, "T-05", status="blocked")
+    found = cold_ready(workspace)
+    assert parsed == ["T-05.md"] and "T-05" not in found and len(found) == 19
+
+
+def test_an_edit_in_place_that_keeps_size_and_mtime_is_seen(workspace, trust_all):
+    path = write(workspace, "T-1")
+    before = os.stat(path)
+    assert "T-1" in cold_ready(workspace)
+    text = path.read_bytes().replace(b"**Status:** pending", b"**Status:** blocked")  # same length
+    with open(path, "r+b") as handle:  # same inode: an editor that writes in place
+        handle.write(text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and a tool that keeps the mtime
+    after = os.stat(path)
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (before.st_size, before.st_ino, before.st_mtime_ns)
+    assert cold_ready(workspace) == {}  # the ctime moved: re-read, blocked
+    assert cold_listing(workspace)["T-1"].status is Status.BLOCKED
+
+
+def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_all, eager, parsed):
+    write(workspace, "T-1")
+    gone = write(workspace, "T-2")
+    moved = write(workspace, "T-3")
+    write(workspace, "E-1", folder="epic-a")
+    assert set(cold_ready(workspace)) == {"T-1", "T-2", "T-3", "E-1"}
+    write(workspace, "T-4")
+    gone.unlink()
+    moved.rename(moved.with_name("T-3-renamed.md"))
+    (workspace / "tasks" / "active" / "epic-a").rename(workspace / "tasks" / "active" / "epic-b")
+    parsed.clear()
+    found = cold_ready(workspace)
+    assert set(found) == {"T-1", "T-3", "T-4", "E-1"}
+    assert found["T-3"].path.name == "T-3-renamed.md" and found["E-1"].path.parent.name == "epic-b"
+    assert sorted(parsed) == ["E-1.md", "T-3-renamed.md", "T-4.md"]  # T-1 came from the index
+    stored = json.loads(index_of(workspace).read_text())["dirs"]
+    assert not any(key.endswith("epic-a") for key in stored)  # the old folder left the index
+    assert set(stored[str(workspace / "tasks" / "active")]["name"]) == {"T-1.md", "T-3-renamed.md", "T-4.md"}
+
+
+def test_a_completed_dependency_counts_from_the_index(workspace, trust_all):
+    write(workspace, "T-1")
+    write(workspace, "T-2", extra="**Depends On:** T-1")
+    assert set(cold_ready(workspace)) == {"T-1"}
+    lease = claims.claim_task("T-1", "agent-1", root=workspace)
+    claims.complete(lease, root=workspace)
+    task_store.move_to_completed("T-1", root=workspace)
+    assert set(cold_ready(workspace)) == {"T-2"}
+    assert set(cold_ready(workspace)) == {"T-2"}  # and from the index written by the listing before
+
+
+def test_documents_and_broken_files_stay_out_and_broken_ones_are_reported_each_time(workspace, trust_all, parsed):
+    write(workspace, "T-1")
+    notes = workspace / "tasks" / "active" / "epic" / "THOUGHTS.md"
+    notes.parent.mkdir()
+    notes.write_text("# THOUGHTS: T-1\n\n## Status: done\n")
+    broken = workspace / "tasks" / "active" / "T-9.md"
+    broken.write_text("no title here\n")
+    for _ in range(2):
+        parsed.clear()
+        task_store.clear_cache()
+        cfg = load_config(root=workspace)
+        errors: list = []
+        active, _ = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
+        assert [t.task_id for t in active] == ["T-1"]
+        assert [Path(e.path).name for e in errors] == ["T-9.md"]
+    assert parsed == ["T-9.md"]  # the document's verdict came from the index; the broken file is parsed again
+
+
+# ---------------------------------------------------------------------------- tasks from the index
+
+
+def test_a_task_from_the_index_reads_the_rest_of_its_file_on_first_use(workspace, trust_all):
+    path = write(workspace, "T-1", extra="**Depends On:** T-0\n**Possible Duplicate Of:** T-7")
+    (workspace / "tasks" / "completed" / "T-0.md").write_text("# T-0: done\n\n**Status:** completed\n")
+    cold_ready(workspace)
+    task = cold_ready(workspace)["T-1"]
+    assert task_index.is_summary(task)
+    full = tasks.parse_task(path.read_text(), path)
+    assert task.to_dict() == full.to_dict()
+    assert task.field("Possible Duplicate Of") == "T-7" and [i.text for i in task.checklist] == ["one", "two"]
+    assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
+
+
+@pytest.mark.parametrize("head", ["**Status:** done\n**Priority:** 3", "**Status:** weird\n**Priority:** HIGH", "",
+                                  "**Status:** in progress\n**Created:** yesterday"])
+def test_a_task_from_the_index_equals_the_parsed_file(workspace, trust_all, head):
+    path = workspace / "tasks" / "active" / "T-1.md"
+    path.write_text(f"# T-1: title\n\n{head}\n")
+    cold_listing(workspace)
+    task = cold_listing(workspace)["T-1"]
+    full = tasks.parse_task(path.read_text(), path)
+    assert task_index.is_summary(task) and task.to_dict() == full.to_dict()
+    assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
+
+
+def test_a_full_listing_after_an_indexed_one_parses_the_files(workspace, trust_all):
+    write(workspace, "T-1")
+    cold_ready(workspace)
+    task_store.clear_cache()
+    claims.ready_tasks(root=workspace)  # the process's listing came from the index
+    listed = task_store.list_tasks(root=workspace)
+    assert [type(t) for t in listed] == [tasks.Task]  # not the summary: callers of list_tasks get it all
+    assert type(task_store.load_task(listed[0].path)) is tasks.Task
+
+
+# ---------------------------------------------------------------------------- never wrong, never fatal
+
+
+@pytest.mark.parametrize("damage", ["deleted", "empty", "truncated", "garbage", "other format", "wrong shapes",
+                                    "a directory", "not utf-8", "ragged columns"])
+def test_a_damaged_index_is_rebuilt_silently(workspace, trust_all, damage, caplog):
+    write(workspace, "T-1")
+    write(workspace, "T-2", status="blocked")
+    cold_ready(workspace)
+    index = index_of(workspace)
+    good = index.read_bytes()
+    index.unlink()
+    if damage == "empty":
+        index.write_bytes(b"")
+    elif damage == "truncated":
+        index.write_bytes(good[:len(good) // 2])
+    elif damage == "garbage":
+        index.write_bytes(os.urandom(300))
+    elif damage == "other format":
+        index.write_text(json.dumps({**json.loads(good), "format": 999}))
+    elif damage == "wrong shapes":
+        index.write_text('{"format": %d, "dirs": {"%s": {"T-1.md": [1, 2], "T-2.md": "x"}}}'
+                         % (task_index.FORMAT, workspace / "tasks" / "active"))
+    elif damage == "a directory":
+        index.mkdir()
+    elif damage == "not utf-8":
+        index.write_bytes(b"\xff\xfe" + good)
+    elif damage == "ragged columns":
+        document = json.loads(good)
+        document["dirs"][str(workspace / "tasks" / "active")]["status"].pop()
+        index.write_text(json.dumps(document))
+    assert set(cold_ready(workspace)) == {"T-1"}
+    if damage == "a directory":  # cannot be replaced: the listing still works, the cause is logged once
+        assert "cannot write the task index" in caplog.text
+        return
+    assert json.loads(index.read_text())["format"] == task_index.FORMAT  # rebuilt
+    assert set(cold_ready(workspace)) == {"T-1"}
+
+
+def test_an_old_index_put_back_never_gives_a_wrong_status(workspace, trust_all):
+    """A slow writer can replace a newer index with an older one: every entry is still checked."""
+    for n in range(5):
+        write(workspace, f"T-{n}")
+    cold_ready(workspace)
+    old = index_of(workspace).read_bytes()
+    lease = claims.claim_task("T-0", "agent-1", root=workspace)  # the runtime rewrites T-0 (a new inode)
+    write(workspace, "T-1", status="blocked")
+    task_store.set_field(workspace / "tasks" / "active" / "T-2.md", "Status", "cancelled", root=workspace)
+    assert set(cold_ready(workspace)) == {"T-3", "T-4"}
+    index_of(workspace).write_bytes(old)
+    assert set(cold_ready(workspace)) == {"T-3", "T-4"}
+    claims.release(lease, root=workspace)
+    assert set(cold_ready(workspace)) == {"T-0", "T-3", "T-4"}
+
+
+def test_a_few_changed_files_are_parsed_again_rather_than_the_index_rewritten(workspace, trust_all, parsed):
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    cold_ready(workspace)
+    written = index_of(workspace).stat()
+    for n in range(task_store._INDEX_STALE_FILES - 1):
+        write(workspace, f"T-{n:02d}", status="blocked")
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 20 - (task_store._INDEX_STALE_FILES - 1)
+    assert len(parsed) == task_store._INDEX_STALE_FILES - 1 and index_of(workspace).stat() == written
+    write(workspace, "T-19", status="blocked")  # one more: now the index is written again
+    cold_ready(workspace)
+    assert index_of(workspace).stat() != written
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 20 - task_store._INDEX_STALE_FILES and parsed == []
+
+
+def test_racily_clean_files_are_not_trusted_by_the_index(workspace, parsed):
+    """A file changed within RACY_NS of being read can change again with the same stat key: never indexed."""
+    old = write(workspace, "T-OLD")
+    settled = os.stat(old).st_ctime_ns
+    fresh = write(workspace, "T-NEW")
+    cold_ready(workspace)
+    stored = json.loads(index_of(workspace).read_text())["dirs"][str(workspace / "tasks" / "active")]
+    # Both were written just now (their ctime cannot be set back): neither is in the index yet ...
+    assert stored["name"] == [] and os.stat(fresh).st_ctime_ns >= settled
+    parsed.clear()
+    assert set(cold_ready(workspace)) == {"T-OLD", "T-NEW"}
+    assert sorted(parsed) == ["T-NEW.md", "T-OLD.md"]  # ... so the next cold listing reads both again
+
+
+def test_racy_rule_uses_the_time_of_the_read(workspace, monkeypatch):
+    """The rule in numbers: an entry is kept only when its ctime is RACY_NS older than its read."""
+    monkeypatch.setattr(task_index, "RACY_NS", 1000)
+    task = tasks.parse_task("# T-1: x\n", "T-1.md")
+    entries = {"a.md": ((1, 2, 3, 5000), task, 6001), "b.md": ((1, 2, 3, 5000), task, 6000),
+               "c.md": ((1, 2, 3, 5000), task, task_index.TRUSTED)}
+    target = workspace / ".swarm" / "task-index.json"
+    task_index.save(target, {"/d": entries}, object())
+    assert set(json.loads(target.read_text())["dirs"]["/d"]["name"]) == {"a.md", "c.md"}
+
+
+def test_an_unwritable_index_costs_speed_not_work(workspace, trust_all, caplog):
+    write(workspace, "T-1")
+    runtime = load_config(root=workspace).runtime_dir
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    runtime.write_text("a file where the runtime folder should be\n")  # every write under it fails
+    assert set(cold_ready(workspace)) == {"T-1"}
+    assert "cannot write the task index" in caplog.text
+
+
+# ---------------------------------------------------------------------------- real processes
+
+
+def _hammer(root: str, task_id: str, rounds: int) -> int:
+    """Edit one task and list cold, ``rounds`` times: every round writes the index again."""
+    from swarmfile import task_index as index_mod
+
+    index_mod.RACY_NS = -10**12  # trust every file (the test is about torn writes, not racy ones)
+    task_store._INDEX_STALE_FILES = 1  # and write the index after every change
+    path = Path(root) / "tasks" / "active" / f"{task_id}.md"
+    for n in range(rounds):
+        text = path.read_text()
+        path.write_text(text.rstrip("\n").rsplit("\n", 1)[0] + f"\n- [ ] round {n}\n")
+        task_store.clear_cache()
+        assert task_id in {t.task_id for t in claims.ready_tasks(root=root)}
+    return rounds
+
+
+def _read_index(root: str, rounds: int) -> int:
+    """Read the index while the others write it: it is always whole JSON (or not there yet)."""
+    path = task_index.index_file(load_config(root=root).runtime_dir)
+    whole = 0
+    for _ in range(rounds):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        json.loads(data)  # raises on a torn index
+        whole += 1
+    return whole
+
+
+def test_concurrent_writers_never_leave_a_torn_index(workspace):
+    for n in range(8):
+        write(workspace, f"T-{n}")
+    for n in range(8, 200):  # a bigger index takes longer to write: more overlap
+        write(workspace, f"T-{n}", status="blocked")
+    jobs = [(_hammer, (str(workspace), f"T-{n}", 15)) for n in range(6)] + [(_read_index, (str(workspace), 300))] * 2
+    results = run_together(_call, jobs, timeout=100)
+    assert sorted(results)[-2:] != [0, 0]  # the readers saw the index
+    assert set(cold_ready(workspace)) == {f"T-{n}" for n in range(8)}
+    assert json.loads(index_of(workspace).read_text())["format"] == task_index.FORMAT
+
+
+def _call(fn, args):
+    return fn(*args)
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def _claims_cli(*args: str, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LIB / "claims.py"), *args, "--root", str(root)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ready_on_the_command_line(workspace):
+    write(workspace, "T-1")
+    write(workspace, "T-2", extra="**Depends On:** T-1")
+    (workspace / "tasks" / "active" / "T-3.md").write_text("# T-3: urgent\n\n**Priority:** critical\n")
+    out = _claims_cli("ready", "--json", root=workspace)
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout)
+    assert [r["task_id"] for r in document["ready"]] == ["T-3", "T-1"] and document["count"] == 2
+    assert document["ready"][1]["path"] == str(workspace / "tasks" / "active" / "T-1.md")
+    table = _claims_cli("ready", "--limit", "1", root=workspace)
+    assert table.returncode == 0 and "T-3" in table.stdout and "... and 1 more" in table.stdout
+    missing = _claims_cli("ready", root=workspace / "nowhere")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "does not exist" in missing.stderr
+
+
+def test_ready_from_an_installed_package(workspace):
+    write(workspace, "T-1")
+    out = subprocess.run([sys.executable, "-m", "swarmfile", "claims", "ready", "--json", "--root", str(workspace)],
+                         capture_output=True, text=True, timeout=60, cwd=LIB)
+    assert out.returncode == 0 and json.loads(out.stdout)["count"] == 1, out.stderr
+
+
+def test_ready_on_the_command_line_does_not_import_the_lease_code(workspace):
+    write(workspace, "T-1")
+    out = subprocess.run([sys.executable, "-X", "importtime", str(LIB / "claims.py"), "ready", "--json",
+                          "--root", str(workspace)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "swarmfile.ready_query" in imported
+    assert not imported & {"swarmfile.claims", "swarmfile.lease_store", "swarmfile.stores", "swarmfile.liveness"}
