@@ -349,7 +349,7 @@ class _Checker:
     # -- worktrees and temp files
 
     def worktree_record(self, path: Path) -> None:
-        from .worktrees import get_worktree
+        from .worktrees import base_ref, get_worktree
 
         try:
             wt = get_worktree(path.stem, root=self.cfg.root)
@@ -364,7 +364,7 @@ class _Checker:
                      f"worktree {wt.name} of task {wt.task_id}: branch {wt.branch} is gone, {where}", fix,
                      action=action, subject=wt.name)
         elif not wt.exists:
-            ahead = _ahead(self.cfg.root, wt.base, wt.branch) if branch else None
+            ahead = _ahead(self.cfg.root, base_ref(wt.base, root=self.cfg.root), wt.branch) if branch else None
             if ahead:
                 self.add(Severity.INFO, "orphan-worktree", path,
                          f"worktree {wt.name} was removed; branch {wt.branch} keeps {ahead} unmerged commit(s)",
@@ -418,8 +418,8 @@ def _branch_state(root: Path, branch: str) -> Optional[bool]:
 
 
 def _ahead(root: Path, base: str, branch: str) -> Optional[int]:
-    """Commits on ``branch`` that ``base`` lacks (None: git cannot tell)."""
-    proc = _git(root, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{branch}")
+    """Commits on ``branch`` that the ref ``base`` lacks (None: git cannot tell)."""
+    proc = _git(root, "rev-list", "--count", f"{base}..refs/heads/{branch}")
     return int(proc.stdout.strip()) if proc is not None and proc.returncode == 0 else None
 
 

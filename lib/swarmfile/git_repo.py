@@ -95,5 +95,6 @@ def dirty_files(cwd: PathLike, untracked: bool = True) -> list[str]:
 
 
 def commits_ahead(cwd: PathLike, base: str, branch: str) -> int:
-    """Commits on ``branch`` that ``base`` does not contain."""
-    return int(git(cwd, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{branch}").stdout.strip())
+    """Commits on ``branch`` that ``base`` (a branch, or a full ref such as ``refs/remotes/origin/main``) lacks."""
+    base = base if base.startswith("refs/") else f"refs/heads/{base}"
+    return int(git(cwd, "rev-list", "--count", f"{base}..refs/heads/{branch}").stdout.strip())

@@ -22,16 +22,22 @@ files, excepted), else MergeRefused and nothing is merged. ``git merge --no-ff``
 ``git merge --abort`` leaves base as it was, the task is marked ``needs_attention`` with the
 conflicting files and the branch is kept. Events: ``merged`` (commit, branch), ``merge_conflict``
 (files, branch), ``merge_failed`` (error, branch).
+
+With ``worktrees.remote`` (several hosts, each with its own clone) a merge goes into the
+remote's base instead, through remote_merge.py, and never touches the root checkout (which
+may then be on any branch, with any changes); its events add ``remote``, ``host``,
+``attempts`` and ``local_base``. A remote that cannot be reached raises GitError with the
+entry still pending, like a MergeRefused.
 """
 
 from __future__ import annotations
 
-from . import stores, task_store
+from . import remote_merge, stores, task_store
 import logging
 import os
 import secrets
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
@@ -45,7 +51,7 @@ from .cli import table
 from .errors import GitError, MergeRefused
 from .records import Record
 from .git_repo import branch_tip, commit_of, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
-from .worktrees import NAME_PATTERN, Worktree, commit, find_by_branch, get_worktree, resolve_base, retire, setting
+from .worktrees import NAME_PATTERN, Worktree, base_ref, commit, find_by_branch, get_worktree, resolve_base, retire, setting
 from .yaml_log import read_kept
 
 __all__ = [
@@ -198,7 +204,7 @@ def finish(worktree: Worktree, message: Optional[str] = None, *, root: Optional[
     """
     cfg = load_config(root=root if root is not None else worktree.root)
     commit(worktree, message)
-    if commits_ahead(cfg.root, worktree.base, worktree.branch) == 0:
+    if commits_ahead(cfg.root, base_ref(worktree.base, root=cfg.root), worktree.branch) == 0:
         return None
     return enqueue(worktree, root=cfg.root)
 
@@ -228,7 +234,14 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
 
 @contextmanager
 def merge_lock(*, root: Optional[PathLike] = None) -> Iterator[Path]:
-    """Hold the workspace's merge lock (across processes) for the ``with`` block."""
+    """Hold the workspace's merge lock (across processes) for the ``with`` block.
+
+    Every merge takes the lock here and nowhere else: this body is the one place a lock shared
+    by several hosts (the Redis backend's) replaces the file lock. Until then, with
+    ``worktrees.remote`` the file lock orders the merges of one host only; hosts are kept
+    from overwriting each other's merges by the remote itself, which takes a push of the base
+    only as a fast-forward (remote_merge.py).
+    """
     cfg = load_config(root=root)
     with locked(cfg.runtime_dir / "merge.lock", lock_dir=cfg.lock_dir,
                 timeout=float(setting(cfg, "merge_lock_seconds"))) as sidecar:
@@ -282,9 +295,41 @@ def _event(cfg: Config, type: str, agent_id: str, task_id: str, **data: Any) -> 
     events.append_event(type, agent_id, task_id, root=cfg.root, **data)
 
 
+def _merge_remote_locked(cfg: Config, remote: str, branch: str, task_id: str, agent_id: str, base: str,
+                         entry_id: Optional[str]) -> MergeResult:
+    """Merge ``branch`` into the remote's ``base`` (remote_merge.py); the caller holds the merge lock."""
+    top = toplevel(cfg.root)
+    done = remote_merge.merge_into_remote(
+        root=cfg.root, remote=remote, branch=branch, base=base, message=f"Merge {branch}: {task_id} [swarm {agent_id}]",
+        identity=identity(cfg.root, agent_id), attempts=int(setting(cfg, "push_attempts")),
+        ignorable=lambda rel: _shared_file(cfg, top, rel))
+    status = MergeStatus(done.status)
+    where = {"branch": branch, "remote": remote, "host": remote_merge.host(), "attempts": done.attempts}
+    if done.local_base:
+        where["local_base"] = done.local_base
+    result = MergeResult(branch=branch, task_id=task_id, agent_id=agent_id, base=base, status=status, id=entry_id,
+                         commit=done.commit, files=done.files, error=done.error)
+    if status is MergeStatus.MERGED:
+        warning = _note("log the event", lambda: _event(cfg, "merged", agent_id, task_id, commit=done.commit, **where))
+    elif status is MergeStatus.CONFLICT:
+        warning = _note("log the event", lambda: _event(cfg, "merge_conflict", agent_id, task_id,
+                                                        files=list(done.files), **where))
+        warning = _note("mark the task", lambda: _flag_task(cfg, task_id, {"Merge Conflict": ", ".join(done.files)})) \
+            or warning
+    elif status is MergeStatus.FAILED:
+        warning = _note("log the event", lambda: _event(cfg, "merge_failed", agent_id, task_id, error=done.error,
+                                                        **where))
+    else:
+        warning = None
+    return replace(result, warning=warning)
+
+
 def _merge_locked(cfg: Config, branch: str, task_id: str, agent_id: str, base: str,
                   entry_id: Optional[str] = None) -> MergeResult:
-    """Merge ``branch`` into ``base`` in the root checkout; the caller holds the merge lock."""
+    """Merge ``branch`` into ``base`` in the root checkout (or the remote's); the caller holds the merge lock."""
+    remote = setting(cfg, "remote")
+    if remote:
+        return _merge_remote_locked(cfg, str(remote), branch, task_id, agent_id, base, entry_id)
     _check_root(cfg, base)
 
     def result(status: MergeStatus, **more: Any) -> MergeResult:
@@ -331,7 +376,13 @@ def _merge_locked(cfg: Config, branch: str, task_id: str, agent_id: str, base: s
 
 
 def _after_merge(cfg: Config, result: MergeResult, worktree_name: Optional[str]) -> None:
-    if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not worktree_name or not setting(cfg, "remove_after_merge"):
+    if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not setting(cfg, "remove_after_merge"):
+        return
+    remote, tip = setting(cfg, "remote"), branch_tip(cfg.root, result.branch)
+    if remote and tip is not None:  # the copy pushed for the merge; a branch of another host is its to clean up
+        _note("delete the merged branch from the remote",
+              lambda: remote_merge.delete_remote_branch(root=cfg.root, remote=str(remote), branch=result.branch, tip=tip))
+    if not worktree_name:
         return
     try:
         wt = get_worktree(worktree_name, root=cfg.root)

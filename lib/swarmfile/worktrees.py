@@ -37,13 +37,13 @@ from .config import Config, load_config, validate_id
 from .errors import GitError, MergeRefused, NotFoundError, SwarmError, ValidationError, WorktreeBusy
 from .fileio import atomic_write, dump_yaml, expect_mapping, load_yaml_file, locked
 from .records import Record
-from .git_repo import branch_tip, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
+from .git_repo import branch_tip, commit_of, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 
 __all__ = [
     "GitError", "WorktreeBusy", "MergeRefused", "Worktree", "Cleanup",
     "create", "create_for_lease", "commit", "changed_files", "remove", "retire", "run_env",
     "list_worktrees", "get_worktree", "find_by_branch", "cleanup_stale",
-    "resolve_base", "ensure_excluded", "live_lease", "setting", "git",
+    "resolve_base", "base_ref", "ensure_excluded", "live_lease", "setting", "git",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -69,6 +69,20 @@ def resolve_base(*, root: Optional[PathLike] = None, base: Optional[str] = None)
         raise ValidationError("the root checkout has a detached HEAD, so there is no base branch", path=cfg.root,
                               hint="check out the base branch, or set worktrees.base_branch in swarm.yaml")
     return current
+
+
+def base_ref(base: str, *, root: Optional[PathLike] = None) -> str:
+    """The ref task branches of ``base`` are cut from and measured against.
+
+    With ``worktrees.remote``: the remote's base as last fetched (every merge fetches it), so a
+    task starts from what the hosts share and never carries commits only this clone has; else
+    (or before the first fetch) the local base branch.
+    """
+    cfg = load_config(root=root)
+    remote = setting(cfg, "remote")
+    if remote and commit_of(cfg.root, f"refs/remotes/{remote}/{base}") is not None:
+        return f"refs/remotes/{remote}/{base}"
+    return f"refs/heads/{base}"
 
 
 def ensure_excluded(*, root: Optional[PathLike] = None) -> bool:
@@ -226,7 +240,7 @@ def create(task_id: str, agent_id: str, *, root: Optional[PathLike] = None, base
     validate_id(agent_id, "agent id")
     cfg = load_config(root=root)
     base = resolve_base(root=cfg.root, base=base)
-    base_commit = branch_tip(cfg.root, base)
+    base_commit = commit_of(cfg.root, base_ref(base, root=cfg.root))
     if base_commit is None:
         raise NotFoundError(f"base branch {base!r} does not exist or has no commits", path=cfg.root,
                             hint="commit something first, or set worktrees.base_branch")
@@ -298,7 +312,8 @@ def commit(worktree: Worktree, message: Optional[str] = None) -> Optional[str]:
 def changed_files(worktree: Worktree) -> list[str]:
     """Files the branch changed since its merge-base with the base branch, plus uncommitted ones."""
     path = worktree.path
-    base = worktree.base if branch_tip(path, worktree.base) else worktree.base_commit
+    ref = base_ref(worktree.base, root=worktree.root) if worktree.root is not None else f"refs/heads/{worktree.base}"
+    base = ref if commit_of(path, ref) else worktree.base_commit
     if not base:
         raise NotFoundError(f"base branch {worktree.base!r} no longer exists", path=path, task_id=worktree.task_id)
     fork = git(path, "merge-base", base, "HEAD").stdout.strip()
@@ -391,7 +406,8 @@ def retire(worktree: Union[Worktree, str], *, root: Optional[PathLike] = None,
         if tip is None:
             reason = "its branch no longer exists"
         else:
-            ahead = commits_ahead(cfg.root, wt.base, wt.branch)
+            # with a remote: merged into the remote's base, though the local one may lag (a dirty checkout)
+            ahead = commits_ahead(cfg.root, base_ref(wt.base, root=cfg.root), wt.branch)
             if ahead:
                 _drop_dir(cfg, wt)  # the commits live on in the branch; the record keeps it listed
                 return report("branch_kept", f"{ahead} unmerged commit(s) on {wt.branch}")
