@@ -297,7 +297,7 @@ def _many_tasks(root, count):
             f"**Created:** 2026-01-01T00:00:{n % 60:02d}Z\n")
 
 
-# 2,000 tasks by 8 processes: about 20 s on 2 idle CPUs, several minutes on a machine loaded 10x over.
+# 2,000 tasks by 8 processes: 27-29 s on 2 idle CPUs (files and Redis), over 2 minutes on a machine loaded 10x over.
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_eight_processes_claim_each_task_exactly_once(workspace, backend):
