@@ -20,6 +20,7 @@ import merge_queue as mq
 import worktrees as wtm
 from swarmfile import config, lifecycle, remote_merge, task_store, tasks
 from swarmfile.errors import GitError, ValidationError
+from gitenv import git, hermetic_git
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,23 +28,12 @@ pytestmark = pytest.mark.timeout(120)
 LIB = Path(__file__).resolve().parent.parent / "lib"
 
 
-def git(cwd, *args) -> str:
-    proc = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.rstrip("\n")
-
-
 @pytest.fixture(autouse=True)
 def _hermetic_git(tmp_path, monkeypatch):
-    """No global or system git config, and no transport but the local filesystem."""
-    empty = tmp_path / "gitconfig"
-    empty.write_text("")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    """As everywhere (gitenv), and no transport but the local filesystem."""
+    hermetic_git(tmp_path, monkeypatch)
     monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "file")
     monkeypatch.delenv("SWARM_ROOT", raising=False)
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

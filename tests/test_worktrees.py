@@ -20,6 +20,7 @@ from swarmfile import task_store
 import worktrees as wtm
 from swarmfile.clock import utc_now
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from gitenv import git, hermetic_git
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,21 +28,9 @@ pytestmark = pytest.mark.timeout(60)
 LIB = Path(__file__).resolve().parent.parent / "lib"
 
 
-def git(cwd, *args) -> str:
-    proc = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.rstrip("\n")
-
-
 @pytest.fixture(autouse=True)
 def _hermetic_git(tmp_path, monkeypatch):
-    """No global or system git config: identity and hooks come only from the test repository."""
-    empty = tmp_path / "gitconfig"
-    empty.write_text("")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
-        monkeypatch.delenv(name, raising=False)
+    hermetic_git(tmp_path, monkeypatch)
 
 
 def _task(root: Path, task_id: str) -> None:
