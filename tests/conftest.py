@@ -94,3 +94,19 @@ def backend(request, workspace):
         config._cache.clear()
         return server
     return None
+
+
+def backend_config(root: Path, setting: str, extra: str = ""):
+    """The workspace's Config with swarm.yaml saying ``backend: setting`` (a name, or a Redis URL).
+
+    The file is written only when it differs: the child processes of a race find it written by
+    their parent and must not rewrite it under a sibling that is reading it.
+    """
+    from swarmfile import config
+
+    wanted = f"backend: {setting}\n{extra}"
+    path = root / "swarm.yaml"
+    if not path.exists() or path.read_text() != wanted:
+        path.write_text(wanted)
+    config._cache.clear()
+    return config.load_config(root=root)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from swarmfile import config, stores
+from swarmfile import stores
 from swarmfile.agent_registry import KEEP, AgentRegistry
 from swarmfile.clock import HOSTNAME
 from swarmfile.errors import InvalidIdError, NotFoundError, SwarmError, ValidationError
+from conftest import backend_config
 from procs import run_together
 
 # One swarm.yaml backend per AgentRegistry implementation.
@@ -24,12 +25,7 @@ IMPLEMENTATIONS = ["files", "redis"]
 
 def _make(name: str, root: Path) -> AgentRegistry:
     """The registry ``backend: name`` gives (``name`` is the setting: a Redis URL for redis)."""
-    wanted = f"backend: {name}\n"
-    setting = root / "swarm.yaml"
-    if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
-        setting.write_text(wanted)
-    config._cache.clear()
-    return stores.agent_registry(config.load_config(root=root))
+    return stores.agent_registry(backend_config(root, name))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

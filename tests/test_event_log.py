@@ -15,6 +15,7 @@ import pytest
 from swarmfile import config, stores
 from swarmfile.errors import SwarmError, ValidationError
 from swarmfile.event_log import EventLog, make_event
+from conftest import backend_config
 from procs import run_together
 
 # One swarm.yaml backend per EventLog implementation.
@@ -22,12 +23,7 @@ IMPLEMENTATIONS = ["files"]
 
 
 def _make(name: str, root: Path, extra: str = "") -> EventLog:
-    wanted = f"backend: {name}\n{extra}"
-    setting = root / "swarm.yaml"
-    if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
-        setting.write_text(wanted)
-    config._cache.clear()
-    return stores.event_log(config.load_config(root=root))
+    return stores.event_log(backend_config(root, name, extra))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

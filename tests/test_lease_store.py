@@ -16,6 +16,7 @@ from swarmfile.lease_journal import JournalLeaseTable
 from swarmfile.lease_store import Assignment, FileLeaseTable, Lease, LeaseState, LeaseTable
 from swarmfile.stores import lease_table
 from leases import corrupt_lease
+from conftest import backend_config
 from procs import run_together
 
 # Each implementation by its swarm.yaml backend name ("redis": a private redis-server's URL);
@@ -29,12 +30,7 @@ def _make(name: str, root: Path) -> LeaseTable:
     if name == "lease-files":
         config._cache.clear()
         return FileLeaseTable(config.load_config(root=root))
-    wanted = f"backend: {name}\n"
-    setting = root / "swarm.yaml"
-    if not setting.exists() or setting.read_text() != wanted:  # children find it written by the parent
-        setting.write_text(wanted)
-    config._cache.clear()
-    return lease_table(config.load_config(root=root))
+    return lease_table(backend_config(root, name))
 
 
 @pytest.fixture(params=BACKENDS)
