@@ -125,6 +125,17 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+
+def _record(raw: Any, what: str, where: str, hint: str, **context: Any) -> dict:
+    """A stored JSON record as a mapping; ValidationError naming the key when it is none."""
+    try:
+        data = json.loads(_text(raw))
+        if not isinstance(data, dict):
+            raise ValueError("not a mapping")
+    except ValueError as exc:
+        raise ValidationError(f"{what} does not parse: {exc}", path=where, hint=hint, **context) from None
+    return data
+
 class RedisLeaseTable(RedisStore, LeaseTable):
     """Leases and assignments of one workspace in one Redis database (see the module docstring)."""
 
@@ -177,13 +188,8 @@ class RedisLeaseTable(RedisStore, LeaseTable):
 
     def _decode(self, raw: Any, task_id: str) -> Lease:
         where = f"redis key {self.where(task_id)}"
-        try:
-            data = json.loads(_text(raw))
-            if not isinstance(data, dict):
-                raise ValueError("not a mapping")
-        except ValueError as exc:
-            raise ValidationError(f"lease record does not parse: {exc}", path=where, task_id=task_id,
-                                  hint="restore it (HSET ... rec) or delete the key; the task's claim is unknown") from None
+        data = _record(raw, "lease record", where, "restore it (HSET ... rec) or delete the key; the task's claim is unknown",
+                       task_id=task_id)
         return Lease.from_dict(data, where)  # type: ignore[arg-type]  (a key name, not a path)
 
     def read(self, task_id: str) -> Optional[Lease]:
@@ -331,13 +337,7 @@ class RedisLeaseTable(RedisStore, LeaseTable):
 
     def _assignment(self, agent_id: str, raw: Any) -> Assignment:
         where = f"redis key {self._key('assignments')} field {agent_id}"
-        try:
-            data = json.loads(_text(raw))
-            if not isinstance(data, dict):
-                raise ValueError("not a mapping")
-        except ValueError as exc:
-            raise ValidationError(f"assignment does not parse: {exc}", path=where,
-                                  hint="delete the field (HDEL); the planner assigns again") from None
+        data = _record(raw, "assignment", where, "delete the field (HDEL); the planner assigns again")
         assigned_at = str(data.pop("assigned_at", "") or "")
         return Assignment(agent_id, Lease.from_dict(data, where), assigned_at)  # type: ignore[arg-type]
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the interfaces, for types only: a store's module loads when
     from .event_log import EventLog
     from .lease_store import LeaseTable
 
-__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", "file_lease_table",
+__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry",
            "journal_lease_table", "file_event_log", "file_agent_registry"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -44,12 +44,6 @@ class Backend:
 
 # Each implementation is imported when its first store is made, so that a command line loads only
 # the stores it uses (agent_discovery.py's start-up is benchmarked).
-
-
-def file_lease_table(cfg: Config) -> "LeaseTable":
-    from .lease_store import FileLeaseTable
-
-    return FileLeaseTable(cfg)
 
 
 def journal_lease_table(cfg: Config) -> "LeaseTable":
