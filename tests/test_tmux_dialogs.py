@@ -63,6 +63,17 @@ def test_a_task_is_never_typed_into_the_trust_dialog_which_is_answered_only_when
     assert (answered["dialog"], answered["choice"]) == ("workspace trust", "Yes, I trust this folder")
 
 
+def test_a_dropped_enter_at_the_trust_dialog_is_pressed_again_at_once(workspace, sock):
+    # Regression (CI): the trust dialog kept its menu after the Enter; it was answered again only
+    # after the 30 s cooldown, and the task was not done in time.
+    (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true}\n")
+    (pane,) = start(workspace, "--trust-dialog", "--trust-drops", "1")
+    wait_for(pane, "Enter to confirm")
+    assert [a["action"] for a in Bridge(root=str(workspace)).auto_confirm_once()] == ["chose 'Yes, I trust this folder'"]
+    wait_for(pane, "agent> ")
+    assert len(events.read_events(types=["dialog_answered"], root=workspace)) == 1
+
+
 def test_dispatch_waits_for_a_slow_starting_agent_instead_of_typing_into_nothing(workspace, sock):
     # Regression: the [TASK] line was typed before the CLI read keys; it was lost and typed
     # again only after the 60 s ack timeout.
@@ -102,14 +113,28 @@ def test_a_line_that_never_leaves_the_input_is_shown_and_taken_back_at_the_ack_t
     assert bridge.dispatch_ready() == []  # never typed after a line still in the input
 
 
-def permission_screen(tmp_path, edit=lambda text: text):
-    """A pane command that shows the real permission prompt and then prints the first key it gets."""
+PERMISSION_PANE = """\
+import os, sys, tty
+screen, drops = open(sys.argv[1]).read(), int(sys.argv[2])
+sys.stdout.write(screen); sys.stdout.flush()
+tty.setraw(0)
+while True:
+    key = os.read(0, 16)
+    if drops:  # a prompt just drawn that drops keys
+        drops -= 1
+        continue
+    sys.stdout.write('\\x1b[2J\\x1b[H' + 'key: %r\\r\\n' % key); sys.stdout.flush()  # the prompt is gone
+    sys.stdin.read(1)
+"""
+
+
+def permission_screen(tmp_path, edit=lambda text: text, drops=0):
+    """A pane command that shows the real permission prompt, drops the first ``drops`` keys,
+    then clears the prompt and prints the key it got."""
     text = edit((SCREENS / "claude-2.1.332-permission-220x50.txt").read_text()).rstrip("\n")
     (tmp_path / "screen.txt").write_text(text)
-    code = ("import os, sys, tty; sys.stdout.write(open(sys.argv[1]).read()); sys.stdout.flush(); tty.setraw(0); "
-            "key = os.read(0, 16); sys.stdout.write('\\r\\nkey: %r\\r\\n' % key); sys.stdout.flush(); "
-            "sys.stdin.read(1)")
-    return shlex.join([sys.executable, "-c", code, str(tmp_path / "screen.txt")])
+    (tmp_path / "pane.py").write_text(PERMISSION_PANE)
+    return shlex.join([sys.executable, str(tmp_path / "pane.py"), str(tmp_path / "screen.txt"), str(drops)])
 
 
 @pytest.mark.parametrize("auto_confirm, edit, key", [
@@ -128,12 +153,38 @@ def test_a_permission_prompt_gets_its_1_yes_key_only_under_auto_confirm(workspac
         assert action["action"] == "chose '1. Yes'"
         wait_for(pane, key)
         (event,) = events.read_events(types=["auto_confirm"], root=workspace)
-        assert (event["line"], event["choice"]) == ("Do you want to create hello.txt?", "1. Yes")
+        assert (event["line"], event["choice"], event["presses"]) == ("Do you want to create hello.txt?", "1. Yes", 1)
     else:
         assert action["action"] == "skipped"
         assert bridge.auto_confirm_once() == []  # reported once
         assert "key:" not in tmux_bridge.Tmux().capture(pane.pane_id)
         assert events.read_events(types=["auto_confirm"], root=workspace) == []
+
+
+def test_a_permission_prompt_that_drops_the_key_gets_it_again_at_once(workspace, sock, tmp_path):
+    # Regression (CI): Claude Code kept its permission prompt after "1"; the next try waited out
+    # the 30 s cooldown and the task was not done in time.
+    (pane,) = tmux_bridge.up(1, command=permission_screen(tmp_path, drops=1), root=str(workspace))
+    wait_for(pane, "Esc to cancel · Tab to amend")
+    bridge = Bridge(root=str(workspace), auto_confirm=True)
+    (action,) = bridge.auto_confirm_once()
+    assert action["action"] == "chose '1. Yes'"
+    wait_for(pane, "key: b'1'")
+    (event,) = events.read_events(types=["auto_confirm"], root=workspace)
+    assert event["presses"] == 2
+
+
+def test_a_permission_prompt_that_outlasts_every_press_is_tried_again_next_round(workspace, sock, tmp_path):
+    (pane,) = tmux_bridge.up(1, command=permission_screen(tmp_path, drops=4), root=str(workspace))
+    wait_for(pane, "Esc to cancel · Tab to amend")
+    bridge = Bridge(root=str(workspace), auto_confirm=True)
+    (action,) = bridge.auto_confirm_once()
+    assert action["action"] == "could not choose '1. Yes'"
+    (failed,) = events.read_events(types=["auto_confirm_failed"], root=workspace)
+    assert failed["presses"] == -1
+    (action,) = bridge.auto_confirm_once()  # no cooldown after a failure: the fourth press is dropped, the fifth taken
+    assert action["action"] == "chose '1. Yes'"
+    wait_for(pane, "key: b'1'")
 
 
 def test_up_starts_the_dispatching_loop_and_down_stops_it(workspace, sock, capsys):

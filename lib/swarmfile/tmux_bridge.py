@@ -53,7 +53,7 @@ from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, Tmux
 from .liveness import process_start_time
 from .tmux_cluster import (INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, pane_status,
                            read_pane_state, up)
-from .tmux_pane import Tmux, choose, type_line
+from .tmux_pane import Tmux, choose, press_answer, type_line
 from .tmux_screen import (DEFAULTS, assess_screen, dialog_answer, fresh_markers, marker_key, read_screen,
                           render_pane_status, tmux_settings)
 
@@ -356,18 +356,21 @@ class Bridge:
         if last and seconds_since(last, now) < self.cooldown:
             return []
         choice = key if action == "choose" else ("Enter" if key == "Enter" else screen.options[0])
-        done = True
+        done, presses = True, 1
         # A dry run keeps its cooldown in memory: it must not delay a real answer later.
         if self.dry_run:
             self._dry_presses[pane.agent_id if key == "Enter" else f"{pane.agent_id}|{answered}"] = format_ts(now)
         elif action == "choose":
             done = choose(self.tmux, pane.pane_id, key, self.settings)
-        else:
+        elif key == "Enter":
             self.tmux.run("send-keys", "-t", pane.pane_id, key)
+        else:
+            presses = press_answer(self.tmux, pane.pane_id, key, self.settings, screen.line)
+            done = presses > 0
         if not self.dry_run:
             if key == "Enter":
                 state["last_confirm_at"] = format_ts(now)
-            else:
+            elif done:  # a dialog still drawn after every press is tried again next round, not after the cooldown
                 # Answers older than the cooldown bind nothing any more: dropped, so the state stays small.
                 kept = {q: at for q, at in (state.get("answered_at") or {}).items()
                         if seconds_since(at, now) < self.cooldown}
@@ -376,9 +379,11 @@ class Bridge:
         if key == "Enter":
             self._event("auto_confirm", pane.agent_id, None, pane=pane.pane_id, line=line, dry_run=self.dry_run)
             return [{**base, "action": "would press Enter" if self.dry_run else "pressed Enter"}]
-        kind = ("dialog_answered" if done else "dialog_answer_failed") if by_settings else "auto_confirm"
+        kind = ("dialog_answered" if done else "dialog_answer_failed") if by_settings else \
+            ("auto_confirm" if done else "auto_confirm_failed")
+        extra = {} if action == "choose" or self.dry_run else {"presses": presses}
         self._event(kind, pane.agent_id, None, pane=pane.pane_id, line=line, choice=choice, dry_run=self.dry_run,
-                    **dialog)
+                    **extra, **dialog)
         verb = "would choose" if self.dry_run else "chose" if done else "could not choose"
         return [{**base, **dialog, "action": f"{verb} {choice!r}"}]
 

@@ -6,7 +6,9 @@ Code, just started, draws its input box a moment after it reads keys, and an Ent
 in the same read as the text is taken for part of a paste. So ``type_line`` types the text, waits
 until the screen shows it in the input, presses Enter, and presses it again at once while the
 text is still there. ``choose`` moves a menu's cursor to an option and presses Enter only when
-the screen shows the cursor on it.
+the screen shows the cursor on it, and again while it still does. ``press_answer`` presses a dialog's answer key until the dialog
+is gone: a permission prompt just drawn may drop a key (CI saw Claude Code keep its prompt after
+"1"), and the next try would otherwise wait out the answer's cooldown.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Callable, Optional
 from .errors import TmuxError
 from .tmux_screen import Screen, input_holds, read_screen
 
-__all__ = ["Tmux", "type_line", "choose"]
+__all__ = ["Tmux", "type_line", "choose", "press_answer"]
 
 _ARRIVE_SECONDS = 5.0  # how long typed text may take to show in the input
 _SUBMIT_SECONDS = 1.0  # after an Enter, how long the text may stay in the input before Enter is pressed again
 _ENTER_PRESSES = 3  # Enter presses at most, per line typed
 _CHOOSE_SECONDS = 3.0  # how long a menu may take to show its cursor on the option moved to
+_ANSWER_SECONDS = 2.0  # after an answer key, how long its dialog may stay before the key is pressed again
+_ANSWER_PRESSES = 3  # answer key presses at most, per dialog
 _POLL = 0.05  # pause between two looks at the screen
 
 
@@ -126,5 +130,24 @@ def choose(tmux: Tmux, pane_id: str, option: str, settings: dict) -> bool:
 
     if not _until(there, _CHOOSE_SECONDS):
         return False
-    tmux.run("send-keys", "-t", pane_id, "Enter")
+    # Enter again only while the same menu still shows the cursor on the option: a dropped Enter.
+    # A menu that changed, or the next dialog, gets no second Enter (at the API-key dialog it means No).
+    for _ in range(_ANSWER_PRESSES):
+        tmux.run("send-keys", "-t", pane_id, "Enter")
+        if _until(lambda: not there(), _ANSWER_SECONDS):
+            break
     return True
+
+
+def press_answer(tmux: Tmux, pane_id: str, key: str, settings: dict, asking: str) -> int:
+    """Press ``key`` at the dialog asking ``asking`` until that dialog is gone: the presses it took
+    (1 when all went well), or -1 when it was still drawn after every press."""
+    def asked() -> bool:
+        screen = tmux.read(pane_id, settings)[0]
+        return screen.kind == "dialog" and screen.line == asking
+
+    for press in range(1, _ANSWER_PRESSES + 1):
+        tmux.run("send-keys", "-t", pane_id, key)
+        if _until(lambda: not asked(), _ANSWER_SECONDS):
+            return press
+    return -1

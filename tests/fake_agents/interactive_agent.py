@@ -3,6 +3,7 @@
 
     interactive_agent.py [--outcomes done|error|wait|noack|hold[,...]] [--prompt TEXT [--repeat N]] [--show-env]
                          [--slow-start S] [--trust-dialog] [--drop-enter N]
+                         [--trust-drops N]
 
 It prints an ``agent> `` prompt and reads lines. On ``[TASK] <id> <file>`` it first says, mid-line,
 how it will report (as real CLIs echo their instructions), then prints ``[ACK] <id>`` and
@@ -15,7 +16,8 @@ and waits for a line, N times, printing ``got: <line>`` and ``continued`` after 
 Like a TUI (Claude Code), it can misbehave at the keyboard: ``--slow-start S`` prints
 ``starting...`` and throws away whatever is typed in the first S seconds; ``--trust-dialog``
 first shows a copy of Claude Code's workspace-trust menu (cursor on "No, exit"; Up/Down move,
-Enter confirms, other keys are ignored; No exits); ``--drop-enter N`` reads keys one by one and
+Enter confirms, other keys are ignored; No exits; ``--trust-drops N`` ignores its first N Enter
+presses, as a dialog just drawn may); ``--drop-enter N`` reads keys one by one and
 ignores the first N Enter presses after text, leaving the line in its input.
 """
 
@@ -34,7 +36,7 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def trust_dialog() -> bool:
+def trust_dialog(drops: int = 0) -> bool:
     """Claude Code's "Quick safety check" (2.1.332 layout): True for Yes, False for No."""
     options, at, keys = ["No, exit", "Yes, I trust this folder"], 0, b""
     while True:
@@ -47,10 +49,12 @@ def trust_dialog() -> bool:
         say(" Enter to confirm \u00b7 Esc to cancel")
         keys += os.read(0, 64)
         while keys:
-            if keys[:1] == b"\r":
+            if keys[:1] == b"\r" and drops:
+                drops, keys = drops - 1, keys[1:]
+            elif keys[:1] == b"\r":
                 sys.stdout.write("\x1b[2J\x1b[H")
                 return at == 1
-            if keys[:1] == b"\x1b" and keys[2:3] in (b"A", b"B"):
+            elif keys[:1] == b"\x1b" and keys[2:3] in (b"A", b"B"):
                 at = max(0, at - 1) if keys[2:3] == b"A" else min(len(options) - 1, at + 1)
                 keys = keys[3:]
             else:
@@ -90,6 +94,7 @@ def main() -> int:
     p.add_argument("--slow-start", type=float, default=0)
     p.add_argument("--trust-dialog", action="store_true")
     p.add_argument("--drop-enter", type=int, default=0)
+    p.add_argument("--trust-drops", type=int, default=0)
     args = p.parse_args()
     global RAW
     if args.slow_start:
@@ -99,7 +104,7 @@ def main() -> int:
     if args.trust_dialog or args.drop_enter:
         tty.setraw(0)
         RAW = True
-    if args.trust_dialog and not trust_dialog():
+    if args.trust_dialog and not trust_dialog(args.trust_drops):
         say("exiting: the folder is not trusted")
         return 1
     drops = [args.drop_enter]

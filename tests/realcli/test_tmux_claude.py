@@ -16,7 +16,6 @@ import pytest
 
 import events
 from swarmfile import task_store
-from swarmfile.clock import parse_ts
 from realcli.conftest import unavailable
 from realcli.stub_model import Step, ToolUse
 
@@ -86,11 +85,8 @@ def test_swarm_up_runs_a_task_through_the_real_interactive_claude(model, sandbox
     answered = [(e["dialog"], e["choice"]) for e in events.read_events(types=["dialog_answered"], root=workspace)]
     assert answered == [("workspace trust", "Yes, I trust this folder"), ("API key", "Yes")]
     confirms = events.read_events(types=["auto_confirm"], root=workspace)
-    # One prompt, answered by its "1. Yes". A press the CLI dropped (seen once on a machine loaded
-    # 10x over: the prompt was still drawn 30 s later, and the second press went through) is pressed
-    # again only after the cooldown (tmux.cooldown_seconds, 30), never twice in a row.
-    assert {(e["line"], e["choice"]) for e in confirms} == {("Do you want to create hello.txt?", "1. Yes")}
-    stamps = [parse_ts(e["timestamp"]) for e in confirms]
-    assert all((later - earlier).total_seconds() >= 30 for earlier, later in zip(stamps, stamps[1:])), stamps
+    # One prompt, answered once by its "1. Yes". A key the CLI dropped (seen in CI: the prompt, and
+    # once the trust dialog, still drawn after the key) is pressed again within seconds, in the same answer.
+    assert [(e["line"], e["choice"]) for e in confirms] == [("Do you want to create hello.txt?", "1. Yes")]
     assert events.read_events(types=["requeued"], root=workspace) == [], "no line was lost to the ack timeout"
     assert took < 50  # about 15 s on an idle machine: Claude Code starts in 3 s, each turn takes 1-2 s
