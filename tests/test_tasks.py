@@ -381,9 +381,11 @@ def test_list_tasks_caches_by_stat(workspace, monkeypatch):
     again = task_store.list_tasks(root=workspace)
     assert parsed == [] and all(a is b for a, b in zip(first, again))
     task_store.set_field(workspace / "tasks" / "active" / "T-2.md", "Status", "claimed", root=workspace)
+    write(workspace, "T-1.md", "# T-1: task 1\n\n**Status:** blocked\n")  # by hand: read again
     (workspace / "tasks" / "active" / "T-4.md").unlink()
     after = task_store.list_tasks(root=workspace)
-    assert parsed == ["T-2.md"] and [t.status for t in after] == [Status.PENDING, Status.PENDING, Status.CLAIMED,
+    # Our own edit is recorded as written (no parse); the hand edit is parsed.
+    assert parsed == ["T-1.md"] and [t.status for t in after] == [Status.PENDING, Status.BLOCKED, Status.CLAIMED,
                                                                   Status.PENDING]
     assert task_store.load_task(workspace / "tasks" / "active" / "T-2.md") is after[2]
 
@@ -464,10 +466,13 @@ def test_a_second_listing_of_many_tasks_parses_only_the_changed_file(workspace, 
     real = task_store.parse_task
     monkeypatch.setattr(task_store, "parse_task", lambda text, path=None: parsed.append(path) or real(text, path))
     assert len(task_store.list_tasks(root=workspace)) == 2000 and parsed == []
-    task_store.set_field(active / "T-7.md", "Priority", "low", root=workspace)
-    parsed.clear()  # what the edit itself read
+    (active / "T-7.md").write_text("# T-7: task\n\n**Priority:** low\n**Status:** pending\n")  # by hand
     listing = task_store.list_tasks(root=workspace)
     assert [Path(p).name for p in parsed] == ["T-7.md"] and len(listing) == 2000
+    task_store.set_field(active / "T-8.md", "Priority", "low", root=workspace)
+    parsed.clear()  # what the edit itself read: our own write is recorded as written, not read again
+    listing = task_store.list_tasks(root=workspace)
+    assert parsed == [] and [t.priority_text for t in listing if t.task_id in ("T-7", "T-8")] == ["low", "low"]
 
 
 def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full_scan(workspace, monkeypatch):

@@ -207,6 +207,7 @@ def claim_task(
     proc_start: Optional[int] = None,
     task_path: Optional[Path] = None,
     _from_ready: bool = False,
+    _listed: Optional[taskmod.Task] = None,
 ) -> Lease:
     """Lease ``task_id`` to ``agent_id`` for ``ttl`` seconds (default: the configured lease TTL).
 
@@ -247,6 +248,8 @@ def claim_task(
         try:
             with task_store.edit_task(path, root=cfg.root, durable=False) as document:
                 task = document.task
+                if _listed is not None and _judged_otherwise(_listed, task):
+                    raise _Changed(f"task {task_id} changed since it was listed", task_id=task_id, path=path)
                 # ready_tasks already left out parents found by their sub-tasks' Parent Task field.
                 if task.sub_tasks or (not _from_ready and _has_children(cfg, task_id)):
                     raise NotClaimable(f"task {task_id} was split into sub-tasks; it completes when they do",
@@ -280,6 +283,18 @@ def claim_task(
         return lease
 
 
+class _Changed(NotClaimable):
+    """The task file read under its lock is not the one the ready list was judged by (a hand edit)."""
+
+
+def _judged_otherwise(listed: taskmod.Task, task: taskmod.Task) -> bool:
+    """Whether the ready query could judge ``task`` otherwise than ``listed``: status, order, family."""
+    return (task.task_id != listed.task_id or task.status is not listed.status
+            or taskmod.ready_order_key(task) != taskmod.ready_order_key(listed)
+            or task.depends_on != listed.depends_on or task.sub_tasks != listed.sub_tasks
+            or task.parent != listed.parent)
+
+
 def _has_children(cfg: Config, task_id: str) -> bool:
     listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
     return bool(task_graph.family(listing).children.get(task_id))
@@ -296,24 +311,38 @@ def claim_next(
     host: Optional[str] = None,
     proc_start: Optional[int] = None,
 ) -> Optional[Lease]:
-    """Lease the first ready task (see ``ready_tasks``) to ``agent_id``, or None if none is free."""
+    """Lease the first ready task (see ``ready_tasks``) to ``agent_id``, or None if none is free.
+
+    Each task is read again under its lock before it is leased: one edited by hand since the
+    ready list was made (its status, priority, dependencies) is judged again from its file.
+    """
     skipped = set(skip)
-    ready = [t for t in ready_tasks(root=root) if t.task_id not in skipped]
-    # Tasks rewritten since the listing were most likely just claimed by another agent: try
-    # the untouched ones first, then those (they may only have been edited by a person).
-    touched: list[taskmod.Task] = []
-    for task in ready:  # one stat per task tried, not per task listed
-        if not task_store.unchanged_since_listing(task):
-            touched.append(task)
-            continue
-        lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
-        if lease is not None:
-            return lease
-    for task in touched:
-        lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
-        if lease is not None:
-            return lease
+    for _ in range(_RELISTS):
+        ready = ready_tasks(root=root)
+        # Tasks rewritten since the listing were most likely just claimed by another agent: try
+        # the untouched ones first, then those (they may only have been edited by a person).
+        touched: list[taskmod.Task] = []
+        try:
+            for task in ready:  # one stat per task tried, not per task listed
+                if task.task_id in skipped:
+                    continue
+                if not task_store.unchanged_since_listing(task):
+                    touched.append(task)
+                    continue
+                lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
+                if lease is not None:
+                    return lease
+            for task in touched:
+                lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
+                if lease is not None:
+                    return lease
+            return None
+        except _Changed as exc:
+            task_store.forget_cached(exc.path)  # the next listing reads it again, and judges it by that
     return None
+
+
+_RELISTS = 8  # ready lists made again within one claim_next when tasks turn out edited by hand
 
 
 def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Optional[PathLike],
@@ -321,7 +350,9 @@ def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Op
                proc_start: Optional[int]) -> Optional[Lease]:
     try:
         return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
-                          proc_start=proc_start, task_path=task.path, _from_ready=True)
+                          proc_start=proc_start, task_path=task.path, _from_ready=True, _listed=task)
+    except _Changed:
+        raise
     except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
         return None  # LockTimeout: another agent is claiming it right now; try the next one
     except BackendUnavailable:

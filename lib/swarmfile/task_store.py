@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from . import task_index
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished", "looks_like_task", "list_indexed",
+    "task_files", "is_finished", "looks_like_task", "list_indexed", "forget_cached",
 ]
 
 log = logging.getLogger("swarmfile")
@@ -71,9 +72,6 @@ def looks_like_task(text: str) -> bool:
 
 # ---------------------------------------------------------------------------- the cache
 
-# directory -> ({file name: (stat stamp, Task or its ParseError, time.time_ns() before the read)},
-#               the values sorted by file name)
-_dir_cache: dict[str, tuple[dict[str, tuple[tuple[int, int, int, int], Any, int]], list]] = {}
 _file_cache: dict[str, tuple[tuple[int, int, int, int], Any, int]] = {}  # load_task outside a listing
 _SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
 _subdirs: dict[str, list[str]] = {}  # directory -> its subdirectories at the last scandir
@@ -84,6 +82,33 @@ class _NotATask:
 
 
 _NOT_A_TASK = _NotATask()
+
+
+class _Listing:
+    """One directory as its last scan left it."""
+
+    __slots__ = ("entries", "values", "positions", "broken", "inodes")
+
+    def __init__(self, entries: dict, inodes: Optional[dict]) -> None:
+        self.entries = entries  # file name -> (stat stamp, Task or its ParseError, time.time_ns() before the read)
+        self.inodes = inodes  # every name of the last scandir -> its inode (None: not recorded)
+        names = sorted(name for name, entry in entries.items() if entry[1] is not _NOT_A_TASK)
+        self.values = [entries[name][1] for name in names]  # what a listing returns, by file name
+        self.positions = {name: n for n, name in enumerate(names)}
+        self.broken = sum(1 for value in self.values if not isinstance(value, Task))
+
+    def replace(self, name: str, entry: tuple) -> bool:
+        """Put a changed file's entry in place; False when the listing must be rebuilt instead."""
+        at = self.positions.get(name)
+        if at is None or entry[1] is _NOT_A_TASK:
+            return False
+        self.broken += (not isinstance(entry[1], Task)) - (not isinstance(self.values[at], Task))
+        self.entries[name] = entry
+        self.values[at] = entry[1]
+        return True
+
+
+_dir_cache: dict[str, _Listing] = {}
 
 
 def clear_cache() -> None:
@@ -128,7 +153,8 @@ def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
     except FileNotFoundError:
         raise NotFoundError("task file does not exist", path=target) from None
     stamp = _stat_key(st)
-    hit = _dir_cache.get(os.fspath(target.parent), ({}, []))[0].get(target.name)
+    listing = _dir_cache.get(os.fspath(target.parent))
+    hit = listing.entries.get(target.name) if listing is not None else None
     if hit is not None and hit[0] == stamp and type(hit[1]) is Task:  # not an index summary: the whole task
         return hit[1]
     if len(_file_cache) > 4096:  # a bound, not an LRU: cheap and rarely hit
@@ -156,11 +182,13 @@ def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = Fal
 # How a fast listing (the ready query's) stays cheap at 10,000 task files. The runtime writes every file by rename, so
 # a file it changed has a new inode, and the directory's mtime moves:
 # - directory mtime unchanged since the last look: nothing was renamed in; reuse the listing;
-# - changed: one scandir (no stat) finds the entries whose inode changed; only those are read;
+# - changed: one scandir (no stat) finds the entries whose name or inode changed; only those are read;
+# - a file this process rewrote itself is recorded as written (``_remember``), with the folder's new mtime;
 # - at least every _FULL_SCAN_SECONDS a full scan stats every file, which also catches an
 #   operator's editor saving a file in place (same inode, no directory change).
-# So a fast listing may show an in-place edit up to that late; every other listing stats each
-# file. (Claims re-read a task under its lock before acting, so lateness costs no correctness.)
+# So a fast listing may show an in-place edit, or a rename in the clock tick of our own write, up to
+# that late; every other listing stats each file. (Claims re-read a task under its lock before
+# acting and compare it with the listing's, so lateness costs no correctness.)
 _FULL_SCAN_SECONDS = 1.0
 _parses = 0  # task files parsed, or found gone, by listings: when it moves, a task index is out of date
 _INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
@@ -170,7 +198,8 @@ _INDEX_STALE_FILES = 16
 # task index file -> [its entries, to seed cold directories (None once used), _parses at the last save,
 #                     when, whether it was read whole]
 _index_state: dict[str, list] = {}
-_dir_seen: dict[str, tuple[Optional[int], float]] = {}  # directory -> (trusted mtime_ns, last full scan)
+# directory -> (trusted mtime_ns, last full scan, mtime_ns at the last scan)
+_dir_seen: dict[str, tuple[Optional[int], float, Optional[int]]] = {}
 
 
 def _scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
@@ -186,37 +215,41 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
           seed: Optional[dict] = None) -> list[Task]:
     global _parses
     key = os.fspath(directory)
-    old, old_list = _dir_cache.get(key, ({}, []))
-    if seed and key not in _dir_cache:  # cold: start from the task index's entries, each checked below
-        old = dict(seed.get(key, ()))
+    known = _dir_cache.get(key)
     try:
         dir_mtime = os.stat(key).st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
-        _dir_cache.pop(key, None)
-        _dir_seen.pop(key, None)
-        _subdirs.pop(key, None)
+        _drop(key)
         return []
     now = time.monotonic()
-    trusted, last_full = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS))
-    recent = fast and key in _dir_cache and now - last_full < _FULL_SCAN_SECONDS
+    trusted, last_full, _ = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS, None))
+    recent = fast and known is not None and now - last_full < _FULL_SCAN_SECONDS
     if recent and trusted == dir_mtime:
-        return _collect(old_list, errors)
+        return _collect(known, errors)
     # Trust an mtime only once it is older than the clock tick that stamps it: two renames
     # within one tick leave the same mtime, and the second would go unseen.
     settled = dir_mtime if time.time_ns() - dir_mtime > 50_000_000 else None
-    _dir_seen[key] = (settled, last_full if recent else now)
-    fresh: dict = {}
-    folders: list[str] = []
-    changed = False
+    _dir_seen[key] = (settled, last_full if recent else now, dir_mtime)
     try:
+        if recent and known.inodes is not None:
+            updated = _renamed_only(directory, key, known, nested)
+            if updated is not None:
+                return _collect(updated, errors)
         listing = os.scandir(directory)
     except (FileNotFoundError, NotADirectoryError):
-        _dir_cache.pop(key, None)
-        _subdirs.pop(key, None)
+        _drop(key)
         return []
+    old = dict(known.entries) if known is not None else {}
+    if seed and known is None:  # cold: start from the task index's entries, each checked below
+        old = dict(seed.get(key, ()))
+    fresh: dict = {}
+    inodes: dict = {}
+    folders: list[str] = []
+    changed = False
     with listing:
         for entry in listing:
             name = entry.name
+            inodes[name] = entry.inode()
             if name[0] in "._":
                 continue
             if not name.endswith(".md") or name in _SKIPPED:
@@ -227,7 +260,7 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
                     pass
                 continue
             hit = old.get(name)
-            if recent and hit is not None and hit[0][2] == entry.inode():
+            if recent and hit is not None and hit[0][2] == inodes[name]:
                 fresh[name] = hit  # same inode since the last full scan: not replaced
                 continue
             try:
@@ -253,15 +286,70 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     _subdirs[key] = sorted(folders)
     if len(fresh) != len(old):
         _parses += 1  # files gone: the task index changes too
-    if changed or len(fresh) != len(old) or key not in _dir_cache:
-        old_list = [fresh[name][1] for name in sorted(fresh) if fresh[name][1] is not _NOT_A_TASK]
-        _dir_cache[key] = (fresh, old_list)  # files that disappeared drop out of the cache
-    return _collect(old_list, errors)
+    if changed or len(fresh) != len(old) or known is None:
+        known = _dir_cache[key] = _Listing(fresh, inodes)  # files that disappeared drop out of the cache
+    else:
+        known.inodes = inodes
+    return _collect(known, errors)
 
 
-def _collect(old_list: list, errors: Optional[list]) -> list[Task]:
+def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool) -> Optional[_Listing]:
+    """``known`` brought up to date from one scandir, reading only the files whose name or inode changed.
+
+    None (nothing changed) when a folder or another non-task name came, went or was replaced:
+    the caller scans in full.
+    """
+    global _parses
+    with os.scandir(directory) as listing:
+        inodes = {entry.name: entry.inode() for entry in listing}
+    names = {name for name, _ in inodes.items() ^ known.inodes.items() if name[0] not in "._"}
+    if any(not name.endswith(".md") or name in _SKIPPED for name in names):
+        return None
+    rebuild = False
+    entries = known.entries
+    for name in names:
+        hit = entries.get(name)
+        try:
+            st = os.stat(os.path.join(key, name)) if name in inodes else None
+        except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            if entries.pop(name, None) is not None:
+                _parses += 1  # a file gone: the task index changes too
+                rebuild = True
+            continue
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+        if hit is not None and hit[0] == stamp:
+            continue
+        scratch: dict = {}
+        try:
+            _cached(scratch, directory / name, name, stamp, nested)
+        except (ParseError, InvalidIdError):
+            pass
+        except NotFoundError:
+            if entries.pop(name, None) is not None:
+                rebuild = True
+            continue
+        if hit is None or hit[1] is _NOT_A_TASK or not known.replace(name, scratch[name]):
+            entries[name] = scratch[name]
+            rebuild = True
+    known.inodes = inodes
+    if rebuild:
+        known = _dir_cache[key] = _Listing(entries, inodes)
+    return known
+
+
+def _drop(key: str) -> None:
+    _dir_cache.pop(key, None)
+    _dir_seen.pop(key, None)
+    _subdirs.pop(key, None)
+
+
+def _collect(known: _Listing, errors: Optional[list]) -> list[Task]:
+    if not known.broken:
+        return list(known.values)
     found = []
-    for value in old_list:
+    for value in known.values:
         if isinstance(value, Task):
             found.append(value)
         elif errors is None:
@@ -279,12 +367,18 @@ def unchanged_since_listing(task: Task) -> bool:
     """
     if task.path is None:
         return False
-    entry = _dir_cache.get(os.fspath(task.path.parent), ({}, []))[0].get(task.path.name)
+    known = _dir_cache.get(os.fspath(task.path.parent))
+    entry = known.entries.get(task.path.name) if known is not None else None
     try:
         st = os.stat(task.path)
     except FileNotFoundError:
         return False
     return entry is not None and entry[1] is task and entry[0][:3] == (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def forget_cached(path: PathLike) -> None:
+    """Drop one file from the listing cache: the next listing reads it again (a claim found it edited)."""
+    _forget(Path(path))
 
 
 def list_tasks(*, root: Optional[PathLike] = None, directory: Optional[PathLike] = None,
@@ -330,7 +424,7 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
     if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
         tops = [os.fspath(d) for d in directories]
         state[1:] = [_parses, now, True]
-        scanned = {key: entries for key, (entries, _) in _dir_cache.items()
+        scanned = {key: known.entries for key, known in _dir_cache.items()
                    if any(key == top or key.startswith(top + os.sep) for top in tops)}
         try:
             task_index.save(path, scanned, _NOT_A_TASK)
@@ -431,8 +525,12 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
         document = TaskDocument(text, target)
         yield document
         if document.changed:
+            try:
+                before: Optional[int] = os.stat(target.parent).st_mtime_ns
+            except OSError:
+                before = None
             atomic_write(target, document.render(), fsync=durable)
-            _forget(target)
+            _remember(target, document, before)
 
 
 def _forget(path: Path) -> None:
@@ -441,9 +539,42 @@ def _forget(path: Path) -> None:
     Its new inode may be a freed one the file system handed out again (the file's own, two
     writes ago), and the fast listing takes a known inode for an unchanged file.
     """
-    entry = _dir_cache.get(os.fspath(path.parent))
-    if entry is not None:
-        entry[0].pop(path.name, None)
+    known = _dir_cache.get(os.fspath(path.parent))
+    if known is not None:
+        known.entries.pop(path.name, None)
+        if known.inodes is not None:
+            known.inodes.pop(path.name, None)  # so the next scandir reads it whatever its inode
+
+
+def _remember(path: Path, document: TaskDocument, before: Optional[int]) -> None:
+    """Record a file this process just replaced, as written, in the fast listing's cache.
+
+    So our own writes (every claim's Status line) cost no parse and no scandir in the next
+    listing. ``before`` is the folder's mtime just before the write: if the last scan saw that
+    very mtime, the folder's new mtime is trusted as ours. A rename by another process in the
+    same clock tick then goes unseen until the next change or the next full scan
+    (``_FULL_SCAN_SECONDS``); claims lose nothing by that (see the comment above ``_scan``).
+    """
+    key = os.fspath(path.parent)
+    known = _dir_cache.get(key)
+    if known is None:
+        return
+    read_at = time.time_ns()
+    text = document.render()
+    try:
+        st = os.stat(path)
+        after = os.stat(key).st_mtime_ns
+        task = document.task
+    except (OSError, SwarmError):
+        st = None
+    if st is None or not looks_like_task(text) or not known.replace(path.name, (_stat_key(st), task, read_at)):
+        _forget(path)
+        return
+    if known.inodes is not None:
+        known.inodes[path.name] = st.st_ino
+    seen = _dir_seen.get(key)
+    if seen is not None and before is not None and seen[2] == before:
+        _dir_seen[key] = (after, seen[1], after)
 
 
 def set_fields(path: PathLike, values: Mapping[str, Any], *, root: Optional[PathLike] = None,
