@@ -481,3 +481,39 @@ def test_unblocking_by_hand_gives_a_fresh_set_of_attempts(workspace):
     assert again.attempts == 0
     failed = claims.fail(again, "boom", max_attempts=2)
     assert status_of(workspace, "T-1") is tasks.Status.PENDING and failed.attempts == 1
+
+
+def _edit_in_place(path, old: str, new: str) -> None:
+    """An editor saving in place: the same inode and size, and the mtime put back to the nanosecond."""
+    assert len(old) == len(new)
+    before = path.stat()
+    text = path.read_text()
+    assert text.count(old) == 1
+    with open(path, "r+") as handle:
+        handle.write(text.replace(old, new))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("edit, old, new, then", [
+    ("status", "**Status:** pending", "**Status:** blocked", None),
+    ("priority", "**Priority:** high", "**Priority:**  low", "T-1"),
+    ("dependencies", "**Depends On:** T-9", "**Depends On:** T-2", None),
+])
+def test_a_hand_edit_in_place_is_honored_by_the_very_next_claim_next(workspace, edit, old, new, then):
+    # Regression: claim_next took the task the cached ready list named, checking only its status,
+    # so a priority or a dependency changed in place (no rename, same size) counted only after the
+    # next full scan. The file is read under the task's lock in any case: it is judged by that.
+    make_task(workspace, "T-9", priority="high")
+    claims.complete(claims.claim_task("T-9", "e"))
+    task_store.move_to_completed("T-9", root=workspace)
+    first = make_task(workspace, "T-1", priority="high", depends_on=["T-9"])
+    make_task(workspace, "T-2", priority="medium")
+    assert [t.task_id for t in claims.ready_tasks()] == ["T-1", "T-2"]  # listed, cached and judged
+    text = first.read_text()
+    _edit_in_place(first, old, new)
+    assert claims.claim_next("e").task_id == "T-2"
+    assert first.read_text() == text.replace(old, new)  # judged by its file, and never written
+    lease = claims.claim_next("e")
+    assert (lease.task_id if lease else None) == then

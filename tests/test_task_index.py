@@ -12,7 +12,7 @@ import pytest
 
 from conftest import LIB
 from procs import run_together
-from swarmfile import claims, task_index, task_store, tasks
+from swarmfile import claims, task_cache, task_index, task_store, tasks
 from swarmfile.config import load_config
 from swarmfile.tasks import Status
 
@@ -38,20 +38,20 @@ def trust_all(monkeypatch):
 @pytest.fixture
 def eager(monkeypatch):
     """The index is written again after every change (not after _INDEX_STALE_FILES of them)."""
-    monkeypatch.setattr(task_store, "_INDEX_STALE_FILES", 1)
+    monkeypatch.setattr(task_cache, "_INDEX_STALE_FILES", 1)
 
 
 @pytest.fixture
 def parsed(monkeypatch):
     """The names of the task files parsed by listings, in order (a spy on task_store's parser)."""
     seen: list[str] = []
-    real = task_store.parse_task
+    real = task_cache.parse_task
 
     def spy(text, path=None):
         seen.append(Path(path).name)
         return real(text, path)
 
-    monkeypatch.setattr(task_store, "parse_task", spy)
+    monkeypatch.setattr(task_cache, "parse_task", spy)
     return seen
 
 
@@ -247,16 +247,16 @@ def test_a_few_changed_files_are_parsed_again_rather_than_the_index_rewritten(wo
         write(workspace, f"T-{n:02d}")
     cold_ready(workspace)
     written = index_of(workspace).stat()
-    for n in range(task_store._INDEX_STALE_FILES - 1):
+    for n in range(task_cache._INDEX_STALE_FILES - 1):
         write(workspace, f"T-{n:02d}", status="blocked")
     parsed.clear()
-    assert len(cold_ready(workspace)) == 20 - (task_store._INDEX_STALE_FILES - 1)
-    assert len(parsed) == task_store._INDEX_STALE_FILES - 1 and index_of(workspace).stat() == written
+    assert len(cold_ready(workspace)) == 20 - (task_cache._INDEX_STALE_FILES - 1)
+    assert len(parsed) == task_cache._INDEX_STALE_FILES - 1 and index_of(workspace).stat() == written
     write(workspace, "T-19", status="blocked")  # one more: now the index is written again
     cold_ready(workspace)
     assert index_of(workspace).stat() != written
     parsed.clear()
-    assert len(cold_ready(workspace)) == 20 - task_store._INDEX_STALE_FILES and parsed == []
+    assert len(cold_ready(workspace)) == 20 - task_cache._INDEX_STALE_FILES and parsed == []
 
 
 def test_racily_clean_files_are_not_trusted_by_the_index(workspace, parsed):
@@ -301,7 +301,7 @@ def _hammer(root: str, task_id: str, rounds: int) -> int:
     from swarmfile import task_index as index_mod
 
     index_mod.RACY_NS = -10**12  # trust every file (the test is about torn writes, not racy ones)
-    task_store._INDEX_STALE_FILES = 1  # and write the index after every change
+    task_cache._INDEX_STALE_FILES = 1  # and write the index after every change
     path = Path(root) / "tasks" / "active" / f"{task_id}.md"
     for n in range(rounds):
         text = path.read_text()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmfile import task_store
+from swarmfile import task_cache, task_store
 from swarmfile import tasks
 from conftest import RALF
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
@@ -372,8 +372,8 @@ def test_list_tasks_caches_by_stat(workspace, monkeypatch):
     write(workspace, "T-9.md", "# T-9: done\n\n**Status:** completed\n", "completed")
     write(workspace, "README.md", "not a task\n")
     parsed = []
-    real = task_store._read_task
-    monkeypatch.setattr(task_store, "_read_task", lambda p: parsed.append(p.name) or real(p))
+    real = task_cache._read_task
+    monkeypatch.setattr(task_cache, "_read_task", lambda p: parsed.append(p.name) or real(p))
     first = task_store.list_tasks(root=workspace)
     assert [t.task_id for t in first] == [f"T-{n}" for n in range(5)] and len(parsed) == 5
     assert [t.task_id for t in task_store.list_tasks(root=workspace, include_completed=True)][-1] == "T-9"
@@ -463,8 +463,8 @@ def test_a_second_listing_of_many_tasks_parses_only_the_changed_file(workspace, 
         (active / f"T-{n}.md").write_text(f"# T-{n}: task\n\n**Priority:** high\n**Status:** pending\n")
     assert len(task_store.list_tasks(root=workspace)) == 2000
     parsed = []
-    real = task_store.parse_task
-    monkeypatch.setattr(task_store, "parse_task", lambda text, path=None: parsed.append(path) or real(text, path))
+    real = task_cache.parse_task
+    monkeypatch.setattr(task_cache, "parse_task", lambda text, path=None: parsed.append(path) or real(text, path))
     assert len(task_store.list_tasks(root=workspace)) == 2000 and parsed == []
     (active / "T-7.md").write_text("# T-7: task\n\n**Priority:** low\n**Status:** pending\n")  # by hand
     listing = task_store.list_tasks(root=workspace)
@@ -485,7 +485,7 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
     task_store.new_task_file("T-1", "First", root=workspace)
     old = _time.time() - 10  # an mtime older than a clock tick: the skip may trust it
     _os.utime(active, (old, old))
-    monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 3600.0)
+    monkeypatch.setattr(task_cache, "_FULL_SCAN_SECONDS", 3600.0)
     assert [t.task_id for t in task_store.list_tasks(root=workspace, fast=True)] == ["T-1"]
     task_store.new_task_file("T-2", "Second", root=workspace)  # atomic rename: the directory's mtime moves
     assert [t.task_id for t in task_store.list_tasks(root=workspace, fast=True)] == ["T-1", "T-2"]
@@ -496,7 +496,7 @@ def test_listing_sees_a_renamed_in_file_at_once_and_an_in_place_edit_on_the_full
         handle.write("\nmore text\n")
     _os.utime(active, (old, old))
     assert "more text" in task_store.list_tasks(root=workspace)[0].sections[-1].text, "a plain listing stats every file"
-    monkeypatch.setattr(task_store, "_FULL_SCAN_SECONDS", 0.0)
+    monkeypatch.setattr(task_cache, "_FULL_SCAN_SECONDS", 0.0)
     assert "more text" in task_store.list_tasks(root=workspace, fast=True)[0].sections[-1].text
 
 
@@ -521,12 +521,12 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
     task_store.new_task_file("T-1", "Stays", root=workspace)
     moving = task_store.new_task_file("T-2", "Moves away", root=workspace)
     task_store.clear_cache()
-    real = task_store._read_task
+    real = task_cache._read_task
 
     def vanish(path):
         if path == moving:
             raise NotFoundError("task file does not exist", path=path)
         return real(path)
 
-    monkeypatch.setattr(task_store, "_read_task", vanish)
+    monkeypatch.setattr(task_cache, "_read_task", vanish)
     assert [t.task_id for t in task_store.list_tasks(root=workspace, errors=[])] == ["T-1"]

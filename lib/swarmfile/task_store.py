@@ -1,384 +1,38 @@
-"""The task files on disk: a stat-keyed cache, listing, lookup, locked edits, new and completed tasks.
+"""The task files on disk: listing, lookup, locked edits, new and completed tasks.
 
 Tasks are listed at any depth under the task folders (RALF's epic folders); in a subfolder a
 Markdown file is a task only when ``looks_like_task`` says so, so run notes and documents beside
 the tasks are never parsed as tasks, reported or written.
 
-Built on the task Markdown model in tasks.py (parsing, ``TaskDocument``, ``render_task``); every
-public name here is also importable from tasks. Unchanged files are never re-parsed: each parsed
-task is cached under its file's stat. Edits (``set_field``, ``set_fields``, ``set_checklist_item``,
-``edit_task``) take the task's lock, re-read the file, change only the lines they own and write
-atomically. A file that does not parse raises ParseError (InvalidIdError for a bad id) and is
-never written.
+Built on the task Markdown model in tasks.py (parsing, ``TaskDocument``, ``render_task``) and on
+the stat-keyed cache of parsed files in task_cache.py (whose public names it re-exports); every
+public name here is also importable from tasks. Edits (``set_field``, ``set_fields``,
+``set_checklist_item``, ``edit_task``) take the task's lock, re-read the file, change only the
+lines they own and write atomically. A file that does not parse raises ParseError
+(InvalidIdError for a bad id) and is never written.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import stat
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 from .cli import require_workspace
 from .config import ID_PATTERN, Config, load_config, validate_id
-from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, ValidationError, warn_once
+from .errors import NotFoundError, ValidationError
 from .fileio import atomic_write, locked, read_text
-from .tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, parse_task, render_task
-from . import task_index
+from .tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, render_task
+from .task_cache import (clear_cache, forget_cached, list_indexed, load_task, looks_like_task, remember, scan_tree,
+                         unchanged_since_listing)
 
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
     "task_files", "is_finished", "looks_like_task", "list_indexed", "forget_cached",
 ]
-
-log = logging.getLogger("swarmfile")
-
-# ---------------------------------------------------------------------------- tasks and documents
-
-_CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
-
-
-def looks_like_task(text: str) -> bool:
-    """The rule for a Markdown file in a subfolder of the task folders: is it a task or a document?
-
-    A task starts with a level-1 heading and has, before its first ``##`` heading, either a
-    ``**Task ID:**`` field, or a ``**Status:**`` field under a ``# <ID>: <title>`` heading (ID
-    without spaces). Run notes (``# THOUGHTS: TASK-1`` with ``## Status: done``) and plain
-    documents (``# Architecture``) are not tasks, and the runtime never writes to them.
-    """
-    titled: Optional[bool] = None  # None until the heading: then whether it reads "# <ID>: ..."
-    for line in text.split("\n", 400)[:400]:
-        stripped = line.lstrip("\ufeff").strip()
-        if titled is None:
-            if not stripped:
-                continue
-            if not stripped.startswith("# "):
-                return False
-            head, colon, _ = stripped[2:].partition(":")
-            titled = bool(colon) and bool(head.strip()) and not re.search(r"\s", head.strip().strip("*`"))
-        elif stripped.startswith("##"):
-            return False
-        else:
-            found = _CONTENT_FIELD.match(stripped)
-            if found and (titled or found.group(1).lower() != "status"):
-                return True
-    return False
-
-
-# ---------------------------------------------------------------------------- the cache
-
-_file_cache: dict[str, tuple[tuple[int, int, int, int], Any, int]] = {}  # load_task outside a listing
-_SKIPPED = frozenset({"README.md", "readme.md", "Readme.md"})
-_subdirs: dict[str, list[str]] = {}  # directory -> its subdirectories at the last scandir
-
-
-class _NotATask:
-    """The cached verdict on a Markdown file in a subfolder that is not a task (tasks.looks_like_task)."""
-
-
-_NOT_A_TASK = _NotATask()
-
-
-class _Listing:
-    """One directory as its last scan left it."""
-
-    __slots__ = ("entries", "values", "positions", "broken", "inodes")
-
-    def __init__(self, entries: dict, inodes: Optional[dict]) -> None:
-        self.entries = entries  # file name -> (stat stamp, Task or its ParseError, time.time_ns() before the read)
-        self.inodes = inodes  # every name of the last scandir -> its inode (None: not recorded)
-        names = sorted(name for name, entry in entries.items() if entry[1] is not _NOT_A_TASK)
-        self.values = [entries[name][1] for name in names]  # what a listing returns, by file name
-        self.positions = {name: n for n, name in enumerate(names)}
-        self.broken = sum(1 for value in self.values if not isinstance(value, Task))
-
-    def replace(self, name: str, entry: tuple) -> bool:
-        """Put a changed file's entry in place; False when the listing must be rebuilt instead."""
-        at = self.positions.get(name)
-        if at is None or entry[1] is _NOT_A_TASK:
-            return False
-        self.broken += (not isinstance(entry[1], Task)) - (not isinstance(self.values[at], Task))
-        self.entries[name] = entry
-        self.values[at] = entry[1]
-        return True
-
-
-_dir_cache: dict[str, _Listing] = {}
-
-
-def clear_cache() -> None:
-    """Forget every parsed task (tests; the cache is already keyed by each file's stat)."""
-    _dir_cache.clear()
-    _dir_seen.clear()
-    _file_cache.clear()
-    _subdirs.clear()
-    _index_state.clear()
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-
-
-def _text(path: Path) -> str:
-    try:
-        return read_text(path)
-    except FileNotFoundError:
-        raise NotFoundError("task file does not exist", path=path) from None
-    except IsADirectoryError:
-        raise ParseError("is a directory, not a task file", path=path) from None
-
-
-def _read_task(path: Path) -> Task:
-    return parse_task(_text(path), path)
-
-
-def _read_nested(path: Path) -> Any:
-    """A file in a subfolder: its Task, or _NOT_A_TASK for run notes and documents."""
-    text = _text(path)
-    return parse_task(text, path) if looks_like_task(text) else _NOT_A_TASK
-
-
-def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
-    """Parse the task file at ``path`` (cached by its stat unless ``use_cache`` is False)."""
-    target = Path(path)
-    if not use_cache:
-        return _read_task(target)
-    try:
-        st = target.stat()
-    except FileNotFoundError:
-        raise NotFoundError("task file does not exist", path=target) from None
-    stamp = _stat_key(st)
-    listing = _dir_cache.get(os.fspath(target.parent))
-    hit = listing.entries.get(target.name) if listing is not None else None
-    if hit is not None and hit[0] == stamp and type(hit[1]) is Task:  # not an index summary: the whole task
-        return hit[1]
-    if len(_file_cache) > 4096:  # a bound, not an LRU: cheap and rarely hit
-        _file_cache.clear()
-    return _cached(_file_cache, target, os.fspath(target), stamp)
-
-
-def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = False) -> Any:
-    global _parses
-    hit = entries.get(name)
-    if hit is None or hit[0] != key:
-        # Stat before reading: if the file changes in between, the next stat differs and re-parses.
-        read_at = time.time_ns()  # the task index trusts a stat key only if the file was older than this
-        _parses += 1
-        try:
-            value: Any = _read_nested(path) if nested else _read_task(path)
-        except (ParseError, InvalidIdError) as exc:
-            value = exc
-        entries[name] = hit = (key, value, read_at)
-    if isinstance(hit[1], SwarmError):
-        raise hit[1].with_traceback(None)
-    return hit[1]
-
-
-# How a fast listing (the ready query's) stays cheap at 10,000 task files. The runtime writes every file by rename, so
-# a file it changed has a new inode, and the directory's mtime moves:
-# - directory mtime unchanged since the last look: nothing was renamed in; reuse the listing;
-# - changed: one scandir (no stat) finds the entries whose name or inode changed; only those are read;
-# - a file this process rewrote itself is recorded as written (``_remember``), with the folder's new mtime;
-# - at least every _FULL_SCAN_SECONDS a full scan stats every file, which also catches an
-#   operator's editor saving a file in place (same inode, no directory change).
-# So a fast listing may show an in-place edit, or a rename in the clock tick of our own write, up to
-# that late; every other listing stats each file. (Claims re-read a task under its lock before
-# acting and compare it with the listing's, so lateness costs no correctness.)
-_FULL_SCAN_SECONDS = 1.0
-_parses = 0  # task files parsed, or found gone, by listings: when it moves, a task index is out of date
-_INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
-# Files changed since the index was written before a listing writes it again: parsing a few costs
-# a cold listing less than rewriting the whole index (3 MB at 10,000 tasks) in every new process.
-_INDEX_STALE_FILES = 16
-# task index file -> [its entries, to seed cold directories (None once used), _parses at the last save,
-#                     when, whether it was read whole]
-_index_state: dict[str, list] = {}
-# directory -> (trusted mtime_ns, last full scan, mtime_ns at the last scan)
-_dir_seen: dict[str, tuple[Optional[int], float, Optional[int]]] = {}
-
-
-def _scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
-               seed: Optional[dict] = None) -> list[Task]:
-    """The tasks of ``directory`` and of its subfolders at any depth (see ``task_files``)."""
-    found = _scan(directory, errors, fast, nested, seed)
-    for name in _subdirs.get(os.fspath(directory), ()):
-        found += _scan_tree(directory / name, errors, fast, nested=True, seed=seed)
-    return found
-
-
-def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
-          seed: Optional[dict] = None) -> list[Task]:
-    global _parses
-    key = os.fspath(directory)
-    known = _dir_cache.get(key)
-    try:
-        dir_mtime = os.stat(key).st_mtime_ns
-    except (FileNotFoundError, NotADirectoryError):
-        _drop(key)
-        return []
-    now = time.monotonic()
-    trusted, last_full, _ = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS, None))
-    recent = fast and known is not None and now - last_full < _FULL_SCAN_SECONDS
-    if recent and trusted == dir_mtime:
-        return _collect(known, errors)
-    # Trust an mtime only once it is older than the clock tick that stamps it: two renames
-    # within one tick leave the same mtime, and the second would go unseen.
-    settled = dir_mtime if time.time_ns() - dir_mtime > 50_000_000 else None
-    _dir_seen[key] = (settled, last_full if recent else now, dir_mtime)
-    try:
-        if recent and known.inodes is not None:
-            updated = _renamed_only(directory, key, known, nested)
-            if updated is not None:
-                return _collect(updated, errors)
-        listing = os.scandir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        _drop(key)
-        return []
-    old = dict(known.entries) if known is not None else {}
-    if seed and known is None:  # cold: start from the task index's entries, each checked below
-        old = dict(seed.get(key, ()))
-    fresh: dict = {}
-    inodes: dict = {}
-    folders: list[str] = []
-    changed = False
-    with listing:
-        for entry in listing:
-            name = entry.name
-            inodes[name] = entry.inode()
-            if name[0] in "._":
-                continue
-            if not name.endswith(".md") or name in _SKIPPED:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(name)
-                except OSError:
-                    pass
-                continue
-            hit = old.get(name)
-            if recent and hit is not None and hit[0][2] == inodes[name]:
-                fresh[name] = hit  # same inode since the last full scan: not replaced
-                continue
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                continue
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-            if hit is not None and not fast and task_index.is_summary(hit[1]):
-                del old[name]  # an index summary serves fast listings only: this caller gets the parsed file
-                hit = None
-            if hit is None or hit[0] != stamp:
-                if not entry.is_file():
-                    continue
-                changed = True
-                try:
-                    _cached(old, directory / name, name, stamp, nested)
-                except (ParseError, InvalidIdError):
-                    pass
-                except NotFoundError:
-                    continue  # moved or deleted between the directory read and the file read
-                hit = old[name]
-            fresh[name] = hit
-    _subdirs[key] = sorted(folders)
-    if len(fresh) != len(old):
-        _parses += 1  # files gone: the task index changes too
-    if changed or len(fresh) != len(old) or known is None:
-        known = _dir_cache[key] = _Listing(fresh, inodes)  # files that disappeared drop out of the cache
-    else:
-        known.inodes = inodes
-    return _collect(known, errors)
-
-
-def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool) -> Optional[_Listing]:
-    """``known`` brought up to date from one scandir, reading only the files whose name or inode changed.
-
-    None (nothing changed) when a folder or another non-task name came, went or was replaced:
-    the caller scans in full.
-    """
-    global _parses
-    with os.scandir(directory) as listing:
-        inodes = {entry.name: entry.inode() for entry in listing}
-    names = {name for name, _ in inodes.items() ^ known.inodes.items() if name[0] not in "._"}
-    if any(not name.endswith(".md") or name in _SKIPPED for name in names):
-        return None
-    rebuild = False
-    entries = known.entries
-    for name in names:
-        hit = entries.get(name)
-        try:
-            st = os.stat(os.path.join(key, name)) if name in inodes else None
-        except FileNotFoundError:
-            st = None
-        if st is None or not stat.S_ISREG(st.st_mode):
-            if entries.pop(name, None) is not None:
-                _parses += 1  # a file gone: the task index changes too
-                rebuild = True
-            continue
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-        if hit is not None and hit[0] == stamp:
-            continue
-        scratch: dict = {}
-        try:
-            _cached(scratch, directory / name, name, stamp, nested)
-        except (ParseError, InvalidIdError):
-            pass
-        except NotFoundError:
-            if entries.pop(name, None) is not None:
-                rebuild = True
-            continue
-        if hit is None or hit[1] is _NOT_A_TASK or not known.replace(name, scratch[name]):
-            entries[name] = scratch[name]
-            rebuild = True
-    known.inodes = inodes
-    if rebuild:
-        known = _dir_cache[key] = _Listing(entries, inodes)
-    return known
-
-
-def _drop(key: str) -> None:
-    _dir_cache.pop(key, None)
-    _dir_seen.pop(key, None)
-    _subdirs.pop(key, None)
-
-
-def _collect(known: _Listing, errors: Optional[list]) -> list[Task]:
-    if not known.broken:
-        return list(known.values)
-    found = []
-    for value in known.values:
-        if isinstance(value, Task):
-            found.append(value)
-        elif errors is None:
-            raise value.with_traceback(None)  # the cached instance: do not grow its traceback
-        else:
-            errors.append(value)
-    return found
-
-
-def unchanged_since_listing(task: Task) -> bool:
-    """Whether ``task``'s file is still the one the listing parsed (same inode, size, mtime).
-
-    One stat: lets a claimer skip a task another process has just rewritten (claimed) without
-    reading its lease.
-    """
-    if task.path is None:
-        return False
-    known = _dir_cache.get(os.fspath(task.path.parent))
-    entry = known.entries.get(task.path.name) if known is not None else None
-    try:
-        st = os.stat(task.path)
-    except FileNotFoundError:
-        return False
-    return entry is not None and entry[1] is task and entry[0][:3] == (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def forget_cached(path: PathLike) -> None:
-    """Drop one file from the listing cache: the next listing reads it again (a claim found it edited)."""
-    _forget(Path(path))
 
 
 def list_tasks(*, root: Optional[PathLike] = None, directory: Optional[PathLike] = None,
@@ -390,46 +44,14 @@ def list_tasks(*, root: Optional[PathLike] = None, directory: Optional[PathLike]
     Unchanged files are not re-parsed. A file that does not parse raises its ParseError,
     unless ``errors`` is a list: then the error is appended there and the file skipped.
     ``fast`` skips the per-file stat where it can: an edit saved in place (not by rename)
-    may then show up to a second late (see ``_scan``).
+    may then show up to a second late (see task_cache.py).
     """
     if directory is not None:
-        return _scan_tree(Path(directory), errors, fast)
+        return scan_tree(Path(directory), errors, fast)
     cfg = load_config(root=root)
-    found = _scan_tree(cfg.tasks_active, errors, fast)
+    found = scan_tree(cfg.tasks_active, errors, fast)
     if include_completed:
-        found += _scan_tree(cfg.tasks_completed, errors, fast)
-    return found
-
-
-def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
-                 errors: Optional[list] = None) -> list[list[Task]]:
-    """Fast listings (``list_tasks(directory=d, fast=True)``) of ``directories``, cold ones from the task index.
-
-    The first call in a process reads the workspace's task index (task_index.py), so only files
-    whose stat key changed since it was written are parsed. It is written again when it was
-    missing or damaged, or when ``_INDEX_STALE_FILES`` files were parsed since; at most every
-    ``_INDEX_SAVE_SECONDS`` by one process. Tasks taken from the index read the rest of their
-    file (header fields, sections, checklist) on first use.
-    """
-    path = task_index.index_file(cfg.runtime_dir)
-    state = _index_state.get(os.fspath(path))
-    if state is None:
-        seed = task_index.load(path, _NOT_A_TASK)
-        state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed)]
-    seed, state[0] = state[0], None  # after this listing every directory is warm in memory
-    with task_index.gc_paused():
-        found = [_scan_tree(Path(d), errors, fast=True, seed=seed) for d in directories]
-    now = time.monotonic()
-    stale = _parses - state[1]
-    if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
-        tops = [os.fspath(d) for d in directories]
-        state[1:] = [_parses, now, True]
-        scanned = {key: known.entries for key, known in _dir_cache.items()
-                   if any(key == top or key.startswith(top + os.sep) for top in tops)}
-        try:
-            task_index.save(path, scanned, _NOT_A_TASK)
-        except OSError as exc:  # a cache: a full disk or a read-only runtime folder costs speed, not work
-            warn_once(log, "cannot write the task index %s: %s", path, exc, about=path)
+        found += scan_tree(cfg.tasks_completed, errors, fast)
     return found
 
 
@@ -441,7 +63,7 @@ def task_files(directory: PathLike) -> list[Path]:
     depth (not those starting with ``.`` or ``_``): the files ``tasks.looks_like_task`` accepts.
     """
     errors: list = []
-    found = [t.path for t in _scan_tree(Path(directory), errors)]
+    found = [t.path for t in scan_tree(Path(directory), errors)]
     found += [Path(e.path) for e in errors if getattr(e, "path", None)]
     return sorted(set(found))
 
@@ -530,51 +152,7 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
             except OSError:
                 before = None
             atomic_write(target, document.render(), fsync=durable)
-            _remember(target, document, before)
-
-
-def _forget(path: Path) -> None:
-    """Drop a file this process just replaced from the fast listing's cache.
-
-    Its new inode may be a freed one the file system handed out again (the file's own, two
-    writes ago), and the fast listing takes a known inode for an unchanged file.
-    """
-    known = _dir_cache.get(os.fspath(path.parent))
-    if known is not None:
-        known.entries.pop(path.name, None)
-        if known.inodes is not None:
-            known.inodes.pop(path.name, None)  # so the next scandir reads it whatever its inode
-
-
-def _remember(path: Path, document: TaskDocument, before: Optional[int]) -> None:
-    """Record a file this process just replaced, as written, in the fast listing's cache.
-
-    So our own writes (every claim's Status line) cost no parse and no scandir in the next
-    listing. ``before`` is the folder's mtime just before the write: if the last scan saw that
-    very mtime, the folder's new mtime is trusted as ours. A rename by another process in the
-    same clock tick then goes unseen until the next change or the next full scan
-    (``_FULL_SCAN_SECONDS``); claims lose nothing by that (see the comment above ``_scan``).
-    """
-    key = os.fspath(path.parent)
-    known = _dir_cache.get(key)
-    if known is None:
-        return
-    read_at = time.time_ns()
-    text = document.render()
-    try:
-        st = os.stat(path)
-        after = os.stat(key).st_mtime_ns
-        task = document.task
-    except (OSError, SwarmError):
-        st = None
-    if st is None or not looks_like_task(text) or not known.replace(path.name, (_stat_key(st), task, read_at)):
-        _forget(path)
-        return
-    if known.inodes is not None:
-        known.inodes[path.name] = st.st_ino
-    seen = _dir_seen.get(key)
-    if seen is not None and before is not None and seen[2] == before:
-        _dir_seen[key] = (after, seen[1], after)
+            remember(target, document, before)
 
 
 def set_fields(path: PathLike, values: Mapping[str, Any], *, root: Optional[PathLike] = None,
