@@ -123,7 +123,8 @@ def _ready(cfg: Config) -> list[taskmod.Task]:
             memo.active, memo.ready = active, quick
             return list(quick)
     every = active + completed
-    twice = task_graph.duplicate_ids(every)
+    known = {t.task_id for t in every}
+    twice = task_graph.duplicate_ids(every) if len(known) < len(every) else {}
     warned = _warned.setdefault(cfg.root, set())
     for task_id, paths in twice.items():
         key = (task_id, tuple(map(str, paths)))
@@ -132,8 +133,11 @@ def _ready(cfg: Config) -> list[taskmod.Task]:
             log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
                         task_id, len(paths), ", ".join(map(str, paths)))
     done = {t.task_id for t in completed} | {t.task_id for t in active if t.status is taskmod.Status.COMPLETED}
-    judged = _Ready(active, completed, [], twice, done, task_graph.family(every).children,
-                    {t.task_id for t in every})
-    judged.ready = sorted((t for t in active if _is_ready(t, judged)), key=taskmod.ready_order_key)
+    linked = any(t.parent or t.sub_tasks for t in every)  # a family to work out at all (most backlogs: none)
+    judged = _Ready(active, completed, [], twice, done, task_graph.family(every).children if linked else {}, known)
+    pending = taskmod.Status.PENDING
+    # _is_ready, with its common case (pending, no family, no dependencies) decided without a call.
+    judged.ready = sorted((t for t in active if t.status is pending and (
+        _is_ready(t, judged) if linked or twice or t.depends_on else True)), key=taskmod.ready_order_key)
     _ready_memo[cfg.root] = judged
     return list(judged.ready)

@@ -81,6 +81,10 @@ def gc_paused() -> Iterator[None]:
 
     A cold listing makes tens of thousands of small containers that hold no cycles; with the
     collector on, each full collection walks all of them again, which costs more than the listing.
+    After a block that made that many, they are moved to the collector's permanent generation
+    (``gc.freeze``): turned on again, it would otherwise walk them all at the very next allocation,
+    and again at each full collection. Refcounting still frees them; only cyclic garbage present
+    at that moment is never collected (a cold listing happens once in a process).
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -88,7 +92,12 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            if gc.get_count()[0] > _FREEZE_AFTER:
+                gc.freeze()
             gc.enable()
+
+
+_FREEZE_AFTER = 20_000  # new containers in a gc_paused block above which they are frozen (a cold listing)
 
 
 def path_text(task: Task) -> str:
