@@ -438,6 +438,10 @@ def remember(path: Path, document: TaskDocument, before: Optional[int]) -> None:
     try:
         st = os.stat(path)
         after = os.stat(key).st_mtime_ns
+        # Stat, then read (as _cached does): a hand edit after our write shows in the text now, or in
+        # the stat key later. The key alone, taken after the write, could be that of an edit.
+        if read_text(path) != text:
+            st = None
         task = document.task
     except (OSError, SwarmError):
         st = None
