@@ -342,6 +342,8 @@ def bench_latency(run: Run) -> None:
             for system, op in (("swarm", "ready"), ("sqlite", "ready"), ("swarm", "claim"), ("sqlite", "claim")):
                 where = str(ws) if system == "swarm" else db
                 cold.setdefault((system, op), []).append(in_fresh_process(workloads.cold_call, system, op, where))
+        for _ in range(s.cold_repeats):
+            cold.setdefault(("floor", "stat"), []).append(in_fresh_process(workloads.cold_call, "floor", "stat", str(ws)))
         _progress(f"latency: {n} tasks, cold without the task index x{s.cold_repeats}")
         for _ in range(s.cold_repeats):
             cold.setdefault(("swarm", "ready_noindex"), []).append(
@@ -383,6 +385,10 @@ def bench_latency(run: Run) -> None:
                                data[("swarm", op)], sql, data[("sqlite", op)],
                                targets.get((op, mode)), tasks=n, ready_counts=counts,
                                **({"task_index": "settled, written by an earlier process"} if mode == "cold" else {}))
+        run.report.add(f"ready_tasks.cold_floor.{n}", "latency", f"floor of a cold listing (scandir + stat each file), {n} tasks",
+                       "s", cold[("floor", "stat")], "sqlite ready SELECT", cold[("sqlite", "ready")], tasks=n,
+                       measures="one scandir and one stat per task file in a fresh process: what checking every "
+                                "file's stat key costs at least (issue 14: an operator's edit is seen at once)")
         run.report.add(f"ready_tasks.cold_noindex.{n}", "latency", f"ready_tasks cold, no task index, {n} tasks", "s",
                        cold[("swarm", "ready_noindex")], "sqlite ready SELECT", cold[("sqlite", "ready_noindex")],
                        tasks=n, task_index="deleted before each call: every file parsed")
