@@ -517,3 +517,17 @@ def test_a_hand_edit_in_place_is_honored_by_the_very_next_claim_next(workspace, 
     assert first.read_text() == text.replace(old, new)  # judged by its file, and never written
     lease = claims.claim_next("e")
     assert (lease.task_id if lease else None) == then
+
+
+def test_hand_edited_tasks_never_make_claim_next_give_up(workspace, monkeypatch):
+    # Each task found edited makes the ready list again; past that bound such a task is skipped,
+    # never "nothing is ready" while another task is.
+    from swarmfile import claims as module
+
+    monkeypatch.setattr(module, "_RELISTS", 1)
+    first = make_task(workspace, "T-1", priority="high")
+    make_task(workspace, "T-2", priority="medium")
+    assert [t.task_id for t in claims.ready_tasks()] == ["T-1", "T-2"]
+    _edit_in_place(first, "**Status:** pending", "**Status:** blocked")
+    assert claims.claim_next("e").task_id == "T-2"
+    assert claims.claim_next("e") is None and [t.task_id for t in claims.ready_tasks()] == []

@@ -317,7 +317,8 @@ def claim_next(
     ready list was made (its status, priority, dependencies) is judged again from its file.
     """
     skipped = set(skip)
-    for _ in range(_RELISTS):
+    for attempt in range(_RELISTS):
+        last = attempt == _RELISTS - 1
         ready = ready_tasks(root=root)
         # Tasks rewritten since the listing were most likely just claimed by another agent: try
         # the untouched ones first, then those (they may only have been edited by a person).
@@ -329,11 +330,11 @@ def claim_next(
                 if not task_store.unchanged_since_listing(task):
                     touched.append(task)
                     continue
-                lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
+                lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
                 if lease is not None:
                     return lease
             for task in touched:
-                lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start)
+                lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
                 if lease is not None:
                     return lease
             return None
@@ -342,17 +343,22 @@ def claim_next(
     return None
 
 
-_RELISTS = 8  # ready lists made again within one claim_next when tasks turn out edited by hand
+# Ready lists made within one claim_next when tasks turn out edited by hand; in the last, such a
+# task is skipped (and read again by the next listing) rather than the list made again.
+_RELISTS = 8
 
 
 def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Optional[PathLike],
                now: Optional[datetime], pid: Optional[int], host: Optional[str],
-               proc_start: Optional[int]) -> Optional[Lease]:
+               proc_start: Optional[int], skip_changed: bool = False) -> Optional[Lease]:
     try:
         return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
                           proc_start=proc_start, task_path=task.path, _from_ready=True, _listed=task)
-    except _Changed:
-        raise
+    except _Changed as exc:
+        if not skip_changed:
+            raise
+        task_store.forget_cached(exc.path)
+        return None
     except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
         return None  # LockTimeout: another agent is claiming it right now; try the next one
     except BackendUnavailable:
