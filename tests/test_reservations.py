@@ -317,6 +317,7 @@ def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace, backend
     assert sorted(agent for outcome, agent in results if outcome == "lost") == winners * 7
     assert [r.agent_id for r in res.list_reservations(root=workspace)] == winners
     assert [c["agent_id"] for c in state_sync.find_file_conflicts("lib/a.py", root=workspace)] == winners
+    assert _file(workspace).exists() == (backend is None)  # on Redis: the server's key
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)

@@ -28,6 +28,7 @@ parse (neither is ever rewritten); LeaseLost when renewing a reservation that en
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from .cli import module_argv
 from . import stores
 from .clock import HOSTNAME, format_ts, in_seconds, parse_ts, utc_now
 from .config import Config, load_config, validate_id
-from .errors import LeaseLost, ReservationConflict, ValidationError
+from .errors import LeaseLost, ReservationConflict, SwarmError, ValidationError
 from .fileio import atomic_write
 from .globs import (compile_pattern, escape, normalize_pattern, pattern_matches, patterns_for_task,
                    patterns_overlap)
@@ -52,6 +53,8 @@ __all__ = [
     "install_hook", "patterns_for_task", "normalize_pattern", "pattern_matches", "patterns_overlap",
     "main",
 ]
+
+log = logging.getLogger("swarmfile")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -205,6 +208,7 @@ def reserve(agent_id: str, patterns: Iterable[str], exclusive: bool = True,
                       proc_start=proc_start)
     repo = _RepoFiles(cfg)  # the identity check is this host's: it looks at this checkout's files
     pruned: set[str] = set()
+    widened: list[bool] = []
 
     def change(table: list[Reservation]) -> list[Reservation]:
         live = [r for r in table if not r.free_reason(now)]
@@ -218,11 +222,20 @@ def reserve(agent_id: str, patterns: Iterable[str], exclusive: bool = True,
             raise ReservationConflict(agent_id, overlaps, store.where())
         table = live + [new]
         # Widen first: the mirror never shows less than is held (a retried round widens again).
+        widened.append(True)
         _mirror(cfg, [agent_id], table, now)
         return table
 
-    # expired and dead records went with this write
-    store.update(change, after=lambda table: _mirror(cfg, pruned, table, now))
+    try:
+        # expired and dead records went with this write
+        store.update(change, after=lambda table: _mirror(cfg, pruned, table, now))
+    except SwarmError:
+        if widened:  # a round that lost to another writer widened the mirror: show what is held
+            try:
+                _mirror(cfg, [agent_id], store.read(), now)
+            except SwarmError as exc:  # the error that stopped the reservation is the one to raise
+                log.warning("could not narrow files_locked of %s back: %s", agent_id, exc)
+        raise
     return new
 
 
