@@ -191,7 +191,8 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
     """Queue a finished branch for merging into its base; returns the entry.
 
     Task and agent come from the worktree (record) unless given. NotFoundError if the branch
-    does not exist.
+    does not exist. With ``worktrees.remote`` and a queue shared by several hosts (Redis), the
+    branch is pushed to the remote first (GitError, and nothing queued, when that fails).
     """
     cfg = load_config(root=root)
     branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
@@ -201,6 +202,10 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
         raise NotFoundError(f"branch {branch} does not exist", path=cfg.root, task_id=task_id)
     entry = QueueEntry(id=secrets.token_hex(6), branch=branch, task_id=task_id, agent_id=agent_id, base=base,
                        at=format_ts(), worktree=name)
+    remote = setting(cfg, "remote")
+    if remote and stores.merge_queue(cfg).shared:
+        # Whichever host holds the lock merges the entry: the branch must be where every host can fetch it.
+        remote_merge.push_branch(root=cfg.root, remote=str(remote), branch=branch)
     _append(cfg, {"id": entry.id, "op": "enqueue", **{k: v for k, v in entry.to_dict().items() if k != "id"}})
     return entry
 
