@@ -285,3 +285,25 @@ def test_the_queue_survives_a_redis_kill(workspace, redis_server):
     assert _patiently(store.records) == records
     assert [(e.id, e.status) for e in mq.read_queue(root=workspace)] == [("e0", "merged"), ("e1", None), ("e2", None)]
     assert [e.id for e in mq.pending(root=workspace)] == ["e1", "e2"]
+
+
+# ---------------------------------------------------------------------------- command lines
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SWARM_ROOT"}
+    return subprocess.run([sys.executable, str(LIB / script), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_command_lines_use_the_server(workspace, redis_server):
+    backend_config(workspace, redis_server.url)
+    root = ["--root", str(workspace)]
+    made = _run("reservations.py", *root, "--json", "reserve", "executor-1", "lib/**", "--ttl", "60")
+    assert made.returncode == 0, made.stderr
+    clash = _run("reservations.py", *root, "reserve", "executor-2", "lib/a.py")
+    assert clash.returncode == 1 and "overlaps 'lib/**' held exclusive by executor-1" in clash.stderr
+    assert [r["agent_id"] for r in json.loads(_run("reservations.py", *root, "--json", "list").stdout)] == ["executor-1"]
+    sent = _run("chat.py", *root, "--json", "send", "executor-1", "planner", "hello from the CLI")
+    assert sent.returncode == 0 and json.loads(sent.stdout)["id"] == 1, sent.stderr
+    assert [m.content for m in chat.read_messages(root=workspace)] == ["hello from the CLI"]
+    assert not (workspace / ".swarm" / "reservations.yaml").exists() and not (workspace / "chat-log.yaml").exists()
