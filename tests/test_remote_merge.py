@@ -432,3 +432,4 @@ def test_two_hosts_sharing_a_redis_queue_merge_every_branch_exactly_once_in_queu
         "under one lock no host was overtaken"
     assert mq.pending(root=a) == mq.pending(root=b) == []
     assert not (a / ".swarm" / "merge-queue.yaml").exists() and not (b / ".swarm" / "merge-queue.yaml").exists()
+    assert git(remote, "branch", "--list", "swarm/*") == "", "merged task branches are deleted, whoever merged them"

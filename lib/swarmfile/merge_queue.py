@@ -359,7 +359,11 @@ def _after_merge(cfg: Config, result: MergeResult, worktree_name: Optional[str])
     if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not setting(cfg, "remove_after_merge"):
         return
     remote, tip = setting(cfg, "remote"), branch_tip(cfg.root, result.branch)
-    if remote and tip is not None:  # the copy pushed for the merge; a branch of another host is its to clean up
+    if remote and tip is None and stores.merge_queue(cfg).shared:
+        # Another host's branch, queued for whichever host merges: nobody else will delete it. The
+        # tip fetched for the merge guards the delete: a branch that moved on since is kept.
+        tip = commit_of(cfg.root, f"refs/remotes/{remote}/{result.branch}")
+    if remote and tip is not None:  # the copy pushed for the merge; with a queue per host, another's is its to clean up
         _note("delete the merged branch from the remote",
               lambda: remote_merge.delete_remote_branch(root=cfg.root, remote=str(remote), branch=result.branch, tip=tip))
     if not worktree_name:
