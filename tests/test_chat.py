@@ -18,6 +18,9 @@ from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, Validati
 from procs import run_together
 from conftest import BACKENDS, backend_config
 
+# The rules run the same on every chat log: chat-log.yaml, and Redis (redis_chat).
+ON_BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
 SCRIPT = Path(__file__).resolve().parent.parent / "lib" / "chat.py"
 RALF_CHAT = Path(__file__).resolve().parent / "fixtures" / "ralf" / "communications" / "chat-log.yaml"
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -64,7 +67,8 @@ def test_content_with_newlines_and_quotes_stays_one_line(log):
     assert chat.read_messages()[0].content == text == sent.content
 
 
-def test_read_messages_filters(log):
+@ON_BOTH_BACKENDS
+def test_read_messages_filters(log, backend):
     chat.send("executor-1", "planner", "q1", task_id="T-1")
     chat.send("planner", "all", "note", type="info")
     chat.send("executor-2", "planner", "q2", task_id="T-2")
@@ -262,7 +266,8 @@ def test_inbox_broadcasts_and_read_state_never_touch_the_log(log, workspace):
     assert state["read_through"] == 3 and state["read"] == []
 
 
-def test_read_state_keeps_ids_above_the_first_unread_one(log, workspace):
+@ON_BOTH_BACKENDS
+def test_read_state_keeps_ids_above_the_first_unread_one(log, workspace, backend):
     sent = [chat.send("planner", "executor-1", f"m{i}") for i in range(4)]
     chat.mark_read("executor-1", [sent[0].id, sent[2].id])
     path = workspace / ".swarm" / "chat-read" / "executor-1.yaml"
@@ -287,7 +292,8 @@ def test_corrupt_read_state_fails_closed(log, workspace):
     assert path.read_text() == "read_through: [\n"
 
 
-def test_reply_and_thread(log):
+@ON_BOTH_BACKENDS
+def test_reply_and_thread(log, backend):
     question = chat.send("executor-1", "planner", "which DB?", task_id="T-1")
     chat.send("executor-2", "planner", "unrelated")
     answer = chat.reply(question.id, "planner", "sqlite")
@@ -300,7 +306,8 @@ def test_reply_and_thread(log):
         chat.reply(77, "planner", "?")
 
 
-def test_help_round_trip_with_planner_and_operator(log):
+@ON_BOTH_BACKENDS
+def test_help_round_trip_with_planner_and_operator(log, backend):
     planner = "swarm-planner"  # the planner's default id (not RALF's own "planner" key)
     asked = chat.ask_for_help("executor-1", "TASK-7", "tests hang on the lock; what now?")
     assert asked.type is chat.MessageType.HELP and asked.to == planner
