@@ -2,8 +2,8 @@
 
 The one place that knows every implementation; everything else asks here for the store of its
 workspace and talks only to the interface: ``lease_table`` (lease_store.LeaseTable),
-``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry), ``reservations``,
-``chat_log`` and ``merge_queue``. A backend
+``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry), and
+``reservations``, ``chat_log``, ``merge_queue`` (reservation_store, chat_store, merge_queue_store). A backend
 is one entry of ``BACKENDS`` naming the factory (a class, or a function taking the Config) of
 each store, so a new backend registers in one place; a factory imports its module (and any
 client library) when first called, so a command line that never uses a store never loads it. One instance per workspace and
@@ -207,7 +207,7 @@ def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) ->
 
 
 def reservations(cfg: Config) -> "ReservationTable":
-    """The file reservation table of ``cfg``'s workspace (reservation_store.ReservationTable)."""
+    """The file reservations of ``cfg``'s workspace (reservation_store.ReservationTable)."""
     return _store("reservations", cfg)
 
 
