@@ -36,8 +36,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
-from .cli import module_argv
 from . import stores
+from .cli import module_argv
 from .clock import HOSTNAME, format_ts, in_seconds, parse_ts, utc_now
 from .config import Config, load_config, validate_id
 from .errors import LeaseLost, ReservationConflict, SwarmError, ValidationError
@@ -57,7 +57,6 @@ __all__ = [
 log = logging.getLogger("swarmfile")
 
 PathLike = Union[str, "os.PathLike[str]"]
-
 
 
 # ---------------------------------------------------------------------------- records
