@@ -307,3 +307,25 @@ def test_the_command_lines_use_the_server(workspace, redis_server):
     assert sent.returncode == 0 and json.loads(sent.stdout)["id"] == 1, sent.stderr
     assert [m.content for m in chat.read_messages(root=workspace)] == ["hello from the CLI"]
     assert not (workspace / ".swarm" / "reservations.yaml").exists() and not (workspace / "chat-log.yaml").exists()
+
+
+def test_a_paused_holder_loses_the_lock_to_another_host_and_cannot_free_it(tmp_path, redis_server):
+    settings = "worktrees: {merge_lock_ttl_seconds: 1, merge_lock_seconds: 20}\n"
+    a, b = (_host(tmp_path, name, redis_server.url, settings) for name in ("host-a", "host-b"))
+    key = stores.merge_queue(config.load_config(root=b)).merge_lock.key
+    with subprocess.Popen([sys.executable, "-c", HOLDER, str(LIB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "SWARM_ROOT": str(a)}) as proc:
+        try:
+            assert proc.stdout.readline() == "held\n"
+            proc.send_signal(signal.SIGSTOP)  # paused past the lock's expiry: it cannot renew
+            with mq.merge_lock(root=b) as mine:  # the other host (its own file lock) takes it once expired
+                proc.send_signal(signal.SIGCONT)
+                # Awake, its renewer finds the lock gone (the holder's block still waits on stdin) ...
+                assert "expired while held" in proc.stderr.readline()
+                proc.communicate(input="", timeout=30)  # ... then its block ends, releasing nothing of ours
+                assert proc.returncode == 0
+                assert redis_server.client().get(key) == mine.encode(), "the stale holder freed another's lock"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert redis_server.client().get(key) is None
