@@ -93,8 +93,11 @@ def _mirror(cfg: Config, agents: Iterable[str], table: list[Reservation], now: d
     for agent_id in sorted(set(agents)):
         held = list(dict.fromkeys(p for r in table if r.agent_id == agent_id and not r.free_reason(now)
                                   for p in r.patterns))
-        if not held and state_sync.get_agent_state(agent_id, root=cfg.root) is None:
+        state = state_sync.get_agent_state(agent_id, root=cfg.root)
+        if not held and state is None:
             continue  # nothing to narrow: do not create an entry for an agent that holds nothing
+        if state is not None and (state.get("context") or {}).get("files_locked") == held:
+            continue  # shown already: a round retried after another writer's change writes nothing again
         state_sync.set_files_locked(agent_id, held, root=cfg.root, now=now)
 
 
