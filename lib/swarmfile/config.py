@@ -216,6 +216,9 @@ class Config:
 
 
 _cache: dict[Path, tuple[Optional[int], Config]] = {}
+# An absolute root as callers pass it (str or Path) -> (its Path, its swarm.yaml): every call of
+# every module starts here (an append_event costs two), and building the Path each time showed.
+_resolved: dict[Any, tuple[Path, str]] = {}
 
 
 def load_config(*, root: Optional[PathLike] = None) -> Config:
@@ -223,15 +226,21 @@ def load_config(*, root: Optional[PathLike] = None) -> Config:
 
     Raises ParseError/ValidationError naming swarm.yaml when it is malformed.
     """
-    resolved = resolve_root(root=root)
-    config_file = resolved / "swarm.yaml"
+    known = _resolved.get(root) if root is not None else None
+    if known is None:
+        resolved = resolve_root(root=root)
+        known = (resolved, os.path.join(resolved, "swarm.yaml"))
+        if root is not None and os.path.isabs(root) and len(_resolved) < 4096:  # not relative: no cwd in it
+            _resolved[root] = known
+    resolved, config_name = known
     try:
-        stamp: Optional[int] = config_file.stat().st_mtime_ns
+        stamp: Optional[int] = os.stat(config_name).st_mtime_ns
     except FileNotFoundError:
         stamp = None
     cached = _cache.get(resolved)
     if cached is not None and cached[0] == stamp:
         return cached[1]
+    config_file = resolved / "swarm.yaml"
     settings = copy.deepcopy(DEFAULTS)
     if stamp is not None:
         data = load_yaml_file(config_file, default=None)
