@@ -101,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
         "base_branch": None,  # branch tasks are cut from and merged into; None: the root's current branch
         "remove_after_merge": True,  # retire a merged task's worktree and branch once its lease is over
         "merge_lock_seconds": 300,  # longest wait for the merge lock: merges queue behind one another
+        "merge_lock_ttl_seconds": 30,  # Redis backend: a merge lock whose holder died frees itself this much later
         "remote": None,  # a git remote (origin) whose base branch every host merges into; None: the root checkout's
         "push_attempts": 5,  # remote merges: fetch, merge and push again this often when other hosts merge first
     },
@@ -133,6 +134,7 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
     ("planner", "ack_timeout_seconds"): (0, False, False),
     ("planner", "min_executors_to_split"): (0, True, True),
     ("worktrees", "merge_lock_seconds"): (0, False, False),
+    ("worktrees", "merge_lock_ttl_seconds"): (0, False, False),
     ("worktrees", "push_attempts"): (1, True, True),
     ("reservations", "ttl_seconds"): (0, False, False),
 }
