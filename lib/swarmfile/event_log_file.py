@@ -97,22 +97,59 @@ class FileEventLog(EventLog):
         fsync = bool(cfg.get("events", "fsync"))
         limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
         with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-            first, ident = self._prepare(fsync)
-            payload = first + line + "\n"
-            result = append_line_unlocked(path, payload, fsync=fsync)
-            end = result.offset + len(payload.encode("utf-8"))
-            dev, ino = ident or path_identity(path) or (0, 0)  # still under the lock: the file just written
-            event_id = f"{dev}.{ino}:{end}"
-            if result.torn_tail is not None:
-                note = _entry_line(make_event("repaired", event["agent"], None, {
-                    "file": path.name, "dropped_bytes": result.repaired_bytes,
-                    "dropped_text": result.torn_tail[:200]}))
-                end += len(note.encode("utf-8")) + 1
-                append_line_unlocked(path, note, fsync=fsync)
-                log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
-                            path, result.repaired_bytes)
-            if limit and end >= limit:
-                self._rotate(fsync)
+            return self._write([line], event["agent"], fsync, limit)
+
+    def append_after(self, key: str, pending: Callable[[Optional[Any]], list[dict]], *,
+                     rotate_bytes: Optional[int] = None) -> int:
+        """Append the events ``pending(last)`` returns, ``last`` being the ``key`` field of the newest
+        event that has one (archives included; None if none does); how many were appended.
+
+        Finding ``last`` and appending happen under the log's one lock, so two copiers from one
+        source never write an event twice, and a copier killed mid-way resumes where the file ends
+        (a torn last line is not read, and is cut off by this append). The events go in one write.
+        """
+        cfg, path = self.cfg, self.path
+        fsync = bool(cfg.get("events", "fsync"))
+        limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
+        with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+            events = pending(self._last_value(key))
+            if events:
+                self._write([_entry_line(event) for event in events], events[-1]["agent"], fsync, limit)
+        return len(events)
+
+    def _last_value(self, key: str) -> Optional[Any]:
+        needle = f"{key}:".encode("utf-8")
+        for source in [self.path] + [archive for _, archive in reversed(archive_keys(self.path))]:
+            fd = open_log(source)
+            if fd is None:
+                continue
+            try:
+                found = read_last(fd, source, 1, lambda event: key in event, lambda raw: needle in raw)
+            finally:
+                os.close(fd)
+            if found:
+                return found[0][key]
+        return None
+
+    def _write(self, lines: list[str], agent: str, fsync: bool, limit: int) -> str:
+        """Append ``lines`` in one write (the caller holds the lock); the id of the last one."""
+        path = self.path
+        first, ident = self._prepare(fsync)
+        payload = first + "".join(line + "\n" for line in lines)
+        result = append_line_unlocked(path, payload, fsync=fsync)
+        end = result.offset + len(payload.encode("utf-8"))
+        dev, ino = ident or path_identity(path) or (0, 0)  # still under the lock: the file just written
+        event_id = f"{dev}.{ino}:{end}"
+        if result.torn_tail is not None:
+            note = _entry_line(make_event("repaired", agent, None, {
+                "file": path.name, "dropped_bytes": result.repaired_bytes,
+                "dropped_text": result.torn_tail[:200]}))
+            end += len(note.encode("utf-8")) + 1
+            append_line_unlocked(path, note, fsync=fsync)
+            log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
+                        path, result.repaired_bytes)
+        if limit and end >= limit:
+            self._rotate(fsync)
         return event_id
 
     def _prepare(self, fsync: bool) -> tuple[str, Optional[tuple[int, int]]]:
