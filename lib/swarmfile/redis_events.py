@@ -5,6 +5,7 @@ Keys, under the workspace's prefix ``swarm:{NAMESPACE}:`` (redis_backend):
     events          a Stream, one entry per event; its one field ``e`` holds the event as the
                     flow mapping events.yaml would hold, so it reads back as the very same dict
     events:created  present once the log exists (``create``)
+    events:trimmed  the newest id ``trim`` dropped (a follow from before it is refused)
 
 An event's id is its Stream id (``1764500000000-0``), given by the server on ``XADD``: appends
 from every host fall in the server's one order, each appender's in its own. ``append`` returns
@@ -48,15 +49,21 @@ _WAIT_MAX = 1.0  # longest XREAD BLOCK: below redis_backend's socket timeout, so
 _WAIT_MIN = 0.05  # shortest: an idle follower asks stop() at most 20 times a second
 _HAND_FIX = "XDEL the entry (an entry cannot be changed in place); it was not changed"
 
-# Drop the oldest mirrored entries beyond ARGV[2], never one after ARGV[1] (the last mirrored id).
-# Counting and trimming in one script: no append can slip in between and be counted as mirrored.
+# Drop the oldest mirrored entries beyond ARGV[2] (at most ARGV[3] a call), never one after ARGV[1]
+# (the last mirrored id); remember the newest id dropped in KEYS[2], so a follow from before it is
+# refused (XINFO's max-deleted-entry-id counts XDEL only). Counting and trimming in one script: no
+# append can slip in between and be counted as mirrored.
 _TRIM = """
-local after = #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[3])
-if after >= tonumber(ARGV[3]) then return 0 end
+local cap = tonumber(ARGV[3])
+local after = #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', cap)
+if after >= cap then return 0 end
 local length = redis.call('XLEN', KEYS[1])
-local keep = after + tonumber(ARGV[2])
-if length <= keep then return 0 end
-return redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
+local drop = math.min(length - after - tonumber(ARGV[2]), cap)
+if drop <= 0 then return 0 end
+local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', drop)
+redis.call('XTRIM', KEYS[1], 'MAXLEN', length - drop)
+redis.call('SET', KEYS[2], gone[#gone][1])
+return drop
 """
 
 
@@ -187,23 +194,24 @@ class RedisEventLog(RedisStore, EventLog):
         return _text(newest[0][0]) if newest else None
 
     def trimmed_after(self, after: Optional[str]) -> bool:
-        """Whether an event after the id ``after`` was trimmed (or deleted) from the stream."""
+        """Whether an event after the id ``after`` (None: any event) was trimmed or deleted from the stream."""
         import redis  # only a Redis backend gets here
 
-        def info() -> Optional[dict]:
+        def newest_gone() -> str:
+            trimmed = _text(self.client.get(self._key("events:trimmed")) or "0-0")
             try:
-                return self.client.xinfo_stream(self.stream)
-            except redis.exceptions.ResponseError:  # no such key: nothing was ever trimmed
-                return None
+                deleted = _text(self.client.xinfo_stream(self.stream).get("max-deleted-entry-id", "0-0"))
+            except redis.exceptions.ResponseError:  # no such key: nothing was ever deleted
+                deleted = "0-0"
+            return max(trimmed, deleted, key=_id_key)
 
-        found = self._run("read the event log", info)
-        deleted = _text((found or {}).get("max-deleted-entry-id", "0-0"))
-        return _id_key(deleted) > (_id_key(after) if after else (0, 0))
+        return _id_key(self._run("read the event log", newest_gone)) > (_id_key(after) if after else (0, 0))
 
     def trim(self, mirrored: str, keep: int) -> int:
         """Drop the oldest events up to ``mirrored`` beyond the last ``keep`` of them; how many went."""
         script = self.client.register_script(_TRIM)
-        return int(self._run("trim the event log", lambda: script(keys=[self.stream], args=[mirrored, keep, 10_000])))
+        return int(self._run("trim the event log", lambda: script(
+            keys=[self.stream, self._key("events:trimmed")], args=[mirrored, keep, 10_000])))
 
     def wait(self, after: Optional[str], seconds: float) -> bool:
         """Wait up to ``seconds`` (at most a second) for an event after ``after``; whether one is there."""
