@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "events": {
         "rotate_bytes": 64 * 1024 * 1024,  # past this size the log moves to an archive
         "fsync": True,  # fsync every append (durable; off only for throwaway logs)
+        # Redis backend: mirrored events the stream keeps for tail/follow (unmirrored ones are never trimmed)
+        "stream_keep": 100_000,
     },
     "distribution": {
         "max_subtasks": 3,  # most sub-tasks one split creates
@@ -123,6 +125,7 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
     ("timeouts", "lock_seconds"): (0, False, False),
     ("timeouts", "lease_seconds"): (0, False, False),
     ("events", "rotate_bytes"): (0, True, True),  # 0: never rotate
+    ("events", "stream_keep"): (0, True, True),  # 0: the stream holds only what is not mirrored yet
     ("distribution", "max_subtasks"): (2, True, True),  # one sub-task is no split
     ("state", "stale_seconds"): (0, False, False),
     ("executor", "max_attempts"): (1, True, True),

@@ -97,47 +97,92 @@ class FileEventLog(EventLog):
         fileio.sync_appended: the fsyncs of concurrent writers share one flush); returns its id
         once it is durable."""
         line = _entry_line(event)
-        cfg, path = self.cfg, self.path
-        fsync = bool(cfg.get("events", "fsync"))
-        limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
+        fsync, limit = self._settings(rotate_bytes)
+        with self._lock():
+            written = self._write([line], event["agent"], fsync, limit)
+        return self._sync(written, fsync)
 
-        def lock() -> Any:
-            return locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout)
+    def append_after(self, key: str, pending: Callable[[Optional[Any]], list[dict]], *,
+                     rotate_bytes: Optional[int] = None) -> int:
+        """Append the events ``pending(last)`` returns, ``last`` being the ``key`` field of the newest
+        event that has one (archives included; None if none does); how many were appended.
 
-        with lock():
-            fd = open_for_append(path)
+        Finding ``last`` and appending happen under the log's one lock, so two copiers from one
+        source never write an event twice, and a copier killed mid-way resumes where the file ends
+        (a torn last line is not read, and is cut off by this append). The events go in one write.
+        """
+        fsync, limit = self._settings(rotate_bytes)
+        with self._lock():
+            events = pending(self._last_value(key))
+            if not events:
+                return 0
+            written = self._write([_entry_line(event) for event in events], events[-1]["agent"], fsync, limit)
+        self._sync(written, fsync)
+        return len(events)
+
+    def _settings(self, rotate_bytes: Optional[int]) -> tuple[bool, Optional[int]]:
+        cfg = self.cfg
+        return bool(cfg.get("events", "fsync")), cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
+
+    def _lock(self) -> Any:
+        return locked(self.path, lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
+
+    def _last_value(self, key: str) -> Optional[Any]:
+        needle = f"{key}:".encode("utf-8")
+        for source in [self.path] + [archive for _, archive in reversed(archive_keys(self.path))]:
+            fd = open_log(source)
+            if fd is None:
+                continue
             try:
-                first, replaced = self._prepare(fd, fsync)
-                if replaced:  # rewritten by an atomic replace: append to the new file
-                    os.close(fd)
-                    fd = open_for_append(path)
-                payload = first + line + "\n"
-                result = append_line_unlocked(path, payload, fsync=False, fd=fd)
-                start = result.offset
-                end = start + len(payload.encode("utf-8"))
-                st = os.fstat(fd)
-                event_id = f"{st.st_dev}.{st.st_ino}:{end}"
-                if result.torn_tail is not None:
-                    note = _entry_line(make_event("repaired", event["agent"], None, {
-                        "file": path.name, "dropped_bytes": result.repaired_bytes,
-                        "dropped_text": result.torn_tail[:200]}))
-                    end += len(note.encode("utf-8")) + 1
-                    append_line_unlocked(path, note, fsync=False, fd=fd)
-                    log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
-                                path, result.repaired_bytes)
-                if limit and end >= limit:
-                    self._rotate(fsync)
-            except BaseException:
+                found = read_last(fd, source, 1, lambda event: key in event, lambda raw: needle in raw)
+            finally:
                 os.close(fd)
-                raise
+            if found:
+                return found[0][key]
+        return None
+
+    def _write(self, lines: list[str], agent: str, fsync: bool, limit: Optional[int]) -> tuple[int, int, int, str]:
+        """Append ``lines`` in one write, unsynced (the caller holds the lock): (an open descriptor of
+        the file written, where the write starts and ends, the id of the last line)."""
+        path = self.path
+        fd = open_for_append(path)
+        try:
+            first, replaced = self._prepare(fd, fsync)
+            if replaced:  # rewritten by an atomic replace: append to the new file
+                os.close(fd)
+                fd = open_for_append(path)
+            payload = first + "".join(line + "\n" for line in lines)
+            result = append_line_unlocked(path, payload, fsync=False, fd=fd)
+            start = result.offset
+            end = start + len(payload.encode("utf-8"))
+            st = os.fstat(fd)
+            event_id = f"{st.st_dev}.{st.st_ino}:{end}"
+            if result.torn_tail is not None:
+                note = _entry_line(make_event("repaired", agent, None, {
+                    "file": path.name, "dropped_bytes": result.repaired_bytes,
+                    "dropped_text": result.torn_tail[:200]}))
+                end += len(note.encode("utf-8")) + 1
+                append_line_unlocked(path, note, fsync=False, fd=fd)
+                log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
+                            path, result.repaired_bytes)
+            if limit and end >= limit:
+                self._rotate(fsync)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, start, end, event_id
+
+    def _sync(self, written: tuple[int, int, int, str], fsync: bool) -> str:
+        """fsync what ``_write`` wrote, after the lock (closes its descriptor); the id of its last line."""
+        fd, start, end, event_id = written
         if not fsync:
             os.close(fd)
             return event_id
         try:  # the descriptor follows the file through a rotation: the fsync reaches the line
-            sync_appended(fd, start, end, relock=lock)
+            sync_appended(fd, start, end, relock=self._lock)
         except OSError as exc:
             if exc.filename is None:
-                exc.filename = os.fspath(path)
+                exc.filename = os.fspath(self.path)
             raise
         return event_id
 

@@ -31,6 +31,7 @@ from typing import Any, Optional, Sequence
 from . import agent_discovery
 from . import claims
 from . import duplicate_detector
+from . import event_mirror
 from . import events
 from . import lifecycle
 from . import task_distribution
@@ -101,6 +102,8 @@ class Planner:
             decisions += self._step("split", self._split, [a.agent_id for a in executors])
         if executors is not None:
             decisions += self._step("dispatch", self._dispatch, executors, now)
+        # Redis backend: this host's events.yaml mirrors the stream (nothing to do on files)
+        decisions += self._step("mirror", event_mirror.mirror_once, self.cfg)
         self._step("heartbeat", agent_discovery.heartbeat, self.agent_id, current_action="idle", root=root)
         return decisions
 
