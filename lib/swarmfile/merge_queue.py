@@ -191,7 +191,8 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
     """Queue a finished branch for merging into its base; returns the entry.
 
     Task and agent come from the worktree (record) unless given. NotFoundError if the branch
-    does not exist.
+    does not exist. With ``worktrees.remote`` and a queue shared by several hosts (Redis), the
+    branch is pushed to the remote first (GitError, and nothing queued, when that fails).
     """
     cfg = load_config(root=root)
     branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
@@ -201,6 +202,10 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
         raise NotFoundError(f"branch {branch} does not exist", path=cfg.root, task_id=task_id)
     entry = QueueEntry(id=secrets.token_hex(6), branch=branch, task_id=task_id, agent_id=agent_id, base=base,
                        at=format_ts(), worktree=name)
+    remote = setting(cfg, "remote")
+    if remote and stores.merge_queue(cfg).shared:
+        # Whichever host holds the lock merges the entry: the branch must be where every host can fetch it.
+        remote_merge.push_branch(root=cfg.root, remote=str(remote), branch=branch)
     _append(cfg, {"id": entry.id, "op": "enqueue", **{k: v for k, v in entry.to_dict().items() if k != "id"}})
     return entry
 
@@ -354,7 +359,11 @@ def _after_merge(cfg: Config, result: MergeResult, worktree_name: Optional[str])
     if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not setting(cfg, "remove_after_merge"):
         return
     remote, tip = setting(cfg, "remote"), branch_tip(cfg.root, result.branch)
-    if remote and tip is not None:  # the copy pushed for the merge; a branch of another host is its to clean up
+    if remote and tip is None and stores.merge_queue(cfg).shared:
+        # Another host's branch, queued for whichever host merges: nobody else will delete it. The
+        # tip fetched for the merge guards the delete: a branch that moved on since is kept.
+        tip = commit_of(cfg.root, f"refs/remotes/{remote}/{result.branch}")
+    if remote and tip is not None:  # the copy pushed for the merge; with a queue per host, another's is its to clean up
         _note("delete the merged branch from the remote",
               lambda: remote_merge.delete_remote_branch(root=cfg.root, remote=str(remote), branch=result.branch, tip=tip))
     if not worktree_name:

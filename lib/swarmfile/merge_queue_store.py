@@ -49,6 +49,9 @@ def host_lock(cfg: Config, timeout: float) -> Iterator[Path]:
 class MergeQueueStore(ABC):
     """The merge queue of one workspace; subclasses implement every method."""
 
+    # Whether other hosts merge this queue's entries too: then a branch is pushed before it is queued.
+    shared = False
+
     @abstractmethod
     def where(self) -> str:
         """Where the queue is kept, for messages (a path, or a key)."""

@@ -34,7 +34,7 @@ redis.call('ZADD', KEYS[2], id, '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2))
 return id
 """
 
-_FIX = "fix it (ZADD with the same score) or ZREM it; it was not changed"
+_FIX = "fix it with ZADD under the same score, or ZREM it; it was not changed"
 
 
 class RedisChatLog(RedisStore, ChatLog):

@@ -133,6 +133,8 @@ class RedisLock:
 class RedisMergeQueue(RedisStore, MergeQueueStore):
     """The merge queue of one workspace in one Redis database (see the module docstring)."""
 
+    shared = True
+
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.queue = self._key("merge:queue")
