@@ -40,6 +40,7 @@ from .event_query import Matcher, matcher
 from .fileio import YAML_ERROR, dump_flow, load_yaml_text
 from .redis_backend import RedisStore
 from .store_check import Problem, read_problems
+from .yaml_log import looks_whole
 
 __all__ = ["RedisEventLog"]
 
@@ -82,6 +83,16 @@ def _flow(event: dict[str, Any]) -> str:
 def _id_key(ident: str) -> tuple[int, int]:
     found = _ID.fullmatch(ident)
     return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def _worth_parsing(batch: list, maybe: Callable[[bytes], bool]) -> list:
+    """The raw entries a filter may pass, and any that might not parse (a bad entry is reported, not skipped)."""
+    kept = []
+    for entry in batch:
+        raw = entry[1].get(b"e")
+        if raw is None or maybe(raw) or not looks_whole(b"- " + raw + b"\n"):
+            kept.append(entry)
+    return kept
 
 
 class RedisEventLog(RedisStore, EventLog):
@@ -166,8 +177,7 @@ class RedisEventLog(RedisStore, EventLog):
         while len(found) < want:
             batch = self._run("read the event log", lambda: self.client.xrevrange(self.stream, max=high, min="-",
                                                                                    count=page))
-            wanted = [entry for entry in batch if maybe(entry[1].get(b"e", b"") or b"")]
-            found.extend(event for _, event in self._parse(wanted) if match(event))
+            found.extend(event for _, event in self._parse(_worth_parsing(batch, maybe)) if match(event))
             if len(batch) < page:
                 break
             high, page = f"({_text(batch[-1][0])}", _PAGE
@@ -180,7 +190,8 @@ class RedisEventLog(RedisStore, EventLog):
             return []
         if limit is not None:
             return self._newest(limit, match, maybe)
-        return [event for batch in self._forward(None) for _, event in self._parse(batch) if match(event)]
+        return [event for batch in self._forward(None)
+                for _, event in self._parse(_worth_parsing(batch, maybe)) if match(event)]
 
     def entries_after(self, after: Optional[str], count: int) -> list[tuple[str, dict]]:
         """Up to ``count`` (id, event) after the id ``after`` (None: from the first), oldest first."""
