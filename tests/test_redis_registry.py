@@ -59,3 +59,16 @@ def test_prune_removes_only_expired_entries_and_a_beat_saves_an_agent(registry):
     assert registry.prune(300) == [] and registry.get("a") is None
     assert registry.register("a", "executor")["status"] == "running"  # registers again after a prune
     assert list(registry.entries()) == ["b", "c", "a"]
+
+
+def test_discovery_judges_redis_heartbeats_by_the_server_clock_not_a_skewed_host_clock(registry, workspace, monkeypatch):
+    from datetime import timedelta
+
+    from swarmfile import agent_discovery, clock
+
+    registry.register("executor-1", "executor", pid=None)
+    ahead = clock.utc_now() + timedelta(hours=1)
+    monkeypatch.setattr(agent_discovery, "utc_now", lambda: ahead)  # this host's clock is an hour fast
+    assert [a.agent_id for a in agent_discovery.discover_agents(root=workspace)] == ["executor-1"]
+    _beat_at(registry, "executor-1", 3600)  # the score, not last_seen, is what stale() reads
+    assert list(registry.stale()) == ["executor-1"]

@@ -158,6 +158,10 @@ class RedisAgentRegistry(RedisStore, AgentRegistry):
         raise BackendUnavailable(f"the entry of {agent_id} kept changing under {_RETRIES} attempts to update it",
                                  path=self.where(), hint="retry")
 
+    def clock(self) -> datetime:
+        seconds, micros = self._run("read the server's clock", lambda: self.client.time())
+        return datetime.fromtimestamp(int(seconds), timezone.utc).replace(microsecond=int(micros))
+
     def _older_than(self, older_than: Optional[float]) -> float:
         seconds = self.cfg.heartbeat_timeout if older_than is None else float(older_than)
         if seconds < 0:
