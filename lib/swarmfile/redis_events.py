@@ -173,14 +173,14 @@ class RedisEventLog(RedisStore, EventLog):
     def _newest(self, want: int, match: Matcher, maybe: Callable[[bytes], bool], upto: str = "+") -> list[dict]:
         """The last ``want`` matches at or before ``upto``, oldest first, reading backwards."""
         found: list[dict] = []
-        high, page = upto, min(max(2 * want, 16), _PAGE)
+        high, page = upto, min(want, _PAGE)  # unfiltered, one page is the answer; filtered, pages double
         while len(found) < want:
             batch = self._run("read the event log", lambda: self.client.xrevrange(self.stream, max=high, min="-",
                                                                                    count=page))
             found.extend(event for _, event in self._parse(_worth_parsing(batch, maybe)) if match(event))
             if len(batch) < page:
                 break
-            high, page = f"({_text(batch[-1][0])}", _PAGE
+            high, page = f"({_text(batch[-1][0])}", min(2 * page, _PAGE)
         return found[:want][::-1]
 
     def read(self, *, agent: Optional[str] = None, task_id: Optional[str] = None, types: Types = None,
