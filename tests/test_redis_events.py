@@ -83,6 +83,18 @@ def test_a_mirror_resumes_from_the_file_after_a_torn_write_losing_and_duplicatin
     assert kinds == ["tick"] * 8 + ["repaired"]  # the cut is recorded, as on every log
 
 
+def test_a_mirror_whose_last_stream_id_is_garbled_refuses_and_writes_nothing(redis_ws):
+    cfg = config.load_config(root=redis_ws)
+    _append(redis_ws, 2)
+    (redis_ws / "events.yaml").write_text("events:\n- {timestamp: '2026-11-30T10:00:00Z', type: tick, agent: w0, "
+                                          f"{STREAM_ID}: not-an-id}}\n")
+    before = (redis_ws / "events.yaml").read_bytes()
+    with pytest.raises(ValidationError, match="not a stream id") as caught:
+        event_mirror.mirror_once(cfg)
+    assert caught.value.path and "events.yaml" in str(caught.value.path)
+    assert (redis_ws / "events.yaml").read_bytes() == before
+
+
 def test_the_mirror_resumes_across_its_own_rotations(redis_ws, redis_server):
     cfg = backend_config(redis_ws, redis_server.url, "events:\n  rotate_bytes: 1\n")  # each write rotates
     _append(redis_ws, 30)
@@ -171,6 +183,21 @@ def test_events_cli_tails_the_stream_and_mirrors_it(redis_ws, workspace):
     assert done.returncode == 0 and json.loads(done.stdout)["mirrored"] == 3, done.stderr
     assert run("mirror").stdout.startswith("mirrored 0 events")
     _assert_faithful(redis_ws)
+
+
+def test_events_tail_follow_on_the_command_line_prints_stream_events_as_they_come(redis_ws):
+    _append(redis_ws, 1)
+    follower = subprocess.Popen([sys.executable, str(LIB / "events.py"), "tail", "-f", "-n", "1", "--json",
+                                 "--root", str(redis_ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(follower.stdout.readline())["seq"] == 0  # the backlog: it is reading
+        _append(redis_ws, 2, start=1)
+        assert [json.loads(follower.stdout.readline())["seq"] for _ in range(2)] == [1, 2]
+    finally:
+        follower.kill()
+        follower.wait(timeout=30)
+        follower.stdout.close()
+        follower.stderr.close()
 
 
 def test_the_planner_mirrors_every_round(redis_ws):
