@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -287,6 +288,47 @@ def test_a_paused_redis_makes_append_fail_cleanly_and_the_mirror_loop_resumes(re
     # The append that timed out was never acknowledged: the paused server may still run it once
     # resumed (its request sat in the socket), so it is there once or not at all, never twice.
     assert [e["seq"] for e in _mirrored(redis_ws)] in ([0, 1, 2, 4, 5], [0, 1, 2, 3, 4, 5])
+    _assert_faithful(redis_ws)
+
+
+def _await(condition, seconds: float = 60) -> None:
+    """Wait for another process's doing (no notification crosses processes here): look every 50 ms."""
+    pause, deadline = threading.Event(), time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        pause.wait(0.05)
+
+
+def test_the_planner_loop_survives_a_paused_redis_and_mirrors_again_after(redis_ws, redis_server):
+    _append(redis_ws, 1)
+    planner = subprocess.Popen([sys.executable, str(LIB / "planner.py"), "--interval", "0.1", "--root", str(redis_ws)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    unreachable = threading.Event()
+
+    def read_stderr() -> None:
+        for line in planner.stderr:
+            said.append(line)
+            if "cannot reach Redis" in line:
+                unreachable.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        _await(lambda: len(_mirrored(redis_ws)) >= 1)
+        redis_server.pause()
+        try:
+            assert unreachable.wait(60), said
+        finally:
+            redis_server.resume()
+        _append(redis_ws, 1, start=1)
+        _await(lambda: [e["seq"] for e in _mirrored(redis_ws) if "seq" in e] == [0, 1] or planner.poll() is not None)
+        assert planner.poll() is None, said  # still running: it paused and went on
+    finally:
+        planner.terminate()
+        planner.wait(timeout=30)
+        reader.join(timeout=30)
+        planner.stderr.close()
     _assert_faithful(redis_ws)
 
 
