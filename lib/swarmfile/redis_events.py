@@ -242,7 +242,8 @@ class RedisEventLog(RedisStore, EventLog):
         else:
             start = self.last_id() or "0-0"
             earlier = self._newest(backlog, match, maybe, upto=start) if backlog and start != "0-0" else []
-        wait = min(max(interval, _WAIT_MIN), _WAIT_MAX)
+        # A look is a wait that an append ends at once; ``interval`` only says how often stop() is asked.
+        wait = _WAIT_MAX if stop is None else min(max(interval, _WAIT_MIN), _WAIT_MAX)
         return self._follow(start, earlier, match, wait, timeout, stop)
 
     def _resume_point(self, after: str) -> str:
