@@ -6,11 +6,13 @@ Every test runs a private redis-server (conftest's ``redis_server``: AOF ``appen
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,18 @@ def test_a_mirror_resumes_from_the_file_after_a_torn_write_losing_and_duplicatin
     _assert_faithful(redis_ws)
     kinds = [e["type"] for e in stores.event_log(cfg, events_file=redis_ws / "events.yaml").read()]
     assert kinds == ["tick"] * 8 + ["repaired"]  # the cut is recorded, as on every log
+
+
+def test_a_mirror_whose_last_stream_id_is_garbled_refuses_and_writes_nothing(redis_ws):
+    cfg = config.load_config(root=redis_ws)
+    _append(redis_ws, 2)
+    (redis_ws / "events.yaml").write_text("events:\n- {timestamp: '2026-11-30T10:00:00Z', type: tick, agent: w0, "
+                                          f"{STREAM_ID}: not-an-id}}\n")
+    before = (redis_ws / "events.yaml").read_bytes()
+    with pytest.raises(ValidationError, match="not a stream id") as caught:
+        event_mirror.mirror_once(cfg)
+    assert caught.value.path and "events.yaml" in str(caught.value.path)
+    assert (redis_ws / "events.yaml").read_bytes() == before
 
 
 def test_the_mirror_resumes_across_its_own_rotations(redis_ws, redis_server):
@@ -172,6 +186,21 @@ def test_events_cli_tails_the_stream_and_mirrors_it(redis_ws, workspace):
     _assert_faithful(redis_ws)
 
 
+def test_events_tail_follow_on_the_command_line_prints_stream_events_as_they_come(redis_ws):
+    _append(redis_ws, 1)
+    follower = subprocess.Popen([sys.executable, str(LIB / "events.py"), "tail", "-f", "-n", "1", "--json",
+                                 "--root", str(redis_ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(follower.stdout.readline())["seq"] == 0  # the backlog: it is reading
+        _append(redis_ws, 2, start=1)
+        assert [json.loads(follower.stdout.readline())["seq"] for _ in range(2)] == [1, 2]
+    finally:
+        follower.kill()
+        follower.wait(timeout=30)
+        follower.stdout.close()
+        follower.stderr.close()
+
+
 def test_the_planner_mirrors_every_round(redis_ws):
     from swarmfile.planner import Planner
 
@@ -209,15 +238,30 @@ def test_redis_killed_and_restarted_loses_no_acknowledged_event(redis_ws, redis_
     assert as_pair(after) > as_pair(ids[-1])  # ids go on growing after the replay
 
 
+class _Heard(logging.Handler):
+    """Sets ``event`` when a log message containing ``text`` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
 def test_a_paused_redis_makes_append_fail_cleanly_and_the_mirror_loop_resumes(redis_ws, redis_server, caplog):
     caplog.set_level("WARNING", logger="swarmfile")
+    paused = _Heard("mirroring pauses and retries")
+    logging.getLogger("swarmfile").addHandler(paused)
     cfg = config.load_config(root=redis_ws)
     _append(redis_ws, 3)
-    caught_up, stop = threading.Event(), threading.Event()
+    started, caught_up, stop = threading.Event(), threading.Event(), threading.Event()
     copied: list[int] = []
 
     def on_copy(count: int) -> None:
         copied.append(count)
+        started.set()
         if sum(copied) >= 5:
             caught_up.set()
 
@@ -225,10 +269,12 @@ def test_a_paused_redis_makes_append_fail_cleanly_and_the_mirror_loop_resumes(re
                               kwargs=dict(stop=stop.is_set, on_copy=on_copy))
     mirror.start()
     try:
+        assert started.wait(60)  # the mirror is in its loop
         redis_server.pause()  # longer than one command's timeout: every request in flight fails
         try:
             with pytest.raises(BackendUnavailable, match="cannot reach Redis"):
                 stores.event_log(cfg).append(make_event("tick", "w0", None, {"seq": 3}))
+            assert paused.event.wait(30)  # the mirror saw it too, and backs off
         finally:
             redis_server.resume()
         _append(redis_ws, 2, start=4)
@@ -236,11 +282,53 @@ def test_a_paused_redis_makes_append_fail_cleanly_and_the_mirror_loop_resumes(re
     finally:
         stop.set()
         mirror.join(timeout=30)
+        logging.getLogger("swarmfile").removeHandler(paused)
     assert not mirror.is_alive()
-    assert "mirroring pauses and retries" in caplog.text and "mirroring resumed" in caplog.text
+    assert "mirroring resumed" in caplog.text
     # The append that timed out was never acknowledged: the paused server may still run it once
     # resumed (its request sat in the socket), so it is there once or not at all, never twice.
     assert [e["seq"] for e in _mirrored(redis_ws)] in ([0, 1, 2, 4, 5], [0, 1, 2, 3, 4, 5])
+    _assert_faithful(redis_ws)
+
+
+def _await(condition, seconds: float = 60) -> None:
+    """Wait for another process's doing (no notification crosses processes here): look every 50 ms."""
+    pause, deadline = threading.Event(), time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        pause.wait(0.05)
+
+
+def test_the_planner_loop_survives_a_paused_redis_and_mirrors_again_after(redis_ws, redis_server):
+    _append(redis_ws, 1)
+    planner = subprocess.Popen([sys.executable, str(LIB / "planner.py"), "--interval", "0.1", "--root", str(redis_ws)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    unreachable = threading.Event()
+
+    def read_stderr() -> None:
+        for line in planner.stderr:
+            said.append(line)
+            if "cannot reach Redis" in line:
+                unreachable.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        _await(lambda: len(_mirrored(redis_ws)) >= 1)
+        redis_server.pause()
+        try:
+            assert unreachable.wait(60), said
+        finally:
+            redis_server.resume()
+        _append(redis_ws, 1, start=1)
+        _await(lambda: [e["seq"] for e in _mirrored(redis_ws) if "seq" in e] == [0, 1] or planner.poll() is not None)
+        assert planner.poll() is None, said  # still running: it paused and went on
+    finally:
+        planner.terminate()
+        planner.wait(timeout=30)
+        reader.join(timeout=30)
+        planner.stderr.close()
     _assert_faithful(redis_ws)
 
 

@@ -4,7 +4,9 @@
 status broadcast) and ``event_follow`` (follow) are thin callers of it, and nothing else knows
 how events are kept. ``stores.event_log(cfg)`` picks the implementation ``swarm.yaml``'s
 ``backend:`` names; ``files`` (the default) is event_log_file's ``FileEventLog``: events.yaml,
-one flow line per event, rotated into archives next to it.
+one flow line per event, rotated into archives next to it; a Redis URL is redis_events'
+``RedisEventLog``: one Stream shared by every host, which event_mirror copies into the operator
+host's events.yaml.
 
 What every implementation guarantees (``tests/test_event_log.py`` holds each to it):
 

@@ -20,12 +20,13 @@ each trim what the other may not have copied yet. On the files backend there is 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Callable, Optional
 
 from .config import Config
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, ValidationError
 from .event_log import STREAM_ID
 from .redis_events import RedisEventLog
 from .stores import event_log
@@ -35,6 +36,7 @@ __all__ = ["BATCH", "mirror_once", "follow_mirror"]
 log = logging.getLogger("swarmfile")
 
 BATCH = 500  # events per lock hold and write: a mirror far behind catches up in steps, not one huge write
+_STREAM_ID = re.compile(r"\d+-\d+")
 _BACKOFF = (0.5, 30.0)  # first and longest pause of follow_mirror while Redis is unreachable
 
 
@@ -48,11 +50,15 @@ def _mirror(cfg: Config, batch: int,
     while True:
         def pending(after: Optional[str]) -> list[dict]:
             nonlocal last, first
+            if after is not None and not (isinstance(after, str) and _STREAM_ID.fullmatch(after)):
+                raise ValidationError(f"the last {STREAM_ID} in the mirror is {after!r}, not a stream id",
+                                      path=source.mirror.where(), hint=f"fix that line's {STREAM_ID} "
+                                      "(as the stream has it: redis-cli XRANGE) or remove the line; nothing was written")
             if first and source.trimmed_after(after):
                 log.warning("%s: events after %s were trimmed from %s before they were mirrored; the mirror "
                             "has a gap there", source.mirror.where(), after or "the start", source.where())
             first = False
-            found = source.entries_after(None if after is None else str(after), batch)
+            found = source.entries_after(after, batch)
             last = found[-1][0] if found else after
             return [{**event, STREAM_ID: ident} for ident, event in found]
 

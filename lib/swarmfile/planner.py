@@ -22,6 +22,7 @@ logs one ``error`` event and the round goes on; the file is never rewritten.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -42,9 +43,14 @@ from . import work_items
 from .cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
 from .clock import format_ts, parse_ts, utc_now
 from .config import Config, load_config, validate_id
-from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
+from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, NotClaimable, NotFoundError, SwarmError,
+                     ValidationError, warn_once)
 
 __all__ = ["Planner", "Decision", "main"]
+
+log = logging.getLogger("swarmfile")
+
+_BACKOFF_CAP_SECONDS = 30.0  # the longest pause between rounds while Redis is unreachable
 
 
 @dataclass(frozen=True)
@@ -284,9 +290,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         agent_discovery.register_agent(planner.agent_id, role="planner", root=planner.cfg.root)
+        backoff = 0.0
         try:
             while True:
-                decisions = planner.round()
+                try:
+                    decisions = planner.round()
+                except BackendUnavailable as exc:  # Redis unreachable: pause (doubling) and try again
+                    backoff = min(_BACKOFF_CAP_SECONDS, max(backoff * 2, min(interval, 1.0)))
+                    warn_once(log, "%s; trying again in %.1f s", exc, backoff)
+                    if args.once or stop.wait(backoff):
+                        break
+                    continue
+                backoff = 0.0
                 if args.json:
                     print_json([d.to_dict() for d in decisions])
                 else:

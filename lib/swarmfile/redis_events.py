@@ -40,6 +40,7 @@ from .event_query import Matcher, matcher
 from .fileio import YAML_ERROR, dump_flow, load_yaml_text
 from .redis_backend import RedisStore
 from .store_check import Problem, read_problems
+from .yaml_log import looks_whole
 
 __all__ = ["RedisEventLog"]
 
@@ -82,6 +83,16 @@ def _flow(event: dict[str, Any]) -> str:
 def _id_key(ident: str) -> tuple[int, int]:
     found = _ID.fullmatch(ident)
     return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def _worth_parsing(batch: list, maybe: Callable[[bytes], bool]) -> list:
+    """The raw entries a filter may pass, and any that might not parse (a bad entry is reported, not skipped)."""
+    kept = []
+    for entry in batch:
+        raw = entry[1].get(b"e")
+        if raw is None or maybe(raw) or not looks_whole(b"- " + raw + b"\n"):
+            kept.append(entry)
+    return kept
 
 
 class RedisEventLog(RedisStore, EventLog):
@@ -162,15 +173,14 @@ class RedisEventLog(RedisStore, EventLog):
     def _newest(self, want: int, match: Matcher, maybe: Callable[[bytes], bool], upto: str = "+") -> list[dict]:
         """The last ``want`` matches at or before ``upto``, oldest first, reading backwards."""
         found: list[dict] = []
-        high, page = upto, min(max(2 * want, 16), _PAGE)
+        high, page = upto, min(want, _PAGE)  # unfiltered, one page is the answer; filtered, pages double
         while len(found) < want:
             batch = self._run("read the event log", lambda: self.client.xrevrange(self.stream, max=high, min="-",
                                                                                    count=page))
-            wanted = [entry for entry in batch if maybe(entry[1].get(b"e", b"") or b"")]
-            found.extend(event for _, event in self._parse(wanted) if match(event))
+            found.extend(event for _, event in self._parse(_worth_parsing(batch, maybe)) if match(event))
             if len(batch) < page:
                 break
-            high, page = f"({_text(batch[-1][0])}", _PAGE
+            high, page = f"({_text(batch[-1][0])}", min(2 * page, _PAGE)
         return found[:want][::-1]
 
     def read(self, *, agent: Optional[str] = None, task_id: Optional[str] = None, types: Types = None,
@@ -180,7 +190,8 @@ class RedisEventLog(RedisStore, EventLog):
             return []
         if limit is not None:
             return self._newest(limit, match, maybe)
-        return [event for batch in self._forward(None) for _, event in self._parse(batch) if match(event)]
+        return [event for batch in self._forward(None)
+                for _, event in self._parse(_worth_parsing(batch, maybe)) if match(event)]
 
     def entries_after(self, after: Optional[str], count: int) -> list[tuple[str, dict]]:
         """Up to ``count`` (id, event) after the id ``after`` (None: from the first), oldest first."""
@@ -231,7 +242,8 @@ class RedisEventLog(RedisStore, EventLog):
         else:
             start = self.last_id() or "0-0"
             earlier = self._newest(backlog, match, maybe, upto=start) if backlog and start != "0-0" else []
-        wait = min(max(interval, _WAIT_MIN), _WAIT_MAX)
+        # A look is a wait that an append ends at once; ``interval`` only says how often stop() is asked.
+        wait = _WAIT_MAX if stop is None else min(max(interval, _WAIT_MIN), _WAIT_MAX)
         return self._follow(start, earlier, match, wait, timeout, stop)
 
     def _resume_point(self, after: str) -> str:
