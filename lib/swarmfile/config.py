@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "events": {
         "rotate_bytes": 64 * 1024 * 1024,  # past this size the log moves to an archive
         "fsync": True,  # fsync every append (durable; off only for throwaway logs)
+        # Redis backend: mirrored events the stream keeps for tail/follow (unmirrored ones are never trimmed)
+        "stream_keep": 100_000,
     },
     "distribution": {
         "max_subtasks": 3,  # most sub-tasks one split creates
@@ -123,6 +125,7 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
     ("timeouts", "lock_seconds"): (0, False, False),
     ("timeouts", "lease_seconds"): (0, False, False),
     ("events", "rotate_bytes"): (0, True, True),  # 0: never rotate
+    ("events", "stream_keep"): (0, True, True),  # 0: the stream holds only what is not mirrored yet
     ("distribution", "max_subtasks"): (2, True, True),  # one sub-task is no split
     ("state", "stale_seconds"): (0, False, False),
     ("executor", "max_attempts"): (1, True, True),
@@ -218,6 +221,9 @@ class Config:
 
 
 _cache: dict[Path, tuple[Optional[int], Config]] = {}
+# An absolute root as callers pass it (str or Path) -> (its Path, its swarm.yaml): every call of
+# every module starts here (an append_event costs two), and building the Path each time showed.
+_resolved: dict[Any, tuple[Path, str]] = {}
 
 
 def load_config(*, root: Optional[PathLike] = None) -> Config:
@@ -225,15 +231,21 @@ def load_config(*, root: Optional[PathLike] = None) -> Config:
 
     Raises ParseError/ValidationError naming swarm.yaml when it is malformed.
     """
-    resolved = resolve_root(root=root)
-    config_file = resolved / "swarm.yaml"
+    known = _resolved.get(root) if root is not None else None
+    if known is None:
+        resolved = resolve_root(root=root)
+        known = (resolved, os.path.join(resolved, "swarm.yaml"))
+        if root is not None and os.path.isabs(root) and len(_resolved) < 4096:  # not relative: no cwd in it
+            _resolved[root] = known
+    resolved, config_name = known
     try:
-        stamp: Optional[int] = config_file.stat().st_mtime_ns
+        stamp: Optional[int] = os.stat(config_name).st_mtime_ns
     except FileNotFoundError:
         stamp = None
     cached = _cache.get(resolved)
     if cached is not None and cached[0] == stamp:
         return cached[1]
+    config_file = resolved / "swarm.yaml"
     settings = copy.deepcopy(DEFAULTS)
     if stamp is not None:
         data = load_yaml_file(config_file, default=None)

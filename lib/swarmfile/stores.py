@@ -106,6 +106,12 @@ def redis_lease_table(cfg: Config) -> "LeaseTable":
     return RedisLeaseTable(cfg)
 
 
+def redis_event_log(cfg: Config) -> "EventLog":
+    from .redis_events import RedisEventLog
+
+    return RedisEventLog(cfg, file_event_log(cfg))  # events.yaml stays, as the stream's mirror
+
+
 def redis_agent_registry(cfg: Config) -> "AgentRegistry":
     from .redis_registry import RedisAgentRegistry
 
@@ -131,9 +137,9 @@ BACKENDS: dict[str, Backend] = {
     # journal reads those files once, on first use, and a table that still wrote them would fork the truth.
     "files": Backend(journal_lease_table, file_event_log, file_agent_registry),
     "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),  # its name before it was the default
-    # a Redis URL: leases (redis_lease) and the agent registry (redis_registry) on the server, shared
-    # by every host; the event log is still this workspace's file (issue 13's second half moves it)
-    **{scheme: Backend(redis_lease_table, file_event_log, redis_agent_registry) for scheme in _REDIS_SCHEMES},
+    # a Redis URL: leases (redis_lease), the event log (redis_events: a Stream, mirrored into the operator
+    # host's events.yaml by event_mirror) and the agent registry (redis_registry) on the server, shared by every host
+    **{scheme: Backend(redis_lease_table, redis_event_log, redis_agent_registry) for scheme in _REDIS_SCHEMES},
 }
 
 for _scheme in _REDIS_SCHEMES:  # reservations, chat and the merge queue: shared by every host on the server
