@@ -333,6 +333,18 @@ def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace, backend
 
 
 @ON_BOTH_BACKENDS
+def test_eight_processes_racing_with_eight_overlapping_spellings_exactly_one_wins(workspace, backend):
+    _touch(workspace, "lib/a.py")
+    (workspace / "vendor").symlink_to(workspace / "lib", target_is_directory=True)
+    spellings = ["lib/a.py", "lib/**", "lib", "lib/*.py", "**/a.py", "lib/a.*", "lib/", "vendor/a.py"]
+    results = run_together(_race, [(str(workspace), f"executor-{n}", spelling, _holder())
+                                   for n, spelling in enumerate(spellings)])
+    winners = [agent for outcome, agent in results if outcome == "won"]
+    assert len(winners) == 1 and sorted(agent for outcome, agent in results if outcome == "lost") == winners * 7
+    assert [r.agent_id for r in res.list_reservations(root=workspace)] == winners
+
+
+@ON_BOTH_BACKENDS
 def test_eight_processes_racing_for_different_files_all_win(workspace, backend):
     results = run_together(_race, [(str(workspace), f"executor-{n}", f"lib/f{n}.py", _holder())
                                    for n in range(8)])
