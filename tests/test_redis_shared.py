@@ -117,6 +117,56 @@ def test_no_acknowledged_reservation_is_lost_when_redis_is_killed(workspace, red
         res.reserve("executor-9", ["src/0/x.py"], root=workspace)
 
 
+RESERVER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import reservations
+from swarmfile.errors import BackendUnavailable
+acked, retries = open(sys.argv[2], "a", buffering=1), 0
+for n in range(int(sys.argv[3])):
+    pause = 0.02
+    while True:
+        try:
+            made = reservations.reserve("executor-1", [f"src/{n}.py"], ttl=3600, track_process=False)
+            break
+        except BackendUnavailable:
+            retries += 1
+            time.sleep(pause)  # the server is down or restarting: back off and reserve again
+            pause = min(pause * 2, 0.5)
+    acked.write(f"{made.id} {made.patterns[0]}\n")
+print(retries)
+"""
+
+
+def _kill_midway(redis_server, script: str, workspace: Path, acked: Path, count: int) -> None:
+    """Run ``script`` (it appends a line per acknowledged write to ``acked``) and SIGKILL + restart Redis under it."""
+    acked.touch()
+    with subprocess.Popen([sys.executable, "-c", script, str(LIB), str(acked), str(count)], cwd=workspace,
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, "SWARM_ROOT": str(workspace)}) as proc:
+        try:
+            with open(acked) as seen:  # the writer is under way: kill the server under it
+                lines = 0
+                while lines < 20 and proc.poll() is None:
+                    lines += seen.read().count("\n")
+                    time.sleep(0.01)
+            redis_server.kill()
+            redis_server.restart()
+            retries = int(proc.communicate(timeout=90)[0])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0 and retries > 0, "the writer never met the outage"
+
+
+def test_no_acknowledged_reservation_is_lost_when_redis_is_killed_mid_stream(workspace, redis_server, tmp_path):
+    backend_config(workspace, redis_server.url)
+    acked = tmp_path / "acked.log"
+    _kill_midway(redis_server, RESERVER, workspace, acked, 100)
+    confirmed = [tuple(line.split(" ", 1)) for line in acked.read_text().splitlines()]
+    stored = {(r.id, r.patterns[0]) for r in _patiently(res.list_reservations, root=workspace)}
+    assert len(confirmed) == 100 and set(confirmed) <= stored, "an acknowledged reservation was lost"
+
+
 # ---------------------------------------------------------------------------- chat
 
 
@@ -164,22 +214,7 @@ print(retries)
 def test_no_acknowledged_message_is_lost_when_redis_is_killed_mid_stream(workspace, redis_server, tmp_path):
     backend_config(workspace, redis_server.url, "events: {fsync: false}\n")
     acked = tmp_path / "acked.log"
-    acked.touch()
-    with subprocess.Popen([sys.executable, "-c", SENDER, str(LIB), str(acked), "200"], cwd=workspace,
-                          stdout=subprocess.PIPE, text=True, env={**os.environ, "SWARM_ROOT": str(workspace)}) as proc:
-        try:
-            with open(acked) as seen:  # the sender is under way: kill the server under it
-                lines = 0
-                while lines < 20 and proc.poll() is None:
-                    lines += seen.read().count("\n")
-                    time.sleep(0.01)
-            redis_server.kill()
-            redis_server.restart()
-            retries = int(proc.communicate(timeout=90)[0])
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 0 and retries > 0, "the sender never met the outage"
+    _kill_midway(redis_server, SENDER, workspace, acked, 200)
     confirmed = [line.split(" ", 1) for line in acked.read_text().splitlines()]
     stored = {m.id: m.content for m in _patiently(chat.read_messages, root=workspace)}
     assert len(confirmed) == 200
