@@ -11,8 +11,8 @@ so it is never rewritten and a crash cannot corrupt what is there::
 
 An entry is pending until a ``done`` line with its id follows; file order is completion order.
 ``process_queue`` repeats: take the merge lock (a sidecar lock of ``.swarm/merge.lock``, held
-across processes; on Redis a server lock as well), re-read the queue, merge the first pending entry, append its done line,
-release. So merges never overlap, waiters interleave fairly, and every done line is written
+across processes; on Redis a server lock first), re-read the queue, merge the first pending
+entry, append its done line, release. So merges never overlap, waiters interleave fairly, and every done line is written
 before anyone else looks at the queue. Merging is idempotent: a crash between a merge commit and
 its done line makes the next run find the branch already in base and record it ``up_to_date``
 without a second merge (the ``merged`` event of that crashed run is not repeated). A torn last
@@ -29,7 +29,9 @@ With ``worktrees.remote`` (several hosts, each with its own clone) a merge goes 
 remote's base instead, through remote_merge.py, and never touches the root checkout (which
 may then be on any branch, with any changes); its events add ``remote``, ``host``,
 ``attempts`` and ``local_base``. A remote that cannot be reached raises GitError with the
-entry still pending, like a MergeRefused.
+entry still pending, like a MergeRefused. When the queue is shared by several hosts (Redis),
+``enqueue`` pushes the branch to the remote, since whichever host holds the lock merges it,
+and that host deletes it from the remote after the merge.
 """
 
 from __future__ import annotations
