@@ -247,8 +247,8 @@ def _hold_and_count(root: str, rounds: int) -> int:
 def test_the_redis_merge_lock_admits_one_holder_at_a_time(workspace, redis_server):
     backend_config(workspace, redis_server.url)
     (workspace / "counter").write_text("0")
-    assert run_together(_hold_and_count, [(str(workspace), 25)] * 4) == [25] * 4
-    assert (workspace / "counter").read_text() == "100"
+    assert run_together(_hold_and_count, [(str(workspace), 15)] * 4) == [15] * 4
+    assert (workspace / "counter").read_text() == "60"
 
 
 def test_a_stale_holder_can_neither_renew_nor_release_anothers_lock(workspace, redis_server):
