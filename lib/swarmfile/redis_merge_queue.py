@@ -104,13 +104,11 @@ class RedisLock:
         """Hold the lock for the ``with`` block, renewed by a thread; yields the token."""
         token = self.acquire(timeout)
         stop = threading.Event()
-        lost: list[str] = []
 
         def keep() -> None:
             while not stop.wait(self.ttl_ms / 3000):
                 try:
                     if not self.renew(token):
-                        lost.append("it expired before it was renewed")
                         log.warning("the merge lock %s expired while held (a pause longer than %.1f s?); "
                                     "another holder may be merging", self.key, self.ttl_ms / 1000)
                         return
