@@ -101,9 +101,21 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
+
+    On a task board (Redis, ``task_board: true``) the published tasks, by the same rules and also
+    leaving out tasks whose lease is held: their paths are this host's copies (task_board.copy_path),
+    written only when a task is run.
     """
+    cfg = load_config(root=root)
+    if cfg.settings.get("task_board") is True:  # looked at first: a file backend never loads the stores
+        from .stores import task_board
+        from .task_board import copy_path
+
+        board = task_board(cfg)
+        if board is not None:  # the published tasks, judged on the server as a claim judges them
+            return [entry.task(copy_path(cfg.runtime_dir, entry.task_id)) for entry in board.ready()]
     with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
-        return _ready(load_config(root=root))
+        return _ready(cfg)
 
 
 def _ready(cfg: Config) -> list[taskmod.Task]:

@@ -1,0 +1,200 @@
+"""The task board on Redis: publishing, the ready query and claims on the server, the Markdown mirror."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+import claims
+from conftest import backend_config, snapshot
+from procs import run_together
+from swarmfile import board_sync, events, ready_query, task_store, tasks
+from swarmfile.clock import HOSTNAME
+from swarmfile.errors import AlreadyClaimed, NotClaimable, NotFoundError, ValidationError
+from swarmfile.lease_store import LeaseState
+from swarmfile.stores import task_board
+
+
+@pytest.fixture
+def board_ws(workspace, redis_server):
+    backend_config(workspace, redis_server.url, "task_board: true\nnamespace: board-test\n")
+    return workspace
+
+
+def make(root, task_id, priority="medium", second=0, **parts):
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=root, priority=priority,
+                                    created=f"2026-01-01T00:00:{second:02d}Z", **parts)
+
+
+def ids(found):
+    return [t.task_id for t in found]
+
+
+def status_of(root, task_id):
+    return task_store.find_task(task_id, root=root).status
+
+
+def test_nothing_is_claimed_before_the_planner_publishes(board_ws):
+    make(board_ws, "T-1")
+    assert claims.ready_tasks(root=board_ws) == []
+    assert claims.claim_next("a", root=board_ws) is None
+    with pytest.raises(NotFoundError):
+        claims.claim_task("T-1", "a", root=board_ws)
+
+
+def test_board_ready_order_is_the_markdown_ready_order(board_ws):
+    make(board_ws, "T-low", "low", 0)
+    make(board_ws, "T-hi-late", "high", 5)
+    make(board_ws, "T-hi-early", "high", 1)
+    make(board_ws, "T-num", "7", 9)
+    make(board_ws, "T-dep", "critical", 2, depends_on=["T-low"])
+    make(board_ws, "T-parent", "critical", 3)
+    make(board_ws, "T-parent-SUB1", "low", 4, fields={"Parent Task": "T-parent"})
+    markdown = ids(ready_query._ready(board_sync.load_config(root=board_ws)))
+    board_sync.Sync.of(root=board_ws).publish()
+    on_board = ids(claims.ready_tasks(root=board_ws))
+    assert on_board == markdown == ["T-num", "T-hi-early", "T-hi-late", "T-low", "T-parent-SUB1"]
+    taken = [claims.claim_next("a", root=board_ws).task_id for _ in range(5)]
+    assert taken == on_board and claims.claim_next("a", root=board_ws) is None
+
+
+def test_claims_follow_leases_at_once_and_write_no_markdown(board_ws):
+    make(board_ws, "T-1", "high")
+    make(board_ws, "T-2", depends_on=["T-1"])
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    before = snapshot(board_ws / "tasks")
+    lease = claims.claim_next("a", root=board_ws)
+    assert (lease.task_id, lease.token, lease.mirror["Status"]) == ("T-1", 1, "claimed")
+    assert claims.get_lease("T-1", root=board_ws) == lease  # the very record redis_lease reads
+    with pytest.raises(AlreadyClaimed):
+        claims.claim_task("T-1", "b", root=board_ws)
+    assert claims.claim_next("b", root=board_ws) is None  # T-2 waits for T-1
+    released = claims.release(lease, root=board_ws)
+    again = claims.claim_next("b", root=board_ws)  # requeued by the release, no planner round needed
+    assert (again.task_id, again.token) == ("T-1", 2)
+    claims.complete(claims.start(again, root=board_ws), root=board_ws)
+    assert claims.claim_next("c", root=board_ws).task_id == "T-2"  # its dependency's lease completed
+    assert released.state is LeaseState.RELEASED
+    assert snapshot(board_ws / "tasks") == before  # the planner's mirror writes the Markdown, not claims
+
+
+def test_a_failed_task_waits_for_its_retry_time_by_the_servers_clock(board_ws):
+    make(board_ws, "T-1", "high")
+    make(board_ws, "T-2", "low")
+    board_sync.Sync.of(root=board_ws).publish()
+    claims.fail(claims.claim_next("a", root=board_ws), "boom", max_attempts=3, retry_after=30, root=board_ws)
+    with pytest.raises(NotClaimable):
+        claims.claim_task("T-1", "a", root=board_ws)
+    assert ids(claims.ready_tasks(root=board_ws)) == ["T-2"]
+    lease = claims.claim_next("a", root=board_ws)
+    assert lease.task_id == "T-2"
+    claims.fail(lease, "boom", max_attempts=3, retry_after=0, root=board_ws)
+    again = claims.claim_next("a", root=board_ws)
+    assert (again.task_id, again.token, again.attempts) == ("T-2", 2, 1)
+
+
+def test_mirror_writes_every_status_change_and_moves_the_completed(board_ws):
+    make(board_ws, "T-1")
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    lease = claims.claim_next("exec-1", root=board_ws)
+    sync.mirror()
+    assert status_of(board_ws, "T-1") is tasks.Status.CLAIMED
+    assert task_store.find_task("T-1", root=board_ws).field("Claimed By") == "exec-1"
+    sync.publish()
+    lease = claims.start(lease, root=board_ws)
+    sync.mirror()
+    assert status_of(board_ws, "T-1") is tasks.Status.IN_PROGRESS
+    sync.publish()
+    done = claims.complete(lease, root=board_ws)
+    events.append_event("completed", "exec-1", "T-1", root=board_ws, token=done.token)
+    assert sync.mirror() == [("T-1", "completed")]
+    moved = task_store.find_task("T-1", root=board_ws)
+    assert moved.status is tasks.Status.COMPLETED and moved.path.parent.name == "completed"
+    sync.publish()
+    assert claims.ready_tasks(root=board_ws) == [] and sync.mirror() == []
+
+
+def test_a_persons_edit_after_the_mirror_wins_and_unblocking_gives_fresh_attempts(board_ws):
+    make(board_ws, "T-1")
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    lease = claims.claim_next("a", root=board_ws)
+    claims.fail(lease, "boom", max_attempts=1, root=board_ws)
+    sync.mirror()
+    sync.publish()
+    assert status_of(board_ws, "T-1") is tasks.Status.BLOCKED and claims.claim_next("a", root=board_ws) is None
+    path = task_store.find_task("T-1", root=board_ws).path
+    task_store.set_field(path, "Status", "pending", root=board_ws)  # a person unblocks it
+    assert claims.claim_next("a", root=board_ws) is None  # not published yet
+    sync.mirror()
+    sync.publish()
+    assert status_of(board_ws, "T-1") is tasks.Status.PENDING  # the mirror did not undo the edit
+    again = claims.claim_next("a", root=board_ws)
+    assert (again.task_id, again.token, again.attempts) == ("T-1", 2, 0)
+
+
+def test_changed_files_are_published_again_and_deleted_ones_withdrawn(board_ws):
+    make(board_ws, "T-1", "low")
+    make(board_ws, "T-2", "medium")
+    sync = board_sync.Sync.of(root=board_ws)
+    assert sync.publish() == (2, 0)
+    assert sync.publish() == (0, 0)  # nothing changed: nothing sent
+    path = task_store.find_task("T-1", root=board_ws).path
+    task_store.set_field(path, "Priority", "critical", root=board_ws)
+    task_store.find_task("T-2", root=board_ws).path.unlink()
+    assert sync.publish() == (1, 1)
+    assert ids(claims.ready_tasks(root=board_ws)) == ["T-1"]
+    assert "critical" in task_board(board_sync.load_config(root=board_ws)).entry("T-1").text
+    # A new planner compares by digest: it sends nothing that is already there.
+    assert board_sync.Sync.of(root=board_ws).publish() == (0, 0)
+
+
+def test_an_executor_gets_the_task_text_as_a_copy_under_the_runtime_folder(board_ws, tmp_path):
+    written = make(board_ws, "T-1", files=["app/x.py"])
+    board_sync.Sync.of(root=board_ws).publish()
+    host_b = tmp_path / "host-b"
+    (host_b / "tasks/active").mkdir(parents=True)
+    shutil.copy(board_ws / "swarm.yaml", host_b / "swarm.yaml")
+    task = board_sync.local_task("T-1", root=host_b)
+    assert task.path == host_b / ".swarm/tasks/T-1.md" and task.files_to_modify == ("app/x.py",)
+    assert task.path.read_text() == written.read_text()
+    assert list((host_b / "tasks/active").iterdir()) == []
+    with pytest.raises(NotFoundError):
+        board_sync.local_task("T-9", root=host_b)
+
+
+def test_task_board_needs_a_redis_backend(workspace):
+    backend_config(workspace, "files", "task_board: true\n")
+    with pytest.raises(ValidationError, match="needs a Redis backend"):
+        claims.claim_next("a", root=workspace)
+
+
+def _claim_all(root, agent_id):
+    os.environ["SWARM_ROOT"] = root
+    from swarmfile.liveness import process_start_time
+
+    holder = dict(pid=os.getppid(), host=HOSTNAME, proc_start=process_start_time(os.getppid()))
+    got = []
+    while (lease := claims.claim_next(agent_id, **holder)) is not None:
+        got.append((lease.task_id, lease.token))
+    return got
+
+
+@pytest.mark.timeout(300)
+def test_eight_processes_claim_each_published_task_exactly_once(board_ws):
+    count = 400
+    active = board_ws / "tasks" / "active"
+    for n in range(count):
+        (active / f"T-{n:05d}.md").write_text(
+            f"# T-{n:05d}: task {n}\n\n**Priority:** {['low', 'medium', 'high'][n % 3]}\n**Status:** pending\n"
+            f"**Created:** 2026-01-01T00:00:{n % 60:02d}Z\n")
+    board_sync.Sync.of(root=board_ws).publish()
+    results = run_together(_claim_all, [(str(board_ws), f"executor-{i}") for i in range(8)], timeout=300)
+    claimed = [task for got in results for task, _ in got]
+    assert len(claimed) == count and len(set(claimed)) == count
+    assert all(token == 1 for got in results for _, token in got)
+    assert sum(1 for got in results if got) > 1, "the race had more than one winner overall"
