@@ -14,8 +14,9 @@ from typing import Any, Optional
 
 __all__ = ["HOSTNAME", "utc_now", "format_ts", "parse_ts", "seconds_since", "in_seconds"]
 
-# The kernel's node name is what socket.gethostname() returns, without importing socket.
-HOSTNAME = os.uname().nodename
+# The kernel's node name is what socket.gethostname() returns, without importing socket;
+# SWARM_HOST names the host instead (containers sharing a node name; two "hosts" in one test).
+HOSTNAME = os.environ.get("SWARM_HOST") or os.uname().nodename
 
 
 def utc_now() -> datetime:

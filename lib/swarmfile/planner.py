@@ -92,7 +92,7 @@ class Planner:
                                 current_action="planning", root=root, role="planner")
         decisions += self._step("reap", self._reap, now)
         if self._sync is not None:
-            decisions += self._step("mirror", self._sync.mirror)
+            self._step("mirror", self._sync.mirror)  # no events: a mirror write is the lease's, already logged
         decisions += self._step("recover", self._recover_completions)
         try:
             executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
@@ -109,7 +109,7 @@ class Planner:
         if executors is not None and len(executors) >= self.min_executors:
             decisions += self._step("split", self._split, [a.agent_id for a in executors])
         if self._sync is not None:
-            decisions += self._step("publish", self._sync.publish)
+            self._step("publish", self._sync.publish)
         if executors is not None:
             decisions += self._step("dispatch", self._dispatch, executors, now)
         self._step("heartbeat", agent_discovery.heartbeat, self.agent_id, current_action="idle", root=root)
