@@ -145,3 +145,28 @@ def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remo
     assert list((b / "tasks").rglob("*.md")) == []
     ran_on_b = {e["task_id"] for e in completed if e["agent"].startswith("exec-b")}
     assert {p.stem for p in (b / ".swarm" / "tasks").glob("*.md")} >= ran_on_b
+
+
+@pytest.mark.timeout(240)
+def test_the_demo_on_two_hosts_starts_its_own_redis_and_completes_every_task_once(tmp_path):
+    from redis_server import require_redis
+
+    require_redis()
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # its temp folder (and the redis-server's) inside the test's
+    env.pop("SWARM_ROOT", None)
+    proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "demo", "--backend", "redis", "--json"],
+                          capture_output=True, text=True, env=env, timeout=200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    facts = json.loads(proc.stdout)
+    assert facts["ok"] and facts["tasks"] == 9 and facts["problems"] == [] and facts["crashed"] == []
+    assert facts["merged"] == 8  # every executed task's branch, through the shared remote
+    assert sum(facts["completed_on"].values()) == 8
+    assert not Path(facts["workspace"]).exists(), "a successful demo leaves nothing behind"
+
+
+def test_the_demo_refuses_a_backend_that_is_not_redis(tmp_path):
+    proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "demo", "--backend", "postgres://x"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "neither 'redis' nor a Redis URL" in proc.stderr
