@@ -243,8 +243,8 @@ def _follow_all(roots: list[Path], timeout: float, sink: "queue.Queue[dict]", st
     seen: set = set()
     guard = threading.Lock()
 
-    def one(root: Path) -> None:
-        for event in events.follow(root=root, timeout=timeout, interval=0.1, stop=stop.is_set):
+    def one(host_root: Path) -> None:
+        for event in events.follow(root=host_root, timeout=timeout, interval=0.1, stop=stop.is_set):
             key = (event.get("timestamp"), event.get("type"), event.get("agent"), event.get("task_id"))
             with guard:
                 if key in seen:
