@@ -48,6 +48,7 @@ class _Ready:
 _ready_memo: dict[Path, _Ready] = {}
 _warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
 _FEW = 64  # changed tasks above which the ready list is computed afresh
+_board_tasks: dict[Path, dict] = {}  # per workspace on a task board: task id -> (its entry, the Task made of it)
 
 
 def _same(a: list, b: list) -> bool:
@@ -113,7 +114,13 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
 
         board = task_board(cfg)
         if board is not None:  # the published tasks, judged on the server as a claim judges them
-            return [entry.task(copy_path(cfg.runtime_dir, entry.task_id)) for entry in board.ready()]
+            made = _board_tasks.setdefault(cfg.root, {})
+            found = []
+            for entry in board.ready():
+                if entry.task_id not in made or made[entry.task_id][0] is not entry:
+                    made[entry.task_id] = (entry, entry.task(copy_path(cfg.runtime_dir, entry.task_id)))
+                found.append(made[entry.task_id][1])
+            return found
     with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
         return _ready(cfg)
 

@@ -88,11 +88,11 @@ end
 
 -- The verdict on one task: 'take' (with its old lease record or false), 'keep' (look again
 -- later: dependencies, retry time, a held lock), or a reason it is out of the queue for now.
-local function judge(id)
-  local b = redis.call('HMGET', P .. 'board:task:' .. id, 'status', 'seen', 'deps', 'eligible')
+local function judge(id, unlocked)
+  local b = redis.call('HMGET', P .. 'board:task:' .. id, 'status', 'seen', 'deps', 'eligible', 'sha')
   if not b[1] then return 'missing' end
   if b[4] ~= '1' then return 'split' end
-  if redis.call('EXISTS', P .. 'lock:' .. id) == 1 then return 'locked' end
+  if not unlocked and redis.call('EXISTS', P .. 'lock:' .. id) == 1 then return 'locked' end
   local l = redis.call('HMGET', P .. 'lease:' .. id, 'token', 'state', 'exp', 'rec')
   local status, old, held_expired = b[1], false, false
   if l[1] then
@@ -117,9 +117,12 @@ local function judge(id)
   if not (status == 'pending' or (held_expired and (status == 'claimed' or status == 'in_progress'))) then
     return 'status', status
   end
-  for _, dep in ipairs(cjson.decode(b[3] or '[]')) do
-    if not done(dep) then return 'keep' end
+  if b[3] ~= '[]' then
+    for _, dep in ipairs(cjson.decode(b[3] or '[]')) do
+      if not done(dep) then return 'keep' end
+    end
   end
+  if unlocked then return 'take', b[5] end
   return 'take', old
 end
 """
@@ -190,13 +193,16 @@ while true do
 end
 """
 
-# Read-only: the tasks the claim script would take, in its order, each as its meta JSON.
+# Read-only: the tasks the claim script would take, in its order (a task whose lease lock is held
+# counts: the lock is a moment's), as id and text digest, so a reader fetches only what it lacks.
 _READY = _JUDGE + r"""
 local found = {}
 for _, member in ipairs(redis.call('ZRANGE', P .. 'board:queue', 0, -1)) do
   local id = string.match(member, '|(.*)$')
-  if judge(id) == 'take' then
-    found[#found + 1] = redis.call('HGET', P .. 'board:task:' .. id, 'meta')
+  local verdict, sha = judge(id, true)
+  if verdict == 'take' then
+    found[#found + 1] = id
+    found[#found + 1] = sha or ''
   end
 end
 return found
@@ -221,6 +227,7 @@ class RedisTaskBoard(RedisStore, TaskBoard):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self._scripts: dict[str, Any] = {}
+        self._known: dict[str, tuple[str, BoardEntry]] = {}  # task id -> (digest, entry): ready() fetches the rest
 
     def _script(self, name: str) -> Any:
         if name not in self._scripts:
@@ -315,11 +322,20 @@ class RedisTaskBoard(RedisStore, TaskBoard):
 
     def ready(self) -> list[BoardEntry]:
         found = self._run("read the ready tasks", lambda: self._script("ready")(args=[self.prefix]))
-        out = []
-        for meta in found:
-            data = json.loads(_text(meta))
-            out.append(BoardEntry.from_meta(data))
-        return out
+        pairs = [(_text(found[i]), _text(found[i + 1])) for i in range(0, len(found), 2)]
+        known = self._known
+        missing = [task_id for task_id, sha in pairs if known.get(task_id, ("",))[0] != sha]
+        if missing:
+            def fetch() -> list:
+                pipe = self.client.pipeline(transaction=False)
+                for task_id in missing:
+                    pipe.hmget(self._task_key(task_id), "meta", "sha")
+                return pipe.execute()
+
+            for task_id, (meta, sha) in zip(missing, self._run("read the ready tasks", fetch)):
+                if meta is not None:
+                    known[task_id] = (_text(sha), self._entry(task_id, meta))
+        return [known[task_id][1] for task_id, _ in pairs if task_id in known]
 
     def claim(self, agent_id: str, ttl: float, *, pid: Optional[int], host: Optional[str],
               proc_start: Optional[int], skip: Iterable[str] = (), only: Optional[str] = None) -> Optional[Lease]:
