@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +17,11 @@ from conftest import backend_config, snapshot
 from procs import run_together
 from swarmfile import board_sync, events, ready_query, task_store, tasks
 from swarmfile.clock import HOSTNAME
-from swarmfile.errors import AlreadyClaimed, NotClaimable, NotFoundError, ValidationError
+from swarmfile.errors import AlreadyClaimed, BackendUnavailable, LeaseLost, NotClaimable, NotFoundError, ValidationError
 from swarmfile.lease_store import LeaseState
 from swarmfile.stores import task_board
+
+LIB = Path(__file__).resolve().parent.parent / "lib"
 
 
 @pytest.fixture
@@ -198,3 +205,66 @@ def test_eight_processes_claim_each_published_task_exactly_once(board_ws):
     assert len(claimed) == count and len(set(claimed)) == count
     assert all(token == 1 for got in results for _, token in got)
     assert sum(1 for got in results if got) > 1, "the race had more than one winner overall"
+
+
+# ---------------------------------------------------------------------------- faults
+
+def _claim_when_free(root, agent, deadline_s=30.0):
+    deadline = time.monotonic() + deadline_s
+    while (lease := claims.claim_next(agent, root=root)) is None:
+        assert time.monotonic() < deadline, "the lease never became free"
+        time.sleep(0.05)  # expiry is the server's clock passing a moment: look again shortly
+    return lease
+
+
+def test_a_lease_expired_by_the_servers_clock_is_taken_over_and_its_holder_refused(board_ws):
+    make(board_ws, "T-1")
+    board_sync.Sync.of(root=board_ws).publish()
+    # A holder on another host: only the TTL (by the server's clock) can free its task.
+    first = claims.claim_next("far", ttl=1.0, root=board_ws, pid=4242, host="elsewhere", proc_start=1)
+    assert claims.claim_next("near", root=board_ws) is None
+    second = _claim_when_free(board_ws, "near")
+    assert (second.task_id, second.token, second.agent_id) == ("T-1", 2, "near")
+    with pytest.raises(LeaseLost):
+        claims.complete(first, root=board_ws)
+    claims.complete(second, root=board_ws)
+
+
+def test_a_dead_holder_on_this_host_is_reaped_and_its_task_claimed_again(board_ws):
+    make(board_ws, "T-1")
+    board_sync.Sync.of(root=board_ws).publish()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lease = claims.claim_next("dead", root=board_ws, pid=gone.pid, host=HOSTNAME, proc_start=1)
+    assert claims.claim_next("alive", root=board_ws) is None  # the script cannot see pids: the reaper can
+    [(reaped, reason)] = claims.reap_expired(root=board_ws)
+    assert (reaped.task_id, reaped.state, reaped.token) == ("T-1", LeaseState.EXPIRED, lease.token)
+    again = claims.claim_next("alive", root=board_ws)  # requeued by the reaper
+    assert (again.task_id, again.token) == ("T-1", 2)
+
+
+def test_redis_killed_and_restarted_keeps_the_board_and_every_acknowledged_claim(board_ws, redis_server):
+    for n in range(20):
+        make(board_ws, f"T-{n:02d}", second=n)
+    board_sync.Sync.of(root=board_ws).publish()
+    taken = [claims.claim_next("a", root=board_ws) for _ in range(10)]
+    redis_server.kill()  # SIGKILL: only what appendfsync always already wrote survives
+    with pytest.raises(BackendUnavailable):
+        claims.claim_next("a", root=board_ws)
+    redis_server.restart()
+    assert [claims.get_lease(lease.task_id, root=board_ws) for lease in taken] == taken
+    rest = []
+    while (lease := claims.claim_next("b", root=board_ws)) is not None:
+        rest.append(lease.task_id)
+    assert sorted(rest) == [f"T-{n:02d}" for n in range(10, 20)]  # none of the acknowledged ten twice
+
+
+def test_claims_ready_cli_lists_the_board(board_ws):
+    make(board_ws, "T-1", "high")
+    make(board_ws, "T-2", "low")
+    board_sync.Sync.of(root=board_ws).publish()
+    claims.claim_next("a", root=board_ws)
+    out = subprocess.run([sys.executable, str(LIB / "claims.py"), "ready", "--json", "--root", str(board_ws)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [t["task_id"] for t in json.loads(out.stdout)["ready"]] == ["T-2"]

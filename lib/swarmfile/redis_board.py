@@ -5,10 +5,12 @@ Keys, under the workspace's prefix ``swarm:{NAMESPACE}:`` (redis_backend), besid
     board             a hash: ``publisher`` (host and root of the operator checkout), ``published_at``
     board:task:<id>   a hash: ``meta`` (task_board.BoardEntry.meta as JSON), ``text``, ``sha``, and what
                       the claim script reads: ``status``, ``seen``, ``deps`` (JSON list), ``eligible``
-                      (1/0), ``member`` (its member in the queue)
+                      (1/0), ``member`` and ``score`` (its place in the queue)
     board:ids         the set of published ids
     board:queue       a sorted set of the tasks a claim should look at, in claim order
                       (task_board.order_key: score minus the priority rank, member ``<created ms>|<id>``)
+    board:held        the same members, scored by when their lease expires (ms): claimed tasks wait
+                      here, and go back to the queue once that moment has passed (a take-over)
     board:done        ids of tasks the Markdown shows completed (dependencies count them done)
 
 The queue is a hint, the script decides: one claim is one script (``_CLAIM``) that walks the queue
@@ -18,9 +20,12 @@ retry time (``not_before``) has passed, whose dependencies are all done (on the 
 completed lease), whose lease is not held (or held but expired by the server's clock, ``TIME``)
 and whose lease lock (redis_lease ``lock:<id>``) nobody holds; it writes the lease exactly as
 redis_lease's write script would (``lease:<id>``, ``token:<id>`` one higher, ``leases``) and takes
-the task out of the queue. Tasks it finds taken or finished leave the queue too; they come back
-when their lease ends unfinished (``requeue``) or the planner publishes them again. Tasks it must
-skip for now (dependencies, retry time, a held lock) stay.
+the task out of the queue into ``board:held``. Tasks it finds finished leave the queue; those it
+finds held move to ``board:held`` by their lease's expiry. Every claim first moves the held tasks
+whose moment has passed back to the queue, where they are judged again (a renewed lease goes back
+to ``board:held`` with its new expiry; an expired one is taken over). A lease that ends unfinished
+queues its task again at once (``requeue``), and the planner's publish repairs whatever a crash
+left out. Tasks it must skip for now (dependencies, retry time, a held lock) stay in the queue.
 
 The script names keys it builds from the prefix rather than declaring each in KEYS: every key of a
 workspace shares the namespace's hash tag, so they live on one server (or one Cluster slot).
@@ -158,13 +163,22 @@ local function take(id, old)
   rec['mirror'] = {['Status'] = 'claimed', ['Claimed By'] = ARGV[2]}
   rec['task_file'] = nil
   local json = cjson.encode(rec)
+  local member = redis.call('HGET', P .. 'board:task:' .. id, 'member')
+  if member then
+    redis.call('ZREM', P .. 'board:queue', member)
+    redis.call('ZADD', P .. 'board:held', exp, member)
+  end
   redis.call('HSET', P .. 'lease:' .. id, 'rec', json, 'token', top + 1, 'state', 'held', 'exp', exp,
              'host', ARGV[5], 'pid', ARGV[4], 'start', ARGV[6])
   redis.call('SET', P .. 'token:' .. id, top + 1)
   redis.call('SADD', P .. 'leases', id)
-  local member = redis.call('HGET', P .. 'board:task:' .. id, 'member')
-  if member then redis.call('ZREM', P .. 'board:queue', member) end
   return {'ok', json}
+end
+-- Held tasks whose lease's moment has passed are looked at again (a bounded batch per claim).
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'board:held', '-inf', now, 'LIMIT', 0, 64)) do
+  redis.call('ZREM', P .. 'board:held', member)
+  local score = redis.call('HGET', P .. 'board:task:' .. string.match(member, '|(.*)$'), 'score')
+  if score then redis.call('ZADD', P .. 'board:queue', score, member) end
 end
 if ARGV[7] ~= '' then
   local verdict, detail = judge(ARGV[7])
@@ -186,7 +200,10 @@ while true do
     if verdict == 'keep' or verdict == 'locked' then
       kept = kept + 1
     else
-      redis.call('ZREM', P .. 'board:queue', member)  -- taken, finished or gone: back by requeue or publish
+      redis.call('ZREM', P .. 'board:queue', member)  -- finished or gone: back by requeue or publish
+      if verdict == 'held' then  -- looked at again when its lease would expire
+        redis.call('ZADD', P .. 'board:held', redis.call('HGET', P .. 'lease:' .. id, 'exp'), member)
+      end
     end
   end
   start = start + kept
@@ -195,9 +212,29 @@ end
 
 # Read-only: the tasks the claim script would take, in its order (a task whose lease lock is held
 # counts: the lock is a moment's), as id and text digest, so a reader fetches only what it lacks.
+# Held tasks past their moment are merged in by their queue score (they would be taken over).
 _READY = _JUDGE + r"""
-local found = {}
-for _, member in ipairs(redis.call('ZRANGE', P .. 'board:queue', 0, -1)) do
+local found, late = {}, {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'board:held', '-inf', now)) do
+  local id = string.match(member, '|(.*)$')
+  local score = redis.call('HGET', P .. 'board:task:' .. id, 'score')
+  if score and not redis.call('ZSCORE', P .. 'board:queue', member) then
+    late[#late + 1] = {tonumber(score), member}
+  end
+end
+table.sort(late, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
+local queue = redis.call('ZRANGE', P .. 'board:queue', 0, -1, 'WITHSCORES')
+local i, j = 1, 1
+while i <= #queue or j <= #late do
+  local member
+  if j > #late or (i <= #queue and (tonumber(queue[i + 1]) < late[j][1]
+      or (tonumber(queue[i + 1]) == late[j][1] and queue[i] < late[j][2]))) then
+    member = queue[i]
+    i = i + 2
+  else
+    member = late[j][2]
+    j = j + 1
+  end
   local id = string.match(member, '|(.*)$')
   local verdict, sha = judge(id, true)
   if verdict == 'take' then
@@ -258,7 +295,7 @@ class RedisTaskBoard(RedisStore, TaskBoard):
                 pipe.hset(self._task_key(entry.task_id), mapping={
                     "meta": meta, "text": entry.text, "sha": entry.sha, "status": entry.status, "seen": entry.seen,
                     "deps": json.dumps(list(entry.depends_on)), "eligible": "1" if entry.eligible else "0",
-                    "member": member})
+                    "member": member, "score": repr(score)})
                 pipe.sadd(self._key("board:ids"), entry.task_id)
                 if entry.eligible and entry.status in ("pending", "claimed", "in_progress"):
                     pipe.zadd(self._key("board:queue"), {member: score})
@@ -273,6 +310,7 @@ class RedisTaskBoard(RedisStore, TaskBoard):
                 pipe.srem(self._key("board:ids"), task_id)
                 if member is not None:
                     pipe.zrem(self._key("board:queue"), member)
+                    pipe.zrem(self._key("board:held"), member)
             for task_id in done:
                 pipe.sadd(self._key("board:done"), task_id)
             # Last: a claim sees a board (and so no longer finds nothing to do) only once it has tasks.
@@ -307,10 +345,9 @@ class RedisTaskBoard(RedisStore, TaskBoard):
 
     def requeue(self, task_id: str) -> None:
         def send() -> None:
-            found = self.client.hmget(self._task_key(task_id), "member", "meta")
-            if found[0] is not None:
-                entry = self._entry(task_id, found[1])
-                self.client.zadd(self._key("board:queue"), {_text(found[0]): order_key(entry.task(None))[0]})
+            member, score = self.client.hmget(self._task_key(task_id), "member", "score")
+            if member is not None and score is not None:
+                self.client.zadd(self._key("board:queue"), {_text(member): float(score)})
 
         self._run(f"requeue {task_id}", send)
 
