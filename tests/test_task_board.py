@@ -268,3 +268,41 @@ def test_claims_ready_cli_lists_the_board(board_ws):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert [t["task_id"] for t in json.loads(out.stdout)["ready"]] == ["T-2"]
+
+
+# ---------------------------------------------------------------------------- the planner on a board
+
+def test_a_task_whose_lease_lock_is_held_is_not_claimed_until_it_is_let_go(board_ws):
+    make(board_ws, "T-1")
+    board_sync.Sync.of(root=board_ws).publish()
+    with claims.lease_lock("T-1", root=board_ws):  # what the planner holds while it splits a task
+        assert claims.claim_next("a", root=board_ws) is None
+    assert claims.claim_next("a", root=board_ws).task_id == "T-1"
+
+
+def test_planner_rounds_publish_dispatch_split_and_mirror_on_the_board(board_ws):
+    from planner import Planner
+    from swarmfile import agent_discovery
+
+    make(board_ws, "T-1", "high")
+    task_store.new_task_file("BIG", "Build three reports", root=board_ws, priority="low",
+                             created="2026-01-01T00:00:09Z",
+                             objective="Build three independent reports; each can be done separately and in parallel.",
+                             criteria=["Sales report in `reports/sales.py`", "Stock report in `reports/stock.py`",
+                                       "Staff report in `reports/staff.py`"],
+                             files=["reports/sales.py", "reports/stock.py", "reports/staff.py"])
+    for agent in ("executor-1", "executor-2"):
+        agent_discovery.register_agent(agent, role="executor", root=board_ws)
+    planner = Planner(root=str(board_ws))
+    decisions = planner.round()
+    split = [d for d in decisions if d.kind == "split"]
+    assigned = {d.task_id: d.detail["to"] for d in decisions if d.kind == "assigned"}
+    assert split and split[0].task_id == "BIG" and len(split[0].detail["sub_tasks"]) == 3
+    assert assigned["T-1"] == "executor-1" and set(assigned) - {"T-1"} <= set(split[0].detail["sub_tasks"])
+    assert "BIG" not in ids(claims.ready_tasks(root=board_ws))  # split: it completes when its parts do
+    lease, _ = claims.assignment_for("executor-1", root=board_ws)
+    assert lease.task_id == "T-1" and lease.pid == os.getpid()
+    assert status_of(board_ws, "T-1") is tasks.Status.PENDING  # the mirror comes next round
+    claims.start(lease, root=board_ws)
+    planner.round()
+    assert status_of(board_ws, "T-1") is tasks.Status.IN_PROGRESS

@@ -39,6 +39,7 @@ from . import claims
 from . import duplicate_detector
 from . import events
 from . import lifecycle
+from . import ready_query
 from . import task_distribution
 from . import task_graph
 from . import tasks
@@ -240,7 +241,9 @@ class Planner:
 
     def _split(self, executor_ids: list[str]) -> list[Decision]:
         out = []
-        for task in claims.ready_tasks(root=self.cfg.root):
+        # On a board, this checkout's own Markdown: a task is split before it is ever published whole.
+        ready = ready_query.markdown_ready if self._sync is not None else claims.ready_tasks
+        for task in ready(root=self.cfg.root):
             if task.parent or task.sub_tasks or task.field("Possible Duplicate Of"):
                 continue
             try:

@@ -22,7 +22,7 @@ from . import tasks as taskmod
 from .config import Config, load_config
 from .errors import warn_once
 
-__all__ = ["ready_tasks"]
+__all__ = ["ready_tasks", "markdown_ready"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -123,6 +123,13 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
             return found
     with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
         return _ready(cfg)
+
+
+def markdown_ready(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
+    """``ready_tasks`` of this checkout's Markdown alone, on a task board too: what its planner splits
+    (a task on the board may be claimed already; the planner checks its lease under its lock)."""
+    with task_index.gc_paused():
+        return _ready(load_config(root=root))
 
 
 def _ready(cfg: Config) -> list[taskmod.Task]:
