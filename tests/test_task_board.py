@@ -306,3 +306,18 @@ def test_planner_rounds_publish_dispatch_split_and_mirror_on_the_board(board_ws)
     claims.start(lease, root=board_ws)
     planner.round()
     assert status_of(board_ws, "T-1") is tasks.Status.IN_PROGRESS
+
+
+def test_a_changed_created_line_moves_the_task_in_the_queue_without_a_stale_copy(board_ws):
+    make(board_ws, "T-1", second=1)
+    make(board_ws, "T-2", second=2)
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    task_store.set_field(task_store.find_task("T-2", root=board_ws).path, "Created", "2025-01-01T00:00:00Z",
+                         root=board_ws)
+    sync.publish()
+    assert ids(claims.ready_tasks(root=board_ws)) == ["T-2", "T-1"]
+    assert [claims.claim_next("a", root=board_ws).task_id for _ in range(2)] == ["T-2", "T-1"]
+    assert claims.claim_next("a", root=board_ws) is None
+    board = task_board(board_sync.load_config(root=board_ws))
+    assert board.client.zcard(board._key("board:queue")) == 0

@@ -177,8 +177,8 @@ end
 -- Held tasks whose lease's moment has passed are looked at again (a bounded batch per claim).
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'board:held', '-inf', now, 'LIMIT', 0, 64)) do
   redis.call('ZREM', P .. 'board:held', member)
-  local score = redis.call('HGET', P .. 'board:task:' .. string.match(member, '|(.*)$'), 'score')
-  if score then redis.call('ZADD', P .. 'board:queue', score, member) end
+  local b = redis.call('HMGET', P .. 'board:task:' .. string.match(member, '|(.*)$'), 'score', 'member')
+  if b[1] and b[2] == member then redis.call('ZADD', P .. 'board:queue', b[1], member) end
 end
 if ARGV[7] ~= '' then
   local verdict, detail = judge(ARGV[7])
@@ -282,15 +282,19 @@ class RedisTaskBoard(RedisStore, TaskBoard):
         entries, withdraw, done = list(entries), list(withdraw), list(done)
 
         def send() -> None:
-            gone = {}
-            if withdraw:
-                fetch = self.client.pipeline(transaction=False)
-                for task_id in withdraw:
-                    fetch.hget(self._task_key(task_id), "member")
-                gone = dict(zip(withdraw, fetch.execute()))
+            fetch = self.client.pipeline(transaction=False)
+            for task_id in [*withdraw, *(e.task_id for e in entries)]:
+                fetch.hget(self._task_key(task_id), "member")
+            members = fetch.execute()
+            gone = dict(zip(withdraw, members))
+            before = dict(zip((e.task_id for e in entries), members[len(withdraw):]))
             pipe = self.client.pipeline(transaction=False)
             for entry in entries:
                 score, member = order_key(entry.task(None))
+                old = before.get(entry.task_id)
+                if old is not None and _text(old) != member:  # its Created line changed: its place did
+                    pipe.zrem(self._key("board:queue"), old)
+                    pipe.zrem(self._key("board:held"), old)
                 meta = json.dumps(entry.meta(), separators=(",", ":"), ensure_ascii=False)
                 pipe.hset(self._task_key(entry.task_id), mapping={
                     "meta": meta, "text": entry.text, "sha": entry.sha, "status": entry.status, "seen": entry.seen,
