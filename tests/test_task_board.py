@@ -321,3 +321,23 @@ def test_a_changed_created_line_moves_the_task_in_the_queue_without_a_stale_copy
     assert claims.claim_next("a", root=board_ws) is None
     board = task_board(board_sync.load_config(root=board_ws))
     assert board.client.zcard(board._key("board:queue")) == 0
+
+
+@pytest.mark.parametrize("end, shown, claimable", [
+    (lambda lease, root: claims.release(lease, root=root), tasks.Status.PENDING, True),
+    (lambda lease, root: claims.release(lease, status="needs_attention", reason="merge conflict", root=root),
+     tasks.Status.NEEDS_ATTENTION, False),
+    (lambda lease, root: claims.fail(lease, "boom", max_attempts=3, root=root), tasks.Status.PENDING, True),
+    (lambda lease, root: claims.fail(lease, "boom", max_attempts=1, root=root), tasks.Status.BLOCKED, False),
+    (lambda lease, root: claims.revoke_unacknowledged(lease, root=root), tasks.Status.PENDING, True),
+], ids=["released", "needs_attention", "failed-retry", "blocked", "revoked"])
+def test_every_end_of_a_lease_is_mirrored_and_claimable_only_when_pending(board_ws, end, shown, claimable):
+    make(board_ws, "T-1")
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    end(claims.claim_next("a", root=board_ws), board_ws)
+    sync.mirror()
+    sync.publish()
+    assert status_of(board_ws, "T-1") is shown
+    assert task_store.find_task("T-1", root=board_ws).field("Claimed By") == "none"
+    assert (claims.claim_next("b", root=board_ws) is not None) is claimable
