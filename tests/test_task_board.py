@@ -341,3 +341,65 @@ def test_every_end_of_a_lease_is_mirrored_and_claimable_only_when_pending(board_
     assert status_of(board_ws, "T-1") is shown
     assert task_store.find_task("T-1", root=board_ws).field("Claimed By") == "none"
     assert (claims.claim_next("b", root=board_ws) is not None) is claimable
+
+
+WORKER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import claims; from swarmfile import fileio
+from swarmfile.config import load_config
+agent = sys.argv[2]
+cfg = load_config()
+while True:
+    claims.reap_expired()
+    lease = claims.claim_next(agent, ttl=30)
+    if lease is None:
+        break
+    claims.complete(lease)
+    fileio.append_line(cfg.root / "completions.log", f"{lease.task_id} {lease.token} {agent}", lock_dir=cfg.lock_dir)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_kill_nine_claimers_on_the_board_every_task_completed_exactly_once(board_ws, tmp_path):
+    import random
+    import signal
+
+    count = 120
+    for n in range(count):
+        make(board_ws, f"T-{n:03d}", second=n % 60)
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    rng = random.Random(7)
+    env = dict(os.environ, SWARM_ROOT=str(board_ws))
+    procs: list[subprocess.Popen] = []
+    spawned = 0
+    try:
+        for _ in range(20):
+            procs = [p for p in procs if p.poll() is None]
+            while len(procs) < 4:
+                procs.append(subprocess.Popen([sys.executable, str(script), str(LIB), f"w-{spawned}"], env=env))
+                spawned += 1
+            victim = rng.choice(procs)
+            time.sleep(rng.uniform(0.01, 0.08))  # a random moment in the victim's work, by design
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+        # The survivors and one last worker finish the board, reaping what the dead held.
+        procs.append(subprocess.Popen([sys.executable, str(script), str(LIB), "finisher"], env=env))
+        for proc in procs:
+            assert proc.wait(timeout=240) in (0, -signal.SIGKILL)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    leases = claims.list_leases(root=board_ws)
+    assert len(leases) == count and all(lease.state is LeaseState.COMPLETED for lease in leases)
+    recorded = [line.split()[0] for line in (board_ws / "completions.log").read_text().splitlines()]
+    assert len(recorded) == len(set(recorded)), "no task was completed twice"
+    sync.mirror()  # the planner's part: every task's Markdown shows it completed, in tasks/completed/
+    done = task_store.list_tasks(root=board_ws, include_completed=True)
+    assert len(done) == count and all(t.status is tasks.Status.COMPLETED and t.path.parent.name == "completed"
+                                      for t in done)
