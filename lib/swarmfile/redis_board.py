@@ -3,9 +3,11 @@
 Keys, under the workspace's prefix ``swarm:{NAMESPACE}:`` (redis_backend), beside redis_lease's:
 
     board             a hash: ``publisher`` (host and root of the operator checkout), ``published_at``
-    board:task:<id>   a hash: ``meta`` (task_board.BoardEntry.meta as JSON), ``text``, ``sha``, and what
-                      the claim script reads: ``status``, ``seen``, ``deps`` (JSON list), ``eligible``
-                      (1/0), ``member`` and ``score`` (its place in the queue)
+    board:task:<id>   a hash: ``meta`` (task_board.BoardEntry.meta as JSON), ``text``, ``sha``, and
+                      ``member`` and ``score`` (its place in the queue)
+    board:facts       a hash: task id -> what the scripts judge it by, one line ``status<TAB>seen<TAB>
+                      eligible (1/0)<TAB>sha<TAB>dependencies (JSON list)``: one field of one key, so
+                      the ready query fetches the facts of many tasks in one call
     board:ids         the set of published ids
     board:queue       a sorted set of the tasks a claim should look at, in claim order
                       (task_board.order_key: score minus the priority rank, member ``<created ms>|<id>``)
@@ -86,6 +88,8 @@ local function iso(ms)
                        math.floor((rem % 3600) / 60), rem % 60, ms - s * 1000)
 end
 
+local NO_LEASE = {false, false, false, false}
+
 local function done(dep)
   if redis.call('SISMEMBER', P .. 'board:done', dep) == 1 then return true end
   return redis.call('HGET', P .. 'lease:' .. dep, 'state') == 'completed'
@@ -93,13 +97,17 @@ end
 
 -- The verdict on one task: 'take' (with its old lease record or false), 'keep' (look again
 -- later: dependencies, retry time, a held lock), or a reason it is out of the queue for now.
-local function judge(id, unlocked)
-  local b = redis.call('HMGET', P .. 'board:task:' .. id, 'status', 'seen', 'deps', 'eligible', 'sha')
-  if not b[1] then return 'missing' end
-  if b[4] ~= '1' then return 'split' end
+-- ``facts`` (its board:facts line, false when it has none) and ``leased`` (false: it has no lease
+-- hash) may be given by a caller that fetched them for many tasks at once.
+local function judge(id, unlocked, facts, leased)
+  if facts == nil then facts = redis.call('HGET', P .. 'board:facts', id) end
+  if not facts then return 'missing' end
+  local status, seen, eligible, sha, deps = string.match(facts, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  if eligible ~= '1' then return 'split' end
   if not unlocked and redis.call('EXISTS', P .. 'lock:' .. id) == 1 then return 'locked' end
-  local l = redis.call('HMGET', P .. 'lease:' .. id, 'token', 'state', 'exp', 'rec')
-  local status, old, held_expired = b[1], false, false
+  local l = NO_LEASE
+  if leased ~= false then l = redis.call('HMGET', P .. 'lease:' .. id, 'token', 'state', 'exp', 'rec') end
+  local old, held_expired = false, false
   if l[1] then
     old = cjson.decode(l[4])
     if l[2] == 'held' then
@@ -107,7 +115,7 @@ local function judge(id, unlocked)
       held_expired = true
     end
     local shown = l[1] .. ':' .. l[2] .. ':'
-    if string.sub(b[2] or '', 1, #shown) ~= shown then
+    if string.sub(seen, 1, #shown) ~= shown then
       -- the lease moved on since the Markdown showed it: its own mirror is the status until the planner's is
       status = 'pending'
       if type(old['mirror']) == 'table' and type(old['mirror']['Status']) == 'string' then
@@ -122,12 +130,12 @@ local function judge(id, unlocked)
   if not (status == 'pending' or (held_expired and (status == 'claimed' or status == 'in_progress'))) then
     return 'status', status
   end
-  if b[3] ~= '[]' then
-    for _, dep in ipairs(cjson.decode(b[3] or '[]')) do
+  if deps ~= '[]' then
+    for _, dep in ipairs(cjson.decode(deps)) do
       if not done(dep) then return 'keep' end
     end
   end
-  if unlocked then return 'take', b[5] end
+  if unlocked then return 'take', sha end
   return 'take', old
 end
 """
@@ -177,7 +185,7 @@ end
 -- Held tasks whose lease's moment has passed are looked at again (a bounded batch per claim).
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'board:held', '-inf', now, 'LIMIT', 0, 64)) do
   redis.call('ZREM', P .. 'board:held', member)
-  local b = redis.call('HMGET', P .. 'board:task:' .. string.match(member, '|(.*)$'), 'score', 'member')
+  local b = redis.call('HMGET', P .. 'board:task:' .. string.sub(member, 17), 'score', 'member')
   if b[1] and b[2] == member then redis.call('ZADD', P .. 'board:queue', b[1], member) end
 end
 if ARGV[7] ~= '' then
@@ -193,7 +201,7 @@ while true do
   if #batch == 0 then return {'none'} end
   local kept = 0
   for _, member in ipairs(batch) do
-    local id = string.match(member, '|(.*)$')
+    local id = string.sub(member, 17)
     local verdict, detail = 'keep', nil
     if not skip[id] then verdict, detail = judge(id) end
     if verdict == 'take' then return take(id, detail) end
@@ -211,20 +219,25 @@ end
 """
 
 # Read-only: the tasks the claim script would take, in its order (a task whose lease lock is held
-# counts: the lock is a moment's), as id and text digest, so a reader fetches only what it lacks.
+# counts: the lock is a moment's), as lines "<id> <text digest>", so a reader fetches only what it lacks.
 # Held tasks past their moment are merged in by their queue score (they would be taken over).
 _READY = _JUDGE + r"""
 local found, late = {}, {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'board:held', '-inf', now)) do
-  local id = string.match(member, '|(.*)$')
+  local id = string.sub(member, 17)
   local score = redis.call('HGET', P .. 'board:task:' .. id, 'score')
   if score and not redis.call('ZSCORE', P .. 'board:queue', member) then
     late[#late + 1] = {tonumber(score), member}
   end
 end
 table.sort(late, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
-local queue = redis.call('ZRANGE', P .. 'board:queue', 0, -1, 'WITHSCORES')
-local i, j = 1, 1
+local ids = {}
+local queue, i, j = {}, 1, 1
+if #late == 0 then  -- the common case: the queue's own order, no scores needed
+  for k, member in ipairs(redis.call('ZRANGE', P .. 'board:queue', 0, -1)) do ids[k] = string.sub(member, 17) end
+else
+  queue = redis.call('ZRANGE', P .. 'board:queue', 0, -1, 'WITHSCORES')
+end
 while i <= #queue or j <= #late do
   local member
   if j > #late or (i <= #queue and (tonumber(queue[i + 1]) < late[j][1]
@@ -235,14 +248,19 @@ while i <= #queue or j <= #late do
     member = late[j][2]
     j = j + 1
   end
-  local id = string.match(member, '|(.*)$')
-  local verdict, sha = judge(id, true)
-  if verdict == 'take' then
-    found[#found + 1] = id
-    found[#found + 1] = sha or ''
+  ids[#ids + 1] = string.sub(member, 17)
+end
+-- Facts and lease presence 256 tasks a call: one lookup per task would cost most of the query.
+for first = 1, #ids, 256 do
+  local chunk = {unpack(ids, first, math.min(first + 255, #ids))}
+  local facts = redis.call('HMGET', P .. 'board:facts', unpack(chunk))
+  local leased = redis.call('SMISMEMBER', P .. 'leases', unpack(chunk))
+  for k, id in ipairs(chunk) do
+    local verdict, sha = judge(id, true, facts[k], leased[k] == 1)
+    if verdict == 'take' then found[#found + 1] = id .. ' ' .. (sha or '') end
   end
 end
-return found
+return table.concat(found, '\n')  -- one reply, not thousands: the client parses it in one go
 """
 
 _REASONS = {
@@ -297,9 +315,10 @@ class RedisTaskBoard(RedisStore, TaskBoard):
                     pipe.zrem(self._key("board:held"), old)
                 meta = json.dumps(entry.meta(), separators=(",", ":"), ensure_ascii=False)
                 pipe.hset(self._task_key(entry.task_id), mapping={
-                    "meta": meta, "text": entry.text, "sha": entry.sha, "status": entry.status, "seen": entry.seen,
-                    "deps": json.dumps(list(entry.depends_on)), "eligible": "1" if entry.eligible else "0",
-                    "member": member, "score": repr(score)})
+                    "meta": meta, "text": entry.text, "sha": entry.sha, "member": member, "score": repr(score)})
+                pipe.hset(self._key("board:facts"), entry.task_id, "\t".join((
+                    " ".join(entry.status.split()), entry.seen, "1" if entry.eligible else "0", entry.sha,
+                    json.dumps(list(entry.depends_on)))))
                 pipe.sadd(self._key("board:ids"), entry.task_id)
                 if entry.eligible and entry.status in ("pending", "claimed", "in_progress"):
                     pipe.zadd(self._key("board:queue"), {member: score})
@@ -311,6 +330,7 @@ class RedisTaskBoard(RedisStore, TaskBoard):
                     pipe.srem(self._key("board:done"), entry.task_id)
             for task_id, member in gone.items():
                 pipe.delete(self._task_key(task_id))
+                pipe.hdel(self._key("board:facts"), task_id)
                 pipe.srem(self._key("board:ids"), task_id)
                 if member is not None:
                     pipe.zrem(self._key("board:queue"), member)
@@ -362,8 +382,8 @@ class RedisTaskBoard(RedisStore, TaskBoard):
     # ------------------------------------------------------------------ the ready query and claims
 
     def ready(self) -> list[BoardEntry]:
-        found = self._run("read the ready tasks", lambda: self._script("ready")(args=[self.prefix]))
-        pairs = [(_text(found[i]), _text(found[i + 1])) for i in range(0, len(found), 2)]
+        found = _text(self._run("read the ready tasks", lambda: self._script("ready")(args=[self.prefix])))
+        pairs = [line.partition(" ")[::2] for line in found.split("\n")] if found else []
         known = self._known
         missing = [task_id for task_id, sha in pairs if known.get(task_id, ("",))[0] != sha]
         if missing:
