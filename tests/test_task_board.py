@@ -403,3 +403,8 @@ def test_kill_nine_claimers_on_the_board_every_task_completed_exactly_once(board
     done = task_store.list_tasks(root=board_ws, include_completed=True)
     assert len(done) == count and all(t.status is tasks.Status.COMPLETED and t.path.parent.name == "completed"
                                       for t in done)
+    # The workers never logged their completions and are dead: the mirror logs each once, for them.
+    logged = events.read_events(types=["completed"], root=board_ws)
+    assert sorted(e["task_id"] for e in logged) == sorted(t.task_id for t in done)
+    assert all(e["recovered"] is True and e["agent"] == "swarm-planner" for e in logged)
+    assert sync.mirror() == [] and len(events.read_events(types=["completed"], root=board_ws)) == count

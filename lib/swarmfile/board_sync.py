@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from datetime import datetime
 from typing import Optional, Union
 
 from . import claims
@@ -37,12 +37,13 @@ from .liveness import dead_reason
 from .stores import lease_table, task_board
 from .task_board import BoardEntry, TaskBoard, copy_path, digest, stamp
 
-__all__ = ["Sync", "board_of", "local_task"]
+__all__ = ["Sync", "board_of", "local_task", "RECOVERED"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 log = logging.getLogger("swarmfile")
 
+RECOVERED = "completed (recovered)"  # what mirror says of a completion whose event it wrote for its dead holder
 _FINISH_GRACE_SECONDS = 60.0  # a live holder logs its completion within moments of completing (claims' rule)
 
 
@@ -82,6 +83,7 @@ class Sync:
 
     cfg: Config
     board: TaskBoard
+    agent_id: str = "swarm-planner"  # who logs a completion its holder died before logging
     # task id -> (the Task object published: the stat-keyed cache hands back the same object while
     # its file is unchanged; the text's digest; the seen stamp; the relative path)
     sent: Optional[dict[str, tuple[Optional[taskmod.Task], str, str, str]]] = None
@@ -90,9 +92,9 @@ class Sync:
     announced: bool = False  # published once by this process (the board names its publisher)
 
     @classmethod
-    def of(cls, *, root: Optional[PathLike] = None) -> "Sync":
+    def of(cls, *, root: Optional[PathLike] = None, agent_id: str = "swarm-planner") -> "Sync":
         cfg = load_config(root=root)
-        return cls(cfg, board_of(cfg))
+        return cls(cfg, board_of(cfg), agent_id)
 
     @property
     def publisher(self) -> str:
@@ -105,7 +107,7 @@ class Sync:
 
     # ------------------------------------------------------------------ leases -> Markdown
 
-    def mirror(self, now=None) -> list[tuple[str, str]]:
+    def mirror(self, now: Optional[datetime] = None) -> list[tuple[str, str]]:
         """Write every lease change the Markdown does not show yet; (task id, what was done) for each."""
         sent = self._sent()
         done: list[tuple[str, str]] = []
@@ -128,7 +130,7 @@ class Sync:
             warn_once(log, "cannot mirror a lease that does not parse: %s", error)
         return done
 
-    def _mirror_one(self, lease: claims.Lease, now_stamp: str, now) -> Optional[str]:
+    def _mirror_one(self, lease: claims.Lease, now_stamp: str, now: Optional[datetime]) -> Optional[str]:
         """Mirror one lease; what was done, or None to look again next round (the stamp stays)."""
         root = self.cfg.root
         if (lease.task_id, now_stamp) not in self.applied:
@@ -154,9 +156,9 @@ class Sync:
         old = lease.ended_at is not None and (moment - parse_ts(lease.ended_at)).total_seconds() > _FINISH_GRACE_SECONDS
         if not old and dead_reason(lease.pid, lease.host, lease.proc_start) is None:
             return None
-        events.append_event("completed", f"{lease.agent_id}", lease.task_id, root=root, token=lease.token,
+        events.append_event("completed", self.agent_id, lease.task_id, root=root, token=lease.token,
                             recovered=True, completed_by=lease.agent_id)
-        return "completed (recovered)"
+        return RECOVERED
 
     # ------------------------------------------------------------------ Markdown -> board
 

@@ -78,7 +78,8 @@ class Planner:
         self._checked_for_duplicates: set[str] = set()
         self._items_released: set[tuple[str, str]] = set()  # (agent, started_at) already handled
         self._reported: set[str] = set()  # steps whose error was already logged (once per outage)
-        self._sync = board_sync.Sync.of(root=self.cfg.root) if claims.uses_board(root=self.cfg.root) else None
+        self._sync = (board_sync.Sync.of(root=self.cfg.root, agent_id=self.agent_id)
+                      if claims.uses_board(root=self.cfg.root) else None)
 
     def _decide(self, kind: str, task_id: Optional[str], **detail: Any) -> Decision:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **detail)
@@ -93,7 +94,7 @@ class Planner:
                                 current_action="planning", root=root, role="planner")
         decisions += self._step("reap", self._reap, now)
         if self._sync is not None:
-            self._step("mirror", self._sync.mirror)  # no events: a mirror write is the lease's, already logged
+            decisions += self._step("mirror", self._mirror)
         decisions += self._step("recover", self._recover_completions)
         try:
             executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
@@ -140,6 +141,12 @@ class Planner:
             out.append(self._decide(kind, lease.task_id, reason=reason, previous_agent=lease.agent_id,
                                     token=lease.token))
         return out
+
+    def _mirror(self) -> list[Decision]:
+        """Leases into the Markdown (board_sync); no event for a mirror write, whose lease change is
+        logged by its holder, but one for a completion its dead holder never logged."""
+        return [self._decide("repaired", task_id, reason="completed task moved after its holder died")
+                for task_id, what in self._sync.mirror() if what == board_sync.RECOVERED]  # type: ignore[union-attr]
 
     def _recover_completions(self) -> list[Decision]:
         recovered = lifecycle.recover_completions(self.agent_id, root=self.cfg.root)
