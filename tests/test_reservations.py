@@ -17,6 +17,7 @@ import state_sync
 from swarmfile.errors import InvalidIdError, LeaseLost, ParseError, SwarmError, ValidationError
 from swarmfile.liveness import my_identity
 from procs import run_together
+from conftest import BACKENDS
 
 SCRIPT = Path(__file__).resolve().parent.parent / "lib" / "reservations.py"
 T0 = datetime(2026, 2, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -308,16 +309,19 @@ def _holder() -> tuple:
     return me["pid"], me["host"], me["proc_start"]  # this test process: alive through the check
 
 
-def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace, backend):
     results = run_together(_race, [(str(workspace), f"executor-{n}", "lib/a.py", _holder()) for n in range(8)])
     winners = [agent for outcome, agent in results if outcome == "won"]
     assert len(winners) == 1
     assert sorted(agent for outcome, agent in results if outcome == "lost") == winners * 7
     assert [r.agent_id for r in res.list_reservations(root=workspace)] == winners
     assert [c["agent_id"] for c in state_sync.find_file_conflicts("lib/a.py", root=workspace)] == winners
+    assert _file(workspace).exists() == (backend is None)  # on Redis: the server's key
 
 
-def test_eight_processes_racing_for_different_files_all_win(workspace):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_eight_processes_racing_for_different_files_all_win(workspace, backend):
     results = run_together(_race, [(str(workspace), f"executor-{n}", f"lib/f{n}.py", _holder())
                                    for n in range(8)])
     assert sorted(results) == sorted(("won", f"executor-{n}") for n in range(8))

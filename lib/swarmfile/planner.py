@@ -27,6 +27,7 @@ logs one ``error`` event and the round goes on; the file is never rewritten.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from . import agent_discovery
 from . import board_sync
 from . import claims
 from . import duplicate_detector
+from . import event_mirror
 from . import events
 from . import lifecycle
 from . import ready_query
@@ -48,9 +50,14 @@ from . import work_items
 from .cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
 from .clock import format_ts, parse_ts, utc_now
 from .config import Config, load_config, validate_id
-from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
+from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, NotClaimable, NotFoundError, SwarmError,
+                     ValidationError, warn_once)
 
 __all__ = ["Planner", "Decision", "main"]
+
+log = logging.getLogger("swarmfile")
+
+_BACKOFF_CAP_SECONDS = 30.0  # the longest pause between rounds while Redis is unreachable
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,8 @@ class Planner:
             self._step("publish", self._sync.publish)
         if executors is not None:
             decisions += self._step("dispatch", self._dispatch, executors, now)
+        # Redis backend: this host's events.yaml mirrors the stream (nothing to do on files)
+        decisions += self._step("mirror", event_mirror.mirror_once, self.cfg)
         self._step("heartbeat", agent_discovery.heartbeat, self.agent_id, current_action="idle", root=root)
         return decisions
 
@@ -329,9 +338,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         agent_discovery.register_agent(planner.agent_id, role="planner", root=planner.cfg.root)
+        backoff = 0.0
         try:
             while True:
-                decisions = planner.round()
+                try:
+                    decisions = planner.round()
+                except BackendUnavailable as exc:  # Redis unreachable: pause (doubling) and try again
+                    backoff = min(_BACKOFF_CAP_SECONDS, max(backoff * 2, min(interval, 1.0)))
+                    warn_once(log, "%s; trying again in %.1f s", exc, backoff)
+                    if args.once or stop.wait(backoff):
+                        break
+                    continue
+                backoff = 0.0
                 if args.json:
                     print_json([d.to_dict() for d in decisions])
                 else:
