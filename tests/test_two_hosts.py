@@ -4,7 +4,8 @@ Host A is the operator checkout: its tasks/active holds the Markdown, its planne
 the task board and mirrors every lease back. Host B is a clone with no task files at all. Each has
 its own ``SWARM_HOST``; executors on both are real ``python lib/executor.py`` processes running a
 fake agent that writes a file and commits it in the task's worktree, and finished branches merge
-into the remote's base through remote_merge (``worktrees: {remote: origin}``).
+into the remote's base through remote_merge (``worktrees: {remote: origin}``). Both hosts append
+to one event stream; host A's events.yaml is its mirror (event_mirror), written by A's planner.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from gitenv import git, hermetic_git
-from swarmfile import config, events, task_store, tasks
+from swarmfile import config, event_mirror, events, task_store, tasks
 from swarmfile.lease_store import LeaseState
-from swarmfile.stores import lease_table
+from swarmfile.stores import event_log, lease_table
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 COUNT = 8
@@ -128,7 +129,9 @@ def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remo
     table = lease_table(config.load_config(root=a))
     leases = {task_id: table.read(task_id) for task_id in ids}
     assert all(lease.state is LeaseState.COMPLETED for lease in leases.values()), leases
-    completed = [e for root in (a, b) for e in events.read_events(types=["completed"], root=root)]
+    # One event log for both hosts (a stream), and host A's events.yaml its faithful mirror.
+    completed = events.read_events(types=["completed"], root=a)
+    assert events.read_events(root=b) == events.read_events(root=a)
     assert Counter(e["task_id"] for e in completed) == Counter(ids)
     assert {e["task_id"]: e["token"] for e in completed} == {t: lease.token for t, lease in leases.items()}
     by_host = Counter("a" if e["agent"].startswith("exec-a") else "b" for e in completed)
@@ -140,6 +143,16 @@ def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remo
     assert len(git(remote, "log", "--merges", "--format=%H", "main").split()) == COUNT
     assert git(remote, "branch", "--list", "swarm/*") == ""
     assert git(remote, "show", "main:work/T-3.txt") == "# T-3: Task number 3"
+
+    cfg_a = config.load_config(root=a)
+    event_mirror.mirror_once(cfg_a)  # what the planner's next round would copy
+    stream = event_log(cfg_a).entries_after(None, 1_000_000)
+    mirrored = events.read_events(root=a, events_file=a / "events.yaml")
+    assert [e["stream_id"] for e in mirrored] == [sid for sid, _ in stream]  # in order, no gap, once each
+    assert [{k: v for k, v in e.items() if k != "stream_id"} for e in mirrored] == [e for _, e in stream]
+    assert Counter(e["task_id"] for e in mirrored if e["type"] == "completed") == Counter(ids)
+    assert {e["agent"] for e in mirrored if e["type"] == "started"} >= {"exec-a1"} | {e["agent"] for e in completed
+                                                                                  if e["agent"].startswith("exec-b")}
 
     # Host B never had a task file in tasks/: it ran the published text from its runtime folder.
     assert list((b / "tasks").rglob("*.md")) == []

@@ -101,7 +101,7 @@ class Planner:
                                 current_action="planning", root=root, role="planner")
         decisions += self._step("reap", self._reap, now)
         if self._sync is not None:
-            decisions += self._step("mirror", self._mirror)
+            decisions += self._step("task mirror", self._mirror)
         decisions += self._step("recover", self._recover_completions)
         try:
             executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
