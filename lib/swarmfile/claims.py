@@ -12,6 +12,10 @@ A lease is free again when it expires, or at once when its holder is a dead proc
 host. Lock order, everywhere: the lease's lock, then the task file's lock.
 
 Lease records are never deleted: the token of the next claim is read from them.
+
+On a task board (a Redis backend with ``task_board: true``; task_board.py) ``claim_next`` and
+``claim_task`` are the board's one script on the server, and nothing here writes task Markdown:
+the planner mirrors every lease into it on the operator checkout (board_sync).
 """
 
 from __future__ import annotations
