@@ -65,8 +65,8 @@ def _host(tmp_path: Path, remote: Path, name: str, url: str) -> Path:
     git(tmp_path, "clone", "-q", str(remote), str(root))
     git(root, "config", "user.name", f"Agent on {name}")
     git(root, "config", "user.email", f"{name}@example.com")
-    (root / "tasks" / "active").mkdir(parents=True)
-    (root / "tasks" / "completed").mkdir()
+    (root / "tasks" / "active").mkdir(parents=True, exist_ok=True)
+    (root / "tasks" / "completed").mkdir(exist_ok=True)
     (root / "events.yaml").write_text("events:\n")
     # No namespace: both clones derive the same one from their origin, as real clones do.
     (root / "swarm.yaml").write_text(f"backend: {url}\ntask_board: true\n"
@@ -183,3 +183,75 @@ def test_the_demo_refuses_a_backend_that_is_not_redis(tmp_path):
     proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "demo", "--backend", "postgres://x"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "neither 'redis' nor a Redis URL" in proc.stderr
+
+
+CLASHING_AGENT = r"""
+import pathlib, subprocess, sys, time
+task_id, task_file, meeting = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+(meeting / f"started-{task_id}").write_text("")
+deadline = time.monotonic() + 60
+while len(list(meeting.glob("started-*"))) < 2:  # both tasks cut from the same base: their merges clash
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+out = pathlib.Path("work") / "shared.txt"
+out.parent.mkdir(exist_ok=True)
+out.write_text(f"written by {task_id}\n")
+subprocess.run(["git", "add", str(out)], check=True)
+subprocess.run(["git", "commit", "-qm", f"{task_id}: shared.txt"], check=True)
+print(f"[DONE] {task_id}")
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_merge_conflict_on_another_host_is_mirrored_into_the_operators_markdown_only(tmp_path, remote,
+                                                                                        redis_server):
+    # Tasks committed in the repository (as RALF keeps them): host B's clone has its own copies.
+    seed = tmp_path / "seed"
+    (seed / ".gitignore").write_text(".swarm/\nevents.yaml\nheartbeat.yaml\nswarm.yaml\n")
+    for n, priority in ((1, "high"), (2, "low")):
+        task_store.new_task_file(f"T-{n}", f"Write the shared file, take {n}", root=seed, priority=priority,
+                                 created=f"2026-01-01T00:00:0{n}Z", directory=seed / "tasks" / "active")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "tasks")
+    git(seed, "push", "-q", str(remote), "main")
+    a = _host(tmp_path, remote, "host-a", redis_server.url)
+    b = _host(tmp_path, remote, "host-b", redis_server.url)
+    b_tasks = {p: p.read_bytes() for p in (b / "tasks").rglob("*.md")}
+    assert len(b_tasks) == 2
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    agent = tmp_path / "agent.py"
+    agent.write_text(CLASHING_AGENT)
+    command = f"{sys.executable} {agent} {{task_id}} {{task_file}} {meeting}"
+    executor = [str(LIB / "executor.py"), "--command", command, "--worktree", "--poll", "0.2", "--ttl", "30"]
+    procs = [_start(a, "host-a", str(LIB / "planner.py"), "--agent-id", "planner", "--interval", "0.3")]
+    procs += [_start(b, "host-b", *executor, "--agent-id", f"exec-b{n}") for n in (1, 2)]
+
+    def settled() -> bool:
+        found = {t.task_id: t.status for t in task_store.list_tasks(root=a, include_completed=True, errors=[])}
+        return sorted(found.values()) == sorted([tasks.Status.COMPLETED, tasks.Status.NEEDS_ATTENTION])
+
+    try:
+        deadline = time.monotonic() + 180
+        while not settled():
+            assert time.monotonic() < deadline, "the tasks did not settle in time"
+            assert all(p.poll() is None for p in procs), [p.stderr.read().decode()[-2000:] for p in procs
+                                                          if p.poll() is not None]
+            time.sleep(0.1)  # the Markdown changes in another process: look again shortly
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+    conflicts = events.read_events(types=["merge_conflict"], root=a)
+    [loser] = {e["task_id"] for e in conflicts}
+    winner = ({"T-1", "T-2"} - {loser}).pop()
+    assert git(remote, "show", "main:work/shared.txt") == f"written by {winner}"  # the base as the winner left it
+    assert task_store.find_task(loser, root=a).status is tasks.Status.NEEDS_ATTENTION
+    assert {p: p.read_bytes() for p in (b / "tasks").rglob("*.md")} == b_tasks, "host B's task files untouched"
