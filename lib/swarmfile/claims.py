@@ -311,7 +311,6 @@ def claim_next(
     proc_start: Optional[int] = None,
 ) -> Optional[Lease]:
     """Lease the first ready task (see ``ready_tasks``) to ``agent_id``, or None if none is free."""
-    skipped = set(skip)
     cfg = load_config(root=root)
     board = task_board(cfg)
     if board is not None:  # the shared board: pick and lease in one script on the server
@@ -319,7 +318,8 @@ def claim_next(
             ident = my_identity()
             pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
         return board.claim(validate_id(agent_id, "agent id"), cfg.lease_seconds if ttl is None else ttl,
-                           pid=pid, host=host, proc_start=proc_start, skip=skipped)
+                           pid=pid, host=host, proc_start=proc_start, skip=skip)
+    skipped = set(skip)
     ready = [t for t in ready_tasks(root=root) if t.task_id not in skipped]
     # Tasks rewritten since the listing were most likely just claimed by another agent: try
     # the untouched ones first, then those (they may only have been edited by a person).
