@@ -408,3 +408,18 @@ def test_kill_nine_claimers_on_the_board_every_task_completed_exactly_once(board
     assert sorted(e["task_id"] for e in logged) == sorted(t.task_id for t in done)
     assert all(e["recovered"] is True and e["agent"] == "swarm-planner" for e in logged)
     assert sync.mirror() == [] and len(events.read_events(types=["completed"], root=board_ws)) == count
+
+
+def test_a_board_lost_with_its_server_data_is_published_again_whole(board_ws, redis_server):
+    make(board_ws, "T-1")
+    make(board_ws, "T-2")
+    sync = board_sync.Sync.of(root=board_ws)
+    assert sync.publish() == (2, 0)
+    client = redis_server.client()
+    try:
+        client.flushall()  # a new, empty server (or a person's FLUSHALL)
+    finally:
+        client.close()
+    assert claims.claim_next("a", root=board_ws) is None
+    assert sync.publish() == (2, 0)
+    assert sorted(claims.claim_next("a", root=board_ws).task_id for _ in range(2)) == ["T-1", "T-2"]

@@ -165,6 +165,8 @@ class Sync:
     def publish(self) -> tuple[int, int]:
         """Publish every task whose file or seen stamp changed and withdraw the deleted; (published, withdrawn)."""
         root = self.cfg.root
+        if self.announced and self.board.publisher() is None:  # the board is gone (a flushed or new server)
+            self.sent, self.announced = None, False  # so everything is published again
         sent = self._sent()
         unreadable: list = []
         every = task_store.list_tasks(root=root, include_completed=True, errors=unreadable)

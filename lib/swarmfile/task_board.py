@@ -156,5 +156,9 @@ class TaskBoard(ABC):
         """
 
     @abstractmethod
+    def publisher(self) -> Optional[str]:
+        """Who published the board last (host and root of the operator checkout), or None: no board."""
+
+    @abstractmethod
     def requeue(self, task_id: str) -> None:
         """A lease of the task ended without completing it: let claims look at it again."""
