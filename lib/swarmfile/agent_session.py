@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import agent_discovery
+from . import board_sync
 from . import claims
 from . import events
 from . import lifecycle
@@ -292,7 +293,7 @@ class AgentSession:
             lease = self._claim_next()
             if lease is None:
                 return "No task is ready to claim. Check again later (ready), or add one with add_task."
-        task = task_store.find_task(lease.task_id, root=self.root)
+        task = board_sync.local_task(lease.task_id, root=self.root)
         workdir = self.root
         try:
             if self.use_worktree:
@@ -354,7 +355,7 @@ class AgentSession:
 
     def _reserve_task_files(self, lease: claims.Lease) -> None:
         """Reserve the task's Files to Modify; on a clash the task goes back (``skipped``) and it raises."""
-        task = task_store.find_task(lease.task_id, root=self.root)
+        task = board_sync.local_task(lease.task_id, root=self.root)
         if not task.files_to_modify:
             return
         try:
@@ -406,7 +407,7 @@ class AgentSession:
     def done(self, summary: str = "") -> str:
         self._not_driven()
         lease = self._held("finish a task")
-        task = task_store.find_task(lease.task_id, root=self.root)
+        task = board_sync.local_task(lease.task_id, root=self.root)
         merge: dict[str, Any] = {}
         changed: Optional[list[str]] = None
         if self._worktree is not None:  # merged while the lease is still renewed, as the executor does

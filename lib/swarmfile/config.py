@@ -40,6 +40,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULTS: dict[str, Any] = {
     "backend": "files",  # where shared state is kept: files (this workspace's disk, no server)
+    # with a Redis backend: true = the planner publishes this checkout's tasks to the server and
+    # every host claims from there (task_board.py); false = each checkout claims from its own Markdown
+    "task_board": False,
     "paths": {
         "heartbeat": "heartbeat.yaml",  # agent registry
         "events": "events.yaml",  # append-only event log

@@ -25,11 +25,11 @@ from typing import Any, Optional, Sequence
 
 from . import agent_discovery
 from . import agents
+from . import board_sync
 from . import claims
 from . import events
 from . import lifecycle
 from . import reservations
-from . import task_store
 from . import worktrees
 from .cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run, show_time
 from .clock import format_ts
@@ -249,7 +249,7 @@ class Executor:
 
     def _reserve_files(self, lease: claims.Lease) -> Optional[claims.Lease]:
         """Reserve the task's Files to Modify; on a clash give the task back and skip it for now."""
-        task = task_store.find_task(lease.task_id, root=self.cfg.root)
+        task = board_sync.local_task(lease.task_id, root=self.cfg.root)
         if not task.files_to_modify:
             return lease
         try:
@@ -314,7 +314,7 @@ class Executor:
 
     def _run(self, lease: claims.Lease, attempt: int) -> None:
         root = self.cfg.root
-        task = task_store.find_task(lease.task_id, root=root)
+        task = board_sync.local_task(lease.task_id, root=root)
         workdir, env = root, dict(os.environ)
         if self.use_worktree:
             self._worktree = worktrees.create_for_lease(lease, root=root)
@@ -370,7 +370,7 @@ class Executor:
             return
         merge: dict[str, Any] = {}
         if self._worktree is not None:  # merged while the lease is still renewed: a merge may take a while
-            title = task_store.find_task(lease.task_id, root=self.cfg.root).title
+            title = board_sync.local_task(lease.task_id, root=self.cfg.root).title
             merge = lifecycle.merge_back(lease, self.agent_id, self._worktree, root=self.cfg.root, title=title)
         lease = self._take_lease()
         if lease is None:

@@ -267,6 +267,8 @@ def _flag_task(cfg: Config, task_id: str, detail: dict[str, str]) -> None:
     """Mark the task ``needs_attention`` in its Markdown, with the ``detail`` fields."""
     from . import tasks
 
+    if stores.task_board(cfg) is not None:
+        return  # only the operator checkout's planner writes task Markdown, from the lease's needs_attention
     task = task_store.find_task(task_id, root=cfg.root)
     task_store.set_fields(task.path, {"Status": tasks.Status.NEEDS_ATTENTION.value, **detail}, root=cfg.root)
 

@@ -28,8 +28,9 @@ if TYPE_CHECKING:  # the interfaces, for types only: a store's module loads when
     from .lease_store import LeaseTable
     from .merge_queue_store import MergeQueueStore
     from .reservation_store import ReservationTable
+    from .task_board import TaskBoard
 
-__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry",
+__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", "task_board",
            "journal_lease_table", "file_event_log", "file_agent_registry",
            "reservations", "chat_log", "merge_queue"]
 
@@ -189,6 +190,31 @@ def _store(kind: str, cfg: Config) -> Any:
         if made is None or made[0] is not cfg:
             made = _made[key] = (cfg, getattr(backend, kind)(cfg))
         return made[1]
+
+
+def task_board(cfg: Config) -> Optional["TaskBoard"]:
+    """The task board of ``cfg``'s workspace, or None when this checkout's Markdown is the board.
+
+    A board is used with a Redis backend and ``task_board: true`` in swarm.yaml (task_board.py).
+    """
+    setting = cfg.settings.get("task_board", False)
+    if not isinstance(setting, bool):
+        raise ValidationError(f"'task_board' must be true or false, got {setting!r:.40}", path=cfg.root / "swarm.yaml",
+                              hint="fix swarm.yaml")
+    if not setting:
+        return None
+    name, _ = _backend(cfg)
+    if not (isinstance(name, str) and name.split("://", 1)[0] in _REDIS_SCHEMES and "://" in name):
+        raise ValidationError("'task_board: true' needs a Redis backend: on files, the checkout is the board",
+                              path=cfg.root / "swarm.yaml", hint="set backend: redis://... or remove task_board")
+    key = ("task_board", cfg.root, name, repr(cfg.settings.get("namespace")))
+    board = _made.get(key)
+    if board is None:
+        from .redis_board import RedisTaskBoard
+
+        with _making:
+            board = _made.setdefault(key, RedisTaskBoard(cfg))
+    return board
 
 
 def _named(path: PathLike, cfg: Config) -> Path:

@@ -4,9 +4,9 @@
                                    [--max-size N] [--repeats N] [--profile] [--strict]
 
 Groups: claims (8-process claim throughput vs a SQLite WAL queue and a maildir queue), redis
-(the same 8-process claims on the Redis backend, a private redis-server with ``appendfsync
-always`` and ``everysec``, vs the SQLite WAL queue in the same run; skipped without
-redis-server), latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and
+(the same 8-process claims from the Redis task board, a private redis-server with ``appendfsync
+always`` and ``everysec``, vs the SQLite WAL queue in the same run, and the board's ready query
+at the largest latency size vs SQLite's; skipped without redis-server), latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and
 cold; cold with the task index a workspace has after its first listing, and without one),
 append (event appends, 1 and 8 writers, on files and on Redis with ``appendfsync always`` and
 ``everysec``, vs a raw flock+write+fsync loop), tail (last 100 events of a 1,000,000-event log,
@@ -284,7 +284,8 @@ def bench_claims(run: Run) -> None:
 
 
 def bench_redis(run: Run) -> None:
-    """Claims on the Redis backend (durable: appendfsync always; and everysec) beside SQLite WAL FULL."""
+    """Claims from the Redis task board (durable: appendfsync always; and everysec) beside SQLite WAL FULL,
+    and the board's ready query at the largest latency size beside SQLite's ready SELECT."""
     sys.path.insert(0, str(HERE.parent))  # tests/: the test suite's private redis-server
     from redis_server import RedisServer, missing_reason
 
@@ -309,21 +310,64 @@ def bench_redis(run: Run) -> None:
                     results = gang.run(baselines.sqlite_claim_worker, [(db,)] * workers)
                 else:
                     with RedisServer(base / f"redis-{system}", fsync=system) as server:
-                        ws = workloads.make_workspace(str(base), f"ws-{system}")
-                        (ws / "swarm.yaml").write_text(f"backend: {server.url}\n", encoding="utf-8")
-                        workloads.write_tasks(ws, specs)
+                        ws = _board_workspace(base, f"ws-{system}", server.url, specs)
                         results = gang.run(workloads.swarm_claim_worker, [(str(ws), None)] * workers)
                 ids = [i for r in results for i in r["ids"]]
                 if len(ids) != n or len(set(ids)) != n:
                     raise RuntimeError(f"{system}: {len(ids)} claims of {len(set(ids))} distinct tasks, expected {n}")
                 rates[system].append(_gang_rate(results, lambda r: len(r["ids"])))
             shutil.rmtree(base)
-    label = f"claim_next on Redis, {workers} procs, {n} tasks"
-    extra = {"tasks": n, "processes": workers, "measures": "claims.claim_next only (no complete)"}
-    run.report.add("redis.always.vs_sqlite", "redis", f"{label}, appendfsync always", "/s", rates["always"],
+    label = f"claim_next on the Redis task board, {workers} procs, {n} tasks"
+    extra = {"tasks": n, "processes": workers, "measures": "claims.claim_next only (no complete)",
+             "task_board": "published before the run (not timed); each claim is one script on the server"}
+    run.report.add("redis.board.always.vs_sqlite", "redis", f"{label}, appendfsync always", "/s", rates["always"],
                    "sqlite WAL FULL queue", rates["sqlite"], {"kind": "ratio>=", "value": 1.0}, durable=True, **extra)
-    run.report.add("redis.everysec.vs_sqlite", "redis", f"{label}, appendfsync everysec", "/s", rates["everysec"],
-                   "sqlite WAL FULL queue", rates["sqlite"], durable=False, **extra)
+    run.report.add("redis.board.everysec.vs_sqlite", "redis", f"{label}, appendfsync everysec", "/s",
+                   rates["everysec"], "sqlite WAL FULL queue", rates["sqlite"], durable=False, **extra)
+    _bench_board_ready(run, RedisServer)
+
+
+def _board_workspace(base: Path, name: str, url: str, specs: list[dict]) -> Path:
+    """A workspace on ``url`` with ``task_board: true`` whose tasks its planner has published."""
+    ws = workloads.make_workspace(str(base), name)
+    (ws / "swarm.yaml").write_text(f"backend: {url}\ntask_board: true\nnamespace: bench-{name}\n", encoding="utf-8")
+    workloads.write_tasks(ws, specs)
+    from swarmfile import board_sync
+
+    board_sync.Sync.of(root=ws).publish()
+    return ws
+
+
+def _bench_board_ready(run: Run, server_class: Any) -> None:
+    s = run.sizes
+    n = max(s.latency_sizes)
+    specs = workloads.task_specs(n, deps_every=10)
+    base = run.scratch(f"redis-ready-{n}")
+    base.mkdir()
+    db = str(base / "queue.db")
+    baselines.sqlite_setup(db, specs)
+    _progress(f"redis: ready query on the task board, {n} tasks x{s.warm_repeats}")
+    times: dict[str, list[float]] = {"swarm": [], "sqlite": []}
+    with server_class(base / "redis", fsync="always") as server:
+        ws = _board_workspace(base, "ws", server.url, specs)
+        conn = baselines.sqlite_connect(db)
+        try:
+            found = (len(workloads.ready_tasks(root=ws)), len(baselines.sqlite_ready(conn)))
+            for _ in range(s.warm_repeats):
+                for system, fn in (("swarm", lambda: workloads.ready_tasks(root=ws)),
+                                   ("sqlite", lambda: baselines.sqlite_ready(conn))):
+                    t0 = time.perf_counter()
+                    if not fn():
+                        raise RuntimeError(f"redis ready: {system} found nothing at {n} tasks")
+                    times[system].append(time.perf_counter() - t0)
+        finally:
+            conn.close()
+    shutil.rmtree(base)
+    run.report.add(f"redis.board.ready.{n}", "redis", f"ready_tasks on the Redis task board, {n} tasks", "s",
+                   times["swarm"], "sqlite ready SELECT", times["sqlite"],
+                   {"kind": "median<", "value": READY_TARGET_S} if n == 10_000 else None, tasks=n,
+                   ready_counts={"swarm_ready": found[0], "sqlite_ready": found[1]},
+                   measures="one script on the server judges every queued task; the ready ones' facts come back")
 
 
 def bench_latency(run: Run) -> None:
