@@ -16,6 +16,10 @@ import events
 from swarmfile import fileio
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
+from conftest import BACKENDS, backend_config
+
+# The rules run the same on every chat log: chat-log.yaml, and Redis (redis_chat).
+ON_BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "lib" / "chat.py"
 RALF_CHAT = Path(__file__).resolve().parent / "fixtures" / "ralf" / "communications" / "chat-log.yaml"
@@ -63,7 +67,8 @@ def test_content_with_newlines_and_quotes_stays_one_line(log):
     assert chat.read_messages()[0].content == text == sent.content
 
 
-def test_read_messages_filters(log):
+@ON_BOTH_BACKENDS
+def test_read_messages_filters(log, backend):
     chat.send("executor-1", "planner", "q1", task_id="T-1")
     chat.send("planner", "all", "note", type="info")
     chat.send("executor-2", "planner", "q2", task_id="T-2")
@@ -261,7 +266,8 @@ def test_inbox_broadcasts_and_read_state_never_touch_the_log(log, workspace):
     assert state["read_through"] == 3 and state["read"] == []
 
 
-def test_read_state_keeps_ids_above_the_first_unread_one(log, workspace):
+@ON_BOTH_BACKENDS
+def test_read_state_keeps_ids_above_the_first_unread_one(log, workspace, backend):
     sent = [chat.send("planner", "executor-1", f"m{i}") for i in range(4)]
     chat.mark_read("executor-1", [sent[0].id, sent[2].id])
     path = workspace / ".swarm" / "chat-read" / "executor-1.yaml"
@@ -286,7 +292,8 @@ def test_corrupt_read_state_fails_closed(log, workspace):
     assert path.read_text() == "read_through: [\n"
 
 
-def test_reply_and_thread(log):
+@ON_BOTH_BACKENDS
+def test_reply_and_thread(log, backend):
     question = chat.send("executor-1", "planner", "which DB?", task_id="T-1")
     chat.send("executor-2", "planner", "unrelated")
     answer = chat.reply(question.id, "planner", "sqlite")
@@ -299,7 +306,8 @@ def test_reply_and_thread(log):
         chat.reply(77, "planner", "?")
 
 
-def test_help_round_trip_with_planner_and_operator(log):
+@ON_BOTH_BACKENDS
+def test_help_round_trip_with_planner_and_operator(log, backend):
     planner = "swarm-planner"  # the planner's default id (not RALF's own "planner" key)
     asked = chat.ask_for_help("executor-1", "TASK-7", "tests hang on the lock; what now?")
     assert asked.type is chat.MessageType.HELP and asked.to == planner
@@ -323,8 +331,10 @@ def _send_many(root: str, agent: str, count: int) -> list[int]:
     return [chat.send(agent, "planner", f"{agent} #{i}", root=root).id for i in range(count)]
 
 
-def test_eight_processes_lose_no_message(ralf):
-    (ralf / "swarm.yaml").write_text("events: {fsync: false}\n")  # speed; locking is what is tested
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_eight_processes_lose_no_message(ralf, kind, request):
+    setting = "files" if kind == "files" else request.getfixturevalue("redis_server").url
+    backend_config(ralf, setting, "events: {fsync: false}\n")  # speed; locking is what is tested
     results = run_together(_send_many, [(str(ralf), f"executor-{n}", 50) for n in range(8)])
     messages = chat.read_messages(root=ralf)
     assert len(messages) == 400 and [m.id for m in messages] == list(range(1, 401))
@@ -334,7 +344,9 @@ def test_eight_processes_lose_no_message(ralf):
     for n in range(8):
         mine = [m.content for m in messages if m.from_agent == f"executor-{n}"]
         assert mine == [f"executor-{n} #{i}" for i in range(50)]
-    assert _doc(ralf / "chat-log.yaml")["metadata"]["last_message_id"] == 0
+    chat_file = _doc(ralf / "chat-log.yaml")
+    assert chat_file["metadata"]["last_message_id"] == 0  # the file is not rewritten for an id (nor used, on Redis)
+    assert (chat_file["messages"] == []) == (kind == "redis")
     assert len(events.read_events(root=ralf, types="message")) == 400
 
 

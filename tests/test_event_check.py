@@ -160,3 +160,28 @@ def test_doctor_on_a_50_mb_log_takes_about_as_long_as_tail_over_it(ralf, capsys)
               f"tail over the whole file median {statistics.median(tail):.1f}s, scan peak {peak / 2**20:.1f} MB")
     assert statistics.median(check) < 1.5 * statistics.median(tail)
     assert peak < 4 * 1024 * 1024
+
+
+def _flood(path: Path, count: int, odd: dict[int, str]) -> None:
+    """A log of ``count`` entries of one shape (a flood of one kind of event); line numbers in
+    ``odd`` (1 = the first entry) hold the text given instead."""
+    lines = [odd.get(i, f"- {{timestamp: '2026-02-01T10:00:00Z', type: progress, agent: a, step: {i % 9 + 1}}}\n")
+             for i in range(1, count + 1)]
+    path.write_text("events:\n" + "".join(lines))
+
+
+def test_a_flood_of_one_shape_is_counted_and_an_odd_line_deep_in_it_is_still_checked(tmp_path):
+    # The scan counts a block made of one already checked shape without splitting it into lines:
+    # whatever differs from that shape, however deep, must still be seen, even at the same length.
+    log = tmp_path / "events.yaml"
+    n = 3 * event_check.BLOCK_BYTES // 60  # several blocks
+    _flood(log, n, {})
+    assert event_check.scan_log(log) == n
+    same = len("- {timestamp: '2026-02-01T10:00:00Z', type: progress, agent: a, step: 1}")
+    _flood(log, n, {n - 7: " " * same + "\n",  # blank: no entry
+                    n - 5: "- {timestamp: '2026-02-01T10:00:00Z', type: progress, agent: a, step: x}\n"})
+    assert event_check.scan_log(log) == n - 1
+    _flood(log, n, {n - 5: "- {timestamp: '2026-02-01T10:00:00Z', type: progress, agent: a, step: [}\n"})
+    with pytest.raises(ParseError) as caught:
+        event_check.scan_log(log)
+    assert caught.value.line == n - 5 + 1  # + the events: line

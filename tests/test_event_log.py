@@ -19,17 +19,22 @@ from conftest import backend_config
 from procs import run_together
 
 # One swarm.yaml backend per EventLog implementation.
-IMPLEMENTATIONS = ["files"]
+IMPLEMENTATIONS = ["files", "redis"]
 
 
 def _make(name: str, root: Path, extra: str = "") -> EventLog:
+    """The log ``backend: name`` gives (``name`` is the setting: a Redis URL for redis)."""
     return stores.event_log(backend_config(root, name, extra))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def log(request, workspace) -> EventLog:
-    made = _make(request.param, workspace)
+    setting = request.param
+    if setting == "redis":
+        setting = request.getfixturevalue("redis_server").url
+    made = _make(setting, workspace)
     made.backend_name = request.param
+    made.setting = setting  # what a child process passes to _make for the same log
     return made
 
 
@@ -117,7 +122,7 @@ def test_follow_after_an_id_resumes_right_after_that_event_across_rotations(log)
 
 def test_create_starts_a_log_once(log, workspace):
     (workspace / "events.yaml").unlink()
-    _make(log.backend_name, workspace, "paths:\n  events: other-events.yaml\n")
+    _make(log.setting, workspace, "paths:\n  events: other-events.yaml\n")
     fresh = stores.event_log(config.load_config(root=workspace))
     assert fresh.create() is not None
     assert fresh.create() is None
@@ -129,6 +134,8 @@ def _corrupt(log: EventLog, workspace: Path) -> None:
     if log.backend_name == "files":
         with open(log.where(), "a") as handle:
             handle.write("- {timestamp: '2026-11-30T10:00:00Z', type: [unclosed\n")
+    elif log.backend_name == "redis":
+        log.client.xadd(log.stream, {"e": "{timestamp: '2026-11-30T10:00:00Z', type: [unclosed"})
 
 
 def test_an_event_that_cannot_be_read_raises_and_check_names_it(log, workspace):
@@ -153,7 +160,7 @@ def _append_many(name: str, root: str, writer: int, count: int) -> int:
 
 
 def test_eight_processes_appending_across_rotations_lose_nothing_and_a_follower_sees_each_once(log, workspace):
-    name = log.backend_name
+    name = log.setting
     log = _make(name, workspace, "events:\n  rotate_bytes: 4000\n  fsync: false\n")
     followed: list[dict] = []
     stream = log.follow(interval=0.001, timeout=120, stop=lambda: len(followed) >= 800)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -482,3 +483,33 @@ def test_follow_reads_archives_rotated_between_polls(workspace):
         assert [next(stream)["seq"] for _ in range(4)] == [0, 1, 2, 3]
     finally:
         stream.close()
+
+
+def test_the_fsync_of_an_append_runs_after_the_lock_and_a_failed_one_takes_the_line_back(workspace, monkeypatch):
+    """The fsync comes after the log's lock is let go (other writers append meanwhile and their
+    fsyncs share one flush): a line whose fsync fails is taken back while it is the last; once
+    another line follows it, others may have read it, so it stays, and the writer hears of it."""
+    events.append_event("tick", "a", root=workspace, n=1)
+    log = workspace / "events.yaml"
+    before = log.read_bytes()
+    real_fsync = os.fsync
+
+    def failing(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError) as info:
+        events.append_event("tick", "a", root=workspace, n=2)
+    assert info.value.filename == str(log)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert log.read_bytes() == before
+
+    def followed(fd):
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        events.append_event("tick", "b", root=workspace, n=4)  # takes the lock: it is free during the fsync
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", followed)
+    with pytest.raises(OSError):
+        events.append_event("tick", "a", root=workspace, n=3)
+    assert [e["n"] for e in events.read_events(root=workspace, types="tick")] == [1, 3, 4]

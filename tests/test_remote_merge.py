@@ -403,3 +403,33 @@ def test_a_different_branch_of_the_same_name_on_the_remote_is_refused_not_overwr
         mq.process_queue(root=a)
     assert git(remote, "rev-parse", wt.branch) == theirs and len(mq.pending(root=a)) == 1
     assert _merges(remote) == []
+
+
+# ---------------------------------------------------------------------------- one queue for every host (Redis)
+
+
+def test_two_hosts_sharing_a_redis_queue_merge_every_branch_exactly_once_in_queue_order(hosts, remote, redis_server):
+    from conftest import backend_config
+
+    a, b = hosts
+    for root in hosts:
+        backend_config(root, redis_server.url, SETTINGS + "namespace: acme/app\n")
+    made = [_work(root, f"TASK-{name}{n}", f"executor-{n}", {f"{name}-{n}.txt": f"{name} {n}\n"})
+            for n in range(3) for root, name in ((a, "a"), (b, "b"))]
+    # Queued on either host, every branch is on the remote already: whichever host holds the lock merges it.
+    assert sorted(git(remote, "branch", "--list", "--format=%(refname:short)", "swarm/*").split()) == \
+        sorted(wt.branch for wt in made)
+    assert [e.branch for e in mq.pending(root=a)] == [e.branch for e in mq.pending(root=b)] == [wt.branch for wt in made]
+    tips = [git(wt.root, "rev-parse", wt.branch) for wt in made]
+
+    outcomes = run_together(_drain, [(str(a), "host-a"), (str(a), "host-a"), (str(b), "host-b"), (str(b), "host-b")])
+    assert sorted(line for lines in outcomes for line in lines) == sorted(f"{wt.branch} merged" for wt in made)
+    merges = _merges(remote)
+    assert [second for _, _, second in merges] == tips, \
+        "each branch merged exactly once, in queue order"
+    assert [first for _, first, _ in merges][1:] == [merge for merge, _, _ in merges[:-1]], "no merge was overwritten"
+    assert all(attempts == 1 for attempts in (e["attempts"] for root in hosts for e in _merged_events(root))), \
+        "under one lock no host was overtaken"
+    assert mq.pending(root=a) == mq.pending(root=b) == []
+    assert not (a / ".swarm" / "merge-queue.yaml").exists() and not (b / ".swarm" / "merge-queue.yaml").exists()
+    assert git(remote, "branch", "--list", "swarm/*") == "", "merged task branches are deleted, whoever merged them"

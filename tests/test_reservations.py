@@ -17,6 +17,10 @@ import state_sync
 from swarmfile.errors import InvalidIdError, LeaseLost, ParseError, SwarmError, ValidationError
 from swarmfile.liveness import my_identity
 from procs import run_together
+from conftest import BACKENDS
+
+# The rules run the same on every reservation table: files, and Redis (redis_reservations).
+ON_BOTH_BACKENDS = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "lib" / "reservations.py"
 T0 = datetime(2026, 2, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -73,7 +77,8 @@ def test_exclusive_conflict_names_the_holder_and_leaves_the_file_alone(workspace
     assert _file(workspace).read_bytes() == before
 
 
-def test_glob_against_glob_names_the_existing_files_both_cover(workspace):
+@ON_BOTH_BACKENDS
+def test_glob_against_glob_names_the_existing_files_both_cover(workspace, backend):
     _touch(workspace, "lib/a.py", "lib/b.py", "tests/a.py")
     res.reserve("executor-1", ["**/a.py"], root=workspace, now=T0)
     with pytest.raises(res.ReservationConflict) as caught:
@@ -84,7 +89,8 @@ def test_glob_against_glob_names_the_existing_files_both_cover(workspace):
 @pytest.mark.parametrize("first, second, clash", [
     (True, True, True), (True, False, True), (False, True, True), (False, False, False),
 ])
-def test_shared_reservations_only_clash_with_exclusive_ones(workspace, first, second, clash):
+@ON_BOTH_BACKENDS
+def test_shared_reservations_only_clash_with_exclusive_ones(workspace, first, second, clash, backend):
     res.reserve("executor-1", ["lib/a.py"], exclusive=first, root=workspace, now=T0)
     if clash:
         with pytest.raises(res.ReservationConflict):
@@ -94,14 +100,16 @@ def test_shared_reservations_only_clash_with_exclusive_ones(workspace, first, se
         assert [r.mode for r in res.list_reservations(root=workspace, now=T0)] == ["shared", "shared"]
 
 
-def test_disjoint_patterns_and_the_same_agent_never_clash(workspace):
+@ON_BOTH_BACKENDS
+def test_disjoint_patterns_and_the_same_agent_never_clash(workspace, backend):
     res.reserve("executor-1", ["lib/a.py"], root=workspace, now=T0)
     res.reserve("executor-2", ["lib/b.py", "tests/**"], root=workspace, now=T0)
     res.reserve("executor-1", ["lib/a.py", "lib/*.md"], task_id="TASK-2", root=workspace, now=T0)  # its own
     assert len(res.list_reservations(root=workspace, now=T0)) == 3
 
 
-def test_two_spellings_of_one_file_clash(workspace):
+@ON_BOTH_BACKENDS
+def test_two_spellings_of_one_file_clash(workspace, backend):
     _touch(workspace, "lib/a.py")
     (workspace / "vendor").symlink_to(workspace / "lib", target_is_directory=True)
     os.link(workspace / "lib" / "a.py", workspace / "hardlink.py")
@@ -116,7 +124,8 @@ def test_two_spellings_of_one_file_clash(workspace):
 # ---------------------------------------------------------------------------- expiry and liveness
 
 
-def test_ttl_expiry_frees_the_paths(workspace):
+@ON_BOTH_BACKENDS
+def test_ttl_expiry_frees_the_paths(workspace, backend):
     res.reserve("executor-1", ["lib/a.py"], ttl=60, root=workspace, now=T0)
     with pytest.raises(res.ReservationConflict):
         res.reserve("executor-2", ["lib/a.py"], root=workspace, now=_at(59))
@@ -146,7 +155,8 @@ def dead_pid():
     return child.pid
 
 
-def test_a_dead_holder_frees_its_paths_at_once(workspace, dead_pid):
+@ON_BOTH_BACKENDS
+def test_a_dead_holder_frees_its_paths_at_once(workspace, dead_pid, backend):
     res.reserve("executor-1", ["lib/a.py"], root=workspace, now=T0, pid=dead_pid)
     me = my_identity()
     res.reserve("executor-3", ["lib/b.py"], root=workspace, now=T0, pid=me["pid"], host=me["host"],
@@ -158,7 +168,8 @@ def test_a_dead_holder_frees_its_paths_at_once(workspace, dead_pid):
         res.reserve("executor-2", ["lib/c.py"], root=workspace, now=T0)
 
 
-def test_reap_removes_expired_and_dead_and_keeps_live(workspace, dead_pid):
+@ON_BOTH_BACKENDS
+def test_reap_removes_expired_and_dead_and_keeps_live(workspace, dead_pid, backend):
     res.reserve("executor-2", ["b"], ttl=10, root=workspace, now=T0)
     live = res.reserve("executor-3", ["c"], root=workspace, now=T0)
     res.reserve("executor-1", ["a"], root=workspace, now=T0, pid=dead_pid)  # last: nothing prunes it
@@ -172,7 +183,8 @@ def test_reap_removes_expired_and_dead_and_keeps_live(workspace, dead_pid):
 # ---------------------------------------------------------------------------- release and renew
 
 
-def test_release_forms(workspace):
+@ON_BOTH_BACKENDS
+def test_release_forms(workspace, backend):
     one = res.reserve("executor-1", ["a"], task_id="TASK-1", root=workspace, now=T0)
     res.reserve("executor-1", ["b"], task_id="TASK-1", root=workspace, now=T0)
     res.reserve("executor-1", ["c"], task_id="TASK-2", root=workspace, now=T0)
@@ -190,7 +202,8 @@ def test_release_forms(workspace):
         res.release_for_task("../x", root=workspace)
 
 
-def test_renew_extends_a_live_reservation_and_refuses_an_ended_one(workspace):
+@ON_BOTH_BACKENDS
+def test_renew_extends_a_live_reservation_and_refuses_an_ended_one(workspace, backend):
     made = res.reserve("executor-1", ["a"], ttl=60, root=workspace, now=T0)
     renewed = res.renew(made, 600, root=workspace, now=_at(50))
     assert renewed.expires_at == "2026-02-01T12:10:50.000Z" and renewed.id == made.id
@@ -308,16 +321,31 @@ def _holder() -> tuple:
     return me["pid"], me["host"], me["proc_start"]  # this test process: alive through the check
 
 
-def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace):
+@ON_BOTH_BACKENDS
+def test_eight_processes_racing_for_one_file_exactly_one_wins(workspace, backend):
     results = run_together(_race, [(str(workspace), f"executor-{n}", "lib/a.py", _holder()) for n in range(8)])
     winners = [agent for outcome, agent in results if outcome == "won"]
     assert len(winners) == 1
     assert sorted(agent for outcome, agent in results if outcome == "lost") == winners * 7
     assert [r.agent_id for r in res.list_reservations(root=workspace)] == winners
     assert [c["agent_id"] for c in state_sync.find_file_conflicts("lib/a.py", root=workspace)] == winners
+    assert _file(workspace).exists() == (backend is None)  # on Redis: the server's key
 
 
-def test_eight_processes_racing_for_different_files_all_win(workspace):
+@ON_BOTH_BACKENDS
+def test_eight_processes_racing_with_eight_overlapping_spellings_exactly_one_wins(workspace, backend):
+    _touch(workspace, "lib/a.py")
+    (workspace / "vendor").symlink_to(workspace / "lib", target_is_directory=True)
+    spellings = ["lib/a.py", "lib/**", "lib", "lib/*.py", "**/a.py", "lib/a.*", "lib/", "vendor/a.py"]
+    results = run_together(_race, [(str(workspace), f"executor-{n}", spelling, _holder())
+                                   for n, spelling in enumerate(spellings)])
+    winners = [agent for outcome, agent in results if outcome == "won"]
+    assert len(winners) == 1 and sorted(agent for outcome, agent in results if outcome == "lost") == winners * 7
+    assert [r.agent_id for r in res.list_reservations(root=workspace)] == winners
+
+
+@ON_BOTH_BACKENDS
+def test_eight_processes_racing_for_different_files_all_win(workspace, backend):
     results = run_together(_race, [(str(workspace), f"executor-{n}", f"lib/f{n}.py", _holder())
                                    for n in range(8)])
     assert sorted(results) == sorted(("won", f"executor-{n}") for n in range(8))

@@ -22,6 +22,7 @@ from swarmfile.clock import utc_now
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from gitenv import git, hermetic_git
 from procs import run_together
+from conftest import BACKENDS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -360,7 +361,8 @@ def _process(root: str) -> list[str]:
     return [f"{r.branch} {r.status.value}" for r in mq.process_queue(root=root)]
 
 
-def test_three_processes_merge_each_branch_exactly_once(repo):
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_three_processes_merge_each_branch_exactly_once(repo, backend):
     made = [_work(repo, f"TASK-{n % 3 + 1}", f"executor-{n}", {f"file-{n}.txt": f"{n}\n"}) for n in range(6)]
     for wt in made:
         mq.enqueue(wt, root=repo)
@@ -371,6 +373,7 @@ def test_three_processes_merge_each_branch_exactly_once(repo):
     assert len(merges) == 6 and {line.split()[1] for line in merges} == tips
     assert [e["branch"] for e in _events(repo, "merged")] == [wt.branch for wt in made]  # queue order
     assert all((repo / f"file-{n}.txt").exists() for n in range(6))
+    assert (repo / ".swarm" / "merge-queue.yaml").exists() == (backend is None)  # on Redis: the server's list
 
 
 def _create_two(root: str, agent: str) -> list[str]:

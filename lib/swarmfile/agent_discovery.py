@@ -251,6 +251,8 @@ def discover_agents(heartbeat_file: Where = None, timeout_seconds: Optional[floa
     """
     registry, cfg = _registry(root, heartbeat_file)
     timeout = cfg.heartbeat_timeout if timeout_seconds is None else float(timeout_seconds)
+    # ages on the clock that stamped last_seen (Redis: the server's), so a host whose clock is off judges right
+    now = registry.clock() if now is None else now
     return [agent for agent, reason in _survey(_agents(registry.entries()), timeout, now) if reason is None]
 
 
@@ -293,7 +295,7 @@ def _listing(args: Any) -> int:
 
     registry, cfg = _registry(args.root, args.heartbeat_file)
     timeout = cfg.heartbeat_timeout if args.timeout is None else args.timeout
-    now = utc_now()
+    now = registry.clock() or utc_now()
     beats = registry.entries()
     surveyed = _survey(_agents(beats), timeout, now)
     active = [agent for agent, reason in surveyed if reason is None]

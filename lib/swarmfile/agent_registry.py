@@ -141,6 +141,10 @@ class AgentRegistry(WorkspaceStore):
 
     # where, create, owns and check: as every WorkspaceStore
 
+    def clock(self) -> Optional[datetime]:
+        """The time on the clock that stamps ``last_seen`` (a server's), to judge ages by; None: this host's."""
+        return None
+
     # ------------------------------------------------------------------------ built on the above
 
     def get(self, agent_id: str) -> Optional[dict]:

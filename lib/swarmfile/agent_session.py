@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from . import agent_discovery
+from . import board_sync
 from . import claims
 from . import events
 from . import lifecycle
@@ -42,7 +43,7 @@ from . import task_store
 from . import workspace
 from . import worktrees
 from .cli import require_workspace
-from .clock import utc_now
+from .clock import format_ts, utc_now
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, NotClaimable, ReservationConflict, SwarmError, ValidationError
 from .fileio import locked, read_text
@@ -75,6 +76,9 @@ class AgentSession:
         self._lease: Optional[claims.Lease] = None
         self._lease_lock = threading.Lock()  # guards _lease between tool calls and the beat thread
         self._lost: Optional[LeaseLost] = None  # why the lease in hand was lost, until the next claim
+        # Events an outage kept out of the log (on Redis it is as unreachable as the leases): the beat
+        # appends them, with the time they happened, once the log answers again.
+        self._unlogged: list[dict] = []
         self._watch = claims.RenewWatch(self.ttl, self._at_risk)  # gives the lease up if renewals fail too long
         self._worktree: Optional[worktrees.Worktree] = None
         self._stop = threading.Event()
@@ -150,6 +154,12 @@ class AgentSession:
         """Renew the lease in hand and beat the heartbeat, every third of the shorter timeout."""
         interval = max(0.05, min(self.ttl, self.cfg.heartbeat_timeout) / 3)
         while not self._stop.wait(interval):
+            while self._unlogged:
+                try:
+                    events.append_event(**self._unlogged[0])
+                except SwarmError:
+                    break  # still unreachable: the next beat tries again
+                self._unlogged.pop(0)
             with self._lease_lock:
                 lease = self._lease
                 if lease is not None:
@@ -179,8 +189,12 @@ class AgentSession:
             return
         self._lost = LeaseLost(f"your lease on {lease.task_id} could not be renewed in time; stop working on it: "
                                "it goes to another agent once it expires", task_id=lease.task_id)
-        self._quietly(events.append_event, "lease_lost", self.agent_id, lease.task_id, root=self.root,
-                      reason=self._lost.reason, token=lease.token)
+        event = dict(type="lease_lost", agent=self.agent_id, task_id=lease.task_id, root=self.root,
+                     reason=self._lost.reason, token=lease.token, happened_at=format_ts())
+        try:
+            events.append_event(**event)
+        except SwarmError:  # the event log is as unreachable as the lease
+            self._unlogged.append(event)
 
     def _announce(self, task_id: Optional[str]) -> None:
         try:
@@ -279,7 +293,7 @@ class AgentSession:
             lease = self._claim_next()
             if lease is None:
                 return "No task is ready to claim. Check again later (ready), or add one with add_task."
-        task = task_store.find_task(lease.task_id, root=self.root)
+        task = board_sync.local_task(lease.task_id, root=self.root)
         workdir = self.root
         try:
             if self.use_worktree:
@@ -341,7 +355,7 @@ class AgentSession:
 
     def _reserve_task_files(self, lease: claims.Lease) -> None:
         """Reserve the task's Files to Modify; on a clash the task goes back (``skipped``) and it raises."""
-        task = task_store.find_task(lease.task_id, root=self.root)
+        task = board_sync.local_task(lease.task_id, root=self.root)
         if not task.files_to_modify:
             return
         try:
@@ -393,7 +407,7 @@ class AgentSession:
     def done(self, summary: str = "") -> str:
         self._not_driven()
         lease = self._held("finish a task")
-        task = task_store.find_task(lease.task_id, root=self.root)
+        task = board_sync.local_task(lease.task_id, root=self.root)
         merge: dict[str, Any] = {}
         changed: Optional[list[str]] = None
         if self._worktree is not None:  # merged while the lease is still renewed, as the executor does

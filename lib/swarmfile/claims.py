@@ -12,6 +12,10 @@ A lease is free again when it expires, or at once when its holder is a dead proc
 host. Lock order, everywhere: the lease's lock, then the task file's lock.
 
 Lease records are never deleted: the token of the next claim is read from them.
+
+On a task board (a Redis backend with ``task_board: true``; task_board.py) ``claim_next`` and
+``claim_task`` are the board's one script on the server, and nothing here writes task Markdown:
+the planner mirrors every lease into it on the operator checkout (board_sync).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout,
                      SwarmError, warn_once)
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
 from .ready_query import ready_tasks
-from .stores import lease_table
+from .stores import lease_table, task_board
 from .liveness import dead_reason, my_identity
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "lease_lock",
     "RENEW_MARGIN_SECONDS",
     "RenewWatch",
+    "uses_board",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -136,6 +141,12 @@ def _lease_lock(cfg: Config, task_id: str, timeout: Optional[float] = None):
     return _table(cfg).lock(task_id, timeout)
 
 
+def uses_board(*, root: Optional[PathLike] = None) -> bool:
+    """Whether claims come from a shared task board (task_board.py): then only the planner writes
+    task Markdown (board_sync.mirror), on the operator checkout, and nothing here does."""
+    return task_board(load_config(root=root)) is not None
+
+
 def get_lease(task_id: str, *, root: Optional[PathLike] = None) -> Optional[Lease]:
     """The current lease record of a task (held or ended), or None if it was never claimed."""
     return _read(load_config(root=root), validate_id(task_id, "task id"))
@@ -166,7 +177,7 @@ def _commit(cfg: Config, lease: Lease, task_path: Optional[Path] = None) -> None
     completion was lost would look like a person's reopening, and be done twice.
     """
     _write(cfg, lease)
-    if lease.mirror:
+    if lease.mirror and task_board(cfg) is None:
         task_store.set_fields(task_path or _task_path(cfg, lease.task_id, lease), lease.mirror, root=cfg.root,
                               durable=lease.state is not LeaseState.HELD)
 
@@ -218,11 +229,14 @@ def claim_task(
     cfg = load_config(root=root)
     validate_id(task_id, "task id")
     validate_id(agent_id, "agent id")
-    now = now or _table(cfg).now()  # the table's clock: the Redis server's, shared by every host
     ttl = cfg.lease_seconds if ttl is None else ttl
     if pid is None:
         ident = my_identity()
         pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
+    board = task_board(cfg)
+    if board is not None:  # one script on the server judges and leases (by its clock), or raises why not
+        return board.claim(agent_id, ttl, pid=pid, host=host, proc_start=proc_start, only=task_id)  # type: ignore[return-value]
+    now = now or _table(cfg).now()  # the table's clock: the Redis server's, shared by every host
     path = task_path or _task_path(cfg, task_id)
     # Lock-free first look: losers of a race skip a freshly claimed task without queueing
     # on its lock. Safe because a lease record is only ever read whole.
@@ -313,9 +327,17 @@ def claim_next(
 ) -> Optional[Lease]:
     """Lease the first ready task (see ``ready_tasks``) to ``agent_id``, or None if none is free.
 
-    Each task is read again under its lock before it is leased: one edited by hand since the
-    ready list was made (its status, priority, dependencies) is judged again from its file.
+    On the files, each task is read again under its lock before it is leased: one edited by hand
+    since the ready list was made (its status, priority, dependencies) is judged again from its file.
     """
+    cfg = load_config(root=root)
+    board = task_board(cfg)
+    if board is not None:  # the shared board: pick and lease in one script on the server
+        if pid is None:
+            ident = my_identity()
+            pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
+        return board.claim(validate_id(agent_id, "agent id"), cfg.lease_seconds if ttl is None else ttl,
+                           pid=pid, host=host, proc_start=proc_start, skip=skip)
     skipped = set(skip)
     for attempt in range(_RELISTS):
         last = attempt == _RELISTS - 1
@@ -420,7 +442,18 @@ def _end(lease: Lease, state: LeaseState, root: Optional[PathLike], now: Optiona
         stored = _current(cfg, lease, now, action)
         ended = replace(stored, state=state, ended_at=format_ts(now), mirror=task_fields, **changes)
         _commit(cfg, ended)
-        return ended
+    _requeue(cfg, ended)
+    return ended
+
+
+def _requeue(cfg: Config, lease: Lease) -> None:
+    """On a task board, let claims look at a task again whose lease ended unfinished."""
+    board = task_board(cfg)
+    if board is not None and lease.state is not LeaseState.COMPLETED:
+        try:
+            board.requeue(lease.task_id)
+        except SwarmError as exc:  # the planner's next publish queues it again
+            warn_once(log, "could not requeue %s on the task board: %s", lease.task_id, exc)
 
 
 def release(lease: Lease, *, retry_after: float = 0.0, reason: Optional[str] = None,
@@ -484,7 +517,8 @@ def revoke_unacknowledged(lease: Lease, *, root: Optional[PathLike] = None,
         revoked = replace(stored, state=LeaseState.RELEASED, ended_at=format_ts(now), error="not acknowledged",
                           mirror=_REQUEUED)
         _commit(cfg, revoked)
-        return revoked
+    _requeue(cfg, revoked)
+    return revoked
 
 
 def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = None) -> list[tuple[Lease, str]]:
@@ -498,6 +532,8 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     """
     cfg = load_config(root=root)
     now = now or _table(cfg).now()
+    if task_board(cfg) is not None:
+        return _reap_leases(cfg, now)
     changed = []
     candidates = [t for t in task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
                   if t.status in _CLAIMABLE_WHEN_FREE]
@@ -537,6 +573,25 @@ def reap_expired(now: Optional[datetime] = None, *, root: Optional[PathLike] = N
     return changed
 
 
+def _reap_leases(cfg: Config, now: datetime) -> list[tuple[Lease, str]]:
+    """reap_expired on a task board: judged by the lease table alone (the planner mirrors the Markdown)."""
+    changed = []
+    for seen in _table(cfg).list(errors=[]):  # doctor names a record that does not parse
+        if seen.state is not LeaseState.HELD or seen.free_reason(now) is None:
+            continue
+        with _lease_lock(cfg, seen.task_id):
+            stored = _read(cfg, seen.task_id)
+            reason = stored.free_reason(now) if stored is not None else None
+            if stored is None or stored.state is not LeaseState.HELD or reason is None:
+                continue
+            stored = replace(stored, state=LeaseState.EXPIRED, ended_at=format_ts(now), error=reason,
+                             mirror=dict(_REQUEUED))
+            _write(cfg, stored)
+        _requeue(cfg, stored)
+        changed.append((stored, reason))
+    return changed
+
+
 _FINISH_GRACE_SECONDS = 60.0  # a live holder moves its completed task within moments of completing
 
 
@@ -548,6 +603,8 @@ def completed_in_place(*, root: Optional[PathLike] = None,
     about to log and move its task itself.
     """
     cfg = load_config(root=root)
+    if task_board(cfg) is not None:
+        return []  # the planner's mirror moves them (board_sync.mirror)
     now = now or _table(cfg).now()
     found = []
     for task in task_store.list_tasks(directory=cfg.tasks_active, errors=[]):

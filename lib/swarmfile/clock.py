@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 __all__ = ["HOSTNAME", "utc_now", "format_ts", "parse_ts", "seconds_since", "in_seconds"]
 
-# The kernel's node name is what socket.gethostname() returns, without importing socket.
-HOSTNAME = os.uname().nodename
+# This machine's name in leases and liveness: $SWARM_HOST when set (two "hosts" on one machine, in
+# tests or containers sharing a pid namespace), else the kernel's node name (socket.gethostname()
+# without importing socket).
+HOSTNAME = os.environ.get("SWARM_HOST", "").strip() or os.uname().nodename
 
 
 def utc_now() -> datetime:

@@ -40,6 +40,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULTS: dict[str, Any] = {
     "backend": "files",  # where shared state is kept: files (this workspace's disk, no server)
+    # with a Redis backend: true = the planner publishes this checkout's tasks to the server and
+    # every host claims from there (task_board.py); false = each checkout claims from its own Markdown
+    "task_board": False,
     "paths": {
         "heartbeat": "heartbeat.yaml",  # agent registry
         "events": "events.yaml",  # append-only event log
@@ -57,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "events": {
         "rotate_bytes": 64 * 1024 * 1024,  # past this size the log moves to an archive
         "fsync": True,  # fsync every append (durable; off only for throwaway logs)
+        # Redis backend: mirrored events the stream keeps for tail/follow (unmirrored ones are never trimmed)
+        "stream_keep": 100_000,
     },
     "distribution": {
         "max_subtasks": 3,  # most sub-tasks one split creates
@@ -101,6 +106,7 @@ DEFAULTS: dict[str, Any] = {
         "base_branch": None,  # branch tasks are cut from and merged into; None: the root's current branch
         "remove_after_merge": True,  # retire a merged task's worktree and branch once its lease is over
         "merge_lock_seconds": 300,  # longest wait for the merge lock: merges queue behind one another
+        "merge_lock_ttl_seconds": 30,  # Redis backend: a merge lock whose holder died frees itself this much later
         "remote": None,  # a git remote (origin) whose base branch every host merges into; None: the root checkout's
         "push_attempts": 5,  # remote merges: fetch, merge and push again this often when other hosts merge first
     },
@@ -122,6 +128,7 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
     ("timeouts", "lock_seconds"): (0, False, False),
     ("timeouts", "lease_seconds"): (0, False, False),
     ("events", "rotate_bytes"): (0, True, True),  # 0: never rotate
+    ("events", "stream_keep"): (0, True, True),  # 0: the stream holds only what is not mirrored yet
     ("distribution", "max_subtasks"): (2, True, True),  # one sub-task is no split
     ("state", "stale_seconds"): (0, False, False),
     ("executor", "max_attempts"): (1, True, True),
@@ -133,6 +140,7 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
     ("planner", "ack_timeout_seconds"): (0, False, False),
     ("planner", "min_executors_to_split"): (0, True, True),
     ("worktrees", "merge_lock_seconds"): (0, False, False),
+    ("worktrees", "merge_lock_ttl_seconds"): (0, False, False),
     ("worktrees", "push_attempts"): (1, True, True),
     ("reservations", "ttl_seconds"): (0, False, False),
 }
@@ -216,6 +224,9 @@ class Config:
 
 
 _cache: dict[Path, tuple[Optional[int], Config]] = {}
+# An absolute root as callers pass it (str or Path) -> (its Path, its swarm.yaml): every call of
+# every module starts here (an append_event costs two), and building the Path each time showed.
+_resolved: dict[Any, tuple[Path, str]] = {}
 
 
 def load_config(*, root: Optional[PathLike] = None) -> Config:
@@ -223,15 +234,21 @@ def load_config(*, root: Optional[PathLike] = None) -> Config:
 
     Raises ParseError/ValidationError naming swarm.yaml when it is malformed.
     """
-    resolved = resolve_root(root=root)
-    config_file = resolved / "swarm.yaml"
+    known = _resolved.get(root) if root is not None else None
+    if known is None:
+        resolved = resolve_root(root=root)
+        known = (resolved, os.path.join(resolved, "swarm.yaml"))
+        if root is not None and os.path.isabs(root) and len(_resolved) < 4096:  # not relative: no cwd in it
+            _resolved[root] = known
+    resolved, config_name = known
     try:
-        stamp: Optional[int] = config_file.stat().st_mtime_ns
+        stamp: Optional[int] = os.stat(config_name).st_mtime_ns
     except FileNotFoundError:
         stamp = None
     cached = _cache.get(resolved)
     if cached is not None and cached[0] == stamp:
         return cached[1]
+    config_file = resolved / "swarm.yaml"
     settings = copy.deepcopy(DEFAULTS)
     if stamp is not None:
         data = load_yaml_file(config_file, default=None)

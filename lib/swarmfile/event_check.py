@@ -72,21 +72,28 @@ def scan_log(path: PathLike) -> int:
 def _scan_entries(fd: int, path: Path, start: int, end: int) -> int:
     """The number of entries in [start, end), each checked by its shape or parsed; errors as parse_batch's."""
     count, pos, known = 0, start, set()
+    last = b""  # the one shape, with its newline, of the block before when it had only one
     while pos < end:
         block = read_at(fd, min(BLOCK_BYTES, end - pos), pos)
         cut = block.rfind(b"\n") + 1 if pos + len(block) < end else len(block)
         if cut == 0:  # one line longer than a block: the parser takes it
             cut = len(block)
-        block = block[:cut]
-        lines = block.translate(_TO_SHAPE).split(b"\n")
+        shaped = block[:cut].translate(_TO_SHAPE)
+        if last and len(shaped) % len(last) == 0 and shaped == last * (len(shaped) // len(last)):
+            count += len(shaped) // len(last)  # a run of one checked shape (a flood of one kind of event)
+            pos += cut
+            continue
+        lines = shaped.split(b"\n")
         shapes = set(lines)
         shapes.discard(b"")
         if all(shape in known or _SHAPE.fullmatch(shape) for shape in shapes):
             if len(known) > _KNOWN_SHAPES_MAX:
                 known.clear()
             known.update(shapes)
-            count += len(lines) - lines.count(b"")  # every line that is not blank is an entry
+            blanks = lines.count(b"") if b"\n\n" in shaped or shaped[:1] == b"\n" else 1 if shaped[-1:] == b"\n" else 0
+            count += len(lines) - blanks  # every line that is not blank is an entry
             pos += cut
+            last = next(iter(shapes)) + b"\n" if len(shapes) == 1 else b""
             continue
         # Not all as writers append them: parse this block, up to the next entry (a block-style
         # entry's fields may run on past it).

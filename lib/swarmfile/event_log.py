@@ -4,7 +4,9 @@
 status broadcast) and ``event_follow`` (follow) are thin callers of it, and nothing else knows
 how events are kept. ``stores.event_log(cfg)`` picks the implementation ``swarm.yaml``'s
 ``backend:`` names; ``files`` (the default) is event_log_file's ``FileEventLog``: events.yaml,
-one flow line per event, rotated into archives next to it.
+one flow line per event, rotated into archives next to it; a Redis URL is redis_events'
+``RedisEventLog``: one Stream shared by every host, which event_mirror copies into the operator
+host's events.yaml.
 
 What every implementation guarantees (``tests/test_event_log.py`` holds each to it):
 
@@ -31,12 +33,13 @@ from .config import validate_id
 from .errors import ValidationError
 from .store_check import WorkspaceStore
 
-__all__ = ["EventLog", "Types", "Since", "make_event", "RESERVED"]
+__all__ = ["EventLog", "Types", "Since", "make_event", "RESERVED", "STREAM_ID"]
 
 Types = Union[str, Iterable[str], None]
 Since = Union[str, datetime, None]
 
 RESERVED = ("timestamp", "type", "agent", "task_id")  # set by make_event, never by data
+STREAM_ID = "stream_id"  # beside an event mirrored from a Redis stream (event_mirror), never in data
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -52,7 +55,7 @@ def make_event(type: str, agent: str, task_id: Optional[str], data: dict[str, An
     if task_id is not None:
         event["task_id"] = validate_id(task_id, "task id")
     for key, value in data.items():
-        if key in RESERVED:
+        if key in RESERVED or key == STREAM_ID:
             raise ValidationError(f"event field {key!r} is set by append_event, not by data")
         event[key] = value
     return event

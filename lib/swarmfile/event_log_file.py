@@ -42,7 +42,8 @@ from .errors import ValidationError
 from .event_check import append_problem, scan_log
 from .event_log import EventLog, Since, Types, make_event
 from .event_query import Matcher, matcher
-from .fileio import YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, line_at, locked
+from .fileio import (YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, line_at, locked, open_for_append,
+                     sync_appended)
 from .store_check import ERROR, WARNING, Problem, read_problems
 from .yaml_log import FIX as _FIX
 from .yaml_log import (append_layout, archive_keys, classify, cut_torn_tail, identity, is_blank, is_entry, open_log,
@@ -92,50 +93,113 @@ class FileEventLog(EventLog):
     # ------------------------------------------------------------------------ append
 
     def append(self, event: dict[str, Any], *, rotate_bytes: Optional[int] = None) -> str:
+        """Append the event's line under the log's lock, then fsync it after letting go (see
+        fileio.sync_appended: the fsyncs of concurrent writers share one flush); returns its id
+        once it is durable."""
         line = _entry_line(event)
-        cfg, path = self.cfg, self.path
-        fsync = bool(cfg.get("events", "fsync"))
-        limit = cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
-        with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
-            first, ident = self._prepare(fsync)
-            payload = first + line + "\n"
-            result = append_line_unlocked(path, payload, fsync=fsync)
-            end = result.offset + len(payload.encode("utf-8"))
-            dev, ino = ident or path_identity(path) or (0, 0)  # still under the lock: the file just written
-            event_id = f"{dev}.{ino}:{end}"
+        fsync, limit = self._settings(rotate_bytes)
+        with self._lock():
+            written = self._write([line], event["agent"], fsync, limit)
+        return self._sync(written, fsync)
+
+    def append_after(self, key: str, pending: Callable[[Optional[Any]], list[dict]], *,
+                     rotate_bytes: Optional[int] = None) -> int:
+        """Append the events ``pending(last)`` returns, ``last`` being the ``key`` field of the newest
+        event that has one (archives included; None if none does); how many were appended.
+
+        Finding ``last`` and appending happen under the log's one lock, so two copiers from one
+        source never write an event twice, and a copier killed mid-way resumes where the file ends
+        (a torn last line is not read, and is cut off by this append). The events go in one write.
+        """
+        fsync, limit = self._settings(rotate_bytes)
+        with self._lock():
+            events = pending(self._last_value(key))
+            if not events:
+                return 0
+            written = self._write([_entry_line(event) for event in events], events[-1]["agent"], fsync, limit)
+        self._sync(written, fsync)
+        return len(events)
+
+    def _settings(self, rotate_bytes: Optional[int]) -> tuple[bool, Optional[int]]:
+        cfg = self.cfg
+        return bool(cfg.get("events", "fsync")), cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
+
+    def _lock(self) -> Any:
+        return locked(self.path, lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
+
+    def _last_value(self, key: str) -> Optional[Any]:
+        needle = f"{key}:".encode("utf-8")
+        for source in [self.path] + [archive for _, archive in reversed(archive_keys(self.path))]:
+            fd = open_log(source)
+            if fd is None:
+                continue
+            try:
+                found = read_last(fd, source, 1, lambda event: key in event, lambda raw: needle in raw)
+            finally:
+                os.close(fd)
+            if found:
+                return found[0][key]
+        return None
+
+    def _write(self, lines: list[str], agent: str, fsync: bool, limit: Optional[int]) -> tuple[int, int, int, str]:
+        """Append ``lines`` in one write, unsynced (the caller holds the lock): (an open descriptor of
+        the file written, where the write starts and ends, the id of the last line)."""
+        path = self.path
+        fd = open_for_append(path)
+        try:
+            first, replaced = self._prepare(fd, fsync)
+            if replaced:  # rewritten by an atomic replace: append to the new file
+                os.close(fd)
+                fd = open_for_append(path)
+            payload = first + "".join(line + "\n" for line in lines)
+            result = append_line_unlocked(path, payload, fsync=False, fd=fd)
+            start = result.offset
+            end = start + len(payload.encode("utf-8"))
+            st = os.fstat(fd)
+            event_id = f"{st.st_dev}.{st.st_ino}:{end}"
             if result.torn_tail is not None:
-                note = _entry_line(make_event("repaired", event["agent"], None, {
+                note = _entry_line(make_event("repaired", agent, None, {
                     "file": path.name, "dropped_bytes": result.repaired_bytes,
                     "dropped_text": result.torn_tail[:200]}))
                 end += len(note.encode("utf-8")) + 1
-                append_line_unlocked(path, note, fsync=fsync)
+                append_line_unlocked(path, note, fsync=False, fd=fd)
                 log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
                             path, result.repaired_bytes)
             if limit and end >= limit:
                 self._rotate(fsync)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, start, end, event_id
+
+    def _sync(self, written: tuple[int, int, int, str], fsync: bool) -> str:
+        """fsync what ``_write`` wrote, after the lock (closes its descriptor); the id of its last line."""
+        fd, start, end, event_id = written
+        if not fsync:
+            os.close(fd)
+            return event_id
+        try:  # the descriptor follows the file through a rotation: the fsync reaches the line
+            sync_appended(fd, start, end, relock=self._lock)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = os.fspath(self.path)
+            raise
         return event_id
 
-    def _prepare(self, fsync: bool) -> tuple[str, Optional[tuple[int, int]]]:
-        """Check under the lock that a line appended joins the list: (text to write first, the
-        identity of the file the line goes to, or None when this call is replacing or creating it)."""
-        fd = open_log(self.path, symlink="refusing to append through it")
-        if fd is None:
-            return HEADER, None
-        try:
-            st = os.fstat(fd)
-            kind, at, body = append_layout(fd, self.path, st.st_size)
-            if kind == "empty":
-                return HEADER, (st.st_dev, st.st_ino)
-            if kind == "flow_empty":
-                data = read_at(fd, st.st_size, 0)
-        finally:
-            os.close(fd)
-        if kind == "flow_empty":
-            # The one shape a line cannot be appended to that can be fixed without losing anything.
-            line = data[at:body]
-            atomic_write(self.path, data[:at] + line.replace(b"[]", b"", 1) + data[body:], fsync=fsync)
-            return "", None
-        return "", (st.st_dev, st.st_ino)
+    def _prepare(self, fd: int, fsync: bool) -> tuple[str, bool]:
+        """Check under the lock that a line appended to the log open at ``fd`` joins the list:
+        (text to write first, whether the file was replaced to make it so)."""
+        size = os.fstat(fd).st_size
+        kind, at, body = append_layout(fd, self.path, size)
+        if kind == "empty":
+            return HEADER, False
+        if kind != "flow_empty":
+            return "", False
+        # The one shape a line cannot be appended to that can be fixed without losing anything.
+        data = read_at(fd, size, 0)
+        line = data[at:body]
+        atomic_write(self.path, data[:at] + line.replace(b"[]", b"", 1) + data[body:], fsync=fsync)
+        return "", True
 
     def _rotate(self, fsync: bool) -> Path:
         """Move the live log to a new archive and start a fresh one; the caller holds the lock."""

@@ -216,7 +216,36 @@ def _build_parser():
     add.add_argument("--task", help="task id")
     add.add_argument("--data", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                      help="more fields; values are YAML scalars (n=3 is a number)")
+    mirror = sub.add_parser("mirror", help="Redis backend: copy the event stream's new events into events.yaml")
+    mirror.add_argument("-f", "--follow", action="store_true", help="keep mirroring as events arrive, until Ctrl-C")
     return top
+
+
+def _mirror(args: Any) -> int:
+    from .cli import print_json
+    from .event_mirror import follow_mirror, mirror_once
+
+    cfg = load_config(root=args.root)
+    if cfg.settings.get("backend", "files") in ("files", "journal"):
+        print("nothing to mirror: on the files backend events.yaml is the event log itself")
+        return 0
+    if not args.follow:
+        total = mirror_once(cfg)
+    else:
+        def copied(count: int) -> None:
+            if not args.json:
+                print(f"mirrored {count} events into {cfg.events_file}", flush=True)
+
+        total = 0
+        try:
+            total = follow_mirror(cfg, on_copy=copied)
+        except KeyboardInterrupt:  # the way a follow ends; what was copied is on disk
+            return 0
+    if args.json:
+        print_json({"mirrored": total, "file": str(cfg.events_file)})
+    elif not args.follow:
+        print(f"mirrored {total} events into {cfg.events_file}")
+    return 0
 
 
 def _run(args: Any) -> int:
@@ -225,6 +254,8 @@ def _run(args: Any) -> int:
     from .cli import print_json
 
     events_file = os.path.abspath(args.events_file) if args.events_file else None  # relative to the cwd
+    if args.command == "mirror":
+        return _mirror(args)
     if args.command == "append":
         event = _append(args.type, args.agent, args.task, args.root, events_file, None, _parse_data(args.data))
         if args.json:
@@ -257,7 +288,7 @@ def _run(args: Any) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``events.py tail|append ...``; exit 0 ok, 2 bad usage or a log that does not parse."""
+    """``events.py tail|append|mirror ...``; exit 0 ok, 2 bad usage or a log that does not parse."""
     from .cli import run
 
     args = _build_parser().parse_args(argv)

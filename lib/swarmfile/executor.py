@@ -25,11 +25,11 @@ from typing import Any, Optional, Sequence
 
 from . import agent_discovery
 from . import agents
+from . import board_sync
 from . import claims
 from . import events
 from . import lifecycle
 from . import reservations
-from . import task_store
 from . import worktrees
 from .cli import EXIT_OK, non_negative_seconds, parser, positive_int, positive_seconds, run, show_time
 from .clock import format_ts
@@ -86,6 +86,9 @@ class Executor:
         self._beater: Optional[threading.Thread] = None
         self._watch = claims.RenewWatch(self.ttl, self._at_risk)  # stops the agent if renewals fail too long
         self._backoff = 0.0  # the pause after the lease store was last unreachable; 0 while it answers
+        # Events an outage kept out of the log (on Redis the log is as unreachable as the leases):
+        # appended, with the time they happened, once the log answers again.
+        self._unlogged: list[tuple[str, Optional[str], dict]] = []
 
     # ------------------------------------------------------------------ life cycle
 
@@ -102,6 +105,7 @@ class Executor:
                 if self.max_tasks is not None and self.done >= self.max_tasks:
                     break
                 try:
+                    self._log_unlogged()
                     lease = self._next_lease()
                     if lease is None:
                         if self.once:
@@ -194,12 +198,20 @@ class Executor:
         if agent is not None:
             agent.terminate(grace=2)
         if lease is not None:
+            data = {"token": lease.token, "happened_at": format_ts(),
+                    "reason": "could not renew in time: stopped the agent before the lease could expire"}
             try:
-                self._event("lease_lost", lease.task_id, token=lease.token,
-                            reason="could not renew in time: stopped the agent before the lease could expire")
-            except SwarmError:
-                pass  # the event log is as unreachable as the lease: the lease_lost is in the log line below
+                self._event("lease_lost", lease.task_id, **data)
+            except SwarmError:  # the event log is as unreachable as the lease: logged once it is back
+                self._unlogged.append(("lease_lost", lease.task_id, data))
             log.warning("%s: could not renew the lease of %s in time; stopped its agent", self.agent_id, lease.task_id)
+
+    def _log_unlogged(self) -> None:
+        """Append the events an outage kept out of the log; BackendUnavailable keeps the rest for later."""
+        while self._unlogged:
+            kind, task_id, data = self._unlogged[0]
+            self._event(kind, task_id, **data)
+            self._unlogged.pop(0)
 
     # ------------------------------------------------------------------ one task
 
@@ -237,7 +249,7 @@ class Executor:
 
     def _reserve_files(self, lease: claims.Lease) -> Optional[claims.Lease]:
         """Reserve the task's Files to Modify; on a clash give the task back and skip it for now."""
-        task = task_store.find_task(lease.task_id, root=self.cfg.root)
+        task = board_sync.local_task(lease.task_id, root=self.cfg.root)
         if not task.files_to_modify:
             return lease
         try:
@@ -302,7 +314,7 @@ class Executor:
 
     def _run(self, lease: claims.Lease, attempt: int) -> None:
         root = self.cfg.root
-        task = task_store.find_task(lease.task_id, root=root)
+        task = board_sync.local_task(lease.task_id, root=root)
         workdir, env = root, dict(os.environ)
         if self.use_worktree:
             self._worktree = worktrees.create_for_lease(lease, root=root)
@@ -358,7 +370,7 @@ class Executor:
             return
         merge: dict[str, Any] = {}
         if self._worktree is not None:  # merged while the lease is still renewed: a merge may take a while
-            title = task_store.find_task(lease.task_id, root=self.cfg.root).title
+            title = board_sync.local_task(lease.task_id, root=self.cfg.root).title
             merge = lifecycle.merge_back(lease, self.agent_id, self._worktree, root=self.cfg.root, title=title)
         lease = self._take_lease()
         if lease is None:

@@ -35,6 +35,11 @@ sys.modules.setdefault("portalocker.redis", None)  # type: ignore[arg-type]
 import portalocker  # noqa: E402
 import yaml  # noqa: E402
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: portalocker locks with msvcrt there
+    fcntl = None  # type: ignore[assignment]
+
 from .clock import HOSTNAME, format_ts
 from .errors import HAND_FIX, LockTimeout, NotFoundError, ParseError, ValidationError
 
@@ -44,6 +49,8 @@ __all__ = [
     "atomic_write",
     "append_line",
     "append_line_unlocked",
+    "open_for_append",
+    "sync_appended",
     "AppendResult",
     "kept_end",
     "last_line_start",
@@ -143,11 +150,7 @@ def locked(
     flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
     owned = True  # False once a waiter thread that gave up owns (and will close) the handle
     try:
-        try:
-            portalocker.lock(handle, flags | portalocker.LOCK_NB)
-        except portalocker.LockException as exc:  # AlreadyLocked, or a bare EAGAIN from some platforms
-            if not isinstance(exc, portalocker.AlreadyLocked) and not isinstance(exc.__cause__, BlockingIOError):
-                raise  # pragma: no cover - e.g. ENOLCK on NFS
+        if not _lock_now(handle, flags):
             if timeout <= 0:  # no wait asked for: no thread either
                 raise error(target, timeout, holder=_holder_of(sidecar)) from None
             owned = False  # from here the handle may be the waiting thread's (see _wait_for)
@@ -158,12 +161,43 @@ def locked(
             # Who holds it, for the LockTimeout of whoever waits next. Written in place over
             # the last holder's record, padded to a fixed width: no truncate, so no metadata
             # change for the file system to journal (the sidecar's inode must never change).
-            record = f"pid {os.getpid()} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
-            os.pwrite(handle.fileno(), record.ljust(_HOLDER_WIDTH - 1) + b"\n", 0)
+            os.pwrite(handle.fileno(), _holder_record(), 0)
         yield sidecar
     finally:
         if owned:
             handle.close()  # closing the descriptor releases the flock
+
+
+def _lock_now(handle: Any, flags: int) -> bool:
+    """Take the lock if it is free now: whether it was."""
+    if fcntl is not None:
+        # On POSIX portalocker makes this very call; made directly, it skips portalocker's checks
+        # of its arguments, which cost ten times the system call (a claim takes several locks).
+        try:
+            fcntl.flock(handle.fileno(), flags | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+    try:  # pragma: no cover - Windows
+        portalocker.lock(handle, flags | portalocker.LOCK_NB)
+        return True
+    except portalocker.LockException as exc:  # pragma: no cover - AlreadyLocked, or a bare EAGAIN
+        if not isinstance(exc, portalocker.AlreadyLocked) and not isinstance(exc.__cause__, BlockingIOError):
+            raise
+        return False
+
+
+_holder: list = [None, b""]  # (pid, second) -> the record of that second, made once
+
+
+def _holder_record() -> bytes:
+    """This process's holder record, padded to the sidecar's fixed width."""
+    now = time.time()
+    key = (os.getpid(), int(now))
+    if _holder[0] != key:
+        record = f"pid {key[0]} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
+        _holder[:] = [key, record.ljust(_HOLDER_WIDTH - 1) + b"\n"]
+    return _holder[1]
 
 
 def _wait_for(handle: Any, flags: int, timeout: float) -> bool:
@@ -343,7 +377,7 @@ def line_at(fd: int, offset: int) -> int:
     return count
 
 
-def _repair_tail(fd: int, path: Path) -> tuple[int, Optional[str]]:
+def _repair_tail(fd: int, path: PathLike) -> tuple[int, Optional[str]]:
     """Make the file end with a newline. Returns (bytes removed, the removed text).
 
     A complete last line without its newline gets one; a torn one is cut off and reported
@@ -367,33 +401,40 @@ def _repair_tail(fd: int, path: Path) -> tuple[int, Optional[str]]:
     return len(tail), text
 
 
+def open_for_append(path: PathLike) -> int:
+    """A descriptor to append to ``path`` (made, with its folder, when missing); never through a symlink."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValidationError(
+                "is a symlink; refusing to append through it", path=Path(path),
+                hint="replace the link with a regular file",
+            ) from None
+        raise
+
+
 def append_line_unlocked(
-    path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None
+    path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None, fd: Optional[int] = None
 ) -> AppendResult:
     """Append one line; the caller holds the file's lock (see ``append_line``).
 
     ``header`` is written first when the file is new or empty (``"events:\\n"``). If the
     write comes up short, or the fsync fails, the file is cut back to its old length and
-    OSError is raised: an append is all there or not there.
+    OSError is raised: an append is all there or not there. ``fd``: a descriptor of ``open_for_append``
+    the caller already has (and closes); else the file is opened here.
     """
-    target = Path(path)
     if not line.endswith("\n"):
         line += "\n"
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    own = fd is None
+    if fd is None:
+        fd = open_for_append(path)
     try:
-        fd = os.open(target, flags, 0o644)
-    except FileNotFoundError:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, flags, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ValidationError(
-                "is a symlink; refusing to append through it", path=target,
-                hint="replace the link with a regular file",
-            ) from None
-        raise
-    try:
-        removed, torn = _repair_tail(fd, target)
+        removed, torn = _repair_tail(fd, path)
         size = os.fstat(fd).st_size
         payload = line.encode("utf-8")
         if size == 0 and header:
@@ -401,17 +442,18 @@ def append_line_unlocked(
         try:
             written = _write_all(fd, payload)
             if written != len(payload):
-                raise OSError(errno.EIO, f"short write to {target} ({written} of {len(payload)} bytes)")
+                raise OSError(errno.EIO, f"short write to {path} ({written} of {len(payload)} bytes)")
             if fsync:
                 os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, size)  # roll back the partial line: all or nothing
             if exc.filename is None:
-                exc.filename = os.fspath(target)
+                exc.filename = os.fspath(path)
             raise
         return AppendResult(offset=size, repaired_bytes=removed, torn_tail=torn)
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def append_line(
@@ -426,6 +468,30 @@ def append_line(
     """Append one whole line to ``path`` under its lock (see ``append_line_unlocked``)."""
     with locked(path, lock_dir=lock_dir, timeout=timeout):
         return append_line_unlocked(path, line, fsync=fsync, header=header)
+
+
+def sync_appended(fd: int, start: int, end: int, *, relock: Any) -> None:
+    """fsync an append made under a lock with ``fsync=False``, after letting the lock go; closes ``fd``.
+
+    ``fd`` is a descriptor of the file, open for writing, opened while the lock was held (it follows the file
+    through a rename, such as a log rotation), the line at bytes ``start..end``. fsyncing
+    after the lock lets writers waiting for it append meanwhile, and the fsyncs of several
+    writers then share one flush of the disk (a group commit): under the lock each queued a
+    flush of its own. Another process may read the line before it is durable; that is safe
+    because whatever it makes durable on the strength of it is a later line of the same file,
+    and an fsync makes every earlier line durable too. If the fsync fails the line is taken
+    back, under ``relock()`` (the lock's context manager), while nothing follows it, and the
+    OSError is raised: the append is all there or not there, as when it was fsynced under the lock.
+    """
+    try:
+        os.fsync(fd)
+    except OSError:
+        with relock():
+            if os.fstat(fd).st_size == end:
+                os.ftruncate(fd, start)
+        raise
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------- YAML

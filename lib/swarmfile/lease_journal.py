@@ -46,12 +46,13 @@ import json
 import os
 import re
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ContextManager, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 from .config import Config
 from .errors import ParseError, SwarmError, ValidationError
-from .fileio import append_line_unlocked, atomic_write, locked
+from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
 from .lease_store import FileLeaseTable, Lease
 
 __all__ = ["JournalLeaseTable"]
@@ -264,22 +265,22 @@ class JournalLeaseTable(FileLeaseTable):
     def _sync(self, journal: Path, start: int, end: int) -> None:
         """fsync the journal holding a record at bytes start..end; take the record back if that fails."""
         try:
-            fd = os.open(journal, os.O_RDONLY)
+            fd = os.open(journal, os.O_WRONLY)  # for the ftruncate that takes a record back
         except FileNotFoundError:
             return  # compacted meanwhile: the snapshot, fsynced before the journal went, holds the record
+
+        @contextmanager
+        def relock() -> Iterator[None]:
+            with self._journal_lock(), self._mutex:
+                yield
+                self._index = self._load_snapshot(self._snapshot_key())  # without the record taken back
+
         try:
-            os.fsync(fd)
+            sync_appended(fd, start, end, relock=relock)
         except OSError as exc:
             if exc.filename is None:
                 exc.filename = os.fspath(journal)
-            with self._journal_lock():
-                with self._mutex:
-                    if os.fstat(fd).st_size == end:  # nothing appended after it: all or nothing, as before
-                        os.truncate(journal, start)
-                    self._index = self._load_snapshot(self._snapshot_key())
             raise
-        finally:
-            os.close(fd)
 
     def _compact(self, index: _Index) -> None:
         """Write generation G+1's snapshot, then drop journal G (see the module docstring)."""

@@ -166,6 +166,8 @@ def done(lease: claims.Lease, agent_id: str, *, root: Path, result: Optional[dic
 
 def _move(task_id: str, root: Path) -> bool:
     """Move a completed task to tasks/completed/; a failure is reported and left to recovery."""
+    if claims.uses_board(root=root):
+        return False  # on a task board the planner moves it, on the operator checkout (board_sync.mirror)
     try:
         task_store.move_to_completed(task_id, root=root)
         return True

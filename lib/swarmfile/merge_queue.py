@@ -1,7 +1,9 @@
 """The merge queue: finished task branches merge into the base branch one at a time, in completion order.
 
-The queue is one append-only file, ``.swarm/merge-queue.yaml``; every change is one appended
-line (fileio.append_line), so it is never rewritten and a crash cannot corrupt what is there::
+The queue and the merge lock are the workspace's ``MergeQueueStore`` (merge_queue_store.py): on
+Redis a list and a lock shared by every host (redis_merge_queue.py); by default one append-only
+file, ``.swarm/merge-queue.yaml``, where every change is one appended line (fileio.append_line),
+so it is never rewritten and a crash cannot corrupt what is there::
 
     queue:
     - {id: 5e0c9a1b2f3d, op: enqueue, branch: swarm/TASK-1/executor-1-a1b2c3, task_id: TASK-1, ...}
@@ -9,8 +11,8 @@ line (fileio.append_line), so it is never rewritten and a crash cannot corrupt w
 
 An entry is pending until a ``done`` line with its id follows; file order is completion order.
 ``process_queue`` repeats: take the merge lock (a sidecar lock of ``.swarm/merge.lock``, held
-across processes), re-read the file, merge the first pending entry, append its done line,
-release. So merges never overlap, waiters interleave fairly, and every done line is written
+across processes; on Redis a server lock first), re-read the queue, merge the first pending
+entry, append its done line, release. So merges never overlap, waiters interleave fairly, and every done line is written
 before anyone else looks at the queue. Merging is idempotent: a crash between a merge commit and
 its done line makes the next run find the branch already in base and record it ``up_to_date``
 without a second merge (the ``merged`` event of that crashed run is not repeated). A torn last
@@ -27,7 +29,9 @@ With ``worktrees.remote`` (several hosts, each with its own clone) a merge goes 
 remote's base instead, through remote_merge.py, and never touches the root checkout (which
 may then be on any branch, with any changes); its events add ``remote``, ``host``,
 ``attempts`` and ``local_base``. A remote that cannot be reached raises GitError with the
-entry still pending, like a MergeRefused.
+entry still pending, like a MergeRefused. When the queue is shared by several hosts (Redis),
+``enqueue`` pushes the branch to the remote, since whichever host holds the lock merges it,
+and that host deletes it from the remote after the merge.
 """
 
 from __future__ import annotations
@@ -45,14 +49,13 @@ from typing import Any, Iterator, Optional, Union
 from .clock import format_ts
 
 from .config import Config, load_config, validate_id
-from .errors import HAND_FIX, NotFoundError, SwarmError, ValidationError
-from .fileio import append_line, dump_flow, load_yaml_text, locked
+from .errors import NotFoundError, SwarmError, ValidationError
+from .merge_queue_store import HEADER
 from .cli import table
 from .errors import GitError, MergeRefused
 from .records import Record
 from .git_repo import branch_tip, commit_of, commits_ahead, current_branch, dirty_files, git, identity, split_z, toplevel
 from .worktrees import NAME_PATTERN, Worktree, base_ref, commit, find_by_branch, get_worktree, resolve_base, retire, setting
-from .yaml_log import read_kept
 
 __all__ = [
     "HEADER",
@@ -73,8 +76,6 @@ log = logging.getLogger("swarmfile")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-HEADER = "queue:\n"
-_FIX = HAND_FIX
 
 
 class MergeStatus(str, Enum):
@@ -125,38 +126,15 @@ class MergeResult:
         return data
 
 
-# ---------------------------------------------------------------------------- the queue file
-
-
-def _queue_file(cfg: Config) -> Path:
-    return cfg.runtime_dir / "merge-queue.yaml"
+# ---------------------------------------------------------------------------- the queue's store
 
 
 def _append(cfg: Config, record: dict[str, Any]) -> None:
-    append_line(_queue_file(cfg), "- " + dump_flow(record), lock_dir=cfg.lock_dir,
-                timeout=cfg.lock_timeout, header=HEADER)
+    stores.merge_queue(cfg).append(record)
 
 
 def _records(cfg: Config) -> list[dict[str, Any]]:
-    path = _queue_file(cfg)
-    text = read_kept(path)  # a torn last line (an append cut short) is not part of the queue
-    if text is None:
-        return []
-    data = load_yaml_text(text, path)
-    if not isinstance(data, dict) or "queue" not in data:
-        raise ValidationError("must be a mapping with a 'queue' list", path=path, line=1, hint=_FIX)
-    items = data["queue"] if data["queue"] is not None else []
-    if not isinstance(items, list):
-        raise ValidationError("'queue' must be a list", path=path, line=1, hint=_FIX)
-    for number, item in enumerate(items, 1):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or item.get("op") not in ("enqueue", "done"):
-            raise ValidationError(f"queue entry {number} is not a mapping with an id and op enqueue|done",
-                                  path=path, hint=_FIX)
-        if item["op"] == "enqueue" and not all(isinstance(item.get(k), str)
-                                               for k in ("branch", "task_id", "agent_id", "base")):
-            raise ValidationError(f"queue entry {number} lacks branch, task_id, agent_id or base",
-                                  path=path, hint=_FIX)
-    return items
+    return stores.merge_queue(cfg).records()
 
 
 def _entries(cfg: Config) -> list[QueueEntry]:
@@ -215,7 +193,8 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
     """Queue a finished branch for merging into its base; returns the entry.
 
     Task and agent come from the worktree (record) unless given. NotFoundError if the branch
-    does not exist.
+    does not exist. With ``worktrees.remote`` and a queue shared by several hosts (Redis), the
+    branch is pushed to the remote first (GitError, and nothing queued, when that fails).
     """
     cfg = load_config(root=root)
     branch, task_id, agent_id, base, name = _describe(worktree_or_branch, task_id, agent_id, cfg, base)
@@ -225,6 +204,10 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
         raise NotFoundError(f"branch {branch} does not exist", path=cfg.root, task_id=task_id)
     entry = QueueEntry(id=secrets.token_hex(6), branch=branch, task_id=task_id, agent_id=agent_id, base=base,
                        at=format_ts(), worktree=name)
+    remote = setting(cfg, "remote")
+    if remote and stores.merge_queue(cfg).shared:
+        # Whichever host holds the lock merges the entry: the branch must be where every host can fetch it.
+        remote_merge.push_branch(root=cfg.root, remote=str(remote), branch=branch)
     _append(cfg, {"id": entry.id, "op": "enqueue", **{k: v for k, v in entry.to_dict().items() if k != "id"}})
     return entry
 
@@ -233,19 +216,18 @@ def enqueue(worktree_or_branch: Union[Worktree, str], task_id: Optional[str] = N
 
 
 @contextmanager
-def merge_lock(*, root: Optional[PathLike] = None) -> Iterator[Path]:
+def merge_lock(*, root: Optional[PathLike] = None) -> Iterator[Any]:
     """Hold the workspace's merge lock (across processes) for the ``with`` block.
 
-    Every merge takes the lock here and nowhere else: this body is the one place a lock shared
-    by several hosts (the Redis backend's) replaces the file lock. Until then, with
-    ``worktrees.remote`` the file lock orders the merges of one host only; hosts are kept
-    from overwriting each other's merges by the remote itself, which takes a push of the base
-    only as a fast-forward (remote_merge.py).
+    Every merge takes the lock here and nowhere else. It is the merge queue store's: on files a
+    lock of this host (with ``worktrees.remote`` hosts are kept from overwriting each other's
+    merges by the remote itself, which takes a push of the base only as a fast-forward:
+    remote_merge.py); on Redis one lock for every host, renewed while held (redis_merge_queue.py).
+    Waits at most ``worktrees.merge_lock_seconds``, then LockTimeout.
     """
     cfg = load_config(root=root)
-    with locked(cfg.runtime_dir / "merge.lock", lock_dir=cfg.lock_dir,
-                timeout=float(setting(cfg, "merge_lock_seconds"))) as sidecar:
-        yield sidecar
+    with stores.merge_queue(cfg).lock(float(setting(cfg, "merge_lock_seconds"))) as held:
+        yield held
 
 
 def _shared_file(cfg: Config, top: Path, rel: str) -> bool:
@@ -285,6 +267,8 @@ def _flag_task(cfg: Config, task_id: str, detail: dict[str, str]) -> None:
     """Mark the task ``needs_attention`` in its Markdown, with the ``detail`` fields."""
     from . import tasks
 
+    if stores.task_board(cfg) is not None:
+        return  # only the operator checkout's planner writes task Markdown, from the lease's needs_attention
     task = task_store.find_task(task_id, root=cfg.root)
     task_store.set_fields(task.path, {"Status": tasks.Status.NEEDS_ATTENTION.value, **detail}, root=cfg.root)
 
@@ -379,7 +363,11 @@ def _after_merge(cfg: Config, result: MergeResult, worktree_name: Optional[str])
     if result.status not in (MergeStatus.MERGED, MergeStatus.UP_TO_DATE) or not setting(cfg, "remove_after_merge"):
         return
     remote, tip = setting(cfg, "remote"), branch_tip(cfg.root, result.branch)
-    if remote and tip is not None:  # the copy pushed for the merge; a branch of another host is its to clean up
+    if remote and tip is None and stores.merge_queue(cfg).shared:
+        # Another host's branch, queued for whichever host merges: nobody else will delete it. The
+        # tip fetched for the merge guards the delete: a branch that moved on since is kept.
+        tip = commit_of(cfg.root, f"refs/remotes/{remote}/{result.branch}")
+    if remote and tip is not None:  # the copy pushed for the merge; with a queue per host, another's is its to clean up
         _note("delete the merged branch from the remote",
               lambda: remote_merge.delete_remote_branch(root=cfg.root, remote=str(remote), branch=result.branch, tip=tip))
     if not worktree_name:

@@ -16,12 +16,18 @@ One round, every ``--interval`` seconds:
    the lease FOR the executor before it writes the assignment, so no one else can take the
    task meanwhile (``assigned``); the executor acknowledges it (``acknowledged``).
 
+On a task board (a Redis backend with ``task_board: true``) this checkout is the operator's: after
+reaping, the round mirrors every lease change into the Markdown (board_sync: Status lines, completed
+tasks moved), and before dispatching it publishes the tasks that changed, so executors on every
+host claim them from the board.
+
 Every decision is an event in events.yaml. A step that meets a file that does not parse
 logs one ``error`` event and the round goes on; the file is never rewritten.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -29,10 +35,13 @@ from datetime import datetime
 from typing import Any, Optional, Sequence
 
 from . import agent_discovery
+from . import board_sync
 from . import claims
 from . import duplicate_detector
+from . import event_mirror
 from . import events
 from . import lifecycle
+from . import ready_query
 from . import task_distribution
 from . import task_graph
 from . import tasks
@@ -41,9 +50,14 @@ from . import work_items
 from .cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
 from .clock import format_ts, parse_ts, utc_now
 from .config import Config, load_config, validate_id
-from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, SwarmError, ValidationError
+from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, NotClaimable, NotFoundError, SwarmError,
+                     ValidationError, warn_once)
 
 __all__ = ["Planner", "Decision", "main"]
+
+log = logging.getLogger("swarmfile")
+
+_BACKOFF_CAP_SECONDS = 30.0  # the longest pause between rounds while Redis is unreachable
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,8 @@ class Planner:
         self._checked_for_duplicates: set[str] = set()
         self._items_released: set[tuple[str, str]] = set()  # (agent, started_at) already handled
         self._reported: set[str] = set()  # steps whose error was already logged (once per outage)
+        self._sync = (board_sync.Sync.of(root=self.cfg.root, agent_id=self.agent_id)
+                      if claims.uses_board(root=self.cfg.root) else None)
 
     def _decide(self, kind: str, task_id: Optional[str], **detail: Any) -> Decision:
         events.append_event(kind, self.agent_id, task_id, root=self.cfg.root, **detail)
@@ -84,6 +100,8 @@ class Planner:
         decisions += self._step("heartbeat", agent_discovery.heartbeat, self.agent_id,
                                 current_action="planning", root=root, role="planner")
         decisions += self._step("reap", self._reap, now)
+        if self._sync is not None:
+            decisions += self._step("task mirror", self._mirror)
         decisions += self._step("recover", self._recover_completions)
         try:
             executors = [a for a in agent_discovery.discover_agents(root=root, now=now) if a.role == "executor"]
@@ -99,8 +117,12 @@ class Planner:
         decisions += self._step("duplicates", self._flag_duplicates)
         if executors is not None and len(executors) >= self.min_executors:
             decisions += self._step("split", self._split, [a.agent_id for a in executors])
+        if self._sync is not None:
+            self._step("publish", self._sync.publish)
         if executors is not None:
             decisions += self._step("dispatch", self._dispatch, executors, now)
+        # Redis backend: this host's events.yaml mirrors the stream (nothing to do on files)
+        decisions += self._step("mirror", event_mirror.mirror_once, self.cfg)
         self._step("heartbeat", agent_discovery.heartbeat, self.agent_id, current_action="idle", root=root)
         return decisions
 
@@ -128,6 +150,12 @@ class Planner:
             out.append(self._decide(kind, lease.task_id, reason=reason, previous_agent=lease.agent_id,
                                     token=lease.token))
         return out
+
+    def _mirror(self) -> list[Decision]:
+        """Leases into the Markdown (board_sync); no event for a mirror write, whose lease change is
+        logged by its holder, but one for a completion its dead holder never logged."""
+        return [self._decide("repaired", task_id, reason="completed task moved after its holder died")
+                for task_id, what in self._sync.mirror() if what == board_sync.RECOVERED]  # type: ignore[union-attr]
 
     def _recover_completions(self) -> list[Decision]:
         recovered = lifecycle.recover_completions(self.agent_id, root=self.cfg.root)
@@ -229,13 +257,18 @@ class Planner:
 
     def _split(self, executor_ids: list[str]) -> list[Decision]:
         out = []
-        for task in claims.ready_tasks(root=self.cfg.root):
+        # On a board, this checkout's own Markdown: a task is split before it is ever published whole.
+        ready = ready_query.markdown_ready if self._sync is not None else claims.ready_tasks
+        for task in ready(root=self.cfg.root):
             if task.parent or task.sub_tasks or task.field("Possible Duplicate Of"):
                 continue
             try:
-                if not task_distribution.can_parallelize(task.path, root=self.cfg.root):
+                if self._sync is not None:
+                    subs = self._split_published(task.task_id, executor_ids)
+                elif not task_distribution.can_parallelize(task.path, root=self.cfg.root):
                     continue
-                subs = task_distribution.distribute_task(task.path, executor_ids, root=self.cfg.root)
+                else:
+                    subs = task_distribution.distribute_task(task.path, executor_ids, root=self.cfg.root)
             except SwarmError as exc:
                 out.append(self._decide("skipped", task.task_id, reason=f"could not split: {exc}"))
                 continue
@@ -243,12 +276,36 @@ class Planner:
                 out.append(self._decide("split", task.task_id, sub_tasks=[s.task_id for s in subs]))
         return out
 
+    def _split_published(self, task_id: str, executor_ids: list[str]) -> list:
+        """Split a task on the board: under its lease lock, which the board's claims respect, and
+        published before the lock is let go, so no executor takes a task being split."""
+        task = task_store.find_task(task_id, root=self.cfg.root)  # the operator's file, not a copy
+        if not task_distribution.can_parallelize(task.path, root=self.cfg.root):
+            return []
+        with claims.lease_lock(task_id, root=self.cfg.root):
+            lease = claims.get_lease(task_id, root=self.cfg.root)
+            if lease is not None and lease.state is claims.LeaseState.HELD and lease.free_reason() is None:
+                return []  # claimed meanwhile: it runs whole
+            subs = task_distribution.distribute_task(task.path, executor_ids, root=self.cfg.root)
+            if subs:
+                self._sync.publish()  # type: ignore[union-attr]
+        return subs
+
     def _dispatch(self, executors: Sequence[Any], now: datetime) -> list[Decision]:
         idle = [a for a in executors if not a.current_task and a.pid is not None
                 and claims.assignment_for(a.agent_id, root=self.cfg.root) is None]
         if not idle:
             return []
         out = []
+        if self._sync is not None:  # the board picks the next ready task and leases it in one script
+            for agent in idle:
+                lease = claims.claim_next(agent.agent_id, root=self.cfg.root, pid=agent.pid, host=agent.host,
+                                          proc_start=agent.proc_start)
+                if lease is None:
+                    break
+                claims.assign(lease, root=self.cfg.root, now=now)
+                out.append(self._decide("assigned", lease.task_id, to=agent.agent_id, token=lease.token))
+            return out
         ready = iter(claims.ready_tasks(root=self.cfg.root))
         for agent in idle:
             for task in ready:
@@ -281,9 +338,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         agent_discovery.register_agent(planner.agent_id, role="planner", root=planner.cfg.root)
+        backoff = 0.0
         try:
             while True:
-                decisions = planner.round()
+                try:
+                    decisions = planner.round()
+                except BackendUnavailable as exc:  # Redis unreachable: pause (doubling) and try again
+                    backoff = min(_BACKOFF_CAP_SECONDS, max(backoff * 2, min(interval, 1.0)))
+                    warn_once(log, "%s; trying again in %.1f s", exc, backoff)
+                    if args.once or stop.wait(backoff):
+                        break
+                    continue
+                backoff = 0.0
                 if args.json:
                     print_json([d.to_dict() for d in decisions])
                 else:

@@ -24,7 +24,7 @@ from . import tasks as taskmod
 from .config import Config, load_config
 from .errors import warn_once
 
-__all__ = ["ready_tasks"]
+__all__ = ["ready_tasks", "markdown_ready"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -50,6 +50,7 @@ class _Ready:
 _ready_memo: dict[Path, _Ready] = {}
 _warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
 _FEW = 64  # changed tasks above which the ready list is computed afresh
+_board_tasks: dict[Path, dict] = {}  # per workspace on a task board: task id -> (its entry, the Task made of it)
 
 
 def _same(a: list, b: list) -> bool:
@@ -104,8 +105,33 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
 
     Order: priority (critical > high > medium > low, or a number: higher first), then oldest
     first (FIFO within a priority), then task id.
+
+    On a task board (Redis, ``task_board: true``) the published tasks, by the same rules and also
+    leaving out tasks whose lease is held: their paths are this host's copies (task_board.copy_path),
+    written only when a task is run.
     """
+    cfg = load_config(root=root)
+    if cfg.settings.get("task_board") is True:  # looked at first: a file backend never loads the stores
+        from .stores import task_board
+        from .task_board import copy_path
+
+        board = task_board(cfg)
+        if board is not None:  # the published tasks, judged on the server as a claim judges them
+            made = _board_tasks.setdefault(cfg.root, {})
+            found = []
+            for entry in board.ready():
+                if entry.task_id not in made or made[entry.task_id][0] is not entry:
+                    made[entry.task_id] = (entry, entry.task(copy_path(cfg.runtime_dir, entry.task_id)))
+                found.append(made[entry.task_id][1])
+            return found
     with task_index.gc_paused():  # at 10,000 tasks the collector's full passes cost more than the query
+        return _ready(cfg)
+
+
+def markdown_ready(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
+    """``ready_tasks`` of this checkout's Markdown alone, on a task board too: what its planner splits
+    (a task on the board may be claimed already; the planner checks its lease under its lock)."""
+    with task_index.gc_paused():
         return _ready(load_config(root=root))
 
 

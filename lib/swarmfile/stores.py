@@ -2,7 +2,8 @@
 
 The one place that knows every implementation; everything else asks here for the store of its
 workspace and talks only to the interface: ``lease_table`` (lease_store.LeaseTable),
-``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry). A backend
+``event_log`` (event_log.EventLog), ``agent_registry`` (agent_registry.AgentRegistry), and
+``reservations``, ``chat_log``, ``merge_queue`` (reservation_store, chat_store, merge_queue_store). A backend
 is one entry of ``BACKENDS`` naming the factory (a class, or a function taking the Config) of
 each store, so a new backend registers in one place; a factory imports its module (and any
 client library) when first called, so a command line that never uses a store never loads it. One instance per workspace and
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -22,15 +23,60 @@ from .errors import ValidationError
 
 if TYPE_CHECKING:  # the interfaces, for types only: a store's module loads when its store is first made
     from .agent_registry import AgentRegistry
+    from .chat_store import ChatLog
     from .event_log import EventLog
     from .lease_store import LeaseTable
+    from .merge_queue_store import MergeQueueStore
+    from .reservation_store import ReservationTable
+    from .task_board import TaskBoard
 
-__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry",
-           "journal_lease_table", "file_event_log", "file_agent_registry"]
+__all__ = ["Backend", "BACKENDS", "lease_table", "event_log", "agent_registry", "task_board",
+           "journal_lease_table", "file_event_log", "file_agent_registry",
+           "reservations", "chat_log", "merge_queue"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")  # redis_backend.SCHEMES, named here so this module loads no client code
+
+
+# File reservations, chat and the merge queue's order and lock: a file each by default (the
+# defaults below), on the Redis server for a Redis URL (BACKENDS, after the table).
+
+
+def file_reservations(cfg: Config) -> "ReservationTable":
+    from .reservation_store import FileReservationTable
+
+    return FileReservationTable(cfg)
+
+
+def redis_reservations(cfg: Config) -> "ReservationTable":
+    from .redis_reservations import RedisReservationTable
+
+    return RedisReservationTable(cfg)
+
+
+def file_chat_log(cfg: Config) -> "ChatLog":
+    from .chat_log_file import FileChatLog
+
+    return FileChatLog(cfg)
+
+
+def redis_chat_log(cfg: Config) -> "ChatLog":
+    from .redis_chat import RedisChatLog
+
+    return RedisChatLog(cfg)
+
+
+def file_merge_queue(cfg: Config) -> "MergeQueueStore":
+    from .merge_queue_store import FileMergeQueue
+
+    return FileMergeQueue(cfg)
+
+
+def redis_merge_queue(cfg: Config) -> "MergeQueueStore":
+    from .redis_merge_queue import RedisMergeQueue
+
+    return RedisMergeQueue(cfg)
 
 
 @dataclass(frozen=True)
@@ -40,6 +86,9 @@ class Backend:
     lease_table: Callable[[Config], "LeaseTable"]
     event_log: Callable[[Config], "EventLog"]
     agent_registry: Callable[[Config], "AgentRegistry"]
+    reservations: Callable[[Config], "ReservationTable"] = file_reservations
+    chat_log: Callable[[Config], "ChatLog"] = file_chat_log
+    merge_queue: Callable[[Config], "MergeQueueStore"] = file_merge_queue
 
 
 # Each implementation is imported when its first store is made, so that a command line loads only
@@ -56,6 +105,12 @@ def redis_lease_table(cfg: Config) -> "LeaseTable":
     from .redis_lease import RedisLeaseTable
 
     return RedisLeaseTable(cfg)
+
+
+def redis_event_log(cfg: Config) -> "EventLog":
+    from .redis_events import RedisEventLog
+
+    return RedisEventLog(cfg, file_event_log(cfg))  # events.yaml stays, as the stream's mirror
 
 
 def redis_agent_registry(cfg: Config) -> "AgentRegistry":
@@ -83,10 +138,14 @@ BACKENDS: dict[str, Backend] = {
     # journal reads those files once, on first use, and a table that still wrote them would fork the truth.
     "files": Backend(journal_lease_table, file_event_log, file_agent_registry),
     "journal": Backend(journal_lease_table, file_event_log, file_agent_registry),  # its name before it was the default
-    # a Redis URL: leases (redis_lease) and the agent registry (redis_registry) on the server, shared
-    # by every host; the event log is still this workspace's file (issue 13's second half moves it)
-    **{scheme: Backend(redis_lease_table, file_event_log, redis_agent_registry) for scheme in _REDIS_SCHEMES},
+    # a Redis URL: leases (redis_lease), the event log (redis_events: a Stream, mirrored into the operator
+    # host's events.yaml by event_mirror) and the agent registry (redis_registry) on the server, shared by every host
+    **{scheme: Backend(redis_lease_table, redis_event_log, redis_agent_registry) for scheme in _REDIS_SCHEMES},
 }
+
+for _scheme in _REDIS_SCHEMES:  # reservations, chat and the merge queue: shared by every host on the server
+    BACKENDS[_scheme] = replace(BACKENDS[_scheme], reservations=redis_reservations, chat_log=redis_chat_log,
+                                merge_queue=redis_merge_queue)
 
 _made: dict[tuple, Any] = {}
 _making = threading.Lock()
@@ -133,6 +192,31 @@ def _store(kind: str, cfg: Config) -> Any:
         return made[1]
 
 
+def task_board(cfg: Config) -> Optional["TaskBoard"]:
+    """The task board of ``cfg``'s workspace, or None when this checkout's Markdown is the board.
+
+    A board is used with a Redis backend and ``task_board: true`` in swarm.yaml (task_board.py).
+    """
+    setting = cfg.settings.get("task_board", False)
+    if not isinstance(setting, bool):
+        raise ValidationError(f"'task_board' must be true or false, got {setting!r:.40}", path=cfg.root / "swarm.yaml",
+                              hint="fix swarm.yaml")
+    if not setting:
+        return None
+    name, _ = _backend(cfg)
+    if not (isinstance(name, str) and name.split("://", 1)[0] in _REDIS_SCHEMES and "://" in name):
+        raise ValidationError("'task_board: true' needs a Redis backend: on files, the checkout is the board",
+                              path=cfg.root / "swarm.yaml", hint="set backend: redis://... or remove task_board")
+    key = ("task_board", cfg.root, name, repr(cfg.settings.get("namespace")))
+    board = _made.get(key)
+    if board is None:
+        from .redis_board import RedisTaskBoard
+
+        with _making:
+            board = _made.setdefault(key, RedisTaskBoard(cfg))
+    return board
+
+
 def _named(path: PathLike, cfg: Config) -> Path:
     named = Path(os.path.expanduser(os.fspath(path)))
     return named if named.is_absolute() else cfg.root / named
@@ -152,3 +236,18 @@ def agent_registry(cfg: Config, *, heartbeat_file: Optional[PathLike] = None) ->
     if heartbeat_file is not None:
         return file_agent_registry(cfg, _named(heartbeat_file, cfg))
     return _store("agent_registry", cfg)
+
+
+def reservations(cfg: Config) -> "ReservationTable":
+    """The file reservations of ``cfg``'s workspace (reservation_store.ReservationTable)."""
+    return _store("reservations", cfg)
+
+
+def chat_log(cfg: Config) -> "ChatLog":
+    """The chat log of ``cfg``'s workspace (chat_store.ChatLog)."""
+    return _store("chat_log", cfg)
+
+
+def merge_queue(cfg: Config) -> "MergeQueueStore":
+    """The merge queue's order and lock of ``cfg``'s workspace (merge_queue_store.MergeQueueStore)."""
+    return _store("merge_queue", cfg)

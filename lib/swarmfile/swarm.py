@@ -3,7 +3,7 @@
     python lib/swarm.py init [--root DIR]
     python lib/swarm.py new-task "Fix the login bug" --priority high [--depends-on TASK-1]
     python lib/swarm.py status [--json] [--panes]
-    python lib/swarm.py demo [--root DIR]
+    python lib/swarm.py demo [--root DIR] [--backend redis|URL]   (--backend: on two simulated hosts)
     python lib/swarm.py watch | doctor [--fix] | up --agents N | down
     python lib/swarm.py setup claude|codex|gemini [--dry-run] [--remove] [--check]
 
@@ -145,6 +145,9 @@ def _parser() -> Any:
     d.add_argument("--executors", type=positive_int, default=3, help="how many executors (default 3)")
     d.add_argument("--timeout", type=positive_seconds, default=55, help="give up after this many seconds")
     d.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    d.add_argument("--backend", metavar="redis|URL",
+                   help="run on two simulated hosts sharing Redis: 'redis' starts a private redis-server, "
+                        "a URL (redis://127.0.0.1:6379/0) uses that one")
     for name in _FORWARDED:
         sub.add_parser(name, add_help=False, help=f"see: python lib/swarm.py {name} --help")
     return p
@@ -211,8 +214,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "demo":
             from . import demo
 
-            ok = demo.run_demo(root=args.root, executors=args.executors, timeout=args.timeout, keep=args.keep,
-                               as_json=args.json)
+            if args.backend is not None:
+                if args.backend != "redis" and not args.backend.startswith(("redis://", "rediss://", "unix://")):
+                    raise ValidationError(f"--backend {args.backend!r} is neither 'redis' nor a Redis URL",
+                                          hint="use --backend redis, or --backend redis://host:6379/0")
+                if args.root is not None:
+                    raise ValidationError("--root and --backend do not go together: the demo on two hosts makes "
+                                          "its own clones in a temp folder")
+                ok = demo.run_demo_on_hosts(backend=args.backend, executors=args.executors,
+                                            timeout=max(args.timeout, 90), keep=args.keep, as_json=args.json)
+            else:
+                ok = demo.run_demo(root=args.root, executors=args.executors, timeout=args.timeout, keep=args.keep,
+                                   as_json=args.json)
             return EXIT_OK if ok else EXIT_CHECK_FAILED
         raise ValidationError(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
 

@@ -171,7 +171,7 @@ def append_layout(fd: int, path: Path, size: int, key: str = "events",
         return kind, at, body
     try:
         # Only the last entry matters here: a small first read finds it on a log of any size.
-        last = next(entries_backward(fd, body, end, first_block=1024, noun=noun, key=key), None)
+        last = next(entries_backward(fd, body, end, first_block=256, noun=noun, key=key), None)
     except Irregular as exc:
         raise refuse(exc.offset, f"an appended line would not join the {key} list ({exc.reason})") from None
     if kind == "flow_empty" and last is not None:

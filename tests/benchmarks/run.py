@@ -4,12 +4,13 @@
                                    [--max-size N] [--repeats N] [--profile] [--strict]
 
 Groups: claims (8-process claim throughput vs a SQLite WAL queue and a maildir queue), redis
-(the same 8-process claims on the Redis backend, a private redis-server with ``appendfsync
-always`` and ``everysec``, vs the SQLite WAL queue in the same run; skipped without
-redis-server), latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and
+(the same 8-process claims from the Redis task board, a private redis-server with ``appendfsync
+always`` and ``everysec``, vs the SQLite WAL queue in the same run, and the board's ready query
+at the largest latency size vs SQLite's; skipped without redis-server), latency (claim_next and ready_tasks at 100/1,000/10,000 open tasks, warm and
 cold; cold with the task index a workspace has after its first listing, and without one),
-append (event appends, 1 and 8 writers, vs a raw flock+write+fsync loop), tail (last 100
-events of a 1,000,000-event log), doctor (``doctor.check`` of a workspace with a
+append (event appends, 1 and 8 writers, on files and on Redis with ``appendfsync always`` and
+``everysec``, vs a raw flock+write+fsync loop), tail (last 100 events of a 1,000,000-event log,
+and of a 200,000-event stream on Redis; Redis rows skipped without redis-server), doctor (``doctor.check`` of a workspace with a
 1,000,000-event log vs reading that log line by line once, both in a fresh process, with their
 peak RSS), heartbeat and discovery (10/100/1,000 agents vs a bare libyaml parse, heartbeat also
 vs a raw durable rewrite), cli (start-up of ``lib/agent_discovery.py --json`` and of
@@ -26,6 +27,7 @@ multi-process rows) and .prof files are written next to the JSON: their timings 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import json
 import os
@@ -282,7 +284,8 @@ def bench_claims(run: Run) -> None:
 
 
 def bench_redis(run: Run) -> None:
-    """Claims on the Redis backend (durable: appendfsync always; and everysec) beside SQLite WAL FULL."""
+    """Claims from the Redis task board (durable: appendfsync always; and everysec) beside SQLite WAL FULL,
+    and the board's ready query at the largest latency size beside SQLite's ready SELECT."""
     sys.path.insert(0, str(HERE.parent))  # tests/: the test suite's private redis-server
     from redis_server import RedisServer, missing_reason
 
@@ -307,21 +310,64 @@ def bench_redis(run: Run) -> None:
                     results = gang.run(baselines.sqlite_claim_worker, [(db,)] * workers)
                 else:
                     with RedisServer(base / f"redis-{system}", fsync=system) as server:
-                        ws = workloads.make_workspace(str(base), f"ws-{system}")
-                        (ws / "swarm.yaml").write_text(f"backend: {server.url}\n", encoding="utf-8")
-                        workloads.write_tasks(ws, specs)
+                        ws = _board_workspace(base, f"ws-{system}", server.url, specs)
                         results = gang.run(workloads.swarm_claim_worker, [(str(ws), None)] * workers)
                 ids = [i for r in results for i in r["ids"]]
                 if len(ids) != n or len(set(ids)) != n:
                     raise RuntimeError(f"{system}: {len(ids)} claims of {len(set(ids))} distinct tasks, expected {n}")
                 rates[system].append(_gang_rate(results, lambda r: len(r["ids"])))
             shutil.rmtree(base)
-    label = f"claim_next on Redis, {workers} procs, {n} tasks"
-    extra = {"tasks": n, "processes": workers, "measures": "claims.claim_next only (no complete)"}
-    run.report.add("redis.always.vs_sqlite", "redis", f"{label}, appendfsync always", "/s", rates["always"],
+    label = f"claim_next on the Redis task board, {workers} procs, {n} tasks"
+    extra = {"tasks": n, "processes": workers, "measures": "claims.claim_next only (no complete)",
+             "task_board": "published before the run (not timed); each claim is one script on the server"}
+    run.report.add("redis.board.always.vs_sqlite", "redis", f"{label}, appendfsync always", "/s", rates["always"],
                    "sqlite WAL FULL queue", rates["sqlite"], {"kind": "ratio>=", "value": 1.0}, durable=True, **extra)
-    run.report.add("redis.everysec.vs_sqlite", "redis", f"{label}, appendfsync everysec", "/s", rates["everysec"],
-                   "sqlite WAL FULL queue", rates["sqlite"], durable=False, **extra)
+    run.report.add("redis.board.everysec.vs_sqlite", "redis", f"{label}, appendfsync everysec", "/s",
+                   rates["everysec"], "sqlite WAL FULL queue", rates["sqlite"], durable=False, **extra)
+    _bench_board_ready(run, RedisServer)
+
+
+def _board_workspace(base: Path, name: str, url: str, specs: list[dict]) -> Path:
+    """A workspace on ``url`` with ``task_board: true`` whose tasks its planner has published."""
+    ws = workloads.make_workspace(str(base), name)
+    (ws / "swarm.yaml").write_text(f"backend: {url}\ntask_board: true\nnamespace: bench-{name}\n", encoding="utf-8")
+    workloads.write_tasks(ws, specs)
+    from swarmfile import board_sync
+
+    board_sync.Sync.of(root=ws).publish()
+    return ws
+
+
+def _bench_board_ready(run: Run, server_class: Any) -> None:
+    s = run.sizes
+    n = max(s.latency_sizes)
+    specs = workloads.task_specs(n, deps_every=10)
+    base = run.scratch(f"redis-ready-{n}")
+    base.mkdir()
+    db = str(base / "queue.db")
+    baselines.sqlite_setup(db, specs)
+    _progress(f"redis: ready query on the task board, {n} tasks x{s.warm_repeats}")
+    times: dict[str, list[float]] = {"swarm": [], "sqlite": []}
+    with server_class(base / "redis", fsync="always") as server:
+        ws = _board_workspace(base, "ws", server.url, specs)
+        conn = baselines.sqlite_connect(db)
+        try:
+            found = (len(workloads.ready_tasks(root=ws)), len(baselines.sqlite_ready(conn)))
+            for _ in range(s.warm_repeats):
+                for system, fn in (("swarm", lambda: workloads.ready_tasks(root=ws)),
+                                   ("sqlite", lambda: baselines.sqlite_ready(conn))):
+                    t0 = time.perf_counter()
+                    if not fn():
+                        raise RuntimeError(f"redis ready: {system} found nothing at {n} tasks")
+                    times[system].append(time.perf_counter() - t0)
+        finally:
+            conn.close()
+    shutil.rmtree(base)
+    run.report.add(f"redis.board.ready.{n}", "redis", f"ready_tasks on the Redis task board, {n} tasks", "s",
+                   times["swarm"], "sqlite ready SELECT", times["sqlite"],
+                   {"kind": "median<", "value": READY_TARGET_S} if n == 10_000 else None, tasks=n,
+                   ready_counts={"swarm_ready": found[0], "sqlite_ready": found[1]},
+                   measures="one script on the server judges every queued task; the ready ones' facts come back")
 
 
 def bench_latency(run: Run) -> None:
@@ -395,10 +441,28 @@ def bench_latency(run: Run) -> None:
         shutil.rmtree(base)
 
 
+def _redis_server_class() -> Optional[Any]:
+    """tests/redis_server.RedisServer, or None (with the reason shown) when Redis rows cannot run here."""
+    sys.path.insert(0, str(HERE.parent))  # tests/: the test suite's private redis-server
+    from redis_server import RedisServer, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        _progress(f"redis rows skipped: {reason}")
+        return None
+    return RedisServer
+
+
+REDIS_FSYNC = ("always", "everysec")  # durable (every write on disk before the reply), and once a second
+
+
 def bench_append(run: Run) -> None:
+    """append_event on files and on Redis (appendfsync always / everysec), 1 and 8 writers, vs a raw loop."""
     s = run.sizes
     rates: dict[tuple[str, int], list[float]] = {}
     configs = ((1, s.append_one), (8, s.append_each))
+    server_class = _redis_server_class()
+    systems = ["swarm", "raw"] + ([f"redis-{fsync}" for fsync in REDIS_FSYNC] if server_class else [])
     with Gang(1) as one, Gang(8) as eight:
         for attempt in range(s.append_runs):
             for writers, count in configs:
@@ -410,22 +474,37 @@ def bench_append(run: Run) -> None:
                 raw.write_text("events:\n")
                 prof = run.profile_path(f"append-{writers}w") if attempt == s.append_runs - 1 else None
                 _progress(f"append run {attempt + 1}/{s.append_runs}: {writers} writer(s) x {count}")
-                for system in (("swarm", "raw") if attempt % 2 == 0 else ("raw", "swarm")):
+                for system in systems[attempt % len(systems):] + systems[:attempt % len(systems)]:
                     if system == "swarm":
                         results = gang.run(workloads.swarm_append_worker, [(str(ws), count, prof)] * writers)
                         written = len(workloads.events.read_events(root=ws))
-                    else:
+                    elif system == "raw":
                         results = gang.run(baselines.raw_append_worker, [(str(raw), count)] * writers)
                         written = raw.read_bytes().count(b"\n") - 1
+                    else:
+                        with server_class(base / system, fsync=system.split("-", 1)[1]) as server:
+                            rws = workloads.make_workspace(str(base), f"ws-{system}")
+                            (rws / "swarm.yaml").write_text(f"backend: {server.url}\n", encoding="utf-8")
+                            results = gang.run(workloads.swarm_append_worker, [(str(rws), count, None)] * writers)
+                            written = len(workloads.events.read_events(root=rws))
                     if written != writers * count:
-                        raise RuntimeError(f"append {system}: {written} lines, expected {writers * count}")
+                        raise RuntimeError(f"append {system}: {written} events, expected {writers * count}")
                     rates.setdefault((system, writers), []).append(_gang_rate(results, lambda r: r["count"]))
                 shutil.rmtree(base)
     fsync = bool(workloads.load_config(root=run.workdir).get("events", "fsync"))
     for writers, count in configs:
-        run.report.add(f"append.{writers}w", "append", f"append_event, {writers} writer{'s' * (writers > 1)}", "/s",
+        plural = "s" * (writers > 1)
+        run.report.add(f"append.{writers}w", "append", f"append_event, {writers} writer{plural}", "/s",
                        rates[("swarm", writers)], "flock+write+fsync loop", rates[("raw", writers)],
                        {"kind": "ratio>=", "value": APPEND_RATIO}, writers=writers, appends_per_writer=count, fsync=fsync)
+        for mode in REDIS_FSYNC if server_class else ():
+            run.report.add(f"append.redis.{mode}.{writers}w", "append",
+                           f"append_event on Redis, {writers} writer{plural}, appendfsync {mode}", "/s",
+                           rates[(f"redis-{mode}", writers)], "flock+write+fsync loop", rates[("raw", writers)],
+                           writers=writers, appends_per_writer=count, durable=mode == "always")
+
+
+REDIS_TAIL_EVENTS = 200_000  # a stream's tail reads only the entries it returns: its size hardly matters
 
 
 def bench_tail(run: Run) -> None:
@@ -451,7 +530,44 @@ def bench_tail(run: Run) -> None:
     run.report.add("tail", "tail", f"tail {want} of {s.tail_events:,} events", "s", swarm,
                    "raw backward read + 1 parse", raw, {"kind": "median<", "value": TAIL_TARGET_S},
                    events=s.tail_events, log_bytes=log.stat().st_size)
+    server_class = _redis_server_class()
+    if server_class is not None:
+        _bench_redis_tail(run, server_class, base, log, want, expected)
     shutil.rmtree(base)
+
+
+def _bench_redis_tail(run: Run, server_class: Any, base: Path, log: Path, want: int, expected: list) -> None:
+    """tail on the Redis backend: a stream holding the last events of the file log, read the same way."""
+    s = run.sizes
+    count = min(s.tail_events, REDIS_TAIL_EVENTS)
+    with server_class(base / "redis-tail", fsync="everysec") as server:
+        rws = workloads.make_workspace(str(base), "ws-redis")
+        (rws / "swarm.yaml").write_text(f"backend: {server.url}\n", encoding="utf-8")
+        from swarmfile import stores
+
+        stream = stores.event_log(workloads.load_config(root=rws))
+        _progress(f"tail on Redis: filling a {count:,}-event stream")
+        with open(log, "rb") as handle:
+            lines = list(collections.deque((line for line in handle if line.startswith(b"- ")), maxlen=count))
+        client = server.client()
+        try:
+            for start in range(0, count, 10_000):
+                pipe = client.pipeline(transaction=False)
+                for line in lines[start:start + 10_000]:
+                    pipe.xadd(stream.stream, {"e": line[2:].rstrip(b"\n")})
+                pipe.execute()
+        finally:
+            client.close()
+        if [e["step"] for e in workloads.tail(want, root=rws)] != expected:
+            raise RuntimeError("events.tail on Redis and the raw tail disagree about the last events")
+        swarm, raw = [], []
+        calls = _Calls(None)
+        for _ in range(s.tail_repeats):
+            swarm.append(calls.time(workloads.tail, want, root=rws)[0])
+            raw.append(calls.time(baselines.raw_tail, str(log), want)[0])
+    run.report.add("tail.redis", "tail", f"tail {want} of {count:,} events on Redis", "s", swarm,
+                   f"raw backward read + 1 parse ({s.tail_events:,}-event file)", raw,
+                   {"kind": "median<", "value": TAIL_TARGET_S}, events=count)
 
 
 def _rss_mb(results: list[dict]) -> float:
