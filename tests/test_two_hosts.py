@@ -160,15 +160,16 @@ def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remo
     assert {p.stem for p in (b / ".swarm" / "tasks").glob("*.md")} >= ran_on_b
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_the_demo_on_two_hosts_starts_its_own_redis_and_completes_every_task_once(tmp_path):
     from redis_server import require_redis
 
     require_redis()
     env = dict(os.environ, TMPDIR=str(tmp_path))  # its temp folder (and the redis-server's) inside the test's
     env.pop("SWARM_ROOT", None)
-    proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "demo", "--backend", "redis", "--json"],
-                          capture_output=True, text=True, env=env, timeout=200)
+    # A generous --timeout: on a machine loaded many times over the nine tasks took 91 s (18 s when idle).
+    proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "demo", "--backend", "redis", "--json",
+                           "--timeout", "200"], capture_output=True, text=True, env=env, timeout=260)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
 
