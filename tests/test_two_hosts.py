@@ -103,24 +103,8 @@ def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remo
                     "--ack-timeout", "10")]
     procs += [_start(a, "host-a", *executor, "--agent-id", "exec-a1")]
     procs += [_start(b, "host-b", *executor, "--agent-id", f"exec-b{n}") for n in (1, 2)]
-    try:
-        deadline = time.monotonic() + 180
-        while not _all_completed(a):  # the Markdown on host A is the end of the line: mirrored by its planner
-            assert time.monotonic() < deadline, "the tasks did not all complete in time"
-            assert all(p.poll() is None for p in procs), [p.stderr.read().decode()[-2000:] for p in procs
-                                                          if p.poll() is not None]
-            time.sleep(0.1)  # the Markdown changes in another process: look again shortly
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stderr.close()
+    # host A's Markdown is the end of the line: mirrored by its planner
+    _run_until(procs, lambda: _all_completed(a), "the tasks did not all complete in time")
     assert [p.returncode for p in procs] == [0] * len(procs)
     ids = [f"T-{n}" for n in range(COUNT)]
 
@@ -232,10 +216,21 @@ def test_a_merge_conflict_on_another_host_is_mirrored_into_the_operators_markdow
         found = {t.task_id: t.status for t in task_store.list_tasks(root=a, include_completed=True, errors=[])}
         return sorted(found.values()) == sorted([tasks.Status.COMPLETED, tasks.Status.NEEDS_ATTENTION])
 
+    _run_until(procs, settled, "the tasks did not settle in time")
+    conflicts = events.read_events(types=["merge_conflict"], root=a)
+    [loser] = {e["task_id"] for e in conflicts}
+    winner = ({"T-1", "T-2"} - {loser}).pop()
+    assert git(remote, "show", "main:work/shared.txt") == f"written by {winner}"  # the base as the winner left it
+    assert task_store.find_task(loser, root=a).status is tasks.Status.NEEDS_ATTENTION
+    assert {p: p.read_bytes() for p in (b / "tasks").rglob("*.md")} == b_tasks, "host B's task files untouched"
+
+
+def _run_until(procs: list, done, why: str) -> None:
+    """Let the loops run until ``done()``, failing with ``why`` after 180 s or when one dies; then stop them all."""
     try:
         deadline = time.monotonic() + 180
-        while not settled():
-            assert time.monotonic() < deadline, "the tasks did not settle in time"
+        while not done():
+            assert time.monotonic() < deadline, why
             assert all(p.poll() is None for p in procs), [p.stderr.read().decode()[-2000:] for p in procs
                                                           if p.poll() is not None]
             time.sleep(0.1)  # the Markdown changes in another process: look again shortly
@@ -250,9 +245,3 @@ def test_a_merge_conflict_on_another_host_is_mirrored_into_the_operators_markdow
                 proc.kill()
                 proc.wait()
             proc.stderr.close()
-    conflicts = events.read_events(types=["merge_conflict"], root=a)
-    [loser] = {e["task_id"] for e in conflicts}
-    winner = ({"T-1", "T-2"} - {loser}).pop()
-    assert git(remote, "show", "main:work/shared.txt") == f"written by {winner}"  # the base as the winner left it
-    assert task_store.find_task(loser, root=a).status is tasks.Status.NEEDS_ATTENTION
-    assert {p: p.read_bytes() for p in (b / "tasks").rglob("*.md")} == b_tasks, "host B's task files untouched"
