@@ -61,6 +61,19 @@ SAMPLE_TASKS: list[dict[str, Any]] = [
 ]
 
 
+def _stop_all(procs: list) -> None:
+    """SIGTERM every loop still running, then wait for each (SIGKILL after 15 s)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _make_repo(root: Path) -> bool:
     """Make the workspace a git repository with one commit, so executors can use worktrees."""
     if shutil.which("git") is None:
@@ -159,15 +172,7 @@ def run_demo(*, root: Optional[str] = None, executors: int = 3, timeout: float =
             if any(p.poll() is not None for p in procs):
                 break  # a loop died: report it below instead of waiting out the timeout
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_all(procs)
     elapsed = time.monotonic() - start
     crashed = [(p.args[1], p.stderr.read().decode(errors="replace").strip()) for p in procs
                if p.returncode not in (0, -signal.SIGTERM)]
@@ -328,15 +333,7 @@ def _on_hosts(base: Path, url: str, private: bool, executors: int, timeout: floa
                 break
         stop.set()
     finally:
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_all([proc for _, proc in procs])
     elapsed = time.monotonic() - start_at
     crashed = [(agent, p.stderr.read().decode(errors="replace").strip()) for agent, p in procs
                if p.returncode not in (0, -signal.SIGTERM)]
