@@ -278,3 +278,27 @@ def test_an_earlier_dialog_drawn_again_after_the_next_one_is_not_answered_again(
     assert pressed == ["Yes, I trust this folder", "Yes"]
     answered = [(e["dialog"], e["choice"]) for e in events.read_events(types=["dialog_answered"], root=workspace)]
     assert answered == [("workspace trust", "Yes, I trust this folder"), ("API key", "Yes")]
+
+
+def test_a_trust_dialog_drawn_anew_after_the_enter_is_answered_again_as_one_answer(workspace, sock):
+    # Regression (CI, and 2 runs in 6 here under load): Claude Code 2.1.332 draws its trust menu,
+    # takes keys, drops an Enter pressed in its first moments and draws the menu again with the
+    # cursor back on "No, exit". The cursor leaving the option was taken for the answer: the dialog
+    # sat until the 30 s cooldown and was then answered a second time.
+    (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true}\n")
+    (pane,) = start(workspace, "--trust-dialog", "--trust-redraw", "2.5")
+    wait_for(pane, "Enter to confirm")
+    assert [a["action"] for a in Bridge(root=str(workspace)).auto_confirm_once()] == ["chose 'Yes, I trust this folder'"]
+    wait_for(pane, "agent> ")
+    assert len(events.read_events(types=["dialog_answered"], root=workspace)) == 1
+
+
+def test_a_trust_dialog_drawn_anew_before_any_key_is_left_to_settle(workspace, sock):
+    # The same redraw, sooner: keys pressed before it would be lost, and an Enter reaching the new
+    # menu would choose "No, exit". The menu is watched a moment before the first key.
+    (workspace / "swarm.yaml").write_text("tmux: {trust_workspace: true}\n")
+    (pane,) = start(workspace, "--trust-dialog", "--trust-redraw", "0.6")
+    wait_for(pane, "Enter to confirm")
+    assert [a["action"] for a in Bridge(root=str(workspace)).auto_confirm_once()] == ["chose 'Yes, I trust this folder'"]
+    wait_for(pane, "agent> ")
+    assert len(events.read_events(types=["dialog_answered"], root=workspace)) == 1

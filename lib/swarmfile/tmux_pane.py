@@ -5,8 +5,9 @@ Typing into a pane is checked against its screen, because an agent's TUI may dro
 Code, just started, draws its input box a moment after it reads keys, and an Enter that arrives
 in the same read as the text is taken for part of a paste. So ``type_line`` types the text, waits
 until the screen shows it in the input, presses Enter, and presses it again at once while the
-text is still there. ``choose`` moves a menu's cursor to an option and presses Enter only when
-the screen shows the cursor on it, and again while it still does. ``press_answer`` presses a dialog's answer key until the dialog
+text is still there. ``choose`` lets a menu just drawn settle, moves its cursor to an option,
+presses Enter only once the screen has shown the cursor resting there, and answers again a menu
+still drawn afterwards. ``press_answer`` presses a dialog's answer key until the dialog
 is gone: a permission prompt just drawn may drop a key (CI saw Claude Code keep its prompt after
 "1"), and the next try would otherwise wait out the answer's cooldown.
 """
@@ -17,7 +18,7 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import TmuxError
 from .tmux_screen import Screen, input_holds, read_screen
@@ -27,6 +28,8 @@ __all__ = ["Tmux", "type_line", "choose", "press_answer"]
 _ARRIVE_SECONDS = 5.0  # how long typed text may take to show in the input
 _SUBMIT_SECONDS = 1.0  # after an Enter, how long the text may stay in the input before Enter is pressed again
 _ENTER_PRESSES = 3  # Enter presses at most, per line typed
+_SETTLE_SECONDS = 1.5  # how long a menu just seen is watched before any key (Claude Code draws it twice)
+_STEADY_SECONDS = 0.3  # how long the cursor must rest on the option before the Enter
 _CHOOSE_SECONDS = 3.0  # how long a menu may take to show its cursor on the option moved to
 _ANSWER_SECONDS = 2.0  # after an answer key, how long its dialog may stay before the key is pressed again
 _ANSWER_PRESSES = 3  # answer key presses at most, per dialog
@@ -83,11 +86,13 @@ class Tmux:
         return read_screen(screen, settings, here), screen
 
 
-def _until(check: Callable[[], bool], seconds: float) -> bool:
+def _until(check: Callable[[], Any], seconds: float) -> Any:
+    """The first true value of ``check()`` within ``seconds``, else False."""
     deadline = time.monotonic() + seconds
     while True:
-        if check():
-            return True
+        seen = check()
+        if seen:
+            return seen
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL)
@@ -107,36 +112,72 @@ def type_line(tmux: Tmux, pane_id: str, text: str) -> int:
 
 
 def choose(tmux: Tmux, pane_id: str, option: str, settings: dict) -> bool:
-    """Move the cursor of the menu on screen to ``option`` and press Enter once it is shown there.
+    """Answer the menu on screen with ``option``: True once the menu is gone after an Enter on it.
 
-    False (nothing confirmed) when the menu is gone, lacks the option, or the cursor does not get there.
+    A menu just drawn is watched a moment before any key (``_SETTLE_SECONDS``): Claude Code
+    2.1.332 draws its trust menu, takes keys, drops an Enter pressed in its first moments and
+    draws the menu again with the cursor back on "No, exit" -- where an Enter means exit. So the
+    cursor is moved to the option and Enter pressed only once it has rested there
+    (``_STEADY_SECONDS``); a menu still drawn after the Enter is answered again, a cursor sent
+    back by a redraw moved again, up to ``_ANSWER_PRESSES`` times. False (nothing confirmed) when
+    the menu goes away before the Enter, lacks the option, or outlasts every try.
     """
-    def menu() -> Optional[Screen]:
-        screen = tmux.read(pane_id, settings)[0]
-        return screen if screen.kind == "dialog" and option in screen.options else None
-
-    now = menu()
-    if now is None or now.selected is None:
+    first = _menu(tmux, pane_id, option, settings)
+    if first is None or _until(lambda: _menu(tmux, pane_id, option, settings) is None, _SETTLE_SECONDS):
         return False
-    want = now.options.index(option)
-    if now.selected != want:
-        key = "Down" if want > now.selected else "Up"
-        for _ in range(abs(want - now.selected)):
-            tmux.run("send-keys", "-t", pane_id, key)
-
-    def there() -> bool:
-        seen = menu()
-        return seen is not None and seen.selected == want
-
-    if not _until(there, _CHOOSE_SECONDS):
-        return False
-    # Enter again only while the same menu still shows the cursor on the option: a dropped Enter.
-    # A menu that changed, or the next dialog, gets no second Enter (at the API-key dialog it means No).
     for _ in range(_ANSWER_PRESSES):
+        if not _rest_cursor_on(tmux, pane_id, option, settings):
+            return False
         tmux.run("send-keys", "-t", pane_id, "Enter")
-        if _until(lambda: not there(), _ANSWER_SECONDS):
-            break
-    return True
+        if _until(lambda: _answer_seen(tmux, pane_id, option, settings, first.what), _ANSWER_SECONDS) == "gone":
+            return True
+        # "moved": drawn anew, the cursor back on its first option; None: still drawn as it was (a dropped Enter).
+    return False
+
+
+def _menu(tmux: Tmux, pane_id: str, option: str, settings: dict) -> Optional[Screen]:
+    """The menu on screen, if it offers ``option`` and shows its cursor."""
+    screen = tmux.read(pane_id, settings)[0]
+    ok = screen.kind == "dialog" and option in screen.options and screen.selected is not None
+    return screen if ok else None
+
+
+def _rest_cursor_on(tmux: Tmux, pane_id: str, option: str, settings: dict) -> bool:
+    """Move the menu's cursor to ``option`` and wait until the screen has shown it there for
+    ``_STEADY_SECONDS``; the keys are pressed again when a redraw sends the cursor back."""
+    deadline = time.monotonic() + _CHOOSE_SECONDS
+    pressed_from: Optional[int] = None  # where the cursor was when the keys were pressed
+    steady_since: Optional[float] = None
+    while time.monotonic() < deadline:
+        menu = _menu(tmux, pane_id, option, settings)
+        if menu is None:
+            return False
+        want = menu.options.index(option)
+        if menu.selected == want:
+            pressed_from = None
+            steady_since = steady_since if steady_since is not None else time.monotonic()
+            if time.monotonic() - steady_since >= _STEADY_SECONDS:
+                return True
+        else:
+            steady_since = None
+            # Keys once per position, never twice from the same place: a slow redraw taken for a
+            # lost key would overshoot. Keys that are lost fail this try; the next round tries again.
+            if pressed_from != menu.selected:
+                key = "Down" if want > menu.selected else "Up"
+                for _ in range(abs(want - menu.selected)):
+                    tmux.run("send-keys", "-t", pane_id, key)
+                pressed_from = menu.selected
+        time.sleep(_POLL)
+    return False
+
+
+def _answer_seen(tmux: Tmux, pane_id: str, option: str, settings: dict, what: str) -> Optional[str]:
+    """After an Enter: "gone" when the menu is no longer drawn, "moved" when it is drawn with the
+    cursor off the option, None while it is still drawn as it was."""
+    screen = tmux.read(pane_id, settings)[0]
+    if screen.kind != "dialog" or screen.what != what or option not in screen.options:
+        return "gone"
+    return None if screen.selected == screen.options.index(option) else "moved"
 
 
 def press_answer(tmux: Tmux, pane_id: str, key: str, settings: dict, asking: str) -> int:

@@ -3,7 +3,7 @@
 
     interactive_agent.py [--outcomes done|error|wait|noack|hold[,...]] [--prompt TEXT [--repeat N]] [--show-env]
                          [--slow-start S] [--trust-dialog] [--drop-enter N]
-                         [--trust-drops N]
+                         [--trust-drops N] [--trust-redraw S]
 
 It prints an ``agent> `` prompt and reads lines. On ``[TASK] <id> <file>`` it first says, mid-line,
 how it will report (as real CLIs echo their instructions), then prints ``[ACK] <id>`` and
@@ -17,12 +17,15 @@ Like a TUI (Claude Code), it can misbehave at the keyboard: ``--slow-start S`` p
 ``starting...`` and throws away whatever is typed in the first S seconds; ``--trust-dialog``
 first shows a copy of Claude Code's workspace-trust menu (cursor on "No, exit"; Up/Down move,
 Enter confirms, other keys are ignored; No exits; ``--trust-drops N`` ignores its first N Enter
-presses, as a dialog just drawn may); ``--drop-enter N`` reads keys one by one and
-ignores the first N Enter presses after text, leaving the line in its input.
+presses, as a dialog just drawn may; ``--trust-redraw S`` takes no Enter for its first S seconds,
+then draws the menu anew with the cursor back on "No, exit", as Claude Code 2.1.332 does while it
+starts); ``--drop-enter N`` reads keys one by one and ignores the first N Enter presses after
+text, leaving the line in its input.
 """
 
 import argparse
 import os
+import select
 import sys
 import termios
 import time
@@ -36,10 +39,13 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def trust_dialog(drops: int = 0) -> bool:
+def trust_dialog(drops: int = 0, redraw: float = 0) -> bool:
     """Claude Code's "Quick safety check" (2.1.332 layout): True for Yes, False for No."""
     options, at, keys = ["No, exit", "Yes, I trust this folder"], 0, b""
+    redraw_at = time.monotonic() + redraw if redraw else None
     while True:
+        if redraw_at is not None and time.monotonic() >= redraw_at:
+            at, keys, redraw_at = 0, b"", None  # drawn anew: the cursor back on its first option
         sys.stdout.write("\x1b[2J\x1b[H")
         say(" Quick safety check: Is this a project you created or one you trust?")
         say("")
@@ -47,9 +53,12 @@ def trust_dialog(drops: int = 0) -> bool:
             say((" \u276f " if i == at else "   ") + option)
         say("")
         say(" Enter to confirm \u00b7 Esc to cancel")
-        keys += os.read(0, 64)
+        if redraw_at is None or select.select([0], [], [], max(0.0, redraw_at - time.monotonic()))[0]:
+            keys += os.read(0, 64)
         while keys:
-            if keys[:1] == b"\r" and drops:
+            if keys[:1] == b"\r" and redraw_at is not None:
+                keys = keys[1:]  # not taking answers yet
+            elif keys[:1] == b"\r" and drops:
                 drops, keys = drops - 1, keys[1:]
             elif keys[:1] == b"\r":
                 sys.stdout.write("\x1b[2J\x1b[H")
@@ -95,6 +104,7 @@ def main() -> int:
     p.add_argument("--trust-dialog", action="store_true")
     p.add_argument("--drop-enter", type=int, default=0)
     p.add_argument("--trust-drops", type=int, default=0)
+    p.add_argument("--trust-redraw", type=float, default=0)
     args = p.parse_args()
     global RAW
     if args.slow_start:
@@ -104,7 +114,7 @@ def main() -> int:
     if args.trust_dialog or args.drop_enter:
         tty.setraw(0)
         RAW = True
-    if args.trust_dialog and not trust_dialog(args.trust_drops):
+    if args.trust_dialog and not trust_dialog(args.trust_drops, args.trust_redraw):
         say("exiting: the folder is not trusted")
         return 1
     drops = [args.drop_enter]
