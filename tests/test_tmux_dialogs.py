@@ -241,8 +241,8 @@ def test_up_with_claude_says_which_first_run_dialogs_wait_for_an_answer(workspac
 
 
 def test_a_first_run_dialog_still_drawn_after_its_answer_is_not_answered_again(workspace):
-    """Regression (the live test, once in CI): after the choice the cursor line changed while Claude
-    Code had not yet redrawn, and the trust dialog was answered a second time."""
+    """A dialog answered is not answered again within the cooldown, whatever line is under its
+    cursor then: the cooldown is keyed by the dialog's kind."""
     from swarmfile.tmux_cluster import Pane, pane_state
     from swarmfile.tmux_screen import Screen
 
@@ -259,8 +259,8 @@ def test_a_first_run_dialog_still_drawn_after_its_answer_is_not_answered_again(w
 
 
 def test_an_earlier_dialog_drawn_again_after_the_next_one_is_not_answered_again(workspace, monkeypatch):
-    """Regression (the live test in CI: trust answered twice): the bridge remembered only its last
-    answer, so a trust dialog seen again after the API-key answer was answered once more."""
+    """Every dialog's last answer is kept, not only the latest one: a trust dialog seen again after
+    the API-key answer, within the cooldown, is not answered once more."""
     from swarmfile import tmux_bridge as bridge_module
     from swarmfile.tmux_cluster import Pane, pane_state
     from swarmfile.tmux_screen import Screen
