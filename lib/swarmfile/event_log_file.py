@@ -42,8 +42,9 @@ from .errors import ValidationError
 from .event_check import append_problem, scan_log
 from .event_log import EventLog, Since, Types, make_event
 from .event_query import Matcher, matcher
-from .fileio import (YAML_ERROR, append_line_unlocked, atomic_write, dump_flow, line_at, locked, open_for_append,
-                     sync_appended)
+from .fileio import (YAML_ERROR, append_line_unlocked, append_state, atomic_write, dump_flow, line_at, locked,
+                     open_for_append, sync_appended)
+from .locks import leave_note, read_note
 from .store_check import ERROR, WARNING, Problem, read_problems
 from .yaml_log import FIX as _FIX
 from .yaml_log import (append_layout, archive_keys, classify, cut_torn_tail, identity, is_blank, is_entry, open_log,
@@ -98,8 +99,8 @@ class FileEventLog(EventLog):
         once it is durable."""
         line = _entry_line(event)
         fsync, limit = self._settings(rotate_bytes)
-        with self._lock():
-            written = self._write([line], event["agent"], fsync, limit)
+        with self._lock() as sidecar:
+            written = self._write(sidecar, [line], event["agent"], fsync, limit)
         return self._sync(written, fsync)
 
     def append_after(self, key: str, pending: Callable[[Optional[Any]], list[dict]], *,
@@ -112,11 +113,11 @@ class FileEventLog(EventLog):
         (a torn last line is not read, and is cut off by this append). The events go in one write.
         """
         fsync, limit = self._settings(rotate_bytes)
-        with self._lock():
+        with self._lock() as sidecar:
             events = pending(self._last_value(key))
             if not events:
                 return 0
-            written = self._write([_entry_line(event) for event in events], events[-1]["agent"], fsync, limit)
+            written = self._write(sidecar, [_entry_line(event) for event in events], events[-1]["agent"], fsync, limit)
         self._sync(written, fsync)
         return len(events)
 
@@ -141,21 +142,33 @@ class FileEventLog(EventLog):
                 return found[0][key]
         return None
 
-    def _write(self, lines: list[str], agent: str, fsync: bool, limit: Optional[int]) -> tuple[int, int, int, str]:
-        """Append ``lines`` in one write, unsynced (the caller holds the lock): (an open descriptor of
-        the file written, where the write starts and ends, the id of the last line)."""
+    def _write(self, sidecar: Path, lines: list[str], agent: str, fsync: bool,
+               limit: Optional[int]) -> tuple[int, int, int, str]:
+        """Append ``lines`` in one write, unsynced (the caller holds the lock, whose sidecar is given): (an open
+        descriptor of the file written, where the write starts and ends, the id of the last line).
+
+        The lock's note says how the last append left the log (fileio.append_state): found so, the log
+        is known to join the list and to end with a whole line, and the checks are skipped. Every
+        append leaves it; anyone else's change of the log (an editor, a rotation, doctor) changes its
+        stat key, so the next append checks it all again.
+        """
         path = self.path
         fd = open_for_append(path)
         try:
-            first, replaced = self._prepare(fd, fsync)
-            if replaced:  # rewritten by an atomic replace: append to the new file
-                os.close(fd)
-                fd = open_for_append(path)
+            st = os.fstat(fd)
+            first, whole_at = "", None
+            if read_note(sidecar) == append_state(st):
+                whole_at = st.st_size
+            else:
+                first, replaced = self._prepare(fd, st.st_size, fsync)
+                if replaced:  # rewritten by an atomic replace: append to the new file
+                    os.close(fd)
+                    fd = open_for_append(path)
+                    st = os.fstat(fd)
             payload = first + "".join(line + "\n" for line in lines)
-            result = append_line_unlocked(path, payload, fsync=False, fd=fd)
+            result = append_line_unlocked(path, payload, fsync=False, fd=fd, whole_at=whole_at)
             start = result.offset
             end = start + len(payload.encode("utf-8"))
-            st = os.fstat(fd)
             event_id = f"{st.st_dev}.{st.st_ino}:{end}"
             if result.torn_tail is not None:
                 note = _entry_line(make_event("repaired", agent, None, {
@@ -165,6 +178,7 @@ class FileEventLog(EventLog):
                 append_line_unlocked(path, note, fsync=False, fd=fd)
                 log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
                             path, result.repaired_bytes)
+            leave_note(sidecar, append_state(os.fstat(fd)))
             if limit and end >= limit:
                 self._rotate(fsync)
         except BaseException:
@@ -186,10 +200,9 @@ class FileEventLog(EventLog):
             raise
         return event_id
 
-    def _prepare(self, fd: int, fsync: bool) -> tuple[str, bool]:
-        """Check under the lock that a line appended to the log open at ``fd`` joins the list:
-        (text to write first, whether the file was replaced to make it so)."""
-        size = os.fstat(fd).st_size
+    def _prepare(self, fd: int, size: int, fsync: bool) -> tuple[str, bool]:
+        """Check under the lock that a line appended to the log open at ``fd`` (``size`` bytes) joins the
+        list: (text to write first, whether the file was replaced to make it so)."""
         kind, at, body = append_layout(fd, self.path, size)
         if kind == "empty":
             return HEADER, False

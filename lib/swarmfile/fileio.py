@@ -1,12 +1,10 @@
 """Locks, atomic rewrites, line appends with torn-tail repair, and safe YAML.
 
-The only module that touches portalocker or yaml. Everything else reads and writes shared
-files through these functions, so the guarantees hold everywhere:
+The only module that touches yaml. Everything else reads and writes shared files through
+these functions, so the guarantees hold everywhere:
 
 * ``locked(target, lock_dir=...)``: an exclusive (or shared) lock on a sidecar file under
-  ``lock_dir``, never on the data file itself, because the data file is replaced on every
-  rewrite and a lock on a replaced inode protects nothing. Sidecars are never deleted:
-  deleting a held lock file would let a second process lock a new inode at the same path.
+  ``lock_dir`` (locks.py, re-exported here: the one lock of every shared file).
 * ``atomic_write(path, data)``: temp file in the same directory, fsync, ``os.replace``,
   fsync of the directory. Readers see the old file or the new one, never a mix.
 * ``append_line(path, line, lock_dir=...)``: one ``os.write`` of one whole line under the
@@ -20,28 +18,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-import sys
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
-# portalocker imports redis-py, when it is installed, for a RedisLock we never use: that import alone
-# costs a CLI several times its start-up. A None entry makes portalocker's optional import fail at once,
-# and portalocker is made for that case (its RedisLock then only raises when constructed).
-sys.modules.setdefault("portalocker.redis", None)  # type: ignore[arg-type]
-import portalocker  # noqa: E402
-import yaml  # noqa: E402
+import yaml
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: portalocker locks with msvcrt there
-    fcntl = None  # type: ignore[assignment]
-
-from .clock import HOSTNAME, format_ts
-from .errors import HAND_FIX, LockTimeout, NotFoundError, ParseError, ValidationError
+from .errors import HAND_FIX, NotFoundError, ParseError, ValidationError
+from .locks import lock_path, locked
 
 __all__ = [
     "locked",
@@ -49,6 +33,7 @@ __all__ = [
     "atomic_write",
     "append_line",
     "append_line_unlocked",
+    "append_state",
     "open_for_append",
     "sync_appended",
     "AppendResult",
@@ -88,163 +73,6 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 YAML_ERROR = yaml.YAMLError
-
-
-# ---------------------------------------------------------------------------- locks
-
-_lock_names: dict[tuple[str, str], Path] = {}
-_HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
-
-
-def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
-    """The sidecar lock file of ``target`` inside ``lock_dir``.
-
-    Named after the file and a hash of its real path, so two processes that reach one file
-    through different spellings (relative, symlinked root) still share one lock.
-    """
-    key = (os.fspath(target), os.fspath(lock_dir))
-    found = _lock_names.get(key)
-    if found is None:
-        real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(key[0]))),
-                            os.path.basename(key[0]))
-        import hashlib  # here: most commands never lock, and start-up time shows
-
-        digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        found = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
-        _lock_names[key] = found
-    return found
-
-
-def _holder_of(path: Path) -> Optional[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
-    return text or None
-
-
-@contextmanager
-def locked(
-    target: PathLike,
-    *,
-    lock_dir: PathLike,
-    timeout: float = 30.0,
-    shared: bool = False,
-    error: type = LockTimeout,
-) -> Iterator[Path]:
-    """Hold the lock of ``target`` for the ``with`` block; yields the sidecar path.
-
-    Waits at most ``timeout`` seconds (monotonic clock), then raises ``error`` (a LockTimeout
-    subclass) naming the file and, when it is known, the process that holds it. The lock is
-    per open file description, so threads of one process exclude each other too; it is not
-    re-entrant.
-    """
-    sidecar = lock_path(target, lock_dir)
-    # Not O_APPEND: on Linux a pwrite to an O_APPEND file ignores its offset and appends.
-    try:
-        fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o644)
-    handle = os.fdopen(fd, "r+b", buffering=0)
-    flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
-    owned = True  # False once a waiter thread that gave up owns (and will close) the handle
-    try:
-        if not _lock_now(handle, flags):
-            if timeout <= 0:  # no wait asked for: no thread either
-                raise error(target, timeout, holder=_holder_of(sidecar)) from None
-            owned = False  # from here the handle may be the waiting thread's (see _wait_for)
-            owned = _wait_for(handle, flags, timeout)
-            if not owned:
-                raise error(target, timeout, holder=_holder_of(sidecar)) from None
-        if not shared:
-            # Who holds it, for the LockTimeout of whoever waits next. Written in place over
-            # the last holder's record, padded to a fixed width: no truncate, so no metadata
-            # change for the file system to journal (the sidecar's inode must never change).
-            os.pwrite(handle.fileno(), _holder_record(), 0)
-        yield sidecar
-    finally:
-        if owned:
-            handle.close()  # closing the descriptor releases the flock
-
-
-def _lock_now(handle: Any, flags: int) -> bool:
-    """Take the lock if it is free now: whether it was."""
-    if fcntl is not None:
-        # On POSIX portalocker makes this very call; made directly, it skips portalocker's checks
-        # of its arguments, which cost ten times the system call (a claim takes several locks).
-        try:
-            fcntl.flock(handle.fileno(), flags | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-    try:  # pragma: no cover - Windows
-        portalocker.lock(handle, flags | portalocker.LOCK_NB)
-        return True
-    except portalocker.LockException as exc:  # pragma: no cover - AlreadyLocked, or a bare EAGAIN
-        if not isinstance(exc, portalocker.AlreadyLocked) and not isinstance(exc.__cause__, BlockingIOError):
-            raise
-        return False
-
-
-_holder: list = [None, b""]  # (pid, second) -> the record of that second, made once
-
-
-def _holder_record() -> bytes:
-    """This process's holder record, padded to the sidecar's fixed width."""
-    now = time.time()
-    key = (os.getpid(), int(now))
-    if _holder[0] != key:
-        record = f"pid {key[0]} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
-        _holder[:] = [key, record.ljust(_HOLDER_WIDTH - 1) + b"\n"]
-    return _holder[1]
-
-
-def _wait_for(handle: Any, flags: int, timeout: float) -> bool:
-    """Wait in the kernel for a held lock, at most ``timeout`` seconds; whether it was taken.
-
-    flock has no timeout, so a helper thread makes the blocking call while this one waits for
-    it with one: the lock passes to a waiter the moment its holder lets go (a waiter that
-    polled would leave it idle for up to a sleep, which under contention cost more than the
-    work done under the lock). A waiter that gives up leaves the handle to the helper, which
-    closes it once its call returns (so a lock taken too late is let go at once); closing it
-    here instead could hand its descriptor number to another open file mid-call. So a wait
-    that timed out leaves a thread and a descriptor behind until the holder lets go.
-    """
-    state: dict[str, Any] = {"taken": False, "gave_up": False, "error": None}
-    mutex = threading.Lock()
-    settled = threading.Event()
-
-    def wait() -> None:
-        try:
-            portalocker.lock(handle, flags)
-        except BaseException as exc:  # pragma: no cover - e.g. ENOLCK, EINTR
-            state["error"] = exc
-        with mutex:
-            if state["gave_up"]:
-                handle.close()  # ours now: releases the lock if it was taken
-                return
-            state["taken"] = state["error"] is None
-            settled.set()
-
-    threading.Thread(target=wait, name="swarmfile-lock-wait", daemon=True).start()
-    try:
-        settled.wait(max(0.0, timeout))
-    except BaseException:  # e.g. KeyboardInterrupt: nobody will hold this lock
-        with mutex:
-            if settled.is_set():
-                handle.close()  # the helper is done with it
-            else:
-                state["gave_up"] = True
-        raise
-    with mutex:
-        if not settled.is_set():
-            state["gave_up"] = True
-            return False
-    if state["error"] is not None:  # pragma: no cover
-        handle.close()
-        raise state["error"]
-    return True
 
 
 # ---------------------------------------------------------------------------- writes
@@ -419,14 +247,16 @@ def open_for_append(path: PathLike) -> int:
 
 
 def append_line_unlocked(
-    path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None, fd: Optional[int] = None
+    path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None, fd: Optional[int] = None,
+    whole_at: Optional[int] = None,
 ) -> AppendResult:
     """Append one line; the caller holds the file's lock (see ``append_line``).
 
     ``header`` is written first when the file is new or empty (``"events:\\n"``). If the
     write comes up short, or the fsync fails, the file is cut back to its old length and
     OSError is raised: an append is all there or not there. ``fd``: a descriptor of ``open_for_append``
-    the caller already has (and closes); else the file is opened here.
+    the caller already has (and closes); else the file is opened here. ``whole_at``: the size of
+    the file, which the caller knows ends with a whole line (see ``append_state``): no torn-tail check.
     """
     if not line.endswith("\n"):
         line += "\n"
@@ -434,8 +264,11 @@ def append_line_unlocked(
     if fd is None:
         fd = open_for_append(path)
     try:
-        removed, torn = _repair_tail(fd, path)
-        size = os.fstat(fd).st_size
+        if whole_at is None:
+            removed, torn = _repair_tail(fd, path)
+            size = os.fstat(fd).st_size
+        else:
+            removed, torn, size = 0, None, whole_at
         payload = line.encode("utf-8")
         if size == 0 and header:
             payload = header.encode("utf-8") + payload
@@ -454,6 +287,18 @@ def append_line_unlocked(
     finally:
         if own:
             os.close(fd)
+
+
+def append_state(st: os.stat_result) -> bytes:
+    """A file's stat key as an append left it (inode, size, mtime, ctime), to leave as a lock note.
+
+    The next holder of the lock that finds the file with this key knows it is byte for byte as
+    that append left it (any write changes the size or the ctime, which no one can set), so it
+    need not check it again. One caveat, as with every stat key: a same-size rewrite within
+    one tick of a kernel with coarse timestamps would go unseen (Linux stamps a file whose
+    times were read with fine-grained ones since 6.13).
+    """
+    return b"append %d %d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def append_line(

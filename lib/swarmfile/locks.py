@@ -1,0 +1,374 @@
+"""Sidecar locks: ``locked(target, lock_dir=...)``, the one lock every shared file is written under.
+
+The only module that touches portalocker or fcntl (fileio re-exports ``locked`` and ``lock_path``).
+
+* The lock is on a sidecar file under ``lock_dir``, never on the data file itself, because the data
+  file is replaced on every rewrite and a lock on a replaced inode protects nothing. Sidecars are
+  never deleted: deleting a held lock file would let a second process lock a new inode at the same
+  path. Should one be deleted or replaced all the same, a lock taken on the old inode is let go and
+  taken again on the file the path names now.
+* The first bytes of a sidecar say who holds it exclusively, for the LockTimeout of whoever waits
+  next; the next ``NOTE_WIDTH`` bytes are a note the holder may leave for the next holder
+  (``read_note``/``leave_note``: the event log says there how it left the log).
+* A process keeps the descriptors of the sidecars it let go of, for its next lock of the same
+  file (an open, a close and the allocation of a file object cost several times the flock). Each
+  lock uses a descriptor of its own (a lock is per open file description: two threads sharing one
+  would not exclude each other), and a descriptor never outlives a fork into the child's pool.
+* A wait for a held lock is made in the kernel by a waiter thread, kept for the next wait.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+# portalocker imports redis-py, when it is installed, for a RedisLock we never use: that import alone
+# costs a CLI several times its start-up. A None entry makes portalocker's optional import fail at once,
+# and portalocker is made for that case (its RedisLock then only raises when constructed).
+sys.modules.setdefault("portalocker.redis", None)  # type: ignore[arg-type]
+import portalocker  # noqa: E402
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: portalocker locks with msvcrt there
+    fcntl = None  # type: ignore[assignment]
+
+from .clock import HOSTNAME, format_ts  # noqa: E402
+from .errors import LockTimeout  # noqa: E402
+
+__all__ = ["locked", "lock_path", "read_note", "leave_note", "NOTE_WIDTH"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_lock_names: dict[tuple[str, str], Path] = {}
+_HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
+NOTE_WIDTH = 160  # bytes of the note after it
+_IDLE_MAX = 64  # idle sidecar descriptors a process keeps (a claim locks many files: the rest are closed)
+
+
+def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
+    """The sidecar lock file of ``target`` inside ``lock_dir``.
+
+    Named after the file and a hash of its real path, so two processes that reach one file
+    through different spellings (relative, symlinked root) still share one lock.
+    """
+    key = (os.fspath(target), os.fspath(lock_dir))
+    found = _lock_names.get(key)
+    if found is None:
+        real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(key[0]))),
+                            os.path.basename(key[0]))
+        import hashlib  # here: most commands never lock, and start-up time shows
+
+        digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        found = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
+        _lock_names[key] = found
+    return found
+
+
+def _holder_of(path: Path) -> Optional[str]:
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(_HOLDER_WIDTH).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text or None
+
+
+# ---------------------------------------------------------------------------- descriptors
+
+
+class _Sidecar:
+    """One open descriptor of a sidecar: the inode it was opened on, and the process that opened it."""
+
+    __slots__ = ("fd", "ident", "pid")
+
+    def __init__(self, path: Path) -> None:
+        # Not O_APPEND: on Linux a pwrite to an O_APPEND file ignores its offset and appends.
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        st = os.fstat(fd)
+        self.fd, self.ident, self.pid = fd, (st.st_dev, st.st_ino), os.getpid()
+
+    def names(self, path: Path) -> bool:
+        """Whether ``path`` still names the inode this descriptor is open on."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident
+
+
+_idle: OrderedDict[Path, list[_Sidecar]] = OrderedDict()
+_idle_count = [0]
+_idle_mutex = threading.Lock()
+
+
+def _take(path: Path) -> _Sidecar:
+    """An idle descriptor of ``path`` this process opened, else a new one."""
+    with _idle_mutex:
+        free = _idle.get(path)
+        if free:
+            _idle_count[0] -= 1
+            found = free.pop()
+            if not free:
+                del _idle[path]
+            return found
+    return _Sidecar(path)
+
+
+def _give_back(path: Path, sidecar: _Sidecar) -> None:
+    """Keep an unlocked descriptor for the next lock of ``path`` (the oldest beyond the limit are closed)."""
+    if sidecar.pid != os.getpid():  # opened before a fork: shared with the parent, so useless as a lock here
+        os.close(sidecar.fd)
+        return
+    closing = []
+    with _idle_mutex:
+        _idle.setdefault(path, []).append(sidecar)
+        _idle.move_to_end(path)
+        _idle_count[0] += 1
+        while _idle_count[0] > _IDLE_MAX:
+            oldest, free = next(iter(_idle.items()))
+            closing.append(free.pop(0))
+            _idle_count[0] -= 1
+            if not free:
+                del _idle[oldest]
+    for old in closing:
+        os.close(old.fd)
+
+
+def _forget_after_fork() -> None:
+    # The child's copies share their open file descriptions with the parent's: a flock on one would
+    # not exclude the other. Close them; the mutex may have been held by a thread that is gone.
+    global _idle_mutex
+    _idle_mutex = threading.Lock()
+    for free in _idle.values():
+        for sidecar in free:
+            os.close(sidecar.fd)
+    _idle.clear()
+    _idle_count[0] = 0
+    _waiters.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# ---------------------------------------------------------------------------- locks
+
+_held = threading.local()  # sidecar path -> descriptor of each exclusive lock this thread holds
+
+
+@contextmanager
+def locked(
+    target: PathLike,
+    *,
+    lock_dir: PathLike,
+    timeout: float = 30.0,
+    shared: bool = False,
+    error: type = LockTimeout,
+) -> Iterator[Path]:
+    """Hold the lock of ``target`` for the ``with`` block; yields the sidecar path.
+
+    Waits at most ``timeout`` seconds (monotonic clock), then raises ``error`` (a LockTimeout
+    subclass) naming the file and, when it is known, the process that holds it. The lock is
+    per open file description, so threads of one process exclude each other too; it is not
+    re-entrant.
+    """
+    sidecar = lock_path(target, lock_dir)
+    flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
+    deadline = time.monotonic() + timeout
+    while True:
+        handle = _take(sidecar)
+        if not _lock_now(handle.fd, flags):
+            if timeout <= 0:  # no wait asked for: no thread either
+                _give_back(sidecar, handle)
+                raise error(target, timeout, holder=_holder_of(sidecar)) from None
+            # From here the descriptor may be the waiter's (see _wait_for): it closes it if we give up.
+            if not _wait_for(handle.fd, flags, deadline - time.monotonic()):
+                raise error(target, timeout, holder=_holder_of(sidecar)) from None
+        if handle.names(sidecar):
+            break
+        # Deleted or replaced since it was opened: a lock on the old inode excludes nobody who opens
+        # the path now. Closing lets it go; the next round opens the file the path names.
+        os.close(handle.fd)
+    done = False
+    try:
+        if not shared:
+            # Who holds it, for the LockTimeout of whoever waits next. Written in place over the
+            # last holder's record, padded to a fixed width: no truncate, so no metadata change for
+            # the file system to journal (the sidecar's inode must never change). Left as it is
+            # when it already says this (this process, this second).
+            record = _holder_record()
+            if os.pread(handle.fd, _HOLDER_WIDTH, 0) != record:
+                os.pwrite(handle.fd, record, 0)
+            _held.__dict__.setdefault("fds", {})[sidecar] = handle.fd
+        yield sidecar
+        done = True
+    finally:
+        if not shared:
+            _held.__dict__.get("fds", {}).pop(sidecar, None)
+        if done:
+            _release(sidecar, handle)
+        else:
+            os.close(handle.fd)  # closing releases the flock: after a failure nothing is kept
+
+
+def _release(sidecar: Path, handle: _Sidecar) -> None:
+    if fcntl is None:  # pragma: no cover - Windows: closing releases it, nothing is kept
+        os.close(handle.fd)
+        return
+    try:
+        fcntl.flock(handle.fd, fcntl.LOCK_UN)
+    except OSError:  # pragma: no cover - closing releases it whatever went wrong
+        os.close(handle.fd)
+        raise
+    _give_back(sidecar, handle)
+
+
+def _held_fd(sidecar: Path) -> int:
+    fd = _held.__dict__.get("fds", {}).get(sidecar)
+    if fd is None:
+        raise RuntimeError(f"{sidecar}: a lock note is read and left only under the exclusive lock")
+    return fd
+
+
+def read_note(sidecar: Path) -> bytes:
+    """The note the last exclusive holder of the lock left (b"" if none); the caller holds it exclusively.
+
+    A note says nothing about a file unless every writer of that file leaves it: a reader must
+    check it against the file (the event log compares it with the log's stat key).
+    """
+    return os.pread(_held_fd(sidecar), NOTE_WIDTH, _HOLDER_WIDTH).rstrip(b" \n\0")
+
+
+def leave_note(sidecar: Path, note: bytes) -> None:
+    """Leave ``note`` (at most NOTE_WIDTH - 1 bytes, one line) for the next holder; the caller holds
+    the lock exclusively. Written in place, like the holder record."""
+    if len(note) >= NOTE_WIDTH or b"\n" in note:
+        raise ValueError(f"a lock note is one line under {NOTE_WIDTH} bytes, got {note[:40]!r}")
+    os.pwrite(_held_fd(sidecar), note.ljust(NOTE_WIDTH - 1) + b"\n", _HOLDER_WIDTH)
+
+
+def _lock_now(fd: int, flags: int) -> bool:
+    """Take the lock if it is free now: whether it was."""
+    if fcntl is not None:
+        # On POSIX portalocker makes this very call; made directly, it skips portalocker's checks
+        # of its arguments, which cost ten times the system call (a claim takes several locks).
+        try:
+            fcntl.flock(fd, flags | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+    try:  # pragma: no cover - Windows
+        portalocker.lock(fd, flags | portalocker.LOCK_NB)
+        return True
+    except portalocker.LockException as exc:  # pragma: no cover - AlreadyLocked, or a bare EAGAIN
+        if not isinstance(exc, portalocker.AlreadyLocked) and not isinstance(exc.__cause__, BlockingIOError):
+            raise
+        return False
+
+
+_holder: list = [None, b""]  # (pid, second) -> the record of that second, made once
+
+
+def _holder_record() -> bytes:
+    """This process's holder record, padded to the sidecar's fixed width."""
+    now = time.time()
+    key = (os.getpid(), int(now))
+    if _holder[0] != key:
+        record = f"pid {key[0]} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
+        _holder[:] = [key, record.ljust(_HOLDER_WIDTH - 1) + b"\n"]
+    return _holder[1]
+
+
+# ---------------------------------------------------------------------------- waits
+
+
+class _Wait:
+    """One wait handed to a waiter thread."""
+
+    __slots__ = ("fd", "flags", "taken", "gave_up", "error", "mutex", "settled")
+
+    def __init__(self, fd: int, flags: int) -> None:
+        self.fd, self.flags = fd, flags
+        self.taken = self.gave_up = False
+        self.error: Optional[BaseException] = None
+        self.mutex = threading.Lock()
+        self.settled = threading.Event()
+
+
+_waiters: list[Any] = []  # the inboxes of idle waiter threads
+
+
+def _waiter(inbox: Any) -> None:
+    while True:
+        wait = inbox.get()
+        try:
+            if fcntl is not None:
+                fcntl.flock(wait.fd, wait.flags)
+            else:  # pragma: no cover - Windows
+                portalocker.lock(wait.fd, wait.flags)
+        except BaseException as exc:  # pragma: no cover - e.g. ENOLCK, EINTR
+            wait.error = exc
+        with wait.mutex:
+            if wait.gave_up:
+                os.close(wait.fd)  # ours now: releases the lock if it was taken
+            else:
+                wait.taken = wait.error is None
+                wait.settled.set()
+        _waiters.append(inbox)
+
+
+def _hand_over(wait: _Wait) -> None:
+    """Give ``wait`` to an idle waiter thread, or to a new one."""
+    try:
+        inbox = _waiters.pop()
+    except IndexError:
+        import queue
+
+        inbox = queue.SimpleQueue()
+        threading.Thread(target=_waiter, args=(inbox,), name="swarmfile-lock-wait", daemon=True).start()
+    inbox.put(wait)
+
+
+def _wait_for(fd: int, flags: int, timeout: float) -> bool:
+    """Wait in the kernel for a held lock, at most ``timeout`` seconds; whether it was taken.
+
+    flock has no timeout, so a waiter thread makes the blocking call while this one waits for
+    it with one: the lock passes to a waiter the moment its holder lets go (a waiter that
+    polled would leave it idle for up to a sleep, which under contention cost more than the
+    work done under the lock). Waiter threads are kept for the next wait: starting one per
+    wait cost more than the wait itself when eight writers queue for one log. A caller that
+    gives up leaves the descriptor to the waiter, which closes it once its call returns (so a
+    lock taken too late is let go at once); closing it here instead could hand its number to
+    another open file mid-call. So a wait that timed out leaves a thread blocked and a
+    descriptor open until the holder lets go.
+    """
+    wait = _Wait(fd, flags)
+    _hand_over(wait)
+    try:
+        wait.settled.wait(max(0.0, timeout))
+    except BaseException:  # e.g. KeyboardInterrupt: nobody will hold this lock
+        with wait.mutex:
+            if wait.settled.is_set():
+                os.close(fd)  # the waiter is done with it
+            else:
+                wait.gave_up = True
+        raise
+    with wait.mutex:
+        if not wait.settled.is_set():
+            wait.gave_up = True
+            return False
+    if wait.error is not None:  # pragma: no cover
+        os.close(fd)
+        raise wait.error
+    return True
