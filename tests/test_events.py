@@ -335,6 +335,63 @@ def test_rotation_names_are_unique_and_ordered_when_stamps_collide(workspace, mo
     assert [e["seq"] for e in events.tail(3, include_archives=True)] == [1, 2, 3]
 
 
+def _in_another_process(code: str, root: Path) -> None:
+    script = f"import sys, os\nsys.path.insert(0, {str(LIB)!r})\nimport events\nroot = {str(root)!r}\n" + code
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def _bytes_read_by(monkeypatch, call) -> int:
+    read: list[int] = []
+    real_read = yaml_log.read_at
+    monkeypatch.setattr(yaml_log, "read_at", lambda fd, n, at: read.append(n) or real_read(fd, n, at))
+    call()
+    monkeypatch.setattr(yaml_log, "read_at", real_read)
+    return sum(read)
+
+
+def test_an_append_checks_the_log_again_unless_it_is_as_the_last_append_left_it(workspace, monkeypatch):
+    """The lock's note says how the last append (of any process) left the log; anything else is checked."""
+    log = workspace / "events.yaml"
+    append = lambda: events.append_event("tick", "w0", root=workspace)  # noqa: E731
+    append()
+    assert _bytes_read_by(monkeypatch, append) == 0  # as this process left it
+    _in_another_process("events.append_event('tick', 'w1', root=root)", workspace)
+    assert _bytes_read_by(monkeypatch, append) == 0  # as another process's append left it
+    with open(log, "a") as handle:  # written by hand, not by an append: checked, and refused
+        handle.write("other: 1\n")
+    before = log.read_bytes()
+    with pytest.raises(ValidationError, match="not an event entry"):
+        append()
+    assert log.read_bytes() == before
+    log.write_bytes(before[:-len("other: 1\n")] + b"- {type: tick, agent: w9, note: 'to")  # torn by hand
+    events.append_event("tick", "w0", root=workspace)
+    assert [e["type"] for e in events.read_events(root=workspace)][-2:] == ["tick", "repaired"]
+    assert _bytes_read_by(monkeypatch, append) == 0
+    assert [(e["type"], e["agent"]) for e in events.read_events(root=workspace)] == \
+        [("tick", "w0")] * 2 + [("tick", "w1")] + [("tick", "w0")] * 2 + [("repaired", "w0"), ("tick", "w0")]
+
+
+@pytest.mark.parametrize("how", ["rotated", "replaced"])
+def test_a_log_rotated_or_replaced_by_another_process_between_two_appends_gets_the_next(workspace, how):
+    log = workspace / "events.yaml"
+    events.append_event("tick", "w0", root=workspace, n=1)
+    if how == "rotated":
+        _in_another_process("events.append_event('tick', 'w1', root=root, rotate_bytes=1)", workspace)
+    else:
+        _in_another_process("p = os.path.join(root, 'events.yaml')\n"
+                            "open(p + '.new', 'w').write('events:\\n- {type: tick, agent: w1}\\n')\n"
+                            "os.replace(p + '.new', p)", workspace)
+    fresh = log.stat().st_ino
+    events.append_event("tick", "w0", root=workspace, n=2)
+    live = events.read_events(root=workspace)
+    assert [(e["agent"], e.get("n")) for e in live] == ([("w0", 2)] if how == "rotated" else [("w1", None), ("w0", 2)])
+    assert log.stat().st_ino == fresh
+    if how == "rotated":
+        assert [(e["agent"], e.get("n")) for e in events.read_events(root=workspace, include_archives=True)] == \
+            [("w0", 1), ("w1", None), ("w0", 2)]
+
+
 # ---------------------------------------------------------------------------- follow
 
 
