@@ -515,6 +515,9 @@ _NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False 
                        "null Null NULL".split())
 
 
+_PLAIN_KEYS: dict[str, bool] = {}  # whether a key seen before is written bare (events use a handful)
+
+
 def _fast_flow(value: Any) -> Optional[str]:
     """The flow text of simple values (what events are made of), or None to let yaml do it.
 
@@ -546,9 +549,22 @@ def _fast_flow(value: Any) -> Optional[str]:
     if kind is dict:
         parts = []
         for key, item in value.items():
-            if type(key) is not str or not _PLAIN.fullmatch(key) or key in _NOT_PLAIN:
+            if type(key) is not str:
                 return None
-            text = _fast_flow(item)
+            plain = _PLAIN_KEYS.get(key)
+            if plain is None:
+                plain = bool(_PLAIN.fullmatch(key)) and key not in _NOT_PLAIN
+                if len(_PLAIN_KEYS) < 4096:
+                    _PLAIN_KEYS[key] = plain
+            if not plain:
+                return None
+            kind = type(item)
+            if kind is str and _PLAIN.fullmatch(item) and item not in _NOT_PLAIN:
+                text: Optional[str] = item  # the usual value, without a call
+            elif kind is int:
+                text = str(item)
+            else:
+                text = _fast_flow(item)
             if text is None:
                 return None
             parts.append(f"{key}: {text}")

@@ -24,9 +24,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 # portalocker imports redis-py, when it is installed, for a RedisLock we never use: that import alone
 # costs a CLI several times its start-up. A None entry makes portalocker's optional import fail at once,
@@ -164,60 +163,72 @@ if hasattr(os, "register_at_fork"):
 
 # ---------------------------------------------------------------------------- locks
 
-_held = threading.local()  # sidecar path -> descriptor of each exclusive lock this thread holds
+# Plain ints where fcntl is there: portalocker's are IntFlag members, and their "|" costs more than the flock.
+_SHARED, _EXCLUSIVE = (fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None else (portalocker.LOCK_SH, portalocker.LOCK_EX)
+_held: dict[tuple[int, Path], int] = {}  # (thread, sidecar) -> descriptor of each exclusive lock held
 
 
-@contextmanager
-def locked(
-    target: PathLike,
-    *,
-    lock_dir: PathLike,
-    timeout: float = 30.0,
-    shared: bool = False,
-    error: type = LockTimeout,
-) -> Iterator[Path]:
+class locked:
     """Hold the lock of ``target`` for the ``with`` block; yields the sidecar path.
 
     Waits at most ``timeout`` seconds (monotonic clock), then raises ``error`` (a LockTimeout
     subclass) naming the file and, when it is known, the process that holds it. The lock is
     per open file description, so threads of one process exclude each other too; it is not
-    re-entrant.
+    re-entrant. (A class, not a generator: it is taken on every append, and a generator's
+    context manager cost a third of the lock.)
     """
-    sidecar = lock_path(target, lock_dir)
-    flags = portalocker.LOCK_SH if shared else portalocker.LOCK_EX
-    deadline = time.monotonic() + timeout
-    while True:
-        handle = _take(sidecar)
-        if not _lock_now(handle.fd, flags):
-            if timeout <= 0:  # no wait asked for: no thread either
-                _give_back(sidecar, handle)
-                raise error(target, timeout, holder=_holder_of(sidecar)) from None
-            # From here the descriptor may be the waiter's (see _wait_for): it closes it if we give up.
-            if not _wait_for(handle.fd, flags, deadline - time.monotonic()):
-                raise error(target, timeout, holder=_holder_of(sidecar)) from None
-        if handle.names(sidecar):
-            break
-        # Deleted or replaced since it was opened: a lock on the old inode excludes nobody who opens
-        # the path now. Closing lets it go; the next round opens the file the path names.
-        os.close(handle.fd)
-    done = False
-    try:
-        if not shared:
-            # Who holds it, for the LockTimeout of whoever waits next. Written in place over the
-            # last holder's record, padded to a fixed width: no truncate, so no metadata change for
-            # the file system to journal (the sidecar's inode must never change). Left as it is
-            # when it already says this (this process, this second).
-            record = _holder_record()
-            if os.pread(handle.fd, _HOLDER_WIDTH, 0) != record:
-                os.pwrite(handle.fd, record, 0)
-            _held.__dict__.setdefault("fds", {})[sidecar] = handle.fd
-        yield sidecar
-        done = True
-    finally:
-        if not shared:
-            _held.__dict__.get("fds", {}).pop(sidecar, None)
-        if done:
-            _release(sidecar, handle)
+
+    __slots__ = ("target", "sidecar", "timeout", "shared", "error", "handle")
+
+    def __init__(self, target: PathLike, *, lock_dir: PathLike, timeout: float = 30.0, shared: bool = False,
+                 error: type = LockTimeout) -> None:
+        self.target, self.timeout, self.shared, self.error = target, timeout, shared, error
+        self.sidecar = lock_path(target, lock_dir)
+        self.handle: Optional[_Sidecar] = None
+
+    def __enter__(self) -> Path:
+        sidecar, timeout = self.sidecar, self.timeout
+        flags = _SHARED if self.shared else _EXCLUSIVE
+        deadline = time.monotonic() + timeout
+        while True:
+            handle = _take(sidecar)
+            if not _lock_now(handle.fd, flags):
+                if timeout <= 0:  # no wait asked for: no thread either
+                    _give_back(sidecar, handle)
+                    raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
+                # From here the descriptor may be the waiter's (see _wait_for): it closes it if we give up.
+                if not _wait_for(handle.fd, flags, deadline - time.monotonic()):
+                    raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
+            if handle.names(sidecar):
+                break
+            # Deleted or replaced since it was opened: a lock on the old inode excludes nobody who opens
+            # the path now. Closing lets it go; the next round opens the file the path names.
+            os.close(handle.fd)
+        self.handle = handle
+        if not self.shared:
+            try:
+                # Who holds it, for the LockTimeout of whoever waits next. Written in place over the
+                # last holder's record, padded to a fixed width: no truncate, so no metadata change for
+                # the file system to journal (the sidecar's inode must never change). Left as it is
+                # when it already says this (this process, this second).
+                record = _holder_record()
+                if os.pread(handle.fd, _HOLDER_WIDTH, 0) != record:
+                    os.pwrite(handle.fd, record, 0)
+            except BaseException:
+                self.handle = None
+                os.close(handle.fd)
+                raise
+            _held[(threading.get_ident(), sidecar)] = handle.fd
+        return sidecar
+
+    def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
+        handle, self.handle = self.handle, None
+        if handle is None:  # pragma: no cover - exited without entering
+            return
+        if not self.shared:
+            _held.pop((threading.get_ident(), self.sidecar), None)
+        if kind is None:
+            _release(self.sidecar, handle)
         else:
             os.close(handle.fd)  # closing releases the flock: after a failure nothing is kept
 
@@ -235,7 +246,7 @@ def _release(sidecar: Path, handle: _Sidecar) -> None:
 
 
 def _held_fd(sidecar: Path) -> int:
-    fd = _held.__dict__.get("fds", {}).get(sidecar)
+    fd = _held.get((threading.get_ident(), sidecar))
     if fd is None:
         raise RuntimeError(f"{sidecar}: a lock note is read and left only under the exclusive lock")
     return fd
