@@ -8,8 +8,10 @@
   ValidationError and the file stays byte-for-byte. A missing or empty file starts with
   ``events:``. A torn last line is cut off by fileio and recorded as a ``repaired`` event. Past
   ``events.rotate_bytes`` the log moves to ``events-<UTC stamp>.yaml`` next to it. One write and
-  one fsync (when ``events.fsync``) per event. An event's id is ``<dev>.<inode>:<end offset>``
-  of the file it was written to, which keeps its identity when rotated.
+  one fsync (when ``events.fsync``, made after the lock is let go) per event. The checks read the
+  log only when the lock's note (locks.py) does not say it is as the last append left it. An
+  event's id is ``<dev>.<inode>:<end offset>`` of the file it was written to, which keeps its
+  identity when rotated.
 * ``read`` with a ``limit`` reads backwards from the end and parses only the entries it returns
   (and a cheap look at those a filter passes over), so the cost grows with the limit, not with
   the log; without one the whole file is parsed. The mechanism (layout check, backward scan,
