@@ -95,7 +95,7 @@ class _Sidecar:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         st = os.fstat(fd)
-        self.fd, self.ident, self.pid = fd, (st.st_dev, st.st_ino), os.getpid()
+        self.fd, self.ident, self.pid = fd, (st.st_dev, st.st_ino), _pid[0]
 
     def names(self, path: Path) -> bool:
         """Whether ``path`` still names the inode this descriptor is open on."""
@@ -106,6 +106,7 @@ class _Sidecar:
         return (st.st_dev, st.st_ino) == self.ident
 
 
+_pid = [os.getpid()]  # this process's id, kept current across forks (os.getpid is a system call)
 _idle: OrderedDict[Path, list[_Sidecar]] = OrderedDict()
 _idle_count = [0]
 _idle_mutex = threading.Lock()
@@ -134,7 +135,7 @@ def _take(path: Path) -> _Sidecar:
 
 def _give_back(path: Path, sidecar: _Sidecar) -> None:
     """Keep an unlocked descriptor for the next lock of ``path`` (the oldest beyond the limit are closed)."""
-    if sidecar.pid != os.getpid():  # opened before a fork: shared with the parent, so useless as a lock here
+    if sidecar.pid != _pid[0]:  # opened before a fork: shared with the parent, so useless as a lock here
         os.close(sidecar.fd)
         return
     closing = []
@@ -156,6 +157,7 @@ def _forget_after_fork() -> None:
     # The child's copies share their open file descriptions with the parent's: a flock on one would
     # not exclude the other. Close them; the mutex may have been held by a thread that is gone.
     global _idle_mutex
+    _pid[0] = os.getpid()
     _idle_mutex = threading.Lock()
     for free in _idle.values():
         for sidecar in free:
@@ -173,7 +175,7 @@ if hasattr(os, "register_at_fork"):
 
 # Plain ints where fcntl is there: portalocker's are IntFlag members, and their "|" costs more than the flock.
 _SHARED, _EXCLUSIVE = (fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None else (portalocker.LOCK_SH, portalocker.LOCK_EX)
-_held: dict[tuple[int, Path], int] = {}  # (thread, sidecar) -> descriptor of each exclusive lock held
+_held: dict[tuple[int, Path], list] = {}  # (thread, sidecar) -> [descriptor, note] of each exclusive lock held
 
 
 class locked:
@@ -212,14 +214,16 @@ class locked:
                 # last holder's record, padded to a fixed width: no truncate, so no metadata change for
                 # the file system to journal (the sidecar's inode must never change). Left as it is
                 # when it already says this (this process, this second).
+                # The note is read with it: no one else writes it while this lock is held.
                 record = _holder_record()
-                if os.pread(handle.fd, _HOLDER_WIDTH, 0) != record:
+                head = os.pread(handle.fd, _HOLDER_WIDTH + NOTE_WIDTH, 0)
+                if head[:_HOLDER_WIDTH] != record:
                     os.pwrite(handle.fd, record, 0)
             except BaseException:
                 self.handle = None
                 os.close(handle.fd)
                 raise
-            _held[(threading.get_ident(), sidecar)] = handle.fd
+            _held[(threading.get_ident(), sidecar)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
         return sidecar
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
@@ -246,11 +250,11 @@ def _release(sidecar: Path, handle: _Sidecar) -> None:
     _give_back(sidecar, handle)
 
 
-def _held_fd(sidecar: Path) -> int:
-    fd = _held.get((threading.get_ident(), sidecar))
-    if fd is None:
+def _held_lock(sidecar: Path) -> list:
+    held = _held.get((threading.get_ident(), sidecar))
+    if held is None:
         raise RuntimeError(f"{sidecar}: a lock note is read and left only under the exclusive lock")
-    return fd
+    return held
 
 
 def read_note(sidecar: Path) -> bytes:
@@ -259,7 +263,7 @@ def read_note(sidecar: Path) -> bytes:
     A note says nothing about a file unless every writer of that file leaves it: a reader must
     check it against the file (the event log compares it with the log's stat key).
     """
-    return os.pread(_held_fd(sidecar), NOTE_WIDTH, _HOLDER_WIDTH).rstrip(b" \n\0")
+    return _held_lock(sidecar)[1]
 
 
 def leave_note(sidecar: Path, note: bytes) -> None:
@@ -267,7 +271,9 @@ def leave_note(sidecar: Path, note: bytes) -> None:
     the lock exclusively. Written in place, like the holder record."""
     if len(note) >= NOTE_WIDTH or b"\n" in note:
         raise ValueError(f"a lock note is one line under {NOTE_WIDTH} bytes, got {note[:40]!r}")
-    os.pwrite(_held_fd(sidecar), note.ljust(NOTE_WIDTH - 1) + b"\n", _HOLDER_WIDTH)
+    held = _held_lock(sidecar)
+    os.pwrite(held[0], note.ljust(NOTE_WIDTH - 1) + b"\n", _HOLDER_WIDTH)
+    held[1] = note
 
 
 def _lock_now(fd: int, flags: int) -> bool:
@@ -314,7 +320,7 @@ _holder: list = [None, b""]  # (pid, second) -> the record of that second, made 
 def _holder_record() -> bytes:
     """This process's holder record, padded to the sidecar's fixed width."""
     now = time.time()
-    key = (os.getpid(), int(now))
+    key = (_pid[0], int(now))
     if _holder[0] != key:
         record = f"pid {key[0]} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
         _holder[:] = [key, record.ljust(_HOLDER_WIDTH - 1) + b"\n"]
