@@ -518,6 +518,14 @@ _NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False 
 _PLAIN_KEYS: dict[str, bool] = {}  # whether a key seen before is written bare (events use a handful)
 
 
+def _flow_str(value: str) -> Optional[str]:
+    if _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:
+        return value
+    if value.isprintable() and "\ufeff" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    return None
+
+
 def _fast_flow(value: Any) -> Optional[str]:
     """The flow text of simple values (what events are made of), or None to let yaml do it.
 
@@ -533,11 +541,7 @@ def _fast_flow(value: Any) -> Optional[str]:
         return "false"
     kind = type(value)
     if kind is str:
-        if _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:
-            return value
-        if value.isprintable() and "\ufeff" not in value:
-            return "'" + value.replace("'", "''") + "'"
-        return None
+        return _flow_str(value)
     if kind is int:
         return str(value)
     if kind is float:
@@ -559,8 +563,9 @@ def _fast_flow(value: Any) -> Optional[str]:
             if not plain:
                 return None
             kind = type(item)
-            if kind is str and _PLAIN.fullmatch(item) and item not in _NOT_PLAIN:
-                text: Optional[str] = item  # the usual value, without a call
+            text: Optional[str]
+            if kind is str:  # the usual values, straight to their rule
+                text = _flow_str(item)
             elif kind is int:
                 text = str(item)
             else:
