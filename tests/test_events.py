@@ -392,6 +392,20 @@ def test_a_log_rotated_or_replaced_by_another_process_between_two_appends_gets_t
             [("w0", 1), ("w1", None), ("w0", 2)]
 
 
+def test_a_log_deleted_or_made_a_symlink_between_two_appends_is_not_written_through_a_kept_descriptor(workspace):
+    log = workspace / "events.yaml"
+    events.append_event("tick", "w0", root=workspace, n=1)
+    log.unlink()
+    events.append_event("tick", "w0", root=workspace, n=2)
+    assert log.read_text().startswith("events:\n") and [e["n"] for e in events.read_events(root=workspace)] == [2]
+    outside = workspace / "elsewhere.yaml"
+    os.replace(log, outside)
+    log.symlink_to(outside)
+    with pytest.raises(ValidationError, match="symlink"):
+        events.append_event("tick", "w0", root=workspace, n=3)
+    assert [e["n"] for e in fileio.load_yaml_file(outside)["events"]] == [2]
+
+
 # ---------------------------------------------------------------------------- follow
 
 

@@ -44,8 +44,9 @@ from .errors import ValidationError
 from .event_check import append_problem, scan_log
 from .event_log import EventLog, Since, Types, make_event
 from .event_query import Matcher, matcher
-from .fileio import (YAML_ERROR, append_line_unlocked, append_state, atomic_write, dump_flow, line_at, locked,
-                     open_for_append, sync_appended)
+from .descriptors import Kept
+from .fileio import (YAML_ERROR, append_line_unlocked, append_state, atomic_write, dump_flow, keep_for_append,
+                     line_at, locked, sync_appended, take_for_append)
 from .locks import leave_note, read_note
 from .store_check import ERROR, WARNING, Problem, read_problems
 from .yaml_log import FIX as _FIX
@@ -145,8 +146,8 @@ class FileEventLog(EventLog):
         return None
 
     def _write(self, sidecar: Path, lines: list[str], agent: str, fsync: bool,
-               limit: Optional[int]) -> tuple[int, int, int, str]:
-        """Append ``lines`` in one write, unsynced (the caller holds the lock, whose sidecar is given): (an open
+               limit: Optional[int]) -> tuple[Kept, int, int, str]:
+        """Append ``lines`` in one write, unsynced (the caller holds the lock, whose sidecar is given): (a
         descriptor of the file written, where the write starts and ends, the id of the last line).
 
         The lock's note says how the last append left the log (fileio.append_state): found so, the log
@@ -155,9 +156,9 @@ class FileEventLog(EventLog):
         stat key, so the next append checks it all again.
         """
         path = self.path
-        fd = open_for_append(path)
+        kept, st = take_for_append(path)
+        fd = kept.fd
         try:
-            st = os.fstat(fd)
             first, whole_at = "", None
             if read_note(sidecar) == append_state(st):
                 whole_at = st.st_size
@@ -165,8 +166,8 @@ class FileEventLog(EventLog):
                 first, replaced = self._prepare(fd, st.st_size, fsync)
                 if replaced:  # rewritten by an atomic replace: append to the new file
                     os.close(fd)
-                    fd = open_for_append(path)
-                    st = os.fstat(fd)
+                    kept, st = take_for_append(path)
+                    fd = kept.fd
             payload = first + "".join(line + "\n" for line in lines)
             result = append_line_unlocked(path, payload, fsync=False, fd=fd, whole_at=whole_at)
             start = result.offset
@@ -186,20 +187,20 @@ class FileEventLog(EventLog):
         except BaseException:
             os.close(fd)
             raise
-        return fd, start, end, event_id
+        return kept, start, end, event_id
 
-    def _sync(self, written: tuple[int, int, int, str], fsync: bool) -> str:
-        """fsync what ``_write`` wrote, after the lock (closes its descriptor); the id of its last line."""
-        fd, start, end, event_id = written
-        if not fsync:
-            os.close(fd)
-            return event_id
-        try:  # the descriptor follows the file through a rotation: the fsync reaches the line
-            sync_appended(fd, start, end, relock=self._lock)
-        except OSError as exc:
-            if exc.filename is None:
-                exc.filename = os.fspath(self.path)
-            raise
+    def _sync(self, written: tuple[Kept, int, int, str], fsync: bool) -> str:
+        """fsync what ``_write`` wrote, after the lock (keeps its descriptor for the next append, or
+        closes it when the fsync failed); the id of its last line."""
+        kept, start, end, event_id = written
+        if fsync:
+            try:  # the descriptor follows the file through a rotation: the fsync reaches the line
+                sync_appended(kept.fd, start, end, relock=self._lock, close=False)
+            except OSError as exc:
+                if exc.filename is None:
+                    exc.filename = os.fspath(self.path)
+                raise
+        keep_for_append(self.path, kept)
         return event_id
 
     def _prepare(self, fd: int, size: int, fsync: bool) -> tuple[str, bool]:

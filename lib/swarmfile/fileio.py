@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .errors import HAND_FIX, NotFoundError, ParseError, ValidationError
+from .descriptors import DescriptorPool, Kept
 from .locks import lock_path, locked
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "append_state",
     "open_for_append",
     "sync_appended",
+    "take_for_append",
+    "keep_for_append",
     "AppendResult",
     "kept_end",
     "last_line_start",
@@ -246,6 +249,22 @@ def open_for_append(path: PathLike) -> int:
         raise
 
 
+# The logs this process appends to keep their descriptors between appends (descriptors.py).
+_appending = DescriptorPool(open_for_append, limit=16)
+
+
+def take_for_append(path: Path) -> tuple[Kept, os.stat_result]:
+    """A descriptor to append to ``path`` (see ``open_for_append``) and the stat of its file: one kept from
+    an earlier append while the path still names that file, else a new one. The caller holds the lock,
+    and gives it back with ``keep_for_append`` when done (or closes it, after a failure)."""
+    return _appending.take(path)
+
+
+def keep_for_append(path: Path, kept: Kept) -> None:
+    """Keep a descriptor of ``take_for_append`` for the next append to ``path``."""
+    _appending.give_back(path, kept)
+
+
 def append_line_unlocked(
     path: PathLike, line: str, *, fsync: bool = True, header: Optional[str] = None, fd: Optional[int] = None,
     whole_at: Optional[int] = None,
@@ -315,8 +334,9 @@ def append_line(
         return append_line_unlocked(path, line, fsync=fsync, header=header)
 
 
-def sync_appended(fd: int, start: int, end: int, *, relock: Any) -> None:
-    """fsync an append made under a lock with ``fsync=False``, after letting the lock go; closes ``fd``.
+def sync_appended(fd: int, start: int, end: int, *, relock: Any, close: bool = True) -> None:
+    """fsync an append made under a lock with ``fsync=False``, after letting the lock go; closes ``fd``
+    (with ``close=False`` only when the fsync failed: a descriptor kept for the next append is not).
 
     ``fd`` is a descriptor of the file, open for writing, opened while the lock was held (it follows the file
     through a rename, such as a log rotation), the line at bytes ``start..end``. fsyncing
@@ -330,12 +350,16 @@ def sync_appended(fd: int, start: int, end: int, *, relock: Any) -> None:
     """
     try:
         os.fsync(fd)
-    except OSError:
-        with relock():
-            if os.fstat(fd).st_size == end:
-                os.ftruncate(fd, start)
+    except BaseException as exc:
+        try:
+            if isinstance(exc, OSError):
+                with relock():
+                    if os.fstat(fd).st_size == end:
+                        os.ftruncate(fd, start)
+        finally:
+            os.close(fd)
         raise
-    finally:
+    if close:
         os.close(fd)
 
 

@@ -5,16 +5,16 @@ The only module that touches portalocker or fcntl (fileio re-exports ``locked`` 
 * The lock is on a sidecar file under ``lock_dir``, never on the data file itself, because the data
   file is replaced on every rewrite and a lock on a replaced inode protects nothing. Sidecars are
   never deleted: deleting a held lock file would let a second process lock a new inode at the same
-  path. Should one be deleted or replaced all the same, a lock taken on the old inode is let go and
-  taken again on the file the path names now.
+  path. Should one be deleted or replaced all the same, the next lock opens the file the path names
+  now (a descriptor kept from before is not used).
 * The first bytes of a sidecar say who holds it exclusively, for the LockTimeout of whoever waits
   next; the next ``NOTE_WIDTH`` bytes are a note the holder may leave for the next holder
   (``read_note``/``leave_note``: the event log says there how it left the log).
 * A process keeps the descriptors of the sidecars it let go of, for its next lock of the same
-  file (an open, a close and the allocation of a file object cost several times the flock). Each
-  lock uses a descriptor of its own (a lock is per open file description: two threads sharing one
-  would not exclude each other), and a descriptor never outlives a fork into the child's pool.
-* A wait for a held lock is made in the kernel by a waiter thread, kept for the next wait.
+  file (descriptors.py: one user at a time, never across a fork, never once the path names
+  another file).
+* A lock found held is tried again a few times after yielding the CPU, then waited for in the
+  kernel by a waiter thread, kept for the next wait.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import sys
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -39,6 +38,7 @@ except ImportError:  # pragma: no cover - Windows: portalocker locks with msvcrt
     fcntl = None  # type: ignore[assignment]
 
 from .clock import HOSTNAME, format_ts  # noqa: E402
+from .descriptors import DescriptorPool, Kept, this_pid  # noqa: E402
 from .errors import LockTimeout  # noqa: E402
 
 __all__ = ["locked", "lock_path", "read_note", "leave_note", "NOTE_WIDTH"]
@@ -82,93 +82,27 @@ def _holder_of(path: Path) -> Optional[str]:
 # ---------------------------------------------------------------------------- descriptors
 
 
-class _Sidecar:
-    """One open descriptor of a sidecar: the inode it was opened on, and the process that opened it."""
-
-    __slots__ = ("fd", "ident", "pid")
-
-    def __init__(self, path: Path) -> None:
-        # Not O_APPEND: on Linux a pwrite to an O_APPEND file ignores its offset and appends.
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        st = os.fstat(fd)
-        self.fd, self.ident, self.pid = fd, (st.st_dev, st.st_ino), _pid[0]
-
-    def names(self, path: Path) -> bool:
-        """Whether ``path`` still names the inode this descriptor is open on."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return False
-        return (st.st_dev, st.st_ino) == self.ident
+def _open_sidecar(path: Path) -> int:
+    # Not O_APPEND: on Linux a pwrite to an O_APPEND file ignores its offset and appends.
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
-_pid = [os.getpid()]  # this process's id, kept current across forks (os.getpid is a system call)
-_idle: OrderedDict[Path, list[_Sidecar]] = OrderedDict()
-_idle_count = [0]
-_idle_mutex = threading.Lock()
+# A kept descriptor is used only while the path still names its inode: a lock on a sidecar since deleted
+# or replaced would exclude nobody who opens the path now. Checked before the flock, as a new descriptor
+# is opened before it (the window between the two is the one every open has).
+_sidecars = DescriptorPool(_open_sidecar, _IDLE_MAX)
 
 
-def _take(path: Path) -> _Sidecar:
-    """An idle descriptor of ``path`` this process opened, else a new one.
-
-    A kept descriptor is used only while ``path`` still names its inode: a lock on a sidecar since
-    deleted or replaced would exclude nobody who opens the path now. Checked before the flock, as
-    a new descriptor is opened before it (the window between the two is the one every open has).
-    """
-    with _idle_mutex:
-        free = _idle.get(path)
-        found = free.pop() if free else None
-        if found is not None:
-            _idle_count[0] -= 1
-            if not free:
-                del _idle[path]
-    if found is not None:
-        if found.names(path):
-            return found
-        os.close(found.fd)
-    return _Sidecar(path)
-
-
-def _give_back(path: Path, sidecar: _Sidecar) -> None:
-    """Keep an unlocked descriptor for the next lock of ``path`` (the oldest beyond the limit are closed)."""
-    if sidecar.pid != _pid[0]:  # opened before a fork: shared with the parent, so useless as a lock here
-        os.close(sidecar.fd)
-        return
-    closing = []
-    with _idle_mutex:
-        _idle.setdefault(path, []).append(sidecar)
-        _idle.move_to_end(path)
-        _idle_count[0] += 1
-        while _idle_count[0] > _IDLE_MAX:
-            oldest, free = next(iter(_idle.items()))
-            closing.append(free.pop(0))
-            _idle_count[0] -= 1
-            if not free:
-                del _idle[oldest]
-    for old in closing:
-        os.close(old.fd)
-
-
-def _forget_after_fork() -> None:
-    # The child's copies share their open file descriptions with the parent's: a flock on one would
-    # not exclude the other. Close them; the mutex may have been held by a thread that is gone.
-    global _idle_mutex
-    _pid[0] = os.getpid()
-    _idle_mutex = threading.Lock()
-    for free in _idle.values():
-        for sidecar in free:
-            os.close(sidecar.fd)
-    _idle.clear()
-    _idle_count[0] = 0
-    _waiters.clear()
+def _forget_waiters_after_fork() -> None:
+    _waiters.clear()  # their threads did not cross the fork
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
+    os.register_at_fork(after_in_child=_forget_waiters_after_fork)
 
 
 # ---------------------------------------------------------------------------- locks
@@ -194,15 +128,15 @@ class locked:
                  error: type = LockTimeout) -> None:
         self.target, self.timeout, self.shared, self.error = target, timeout, shared, error
         self.sidecar = lock_path(target, lock_dir)
-        self.handle: Optional[_Sidecar] = None
+        self.handle: Optional[Kept] = None
 
     def __enter__(self) -> Path:
         sidecar, timeout = self.sidecar, self.timeout
         flags = _SHARED if self.shared else _EXCLUSIVE
-        handle = _take(sidecar)
+        handle, _ = _sidecars.take(sidecar)
         if not _lock_now(handle.fd, flags):
             if timeout <= 0:  # no wait asked for: no thread either
-                _give_back(sidecar, handle)
+                _sidecars.give_back(sidecar, handle)
                 raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
             # From here the descriptor may be the waiter's (see _wait_for): it closes it if we give up.
             if not _spin(handle.fd, flags) and not _wait_for(handle.fd, flags, timeout):
@@ -238,7 +172,7 @@ class locked:
             os.close(handle.fd)  # closing releases the flock: after a failure nothing is kept
 
 
-def _release(sidecar: Path, handle: _Sidecar) -> None:
+def _release(sidecar: Path, handle: Kept) -> None:
     if fcntl is None:  # pragma: no cover - Windows: closing releases it, nothing is kept
         os.close(handle.fd)
         return
@@ -247,7 +181,7 @@ def _release(sidecar: Path, handle: _Sidecar) -> None:
     except OSError:  # pragma: no cover - closing releases it whatever went wrong
         os.close(handle.fd)
         raise
-    _give_back(sidecar, handle)
+    _sidecars.give_back(sidecar, handle)
 
 
 def _held_lock(sidecar: Path) -> list:
@@ -320,7 +254,7 @@ _holder: list = [None, b""]  # (pid, second) -> the record of that second, made 
 def _holder_record() -> bytes:
     """This process's holder record, padded to the sidecar's fixed width."""
     now = time.time()
-    key = (_pid[0], int(now))
+    key = (this_pid(), int(now))
     if _holder[0] != key:
         record = f"pid {key[0]} on {HOSTNAME} since {format_ts()}".encode()[:_HOLDER_WIDTH - 1]
         _holder[:] = [key, record.ljust(_HOLDER_WIDTH - 1) + b"\n"]
