@@ -134,12 +134,17 @@ class locked:
         sidecar, timeout = self.sidecar, self.timeout
         flags = _SHARED if self.shared else _EXCLUSIVE
         handle, _ = _sidecars.take(sidecar)
-        if not _lock_now(handle.fd, flags):
+        try:
+            taken = _lock_now(handle.fd, flags) or (timeout > 0 and _spin(handle.fd, flags))
+        except BaseException:  # e.g. KeyboardInterrupt between two tries: the lock may be held
+            os.close(handle.fd)
+            raise
+        if not taken:
             if timeout <= 0:  # no wait asked for: no thread either
                 _sidecars.give_back(sidecar, handle)
                 raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
-            # From here the descriptor may be the waiter's (see _wait_for): it closes it if we give up.
-            if not _spin(handle.fd, flags) and not _wait_for(handle.fd, flags, timeout):
+            # The descriptor is now the waiter's if we give up (see _wait_for): it closes it.
+            if not _wait_for(handle.fd, flags, timeout):
                 raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
         self.handle = handle
         if not self.shared:
