@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Callable, Optional
 from weakref import WeakSet
 
@@ -38,16 +37,17 @@ class Kept:
 
 
 class DescriptorPool:
-    """Idle descriptors of files, by path; ``opener(path)`` opens one (and raises what an open raises)."""
+    """Idle descriptors of files, by path (a str: a Path hashes in Python, and these are taken on every
+    append); ``opener(path)`` opens one (and raises what an open raises)."""
 
-    def __init__(self, opener: Callable[[Path], int], limit: int) -> None:
+    def __init__(self, opener: Callable[[str], int], limit: int) -> None:
         self.opener, self.limit = opener, limit
-        self.idle: OrderedDict[Path, list[Kept]] = OrderedDict()
+        self.idle: OrderedDict[str, list[Kept]] = OrderedDict()
         self.count = 0
         self.mutex = threading.Lock()
         _pools.add(self)
 
-    def take(self, path: Path) -> tuple[Kept, os.stat_result]:
+    def take(self, path: str) -> tuple[Kept, os.stat_result]:
         """A descriptor of the file ``path`` names now, and that file's stat: a kept one, else a new one."""
         with self.mutex:
             free = self.idle.get(path)
@@ -72,7 +72,7 @@ class DescriptorPool:
             raise
         return Kept(fd, st), st
 
-    def give_back(self, path: Path, kept: Kept) -> None:
+    def give_back(self, path: str, kept: Kept) -> None:
         """Keep ``kept`` (its user is done with it, and holds no lock on it) for the next ``take``."""
         if kept.pid != _pid[0]:  # opened before a fork: shared with the parent
             os.close(kept.fd)

@@ -255,16 +255,16 @@ def open_for_append(path: PathLike) -> int:
 _appending = DescriptorPool(open_for_append, limit=16)
 
 
-def take_for_append(path: Path) -> tuple[Kept, os.stat_result]:
+def take_for_append(path: PathLike) -> tuple[Kept, os.stat_result]:
     """A descriptor to append to ``path`` (see ``open_for_append``) and the stat of its file: one kept from
     an earlier append while the path still names that file, else a new one. The caller holds the lock,
     and gives it back with ``keep_for_append`` when done (or closes it, after a failure)."""
-    return _appending.take(path)
+    return _appending.take(os.fspath(path))
 
 
-def keep_for_append(path: Path, kept: Kept) -> None:
+def keep_for_append(path: PathLike, kept: Kept) -> None:
     """Keep a descriptor of ``take_for_append`` for the next append to ``path``."""
-    _appending.give_back(path, kept)
+    _appending.give_back(os.fspath(path), kept)
 
 
 def append_line_unlocked(

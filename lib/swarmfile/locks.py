@@ -45,7 +45,7 @@ __all__ = ["locked", "lock_path", "read_note", "leave_note", "NOTE_WIDTH"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_lock_names: dict[tuple[str, str], Path] = {}
+_lock_names: dict[tuple[str, str], tuple[Path, str]] = {}  # (target, lock_dir) -> sidecar, as a Path and a str
 _HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
 NOTE_WIDTH = 160  # bytes of the note after it
 _IDLE_MAX = 64  # idle sidecar descriptors a process keeps (a claim locks many files: the rest are closed)
@@ -57,6 +57,10 @@ def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
     Named after the file and a hash of its real path, so two processes that reach one file
     through different spellings (relative, symlinked root) still share one lock.
     """
+    return _sidecar_of(target, lock_dir)[0]
+
+
+def _sidecar_of(target: PathLike, lock_dir: PathLike) -> tuple[Path, str]:
     key = (os.fspath(target), os.fspath(lock_dir))
     found = _lock_names.get(key)
     if found is None:
@@ -65,8 +69,8 @@ def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
         import hashlib  # here: most commands never lock, and start-up time shows
 
         digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        found = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
-        _lock_names[key] = found
+        sidecar = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
+        found = _lock_names[key] = (sidecar, str(sidecar))
     return found
 
 
@@ -82,12 +86,12 @@ def _holder_of(path: Path) -> Optional[str]:
 # ---------------------------------------------------------------------------- descriptors
 
 
-def _open_sidecar(path: Path) -> int:
+def _open_sidecar(path: str) -> int:
     # Not O_APPEND: on Linux a pwrite to an O_APPEND file ignores its offset and appends.
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
@@ -109,7 +113,7 @@ if hasattr(os, "register_at_fork"):
 
 # Plain ints where fcntl is there: portalocker's are IntFlag members, and their "|" costs more than the flock.
 _SHARED, _EXCLUSIVE = (fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None else (portalocker.LOCK_SH, portalocker.LOCK_EX)
-_held: dict[tuple[int, Path], list] = {}  # (thread, sidecar) -> [descriptor, note] of each exclusive lock held
+_held: dict[tuple[int, str], list] = {}  # (thread, sidecar) -> [descriptor, note] of each exclusive lock held
 
 
 class locked:
@@ -122,18 +126,18 @@ class locked:
     context manager cost a third of the lock.)
     """
 
-    __slots__ = ("target", "sidecar", "timeout", "shared", "error", "handle")
+    __slots__ = ("target", "sidecar", "key", "timeout", "shared", "error", "handle")
 
     def __init__(self, target: PathLike, *, lock_dir: PathLike, timeout: float = 30.0, shared: bool = False,
                  error: type = LockTimeout) -> None:
         self.target, self.timeout, self.shared, self.error = target, timeout, shared, error
-        self.sidecar = lock_path(target, lock_dir)
+        self.sidecar, self.key = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
         self.handle: Optional[Kept] = None
 
     def __enter__(self) -> Path:
-        sidecar, timeout = self.sidecar, self.timeout
+        sidecar, key, timeout = self.sidecar, self.key, self.timeout
         flags = _SHARED if self.shared else _EXCLUSIVE
-        handle, _ = _sidecars.take(sidecar)
+        handle, _ = _sidecars.take(key)
         try:
             taken = _lock_now(handle.fd, flags) or (timeout > 0 and _spin(handle.fd, flags))
         except BaseException:  # e.g. KeyboardInterrupt between two tries: the lock may be held
@@ -141,7 +145,7 @@ class locked:
             raise
         if not taken:
             if timeout <= 0:  # no wait asked for: no thread either
-                _sidecars.give_back(sidecar, handle)
+                _sidecars.give_back(key, handle)
                 raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
             # The descriptor is now the waiter's if we give up (see _wait_for): it closes it.
             if not _wait_for(handle.fd, flags, timeout):
@@ -162,7 +166,7 @@ class locked:
                 self.handle = None
                 os.close(handle.fd)
                 raise
-            _held[(threading.get_ident(), sidecar)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
+            _held[(threading.get_ident(), key)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
         return sidecar
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
@@ -170,14 +174,14 @@ class locked:
         if handle is None:  # pragma: no cover - exited without entering
             return
         if not self.shared:
-            _held.pop((threading.get_ident(), self.sidecar), None)
+            _held.pop((threading.get_ident(), self.key), None)
         if kind is None:
-            _release(self.sidecar, handle)
+            _release(self.key, handle)
         else:
             os.close(handle.fd)  # closing releases the flock: after a failure nothing is kept
 
 
-def _release(sidecar: Path, handle: Kept) -> None:
+def _release(sidecar: str, handle: Kept) -> None:
     if fcntl is None:  # pragma: no cover - Windows: closing releases it, nothing is kept
         os.close(handle.fd)
         return
@@ -190,7 +194,7 @@ def _release(sidecar: Path, handle: Kept) -> None:
 
 
 def _held_lock(sidecar: Path) -> list:
-    held = _held.get((threading.get_ident(), sidecar))
+    held = _held.get((threading.get_ident(), os.fspath(sidecar)))
     if held is None:
         raise RuntimeError(f"{sidecar}: a lock note is read and left only under the exclusive lock")
     return held
