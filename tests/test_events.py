@@ -406,6 +406,23 @@ def test_a_log_deleted_or_made_a_symlink_between_two_appends_is_not_written_thro
     assert [e["n"] for e in fileio.load_yaml_file(outside)["events"]] == [2]
 
 
+def test_threads_of_one_process_appending_at_once_lose_nothing(workspace):
+    """Each append takes a kept descriptor of its own (lock sidecar and log): threads never share one."""
+    def work(writer: int) -> None:
+        for seq in range(50):
+            events.append_event("tick", f"t{writer}", root=workspace, writer=writer, seq=seq)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    found = events.read_events(root=workspace)
+    assert len(found) == 400
+    for writer in range(8):
+        assert [e["seq"] for e in found if e["writer"] == writer] == list(range(50))
+
+
 # ---------------------------------------------------------------------------- follow
 
 
