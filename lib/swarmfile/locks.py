@@ -112,7 +112,8 @@ if hasattr(os, "register_at_fork"):
 # ---------------------------------------------------------------------------- locks
 
 # Plain ints where fcntl is there: portalocker's are IntFlag members, and their "|" costs more than the flock.
-_SHARED, _EXCLUSIVE = (fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None else (portalocker.LOCK_SH, portalocker.LOCK_EX)
+_SHARED, _EXCLUSIVE = ((fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None
+                       else (portalocker.LOCK_SH, portalocker.LOCK_EX))
 _held: dict[tuple[int, str], list] = {}  # (thread, sidecar) -> [descriptor, note] of each exclusive lock held
 
 
