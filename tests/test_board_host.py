@@ -1,0 +1,117 @@
+"""A host that is not the operator checkout, on the task board: tmux panes there, and ``swarm.py status``.
+
+Two clones of one bare remote share a redis-server (tests/hosts.py, as test_two_hosts.py): host A
+is the operator checkout whose Markdown is published, host B holds no task file at all. Agents in
+tmux panes on host B (the fake interactive agent, told to read its task file first as a real one
+must) are handed published tasks by a tmux bridge on host B, and their outcomes reach host A's
+Markdown through the planner's mirror.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import claims
+import tmux_bridge
+from hosts import host, remote, run_until, start_loop  # noqa: F401 (remote: a fixture)
+from swarmfile import board_sync, config, events, task_store, tasks
+from swarmfile.clock import HOSTNAME
+from swarmfile.errors import NotFoundError
+from swarmfile.lease_store import LeaseState
+from test_tmux_bridge import sock, start, wait_for  # noqa: F401 (sock: a fixture)
+from tmux_bridge import Bridge
+
+LIB = Path(__file__).resolve().parent.parent / "lib"
+
+
+@pytest.fixture
+def hosts(tmp_path, remote, redis_server):
+    """(host A, host B): the operator checkout and a clone without task files, on one board."""
+    a = host(tmp_path, remote, "host-a", redis_server.url)
+    b = host(tmp_path, remote, "host-b", redis_server.url)
+    config._cache.clear()
+    return a, b
+
+
+def make(root: Path, task_id: str, second: int = 0, **parts) -> Path:
+    return task_store.new_task_file(task_id, f"Task {task_id}", root=root, created=f"2026-01-01T00:00:{second:02d}Z",
+                                    **parts)
+
+
+def completed_in(root: Path, ids: list[str]) -> bool:
+    found = {t.task_id: t for t in task_store.list_tasks(root=root, include_completed=True, errors=[])}
+    return all(found.get(i) is not None and found[i].status is tasks.Status.COMPLETED
+               and found[i].path.parent == root / "tasks" / "completed" for i in ids)
+
+
+def no_task_files(root: Path) -> bool:
+    return list((root / "tasks").rglob("*.md")) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_task_published_by_host_a_runs_in_a_pane_on_host_b_and_completes_in_host_a_markdown(hosts, sock):
+    a, b = hosts
+    make(a, "T-1")
+    (pane,) = start(b, "--read-task")
+    wait_for(pane, "agent> ")
+    planner = start_loop(a, "host-a", str(LIB / "planner.py"), "--agent-id", "planner", "--interval", "0.2")
+    bridge = Bridge(root=str(b))
+    run_until([planner], lambda: completed_in(a, ["T-1"]), "T-1 was not completed in host A's Markdown",
+              step=bridge.step)
+
+    shown = wait_for(pane, "[DONE] T-1")
+    assert "[TASK] T-1 .swarm/tasks/T-1.md" in shown  # this host's copy of the published text
+    assert "task file says: # T-1: Task T-1" in shown and "cannot read" not in shown
+    assert (b / ".swarm" / "tasks" / "T-1.md").read_text().startswith("# T-1: Task T-1\n")
+    assert no_task_files(b)
+    lease = claims.get_lease("T-1", root=a)
+    assert (lease.state, lease.agent_id) == (LeaseState.COMPLETED, "main-agent-1")
+    kinds = [e["type"] for e in events.read_events(task_id="T-1", root=b)]
+    assert kinds[0] == "assigned" and [k for k in kinds if k != "assigned"] == ["acknowledged", "completed"], kinds
+
+
+@pytest.mark.timeout(60)
+def test_every_dispatch_on_host_b_names_the_board_copy_it_wrote(hosts, sock):
+    a, b = hosts
+    for n in (1, 2, 3):
+        make(a, f"T-{n}", second=n)
+    sync = board_sync.Sync.of(root=a)  # what host A's planner does every round
+    sync.publish()
+    panes = start(b, "--read-task", agents=2)
+    for pane in panes:
+        wait_for(pane, "agent> ")
+    bridge = Bridge(root=str(b))
+    with pytest.raises(NotFoundError, match="not on the task board"):
+        bridge.dispatch("agent-1", "T-9")
+    assert not (b / ".swarm" / "tasks" / "T-9.md").exists()
+
+    # A planner's assignment (to agent-2), and the next ready task from the board (to agent-1).
+    assigned = claims.claim_task("T-3", "main-agent-2", root=b, pid=panes[1].pid, host=HOSTNAME)
+    claims.assign(assigned, root=b)
+    sent = bridge.dispatch_ready()
+    assert [(x.task_id, x.agent_id) for x in sent] == [("T-1", "main-agent-1"), ("T-3", "main-agent-2")]
+
+    def finished(*ids: str) -> bool:
+        bridge.scan_once()
+        return all(claims.get_lease(i, root=b).state is LeaseState.COMPLETED for i in ids)
+
+    deadline = time.monotonic() + 15
+    while not finished("T-1", "T-3"):
+        assert time.monotonic() < deadline, [tmux_bridge.Tmux().capture(p.pane_id, history=-1) for p in panes]
+        time.sleep(0.05)
+    bridge.dispatch("agent-1", "T-2")  # by hand
+    while not finished("T-2"):
+        assert time.monotonic() < deadline, tmux_bridge.Tmux().capture(panes[0].pane_id, history=-1)
+        time.sleep(0.05)
+
+    for n, pane in ((1, panes[0]), (2, panes[0]), (3, panes[1])):
+        shown = wait_for(pane, f"[DONE] T-{n}")
+        assert f"[TASK] T-{n} .swarm/tasks/T-{n}.md" in shown and f"task file says: # T-{n}: Task T-{n}" in shown
+    assert "cannot read" not in "".join(tmux_bridge.Tmux().capture(p.pane_id, history=-1) for p in panes)
+    assert sorted(p.name for p in (b / ".swarm" / "tasks").glob("*.md")) == ["T-1.md", "T-2.md", "T-3.md"]
+    assert no_task_files(b)
+    assert sorted(sync.mirror()) == [("T-1", "completed"), ("T-2", "completed"), ("T-3", "completed")]
+    assert completed_in(a, ["T-1", "T-2", "T-3"])
