@@ -9,6 +9,9 @@ Markdown through the planner's mirror.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 import claims
 import tmux_bridge
 from hosts import host, remote, run_until, start_loop  # noqa: F401 (remote: a fixture)
-from swarmfile import board_sync, config, events, task_store, tasks
+from swarmfile import board_sync, config, events, swarm, task_store, tasks
 from swarmfile.clock import HOSTNAME
 from swarmfile.errors import NotFoundError
 from swarmfile.lease_store import LeaseState
@@ -115,3 +118,55 @@ def test_every_dispatch_on_host_b_names_the_board_copy_it_wrote(hosts, sock):
     assert no_task_files(b)
     assert sorted(sync.mirror()) == [("T-1", "completed"), ("T-2", "completed"), ("T-3", "completed")]
     assert completed_in(a, ["T-1", "T-2", "T-3"])
+
+
+def test_status_on_host_b_shows_the_board_and_on_host_a_the_markdown(hosts):
+    a, b = hosts
+    make(a, "T-1", 1, priority="high")
+    make(a, "T-2", 2, depends_on=["T-1"])
+    before = swarm.collect_status(root=b)
+    assert before["tasks_from"] == "markdown" and before["board_publisher"] is None and before["tasks"] == {}
+    sync = board_sync.Sync.of(root=a)
+    sync.publish()
+    lease = claims.claim_next("exec-b1", root=b)
+    assert lease.task_id == "T-1"
+
+    on_b = swarm.collect_status(root=b)
+    assert (on_b["tasks_from"], on_b["board_publisher"]) == ("board", f"{HOSTNAME}:{a}")
+    assert on_b["task_counts"] == {"claimed": 1, "pending": 1}
+    (held,) = on_b["tasks"]["claimed"]
+    assert (held["task_id"], held["title"], held["priority"], held["holder"]) == ("T-1", "Task T-1", "high", "exec-b1")
+    assert held["operator_path"] == "tasks/active/T-1-task-t-1.md" and held["path"] is None  # nothing run here
+    assert [t["task_id"] for t in on_b["tasks"]["pending"]] == ["T-2"]
+
+    # Host A lists its Markdown, with the status the board knows: the file shows the claim after the next mirror.
+    on_a = swarm.collect_status(root=a)
+    assert (on_a["tasks_from"], on_a["board_publisher"]) == ("markdown", f"{HOSTNAME}:{a}")
+    assert on_a["task_counts"] == {"claimed": 1, "pending": 1}
+    (held,) = on_a["tasks"]["claimed"]
+    assert (held["task_id"], held["holder"], held["markdown_status"], held["items"]) == ("T-1", "exec-b1", "pending", "0/0")
+    assert [(x["task_id"], x["agent_id"]) for x in on_a["leases"]] == [("T-1", "exec-b1")]
+    sync.mirror()
+    assert "markdown_status" not in swarm.collect_status(root=a)["tasks"]["claimed"][0]  # mirrored, not yet published
+    sync.publish()
+    assert swarm.collect_status(root=a)["tasks"]["claimed"][0]["holder"] == "exec-b1"
+
+    claims.start(claims.get_lease("T-1", root=b), root=b)
+    assert [swarm.collect_status(root=r)["task_counts"] for r in (a, b)] == [{"in_progress": 1, "pending": 1}] * 2
+    claims.complete(claims.get_lease("T-1", root=b), root=b)
+    assert [swarm.collect_status(root=r)["task_counts"] for r in (a, b)] == [{"completed": 1, "pending": 1}] * 2
+    sync.mirror()
+    sync.publish()
+    assert swarm.collect_status(root=a)["task_counts"] == {"completed": 1, "pending": 1}
+    again = swarm.collect_status(root=b)
+    assert again["task_counts"] == {"completed": 1, "pending": 1}
+    assert again["tasks"]["completed"][0]["operator_path"] == "tasks/completed/T-1-task-t-1.md"
+
+    proc = subprocess.run([sys.executable, str(LIB / "swarm.py"), "status", "--root", str(b)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"tasks on the task board published by {HOSTNAME}:{a}" in proc.stdout
+    assert "T-2" in proc.stdout
+    doc = json.loads(subprocess.run([sys.executable, str(LIB / "swarm.py"), "status", "--json", "--root", str(b)],
+                                    capture_output=True, text=True, timeout=60).stdout)
+    assert doc["tasks_from"] == "board" and doc["task_counts"] == {"completed": 1, "pending": 1}

@@ -367,6 +367,26 @@ class RedisTaskBoard(RedisStore, TaskBoard):
                                lambda: self.client.hmget(self._task_key(task_id), "meta", "text"))
         return None if meta is None else self._entry(task_id, meta, text)
 
+    def entries(self, errors: Optional[list] = None) -> list[BoardEntry]:
+        def fetch() -> list[tuple[str, Any]]:
+            ids = sorted(_text(n) for n in self.client.smembers(self._key("board:ids")))
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hget(self._task_key(task_id), "meta")
+            return list(zip(ids, pipe.execute()))
+
+        found = []
+        for task_id, meta in self._run("list the published tasks", fetch):
+            if meta is None:
+                continue  # withdrawn between the two reads
+            try:
+                found.append(self._entry(task_id, meta))
+            except ValidationError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
+        return found
+
     def requeue(self, task_id: str) -> None:
         def send() -> None:
             member, score = self.client.hmget(self._task_key(task_id), "member", "score")
