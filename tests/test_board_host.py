@@ -21,9 +21,10 @@ import claims
 import tmux_bridge
 from hosts import host, remote, run_until, start_loop  # noqa: F401 (remote: a fixture)
 from swarmfile import board_sync, config, events, swarm, task_store, tasks
-from swarmfile.clock import HOSTNAME
+from swarmfile.clock import HOSTNAME, parse_ts
 from swarmfile.errors import NotFoundError
 from swarmfile.lease_store import LeaseState
+from swarmfile.stores import lease_table
 from test_tmux_bridge import sock, start, wait_for  # noqa: F401 (sock: a fixture)
 from tmux_bridge import Bridge
 
@@ -170,3 +171,44 @@ def test_status_on_host_b_shows_the_board_and_on_host_a_the_markdown(hosts):
     doc = json.loads(subprocess.run([sys.executable, str(LIB / "swarm.py"), "status", "--json", "--root", str(b)],
                                     capture_output=True, text=True, timeout=60).stdout)
     assert doc["tasks_from"] == "board" and doc["task_counts"] == {"completed": 1, "pending": 1}
+
+
+# Host B's bridge in a process whose clock is off: swarmfile.clock patched before anything uses it.
+SKEWED_BRIDGE = r"""
+import sys
+from datetime import timedelta
+sys.path.insert(0, sys.argv[1])
+from swarmfile import clock
+real = clock.utc_now
+clock.utc_now = lambda: real() + timedelta(hours=float(sys.argv[2]))
+from swarmfile import tmux_bridge
+raise SystemExit(tmux_bridge.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("hours", [1, -1])
+def test_a_bridge_on_a_host_whose_clock_is_an_hour_off_moves_leases_by_the_servers_clock(hosts, sock, tmp_path,
+                                                                                       hours):
+    a, b = hosts
+    make(a, "T-1")
+    board_sync.Sync.of(root=a).publish()
+    (pane,) = start(b, "--read-task")
+    wait_for(pane, "agent> ")
+    script = tmp_path / "skewed_bridge.py"
+    script.write_text(SKEWED_BRIDGE)
+
+    def bridge(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, str(script), str(LIB), str(hours), "--root", str(b), "--json", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)
+
+    assert [x["task_id"] for x in bridge("dispatch", "agent-1", "T-1")["dispatched"]] == ["T-1"]
+    wait_for(pane, "[DONE] T-1")
+    assert [(h["kind"], h["event"]) for h in bridge("scan")["handled"]] == [("ACK", "acknowledged"),
+                                                                             ("DONE", "completed")]
+    lease = claims.get_lease("T-1", root=b)
+    server_now = lease_table(config.load_config(root=b)).now()
+    assert lease.state is LeaseState.COMPLETED
+    for moment in (lease.acquired_at, lease.acknowledged_at, lease.ended_at):
+        assert abs((parse_ts(moment) - server_now).total_seconds()) < 60, (moment, server_now)

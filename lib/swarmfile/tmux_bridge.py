@@ -48,10 +48,11 @@ from . import lifecycle
 from . import tasks
 from . import task_store
 from .cli import EXIT_BAD_INPUT, EXIT_OK, module_argv, parser, positive_int, positive_seconds, print_json, run, table
-from .clock import HOSTNAME, format_ts, seconds_since, utc_now
+from .clock import HOSTNAME, format_ts, seconds_since
 from .config import load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
 from .liveness import process_start_time
+from .stores import lease_table
 from .tmux_cluster import (INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, pane_status,
                            read_pane_state, up)
 from .tmux_pane import Tmux, choose, press_answer, type_line
@@ -108,6 +109,15 @@ class Bridge:
                 return pane
         raise NotFoundError(f"no pane {target!r} in cluster {self.cluster}", hint="see `tmux_bridge.py panes`")
 
+    def now(self) -> datetime:
+        """The clock the leases are judged by: this host's on files, the Redis server's on Redis.
+
+        Every round and dispatch takes its moment from it (a caller may give one): a host whose
+        clock is off would otherwise stamp, renew and time out leases by the wrong time, and find
+        a live lease expired (or an expired one live) when it acts on a marker.
+        """
+        return lease_table(self.cfg).now()
+
     def _event(self, kind: str, agent: str, task_id: Optional[str], **data: Any) -> None:
         events.append_event(kind, agent, task_id, root=self.root, **data)
 
@@ -131,8 +141,8 @@ class Bridge:
             with pane_state(self.cfg, pane.agent_id) as state:
                 why, starting = self._unready(pane, state)
                 if why is None:
-                    lease = self._claim(pane, task_id, path, now or utc_now())
-                    if not self._send(pane, state, lease, now or utc_now(), path):
+                    lease = self._claim(pane, task_id, path, now or self.now())
+                    if not self._send(pane, state, lease, now or self.now(), path):
                         raise ValidationError(f"{pane.agent_id}: the [TASK] line did not show in its input",
                                               hint="see `tmux_bridge.py panes`; the task was given back")
                     return lease
@@ -198,7 +208,7 @@ class Bridge:
 
     def dispatch_ready(self, now: Optional[datetime] = None) -> list[claims.Lease]:
         """Give each idle pane its planner assignment, else the next ready task; returns the leases sent."""
-        now = now or utc_now()
+        now = now or self.now()
         sent: list[claims.Lease] = []
         ready: Optional[Iterator[tasks.Task]] = None
         for pane in self.panes():
@@ -236,7 +246,7 @@ class Bridge:
     def scan_once(self, now: Optional[datetime] = None) -> list[Handled]:
         """Act on new markers of every pane; take back tasks not acknowledged in time or of dead panes;
         renew the leases of panes at work."""
-        now = now or utc_now()
+        now = now or self.now()
         out: list[Handled] = []
         for pane in self.panes():
             with pane_state(self.cfg, pane.agent_id) as state:
@@ -330,7 +340,7 @@ class Bridge:
         with auto-confirm on. With auto-confirm on, Enter at a "press enter" prompt (assess_screen).
         What is left waiting is reported once per screen; a dry run only says what it would do.
         """
-        now = now or utc_now()
+        now = now or self.now()
         out = []
         for pane in self.panes():
             if pane.dead:
