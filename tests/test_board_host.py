@@ -173,17 +173,26 @@ def test_status_on_host_b_shows_the_board_and_on_host_a_the_markdown(hosts):
     assert doc["tasks_from"] == "board" and doc["task_counts"] == {"completed": 1, "pending": 1}
 
 
-# Host B's bridge in a process whose clock is off: swarmfile.clock patched before anything uses it.
-SKEWED_BRIDGE = r"""
-import sys
+# A module's command line in a process whose clock is off: swarmfile.clock patched before anything uses it.
+SKEWED = r"""
+import importlib, sys
 from datetime import timedelta
 sys.path.insert(0, sys.argv[1])
 from swarmfile import clock
 real = clock.utc_now
 clock.utc_now = lambda: real() + timedelta(hours=float(sys.argv[2]))
-from swarmfile import tmux_bridge
-raise SystemExit(tmux_bridge.main(sys.argv[3:]))
+raise SystemExit(importlib.import_module(f"swarmfile.{sys.argv[3]}").main(sys.argv[4:]))
 """
+
+
+def skewed(tmp_path: Path, hours: int, root: Path, module: str, *args: str) -> dict:
+    """``python lib/<module>.py --root ROOT --json *args`` on a host whose clock is ``hours`` off; its JSON."""
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED)
+    proc = subprocess.run([sys.executable, str(script), str(LIB), str(hours), module, "--root", str(root), "--json",
+                           *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
 
 
 @pytest.mark.parametrize("hours", [1, -1])
@@ -194,21 +203,24 @@ def test_a_bridge_on_a_host_whose_clock_is_an_hour_off_moves_leases_by_the_serve
     board_sync.Sync.of(root=a).publish()
     (pane,) = start(b, "--read-task")
     wait_for(pane, "agent> ")
-    script = tmp_path / "skewed_bridge.py"
-    script.write_text(SKEWED_BRIDGE)
-
-    def bridge(*args: str) -> dict:
-        proc = subprocess.run([sys.executable, str(script), str(LIB), str(hours), "--root", str(b), "--json", *args],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return json.loads(proc.stdout)
-
-    assert [x["task_id"] for x in bridge("dispatch", "agent-1", "T-1")["dispatched"]] == ["T-1"]
+    sent = skewed(tmp_path, hours, b, "tmux_bridge", "dispatch", "agent-1", "T-1")["dispatched"]
+    assert [x["task_id"] for x in sent] == ["T-1"]
     wait_for(pane, "[DONE] T-1")
-    assert [(h["kind"], h["event"]) for h in bridge("scan")["handled"]] == [("ACK", "acknowledged"),
-                                                                             ("DONE", "completed")]
+    handled = skewed(tmp_path, hours, b, "tmux_bridge", "scan")["handled"]
+    assert [(h["kind"], h["event"]) for h in handled] == [("ACK", "acknowledged"), ("DONE", "completed")]
     lease = claims.get_lease("T-1", root=b)
     server_now = lease_table(config.load_config(root=b)).now()
     assert lease.state is LeaseState.COMPLETED
     for moment in (lease.acquired_at, lease.acknowledged_at, lease.ended_at):
         assert abs((parse_ts(moment) - server_now).total_seconds()) < 60, (moment, server_now)
+
+
+def test_a_planner_on_a_host_whose_clock_is_an_hour_ahead_leaves_the_other_hosts_leases_alone(hosts, tmp_path):
+    a, b = hosts
+    make(a, "T-1")
+    board_sync.Sync.of(root=a).publish()
+    lease = claims.claim_next("exec-b1", root=b)  # held on host B, live for the TTL by the server's clock
+    skewed(tmp_path, 1, a, "planner", "--once")
+    assert claims.get_lease("T-1", root=b) == lease
+    assert events.read_events(task_id="T-1", types=["requeued"], root=a) == []
+    assert task_store.find_task("T-1", root=a).status is tasks.Status.CLAIMED  # and mirrored
