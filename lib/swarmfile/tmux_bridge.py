@@ -10,7 +10,9 @@ each registered as executor ``<cluster>-agent-<n>``; ``up`` also starts this mod
 loop in a window ``bridge`` unless told not to. Dispatch leases the task to the pane's agent
 (holder: the pane's process), then types ``[TASK] <id> <task file>`` into an input that is
 ready for it (never into a dialog or prompt), checks that the line showed and was sent, and
-presses Enter again at once while it sits in the input (tmux_pane.type_line). The worker
+presses Enter again at once while it sits in the input (tmux_pane.type_line). On a task board
+(task_board.py) the task file is this host's copy of the published text (``.swarm/tasks/<id>.md``,
+written at dispatch): a host other than the operator checkout has no task Markdown. The worker
 answers with lines starting ``[ACK] id``, ``[DONE] id``, ``[ERROR] id why``, ``[WAIT] id why``
 (or ``[HELP] id question``), after spaces or a TUI's ``●`` bullet, each of which moves the lease
 and becomes an event. The echo of the typed line is no marker, nor is a marker word mid-line.
