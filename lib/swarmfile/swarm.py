@@ -20,7 +20,6 @@ import sys
 from typing import Any, Optional, Sequence
 
 from .cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, show_time, table
-from .clock import utc_now
 from .config import load_config, resolve_root
 from .errors import ValidationError
 from .workspace import init_workspace, new_task
@@ -50,21 +49,10 @@ def collect_status(*, root: Optional[str] = None, events_count: int = 10) -> dic
     from . import agent_discovery
     from . import claims
     from . import events
+    from .stores import lease_table
 
     cfg = load_config(root=root)
-    now = utc_now()
-    board = publisher = None
-    here = False  # this checkout published the board
-    on_board = cfg.settings.get("task_board") is True
-    if on_board:
-        from .clock import HOSTNAME
-        from .stores import task_board
-
-        board = task_board(cfg)
-        publisher = board.publisher() if board is not None else None
-        if publisher is None:
-            board = None  # nothing published yet: nothing to show but the checkout's own Markdown
-        here = publisher == f"{HOSTNAME}:{cfg.root}"
+    now = lease_table(cfg).now()  # the Redis server's clock on Redis: expiries as every host judges them
     agents = []
     for info in agent_discovery.read_agents(root=cfg.root):
         reason = info.inactive_reason(now, cfg.heartbeat_timeout)
@@ -77,24 +65,25 @@ def collect_status(*, root: Optional[str] = None, events_count: int = 10) -> dic
                "expires_in_seconds": round(lease.seconds_left(now), 1), "free": lease.free_reason(now)}
               for lease in held]
     holders = {lease.task_id: lease.agent_id for lease in held}
-    by_id = {lease.task_id: lease for lease in every}
-    entries = board.entries(errors=errors) if board is not None else []
-    from_board = board is not None and not here
+    on_board = cfg.settings.get("task_board") is True
+    view = None
+    if on_board:
+        from .board_sync import board_view
+
+        view = board_view(cfg, every, errors)
+    from_board = view is not None and not view.here
     if from_board:
-        by_status, cycles = _board_tasks(cfg, entries, by_id, holders)
+        by_status, cycles = _board_tasks(cfg, view, holders)
         twice: dict = {}
     else:
-        from .task_board import board_status, stamp
-
-        moved = {e.task_id: board_status(e, by_id[e.task_id]) for e in entries
-                 if e.task_id in by_id and stamp(by_id[e.task_id]) != e.seen}
+        moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
         by_status, twice, cycles = _markdown_tasks(cfg, holders, moved, errors)
     return {
         "root": str(cfg.root),
         "agents": agents,
         "task_board": on_board,
         "tasks_from": "board" if from_board else "markdown",
-        "board_publisher": publisher,
+        "board_publisher": view.publisher if view is not None else None,
         "tasks": {status: items for status, items in sorted(by_status.items())},
         "task_counts": {status: len(items) for status, items in sorted(by_status.items())},
         "unreadable_tasks": [str(e) for e in errors],
@@ -133,7 +122,7 @@ def _markdown_tasks(cfg: Any, holders: dict[str, str], moved: dict[str, str],
     return by_status, twice, task_graph.find_cycles([t for t in listing if not task_store.is_finished(t, cfg)])
 
 
-def _board_tasks(cfg: Any, entries: list, leases: dict[str, Any], holders: dict[str, str]) -> tuple[dict, list]:
+def _board_tasks(cfg: Any, view: Any, holders: dict[str, str]) -> tuple[dict, list]:
     """The task board's tasks by the status it knows them, and their dependency cycles.
 
     ``items`` is "-" (the board lists no checklists); ``path`` is this host's copy of the task's
@@ -141,12 +130,12 @@ def _board_tasks(cfg: Any, entries: list, leases: dict[str, Any], holders: dict[
     """
     from . import task_graph
     from . import tasks as taskmod
-    from .task_board import board_status, copy_path
+    from .task_board import copy_path
 
     by_status: dict[str, list[dict]] = {}
     open_tasks = []
-    for entry in sorted(entries, key=lambda e: e.task_id):
-        status = board_status(entry, leases.get(entry.task_id))
+    for entry in view.entries:
+        status = view.status[entry.task_id]
         key = status if taskmod.Status.parse(status) is not None else f"unknown ({status})"
         copy = copy_path(cfg.runtime_dir, entry.task_id)
         by_status.setdefault(key, []).append({
