@@ -145,7 +145,7 @@ def test_status_on_host_b_shows_the_board_and_on_host_a_the_markdown(hosts):
     assert (on_a["tasks_from"], on_a["board_publisher"]) == ("markdown", f"{HOSTNAME}:{a}")
     assert on_a["task_counts"] == {"claimed": 1, "pending": 1}
     (held,) = on_a["tasks"]["claimed"]
-    assert (held["task_id"], held["holder"], held["markdown_status"], held["items"]) == ("T-1", "exec-b1", "pending", "0/0")
+    assert (held["task_id"], held["holder"], held["markdown_status"]) == ("T-1", "exec-b1", "pending")
     assert [(x["task_id"], x["agent_id"]) for x in on_a["leases"]] == [("T-1", "exec-b1")]
     sync.mirror()
     assert "markdown_status" not in swarm.collect_status(root=a)["tasks"]["claimed"][0]  # mirrored, not yet published
@@ -224,3 +224,24 @@ def test_a_planner_on_a_host_whose_clock_is_an_hour_ahead_leaves_the_other_hosts
     assert claims.get_lease("T-1", root=b) == lease
     assert events.read_events(task_id="T-1", types=["requeued"], root=a) == []
     assert task_store.find_task("T-1", root=a).status is tasks.Status.CLAIMED  # and mirrored
+
+
+def test_the_dashboard_on_host_b_shows_the_boards_open_tasks(hosts):
+    from swarmfile import dashboard
+
+    a, b = hosts
+    make(a, "T-1", 1, priority="high")
+    make(a, "T-2", 2)
+    make(a, "T-3", 3)
+    sync = board_sync.Sync.of(root=a)
+    sync.publish()
+    claims.claim_next("exec-b1", root=b)
+    claims.complete(claims.claim_task("T-3", "exec-b2", root=b), root=b)
+    for root, source in ((b, "board"), (a, "markdown")):
+        snap = dashboard.collect(root=root)
+        assert (snap["tasks_from"], snap["board_publisher"]) == (source, f"{HOSTNAME}:{a}")
+        assert [(r["task_id"], r["status"], r["agent"]) for r in snap["tasks"]] == [
+            ("T-1", "claimed", "exec-b1"), ("T-2", "pending", None)]
+        assert snap["completed_count"] == 1 and snap["errors"] == {}
+    frame = dashboard.build_frame(root=b, width=120, height=40)
+    assert f"TASKS on the task board of {HOSTNAME}:{a}  2 open" in "\n".join(frame)
