@@ -163,8 +163,8 @@ class Bridge:
         try:
             return board_sync.local_task(lease.task_id, root=self.root).path  # type: ignore[return-value]
         except (NotFoundError, ValidationError, OSError) as exc:
-            lifecycle.give_back(lease, self.agent_id, f"its task file cannot be had: {exc}", root=self.root, now=now,
-                                pane=pane.pane_id, previous_agent=pane.agent_id)
+            lifecycle.give_back(lease, self.agent_id, f"its task file could not be read: {exc}", root=self.root,
+                                now=now, pane=pane.pane_id, previous_agent=pane.agent_id)
             raise
 
     def _unready(self, pane: Pane, state: dict) -> tuple[Optional[str], bool]:
