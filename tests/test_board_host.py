@@ -97,6 +97,8 @@ def test_every_dispatch_on_host_b_names_the_board_copy_it_wrote(hosts, sock):
     claims.assign(assigned, root=b)
     sent = bridge.dispatch_ready()
     assert [(x.task_id, x.agent_id) for x in sent] == [("T-1", "main-agent-1"), ("T-3", "main-agent-2")]
+    assert [(r["agent_id"], r["task"]) for r in tmux_bridge.pane_status(root=str(b))] == [
+        ("main-agent-1", "T-1"), ("main-agent-2", "T-3")]  # `swarm.py status --panes` on host B
 
     def finished(*ids: str) -> bool:
         bridge.scan_once()
