@@ -1,10 +1,12 @@
-"""A host that is not the operator checkout, on the task board: tmux panes there, and ``swarm.py status``.
+"""A host that is not the operator checkout, on the task board: tmux panes there, status and dashboard.
 
 Two clones of one bare remote share a redis-server (tests/hosts.py, as test_two_hosts.py): host A
 is the operator checkout whose Markdown is published, host B holds no task file at all. Agents in
 tmux panes on host B (the fake interactive agent, told to read its task file first as a real one
 must) are handed published tasks by a tmux bridge on host B, and their outcomes reach host A's
-Markdown through the planner's mirror.
+Markdown through the planner's mirror. ``swarm.py status`` and the dashboard on host B list the
+board's tasks; a bridge or a planner on a host whose clock is an hour off moves leases by the
+Redis server's clock.
 """
 
 from __future__ import annotations
