@@ -144,6 +144,28 @@ def test_a_persons_edit_after_the_mirror_wins_and_unblocking_gives_fresh_attempt
     assert (again.task_id, again.token, again.attempts) == ("T-1", 2, 0)
 
 
+def test_a_new_planner_mirrors_only_what_the_board_has_not_shown_and_keeps_a_persons_edit(board_ws):
+    make(board_ws, "T-1")
+    make(board_ws, "T-2")
+    sync = board_sync.Sync.of(root=board_ws)
+    sync.publish()
+    lease = claims.claim_task("T-1", "a", root=board_ws)
+    claims.fail(lease, "boom", max_attempts=1, root=board_ws)
+    sync.mirror()
+    sync.publish()
+    assert status_of(board_ws, "T-1") is tasks.Status.BLOCKED
+    path = task_store.find_task("T-1", root=board_ws).path
+    task_store.set_field(path, "Status", "pending", root=board_ws)  # unblocked while the planner was down
+    held = claims.claim_task("T-2", "b", root=board_ws)  # a change the Markdown does not show yet
+    fresh = board_sync.Sync.of(root=board_ws)  # a new planner: what the board showed comes from the board
+    assert fresh.board.published()["T-1"][1] == board_sync.stamp(claims.get_lease("T-1", root=board_ws))
+    assert fresh.mirror() == [("T-2", "claimed")]
+    assert status_of(board_ws, "T-1") is tasks.Status.PENDING  # the person's edit stands
+    fresh.publish()
+    again = claims.claim_next("c", root=board_ws)
+    assert (again.task_id, again.attempts) == ("T-1", 0) and held.task_id == "T-2"
+
+
 def test_changed_files_are_published_again_and_deleted_ones_withdrawn(board_ws):
     make(board_ws, "T-1", "low")
     make(board_ws, "T-2", "medium")

@@ -11,16 +11,15 @@ to one event stream; host A's events.yaml is its mirror (event_mirror), written 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from gitenv import git, hermetic_git
+from gitenv import git
+from hosts import host, remote, run_until, start_loop  # noqa: F401 (remote: a fixture)
 from swarmfile import config, event_mirror, events, task_store, tasks
 from swarmfile.lease_store import LeaseState
 from swarmfile.stores import event_log, lease_table
@@ -41,46 +40,6 @@ print(f"[DONE] {task_id}")
 """
 
 
-@pytest.fixture
-def remote(tmp_path, monkeypatch) -> Path:
-    hermetic_git(tmp_path, monkeypatch)
-    monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "file")
-    monkeypatch.delenv("SWARM_ROOT", raising=False)
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    git(seed, "config", "user.name", "Seed")
-    git(seed, "config", "user.email", "seed@example.com")
-    (seed / "README.md").write_text("# app\n")
-    (seed / ".gitignore").write_text(".swarm/\ntasks/\nevents.yaml\nheartbeat.yaml\nswarm.yaml\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "initial")
-    git(seed, "push", "-q", str(bare), "main")
-    return bare
-
-
-def _host(tmp_path: Path, remote: Path, name: str, url: str) -> Path:
-    root = tmp_path / name
-    git(tmp_path, "clone", "-q", str(remote), str(root))
-    git(root, "config", "user.name", f"Agent on {name}")
-    git(root, "config", "user.email", f"{name}@example.com")
-    (root / "tasks" / "active").mkdir(parents=True, exist_ok=True)
-    (root / "tasks" / "completed").mkdir(exist_ok=True)
-    (root / "events.yaml").write_text("events:\n")
-    # No namespace: both clones derive the same one from their origin, as real clones do.
-    (root / "swarm.yaml").write_text(f"backend: {url}\ntask_board: true\n"
-                                     "worktrees:\n  remote: origin\n  base_branch: main\n"
-                                     "timeouts:\n  heartbeat_seconds: 10\n")
-    return root
-
-
-def _start(root: Path, host: str, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, SWARM_ROOT=str(root), SWARM_HOST=host, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
-
 def _all_completed(root: Path) -> bool:
     found = task_store.list_tasks(root=root, include_completed=True, errors=[])
     return len(found) == COUNT and all(t.status is tasks.Status.COMPLETED and t.path.parent.name == "completed"
@@ -89,8 +48,8 @@ def _all_completed(root: Path) -> bool:
 
 @pytest.mark.timeout(240)
 def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remote(tmp_path, remote, redis_server):
-    a = _host(tmp_path, remote, "host-a", redis_server.url)
-    b = _host(tmp_path, remote, "host-b", redis_server.url)
+    a = host(tmp_path, remote, "host-a", redis_server.url)
+    b = host(tmp_path, remote, "host-b", redis_server.url)
     for n in range(COUNT):
         task_store.new_task_file(f"T-{n}", f"Task number {n}", root=a, priority=["high", "medium"][n % 2],
                                  created=f"2026-01-01T00:00:{n:02d}Z", objective=f"Write work/T-{n}.txt")
@@ -99,12 +58,12 @@ def test_two_hosts_complete_every_task_once_and_merge_every_branch_into_the_remo
     command = f"{sys.executable} {agent} {{task_id}} {{task_file}}"
     executor = [str(LIB / "executor.py"), "--command", command, "--worktree", "--poll", "0.2", "--ttl", "30",
                 "--backoff", "0.2"]
-    procs = [_start(a, "host-a", str(LIB / "planner.py"), "--agent-id", "planner", "--interval", "0.3",
+    procs = [start_loop(a, "host-a", str(LIB / "planner.py"), "--agent-id", "planner", "--interval", "0.3",
                     "--ack-timeout", "10")]
-    procs += [_start(a, "host-a", *executor, "--agent-id", "exec-a1")]
-    procs += [_start(b, "host-b", *executor, "--agent-id", f"exec-b{n}") for n in (1, 2)]
+    procs += [start_loop(a, "host-a", *executor, "--agent-id", "exec-a1")]
+    procs += [start_loop(b, "host-b", *executor, "--agent-id", f"exec-b{n}") for n in (1, 2)]
     # host A's Markdown is the end of the line: mirrored by its planner
-    _run_until(procs, lambda: _all_completed(a), "the tasks did not all complete in time")
+    run_until(procs, lambda: _all_completed(a), "the tasks did not all complete in time")
     assert [p.returncode for p in procs] == [0] * len(procs)
     ids = [f"T-{n}" for n in range(COUNT)]
 
@@ -199,8 +158,8 @@ def test_a_merge_conflict_on_another_host_is_mirrored_into_the_operators_markdow
     git(seed, "add", "-A")
     git(seed, "commit", "-q", "-m", "tasks")
     git(seed, "push", "-q", str(remote), "main")
-    a = _host(tmp_path, remote, "host-a", redis_server.url)
-    b = _host(tmp_path, remote, "host-b", redis_server.url)
+    a = host(tmp_path, remote, "host-a", redis_server.url)
+    b = host(tmp_path, remote, "host-b", redis_server.url)
     b_tasks = {p: p.read_bytes() for p in (b / "tasks").rglob("*.md")}
     assert len(b_tasks) == 2
     meeting = tmp_path / "meeting"
@@ -209,39 +168,17 @@ def test_a_merge_conflict_on_another_host_is_mirrored_into_the_operators_markdow
     agent.write_text(CLASHING_AGENT)
     command = f"{sys.executable} {agent} {{task_id}} {{task_file}} {meeting}"
     executor = [str(LIB / "executor.py"), "--command", command, "--worktree", "--poll", "0.2", "--ttl", "30"]
-    procs = [_start(a, "host-a", str(LIB / "planner.py"), "--agent-id", "planner", "--interval", "0.3")]
-    procs += [_start(b, "host-b", *executor, "--agent-id", f"exec-b{n}") for n in (1, 2)]
+    procs = [start_loop(a, "host-a", str(LIB / "planner.py"), "--agent-id", "planner", "--interval", "0.3")]
+    procs += [start_loop(b, "host-b", *executor, "--agent-id", f"exec-b{n}") for n in (1, 2)]
 
     def settled() -> bool:
         found = {t.task_id: t.status for t in task_store.list_tasks(root=a, include_completed=True, errors=[])}
         return sorted(found.values()) == sorted([tasks.Status.COMPLETED, tasks.Status.NEEDS_ATTENTION])
 
-    _run_until(procs, settled, "the tasks did not settle in time")
+    run_until(procs, settled, "the tasks did not settle in time")
     conflicts = events.read_events(types=["merge_conflict"], root=a)
     [loser] = {e["task_id"] for e in conflicts}
     winner = ({"T-1", "T-2"} - {loser}).pop()
     assert git(remote, "show", "main:work/shared.txt") == f"written by {winner}"  # the base as the winner left it
     assert task_store.find_task(loser, root=a).status is tasks.Status.NEEDS_ATTENTION
     assert {p: p.read_bytes() for p in (b / "tasks").rglob("*.md")} == b_tasks, "host B's task files untouched"
-
-
-def _run_until(procs: list, done, why: str) -> None:
-    """Let the loops run until ``done()``, failing with ``why`` after 180 s or when one dies; then stop them all."""
-    try:
-        deadline = time.monotonic() + 180
-        while not done():
-            assert time.monotonic() < deadline, why
-            assert all(p.poll() is None for p in procs), [p.stderr.read().decode()[-2000:] for p in procs
-                                                          if p.poll() is not None]
-            time.sleep(0.1)  # the Markdown changes in another process: look again shortly
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stderr.close()

@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 from . import claims
 from . import events
@@ -35,9 +35,9 @@ from .errors import NotFoundError, SwarmError, ValidationError, warn_once
 from .fileio import atomic_write, read_text
 from .liveness import dead_reason
 from .stores import lease_table, task_board
-from .task_board import BoardEntry, TaskBoard, copy_path, digest, stamp
+from .task_board import BoardEntry, TaskBoard, board_status, copy_path, digest, stamp
 
-__all__ = ["Sync", "board_of", "local_task", "RECOVERED"]
+__all__ = ["Sync", "BoardView", "board_of", "board_view", "local_task", "RECOVERED"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -75,6 +75,40 @@ def local_task(task_id: str, *, root: Optional[PathLike] = None) -> taskmod.Task
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, entry.text, fsync=False, fsync_dir=False)  # a copy: the board has the text
     return taskmod.parse_task(entry.text, path)
+
+
+@dataclass(frozen=True)
+class BoardView:
+    """The task board as the lists show it (``swarm.py status``, the dashboard), on any host.
+
+    A checkout that did not publish the board lists its ``entries`` (it may hold no task file,
+    or stale ones); the operator checkout (``here``) lists its Markdown. Both show a task's
+    ``status`` as the board knows it: the Markdown's, or the lease's for the ids in ``moved``,
+    whose lease moved on since the Markdown showed it (until the planner's next mirror).
+    """
+
+    publisher: str  # host and root of the checkout that published the board
+    here: bool
+    entries: tuple[BoardEntry, ...]  # texts left out
+    status: dict  # task id -> its status as the board knows it
+    moved: frozenset  # task ids
+
+
+def board_view(cfg: Config, leases: Iterable[claims.Lease], errors: Optional[list] = None) -> Optional[BoardView]:
+    """The workspace's task board as lists show it; None without a board, or before its first publish.
+
+    ``leases``: every lease record (claims.list_leases). A published task that does not parse is
+    left out, its error appended to ``errors`` (raised without it).
+    """
+    board = task_board(cfg)
+    publisher = board.publisher() if board is not None else None
+    if board is None or publisher is None:
+        return None
+    by_id = {lease.task_id: lease for lease in leases}
+    entries = tuple(sorted(board.entries(errors=errors), key=lambda e: e.task_id))
+    status = {e.task_id: board_status(e, by_id.get(e.task_id)) for e in entries}
+    moved = frozenset(e.task_id for e in entries if e.task_id in by_id and stamp(by_id[e.task_id]) != e.seen)
+    return BoardView(publisher, publisher == f"{HOSTNAME}:{cfg.root}", entries, status, moved)
 
 
 @dataclass

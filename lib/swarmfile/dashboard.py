@@ -115,33 +115,77 @@ def _events(cfg: Any, now: datetime, limit: int) -> list[dict]:
     return [_plain(event) for event in tail(limit, root=cfg.root)]
 
 
-def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int]:
-    """The open tasks (those in tasks/active) with their progress, and how many are completed."""
-    from . import tasks as taskmod
+def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int, Any]:
+    """The open tasks (those in tasks/active) with their progress, how many are completed, the board view.
 
-    active = task_store.list_tasks(directory=cfg.tasks_active, errors=errors)
-    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=errors)
+    On a task board (board_sync.board_view) a checkout that did not publish it shows the board's
+    tasks instead, and every checkout a task's status as the board knows it.
+    """
+    from . import tasks as taskmod
     from . import task_graph
 
-    finished = {t.task_id for t in active + completed if task_store.is_finished(t, cfg)}
-    children = task_graph.family(active + completed).children  # fields and epic tables alike
+    view = None
+    if cfg.settings.get("task_board") is True:
+        from .board_sync import board_view
+        from .claims import list_leases
+
+        view = board_view(cfg, list_leases(root=cfg.root, errors=errors), errors)
     holders = {lease["task_id"]: lease["agent_id"] for lease in leases if not lease["stale"]}
+    if view is not None and not view.here:
+        return _board_rows(view, holders), sum(s == taskmod.Status.COMPLETED.value for s in view.status.values()), view
+    active = task_store.list_tasks(directory=cfg.tasks_active, errors=errors)
+    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=errors)
+    moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
+    done_meanwhile = {task_id for task_id, status in moved.items() if status == taskmod.Status.COMPLETED.value}
+
+    finished = {t.task_id for t in active + completed if task_store.is_finished(t, cfg)} | done_meanwhile
+    children = task_graph.family(active + completed).children  # fields and epic tables alike
     rows = []
     for task in sorted(active, key=taskmod.ready_order_key):
+        if task.task_id in done_meanwhile:
+            continue  # completed by its lease: the planner's next mirror moves the file
         subs = sorted(children.get(task.task_id, ()))
         claimed_by = task.field("Claimed By")
         who = holders.get(task.task_id) or (claimed_by if claimed_by and claimed_by.lower() != "none" else None) \
             or task.assigned_to
+        status = task.status.value if task.status else None
+        if task.task_id in moved:
+            status = moved[task.task_id] if taskmod.Status.parse(moved[task.task_id]) else status
         rows.append({
             "task_id": task.task_id, "title": task.title,
-            "status": task.status.value if task.status else None, "status_text": task.status_text,
+            "status": status, "status_text": task.status_text,
             "priority": task.priority.value if task.priority else task.priority_text,
             "checklist_done": sum(item.checked for item in task.checklist), "checklist_total": len(task.checklist),
             "subtasks_done": sum(s in finished for s in subs),
             "subtasks_total": len(subs), "parent": task.parent, "agent": who,
             "path": str(task.path.relative_to(cfg.root)) if task.path.is_relative_to(cfg.root) else str(task.path),
         })
-    return rows, len(completed)
+    return rows, len(completed) + len(done_meanwhile - {t.task_id for t in completed}), view
+
+
+def _board_rows(view: Any, holders: dict[str, str]) -> list[dict]:
+    """The open tasks of a task board published elsewhere, in ready order (no checklists: "-")."""
+    from . import tasks as taskmod
+    from . import task_graph
+
+    made = {entry.task_id: entry.task(None) for entry in view.entries}
+    children = task_graph.family(list(made.values())).children
+    done = taskmod.Status.COMPLETED.value
+    rows = []
+    for task in sorted(made.values(), key=taskmod.ready_order_key):
+        status = view.status[task.task_id]
+        if status == done:
+            continue
+        subs = sorted(children.get(task.task_id, ()))
+        rows.append({
+            "task_id": task.task_id, "title": task.title,
+            "status": status if taskmod.Status.parse(status) else None, "status_text": status,
+            "priority": task.priority.value if task.priority else task.priority_text,
+            "checklist_done": 0, "checklist_total": 0,
+            "subtasks_done": sum(view.status.get(s) == done for s in subs), "subtasks_total": len(subs),
+            "parent": task.parent, "agent": holders.get(task.task_id), "path": None,
+        })
+    return rows
 
 
 def collect(*, root: Optional[PathLike] = None, now: Any = None, events: int = _EVENTS) -> dict[str, Any]:
@@ -152,7 +196,8 @@ def collect(*, root: Optional[PathLike] = None, now: Any = None, events: int = _
     """
     moment = utc_now() if now is None else parse_ts(now)
     snapshot: dict[str, Any] = {"root": str(resolve_root(root=root)), "now": format_ts(moment),
-                                **{name: [] for name in PANELS}, "completed_count": 0, "errors": {}}
+                                **{name: [] for name in PANELS}, "completed_count": 0, "errors": {},
+                                "tasks_from": "markdown", "board_publisher": None}
     errors: dict[str, list[str]] = snapshot["errors"]
     try:
         cfg = load_config(root=root)
@@ -169,7 +214,10 @@ def collect(*, root: Optional[PathLike] = None, now: Any = None, events: int = _
             errors[name] = [_describe(exc, cfg.root)]
     task_errors: list = []
     try:
-        snapshot["tasks"], snapshot["completed_count"] = _tasks(cfg, snapshot["leases"], task_errors)
+        snapshot["tasks"], snapshot["completed_count"], view = _tasks(cfg, snapshot["leases"], task_errors)
+        if view is not None:
+            snapshot["tasks_from"] = "markdown" if view.here else "board"
+            snapshot["board_publisher"] = view.publisher
     except _READ_ERRORS as exc:
         task_errors.append(exc)
     if task_errors:
@@ -231,7 +279,8 @@ def _task_panel(snap: dict) -> tuple[str, list[str]]:
         label = r["status"] or f"?{r['status_text']}"
         counts[label] = counts.get(label, 0) + 1
     summary = ", ".join(f"{label} {n}" for label, n in counts.items())
-    title = f"TASKS  {len(rows)} open" + (f" ({summary})" if summary else "") + \
+    where = f" on the task board of {snap['board_publisher']}" if snap.get("tasks_from") == "board" else ""
+    title = f"TASKS{where}  {len(rows)} open" + (f" ({summary})" if summary else "") + \
         f", {snap['completed_count']} completed"
     cells = []
     for r in rows:

@@ -48,10 +48,11 @@ from . import tasks
 from . import task_store
 from . import work_items
 from .cli import EXIT_OK, parser, positive_seconds, print_json, run, show_time
-from .clock import format_ts, parse_ts, utc_now
+from .clock import format_ts, parse_ts
 from .config import Config, load_config, validate_id
 from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, NotClaimable, NotFoundError, SwarmError,
                      ValidationError, warn_once)
+from .stores import lease_table
 
 __all__ = ["Planner", "Decision", "main"]
 
@@ -93,8 +94,12 @@ class Planner:
         return Decision(kind, task_id, detail)
 
     def round(self, now: Optional[datetime] = None) -> list[Decision]:
-        """One planning round; returns what it decided."""
-        now = now or utc_now()
+        """One planning round; returns what it decided.
+
+        Its moment is the lease table's clock (the Redis server's on Redis), as claims' own: a
+        planner on a host whose clock runs ahead reaped every other host's live leases.
+        """
+        now = now or lease_table(self.cfg).now()
         root = self.cfg.root
         decisions: list[Decision] = []
         decisions += self._step("heartbeat", agent_discovery.heartbeat, self.agent_id,

@@ -345,11 +345,16 @@ class RedisTaskBoard(RedisStore, TaskBoard):
 
     def published(self) -> dict[str, tuple[str, str]]:
         def fetch() -> dict[str, tuple[str, str]]:
+            # The facts line holds both: a task's hash has no ``seen`` field, and a new planner that
+            # read "" for it mirrored every lease again, over a person's edit made since.
             ids = sorted(_text(n) for n in self.client.smembers(self._key("board:ids")))
-            pipe = self.client.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.hmget(self._task_key(task_id), "sha", "seen")
-            return {task_id: (_text(sha), _text(seen)) for task_id, (sha, seen) in zip(ids, pipe.execute())}
+            found = {}
+            for first in range(0, len(ids), 1000):
+                chunk = ids[first:first + 1000]
+                for task_id, facts in zip(chunk, self.client.hmget(self._key("board:facts"), chunk)):
+                    parts = _text(facts).split("\t")
+                    found[task_id] = (parts[3], parts[1]) if len(parts) == 5 else ("", "")
+            return found
 
         return self._run("list the published tasks", fetch)
 
@@ -366,6 +371,26 @@ class RedisTaskBoard(RedisStore, TaskBoard):
         meta, text = self._run(f"read the task {task_id}",
                                lambda: self.client.hmget(self._task_key(task_id), "meta", "text"))
         return None if meta is None else self._entry(task_id, meta, text)
+
+    def entries(self, errors: Optional[list] = None) -> list[BoardEntry]:
+        def fetch() -> list[tuple[str, Any]]:
+            ids = sorted(_text(n) for n in self.client.smembers(self._key("board:ids")))
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hget(self._task_key(task_id), "meta")
+            return list(zip(ids, pipe.execute()))
+
+        found = []
+        for task_id, meta in self._run("list the published tasks", fetch):
+            if meta is None:
+                continue  # withdrawn between the two reads
+            try:
+                found.append(self._entry(task_id, meta))
+            except ValidationError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
+        return found
 
     def requeue(self, task_id: str) -> None:
         def send() -> None:

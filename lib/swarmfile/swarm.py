@@ -20,7 +20,6 @@ import sys
 from typing import Any, Optional, Sequence
 
 from .cli import EXIT_CHECK_FAILED, EXIT_OK, duration, print_json, run, show_time, table
-from .clock import utc_now
 from .config import load_config, resolve_root
 from .errors import ValidationError
 from .workspace import init_workspace, new_task
@@ -37,20 +36,72 @@ _FORWARDED = {
 }
 
 def collect_status(*, root: Optional[str] = None, events_count: int = 10) -> dict[str, Any]:
-    """Agents, tasks by status, leases and the newest events, as one document."""
+    """Agents, tasks by status, leases and the newest events, as one document.
+
+    The tasks are this checkout's Markdown (``tasks_from: markdown``), except on a task board
+    (Redis, ``task_board: true``) in a checkout other than the one that published it: there they
+    are the board's published tasks (``tasks_from: board``). On a board both show a task's status
+    as the board knows it, so every host agrees: the Markdown's, or the lease's when the lease
+    moved on since the Markdown showed it (until the planner's next mirror writes it into the
+    file; ``markdown_status`` then says what the file still shows). While nothing is published
+    (``board_publisher: None``) it is the checkout's Markdown as it is.
+    """
     from . import agent_discovery
     from . import claims
     from . import events
-    from . import task_graph
+    from .stores import lease_table
 
     cfg = load_config(root=root)
-    now = utc_now()
+    now = lease_table(cfg).now()  # the Redis server's clock on Redis: expiries as every host judges them
     agents = []
     for info in agent_discovery.read_agents(root=cfg.root):
         reason = info.inactive_reason(now, cfg.heartbeat_timeout)
         agents.append({"agent_id": info.agent_id, "role": info.role, "status": info.status,
                        "current_task": info.current_task, "active": reason is None, "why_inactive": reason})
     errors: list = []
+    every = claims.list_leases(root=cfg.root, errors=errors)
+    held = [lease for lease in every if lease.state is claims.LeaseState.HELD]
+    leases = [{"task_id": lease.task_id, "agent_id": lease.agent_id, "token": lease.token,
+               "expires_in_seconds": round(lease.seconds_left(now), 1), "free": lease.free_reason(now)}
+              for lease in held]
+    holders = {lease.task_id: lease.agent_id for lease in held}
+    on_board = cfg.settings.get("task_board") is True
+    view = None
+    if on_board:
+        from .board_sync import board_view
+
+        view = board_view(cfg, every, errors)
+    from_board = view is not None and not view.here
+    if from_board:
+        by_status, cycles = _board_tasks(cfg, view, holders)
+        twice: dict = {}
+    else:
+        moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
+        by_status, twice, cycles = _markdown_tasks(cfg, holders, moved, errors)
+    return {
+        "root": str(cfg.root),
+        "agents": agents,
+        "task_board": on_board,
+        "tasks_from": "board" if from_board else "markdown",
+        "board_publisher": view.publisher if view is not None else None,
+        "tasks": {status: items for status, items in sorted(by_status.items())},
+        "task_counts": {status: len(items) for status, items in sorted(by_status.items())},
+        "unreadable_tasks": [str(e) for e in errors],
+        "duplicate_ids": {task_id: [str(p) for p in paths] for task_id, paths in twice.items()},
+        "dependency_cycles": cycles,
+        "leases": leases,
+        "events": events.tail(events_count, root=cfg.root),
+    }
+
+
+def _markdown_tasks(cfg: Any, holders: dict[str, str], moved: dict[str, str],
+                    errors: list) -> tuple[dict, dict, list]:
+    """This checkout's task files by status, the ids two files use, the dependency cycles.
+
+    ``moved``: the status of each task whose lease moved on since its file showed it (on a task board).
+    """
+    from . import task_graph
+
     by_status: dict[str, list[dict]] = {}
     listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=errors)
     twice = task_graph.duplicate_ids(listing)
@@ -62,25 +113,38 @@ def collect_status(*, root: Optional[str] = None, events_count: int = 10) -> dic
             key = task.status.value if task.status else f"unknown ({task.status_text})"
         done = sum(1 for item in task.checklist if item.checked)
         entry = {"task_id": task.task_id, "title": task.title, "priority": task.priority_text,
-                 "items": f"{done}/{len(task.checklist)}", "path": str(task.path)}
+                 "items": f"{done}/{len(task.checklist)}", "path": str(task.path), "holder": holders.get(task.task_id)}
+        if task.task_id in moved and key != "completed" and moved[task.task_id] != key:
+            entry["markdown_status"], key = key, moved[task.task_id]
         if task.task_id in twice:
             entry["duplicate_id"] = len(twice[task.task_id])
         by_status.setdefault(key, []).append(entry)
-    leases = []
-    for lease in claims.list_leases(root=cfg.root, held_only=True, errors=errors):
-        leases.append({"task_id": lease.task_id, "agent_id": lease.agent_id, "token": lease.token,
-                       "expires_in_seconds": round(lease.seconds_left(now), 1), "free": lease.free_reason(now)})
-    return {
-        "root": str(cfg.root),
-        "agents": agents,
-        "tasks": {status: items for status, items in sorted(by_status.items())},
-        "task_counts": {status: len(items) for status, items in sorted(by_status.items())},
-        "unreadable_tasks": [str(e) for e in errors],
-        "duplicate_ids": {task_id: [str(p) for p in paths] for task_id, paths in twice.items()},
-        "dependency_cycles": task_graph.find_cycles([t for t in listing if not task_store.is_finished(t, cfg)]),
-        "leases": leases,
-        "events": events.tail(events_count, root=cfg.root),
-    }
+    return by_status, twice, task_graph.find_cycles([t for t in listing if not task_store.is_finished(t, cfg)])
+
+
+def _board_tasks(cfg: Any, view: Any, holders: dict[str, str]) -> tuple[dict, list]:
+    """The task board's tasks by the status it knows them, and their dependency cycles.
+
+    ``items`` is "-" (the board lists no checklists); ``path`` is this host's copy of the task's
+    text when one was run here (task_board.copy_path), ``operator_path`` its file in the publisher's checkout.
+    """
+    from . import task_graph
+    from . import tasks as taskmod
+    from .task_board import copy_path
+
+    by_status: dict[str, list[dict]] = {}
+    open_tasks = []
+    for entry in view.entries:
+        status = view.status[entry.task_id]
+        key = status if taskmod.Status.parse(status) is not None else f"unknown ({status})"
+        copy = copy_path(cfg.runtime_dir, entry.task_id)
+        by_status.setdefault(key, []).append({
+            "task_id": entry.task_id, "title": entry.title, "priority": entry.priority or None, "items": "-",
+            "path": str(copy) if copy.exists() else None, "operator_path": entry.path,
+            "holder": holders.get(entry.task_id)})
+        if status != taskmod.Status.COMPLETED.value:
+            open_tasks.append(entry.task(None))
+    return by_status, task_graph.find_cycles(open_tasks)
 
 
 def _print_status(doc: dict[str, Any]) -> None:
@@ -92,14 +156,25 @@ def _print_status(doc: dict[str, Any]) -> None:
                     [[a["agent_id"], a["role"] or "-", a["status"] or "-", a["current_task"] or "-",
                       "yes" if a["active"] else f"no: {a['why_inactive']}"] for a in doc["agents"]]))
     counts = ", ".join(f"{n} {status}" for status, n in doc["task_counts"].items()) or "none"
-    print(f"\ntasks: {counts}")
+    if doc["tasks_from"] == "board":
+        print(f"\ntasks on the task board published by {doc['board_publisher']}: {counts}")
+    elif doc.get("task_board") and doc["board_publisher"] is None:
+        print(f"\ntasks in this checkout's Markdown (nothing on the task board yet: start the planner on the "
+              f"operator checkout): {counts}")
+    elif doc.get("task_board"):
+        print(f"\ntasks in this checkout's Markdown, which the task board is published from: {counts}")
+    else:
+        print(f"\ntasks: {counts}")
     for status, items in doc["tasks"].items():
         if status == "completed":
             continue
         for item in items:
             flag = f"  [DUPLICATE ID: {item['duplicate_id']} files]" if item.get("duplicate_id") else ""
+            held = f"  [{item['holder']}]" if item.get("holder") else ""
+            if item.get("markdown_status"):
+                held += f"  (file: {item['markdown_status']} until the planner's next round)"
             print(f"  {status:<12} {item['task_id']:<28} {item['priority'] or '-':<8} {item['items']:>5}  "
-                  f"{item['title'][:60]}{flag}")
+                  f"{item['title'][:60]}{held}{flag}")
     for error in doc["unreadable_tasks"]:
         print(f"  unreadable   {error}")
     for task_id, paths in doc["duplicate_ids"].items():

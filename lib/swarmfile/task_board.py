@@ -26,7 +26,7 @@ from typing import Any, Iterable, Optional, Union
 from . import tasks as taskmod
 from .lease_store import Lease
 
-__all__ = ["BoardEntry", "TaskBoard", "stamp", "order_key", "digest", "copy_path"]
+__all__ = ["BoardEntry", "TaskBoard", "stamp", "order_key", "digest", "copy_path", "board_status"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -50,6 +50,14 @@ def order_key(task: taskmod.Task) -> tuple[float, str]:
     moment = task.created_at
     millis = min(max(int(moment.timestamp() * 1000), 0), 10**15 - 1) if moment else 10**15 - 1
     return -task.priority_rank, f"{millis:015d}|{task.task_id}"
+
+
+def board_status(entry: "BoardEntry", lease: Optional[Lease]) -> str:
+    """The task's status as the board knows it: the Markdown's while its lease is the one the Markdown
+    showed (``seen``), else the lease's own mirror (the claim script's rule; pending when it has none)."""
+    if lease is None or stamp(lease) == entry.seen:
+        return entry.status
+    return str((lease.mirror or {}).get("Status") or taskmod.Status.PENDING.value)
 
 
 def copy_path(runtime_dir: Path, task_id: str) -> Path:
@@ -141,6 +149,14 @@ class TaskBoard(ABC):
     @abstractmethod
     def entry(self, task_id: str) -> Optional[BoardEntry]:
         """The published task with its text, or None."""
+
+    @abstractmethod
+    def entries(self, errors: Optional[list] = None) -> list[BoardEntry]:
+        """Every published task, texts left out: for lists (``swarm.py status``).
+
+        A task whose record does not parse raises ValidationError, or with ``errors`` is left out
+        and its error appended there.
+        """
 
     @abstractmethod
     def ready(self) -> list[BoardEntry]:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -261,11 +261,13 @@ _ID_TOKEN = re.compile(r"[^\s,;()]+")
 _CRITERIA_SECTION = re.compile(r"(?:success|acceptance)\s+criteria\b", re.I)
 _SUBTASKS_SECTION = re.compile(r"sub[- ]?tasks\b", re.I)
 _TABLE_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_NOT_KEY = re.compile(r"[^a-z0-9]")
 _NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
 
 
+@lru_cache(maxsize=1024)  # a handful of field names, looked up for every field of every task read
 def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    return _NOT_KEY.sub("", name.lower())
 
 
 def _is_path(token: str, bare: bool = False) -> bool:
@@ -482,7 +484,8 @@ def validate_task(task: Task) -> list[ValidationError]:
     problems: list[ValidationError] = []
 
     def report(name: str, what: str, hint: str) -> None:
-        line = next((n for k, n in task.field_lines.items() if _key(k) == _key(name)), task.title_line)
+        wanted = _key(name)
+        line = next((n for k, n in task.field_lines.items() if _key(k) == wanted), task.title_line)
         problems.append(ValidationError(what, path=task.path or "<text>", line=line, hint=hint))
 
     if task.status is None:
@@ -525,12 +528,16 @@ class TaskDocument:
         self.original = text
         self._lines = split_lines(text)
         self._task: Optional[Task] = None
+        # Where the header fields are, kept across edits of a value in place (the lines stay where
+        # they are), so that setting two fields parses the file once, not once per field.
+        self._field_lines: Optional[Mapping[str, int]] = None
         self.task  # parse now: a document that does not parse is never edited
 
     @property
     def task(self) -> Task:
         if self._task is None:
             self._task = _parse(self._lines, self.path)
+            self._field_lines = self._task.field_lines
         return self._task
 
     def render(self) -> str:
@@ -552,7 +559,7 @@ class TaskDocument:
             self._lines.extend([n + newline for n in new[:-1]] + [new[-1]])
         else:
             self._lines[index:index] = [n + newline for n in new]
-        self._task = None
+        self._task = self._field_lines = None
 
     def set_field(self, name: str, value: Any) -> bool:
         """Set header field ``name``: replace its value in place, else add a line after the last field."""
@@ -560,8 +567,9 @@ class TaskDocument:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
             raise ValidationError(f"invalid field name {name!r}", path=self.path)
         text = _clean_value(value, self.path)
-        task = self.task
-        line_no = next((n for k, n in task.field_lines.items() if _key(k) == _key(name)), None)
+        field_lines = self._field_lines if self._field_lines is not None else self.task.field_lines
+        wanted = _key(name)
+        line_no = next((n for k, n in field_lines.items() if _key(k) == wanted), None)
         if line_no is not None:
             raw = self._lines[line_no - 1]
             content = raw.rstrip("\n").rstrip("\r")
@@ -577,10 +585,10 @@ class TaskDocument:
             self._task = None
             return True
         new_line = f"**{name}:** {text}".rstrip()
-        if task.field_lines:
-            self._insert(max(task.field_lines.values()), [new_line])
+        if field_lines:
+            self._insert(max(field_lines.values()), [new_line])
         else:
-            index = task.title_line
+            index = self.task.title_line
             following = self._lines[index] if index < len(self._lines) else None
             if following is not None and not following.strip():
                 after = self._lines[index + 1] if index + 1 < len(self._lines) else None

@@ -10,7 +10,9 @@ each registered as executor ``<cluster>-agent-<n>``; ``up`` also starts this mod
 loop in a window ``bridge`` unless told not to. Dispatch leases the task to the pane's agent
 (holder: the pane's process), then types ``[TASK] <id> <task file>`` into an input that is
 ready for it (never into a dialog or prompt), checks that the line showed and was sent, and
-presses Enter again at once while it sits in the input (tmux_pane.type_line). The worker
+presses Enter again at once while it sits in the input (tmux_pane.type_line). On a task board
+(task_board.py) the task file is this host's copy of the published text (``.swarm/tasks/<id>.md``,
+written at dispatch): a host other than the operator checkout has no task Markdown. The worker
 answers with lines starting ``[ACK] id``, ``[DONE] id``, ``[ERROR] id why``, ``[WAIT] id why``
 (or ``[HELP] id question``), after spaces or a TUI's ``●`` bullet, each of which moves the lease
 and becomes an event. The echo of the typed line is no marker, nor is a marker word mid-line.
@@ -41,16 +43,18 @@ from typing import Any, Iterator, Optional, Sequence
 
 from . import agent_discovery
 from . import agents
+from . import board_sync
 from . import claims
 from . import events
 from . import lifecycle
 from . import tasks
 from . import task_store
 from .cli import EXIT_BAD_INPUT, EXIT_OK, module_argv, parser, positive_int, positive_seconds, print_json, run, table
-from .clock import HOSTNAME, format_ts, seconds_since, utc_now
+from .clock import HOSTNAME, format_ts, seconds_since
 from .config import load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError, TmuxError, ValidationError
 from .liveness import process_start_time
+from .stores import lease_table
 from .tmux_cluster import (INTERACTIVE_PRESETS, Pane, check_cluster, down, list_panes, pane_state, pane_status,
                            read_pane_state, up)
 from .tmux_pane import Tmux, choose, press_answer, type_line
@@ -93,6 +97,7 @@ class Bridge:
         self.cooldown = float(self.settings["cooldown_seconds"] if cooldown is None else cooldown)
         self.dry_run = dry_run
         self.policy = lifecycle.RetryPolicy.from_config(self.cfg)  # retried and rested as the executor loop does
+        self.on_board = claims.uses_board(root=self.root)  # tasks from the task board: maybe none in this checkout
         self._beats: dict[str, tuple[float, Any]] = {}
         self._dry_presses: dict[str, str] = {}
 
@@ -106,6 +111,15 @@ class Bridge:
                 return pane
         raise NotFoundError(f"no pane {target!r} in cluster {self.cluster}", hint="see `tmux_bridge.py panes`")
 
+    def now(self) -> datetime:
+        """The clock the leases are judged by: this host's on files, the Redis server's on Redis.
+
+        Every round and dispatch takes its moment from it (a caller may give one): a host whose
+        clock is off would otherwise stamp, renew and time out leases by the wrong time, and find
+        a live lease expired (or an expired one live) when it acts on a marker.
+        """
+        return lease_table(self.cfg).now()
+
     def _event(self, kind: str, agent: str, task_id: Optional[str], **data: Any) -> None:
         events.append_event(kind, agent, task_id, root=self.root, **data)
 
@@ -117,17 +131,20 @@ class Bridge:
         Waits up to ``tmux.ready_timeout_seconds`` for an agent still starting to show its input.
         Raises ValidationError when the pane is busy, dead, shows a dialog or prompt, never gets
         ready, or the line could not be typed; AlreadyClaimed, NotClaimable, NotFoundError as
-        claims.claim_task does.
+        claims.claim_task does. On a task board the line names this host's copy of the published
+        text (written now, as the executor's), never a file of this checkout.
         """
         pane = self.find_pane(target)
-        task = task_store.find_task(validate_id(task_id, "task id"), root=self.root)
+        validate_id(task_id, "task id")
+        # On a board the claim itself finds the task (or says it is not on the board).
+        path = None if self.on_board else task_store.find_task(task_id, root=self.root).path
         deadline = time.monotonic() + float(self.settings["ready_timeout_seconds"])
         while True:
             with pane_state(self.cfg, pane.agent_id) as state:
                 why, starting = self._unready(pane, state)
                 if why is None:
-                    lease = self._claim(pane, task, now or utc_now())
-                    if not self._send(pane, state, lease, task.path, now or utc_now()):
+                    lease = self._claim(pane, task_id, path, now or self.now())
+                    if not self._send(pane, state, lease, now or self.now(), path):
                         raise ValidationError(f"{pane.agent_id}: the [TASK] line did not show in its input",
                                               hint="see `tmux_bridge.py panes`; the task was given back")
                     return lease
@@ -135,10 +152,20 @@ class Bridge:
                 raise ValidationError(f"{pane.agent_id} {why}", hint="wait for it, or pick another pane")
             time.sleep(0.1)
 
-    def _claim(self, pane: Pane, task: tasks.Task, now: datetime) -> claims.Lease:
+    def _claim(self, pane: Pane, task_id: str, path: Optional[Path], now: datetime) -> claims.Lease:
         # The holder is the pane's process: the lease binds while the agent lives, not this bridge.
-        return claims.claim_task(task.task_id, pane.agent_id, root=self.root, now=now, pid=pane.pid, host=HOSTNAME,
-                                 proc_start=process_start_time(pane.pid), task_path=task.path)
+        return claims.claim_task(task_id, pane.agent_id, root=self.root, now=now, pid=pane.pid, host=HOSTNAME,
+                                 proc_start=process_start_time(pane.pid), task_path=path)
+
+    def _task_file(self, pane: Pane, lease: claims.Lease, now: datetime) -> Path:
+        """The file the agent is told to read: the task's Markdown, or on a task board this host's copy
+        of the published text (board_sync.local_task). When there is none the lease is given back."""
+        try:
+            return board_sync.local_task(lease.task_id, root=self.root).path  # type: ignore[return-value]
+        except (NotFoundError, ValidationError, OSError) as exc:
+            lifecycle.give_back(lease, self.agent_id, f"its task file could not be read: {exc}", root=self.root,
+                                now=now, pane=pane.pane_id, previous_agent=pane.agent_id)
+            raise
 
     def _unready(self, pane: Pane, state: dict) -> tuple[Optional[str], bool]:
         """Why the pane cannot take a task now (None: it can), and whether that may pass by itself soon."""
@@ -154,8 +181,12 @@ class Bridge:
             return f"is waiting at a prompt ({screen.status}): {screen.line[:80]!r}", False
         return f"has no input ready ({screen.status})", screen.kind in ("unknown", "working")
 
-    def _send(self, pane: Pane, state: dict, lease: claims.Lease, path: Path, now: datetime) -> bool:
-        """Type the task line and record it as the pane's task; False (the lease given back) when it never showed."""
+    def _send(self, pane: Pane, state: dict, lease: claims.Lease, now: datetime, path: Optional[Path] = None) -> bool:
+        """Type the task line and record it as the pane's task; False (the lease given back) when it never showed.
+
+        ``path`` is the task's file when the caller has it (never on a task board); else see _task_file.
+        """
+        path = path or self._task_file(pane, lease, now)
         before = fresh_markers(self.tmux.capture(pane.pane_id, history=-1), {"task_id": lease.task_id})
         shown = path.relative_to(self.root) if path.is_relative_to(self.root) else path
         try:
@@ -179,7 +210,7 @@ class Bridge:
 
     def dispatch_ready(self, now: Optional[datetime] = None) -> list[claims.Lease]:
         """Give each idle pane its planner assignment, else the next ready task; returns the leases sent."""
-        now = now or utc_now()
+        now = now or self.now()
         sent: list[claims.Lease] = []
         ready: Optional[Iterator[tasks.Task]] = None
         for pane in self.panes():
@@ -191,13 +222,15 @@ class Bridge:
                     ready = ready if ready is not None else iter(claims.ready_tasks(root=self.root))
                     for task in ready:
                         try:
-                            lease = self._claim(pane, task, now)
+                            lease = self._claim(pane, task.task_id, task.path, now)
                             break
                         except (AlreadyClaimed, NotClaimable, NotFoundError):
                             continue
-                if lease is not None and self._send(pane, state, lease,
-                                                    task_store.find_task(lease.task_id, root=self.root).path, now):
-                    sent.append(lease)
+                try:
+                    if lease is not None and self._send(pane, state, lease, now):
+                        sent.append(lease)
+                except NotFoundError:
+                    continue  # gone between the claim and the read (withdrawn, deleted): given back, next pane
         return sent
 
     def _assigned(self, pane: Pane, now: datetime) -> Optional[claims.Lease]:
@@ -215,7 +248,7 @@ class Bridge:
     def scan_once(self, now: Optional[datetime] = None) -> list[Handled]:
         """Act on new markers of every pane; take back tasks not acknowledged in time or of dead panes;
         renew the leases of panes at work."""
-        now = now or utc_now()
+        now = now or self.now()
         out: list[Handled] = []
         for pane in self.panes():
             with pane_state(self.cfg, pane.agent_id) as state:
@@ -309,7 +342,7 @@ class Bridge:
         with auto-confirm on. With auto-confirm on, Enter at a "press enter" prompt (assess_screen).
         What is left waiting is reported once per screen; a dry run only says what it would do.
         """
-        now = now or utc_now()
+        now = now or self.now()
         out = []
         for pane in self.panes():
             if pane.dead:

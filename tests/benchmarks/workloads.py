@@ -153,6 +153,42 @@ def swarm_claim_worker(barrier: Any, index: int, root: str, profile: Optional[st
     return {"start": start, "end": end, "ids": got, "lat": lat}
 
 
+def journal_claim_worker(barrier: Any, index: int, root: str) -> dict:
+    """Gang job: claims on the lease journal alone, the floor under ``swarm_claim_worker``: the
+    same lock, re-read and one-line durable append per claim, none of the task Markdown (no
+    listing, no re-read of the task file, no Status line). Tasks in claim order, listed before
+    the barrier; a task another worker locks or holds is skipped, as claim_next skips it."""
+    from swarmfile.errors import LockTimeout
+    from swarmfile.lease_store import Lease
+    from swarmfile.stores import lease_table
+
+    agent = f"executor-{index}"
+    cfg = load_config(root=root)
+    table = lease_table(cfg)
+    order = [task.task_id for task in claims.ready_tasks(root=root)]
+    ident = {"pid": os.getpid(), "host": HOSTNAME, "proc_start": process_start_time(os.getpid())}
+    barrier.wait()
+    got, lat = [], []
+    start = time.perf_counter()
+    for task_id in order:
+        t0 = time.perf_counter()
+        if table.read(task_id) is not None:
+            continue
+        try:
+            with table.lock(task_id, timeout=0):
+                current = table.read(task_id)
+                if current is not None:
+                    continue
+                now = table.now()
+                table.write(Lease(task_id=task_id, agent_id=agent, token=1, acquired_at=format_ts(now),
+                                  expires_at=format_ts(now + timedelta(seconds=cfg.lease_seconds)), **ident))
+        except LockTimeout:
+            continue
+        lat.append(time.perf_counter() - t0)
+        got.append(task_id)
+    return {"start": start, "end": time.perf_counter(), "ids": got, "lat": lat}
+
+
 def swarm_append_worker(barrier: Any, index: int, root: str, count: int, profile: Optional[str] = None) -> dict:
     """Gang job: ``count`` calls of ``events.append_event`` (fsync as configured)."""
     agent = f"executor-{index}"

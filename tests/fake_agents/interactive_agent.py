@@ -2,7 +2,7 @@
 """A stand-in for an interactive agent CLI in a tmux pane (tests of tmux_bridge).
 
     interactive_agent.py [--outcomes done|error|wait|noack|hold[,...]] [--prompt TEXT [--repeat N]] [--show-env]
-                         [--slow-start S] [--trust-dialog] [--drop-enter N]
+                         [--read-task] [--slow-start S] [--trust-dialog] [--drop-enter N]
                          [--trust-drops N] [--trust-redraw S]
 
 It prints an ``agent> `` prompt and reads lines. On ``[TASK] <id> <file>`` it first says, mid-line,
@@ -12,6 +12,8 @@ how it will report (as real CLIs echo their instructions), then prints ``[ACK] <
 task line gets the n-th of --outcomes (the last one repeats), unless its task id contains
 ERR, WAIT, NOACK or HOLD. With ``--prompt`` it first prints TEXT
 and waits for a line, N times, printing ``got: <line>`` and ``continued`` after each.
+With ``--read-task`` it reads the task file first, as a real agent must: it prints
+``task file says: <its first line>``, or ``[ERROR] <id> cannot read <file>`` and nothing more.
 
 Like a TUI (Claude Code), it can misbehave at the keyboard: ``--slow-start S`` prints
 ``starting...`` and throws away whatever is typed in the first S seconds; ``--trust-dialog``
@@ -100,6 +102,7 @@ def main() -> int:
     p.add_argument("--prompt")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--show-env", action="store_true")
+    p.add_argument("--read-task", action="store_true")
     p.add_argument("--slow-start", type=float, default=0)
     p.add_argument("--trust-dialog", action="store_true")
     p.add_argument("--drop-enter", type=int, default=0)
@@ -145,6 +148,13 @@ def main() -> int:
         outcome = next((o for o in ("error", "wait", "noack", "hold") if o.replace("error", "err") in task.lower()),
                        planned)
         say(f"Understood: I will print [DONE] {task} when finished, or [ERROR] {task} if I cannot.")
+        if args.read_task:
+            try:
+                with open(words[2] if len(words) > 2 else "", encoding="utf-8") as f:
+                    say(f"task file says: {f.readline().strip()}")
+            except OSError:
+                say(f"[ERROR] {task} cannot read {words[2] if len(words) > 2 else 'a task file'}")
+                continue
         if outcome == "noack":
             continue
         say(f"[ACK] {task}")
