@@ -230,6 +230,18 @@ def test_a_planner_on_a_host_whose_clock_is_an_hour_ahead_leaves_the_other_hosts
     assert task_store.find_task("T-1", root=a).status is tasks.Status.CLAIMED  # and mirrored
 
 
+def test_doctor_fix_on_a_host_whose_clock_is_an_hour_ahead_leaves_the_other_hosts_leases_alone(hosts, tmp_path):
+    a, b = hosts
+    make(a, "T-1")
+    board_sync.Sync.of(root=a).publish()
+    lease = claims.claim_next("exec-b1", root=b)
+    board_sync.Sync.of(root=a).mirror()  # host A's Markdown shows the claim: doctor looks at its lease
+    report = skewed(tmp_path, 1, a, "doctor", "--fix")
+    assert [f for f in report["findings"] if f["code"] == "stale-lease"] == [], report
+    assert claims.get_lease("T-1", root=b) == lease
+    assert events.read_events(task_id="T-1", types=["requeued", "expired"], root=a) == []
+
+
 def test_the_dashboard_on_host_b_shows_the_boards_open_tasks(hosts):
     from swarmfile import dashboard
 

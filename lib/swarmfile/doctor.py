@@ -447,13 +447,26 @@ def _temp_files(cfg: Config) -> list[Path]:
     return sorted(found)
 
 
+def _moment(cfg: Config, now: Any) -> datetime:
+    """The moment leases are judged by: ``now`` when given, else the lease table's clock (the Redis
+    server's on Redis: a host whose clock runs ahead reaped other hosts' live leases), or this
+    host's when the table cannot be asked (its leases cannot be read or reaped then either)."""
+    if now is not None:
+        return parse_ts(now)
+    from .stores import lease_table
+
+    try:
+        return lease_table(cfg).now()
+    except SwarmError:
+        return utc_now()
+
+
 def check(*, root: Optional[PathLike] = None, now: Any = None,
           progress: Optional[TextIO] = None) -> tuple[list[Finding], int]:
     """Check every file of the workspace at ``root``: (findings, number of files checked).
 
     ``progress``: a stream for ``checked N/M files`` lines (see _Progress). Reads only.
     """
-    moment = utc_now() if now is None else parse_ts(now)
     try:
         cfg = load_config(root=root)
     except SwarmError as exc:  # every path may be wrong: nothing else can be checked
@@ -465,7 +478,7 @@ def check(*, root: Optional[PathLike] = None, now: Any = None,
     from .state_sync import get_all_states
     from .stores import agent_registry, event_log
 
-    checker = _Checker(cfg, moment)
+    checker = _Checker(cfg, _moment(cfg, now))
     runtime, top = cfg.runtime_dir, cfg.root
     stores = [agent_registry(cfg), event_log(cfg)]
     shared: list[tuple[Path, Callable[[Path], None]]] = [
@@ -538,7 +551,7 @@ def repair(findings: list[Finding], *, root: Optional[PathLike] = None,
 
     cfg = load_config(root=root)
     events = event_log(cfg)
-    moment = utc_now() if now is None else parse_ts(now)
+    moment = _moment(cfg, now)
     batches: dict[str, dict[str, str]] = {}  # a reaper runs once for all its findings: why, by subject
 
     def reaped(finding: Finding, run: Callable[[], list], otherwise: str) -> str:
