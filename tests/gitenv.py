@@ -21,3 +21,19 @@ def hermetic_git(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
         monkeypatch.delenv(name, raising=False)
+
+
+def seeded_remote(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A bare remote ``tmp_path/remote.git`` whose main holds one commit of ``files`` (name -> text)."""
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    git(seed, "config", "user.name", "Seed")
+    git(seed, "config", "user.email", "seed@example.com")
+    for name, text in files.items():
+        (seed / name).write_text(text)
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "initial")
+    git(seed, "push", "-q", str(bare), "main")
+    return bare

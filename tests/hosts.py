@@ -18,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-from gitenv import git, hermetic_git
+from gitenv import git, hermetic_git, seeded_remote
 
 __all__ = ["remote", "host", "start_loop", "run_until"]
 
@@ -29,18 +29,8 @@ def remote(tmp_path, monkeypatch) -> Path:
     hermetic_git(tmp_path, monkeypatch)
     monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "file")
     monkeypatch.delenv("SWARM_ROOT", raising=False)
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    git(seed, "config", "user.name", "Seed")
-    git(seed, "config", "user.email", "seed@example.com")
-    (seed / "README.md").write_text("# app\n")
-    (seed / ".gitignore").write_text(".swarm/\ntasks/\nevents.yaml\nheartbeat.yaml\nswarm.yaml\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "initial")
-    git(seed, "push", "-q", str(bare), "main")
-    return bare
+    return seeded_remote(tmp_path, {"README.md": "# app\n",
+                                    ".gitignore": ".swarm/\ntasks/\nevents.yaml\nheartbeat.yaml\nswarm.yaml\n"})
 
 
 def host(tmp_path: Path, remote: Path, name: str, url: str) -> Path:

@@ -99,30 +99,6 @@ def test_a_forked_child_does_not_share_the_parents_kept_descriptors(tmp_path):
         os.close(fd)
 
 
-def test_threads_get_descriptors_of_their_own(tmp_path):
-    """One kept descriptor handed to two threads would let both in (a lock is per open file description)."""
-    target, lock_dir = tmp_path / "f", tmp_path / "locks"
-    with locks.locked(target, lock_dir=lock_dir):
-        pass
-    inside, release = threading.Event(), threading.Event()
-
-    def hold():
-        with locks.locked(target, lock_dir=lock_dir):
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert inside.wait(10)
-        with pytest.raises(LockTimeout):
-            with locks.locked(target, lock_dir=lock_dir, timeout=0.05):
-                pass
-    finally:
-        release.set()
-        thread.join()
-
-
 def test_kept_descriptors_are_bounded(tmp_path):
     lock_dir = tmp_path / "locks"
     before = len(os.listdir("/proc/self/fd"))

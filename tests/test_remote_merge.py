@@ -20,7 +20,7 @@ import merge_queue as mq
 import worktrees as wtm
 from swarmfile import config, lifecycle, remote_merge, task_store, tasks
 from swarmfile.errors import GitError, ValidationError
-from gitenv import git, hermetic_git
+from gitenv import git, hermetic_git, seeded_remote
 from procs import run_together
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,19 +39,7 @@ def _hermetic_git(tmp_path, monkeypatch):
 @pytest.fixture
 def remote(tmp_path) -> Path:
     """A bare remote whose main holds one commit, the runtime's events.yaml tracked as in a real repository."""
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    git(seed, "config", "user.name", "Seed")
-    git(seed, "config", "user.email", "seed@example.com")
-    (seed / "shared.txt").write_text("one\ntwo\nthree\n")
-    (seed / "a.txt").write_text("a v1\n")
-    (seed / "events.yaml").write_text("events:\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "initial")
-    git(seed, "push", "-q", str(bare), "main")
-    return bare
+    return seeded_remote(tmp_path, {"shared.txt": "one\ntwo\nthree\n", "a.txt": "a v1\n", "events.yaml": "events:\n"})
 
 
 SETTINGS = "worktrees:\n  remote: origin\n  base_branch: main\n"
