@@ -117,25 +117,33 @@ def test_no_acknowledged_reservation_is_lost_when_redis_is_killed(workspace, red
         res.reserve("executor-9", ["src/0/x.py"], root=workspace)
 
 
-RESERVER = r"""
+def _retrying_writer(module: str, write: str, ack: str) -> str:
+    """A script that makes argv[3] writes (``write``, an expression of ``n``; its value is ``done``),
+    each retried with backoff while Redis is unreachable; appends ``ack`` (an expression of ``done``)
+    per acknowledged write to the file argv[2], and prints how many retries it made."""
+    return f"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-import reservations
+import {module}
 from swarmfile.errors import BackendUnavailable
 acked, retries = open(sys.argv[2], "a", buffering=1), 0
 for n in range(int(sys.argv[3])):
     pause = 0.02
     while True:
         try:
-            made = reservations.reserve("executor-1", [f"src/{n}.py"], ttl=3600, track_process=False)
+            done = {write}
             break
         except BackendUnavailable:
             retries += 1
-            time.sleep(pause)  # the server is down or restarting: back off and reserve again
+            time.sleep(pause)  # the server is down or restarting: back off and write again
             pause = min(pause * 2, 0.5)
-    acked.write(f"{made.id} {made.patterns[0]}\n")
+    acked.write({ack} + "\\n")
 print(retries)
 """
+
+
+RESERVER = _retrying_writer("reservations", 'reservations.reserve("executor-1", [f"src/{n}.py"], ttl=3600, '
+                                            'track_process=False)', 'f"{done.id} {done.patterns[0]}"')
 
 
 def _kill_midway(redis_server, script: str, workspace: Path, acked: Path, count: int) -> None:
@@ -190,25 +198,7 @@ def test_a_message_that_does_not_parse_stops_readers_and_is_kept(workspace, redi
     assert redis_server.client().zcard(stores.chat_log(cfg).key) == 2
 
 
-SENDER = r"""
-import sys, time
-sys.path.insert(0, sys.argv[1])
-import chat
-from swarmfile.errors import BackendUnavailable
-acked, retries = open(sys.argv[2], "a", buffering=1), 0
-for n in range(int(sys.argv[3])):
-    pause = 0.02
-    while True:
-        try:
-            message = chat.send("executor-1", "planner", f"message {n}")
-            break
-        except BackendUnavailable:
-            retries += 1
-            time.sleep(pause)  # the server is down or restarting: back off and send again
-            pause = min(pause * 2, 0.5)
-    acked.write(f"{message.id} {message.content}\n")
-print(retries)
-"""
+SENDER = _retrying_writer("chat", 'chat.send("executor-1", "planner", f"message {n}")', 'f"{done.id} {done.content}"')
 
 
 def test_no_acknowledged_message_is_lost_when_redis_is_killed_mid_stream(workspace, redis_server, tmp_path):
