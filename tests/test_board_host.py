@@ -242,6 +242,18 @@ def test_doctor_fix_on_a_host_whose_clock_is_an_hour_ahead_leaves_the_other_host
     assert events.read_events(task_id="T-1", types=["requeued", "expired"], root=a) == []
 
 
+def test_an_mcp_agent_on_host_b_is_told_the_boards_task_counts(hosts):
+    from swarmfile.agent_session import AgentSession
+
+    a, b = hosts
+    make(a, "T-1")
+    make(a, "T-2", 1)
+    board_sync.Sync.of(root=a).publish()
+    claims.claim_next("exec-b1", root=b)
+    for root in (b, a):  # host A's Markdown still says pending: the board's status is what every host is told
+        assert "Tasks: 1 claimed, 1 pending." in AgentSession("mcp-1", root=str(root)).status()
+
+
 def test_the_dashboard_on_host_b_shows_the_boards_open_tasks(hosts):
     from swarmfile import dashboard
 

@@ -43,7 +43,7 @@ from . import task_store
 from . import workspace
 from . import worktrees
 from .cli import require_workspace
-from .clock import format_ts, utc_now
+from .clock import format_ts
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, LeaseLost, NotClaimable, ReservationConflict, SwarmError, ValidationError
 from .fileio import locked, read_text
@@ -104,7 +104,7 @@ class AgentSession:
         return self.agent_id
 
     def _free_id(self) -> str:
-        now = utc_now()
+        now = stores.lease_table(self.cfg).now()  # heartbeats as every host judges them (the Redis server's clock)
         for n in range(1, 100):
             candidate = self.requested_id if n == 1 else f"{self.requested_id}-{n}"
             info = agent_discovery.get_agent_info(candidate, root=self.root)
@@ -524,7 +524,7 @@ class AgentSession:
     def status(self) -> str:
         from . import chat
 
-        now = utc_now()
+        now = stores.lease_table(self.cfg).now()  # as swarm.py status: the Redis server's clock on Redis
         with self._lease_lock:
             lease = self._lease
         lines = [f"You are {self.agent_id} in the workspace {self.root}."]
@@ -534,10 +534,7 @@ class AgentSession:
             lines.append(f"Your lease on {self._lost.task_id} was lost: {self._lost.reason}")
         else:
             lines.append("You hold no task.")
-        counts: dict[str, int] = {}
-        for task in task_store.list_tasks(root=self.root, include_completed=True, errors=[]):
-            key = task.status.value if task.status else "unknown"
-            counts[key] = counts.get(key, 0) + 1
+        counts = self._task_counts()
         lines.append("Tasks: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none") + ".")
         agents = [a for a in agent_discovery.read_agents(root=self.root)
                   if a.inactive_reason(now, self.cfg.heartbeat_timeout) is None and a.agent_id != self.agent_id]
@@ -547,6 +544,24 @@ class AgentSession:
         lines.append("Your reservations: " + (", ".join(mine) or "none") + ".")
         lines.append(f"Unread messages: {len(chat.inbox(self.agent_id, root=self.root))}.")
         return "\n".join(lines)
+
+
+    def _task_counts(self) -> dict[str, int]:
+        """Tasks by status, as ``swarm.py status`` counts them: on a task board the board's status (a host
+        other than the operator checkout has no task files; there the Markdown may lag a planner round)."""
+        view = None
+        if self.cfg.settings.get("task_board") is True:
+            view = board_sync.board_view(self.cfg, claims.list_leases(root=self.root, errors=[]), errors=[])
+        if view is not None and not view.here:
+            statuses = list(view.status.values())
+        else:
+            moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
+            statuses = [moved.get(task.task_id) or (task.status.value if task.status else "unknown")
+                        for task in task_store.list_tasks(root=self.root, include_completed=True, errors=[])]
+        counts: dict[str, int] = {}
+        for status in statuses:
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
 
 def _one_line(text: str) -> str:
