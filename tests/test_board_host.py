@@ -254,6 +254,22 @@ def test_an_mcp_agent_on_host_b_is_told_the_boards_task_counts(hosts):
         assert "Tasks: 1 claimed, 1 pending." in AgentSession("mcp-1", root=str(root)).status()
 
 
+def test_a_task_added_on_host_b_is_refused_as_it_would_never_be_published(hosts):
+    from swarmfile.agent_session import AgentSession
+    from swarmfile.errors import ValidationError
+
+    a, b = hosts
+    make(a, "T-1")
+    board_sync.Sync.of(root=a).publish()
+    cli = subprocess.run([sys.executable, str(LIB / "swarm.py"), "new-task", "Fix the login", "--root", str(b)],
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 2 and f"published from {HOSTNAME}:{a}" in cli.stderr, cli.stderr
+    with pytest.raises(ValidationError, match="would never reach the task board"):
+        AgentSession("mcp-1", root=str(b)).add_task("Fix the login")
+    assert no_task_files(b)
+    assert "Created" in AgentSession("mcp-1", root=str(a)).add_task("Fix the login")  # on the operator checkout
+
+
 def test_the_dashboard_on_host_b_shows_the_boards_open_tasks(hosts):
     from swarmfile import dashboard
 

@@ -516,6 +516,7 @@ class AgentSession:
     def add_task(self, title: str, objective: str = "", priority: str = "medium", depends_on: Iterable[str] = (),
                  files: Iterable[str] = (), criteria: Iterable[str] = ()) -> str:
         title = _required(title, "title", "give the task a one-line title")
+        board_sync.check_new_tasks_publish(self.cfg)
         path = workspace.new_task(_one_line(title), root=str(self.root), priority=priority, depends_on=list(depends_on),
                               objective=objective, criteria=list(criteria), files=list(files), agent=self.agent_id)
         task = task_store.load_task(path)

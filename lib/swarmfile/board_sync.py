@@ -37,7 +37,7 @@ from .liveness import dead_reason
 from .stores import lease_table, task_board
 from .task_board import BoardEntry, TaskBoard, board_status, copy_path, digest, stamp
 
-__all__ = ["Sync", "BoardView", "board_of", "board_view", "local_task", "RECOVERED"]
+__all__ = ["check_new_tasks_publish", "Sync", "BoardView", "board_of", "board_view", "local_task", "RECOVERED"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -108,7 +108,23 @@ def board_view(cfg: Config, leases: Iterable[claims.Lease], errors: Optional[lis
     entries = tuple(sorted(board.entries(errors=errors), key=lambda e: e.task_id))
     status = {e.task_id: board_status(e, by_id.get(e.task_id)) for e in entries}
     moved = frozenset(e.task_id for e in entries if e.task_id in by_id and stamp(by_id[e.task_id]) != e.seen)
-    return BoardView(publisher, publisher == f"{HOSTNAME}:{cfg.root}", entries, status, moved)
+    return BoardView(publisher, publisher == _this_checkout(cfg), entries, status, moved)
+
+
+def _this_checkout(cfg: Config) -> str:
+    """How a board names the checkout that published it (``TaskBoard.publisher``)."""
+    return f"{HOSTNAME}:{cfg.root}"
+
+
+def check_new_tasks_publish(cfg: Config) -> None:
+    """Refuse a new task file in a checkout other than the one that publishes the task board: its
+    planner would never publish it, so no agent would ever see it (ValidationError naming that checkout)."""
+    board = task_board(cfg) if cfg.settings.get("task_board") is True else None
+    publisher = board.publisher() if board is not None else None
+    if publisher is not None and publisher != _this_checkout(cfg):
+        raise ValidationError(f"this swarm's tasks are published from {publisher}: a task file written here "
+                              "would never reach the task board",
+                              hint="add the task in that checkout (swarm.py new-task there); its planner publishes it")
 
 
 @dataclass
@@ -132,7 +148,7 @@ class Sync:
 
     @property
     def publisher(self) -> str:
-        return f"{HOSTNAME}:{self.cfg.root}"
+        return _this_checkout(self.cfg)
 
     def _sent(self) -> dict[str, tuple[Optional[taskmod.Task], str, str, str]]:
         if self.sent is None:  # a new planner: compare with what is on the board by digest

@@ -264,6 +264,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       (f"created {', '.join(str(p.name) for p in created)}" if created else "already set up"))
             return EXIT_OK
         if args.command == "new-task":
+            cfg = load_config(root=args.root)
+            if cfg.settings.get("task_board") is True:  # only the checkout that publishes the board adds tasks
+                from .board_sync import check_new_tasks_publish
+
+                check_new_tasks_publish(cfg)
             path = new_task(args.title, root=args.root, priority=args.priority, depends_on=args.depends_on,
                             objective=args.objective, criteria=args.criterion, files=args.file,
                             task_id=args.task_id, force=args.force)
