@@ -556,7 +556,7 @@ class AgentSession:
         if view is not None and not view.here:
             statuses = list(view.status.values())
         else:
-            moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
+            moved = view.moved if view is not None else {}
             statuses = [moved.get(task.task_id) or (task.status.value if task.status else "unknown")
                         for task in task_store.list_tasks(root=self.root, include_completed=True, errors=[])]
         counts: dict[str, int] = {}

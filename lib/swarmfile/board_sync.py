@@ -83,7 +83,7 @@ class BoardView:
 
     A checkout that did not publish the board lists its ``entries`` (it may hold no task file,
     or stale ones); the operator checkout (``here``) lists its Markdown. Both show a task's
-    ``status`` as the board knows it: the Markdown's, or the lease's for the ids in ``moved``,
+    ``status`` as the board knows it: the Markdown's, or the lease's for the tasks in ``moved``,
     whose lease moved on since the Markdown showed it (until the planner's next mirror).
     """
 
@@ -91,7 +91,7 @@ class BoardView:
     here: bool
     entries: tuple[BoardEntry, ...]  # texts left out
     status: dict  # task id -> its status as the board knows it
-    moved: frozenset  # task ids
+    moved: dict  # task id -> its status as the board knows it, for the tasks the Markdown lags behind
 
 
 def board_view(cfg: Config, leases: Iterable[claims.Lease], errors: Optional[list] = None) -> Optional[BoardView]:
@@ -107,7 +107,7 @@ def board_view(cfg: Config, leases: Iterable[claims.Lease], errors: Optional[lis
     by_id = {lease.task_id: lease for lease in leases}
     entries = tuple(sorted(board.entries(errors=errors), key=lambda e: e.task_id))
     status = {e.task_id: board_status(e, by_id.get(e.task_id)) for e in entries}
-    moved = frozenset(e.task_id for e in entries if e.task_id in by_id and stamp(by_id[e.task_id]) != e.seen)
+    moved = {e.task_id: status[e.task_id] for e in entries if e.task_id in by_id and stamp(by_id[e.task_id]) != e.seen}
     return BoardView(publisher, publisher == _this_checkout(cfg), entries, status, moved)
 
 

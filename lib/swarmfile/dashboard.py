@@ -135,7 +135,7 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int,
         return _board_rows(view, holders), sum(s == taskmod.Status.COMPLETED.value for s in view.status.values()), view
     active = task_store.list_tasks(directory=cfg.tasks_active, errors=errors)
     completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=errors)
-    moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
+    moved = view.moved if view is not None else {}
     done_meanwhile = {task_id for task_id, status in moved.items() if status == taskmod.Status.COMPLETED.value}
 
     finished = {t.task_id for t in active + completed if task_store.is_finished(t, cfg)} | done_meanwhile

@@ -76,7 +76,7 @@ def collect_status(*, root: Optional[str] = None, events_count: int = 10) -> dic
         by_status, cycles = _board_tasks(cfg, view, holders)
         twice: dict = {}
     else:
-        moved = {task_id: view.status[task_id] for task_id in view.moved} if view is not None else {}
+        moved = view.moved if view is not None else {}
         by_status, twice, cycles = _markdown_tasks(cfg, holders, moved, errors)
     return {
         "root": str(cfg.root),
