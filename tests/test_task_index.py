@@ -121,6 +121,22 @@ def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_a
     assert set(stored[str(workspace / "tasks" / "active")]["name"]) == {"T-1.md", "T-3-renamed.md", "T-4.md"}
 
 
+def test_a_file_that_cannot_be_stat_ed_is_skipped_and_the_rest_listed(workspace, trust_all, parsed):
+    """A dangling symlink named like a task: the scan that stats a whole folder at once gives way to the
+    file-by-file one, which skips it (as before), cold and warm."""
+    for n in range(5):
+        write(workspace, f"T-{n}")
+    assert len(cold_ready(workspace)) == 5
+    (workspace / "tasks" / "active" / "T-9.md").symlink_to(workspace / "nowhere.md")
+    write(workspace, "T-2", status="blocked")
+    parsed.clear()
+    assert set(cold_ready(workspace)) == {"T-0", "T-1", "T-3", "T-4"} and parsed == ["T-2.md"]
+    cfg = load_config(root=workspace)
+    task_cache._dir_seen.clear()  # the next fast listing is a full scan (every _FULL_SCAN_SECONDS)
+    write(workspace, "T-3", status="blocked")
+    assert {t.task_id for t in claims.ready_tasks(root=cfg.root)} == {"T-0", "T-1", "T-4"}
+
+
 def test_a_completed_dependency_counts_from_the_index(workspace, trust_all):
     write(workspace, "T-1")
     write(workspace, "T-2", extra="**Depends On:** T-1")
