@@ -380,6 +380,34 @@ def test_ready_on_the_command_line(workspace):
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "does not exist" in missing.stderr
 
 
+def test_ready_json_is_the_same_from_the_index_and_from_the_files(workspace, trust_all, capsys):
+    from swarmfile import claims_cli
+
+    write(workspace, "T-1")
+    write(workspace, "T-2", extra="**Depends On:** T-9")
+    write(workspace, "T-9", status="completed")
+    outputs = []
+    for _ in range(2):  # no index yet (every file parsed), then from the index it wrote
+        task_store.clear_cache()
+        assert claims_cli.main(["ready", "--json", "--root", str(workspace)]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert index_of(workspace).is_file() and outputs[0] == outputs[1]
+    rows = {row["task_id"]: row for row in json.loads(outputs[1])["ready"]}
+    assert rows["T-2"] == {"task_id": "T-2", "title": "task T-2", "priority": "medium", "status": "pending",
+                           "created": "2026-01-01T00:00:00Z", "depends_on": ["T-9"], "parent": None,
+                           "path": str(workspace / "tasks" / "active" / "T-2.md")}
+
+
+def test_ready_into_a_pipe_closed_early_exits_quietly(workspace):
+    for n in range(300):
+        write(workspace, f"T-{n:03d}")
+    with subprocess.Popen([sys.executable, str(LIB / "claims.py"), "ready", "--json", "--root", str(workspace)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as reader:
+        reader.stdout.read(10)
+        reader.stdout.close()  # `... | head -c 10`
+        assert reader.wait(timeout=60) == 0 and reader.stderr.read() == b""
+
+
 def test_ready_from_an_installed_package(workspace):
     write(workspace, "T-1")
     out = subprocess.run([sys.executable, "-m", "swarmfile", "claims", "ready", "--json", "--root", str(workspace)],

@@ -16,14 +16,20 @@ from typing import Optional, Sequence
 
 from .cli import non_negative_int, parser, run, table
 from .task_index import path_text
+from .tasks import Status
 
 __all__ = ["main"]
 
 
-def _row(task) -> dict:
-    return {"task_id": task.task_id, "title": task.title, "priority": task.priority_text,
-            "status": task.status.value if task.status else task.status_text, "created": task.created,
-            "depends_on": list(task.depends_on), "parent": task.parent, "path": path_text(task)}
+_STATUS_TEXT = {status: status.value for status in Status}  # Enum.value is a Python-level property: 10,000 calls
+
+
+def _rows(found: list) -> list[dict]:
+    # One comprehension, no call per task but path_text: at 10,000 tasks the rows cost as much as the query.
+    # depends_on stays a tuple: json writes it as the same list.
+    return [{"task_id": t.task_id, "title": t.title, "priority": t.priority_text,
+             "status": _STATUS_TEXT.get(t.status, t.status_text), "created": t.created, "depends_on": t.depends_on,
+             "parent": t.parent, "path": path_text(t)} for t in found]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -41,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json:
             # One line, not print_json's indented document: 10,000 tasks indented by the pure-Python
             # encoder would cost more than the whole query.
-            sys.stdout.write(json.dumps({"ready": [_row(t) for t in shown], "count": len(found)},
+            sys.stdout.write(json.dumps({"ready": _rows(shown), "count": len(found)},
                                         ensure_ascii=False) + "\n")
             return 0
         if not found:

@@ -105,7 +105,10 @@ def path_text(task: Task) -> str:
     """``str(task.path)``, without making the Path of a task from the index (10,000 of them cost more
     than the query that found them)."""
     where = task.__dict__.get("_where") if "path" not in task.__dict__ else None
-    return os.path.join(where[1], where[2]) if where is not None else str(task.path)
+    if where is None:
+        return str(task.path)
+    folder, name = where[1], where[2]  # a folder as os.fspath gives it (no trailing "/" but the root's), a file name
+    return folder + name if folder.endswith(os.sep) else folder + os.sep + name  # os.path.join, without its checks
 
 
 def is_summary(value: Any) -> bool:
