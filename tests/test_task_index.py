@@ -122,8 +122,7 @@ def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_a
 
 
 def test_a_file_that_cannot_be_stat_ed_is_skipped_and_the_rest_listed(workspace, trust_all, parsed):
-    """A dangling symlink named like a task: the scan that stats a whole folder at once gives way to the
-    file-by-file one, which skips it (as before), cold and warm."""
+    """A dangling symlink named like a task is skipped, by a cold listing and by a warm full scan."""
     for n in range(5):
         write(workspace, f"T-{n}")
     assert len(cold_ready(workspace)) == 5

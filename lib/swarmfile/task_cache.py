@@ -78,6 +78,7 @@ _NOT_A_TASK = _NotATask()
 
 
 _VALUE = itemgetter(1)
+_STAT_KEY = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")  # _stat_key as one C call
 
 
 class _Listing:
@@ -214,6 +215,7 @@ def scan_tree(directory: Path, errors: Optional[list], fast: bool = False, neste
 
 def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
           seed: Optional[dict] = None) -> list[Task]:
+    global _parses
     key = os.fspath(directory)
     known = _dir_cache.get(key)
     try:
@@ -242,59 +244,48 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     old = dict(known.entries) if known is not None else {}
     if seed and known is None:  # cold: start from the task index's entries, each checked below
         old = dict(seed.get(key, ()))
-    with listing:
-        every = list(listing)
-    if fast and not recent:
-        batch = _stat_all(directory, every, old, nested)
-        if batch is not None:
-            return _listed(key, known, old, *batch, errors)
-        # else a file went or could not be stat'ed midway: the loop below, file by file
     fresh: dict = {}
     inodes: dict = {}
     folders: list[str] = []
     changed = False
-    for entry in every:
-        name = entry.name
-        inodes[name] = entry.inode()
-        if name[0] in "._":
-            continue
-        if not name.endswith(".md") or name in _SKIPPED:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(name)
-            except OSError:
-                pass
-            continue
-        hit = old.get(name)
-        if recent and hit is not None and hit[0][2] == inodes[name]:
-            fresh[name] = hit  # same inode since the last full scan: not replaced
-            continue
-        try:
-            st = entry.stat()
-        except FileNotFoundError:
-            continue
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-        if hit is not None and not fast and task_index.is_summary(hit[1]):
-            del old[name]  # an index summary serves fast listings only: this caller gets the parsed file
-            hit = None
-        if hit is None or hit[0] != stamp:
-            if not entry.is_file():
+    # One entry at a time (not the whole folder's stats in lists): each DirEntry and its stat are
+    # freed before the next, so the memory they use stays in the CPU cache.
+    with listing:
+        for entry in listing:
+            name = entry.name
+            inodes[name] = entry.inode()
+            if name[0] in "._":
                 continue
-            changed = True
+            if not name.endswith(".md") or name in _SKIPPED:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(name)
+                except OSError:
+                    pass
+                continue
+            hit = old.get(name)
+            if recent and hit is not None and hit[0][2] == inodes[name]:
+                fresh[name] = hit  # same inode since the last full scan: not replaced
+                continue
             try:
-                _cached(old, directory / name, name, stamp, nested)
-            except (ParseError, InvalidIdError):
-                pass
-            except NotFoundError:
-                continue  # moved or deleted between the directory read and the file read
-            hit = old[name]
-        fresh[name] = hit
-    return _listed(key, known, old, fresh, inodes, folders, changed, errors)
-
-
-def _listed(key: str, known: Optional[_Listing], old: dict, fresh: dict, inodes: dict, folders: list[str],
-            changed: bool, errors: Optional[list]) -> list[Task]:
-    global _parses
+                stamp = _STAT_KEY(entry.stat())
+            except FileNotFoundError:
+                continue
+            if hit is not None and not fast and task_index.is_summary(hit[1]):
+                del old[name]  # an index summary serves fast listings only: this caller gets the parsed file
+                hit = None
+            if hit is None or hit[0] != stamp:
+                if not entry.is_file():
+                    continue
+                changed = True
+                try:
+                    _cached(old, directory / name, name, stamp, nested)
+                except (ParseError, InvalidIdError):
+                    pass
+                except NotFoundError:
+                    continue  # moved or deleted between the directory read and the file read
+                hit = old[name]
+            fresh[name] = hit
     _subdirs[key] = sorted(folders)
     if len(fresh) != len(old):
         _parses += 1  # files gone: the task index changes too
@@ -303,64 +294,6 @@ def _listed(key: str, known: Optional[_Listing], old: dict, fresh: dict, inodes:
     else:
         known.inodes = inodes
     return _collect(known, errors)
-
-
-_MISS = ((), None, 0)  # the entry of a file not in the cache: its key matches no stat key
-_STAT_KEY = tuple(map(attrgetter, ("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")))
-_NAME = attrgetter("name")
-_KEY = itemgetter(0)
-
-
-def _stat_all(directory: Path, every: list, old: dict, nested: bool) -> Optional[tuple]:
-    """The full scan of a fast listing, its stats and key comparisons made a column at a time.
-
-    (fresh entries, inodes, folders, whether a file was parsed), or None when a stat failed (a
-    file gone midway): the caller scans file by file. The loop of ``_scan`` costs more than the
-    stat it makes for each file; here only the files whose stat key differs from ``old``'s go
-    through Python one by one. In name order, the order of the index's rows and of the listing:
-    the tasks made from the index lie in memory in the order they are then read.
-    """
-    every.sort(key=_NAME)
-    names = list(map(_NAME, every))
-    inodes = dict(zip(names, map(os.DirEntry.inode, every)))
-    tasks = [entry for entry in every if entry.name[0] not in "._" and entry.name.endswith(".md")
-             and entry.name not in _SKIPPED]
-    folders = []
-    if len(tasks) < len(every):
-        for entry in every:
-            name = entry.name
-            if name[0] not in "._" and (not name.endswith(".md") or name in _SKIPPED):
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(name)
-                except OSError:
-                    pass
-        names = list(map(_NAME, tasks))
-    try:
-        stats = list(map(os.DirEntry.stat, tasks))
-    except OSError:
-        return None
-    stamps = list(zip(*(map(field, stats) for field in _STAT_KEY)))
-    if names == list(old) and stamps == list(map(_KEY, old.values())):
-        return old, inodes, folders, False  # every file as the cache (or the index) has it
-    hits = list(map(old.get, names, repeat(_MISS)))
-    fresh = dict(zip(names, hits))
-    changed = False
-    for at in compress(range(len(tasks)), map(operator.ne, map(_KEY, hits), stamps)):
-        entry, name = tasks[at], names[at]
-        if not entry.is_file():
-            del fresh[name]
-            continue
-        changed = True
-        try:
-            _cached(old, directory / name, name, stamps[at], nested)
-        except (ParseError, InvalidIdError):
-            pass
-        except NotFoundError:  # moved or deleted between the directory read and the file read
-            del fresh[name]
-            continue
-        fresh[name] = old[name]
-    return fresh, inodes, folders, changed
 
 
 def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool) -> Optional[_Listing]:
