@@ -46,7 +46,33 @@ def index_file(runtime_dir: Path) -> Path:
     return Path(runtime_dir) / "task-index.json"
 
 
-_FROM_FILE = frozenset({"fields", "field_lines", "sections", "checklist", "title_line"})
+class _Lazy:
+    """A field of an IndexedTask made when first asked for, then kept in the task's ``__dict__``.
+
+    A non-data descriptor: the instance's ``__dict__`` is looked at before it, so it runs once per
+    task. (A ``__getattr__`` on the class would do the same, but makes every attribute of every task
+    slower to read: CPython then neither caches the lookup nor specialises it.)
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, task: Optional["IndexedTask"], owner: Optional[type] = None) -> Any:
+        if task is None:
+            return self
+        state = task.__dict__
+        if self.name == "path":
+            base, _, file_name = state["_where"]
+            state["path"] = base / file_name
+        else:
+            try:
+                body = parse_task(read_text(task.path), task.path)
+                state.update(fields=body.fields, field_lines=body.field_lines, sections=body.sections,
+                             checklist=body.checklist, title_line=body.title_line)
+            except (OSError, SwarmError):  # gone, unreadable or no longer a task since the listing
+                state.update(fields=MappingProxyType({}), field_lines=MappingProxyType({}), sections=(),
+                             checklist=(), title_line=1)
+        return state[self.name]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,22 +84,7 @@ class IndexedTask(Task):
     for; a file gone or broken by then gives none. ``path`` is made when first asked for.
     """
 
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes not in __dict__: the ones the index does not keep.
-        if name == "path":
-            base, _, file_name = self.__dict__["_where"]
-            path = self.__dict__["path"] = base / file_name
-            return path
-        if name not in _FROM_FILE:
-            raise AttributeError(name)
-        try:
-            body = parse_task(read_text(self.path), self.path)
-            self.__dict__.update(fields=body.fields, field_lines=body.field_lines, sections=body.sections,
-                                 checklist=body.checklist, title_line=body.title_line)
-        except (OSError, SwarmError):  # gone, unreadable or no longer a task since the listing
-            self.__dict__.update(fields=MappingProxyType({}), field_lines=MappingProxyType({}), sections=(),
-                                 checklist=(), title_line=1)
-        return self.__dict__[name]
+    path, fields, field_lines, sections, checklist, title_line = (_Lazy() for _ in range(6))
 
 
 @contextmanager
