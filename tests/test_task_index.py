@@ -192,6 +192,16 @@ def test_a_task_from_the_index_equals_the_parsed_file(workspace, trust_all, head
     assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
 
 
+def test_a_task_from_the_index_reads_its_title_line_and_path_from_its_file(workspace, trust_all):
+    path = workspace / "tasks" / "active" / "T-1.md"
+    path.write_text("\n\n# T-1: title\n\n**Status:** pending\n")  # the heading on line 3
+    cold_listing(workspace)
+    task = cold_listing(workspace)["T-1"]
+    assert task_index.is_summary(task) and "title_line" not in vars(task) and "path" not in vars(task)
+    assert task.title_line == 3 == tasks.parse_task(path.read_text(), path).title_line
+    assert task.path == path and task_index.path_text(task) == str(path)
+
+
 def test_a_full_listing_after_an_indexed_one_parses_the_files(workspace, trust_all):
     write(workspace, "T-1")
     cold_ready(workspace)
