@@ -23,7 +23,6 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Optional
@@ -149,40 +148,34 @@ def _row(name: str, key: tuple, task: Optional[Task]) -> tuple:
             list(task.files_to_modify) or None)
 
 
-_STATUS = {None: None, **{s.value: s for s in Status}}
-_PRIORITY = {None: None, **{p.value: p for p in Priority}}
-_ID_TYPES = frozenset({str, type(None)})
+_STATUS = {s.value: s for s in Status}
+_PRIORITY = {p.value: p for p in Priority}
 
 
 def _entries(columns: dict, directory: str, not_a_task: Any) -> dict[str, tuple]:
     if not isinstance(columns, dict) or len({len(columns[c]) for c in _COLUMNS}) != 1:
         raise ValueError("columns of different lengths")
-    ids, names = columns["id"], columns["name"]
-    if not set(map(type, ids)) <= _ID_TYPES:
-        raise TypeError("not a task id")
     entries = {}
     base = Path(directory)
     new, set_dict = object.__new__, object.__setattr__
-    # The tuples that combine columns (stat keys, claim orders, places) are made by zip, a C loop.
-    # An unknown status or priority is a KeyError: the index is rebuilt.
-    for key, name, task_id, title, status, status_text, priority, priority_text, created, order, depends_on, \
-            parent, assigned_to, sub_tasks, files, where in zip(
-                zip(columns["mtime"], columns["size"], columns["ino"], columns["ctime"]), names, ids,
-                columns["title"], columns["status"], columns["status_text"], columns["priority"],
-                columns["priority_text"], columns["created"], zip(columns["rank"], columns["moment"], ids),
-                *(columns[c] for c in ("depends_on", "parent", "assigned_to", "sub_tasks", "files")),
-                zip(repeat(base), repeat(directory), names)):
+    keys = zip(columns["mtime"], columns["size"], columns["ino"], columns["ctime"])
+    for key, name, task_id, title, status, status_text, priority, priority_text, created, rank, moment, \
+            depends_on, parent, assigned_to, sub_tasks, files in zip(keys, columns["name"],
+                                                                     *(columns[c] for c in _COLUMNS[5:])):
         if task_id is None:
             entries[name] = (key, not_a_task, TRUSTED)
             continue
+        if type(task_id) is not str:
+            raise TypeError("not a task id")
         task = new(IndexedTask)  # not __init__: a frozen dataclass sets its fields one by one
         set_dict(task, "__dict__", {
-            "task_id": task_id, "title": title, "_where": where, "status": _STATUS[status],
-            "status_text": status if status_text is True else status_text, "priority": _PRIORITY[priority],
+            "task_id": task_id, "title": title, "_where": (base, directory, name), "status": _STATUS[status] if status else None,
+            "status_text": status if status_text is True else status_text,
+            "priority": _PRIORITY[priority] if priority else None,
             "priority_text": priority if priority_text is True else priority_text, "created": created,
             "depends_on": tuple(depends_on) if depends_on else (), "parent": parent, "assigned_to": assigned_to,
             "sub_tasks": tuple(sub_tasks) if sub_tasks else (), "files_to_modify": tuple(files) if files else (),
-            "_order": order})
+            "_order": (rank, moment, task_id)})
         entries[name] = (key, task, TRUSTED)
     return entries
 
