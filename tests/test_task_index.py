@@ -407,6 +407,28 @@ def test_ready_json_is_the_same_from_the_index_and_from_the_files(workspace, tru
                            "path": str(workspace / "tasks" / "active" / "T-2.md")}
 
 
+def test_ready_json_is_what_json_dumps_writes_of_the_rows(workspace, trust_all):
+    from swarmfile import claims_cli
+
+    active = workspace / "tasks" / "active"
+    write(workspace, "T-1")
+    (active / "T-2.md").write_text('# T-2: quotes " and \\ backslash\tand tab, é ✅ 日本\n\n**Priority:** 7\n'
+                                   "**Depends On:** T-8, T-9\n**Parent Task:** EPIC-1\n")
+    (active / "T-3.md").write_text("# T-3: no fields at all\n")
+    write(workspace, "T-8", status="completed")
+    write(workspace, "T-9", status="done")
+    for _ in range(2):  # the files parsed, then the same tasks from the index
+        found = cold_ready(workspace).values()
+        rows = [{"task_id": t.task_id, "title": t.title, "priority": t.priority_text,
+                 "status": t.status.value if t.status else t.status_text, "created": t.created,
+                 "depends_on": list(t.depends_on), "parent": t.parent, "path": str(t.path)} for t in found]
+        assert {"T-1", "T-2", "T-3"} == {row["task_id"] for row in rows} and any(row["parent"] for row in rows)
+        shown = list(found)[:2]
+        assert claims_cli._json(list(found), shown) == json.dumps({"ready": rows[:2], "count": 3}, ensure_ascii=False)
+        assert claims_cli._json([], []) == json.dumps({"ready": [], "count": 0})
+    assert all(task_index.is_summary(t) for t in found)
+
+
 def test_ready_into_a_pipe_closed_early_exits_quietly(workspace):
     for n in range(300):
         write(workspace, f"T-{n:03d}")
