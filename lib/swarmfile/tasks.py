@@ -27,7 +27,7 @@ from enum import Enum
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 from .clock import format_ts, parse_ts
 
@@ -367,6 +367,23 @@ def _checked_id(value: str, path: Any, line: int) -> str:
 
 
 def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
+    return _assemble(*_scan(lines, path))
+
+
+class _Scanned(NamedTuple):
+    """What one pass over a task file's lines finds; ``_assemble`` makes the Task of it."""
+
+    title: str  # the title line's text, after "# "
+    title_line: int
+    fields: dict[str, str]
+    field_lines: dict[str, int]
+    sections: tuple[Section, ...]
+    checklist: tuple[ChecklistItem, ...]
+    files: tuple[str, ...]
+    path: Optional[Path]
+
+
+def _scan(lines: Sequence[str], path: Optional[Path]) -> _Scanned:
     where = path if path is not None else "<text>"
     title: Optional[str] = None
     title_line = 0
@@ -443,6 +460,15 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
     if title is None:  # only blank lines
         raise ParseError("empty task file", path=where, line=1, hint="a task file starts with '# <ID>: <title>'")
     close(len(lines))
+    return _Scanned(title, title_line, fields, field_lines, tuple(sections), tuple(checklist),
+                    tuple(dict.fromkeys(files)), path)
+
+
+def _assemble(title: str, title_line: int, fields: dict[str, str], field_lines: dict[str, int],
+              sections: tuple[Section, ...], checklist: tuple[ChecklistItem, ...],
+              files: tuple[str, ...], path: Optional[Path]) -> Task:
+    """The Task of a scanned file: its title line, header fields, sections, checklist and files."""
+    where = path if path is not None else "<text>"
 
     def get(name: str) -> Optional[str]:
         wanted = _key(name)
@@ -469,8 +495,7 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
         parent=(parse_id_list(_TABLE_LINK.sub(r"\1", get("Parent Task") or get("Parent") or ""))[0] or [None])[0],
         assigned_to=get("Assigned To") or get("Assignee"),
         sub_tasks=tuple(dict.fromkeys(parse_id_list(get("Sub-Tasks"))[0] + _table_ids(sections))),
-        sections=tuple(sections), checklist=tuple(checklist),
-        files_to_modify=tuple(dict.fromkeys(files)), title_line=title_line,
+        sections=sections, checklist=checklist, files_to_modify=files, title_line=title_line,
     )
 
 
@@ -528,16 +553,18 @@ class TaskDocument:
         self.original = text
         self._lines = split_lines(text)
         self._task: Optional[Task] = None
-        # Where the header fields are, kept across edits of a value in place (the lines stay where
-        # they are), so that setting two fields parses the file once, not once per field.
-        self._field_lines: Optional[Mapping[str, int]] = None
+        # The last scan of the lines, kept across edits of a header value in place (the lines stay
+        # where they are, and only that value changes): setting Status and Claimed By, and the
+        # task after them, cost one parse of the file, not three.
+        self._scanned: Optional[_Scanned] = None
         self.task  # parse now: a document that does not parse is never edited
 
     @property
     def task(self) -> Task:
         if self._task is None:
-            self._task = _parse(self._lines, self.path)
-            self._field_lines = self._task.field_lines
+            if self._scanned is None:
+                self._scanned = _scan(self._lines, self.path)
+            self._task = _assemble(*self._scanned)
         return self._task
 
     def render(self) -> str:
@@ -559,7 +586,7 @@ class TaskDocument:
             self._lines.extend([n + newline for n in new[:-1]] + [new[-1]])
         else:
             self._lines[index:index] = [n + newline for n in new]
-        self._task = self._field_lines = None
+        self._task = self._scanned = None
 
     def set_field(self, name: str, value: Any) -> bool:
         """Set header field ``name``: replace its value in place, else add a line after the last field."""
@@ -567,9 +594,11 @@ class TaskDocument:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
             raise ValidationError(f"invalid field name {name!r}", path=self.path)
         text = _clean_value(value, self.path)
-        field_lines = self._field_lines if self._field_lines is not None else self.task.field_lines
+        if self._scanned is None:
+            self.task
+        scanned = self._scanned
         wanted = _key(name)
-        line_no = next((n for k, n in field_lines.items() if _key(k) == wanted), None)
+        written, line_no = next(((k, n) for k, n in scanned.field_lines.items() if _key(k) == wanted), (None, None))
         if line_no is not None:
             raw = self._lines[line_no - 1]
             content = raw.rstrip("\n").rstrip("\r")
@@ -583,10 +612,17 @@ class TaskDocument:
                 return False
             self._lines[line_no - 1] = new
             self._task = None
+            # Only this value changed: the scan stays true with it replaced, as a scan of the new
+            # line would read it (a "Task ID" the title lacks names the task: scanned again).
+            again = _FIELD.match(new.rstrip("\n").rstrip("\r"))
+            if again and again.group(1).strip() == written and _key(written) != "taskid":
+                self._scanned = scanned._replace(fields={**scanned.fields, written: again.group(2)})
+            else:
+                self._scanned = None
             return True
         new_line = f"**{name}:** {text}".rstrip()
-        if field_lines:
-            self._insert(max(field_lines.values()), [new_line])
+        if scanned.field_lines:
+            self._insert(max(scanned.field_lines.values()), [new_line])
         else:
             index = self.task.title_line
             following = self._lines[index] if index < len(self._lines) else None
@@ -633,7 +669,7 @@ class TaskDocument:
         new += raw[len(content):]
         if new != raw:
             self._lines[item.line - 1] = new
-            self._task = None
+            self._task = self._scanned = None
         return self.task.checklist[item.index]
 
 
