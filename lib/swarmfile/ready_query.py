@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import bisect
 import logging
-import operator
 import os
-from itertools import compress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from . import task_graph
 from . import task_index
@@ -54,7 +52,22 @@ _board_tasks: dict[Path, dict] = {}  # per workspace on a task board: task id ->
 
 
 def _same(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(map(operator.is_, a, b))  # C loops: 10,000 tasks in well under a millisecond
+    """Whether two listings hold the very same task objects, in order.
+
+    List equality is identity here (a Task compares by identity: ``eq=False``), and it runs in one C
+    loop that tries identity first: 10,000 tasks in microseconds.
+    """
+    return a == b
+
+
+def _moved(a: list, b: list) -> Iterator[int]:
+    """The positions where two listings of one length hold different task objects (few, after claims)."""
+    for at in range(0, len(a), _CHUNK):
+        if a[at:at + _CHUNK] != b[at:at + _CHUNK]:  # one C comparison a chunk; a Task compares by identity
+            yield from (n for n in range(at, min(at + _CHUNK, len(a))) if a[n] is not b[n])
+
+
+_CHUNK = 256
 
 
 def _is_ready(t: taskmod.Task, m: _Ready) -> bool:
@@ -76,7 +89,7 @@ def _status_changes_only(m: _Ready, active: list, completed: list) -> Optional[l
     if len(active) != len(m.active) or not _same(m.completed, completed):
         return None
     changed = []
-    for at in compress(range(len(active)), map(operator.is_not, m.active, active)):
+    for at in _moved(m.active, active):
         old, new = m.active[at], active[at]
         if (len(changed) >= _FEW or new.task_id != old.task_id or new.path != old.path or new.parent != old.parent
                 or new.depends_on != old.depends_on or new.sub_tasks != old.sub_tasks
