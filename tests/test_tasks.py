@@ -571,3 +571,13 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
 
     monkeypatch.setattr(task_cache, "_read_task", vanish)
     assert [t.task_id for t in task_store.list_tasks(root=workspace, errors=[])] == ["T-1"]
+
+
+def test_tasks_compare_by_identity():
+    """The ready query compares listings with list equality (ready_query._same): that is only
+    "the very same task objects" while a Task has no __eq__ of its own."""
+    from swarmfile.task_index import IndexedTask
+
+    assert tasks.Task.__eq__ is object.__eq__ and IndexedTask.__eq__ is object.__eq__
+    one, two = (tasks.parse_task("# T-1: a\n\n**Status:** pending\n") for _ in range(2))
+    assert [one] != [two] and [one] == [one]
