@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 from . import task_graph
 from . import task_index
@@ -22,7 +22,7 @@ from . import tasks as taskmod
 from .config import Config, load_config
 from .errors import warn_once
 
-__all__ = ["ready_tasks", "markdown_ready"]
+__all__ = ["ready_tasks", "markdown_ready", "claim_candidates"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -141,6 +141,14 @@ def ready_tasks(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
         return _ready(cfg)
 
 
+def claim_candidates(cfg: Config, leased: Optional[Callable[[str], bool]]) -> list[taskmod.Task]:
+    """The ready list claim_next walks (files only, no task board): ``ready_tasks``, except that a task
+    ``leased`` names may appear as its file read before its claim rewrote it, unread since. The
+    caller skips those: a leased task is not claimable whatever its file says."""
+    with task_index.gc_paused():
+        return _ready(cfg, leased)
+
+
 def markdown_ready(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
     """``ready_tasks`` of this checkout's Markdown alone, on a task board too: what its planner splits
     (a task on the board may be claimed already; the planner checks its lease under its lock)."""
@@ -148,9 +156,10 @@ def markdown_ready(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
         return _ready(load_config(root=root))
 
 
-def _ready(cfg: Config) -> list[taskmod.Task]:
+def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[taskmod.Task]:
     unreadable: list = []
-    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable)
+    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable,
+                                                defer=leased)
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
         warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
     memo = _ready_memo.get(cfg.root)
