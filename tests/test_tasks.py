@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from swarmfile import task_cache, task_store
-from swarmfile import tasks
+from swarmfile import task_document, tasks
+from swarmfile.task_document import TaskDocument
 from conftest import RALF
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
@@ -83,7 +84,7 @@ def test_every_ralf_task_parses_and_round_trips(path):
     assert task.status is not None, task.status_text
     assert tasks.validate_task(task) == []
     assert task.success_criteria, "every fixture has success criteria"
-    assert tasks.TaskDocument(text, path).render() == text
+    assert TaskDocument(text, path).render() == text
 
 
 @pytest.mark.parametrize("name, task_id, title, status, priority, criteria", [
@@ -252,7 +253,7 @@ EDGE_CASES = [
 def test_a_document_edited_in_place_is_the_task_a_fresh_parse_of_its_text_gives(text):
     """Setting header values in place updates the document's task without parsing the file again:
     it must be exactly what parsing the edited text gives, field by field."""
-    document = tasks.TaskDocument(text, Path("/x/t.md"))
+    document = TaskDocument(text, Path("/x/t.md"))
     for name, value in [("Status", "claimed"), ("Claimed By", "executor-1"), ("Priority", "critical"),
                         ("Status", "in_progress"), ("Depends On", "T-7, T-8"), ("Task ID", "T-10"),
                         ("Parent Task", "T-3"), ("Sub-Tasks", "T-10-SUB1"), ("Assigned To", "executor-2"),
@@ -263,9 +264,9 @@ def test_a_document_edited_in_place_is_the_task_a_fresh_parse_of_its_text_gives(
 
 def test_a_claims_two_field_edits_scan_the_file_once(monkeypatch):
     scans = []
-    real = tasks._scan
-    monkeypatch.setattr(tasks, "_scan", lambda lines, path: scans.append(path) or real(lines, path))
-    document = tasks.TaskDocument(SIMPLE, Path("/x/t.md"))
+    real = task_document.scan_lines
+    monkeypatch.setattr(task_document, "scan_lines", lambda lines, path: scans.append(path) or real(lines, path))
+    document = TaskDocument(SIMPLE, Path("/x/t.md"))
     document.set_field("Status", "claimed")
     document.set_field("Claimed By", "executor-1")  # not in SIMPLE: inserted, so the next look scans again
     document.set_field("Claimed By", "executor-2")

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional, Sequence
 from .config import Config
 from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, warn_once
 from .fileio import read_text
-from .tasks import PathLike, Status, Task, TaskDocument, parse_task
+from .task_document import TaskDocument
+from .tasks import PathLike, Status, Task, parse_task
 from . import task_index
 
 __all__ = [
