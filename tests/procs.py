@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 from typing import Any, Callable, Sequence
+
+_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 
 
 def _trampoline(barrier, queue, fn, args):
@@ -37,3 +42,18 @@ def run_together(fn: Callable[..., Any], arg_sets: Sequence[tuple], timeout: flo
     errors = [detail for status, detail in outcomes if status == "error"]
     assert not errors, errors
     return [detail for _, detail in outcomes]
+
+
+def run_elsewhere(code: str, timeout: float = 60) -> None:
+    """Run ``code`` (``claims`` imported) in a fresh process of the workspace in SWARM_ROOT: its
+    writes reach no in-memory cache of the caller, as another agent's would."""
+    subprocess.run([sys.executable, "-c", "import claims\n" + code], check=True, timeout=timeout,
+                   env={**os.environ, "PYTHONPATH": _LIB})
+
+
+def live_holder() -> str:
+    """Keyword arguments (as source) naming this process as a lease's holder: a lease it names stays live."""
+    from swarmfile.liveness import my_identity
+
+    me = my_identity()
+    return f"pid={me['pid']}, host={me['host']!r}, proc_start={me['proc_start']}"

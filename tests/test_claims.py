@@ -21,7 +21,7 @@ from swarmfile.clock import HOSTNAME, utc_now
 from swarmfile.errors import AlreadyClaimed, LeaseLost, NotClaimable, NotFoundError
 from conftest import BACKENDS
 from leases import EMPTY_RECORD, corrupt_lease, lease_file
-from procs import run_together
+from procs import live_holder, run_elsewhere, run_together
 
 
 def make_task(root, task_id, priority="medium", created="2026-01-01T00:00:00Z", **parts):
@@ -137,6 +137,34 @@ def test_holder_on_another_host_binds_until_expiry(workspace):
     claims.claim_task("T-1", "remote-1", ttl=3600, pid=1, host="elsewhere")
     with pytest.raises(AlreadyClaimed):
         claims.claim_task("T-1", "executor-2")
+
+
+def test_claim_next_skips_a_task_another_agent_holds_without_reading_its_file(workspace, monkeypatch):
+    """In a race of claimers each claim rewrites a task file; the others learn from the lease table
+    that it is taken and do not parse it. Every other reader still gets the file as it is."""
+    from swarmfile import task_cache
+
+    for n in (1, 2, 3):
+        make_task(workspace, f"T-{n}", created=f"2026-01-0{n}T00:00:00Z")
+    make_task(workspace, "T-9", depends_on=["T-1"], created="2026-01-09T00:00:00Z")
+    assert [t.task_id for t in claims.ready_tasks()] == ["T-1", "T-2", "T-3"]
+    first = task_store.find_task("T-1", root=workspace).path
+    run_elsewhere(f"claims.claim_task('T-1', 'executor-2', {live_holder()})")  # held by a live process
+    parsed = []
+    real = task_cache.parse_task
+    monkeypatch.setattr(task_cache, "parse_task", lambda text, path: parsed.append(path) or real(text, path))
+
+    assert claims.claim_next("executor-1").task_id == "T-2"
+    assert first not in parsed
+    held = task_store.load_task(first)  # what the file says, not the claim listing's stand-in
+    assert held.field("Claimed By") == "executor-2" and held.status is tasks.Status.CLAIMED
+    assert [t.task_id for t in claims.ready_tasks()] == ["T-3"]  # a listing that is not claim_next's reads it
+
+    run_elsewhere("claims.complete(claims.get_lease('T-1'))")  # its lease ends: the next claim listing reads it
+    parsed.clear()
+    assert [claims.claim_next("executor-1").task_id for _ in range(2)] == ["T-3", "T-9"]
+    assert first in parsed and status_of(workspace, "T-1") is tasks.Status.COMPLETED
+    assert claims.claim_next("executor-1") is None
 
 
 def test_ready_order_priority_then_fifo_then_dependencies(workspace):

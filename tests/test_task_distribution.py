@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import task_distribution as td
 from swarmfile import tasks
+from swarmfile.task_document import render_task
 from swarmfile import task_store
 from swarmfile.config import DEFAULTS, Config
 from conftest import LIB, RALF
@@ -321,7 +322,7 @@ criterion = st.builds(lambda w, m, done: ("- [x] " if done else "") + " ".join(w
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(criterion, min_size=0, max_size=9), st.integers(min_value=2, max_value=4))
 def test_every_criterion_lands_in_exactly_one_sub_task_generated(items, limit):
-    text = tasks.render_task("GEN-1", "Generated", objective="Independent parts.", criteria=items,
+    text = render_task("GEN-1", "Generated", objective="Independent parts.", criteria=items,
                              created="2026-01-01T00:00:00Z")
     task = tasks.parse_task(text, "GEN-1.md")
     analysis = td._analyze(task, Config(Path("/nonexistent"), copy.deepcopy(DEFAULTS)))

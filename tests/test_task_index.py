@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LIB
-from procs import run_together
+from procs import live_holder, run_elsewhere, run_together
 from swarmfile import claims, task_cache, task_index, task_store, tasks
 from swarmfile.config import load_config
 from swarmfile.tasks import Status
@@ -307,6 +307,21 @@ def test_racy_rule_uses_the_time_of_the_read(workspace, monkeypatch):
     target = workspace / ".swarm" / "task-index.json"
     task_index.save(target, {"/d": entries}, object())
     assert set(json.loads(target.read_text())["dirs"]["/d"]["name"]) == {"a.md", "c.md"}
+
+
+def test_a_claim_listings_stand_in_is_never_written_to_the_index(workspace, trust_all, eager, monkeypatch):
+    """claim_next's listing keeps a task another agent holds as a stand-in, unread: the index, which
+    vouches for a file's content by its stat key, must not record it."""
+    monkeypatch.setattr(task_cache, "_INDEX_SAVE_SECONDS", 0)
+    write(workspace, "T-1")
+    write(workspace, "T-2")
+    assert [t.task_id for t in claims.ready_tasks()] == ["T-1", "T-2"]
+    run_elsewhere(f"claims.claim_task('T-1', 'executor-2', {live_holder()})")
+    write(workspace, "T-3")  # parsed by the next listing: the index is written again
+    assert claims.claim_next("executor-1").task_id == "T-2"
+    names = set(json.loads(index_of(workspace).read_text())["dirs"][str(workspace / "tasks" / "active")]["name"])
+    assert "T-1.md" not in names and {"T-2.md", "T-3.md"} <= names
+    assert cold_listing(workspace)["T-1"].status is Status.CLAIMED
 
 
 def test_an_unwritable_index_costs_speed_not_work(workspace, trust_all, caplog):

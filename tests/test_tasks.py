@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from swarmfile import task_cache, task_store
-from swarmfile import tasks
+from swarmfile import task_document, tasks
+from swarmfile.task_document import TaskDocument
 from conftest import RALF
 from swarmfile.errors import InvalidIdError, NotFoundError, ParseError, ValidationError
 from procs import run_together
@@ -83,7 +84,7 @@ def test_every_ralf_task_parses_and_round_trips(path):
     assert task.status is not None, task.status_text
     assert tasks.validate_task(task) == []
     assert task.success_criteria, "every fixture has success criteria"
-    assert tasks.TaskDocument(text, path).render() == text
+    assert TaskDocument(text, path).render() == text
 
 
 @pytest.mark.parametrize("name, task_id, title, status, priority, criteria", [
@@ -230,6 +231,47 @@ def test_set_field_replaces_one_line_in_place(workspace):
     assert changed_lines(before, path.read_bytes()) == [(b"**Status:** pending", b"**Status:** in_progress")]
     # the Completion section's own Status line is untouched
     assert path.read_bytes().endswith(b"**Status:** COMPLETE - NO ACTION NEEDED\n")
+
+
+def _as_parsed(task: tasks.Task) -> dict:
+    return {name: getattr(task, name) for name in tasks.Task.__dataclass_fields__}
+
+
+EDGE_CASES = [
+    SIMPLE,
+    SIMPLE.replace("\n", "\r\n"),
+    # the same field twice, and under two spellings: the first one is the task's, and is the one set
+    "# T-1: title\n\n**Status:** pending\n**status:** blocked\n**Status:** done\n**Claimed By:** none\n",
+    # no id in the title: the Task ID field names the task (editing it must rename the task)
+    "# Fix the importer\n\n**Task ID:** T-9\n**Status:** pending\n**Priority:** low\n",
+    # the other way of closing the name, trailing blanks, stars and colons in the value
+    "# T-2: t\n\n**Status**: pending   \n**Priority:** **high**: now\n**Depends On:** T-1\n## Notes\n**Status:** x\n",
+]
+
+
+@pytest.mark.parametrize("text", [p.read_text(encoding="utf-8") for p in FIXTURES] + EDGE_CASES)
+def test_a_document_edited_in_place_is_the_task_a_fresh_parse_of_its_text_gives(text):
+    """Setting header values in place updates the document's task without parsing the file again:
+    it must be exactly what parsing the edited text gives, field by field."""
+    document = TaskDocument(text, Path("/x/t.md"))
+    for name, value in [("Status", "claimed"), ("Claimed By", "executor-1"), ("Priority", "critical"),
+                        ("Status", "in_progress"), ("Depends On", "T-7, T-8"), ("Task ID", "T-10"),
+                        ("Parent Task", "T-3"), ("Sub-Tasks", "T-10-SUB1"), ("Assigned To", "executor-2"),
+                        ("status", "done")]:
+        document.set_field(name, value)
+        assert _as_parsed(document.task) == _as_parsed(tasks.parse_task(document.render(), Path("/x/t.md"))), name
+
+
+def test_a_claims_two_field_edits_scan_the_file_once(monkeypatch):
+    scans = []
+    real = task_document.scan_lines
+    monkeypatch.setattr(task_document, "scan_lines", lambda lines, path: scans.append(path) or real(lines, path))
+    document = TaskDocument(SIMPLE, Path("/x/t.md"))
+    document.set_field("Status", "claimed")
+    document.set_field("Claimed By", "executor-1")  # not in SIMPLE: inserted, so the next look scans again
+    document.set_field("Claimed By", "executor-2")
+    assert document.task.status is Status.CLAIMED and document.task.field("Claimed By") == "executor-2"
+    assert len(scans) == 2  # the first read, and the one after the inserted line
 
 
 def test_unchanged_edit_does_not_rewrite(workspace):
@@ -530,3 +572,13 @@ def test_a_file_moved_away_during_a_listing_is_left_out_not_raised(workspace, mo
 
     monkeypatch.setattr(task_cache, "_read_task", vanish)
     assert [t.task_id for t in task_store.list_tasks(root=workspace, errors=[])] == ["T-1"]
+
+
+def test_tasks_compare_by_identity():
+    """The ready query compares listings with list equality (ready_query._same): that is only
+    "the very same task objects" while a Task has no __eq__ of its own."""
+    from swarmfile.task_index import IndexedTask
+
+    assert tasks.Task.__eq__ is object.__eq__ and IndexedTask.__eq__ is object.__eq__
+    one, two = (tasks.parse_task("# T-1: a\n\n**Status:** pending\n") for _ in range(2))
+    assert [one] != [two] and [one] == [one]

@@ -16,6 +16,7 @@ import events
 from swarmfile import fileio
 import merge_queue as mq
 from swarmfile import tasks
+from swarmfile.task_document import render_task
 from swarmfile import task_store
 import worktrees as wtm
 from swarmfile.clock import utc_now
@@ -35,7 +36,7 @@ def _hermetic_git(tmp_path, monkeypatch):
 
 
 def _task(root: Path, task_id: str) -> None:
-    (root / "tasks" / "active" / f"{task_id}.md").write_text(tasks.render_task(task_id, f"Work on {task_id}"))
+    (root / "tasks" / "active" / f"{task_id}.md").write_text(render_task(task_id, f"Work on {task_id}"))
 
 
 @pytest.fixture

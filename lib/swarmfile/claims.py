@@ -37,7 +37,7 @@ from .config import Config, load_config, validate_id
 from .errors import (AlreadyClaimed, BackendUnavailable, LeaseLost, LockTimeout, NotClaimable, NotFoundError,
                      SwarmError, warn_once)
 from .lease_store import Assignment, Lease, LeaseState, LeaseTable
-from .ready_query import ready_tasks
+from .ready_query import claim_candidates, ready_tasks
 from .stores import lease_table, task_board
 from .liveness import dead_reason, my_identity
 
@@ -339,15 +339,24 @@ def claim_next(
         return board.claim(validate_id(agent_id, "agent id"), cfg.lease_seconds if ttl is None else ttl,
                            pid=pid, host=host, proc_start=proc_start, skip=skip)
     skipped = set(skip)
+    table = _table(cfg)
     for attempt in range(_RELISTS):
         last = attempt == _RELISTS - 1
-        ready = ready_tasks(root=root)
+        # What this process knows of the leases: a task leased by another agent is skipped unread
+        # (its file, just rewritten by that claim, is not parsed again to learn it is taken).
+        try:
+            leased = table.held_view(now or table.now())
+        except BackendUnavailable:
+            raise
+        except SwarmError:  # an unreadable table: each claim below reads it, and skips what it cannot read
+            leased = None
+        ready = claim_candidates(cfg, leased)
         # Tasks rewritten since the listing were most likely just claimed by another agent: try
         # the untouched ones first, then those (they may only have been edited by a person).
         touched: list[taskmod.Task] = []
         try:
             for task in ready:  # one stat per task tried, not per task listed
-                if task.task_id in skipped:
+                if task.task_id in skipped or (leased is not None and leased(task.task_id)):
                     continue
                 if not task_store.unchanged_since_listing(task):
                     touched.append(task)

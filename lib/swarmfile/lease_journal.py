@@ -48,12 +48,14 @@ import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Optional
+from datetime import datetime
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 from .config import Config
 from .errors import ParseError, SwarmError, ValidationError
 from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
-from .lease_store import FileLeaseTable, Lease
+from .clock import format_ts
+from .lease_store import FileLeaseTable, Lease, LeaseState
 
 __all__ = ["JournalLeaseTable"]
 
@@ -220,6 +222,30 @@ class JournalLeaseTable(FileLeaseTable):
             if broken is not None:
                 raise broken
             return index.leases.get(task_id)
+
+    def held_view(self, now: datetime) -> Optional[Callable[[str], bool]]:
+        self._migrate()
+        with self._mutex:
+            index = self._catch_up()
+        if index.broken:
+            return None  # a record nobody can read: let every check read the table (and meet the error)
+        leases, held, stamp = index.leases, LeaseState.HELD, format_ts(now)
+        alive: dict[tuple, bool] = {}  # holder -> whether it lives: a few agents hold every lease
+
+        def leased(task_id: str) -> bool:
+            lease = leases.get(task_id)
+            if lease is None or lease.state is not held:
+                return False
+            expires = lease.expires_at
+            # Stamps in format_ts's one format compare as the times they name; any other is parsed.
+            if not (expires > stamp if len(expires) == len(stamp) and expires[-1] == "Z" else not lease.expired(now)):
+                return False
+            holder = (lease.pid, lease.host, lease.proc_start)
+            if holder not in alive:  # a holder dead on this host frees its leases (Lease.free_reason)
+                alive[holder] = lease.free_reason(now) is None
+            return alive[holder]
+
+        return leased
 
     def list(self, *, errors: Optional[list] = None) -> list[Lease]:
         self._migrate()

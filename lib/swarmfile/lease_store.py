@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 from .clock import parse_ts, utc_now
 
@@ -122,6 +122,15 @@ class LeaseTable(ABC):
     @abstractmethod
     def read(self, task_id: str) -> Optional[Lease]:
         """The task's lease record (held or ended), None only if the task was never claimed."""
+
+    def held_view(self, now: datetime) -> Optional[Callable[[str], bool]]:
+        """A cheap test of "is this task leased (held, not expired) at ``now``", from what this process
+        has read of the table, brought up to date once here; None when the table keeps no such view.
+
+        For skipping work only (claim_next passes it to the ready list): a task is read again under
+        its lock before anything is done with it. A lease taken after this call is not seen by it.
+        """
+        return None
 
     @abstractmethod
     def write(self, lease: Lease) -> None:

@@ -18,12 +18,13 @@ import time
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .config import Config
 from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, warn_once
 from .fileio import read_text
-from .tasks import PathLike, Task, TaskDocument, parse_task
+from .task_document import TaskDocument
+from .tasks import PathLike, Status, Task, parse_task
 from . import task_index
 
 __all__ = [
@@ -77,17 +78,18 @@ class _NotATask:
 _NOT_A_TASK = _NotATask()
 
 
-_VALUE = itemgetter(1)
+_VALUE, _READ_AT = itemgetter(1), itemgetter(2)
 _STAT_KEY = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")  # _stat_key as one C call
 
 
 class _Listing:
     """One directory as its last scan left it."""
 
-    __slots__ = ("entries", "values", "positions", "broken", "inodes")
+    __slots__ = ("entries", "values", "positions", "broken", "inodes", "held")
 
     def __init__(self, entries: dict, inodes: Optional[dict]) -> None:
-        self.entries = entries  # file name -> (stat stamp, Task or its ParseError, time.time_ns() before the read)
+        # file name -> (stat stamp, Task or its ParseError, time.time_ns() before the read; 0: a _held stand-in)
+        self.entries = entries
         self.inodes = inodes  # every name of the last scandir -> its inode (None: not recorded)
         # C loops (map, zip, compress): a cold listing builds one of 10,000 files.
         names = sorted(entries)
@@ -98,6 +100,7 @@ class _Listing:
         self.values = values  # what a listing returns, by file name
         self.positions = dict(zip(names, range(len(names))))
         self.broken = len(values) - sum(map(isinstance, values, repeat(Task)))
+        self.held = sum(map(operator.not_, map(_READ_AT, entries.values())))  # stand-ins, not read from their files
 
     def replace(self, name: str, entry: tuple) -> bool:
         """Put a changed file's entry in place; False when the listing must be rebuilt instead."""
@@ -105,6 +108,7 @@ class _Listing:
         if at is None or entry[1] is _NOT_A_TASK:
             return False
         self.broken += (not isinstance(entry[1], Task)) - (not isinstance(self.values[at], Task))
+        self.held += (not entry[2]) - (not self.entries[name][2])
         self.entries[name] = entry
         self.values[at] = entry[1]
         return True
@@ -157,7 +161,7 @@ def load_task(path: PathLike, *, use_cache: bool = True) -> Task:
     stamp = _stat_key(st)
     listing = _dir_cache.get(os.fspath(target.parent))
     hit = listing.entries.get(target.name) if listing is not None else None
-    if hit is not None and hit[0] == stamp and type(hit[1]) is Task:  # not an index summary: the whole task
+    if hit is not None and hit[0] == stamp and type(hit[1]) is Task and hit[2]:  # not a summary or a stand-in
         return hit[1]
     if len(_file_cache) > 4096:  # a bound, not an LRU: cheap and rarely hit
         _file_cache.clear()
@@ -205,19 +209,48 @@ _dir_seen: dict[str, tuple[Optional[int], float, Optional[int]]] = {}
 
 
 def scan_tree(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
-              seed: Optional[dict] = None) -> list[Task]:
-    """The tasks of ``directory`` and of its subfolders at any depth (see ``task_store.task_files``)."""
-    found = _scan(directory, errors, fast, nested, seed)
+              seed: Optional[dict] = None, defer: Optional[Callable[[str], bool]] = None) -> list[Task]:
+    """The tasks of ``directory`` and of its subfolders at any depth (see ``task_store.task_files``).
+
+    ``defer`` (fast listings only): see ``list_indexed``.
+    """
+    found = _scan(directory, errors, fast, nested, seed, defer)
     for name in _subdirs.get(os.fspath(directory), ()):
-        found += scan_tree(directory / name, errors, fast, nested=True, seed=seed)
+        found += scan_tree(directory / name, errors, fast, nested=True, seed=seed, defer=defer)
     return found
 
 
+def _held(hit: Optional[tuple], stamp: tuple, defer: Optional[Callable[[str], bool]]) -> Optional[tuple]:
+    """The entry of a changed file whose cached task ``defer`` names, without reading the file: a
+    stand-in, the cached task as claimed (see ``list_indexed``); None when the file must be read."""
+    if defer is None or hit is None or not isinstance(hit[1], Task) or not defer(hit[1].task_id):
+        return None
+    task = hit[1]
+    stand_in = object.__new__(type(task))  # a copy, whatever the class (an index summary reads lazily)
+    object.__setattr__(stand_in, "__dict__", {**task.__dict__, "status": Status.CLAIMED,
+                                              "status_text": Status.CLAIMED.value})
+    return (stamp, stand_in, 0)  # read at 0: never trusted as the file's content (load_task, the index)
+
+
+def _drop_held(key: str, known: _Listing) -> None:
+    """Forget the stand-ins of a listing, so this listing reads their files (it was not given ``defer``)."""
+    for name in [name for name, entry in known.entries.items() if not entry[2]]:
+        del known.entries[name]
+        if known.inodes is not None:
+            known.inodes.pop(name, None)
+    known.held = 0
+    seen = _dir_seen.get(key)
+    if seen is not None:
+        _dir_seen[key] = (None, seen[1], None)
+
+
 def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
-          seed: Optional[dict] = None) -> list[Task]:
+          seed: Optional[dict] = None, defer: Optional[Callable[[str], bool]] = None) -> list[Task]:
     global _parses
     key = os.fspath(directory)
     known = _dir_cache.get(key)
+    if known is not None and known.held and (defer is None or not fast):
+        _drop_held(key, known)
     try:
         dir_mtime = os.stat(key).st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
@@ -234,7 +267,7 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     _dir_seen[key] = (settled, last_full if recent else now, dir_mtime)
     try:
         if recent and known.inodes is not None:
-            updated = _renamed_only(directory, key, known, nested)
+            updated = _renamed_only(directory, key, known, nested, defer)
             if updated is not None:
                 return _collect(updated, errors)
         listing = os.scandir(directory)
@@ -275,6 +308,11 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
                 del old[name]  # an index summary serves fast listings only: this caller gets the parsed file
                 hit = None
             if hit is None or hit[0] != stamp:
+                held = _held(hit, stamp, defer) if hit is not None else None
+                if held is not None:
+                    fresh[name] = held
+                    changed = True
+                    continue
                 if not entry.is_file():
                     continue
                 changed = True
@@ -296,7 +334,8 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     return _collect(known, errors)
 
 
-def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool) -> Optional[_Listing]:
+def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool,
+                  defer: Optional[Callable[[str], bool]] = None) -> Optional[_Listing]:
     """``known`` brought up to date from one scandir, reading only the files whose name or inode changed.
 
     None (nothing changed) when a folder or another non-task name came, went or was replaced:
@@ -325,14 +364,18 @@ def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool) -> O
         if hit is not None and hit[0] == stamp:
             continue
         scratch: dict = {}
-        try:
-            _cached(scratch, directory / name, name, stamp, nested)
-        except (ParseError, InvalidIdError):
-            pass
-        except NotFoundError:
-            if entries.pop(name, None) is not None:
-                rebuild = True
-            continue
+        held = _held(hit, stamp, defer)
+        if held is not None:
+            scratch[name] = held
+        else:
+            try:
+                _cached(scratch, directory / name, name, stamp, nested)
+            except (ParseError, InvalidIdError):
+                pass
+            except NotFoundError:
+                if entries.pop(name, None) is not None:
+                    rebuild = True
+                continue
         if hit is None or hit[1] is _NOT_A_TASK or not known.replace(name, scratch[name]):
             entries[name] = scratch[name]
             rebuild = True
@@ -384,8 +427,8 @@ def forget_cached(path: PathLike) -> None:
     _forget(Path(path))
 
 
-def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
-                 errors: Optional[list] = None) -> list[list[Task]]:
+def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Optional[list] = None,
+                 defer: Optional[Callable[[str], bool]] = None) -> list[list[Task]]:
     """Fast listings (``list_tasks(directory=d, fast=True)``) of ``directories``, cold ones from the task index.
 
     The first call in a process reads the workspace's task index (task_index.py), so only files
@@ -393,6 +436,13 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
     missing or damaged, or when ``_INDEX_STALE_FILES`` files were parsed since; at most every
     ``_INDEX_SAVE_SECONDS`` by one process. Tasks taken from the index read the rest of their
     file (header fields, sections, checklist) on first use.
+
+    ``defer`` (claim_next passes "is this task leased"): a file that changed since it was read, of
+    a task ``defer`` names, is not read: the listing shows a stand-in, the task as read before with
+    status claimed (not ready). In a race of claimers every claim rewrites a task file, and each
+    other claimer would otherwise parse it only to learn that it is taken. The file is read when it
+    changes again (its lease ended: completed, released or requeued) and by the next listing made
+    without ``defer``; a stand-in is never given by ``load_task`` nor written to the task index.
     """
     path = task_index.index_file(cfg.runtime_dir)
     state = _index_state.get(os.fspath(path))
@@ -401,7 +451,7 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *,
         state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed)]
     seed, state[0] = state[0], None  # after this listing every directory is warm in memory
     with task_index.gc_paused():
-        found = [scan_tree(Path(d), errors, fast=True, seed=seed) for d in directories]
+        found = [scan_tree(Path(d), errors, fast=True, seed=seed, defer=defer) for d in directories]
     now = time.monotonic()
     stale = _parses - state[1]
     if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
@@ -425,7 +475,9 @@ def _forget(path: Path) -> None:
     key = os.fspath(path.parent)
     known = _dir_cache.get(key)
     if known is not None:
-        known.entries.pop(path.name, None)
+        entry = known.entries.pop(path.name, None)
+        if entry is not None and not entry[2]:
+            known.held -= 1
         if known.inodes is not None:
             known.inodes.pop(path.name, None)  # so the next scandir reads it whatever its inode
     seen = _dir_seen.get(key)

@@ -24,7 +24,8 @@ from .cli import require_workspace
 from .config import ID_PATTERN, Config, load_config, validate_id
 from .errors import NotFoundError, ValidationError
 from .fileio import atomic_write, locked, read_text
-from .tasks import KEEP, ChecklistItem, PathLike, Status, Task, TaskDocument, render_task
+from .task_document import KEEP, TaskDocument, render_task
+from .tasks import ChecklistItem, PathLike, Status, Task
 from .task_cache import (clear_cache, forget_cached, list_indexed, load_task, looks_like_task, remember, scan_tree,
                          unchanged_since_listing)
 

@@ -8,13 +8,13 @@ A task file is what operators edit, so the runtime parses it leniently and edits
     ## Success Criteria
     - [ ] item two [IP:executor-2]                   <- checklist item, in progress by executor-2
 
-This module owns the text: ``parse_task``, ``validate_task``, ``render_task``, the claim order
-(``priority_rank``, ``ready_order_key``) and ``TaskDocument``, whose edits change only the lines
-they own, so an operator's edit elsewhere is kept and an unchanged document renders back byte
-for byte. A file that does not parse raises ParseError (InvalidIdError for a bad id).
+This module owns the model and the grammar: ``parse_task``, ``validate_task``, the claim order
+(``priority_rank``, ``ready_order_key``). A file that does not parse raises ParseError
+(InvalidIdError for a bad id). Editing a file's lines and rendering a new one are
+task_document.py's (``TaskDocument``, ``render_task``), on the grammar shared from here.
 
 The files on disk (cached listing, ``find_task``, locked edits, ``new_task_file``,
-``move_to_completed``) live in task_store.py, which builds on this module.
+``move_to_completed``) live in task_store.py, which builds on both.
 """
 
 from __future__ import annotations
@@ -27,23 +27,21 @@ from enum import Enum
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
-from .clock import format_ts, parse_ts
+from .clock import parse_ts
 
 from .config import validate_id
 from .fileio import split_lines
-from .errors import InvalidIdError, NotFoundError, ParseError, ValidationError
+from .errors import InvalidIdError, ParseError, ValidationError
 
 __all__ = [
-    "Status", "Priority", "Task", "Section", "ChecklistItem", "TaskDocument", "KEEP",
-    "parse_task", "validate_task", "render_task",
-    "priority_rank", "ready_order_key", "extract_paths", "parse_id_list",
+    "Status", "Priority", "Task", "Section", "ChecklistItem",
+    "parse_task", "validate_task", "priority_rank", "ready_order_key", "extract_paths", "parse_id_list",
+    "Scanned", "scan_lines", "assemble", "field_key", "FIELD_LINE", "CHECKLIST_LINE", "IP_MARKER",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-KEEP: Any = object()  # set_checklist_item: leave the [IP:agent] marker as it is
 
 
 class Status(str, Enum):
@@ -184,9 +182,9 @@ class Task:
 
     def field(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """A header field by name, ignoring case, spaces and dashes."""
-        wanted = _key(name)
+        wanted = field_key(name)
         for written, value in self.fields.items():
-            if _key(written) == wanted:
+            if field_key(written) == wanted:
                 return value
         return default
 
@@ -245,10 +243,10 @@ def ready_order_key(task: Task) -> tuple:
 # ---------------------------------------------------------------------------- parsing
 
 _HEADING = re.compile(r"(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-_FIELD = re.compile(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
+FIELD_LINE = re.compile(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
 _FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
-_CHECK = re.compile(r"([ \t]*[-*+][ \t]+\[)([ xX])(\])(.*?)[ \t]*$")
-_IP = re.compile(r"[ \t]*\[IP:([^\]\s]*)\]$")
+CHECKLIST_LINE = re.compile(r"([ \t]*[-*+][ \t]+\[)([ xX])(\])(.*?)[ \t]*$")
+IP_MARKER = re.compile(r"[ \t]*\[IP:([^\]\s]*)\]$")
 _FILES_SECTION = re.compile(
     r"files?\s+(?:to\s+(?:modify|create|change|edit|update|add|write|touch)|modified|created|changed|added)\b",
     re.I)
@@ -266,7 +264,7 @@ _NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
 
 
 @lru_cache(maxsize=1024)  # a handful of field names, looked up for every field of every task read
-def _key(name: str) -> str:
+def field_key(name: str) -> str:
     return _NOT_KEY.sub("", name.lower())
 
 
@@ -367,6 +365,23 @@ def _checked_id(value: str, path: Any, line: int) -> str:
 
 
 def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
+    return assemble(*scan_lines(lines, path))
+
+
+class Scanned(NamedTuple):
+    """What one pass over a task file's lines finds; ``_assemble`` makes the Task of it."""
+
+    title: str  # the title line's text, after "# "
+    title_line: int
+    fields: dict[str, str]
+    field_lines: dict[str, int]
+    sections: tuple[Section, ...]
+    checklist: tuple[ChecklistItem, ...]
+    files: tuple[str, ...]
+    path: Optional[Path]
+
+
+def scan_lines(lines: Sequence[str], path: Optional[Path]) -> Scanned:
     where = path if path is not None else "<text>"
     title: Optional[str] = None
     title_line = 0
@@ -423,15 +438,15 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
                     in_files = bool(_FILES_SECTION.match(heading.group(2)))
                     continue
         elif header and first == "*":
-            found = _FIELD.match(line)
+            found = FIELD_LINE.match(line)
             if found and found.group(1).strip() not in fields:
                 fields[found.group(1).strip()] = found.group(2)
                 field_lines[found.group(1).strip()] = number
         if "[" in line:
-            item = _CHECK.match(line)
+            item = CHECKLIST_LINE.match(line)
             if item:
                 text = item.group(4)
-                marker = _IP.search(text)
+                marker = IP_MARKER.search(text)
                 agent = None
                 if marker:
                     agent, text = marker.group(1), text[:marker.start()]
@@ -443,10 +458,19 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
     if title is None:  # only blank lines
         raise ParseError("empty task file", path=where, line=1, hint="a task file starts with '# <ID>: <title>'")
     close(len(lines))
+    return Scanned(title, title_line, fields, field_lines, tuple(sections), tuple(checklist),
+                    tuple(dict.fromkeys(files)), path)
+
+
+def assemble(title: str, title_line: int, fields: dict[str, str], field_lines: dict[str, int],
+              sections: tuple[Section, ...], checklist: tuple[ChecklistItem, ...],
+              files: tuple[str, ...], path: Optional[Path]) -> Task:
+    """The Task of a scanned file: its title line, header fields, sections, checklist and files."""
+    where = path if path is not None else "<text>"
 
     def get(name: str) -> Optional[str]:
-        wanted = _key(name)
-        return next((v for k, v in fields.items() if _key(k) == wanted), None)
+        wanted = field_key(name)
+        return next((v for k, v in fields.items() if field_key(k) == wanted), None)
 
     task_id, title_text = _title_id(title, where, title_line)
     if task_id is None:
@@ -454,7 +478,7 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
         if not declared:
             raise ParseError("no task id in the title line", path=where, line=title_line,
                              hint="write the title as '# <ID>: <title>' or add '**Task ID:** <ID>'")
-        line_no = next(n for k, n in field_lines.items() if _key(k) == "taskid")
+        line_no = next(n for k, n in field_lines.items() if field_key(k) == "taskid")
         task_id = _checked_id(declared.strip().strip("`"), where, line_no)
     status_text = get("Status")
     priority_text = get("Priority")
@@ -469,8 +493,7 @@ def _parse(lines: Sequence[str], path: Optional[Path]) -> Task:
         parent=(parse_id_list(_TABLE_LINK.sub(r"\1", get("Parent Task") or get("Parent") or ""))[0] or [None])[0],
         assigned_to=get("Assigned To") or get("Assignee"),
         sub_tasks=tuple(dict.fromkeys(parse_id_list(get("Sub-Tasks"))[0] + _table_ids(sections))),
-        sections=tuple(sections), checklist=tuple(checklist),
-        files_to_modify=tuple(dict.fromkeys(files)), title_line=title_line,
+        sections=sections, checklist=checklist, files_to_modify=files, title_line=title_line,
     )
 
 
@@ -484,8 +507,8 @@ def validate_task(task: Task) -> list[ValidationError]:
     problems: list[ValidationError] = []
 
     def report(name: str, what: str, hint: str) -> None:
-        wanted = _key(name)
-        line = next((n for k, n in task.field_lines.items() if _key(k) == wanted), task.title_line)
+        wanted = field_key(name)
+        line = next((n for k, n in task.field_lines.items() if field_key(k) == wanted), task.title_line)
         problems.append(ValidationError(what, path=task.path or "<text>", line=line, hint=hint))
 
     if task.status is None:
@@ -508,172 +531,3 @@ def validate_task(task: Task) -> list[ValidationError]:
         report("Task ID", f"Task ID {declared!r} differs from the title's id {task.task_id!r}",
                "make them the same; the title wins")
     return problems
-
-
-# ---------------------------------------------------------------------------- line-level edits
-
-
-def _clean_value(value: Any, path: Optional[Path] = None) -> str:
-    text = value.value if isinstance(value, Enum) else str(value)
-    if "\n" in text or "\r" in text:
-        raise ValidationError(f"value must be one line: {text[:60]!r}", path=path)
-    return text.strip()
-
-
-class TaskDocument:
-    """The lines of one task file, editable one line at a time; ``render()`` gives the text back."""
-
-    def __init__(self, text: str, path: Optional[PathLike] = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.original = text
-        self._lines = split_lines(text)
-        self._task: Optional[Task] = None
-        # Where the header fields are, kept across edits of a value in place (the lines stay where
-        # they are), so that setting two fields parses the file once, not once per field.
-        self._field_lines: Optional[Mapping[str, int]] = None
-        self.task  # parse now: a document that does not parse is never edited
-
-    @property
-    def task(self) -> Task:
-        if self._task is None:
-            self._task = _parse(self._lines, self.path)
-            self._field_lines = self._task.field_lines
-        return self._task
-
-    def render(self) -> str:
-        return "".join(self._lines)
-
-    @property
-    def changed(self) -> bool:
-        return self.render() != self.original
-
-    def _newline(self) -> str:
-        return "\r\n" if self._lines and self._lines[0].endswith("\r\n") else "\n"
-
-    def _insert(self, index: int, new: list[str]) -> None:
-        newline = self._newline()
-        at_end = index >= len(self._lines)
-        if at_end and self._lines and not self._lines[-1].endswith("\n"):
-            # The file ended without a newline: keep it that way after the inserted lines.
-            self._lines[-1] += newline
-            self._lines.extend([n + newline for n in new[:-1]] + [new[-1]])
-        else:
-            self._lines[index:index] = [n + newline for n in new]
-        self._task = self._field_lines = None
-
-    def set_field(self, name: str, value: Any) -> bool:
-        """Set header field ``name``: replace its value in place, else add a line after the last field."""
-        name = name.strip()
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
-            raise ValidationError(f"invalid field name {name!r}", path=self.path)
-        text = _clean_value(value, self.path)
-        field_lines = self._field_lines if self._field_lines is not None else self.task.field_lines
-        wanted = _key(name)
-        line_no = next((n for k, n in field_lines.items() if _key(k) == wanted), None)
-        if line_no is not None:
-            raw = self._lines[line_no - 1]
-            content = raw.rstrip("\n").rstrip("\r")
-            found = _FIELD.match(content)
-            start, end = found.span(2)
-            prefix = content[:start]
-            if not prefix[-1:].isspace() and text:
-                prefix += " "
-            new = prefix + text + content[end:] + raw[len(content):]
-            if new == raw:
-                return False
-            self._lines[line_no - 1] = new
-            self._task = None
-            return True
-        new_line = f"**{name}:** {text}".rstrip()
-        if field_lines:
-            self._insert(max(field_lines.values()), [new_line])
-        else:
-            index = self.task.title_line
-            following = self._lines[index] if index < len(self._lines) else None
-            if following is not None and not following.strip():
-                after = self._lines[index + 1] if index + 1 < len(self._lines) else None
-                self._insert(index + 1, [new_line] + ([""] if after is not None and after.strip() else []))
-            else:
-                self._insert(index, ["", new_line] + ([""] if following is not None else []))
-        return True
-
-    def find_item(self, selector: Union[int, str]) -> ChecklistItem:
-        """A checklist item by index, or by its text (exact, then ignoring case and spaces)."""
-        items = self.task.checklist
-        if isinstance(selector, int) and not isinstance(selector, bool):
-            if 0 <= selector < len(items):
-                return items[selector]
-            raise NotFoundError(f"no checklist item #{selector} ({len(items)} items)", path=self.path)
-        wanted = str(selector).strip()
-        exact = [i for i in items if i.text == wanted]
-        loose = exact or [i for i in items if " ".join(i.text.split()).lower() == " ".join(wanted.split()).lower()]
-        if len(loose) == 1:
-            return loose[0]
-        if not loose:
-            raise NotFoundError(f"no checklist item {wanted[:60]!r}", path=self.path)
-        raise ValidationError(f"checklist item {wanted[:60]!r} is ambiguous", path=self.path,
-                              line=loose[1].line, hint="select it by index")
-
-    def set_checklist_item(self, selector: Union[int, str], *, checked: Optional[bool] = None,
-                           agent: Any = KEEP) -> ChecklistItem:
-        """Tick/untick one item and/or set (a str) or remove (None) its ``[IP:agent]`` marker."""
-        item = self.find_item(selector)
-        if agent is not KEEP and agent is not None:
-            validate_id(agent, "agent id")
-        raw = self._lines[item.line - 1]
-        content = raw.rstrip("\n").rstrip("\r")
-        found = _CHECK.match(content)
-        mark = found.group(2) if checked is None or bool(checked) == item.checked else ("x" if checked else " ")
-        new = content[:found.start(2)] + mark + content[found.end(2):]
-        if agent is not KEEP and agent != item.agent:
-            tail = content[found.start(4):]
-            marker = _IP.search(tail.rstrip())
-            text = tail.rstrip()[:marker.start()] if marker else tail.rstrip()
-            new = content[:found.start(2)] + mark + "]" + text + (f" [IP:{agent}]" if agent else "")
-        new += raw[len(content):]
-        if new != raw:
-            self._lines[item.line - 1] = new
-            self._task = None
-        return self.task.checklist[item.index]
-
-
-# ---------------------------------------------------------------------------- rendering a new task
-
-
-def _one_line(value: Any, what: str) -> str:
-    text = _clean_value(value)
-    if not text and what == "title":
-        raise ValidationError("a task needs a title")
-    return text
-
-
-def render_task(task_id: str, title: str, *, status: Any = Status.PENDING, priority: Any = Priority.MEDIUM,
-                type: Optional[str] = None, created: Optional[str] = None, depends_on: Sequence[str] = (),
-                fields: Optional[Mapping[str, Any]] = None, objective: str = "",
-                criteria: Sequence[str] = (), files: Sequence[str] = (),
-                sections: Optional[Mapping[str, str]] = None) -> str:
-    """Task Markdown from its parts. ``criteria`` items become ``- [ ]`` lines unless already checklist lines."""
-    validate_id(task_id, "task id")
-    for dep in depends_on:
-        validate_id(dep, "task id")
-    head: dict[str, Any] = {}
-    if type:
-        head["Type"] = type
-    head.update({"Priority": priority, "Status": status, "Created": created or format_ts()})
-    if depends_on:
-        head["Depends On"] = ", ".join(depends_on)
-    head.update(fields or {})
-    out = [f"# {task_id}: {_one_line(title, 'title')}", ""]
-    for name, value in head.items():
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _./-]{0,60}", name):
-            raise ValidationError(f"invalid field name {name!r}")
-        out.append(f"**{name}:** {_one_line(value, name)}".rstrip())
-    body = {"Objective": objective.strip(),
-            "Success Criteria": "\n".join(c if _CHECK.match(c) else f"- [ ] {c}"
-                                          for c in (_one_line(c, "criterion") for c in criteria)),
-            "Files to Modify": "\n".join(f"- `{_one_line(f, 'file')}`" for f in files)}
-    body.update({k: v.strip() for k, v in (sections or {}).items()})
-    for name, text in body.items():
-        if text or name == "Objective":
-            out += ["", f"## {_one_line(name, 'section')}", ""] + ([text] if text else [])
-    return "\n".join(out) + "\n"

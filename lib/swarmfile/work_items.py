@@ -32,6 +32,7 @@ from typing import Any, Optional, Union
 
 from . import task_store
 from . import tasks
+from .task_document import TaskDocument
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, NotClaimable, NotFoundError, SwarmError, ValidationError
 from .fileio import atomic_write, locked, read_text, split_lines
@@ -78,7 +79,7 @@ def _show(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def _find(document: tasks.TaskDocument, selector: Selector) -> tasks.ChecklistItem:
+def _find(document: TaskDocument, selector: Selector) -> tasks.ChecklistItem:
     """The item at index ``selector`` or with exactly that text; never a guess."""
     task = document.task
     items = task.checklist
@@ -109,7 +110,7 @@ def _find(document: tasks.TaskDocument, selector: Selector) -> tasks.ChecklistIt
                         task_id=task.task_id, hint=hint)
 
 
-def _where(document: tasks.TaskDocument, item: tasks.ChecklistItem) -> dict[str, Any]:
+def _where(document: TaskDocument, item: tasks.ChecklistItem) -> dict[str, Any]:
     return {"path": document.path, "line": item.line, "task_id": document.task.task_id}
 
 
@@ -149,7 +150,7 @@ def claim_item(task: Any, item: Selector, agent: str, *, root: Optional[PathLike
     Claiming an item ``agent`` already holds changes nothing. AlreadyClaimed if another agent
     holds it; NotClaimable if it is checked or the task is completed or cancelled.
     """
-    def decide(document: tasks.TaskDocument, found: tasks.ChecklistItem) -> tasks.ChecklistItem:
+    def decide(document: TaskDocument, found: tasks.ChecklistItem) -> tasks.ChecklistItem:
         task_ = document.task
         if task_.status in _FINISHED:
             raise NotClaimable(f"task {task_.task_id} is {task_.status.value}: its items cannot be claimed",
@@ -165,7 +166,7 @@ def claim_item(task: Any, item: Selector, agent: str, *, root: Optional[PathLike
     return _change(task, item, agent, root, "item_claimed", decide)
 
 
-def _holder_check(document: tasks.TaskDocument, found: tasks.ChecklistItem, agent: str, verb: str) -> None:
+def _holder_check(document: TaskDocument, found: tasks.ChecklistItem, agent: str, verb: str) -> None:
     if found.agent is not None and found.agent != agent:
         raise AlreadyClaimed(f"item #{found.index} {_show(found.text)} is held by {found.agent}: "
                              f"only {found.agent} may {verb} it", **_where(document, found), holder=found.agent,
@@ -178,7 +179,7 @@ def complete_item(task: Any, item: Selector, agent: str, *, root: Optional[PathL
     Allowed for the holder, or for any agent when nobody holds the item; an item already
     done changes nothing. AlreadyClaimed (naming the holder) for anyone else.
     """
-    def decide(document: tasks.TaskDocument, found: tasks.ChecklistItem) -> tasks.ChecklistItem:
+    def decide(document: TaskDocument, found: tasks.ChecklistItem) -> tasks.ChecklistItem:
         _holder_check(document, found, agent, "complete")
         return document.set_checklist_item(found.index, checked=True, agent=None)
 
@@ -191,7 +192,7 @@ def release_item(task: Any, item: Selector, agent: str, *, root: Optional[PathLi
     An item nobody holds is left as it is. AlreadyClaimed (naming the holder) if another
     agent holds it.
     """
-    def decide(document: tasks.TaskDocument, found: tasks.ChecklistItem) -> tasks.ChecklistItem:
+    def decide(document: TaskDocument, found: tasks.ChecklistItem) -> tasks.ChecklistItem:
         _holder_check(document, found, agent, "release")
         return document.set_checklist_item(found.index, agent=None)
 
@@ -293,7 +294,7 @@ def add_item(task: Any, text: str, section: str = "Success Criteria", *, root: O
             original = read_text(path)
         except FileNotFoundError:
             raise NotFoundError("task file does not exist", path=path) from None
-        current = tasks.TaskDocument(original, path).task
+        current = TaskDocument(original, path).task
         same = [item for item in current.checklist if item.text == text]
         if same:
             raise ValidationError(f"item {_show(text)} already exists", path=path, line=same[0].line,

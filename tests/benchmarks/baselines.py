@@ -3,6 +3,9 @@
 * a SQLite WAL queue (``synchronous=FULL``): claim by ``UPDATE ... RETURNING`` in ``BEGIN IMMEDIATE``;
 * a maildir queue: claim by ``os.rename`` from ``new/`` to ``cur/<worker>/`` (one winner per file),
   both directories fsynced after a won rename;
+* a bare journal claim: one shared lock, one appended line, one fsync shared by concurrent claimers,
+  and optionally the task file's Status line rewritten by temp file and rename (the floors under
+  Swarmfile's file claims);
 * a raw append loop: ``fcntl.flock`` + ``os.write`` + ``os.fsync`` per line;
 * a raw tail: read backwards to the last ``n`` lines, one libyaml parse;
 * a bare libyaml parse (``yaml.load`` with ``CSafeLoader``) of the heartbeat file, and a raw
@@ -24,7 +27,7 @@ import yaml
 
 __all__ = [
     "sqlite_setup", "sqlite_connect", "sqlite_claim", "sqlite_ready", "sqlite_claim_worker",
-    "maildir_setup", "maildir_claim", "maildir_claim_worker",
+    "maildir_setup", "maildir_claim", "maildir_claim_worker", "bare_journal_setup", "bare_journal_claim_worker",
     "raw_append_worker", "raw_tail", "bare_parse", "raw_heartbeat",
 ]
 
@@ -162,6 +165,70 @@ def maildir_claim_worker(barrier: Any, index: int, root: str) -> dict:
     finally:
         os.close(new_fd)
         os.close(mine_fd)
+
+
+# ---------------------------------------------------------------------------- bare journal claims
+
+
+def bare_journal_setup(root: str, specs: Sequence[dict]) -> None:
+    """The claim order for ``bare_journal_claim_worker`` in ``root`` (a workspace with the task files)."""
+    order = sorted(specs, key=lambda s: (-s["rank"], s["created"], s["task_id"]))
+    Path(root, "claim-order.txt").write_text("".join(s["task_id"] + "\n" for s in order))
+
+
+def bare_journal_claim_worker(barrier: Any, index: int, root: str, mirror: bool) -> dict:
+    """Gang job: the least a durable journal claim can do, in plain Python. Under one shared lock,
+    read the journal's new lines (who took what) and append one line; fsync after the lock, so
+    concurrent claimers share flushes. With ``mirror``, then rewrite the task file's Status line
+    as a claim does: read it, temp file, rename (no fsync: the journal is the truth). No parsing,
+    no lease records, no per-task locks: the floor under Swarmfile's file claims."""
+    order = Path(root, "claim-order.txt").read_text().split()
+    active = os.path.join(root, "tasks", "active")
+    journal = os.path.join(root, "bare-journal.txt")
+    lock = os.open(os.path.join(root, "bare-journal.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    writer = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    reader = os.open(journal, os.O_RDONLY)
+    taken: set = set()
+    seen = 0
+    got, lat = [], []
+    try:
+        barrier.wait()
+        start = time.perf_counter()
+        for task_id in order:
+            if task_id in taken:
+                continue
+            t0 = time.perf_counter()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                new = os.pread(reader, 1 << 20, seen)
+                seen += len(new)
+                taken.update(line.split(" ", 1)[0] for line in new.decode().splitlines())
+                if task_id in taken:
+                    continue
+                line = f"{task_id} executor-{index} 1\n".encode()
+                os.write(writer, line)
+                seen += len(line)
+                taken.add(task_id)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            os.fsync(writer)
+            if mirror:
+                path = os.path.join(active, f"{task_id}.md")
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read().replace("**Status:** pending", "**Status:** claimed", 1)
+                temp = os.path.join(active, f".{task_id}.md.tmp-{os.getpid()}")
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    os.write(fd, text.encode("utf-8"))
+                finally:
+                    os.close(fd)
+                os.rename(temp, path)
+            lat.append(time.perf_counter() - t0)
+            got.append(task_id)
+        return {"start": start, "end": time.perf_counter(), "ids": got, "lat": lat}
+    finally:
+        for fd in (lock, writer, reader):
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------- append and tail

@@ -241,7 +241,7 @@ def bench_claims(run: Run) -> None:
     s = run.sizes
     n, workers = s.claim_tasks, s.claim_workers
     specs = workloads.task_specs(n)
-    systems = ("swarm", "journal", "sqlite", "maildir")
+    systems = ("swarm", "journal", "bare", "bare_mirror", "sqlite", "maildir")
     rates: dict[str, list[float]] = {k: [] for k in systems}
     lat: dict[str, list[float]] = {k: [] for k in systems}
     with Gang(workers) as gang:
@@ -252,6 +252,11 @@ def bench_claims(run: Run) -> None:
             workloads.write_tasks(ws, specs)
             floor = workloads.make_workspace(str(base), "floor")
             workloads.write_tasks(floor, specs)
+            bare = {}
+            for kind in ("bare", "bare_mirror"):
+                bare[kind] = workloads.make_workspace(str(base), kind)
+                workloads.write_tasks(bare[kind], specs)
+                baselines.bare_journal_setup(str(bare[kind]), specs)
             db = str(base / "queue.db")
             baselines.sqlite_setup(db, specs)
             maildir = str(base / "maildir")
@@ -260,6 +265,8 @@ def bench_claims(run: Run) -> None:
                 "swarm": (workloads.swarm_claim_worker,
                           [(str(ws), run.profile_path("claims") if attempt == s.claim_runs - 1 else None)] * workers),
                 "journal": (workloads.journal_claim_worker, [(str(floor),)] * workers),
+                "bare": (baselines.bare_journal_claim_worker, [(str(bare["bare"]), False)] * workers),
+                "bare_mirror": (baselines.bare_journal_claim_worker, [(str(bare["bare_mirror"]), True)] * workers),
                 "sqlite": (baselines.sqlite_claim_worker, [(db,)] * workers),
                 "maildir": (baselines.maildir_claim_worker, [(maildir,)] * workers),
             }
@@ -291,6 +298,15 @@ def bench_claims(run: Run) -> None:
                    "/s", rates["journal"], "sqlite WAL FULL queue", rates["sqlite"], tasks=n, processes=workers,
                    durable=True, measures="lock + re-read + one durable journal line per claim",
                    per_claim_latency={"journal": per_claim("journal"), "sqlite": per_claim("sqlite")})
+    # The floors under any file claim, in plain Python: a bare journal, and a bare journal that also
+    # rewrites the task's Status line (a temp file and a rename in the one task folder, per claim).
+    for kind, label, what in (
+            ("bare", "bare journal (one lock, one line, shared fsync)", "no parse, no lease record, no per-task lock"),
+            ("bare_mirror", "bare journal + Status line (temp file, rename)",
+             "the bare journal, then the task file's Status line rewritten as a claim does")):
+        run.report.add(f"claims.{kind}_floor", "claims", f"{label}, {workers} procs, {n} tasks", "/s", rates[kind],
+                       "sqlite WAL FULL queue", rates["sqlite"], tasks=n, processes=workers, durable=True,
+                       measures=what, per_claim_latency={kind: per_claim(kind), "sqlite": per_claim("sqlite")})
 
 
 def bench_redis(run: Run) -> None:

@@ -23,7 +23,8 @@ import agent_discovery  # noqa: E402
 import claims  # noqa: E402
 import doctor  # noqa: E402
 import events  # noqa: E402
-from swarmfile import task_index, tasks  # noqa: E402
+from swarmfile import task_index  # noqa: E402
+from swarmfile.task_document import render_task  # noqa: E402
 from swarmfile.clock import HOSTNAME, format_ts
 from swarmfile.config import load_config  # noqa: E402
 from swarmfile.event_log_file import HEADER as LOG_HEADER  # noqa: E402
@@ -71,10 +72,10 @@ def make_workspace(parent: str, name: str) -> Path:
 
 
 def write_tasks(root: Path, specs: list[dict]) -> None:
-    """One task Markdown file per spec in tasks/active, as ``tasks.render_task`` writes them."""
+    """One task Markdown file per spec in tasks/active, as ``render_task`` writes them."""
     active = root / "tasks" / "active"
     for spec in specs:
-        text = tasks.render_task(
+        text = render_task(
             spec["task_id"], f"Implement feature {spec['task_id'][-4:]} of the importer",
             priority=spec["priority"], type="implement (feature)", created=spec["created"],
             depends_on=spec["depends_on"],
