@@ -118,16 +118,19 @@ def test_no_acknowledged_reservation_is_lost_when_redis_is_killed(workspace, red
 
 
 def _retrying_writer(module: str, write: str, ack: str) -> str:
-    """A script that makes argv[3] writes (``write``, an expression of ``n``; its value is ``done``),
-    each retried with backoff while Redis is unreachable; appends ``ack`` (an expression of ``done``)
-    per acknowledged write to the file argv[2], and prints how many retries it made."""
+    """A script that makes at least argv[3] writes (``write``, an expression of ``n``; its value is
+    ``done``), each retried with backoff while Redis is unreachable, and goes on writing until it has
+    met the outage (on a loaded machine all argv[3] can be done before the kill lands); appends
+    ``ack`` (an expression of ``done``) per acknowledged write to the file argv[2], and prints how
+    many retries it made."""
     return f"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import {module}
 from swarmfile.errors import BackendUnavailable
-acked, retries = open(sys.argv[2], "a", buffering=1), 0
-for n in range(int(sys.argv[3])):
+acked, retries, n, count = open(sys.argv[2], "a", buffering=1), 0, 0, int(sys.argv[3])
+deadline = time.monotonic() + 60
+while n < count or (not retries and time.monotonic() < deadline):
     pause = 0.02
     while True:
         try:
@@ -138,6 +141,7 @@ for n in range(int(sys.argv[3])):
             time.sleep(pause)  # the server is down or restarting: back off and write again
             pause = min(pause * 2, 0.5)
     acked.write({ack} + "\\n")
+    n += 1
 print(retries)
 """
 
@@ -172,7 +176,7 @@ def test_no_acknowledged_reservation_is_lost_when_redis_is_killed_mid_stream(wor
     _kill_midway(redis_server, RESERVER, workspace, acked, 100)
     confirmed = [tuple(line.split(" ", 1)) for line in acked.read_text().splitlines()]
     stored = {(r.id, r.patterns[0]) for r in _patiently(res.list_reservations, root=workspace)}
-    assert len(confirmed) == 100 and set(confirmed) <= stored, "an acknowledged reservation was lost"
+    assert len(confirmed) >= 100 and set(confirmed) <= stored, "an acknowledged reservation was lost"
 
 
 # ---------------------------------------------------------------------------- chat
@@ -207,7 +211,7 @@ def test_no_acknowledged_message_is_lost_when_redis_is_killed_mid_stream(workspa
     _kill_midway(redis_server, SENDER, workspace, acked, 200)
     confirmed = [line.split(" ", 1) for line in acked.read_text().splitlines()]
     stored = {m.id: m.content for m in _patiently(chat.read_messages, root=workspace)}
-    assert len(confirmed) == 200
+    assert len(confirmed) >= 200
     assert all(stored.get(int(n)) == content for n, content in confirmed), "an acknowledged message was lost"
     assert sorted(stored) == list(range(1, len(stored) + 1)), "ids are dense and unique"
     assert {f"message {n}" for n in range(200)} <= set(stored.values())
