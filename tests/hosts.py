@@ -9,7 +9,6 @@ and the task board; ``start_loop`` runs a loop (planner, executor) as that host 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Callable
 import pytest
 
 from gitenv import git, hermetic_git, seeded_remote
+from swarmfile.liveness import stop_processes
 
 __all__ = ["remote", "host", "start_loop", "run_until"]
 
@@ -72,13 +72,6 @@ def run_until(procs: list, done: Callable[[], bool], why: str, step: Callable[[]
                                                           if p.poll() is not None]
             time.sleep(0.1)  # the Markdown changes in another process: look again shortly
     finally:
+        stop_processes(procs, grace=30)
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             proc.stderr.close()

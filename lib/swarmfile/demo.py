@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -31,6 +31,7 @@ from . import tasks
 from . import task_store
 from . import workspace as workspaces
 from .cli import module_argv, print_json, table
+from .liveness import stop_processes
 from .redis_backend import redact
 
 __all__ = ["run_demo", "run_demo_on_hosts", "SAMPLE_TASKS"]
@@ -59,19 +60,6 @@ SAMPLE_TASKS: list[dict[str, Any]] = [
                    "Staff report in `reports/staff.py`"],
          files=["reports/sales.py", "reports/stock.py", "reports/staff.py"]),
 ]
-
-
-def _stop_all(procs: list) -> None:
-    """SIGTERM every loop still running, then wait for each (SIGKILL after 15 s)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _make_repo(root: Path) -> bool:
@@ -172,7 +160,7 @@ def run_demo(*, root: Optional[str] = None, executors: int = 3, timeout: float =
             if any(p.poll() is not None for p in procs):
                 break  # a loop died: report it below instead of waiting out the timeout
     finally:
-        _stop_all(procs)
+        stop_processes(procs, grace=15)
     elapsed = time.monotonic() - start
     crashed = [(p.args[1], p.stderr.read().decode(errors="replace").strip()) for p in procs
                if p.returncode not in (0, -signal.SIGTERM)]
@@ -333,7 +321,7 @@ def _on_hosts(base: Path, url: str, private: bool, executors: int, timeout: floa
                 break
         stop.set()
     finally:
-        _stop_all([proc for _, proc in procs])
+        stop_processes((proc for _, proc in procs), grace=15)
     elapsed = time.monotonic() - start_at
     crashed = [(agent, p.stderr.read().decode(errors="replace").strip()) for agent, p in procs
                if p.returncode not in (0, -signal.SIGTERM)]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Optional
+import signal
+import subprocess
+from typing import Any, Iterable, Optional
 
 from .clock import HOSTNAME
-__all__ = ["process_start_time", "pid_alive", "dead_reason", "my_identity"]
+__all__ = ["process_start_time", "pid_alive", "dead_reason", "my_identity", "stop_processes"]
 
 
 def process_start_time(pid: int) -> Optional[int]:
@@ -76,3 +78,20 @@ def my_identity() -> dict[str, Any]:
     if found is None:
         found = _mine[pid] = {"pid": pid, "host": HOSTNAME, "proc_start": process_start_time(pid)}
     return dict(found)
+
+
+def stop_processes(procs: Iterable["subprocess.Popen[Any]"], grace: float) -> None:
+    """SIGTERM every child still running, then wait for each, SIGKILLing one still there after ``grace`` s.
+
+    All are asked first, then waited for: they shut down together, not one after another.
+    """
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

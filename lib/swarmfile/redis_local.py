@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import BackendUnavailable
+from .liveness import stop_processes
 
 __all__ = ["LocalRedis"]
 
@@ -96,12 +97,4 @@ class LocalRedis:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        else:
-            proc.wait()
+        stop_processes([proc], grace=10)
