@@ -47,14 +47,14 @@ import os
 import re
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
 
+from .clock import format_ts
 from .config import Config
 from .errors import ParseError, SwarmError, ValidationError
 from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
-from .clock import format_ts
 from .lease_store import FileLeaseTable, Lease, LeaseState
 
 __all__ = ["JournalLeaseTable"]
