@@ -16,7 +16,7 @@ import re
 import stat
 import time
 from itertools import compress, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -80,6 +80,7 @@ _NOT_A_TASK = _NotATask()
 
 _VALUE, _READ_AT = itemgetter(1), itemgetter(2)
 _STAT_KEY = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")  # _stat_key as one C call
+_IS_FOLDER = methodcaller("is_dir", follow_symlinks=False)
 
 
 class _Listing:
@@ -225,10 +226,7 @@ def _held(hit: Optional[tuple], stamp: tuple, defer: Optional[Callable[[str], bo
     stand-in, the cached task as claimed (see ``list_indexed``); None when the file must be read."""
     if defer is None or hit is None or not isinstance(hit[1], Task) or not defer(hit[1].task_id):
         return None
-    task = hit[1]
-    stand_in = object.__new__(type(task))  # a copy, whatever the class (an index summary reads lazily)
-    object.__setattr__(stand_in, "__dict__", {**task.__dict__, "status": Status.CLAIMED,
-                                              "status_text": Status.CLAIMED.value})
+    stand_in = task_index.restated(hit[1], Status.CLAIMED)  # a copy, whatever the class (an index summary reads lazily)
     return (stamp, stand_in, 0)  # read at 0: never trusted as the file's content (load_task, the index)
 
 
@@ -270,13 +268,17 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
             updated = _renamed_only(directory, key, known, nested, defer)
             if updated is not None:
                 return _collect(updated, errors)
+        if seed and known is None and key in seed:  # cold, and the task index has this folder
+            indexed = _from_index(directory, key, seed[key], errors, nested, defer)
+            if indexed is not None:
+                return indexed
         listing = os.scandir(directory)
     except (FileNotFoundError, NotADirectoryError):
         _drop(key)
         return []
     old = dict(known.entries) if known is not None else {}
-    if seed and known is None:  # cold: start from the task index's entries, each checked below
-        old = dict(seed.get(key, ()))
+    if seed and known is None and key in seed:  # cold: start from the task index's entries, each checked below
+        old = seed[key].entries()
     fresh: dict = {}
     inodes: dict = {}
     folders: list[str] = []
@@ -332,6 +334,58 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     else:
         known.inodes = inodes
     return _collect(known, errors)
+
+
+def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Optional[list], nested: bool,
+                defer: Optional[Callable[[str], bool]]) -> Optional[list[Task]]:
+    """The cold listing of ``directory`` from its record in the task index, checked in a few C loops
+    over the whole folder: one scandir, one stat per file, the files whose stat key changed read
+    again (as ``_scan`` reads them). None when the folder's names changed (or a stat failed): the
+    caller scans file by file.
+    """
+    global _parses
+    with os.scandir(directory) as listing:
+        found = list(listing)
+    try:
+        checked = folder.check(found)
+    except OSError:  # gone since the scandir, or a dangling symlink: _scan's loop says which
+        return None
+    if checked is None:
+        return None
+    # Subfolders by their entries' types (no stat): a name that was a file may be a folder now, under
+    # an inode number the file's freed.
+    subfolders = sorted(name for name in compress(folder.order, map(_IS_FOLDER, found))
+                        if name[0] not in "._" and not _candidate(name))
+    if subfolders != folder.folders:
+        return None
+    stamps, changed = checked
+    names = folder.names
+    values = folder.values()
+    entries = dict(zip(names, zip(stamps, values, repeat(task_index.TRUSTED))))
+    for n in changed:  # as _scan's loop does for a file whose stat key changed
+        name, stamp, value = names[n], stamps[n], values[n]
+        held = _held((folder.key(n), value, task_index.TRUSTED), stamp, defer) if value is not None else None
+        if held is not None:
+            entries[name] = held
+            continue
+        del entries[name]
+        if not found[folder.at[n]].is_file():
+            _parses += value is not None  # in the index, now no file: the index changes too
+            continue
+        try:
+            _cached(entries, directory / name, name, stamp, nested)
+        except (ParseError, InvalidIdError):
+            pass
+        except NotFoundError:
+            continue  # moved or deleted between the directory read and the file read
+    _subdirs[key] = subfolders
+    known = _dir_cache[key] = _Listing(entries, dict(zip(folder.order, folder.inodes)))
+    return _collect(known, errors)
+
+
+def _candidate(name: str) -> bool:
+    """Whether ``_scan`` reads a file of this name as a possible task (the rule of its loop)."""
+    return name[0] not in "._" and name.endswith(".md") and name not in _SKIPPED
 
 
 def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool,
@@ -457,10 +511,10 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Option
     if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
         tops = [os.fspath(d) for d in directories]
         state[1:] = [_parses, now, True]
-        scanned = {key: known.entries for key, known in _dir_cache.items()
+        scanned = {key: (known.entries, known.inodes or {}, _subdirs.get(key, [])) for key, known in _dir_cache.items()
                    if any(key == top or key.startswith(top + os.sep) for top in tops)}
         try:
-            task_index.save(path, scanned, _NOT_A_TASK)
+            task_index.save(path, scanned, _NOT_A_TASK, _candidate)
         except OSError as exc:  # a cache: a full disk or a read-only runtime folder costs speed, not work
             warn_once(log, "cannot write the task index %s: %s", path, exc, about=path)
     return found
