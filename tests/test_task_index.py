@@ -277,7 +277,7 @@ def test_a_task_from_the_index_compares_by_identity_and_has_no_order(workspace, 
     found = cold_listing(workspace)
     one, two = found["T-1"], found["T-2"]
     assert task_index.is_summary(one) and isinstance(one, tasks.Task)
-    assert one == one and one != two and one != tuple(one) and len({one, two, one}) == 2
+    assert one == one and one != two and len({one, two, one}) == 2 and [one, two] != [one, one]
     with pytest.raises(TypeError):
         sorted([one, two])
     assert "T-1" in repr(one)
@@ -554,3 +554,18 @@ def test_ready_on_the_command_line_does_not_import_the_lease_code(workspace):
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "swarmfile.ready_query" in imported
     assert not imported & {"swarmfile.claims", "swarmfile.lease_store", "swarmfile.stores", "swarmfile.liveness"}
+
+
+def test_ready_on_the_command_line_imports_neither_yaml_nor_the_locks(workspace):
+    """Reading tasks needs no lock and, without a swarm.yaml, no YAML: a polling script pays for neither."""
+    write(workspace, "T-1")
+    for n in range(2):  # the first writes the task index (atomic_write: fileio); the second only reads
+        out = subprocess.run([sys.executable, "-X", "importtime", str(LIB / "claims.py"), "ready", "--json",
+                              "--root", str(workspace)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and json.loads(out.stdout)["count"] == 1
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "swarmfile.ready_query" in imported
+    assert not imported & {"yaml", "portalocker", "swarmfile.fileio", "swarmfile.locks"}
+    (workspace / "swarm.yaml").write_text("timeouts:\n  lease_seconds: 60\n")
+    out = _claims_cli("ready", "--json", root=workspace)
+    assert out.returncode == 0 and json.loads(out.stdout)["count"] == 1

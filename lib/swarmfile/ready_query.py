@@ -2,7 +2,7 @@
 
 Kept apart from the lease code (claims.py re-exports ``ready_tasks``) so that answering it needs
 only the task model and its files: ``python lib/claims.py ready`` starts without the lease
-table, the stores or the liveness probes. It lists through the task index (task_store.list_indexed),
+table, the stores or the liveness probes. It lists through the task index (task_cache.list_indexed),
 so a cold query in a new process parses only the task files that changed since the index was written.
 """
 
@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional, Union
 
 from . import task_graph
 from . import task_index
-from . import task_store
+from . import task_cache
 from . import tasks as taskmod
 from .config import Config, load_config
 from .errors import warn_once
@@ -162,7 +162,7 @@ def markdown_ready(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
 
 def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[taskmod.Task]:
     unreadable: list = []
-    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable,
+    active, completed = task_cache.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable,
                                                 defer=leased)
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
         warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change

@@ -18,14 +18,16 @@ import time
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .config import Config
 from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, warn_once
-from .fileio import read_text
-from .task_document import TaskDocument
+from .textfile import read_text
 from .tasks import PathLike, Status, Task, parse_task
 from . import task_index
+
+if TYPE_CHECKING:
+    from .task_document import TaskDocument
 
 __all__ = [
     "looks_like_task", "clear_cache", "load_task", "scan_tree", "unchanged_since_listing", "forget_cached",

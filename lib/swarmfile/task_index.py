@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterator, Optional
 
 from .errors import SwarmError
+from .textfile import read_text
 from .tasks import Priority, Status, Task, parse_task, ready_order_key
 
 __all__ = ["IndexedTask", "Folder", "RACY_NS", "TRUSTED", "index_file", "load", "save", "encode", "decode",
@@ -78,8 +79,6 @@ class _Lazy:
         if self.name == "path":
             state["path"] = Path(task[_AT["_folder"]], task[_AT["_name"]])
         else:
-            from .fileio import read_text  # here: a listing from the index reads no file, nor needs fileio's imports
-
             try:
                 body = parse_task(read_text(task.path), task.path)
                 state.update(fields=body.fields, field_lines=body.field_lines, sections=body.sections,
@@ -109,18 +108,9 @@ class IndexedTask(tuple, Task):  # type: ignore[misc]
     and has no order.
     """
 
-    __hash__ = object.__hash__
-
-    def __eq__(self, other: object) -> bool:  # not object's: it defers to tuple's, which compares the values
-        return self is other
-
-    def __ne__(self, other: object) -> bool:
-        return self is not other
-
-    def __lt__(self, other: object) -> bool:
-        raise TypeError("tasks have no order: sort them by tasks.ready_order_key")
-
-    __le__ = __gt__ = __ge__ = __lt__
+    # object's, not tuple's: two tasks are equal only when they are one (ready_query._same relies on it)
+    __eq__, __ne__, __hash__ = object.__eq__, object.__ne__, object.__hash__
+    __lt__, __le__, __gt__, __ge__ = object.__lt__, object.__le__, object.__gt__, object.__ge__
 
     path, fields, field_lines, sections, checklist, title_line = (_Lazy() for _ in range(6))
 

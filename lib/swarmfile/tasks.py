@@ -32,7 +32,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 from .clock import parse_ts
 
 from .config import validate_id
-from .fileio import split_lines
+from .textfile import split_lines
 from .errors import InvalidIdError, ParseError, ValidationError
 
 __all__ = [
