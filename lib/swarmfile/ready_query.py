@@ -9,7 +9,6 @@ so a cold query in a new process parses only the task files that changed since t
 from __future__ import annotations
 
 import bisect
-import logging
 import operator
 import os
 from itertools import compress, repeat
@@ -22,13 +21,11 @@ from . import task_index
 from . import task_cache
 from . import tasks as taskmod
 from .config import Config, load_config
-from .errors import warn_once
+from .errors import swarm_logger, warn_once
 
 __all__ = ["ready_tasks", "markdown_ready", "claim_candidates"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-log = logging.getLogger("swarmfile")
 
 
 @dataclass
@@ -165,7 +162,7 @@ def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[
     active, completed = task_cache.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable,
                                                 defer=leased)
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
-        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
+        warn_once(swarm_logger(), "skipping a task file that does not parse: %s", error)  # once per file and change
     memo = _ready_memo.get(cfg.root)
     if memo is not None:
         if _same(memo.active, active) and _same(memo.completed, completed):
@@ -184,7 +181,7 @@ def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[
         key = (task_id, tuple(map(str, paths)))
         if key not in warned:
             warned.add(key)
-            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
+            swarm_logger().warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
                         task_id, len(paths), ", ".join(map(str, paths)))
     statuses = list(map(_STATUS, active))
     done = set(map(_ID, completed))

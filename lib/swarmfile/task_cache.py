@@ -9,7 +9,6 @@ completed tasks) on this module and re-exports its public names.
 
 from __future__ import annotations
 
-import logging
 import operator
 import os
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .config import Config
-from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, warn_once
+from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, swarm_logger, warn_once
 from .textfile import read_text
 from .tasks import PathLike, Status, Task, parse_task
 from . import task_index
@@ -34,7 +33,6 @@ __all__ = [
     "remember", "list_indexed",
 ]
 
-log = logging.getLogger("swarmfile")
 
 _CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
 
@@ -357,7 +355,7 @@ def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Op
     # Subfolders by their entries' types (no stat): a name that was a file may be a folder now, under
     # an inode number the file's freed.
     subfolders = sorted(name for name in compress(folder.order, map(_IS_FOLDER, found))
-                        if name[0] not in "._" and not _candidate(name))
+                        if name[0] not in "._" and not _candidate(name)) if len(folder.at) < len(found) else []
     if subfolders != folder.folders:
         return None
     stamps, changed = checked
@@ -518,7 +516,7 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Option
         try:
             task_index.save(path, scanned, _NOT_A_TASK, _candidate)
         except OSError as exc:  # a cache: a full disk or a read-only runtime folder costs speed, not work
-            warn_once(log, "cannot write the task index %s: %s", path, exc, about=path)
+            warn_once(swarm_logger(), "cannot write the task index %s: %s", path, exc, about=path)
     return found
 
 

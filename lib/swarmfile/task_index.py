@@ -44,7 +44,7 @@ from .textfile import read_text
 from .tasks import Priority, Status, Task, parse_task, ready_order_key
 
 __all__ = ["IndexedTask", "Folder", "RACY_NS", "TRUSTED", "index_file", "load", "save", "encode", "decode",
-           "is_summary", "restated", "gc_paused", "path_text"]
+           "is_summary", "restated", "gc_paused", "path_text", "path_texts"]
 
 FORMAT = 5  # bumped when the layout changes: an index of another format is rebuilt
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
@@ -121,6 +121,7 @@ class IndexedTask(tuple, Task):  # type: ignore[misc]
 for _n, _name in enumerate(_FIELDS):
     setattr(IndexedTask, _name, property(itemgetter(_n)))
 _new = partial(tuple.__new__, IndexedTask)  # IndexedTask from a tuple of _FIELDS, callable from map()
+_FOLDER, _FILE_NAME = itemgetter(_AT["_folder"]), itemgetter(_AT["_name"])
 
 
 def is_summary(value: Any) -> bool:
@@ -147,6 +148,22 @@ def path_text(task: Task) -> str:
         return str(task.path)
     folder, name = task[13], task[14]  # a folder as os.fspath gives it (no trailing "/" but the root's), a file name
     return folder + name if folder.endswith(os.sep) else folder + os.sep + name  # os.path.join, without its checks
+
+
+def path_texts(found: list) -> list[str]:
+    """``[path_text(t) for t in found]``, in C loops when they all came from the index."""
+    if set(map(type, found)) != {IndexedTask}:
+        return list(map(path_text, found))
+    prefixes = _Prefixes()
+    return list(map(str.__add__, map(prefixes.__getitem__, map(_FOLDER, found)), map(_FILE_NAME, found)))
+
+
+class _Prefixes(dict):
+    """A folder -> its text with the separator a file name follows (the root's has it already)."""
+
+    def __missing__(self, folder: str) -> str:
+        text = self[folder] = folder if folder.endswith(os.sep) else folder + os.sep
+        return text
 
 
 @contextmanager
