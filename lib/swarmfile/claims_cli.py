@@ -14,7 +14,7 @@ import sys
 from itertools import chain, repeat
 from json.encoder import encode_basestring
 from operator import attrgetter
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from .cli import non_negative_int, parser, run, table
 from .task_index import path_texts
@@ -28,28 +28,38 @@ _KEYS = ('{"task_id": ', ', "title": ', ', "priority": ', ', "status": ', ', "cr
 
 
 def _json(found: list, shown: list) -> str:
-    """``json.dumps({"ready": [row, ...], "count": len(found)}, ensure_ascii=False)``, a column at a time.
+    """``json.dumps({"ready": [row, ...], "count": len(found)}, ensure_ascii=False)``: ``_json_parts`` joined."""
+    return "".join(_json_parts(found, shown))
+
+
+def _json_parts(found: list, shown: list) -> Iterator[str]:
+    """The text of ``_json`` in parts of ``_ROWS`` rows, a column at a time.
 
     Each column's values are quoted by the function json.dumps quotes strings with, mapped over the
-    whole column (a C loop), and each row is one format of its values: at 10,000 tasks, json.dumps
-    of the rows as dicts, or a Python expression per row, costs more than the query (json.dumps
-    quotes every key of every row). The same text byte for byte (tests/test_task_index.py compares
-    the two). A status is a str enum, whose text is its value (no Enum.value, a Python-level
+    column (a C loop), and the rows' pieces are joined once: at 10,000 tasks, json.dumps of the rows
+    as dicts, or a Python expression per row, costs more than the query (json.dumps quotes every key
+    of every row). Written part by part, the text reuses the memory of the part before (a new process
+    pays for every page it touches first). The same text byte for byte (tests/test_task_index.py
+    compares the two). A status is a str enum, whose text is its value (no Enum.value, a Python-level
     property, nor Enum.__hash__, a Python function).
     """
-    statuses = list(map(_STATUS, shown))
-    for at in [n for n, status in enumerate(statuses) if status is None] if None in statuses else ():
-        statuses[at] = shown[at].status_text  # unrecognised: its text as written (null if none)
-    columns = (_quoted(list(map(_ID, shown))), _quoted(list(map(_TITLE, shown))),
-               _quoted(list(map(_PRIORITY_TEXT, shown))), _quoted(statuses), _quoted(list(map(_CREATED, shown))),
-               map(_ID_LISTS.__getitem__, map(_DEPENDS_ON, shown)), _quoted(list(map(_PARENT, shown))),
-               _quoted(path_texts(shown)))
-    # The rows' pieces, the keys between the values, joined once (no format parsed per row).
-    pieces = zip(*chain.from_iterable(zip(map(repeat, _KEYS), columns)), repeat("}, "))
-    body = "".join(chain.from_iterable(pieces))[:-2] if shown else ""
-    return '{"ready": [' + body + '], "count": ' + str(len(found)) + "}"
+    yield '{"ready": ['
+    for start in range(0, len(shown), _ROWS):
+        part = shown[start:start + _ROWS]
+        statuses = list(map(_STATUS, part))
+        for at in [n for n, status in enumerate(statuses) if status is None] if None in statuses else ():
+            statuses[at] = part[at].status_text  # unrecognised: its text as written (null if none)
+        columns = (_quoted(list(map(_ID, part))), _quoted(list(map(_TITLE, part))),
+                   _quoted(list(map(_PRIORITY_TEXT, part))), _quoted(statuses), _quoted(list(map(_CREATED, part))),
+                   map(_ID_LISTS.__getitem__, map(_DEPENDS_ON, part)), _quoted(list(map(_PARENT, part))),
+                   _quoted(path_texts(part)))
+        rows = zip(*chain.from_iterable(zip(map(repeat, _KEYS), columns)), repeat("}, "))
+        text = "".join(chain.from_iterable(rows))
+        yield text[:-2] if start + _ROWS >= len(shown) else text  # no ", " after the last row
+    yield '], "count": ' + str(len(found)) + "}"
 
 
+_ROWS = 512
 _ID, _TITLE, _STATUS, _PRIORITY_TEXT, _CREATED, _DEPENDS_ON, _PARENT = map(
     attrgetter, ("task_id", "title", "status", "priority_text", "created", "depends_on", "parent"))
 
@@ -89,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json:
             # One line, not print_json's indented document: 10,000 tasks indented by the pure-Python
             # encoder would cost more than the whole query.
-            sys.stdout.write(_json(found, shown) + "\n")
+            sys.stdout.writelines(_json_parts(found, shown))
+            sys.stdout.write("\n")
             return 0
         if not found:
             print("no task is ready")
