@@ -30,11 +30,10 @@ import os
 import struct
 import sys
 import zlib
-from array import array
 from contextlib import contextmanager
 from functools import partial
 from itertools import compress, repeat, starmap
-from operator import attrgetter, is_, itemgetter
+from operator import is_, itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Optional
@@ -46,7 +45,7 @@ from .tasks import Priority, Status, Task, parse_task, ready_order_key
 __all__ = ["IndexedTask", "Folder", "RACY_NS", "TRUSTED", "index_file", "load", "save", "encode", "decode",
            "is_summary", "restated", "gc_paused", "path_text", "path_texts"]
 
-FORMAT = 5  # bumped when the layout changes: an index of another format is rebuilt
+FORMAT = 6  # bumped when the layout changes: an index of another format is rebuilt
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
 # coarsest timestamps in common use (FAT's 2 s; ext4 and tmpfs stamp with the kernel's tick).
 RACY_NS = 2_000_000_000
@@ -207,50 +206,65 @@ _KEY = struct.Struct("=qqQq")
 _KEY_SIZE = _KEY.size
 _STATUS = {s.value: s for s in Status}
 _PRIORITY = {p.value: p for p in Priority}
-_NAME, _INODE, _STAT = attrgetter("name"), os.DirEntry.inode, os.DirEntry.stat
-_STAT_KEY = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")  # as task_cache keys its entries
 _NONE = type(None)
 
 
 class Folder:
-    """One folder as the index recorded it, to be checked against the folder as it is now."""
+    """One folder as the index recorded it, to be checked against the folder as it is now.
 
-    __slots__ = ("path", "order", "inodes", "folders", "names", "at", "keys", "columns", "not_a_task")
+    Its names (``order``: every name in the folder, in the order the directory lists them, joined
+    by NULs, which no file name holds) and, for the files that may be tasks (in file-name order,
+    ``at``: each one's place among the names), the stat keys and columns of the summaries.
+    """
+
+    __slots__ = ("path", "order", "folders", "at", "keys", "columns", "not_a_task")
 
     def __init__(self, path: str, record: dict, not_a_task: Any) -> None:
         self.path = path
-        self.order: list[str] = record["order"]
-        self.inodes = array("Q", record["inodes"])
+        self.order: str = record["order"]
         self.folders: list[str] = record["folders"]
-        self.names: list[str] = record["name"]
         self.at: list[int] = record["at"]
         self.keys: bytes = record["keys"]
         self.columns = columns = {column: record[column] for column in _COLUMNS}
         self.not_a_task = not_a_task
-        count = len(self.names)
-        if (len(self.inodes) != len(self.order) or len(self.at) != count or len(self.keys) != count * _KEY_SIZE
-                or any(len(values) != count for values in columns.values())):
+        count = len(self.at)
+        if len(self.keys) != count * _KEY_SIZE or any(len(values) != count for values in columns.values()):
             raise ValueError("columns of different lengths")
-        if not (set(map(type, self.order)) <= {str} and set(map(type, self.names)) <= {str}
-                and set(map(type, self.folders)) <= {str} and set(map(type, self.at)) <= {int}
-                and (not self.at or 0 <= min(self.at) <= max(self.at) < len(self.order))
+        if not (type(self.order) is str and set(map(type, self.folders)) <= {str} and set(map(type, self.at)) <= {int}
+                and (not self.at or 0 <= min(self.at) <= max(self.at) < self.order.count("\0") + 1)
                 and set(map(type, columns["id"])) <= {str, _NONE} and set(columns["status"]) <= {*_STATUS, None}
                 and set(columns["priority"]) <= {*_PRIORITY, None}
                 and all(set(map(type, columns[c])) <= {tuple} for c in ("depends_on", "sub_tasks", "files"))):
             raise TypeError("not an index record")
 
-    def indexed(self) -> set[str]:
-        """The names of the files whose entry a listing may take from the record (their stat key permitting)."""
-        return {name for n, name in enumerate(self.names) if self.key(n) != _UNKNOWN}
+    def matches(self, names: list[str]) -> bool:
+        """Whether ``names`` (the folder's listing now) are the recorded ones, in the recorded order."""
+        return "\0".join(names) == self.order
 
-    def values(self) -> list:
-        """Per file (``names``): its IndexedTask, ``not_a_task``, or None when the record holds nothing of it."""
+    def files(self, names: list[str]) -> list[str]:
+        """Of the recorded ``names``, the files that may be tasks, in file-name order."""
+        return list(map(names.__getitem__, self.at))
+
+    def changed(self, keys: list[tuple]) -> list[int]:
+        """The places among ``files`` whose stat key now (``keys``) is not the recorded one."""
+        try:
+            now = b"".join(starmap(_KEY.pack, keys))
+        except struct.error:  # a number out of range: every file counts as changed
+            return list(range(len(keys)))
+        return [] if now == self.keys else _differing(now, self.keys, _KEY_SIZE)
+
+    def key(self, n: int) -> tuple:
+        """The recorded stat key of file ``n``."""
+        return _KEY.unpack_from(self.keys, n * _KEY_SIZE)
+
+    def values(self, files: list[str]) -> list:
+        """Per file: its IndexedTask, ``not_a_task``, or None when the record holds nothing of it."""
         c = self.columns
         ids = c["id"]
         made: list = list(map(_new, zip(
             ids, c["title"], map(_STATUS.get, c["status"]), c["status_text"], map(_PRIORITY.get, c["priority"]),
             c["priority_text"], c["created"], c["depends_on"], c["parent"], c["assigned_to"], c["sub_tasks"],
-            c["files"], zip(c["rank"], c["moment"], ids), repeat(self.path), self.names)))
+            c["files"], zip(c["rank"], c["moment"], ids), repeat(self.path), files)))
         for n in compress(range(len(ids)), map(is_, ids, repeat(None))):
             made[n] = None if self.key(n) == _UNKNOWN else self.not_a_task
         return made
@@ -258,33 +272,15 @@ class Folder:
     def entries(self) -> dict[str, tuple]:
         """The record as task_cache's entries ({file name: (stat key, value, TRUSTED)}), for a listing
         that checks it file by file."""
+        files = self.files(self.order.split("\0"))
         keys = _KEY.iter_unpack(self.keys)
-        return {name: (key, value, TRUSTED) for name, key, value in zip(self.names, keys, self.values())
+        return {name: (key, value, TRUSTED) for name, key, value in zip(files, keys, self.values(files))
                 if value is not None}
 
-    def check(self, found: list) -> Optional[tuple[list, list[int]]]:
-        """``found``, this folder's scandir now, against the record: the stat keys of ``names`` (one
-        ``stat`` each) and the places among them whose key is not the recorded one; None when the
-        folder's names are not the recorded ones, in order, or a name that is no task file's now
-        has another inode (a folder replaced, say). ``stat`` errors are raised.
-        """
-        if list(map(_NAME, found)) != self.order:
-            return None
-        inodes = array("Q", map(_INODE, found))
-        if inodes != self.inodes:
-            files = set(self.at)
-            if any(n not in files for n in _differing(inodes, self.inodes, 1)):
-                return None
-        keys = list(map(_STAT_KEY, map(_STAT, map(found.__getitem__, self.at))))
-        try:
-            now = b"".join(starmap(_KEY.pack, keys))
-        except struct.error:  # a number out of range: every file counts as changed
-            return keys, list(range(len(keys)))
-        return keys, ([] if now == self.keys else _differing(now, self.keys, _KEY_SIZE))
-
-    def key(self, n: int) -> tuple:
-        """The recorded stat key of file ``n``."""
-        return _KEY.unpack_from(self.keys, n * _KEY_SIZE)
+    def indexed(self) -> set[str]:
+        """The names of the files whose entry a listing may take from the record (their stat key permitting)."""
+        files = self.files(self.order.split("\0"))
+        return {name for n, name in enumerate(files) if self.key(n) != _UNKNOWN}
 
 
 def _differing(a: Any, b: Any, width: int) -> list[int]:
@@ -299,8 +295,7 @@ def _differing(a: Any, b: Any, width: int) -> list[int]:
     return found
 
 
-def _record(entries: dict, inodes: dict, folders: list, not_a_task: Any, candidate: Callable[[str], bool]) -> dict:
-    order = list(inodes)
+def _record(entries: dict, order: list, folders: list, not_a_task: Any, candidate: Callable[[str], bool]) -> dict:
     place = {name: n for n, name in enumerate(order)}
     names = sorted(filter(candidate, order))
     keys: list[bytes] = []
@@ -317,8 +312,8 @@ def _record(entries: dict, inodes: dict, folders: list, not_a_task: Any, candida
             value = None
         rows.append(_row(value if isinstance(value, Task) else None, same))
     record = dict(zip(_COLUMNS, map(list, zip(*rows)))) if rows else {column: [] for column in _COLUMNS}
-    record.update(order=order, inodes=array("Q", inodes.values()).tobytes(), folders=list(folders), name=names,
-                  at=[place[name] for name in names], keys=b"".join(keys))
+    record.update(order="\0".join(order), folders=list(folders), at=[place[name] for name in names],
+                  keys=b"".join(keys))
     return record
 
 
@@ -382,16 +377,16 @@ def save(path: Path, folders: dict[str, tuple[dict, dict, list]], not_a_task: An
          candidate: Callable[[str], bool]) -> None:
     """Write the index of ``folders`` to ``path``.
 
-    ``folders``: {folder: (its entries {file name: (stat key, value, read_ns)}, its scandir {name:
-    inode} in scandir's order, its subfolders)}; ``candidate``: whether a name is one a listing
-    reads as a possible task. Left out: files that did not parse (parsed again, to report them),
+    ``folders``: {folder: (its entries {file name: (stat key, value, read_ns)}, every name in it
+    in the order the directory lists them, its subfolders)}; ``candidate``: whether a name is one a
+    listing reads as a possible task. Left out: files that did not parse (parsed again, to report them),
     and racily clean files, changed less than ``RACY_NS`` before they were read. Atomic, not
     fsynced: a cache lost in a crash is rebuilt.
     """
     from .fileio import atomic_write  # here: most cold listings write no index, and fileio imports yaml and the locks
 
-    document = {"dirs": {folder: _record(entries, inodes, subfolders, not_a_task, candidate)
-                         for folder, (entries, inodes, subfolders) in folders.items()}}
+    document = {"dirs": {folder: _record(entries, order, subfolders, not_a_task, candidate)
+                         for folder, (entries, order, subfolders) in folders.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, encode(document), fsync=False, fsync_dir=False)
     for old in _OLD_NAMES:
