@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import operator
 import os
-from itertools import compress, repeat
+from itertools import compress, filterfalse, repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -48,7 +48,8 @@ _ready_memo: dict[Path, _Ready] = {}
 _warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
 _FEW = 64  # changed tasks above which the ready list is computed afresh
 _board_tasks: dict[Path, dict] = {}  # per workspace on a task board: task id -> (its entry, the Task made of it)
-_ID, _STATUS, _PARENT, _SUB_TASKS = map(operator.attrgetter, ("task_id", "status", "parent", "sub_tasks"))
+_ID, _STATUS, _PARENT, _SUB_TASKS, _DEPENDS_ON = map(operator.attrgetter,
+                                                    ("task_id", "status", "parent", "sub_tasks", "depends_on"))
 _ORDER = operator.attrgetter("_order")  # taskmod.ready_order_key, called from C: a sort calls it for every task
 
 
@@ -191,8 +192,10 @@ def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[
     pending = compress(active, map(operator.is_, statuses, repeat(taskmod.Status.PENDING)))
     if linked or twice:
         found = [t for t in pending if _is_ready(t, judged)]
-    else:  # _is_ready's common case (no family, no dependencies) decided without a call
-        found = [t for t in pending if not t.depends_on or _is_ready(t, judged)]
+    else:  # _is_ready without a family nor a shared id: its dependencies completed (C loops; the sort orders)
+        pending = list(pending)
+        found = list(filterfalse(_DEPENDS_ON, pending))
+        found += [t for t in filter(_DEPENDS_ON, pending) if done.issuperset(t.depends_on)]
     found.sort(key=_ORDER)
     judged.ready = found
     _ready_memo[cfg.root] = judged

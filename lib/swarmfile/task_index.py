@@ -326,7 +326,7 @@ def _row(task: Optional[Task], same: dict) -> tuple:
     # A text the same as its value is stored as that very object: marshal writes it once.
     return (task.task_id, task.title, status, status if task.status_text == status else task.status_text,
             priority, priority if task.priority_text == priority else task.priority_text,
-            same.setdefault(task.created, task.created), rank, moment,
+            same.setdefault(task.created, task.created), same.setdefault(rank, rank), same.setdefault(moment, moment),
             _same(same, tuple(same.setdefault(d, d) for d in task.depends_on)), task.parent, task.assigned_to,
             _same(same, tuple(task.sub_tasks)), _same(same, tuple(same.setdefault(f, f) for f in task.files_to_modify)))
 
