@@ -191,6 +191,29 @@ def test_an_unchanged_folder_is_checked_whole_and_a_changed_one_file_by_file(wor
     assert len(cold_ready(workspace)) == 20 and parsed == ["T-99.md"] and by_file == ["active"]
 
 
+def test_a_folder_whose_names_changed_is_recorded_again_by_the_next_listing(workspace, trust_all, parsed,
+                                                                            monkeypatch):
+    """Fewer than _INDEX_STALE_FILES changed files leave the index as it is, but not a changed name:
+    until its record is written again, the folder would be checked file by file in every new process."""
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    (workspace / "tasks" / "active" / "notes.txt").write_text("not a task\n")
+    cold_ready(workspace)
+    by_file: list[str] = []
+    real = task_index.Folder.entries
+    monkeypatch.setattr(task_index.Folder, "entries", lambda self: by_file.append(Path(self.path).name) or real(self))
+    write(workspace, "T-99")
+    (workspace / "tasks" / "active" / "notes.txt").rename(workspace / "tasks" / "active" / "notes-old.txt")
+    assert len(cold_ready(workspace)) == 21 and by_file == ["active"]
+    by_file.clear()
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 21 and parsed == [] and by_file == []
+    (workspace / "tasks" / "active" / "notes-old.txt").unlink()  # no task file changed, only a name
+    cold_ready(workspace)
+    by_file.clear()
+    assert len(cold_ready(workspace)) == 21 and parsed == [] and by_file == []
+
+
 def test_a_file_replaced_by_a_folder_of_the_same_name_is_listed(workspace, trust_all):
     write(workspace, "T-1")
     notes = workspace / "tasks" / "active" / "notes"

@@ -199,12 +199,13 @@ def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = Fal
 # acting and compare it with the listing's, so lateness costs no correctness.)
 _FULL_SCAN_SECONDS = 1.0
 _parses = 0  # task files parsed, or found gone, by listings: when it moves, a task index is out of date
+_outdated = 0  # folders found unlike their record in a task index (names changed): written again at once
 _INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
 # Files changed since the index was written before a listing writes it again: parsing a few costs
 # a cold listing less than rewriting the whole index (3 MB at 10,000 tasks) in every new process.
 _INDEX_STALE_FILES = 16
 # task index file -> [its entries, to seed cold directories (None once used), _parses at the last save,
-#                     when, whether it was read whole]
+#                     when, whether it was read whole, _outdated at the last save]
 _index_state: dict[str, list] = {}
 # directory -> (trusted mtime_ns, last full scan, mtime_ns at the last scan)
 _dir_seen: dict[str, tuple[Optional[int], float, Optional[int]]] = {}
@@ -347,9 +348,10 @@ def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Op
     ``os.listdir`` and stats relative to the folder, not ``scandir``: at 10,000 files, keeping a
     DirEntry and its stat for each cost a third as much again as the stats themselves.
     """
-    global _parses
+    global _parses, _outdated
     names = os.listdir(key)
     if not folder.matches(names):
+        _outdated += 1  # files came, went or were renamed: the index is written again, whatever the count
         return None
     if os.stat not in os.supports_dir_fd:
         return None
@@ -372,6 +374,7 @@ def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Op
     finally:
         os.close(fd)
     if sorted(subfolders) != folder.folders:
+        _outdated += 1
         return None
     values = folder.values(files)
     entries = dict(zip(files, zip(stamps, values, repeat(task_index.TRUSTED))))
@@ -515,15 +518,18 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Option
     state = _index_state.get(os.fspath(path))
     if state is None:
         seed = task_index.load(path, _NOT_A_TASK)
-        state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed)]
+        state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed), _outdated]
     seed, state[0] = state[0], None  # after this listing every directory is warm in memory
     with task_index.gc_paused():
         found = [scan_tree(Path(d), errors, fast=True, seed=seed, defer=defer) for d in directories]
     now = time.monotonic()
     stale = _parses - state[1]
-    if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
+    # A folder whose names changed is checked file by file until its record is written again.
+    outdated = _outdated != state[4]
+    if (stale or outdated) and now - state[2] >= _INDEX_SAVE_SECONDS and (outdated or stale >= _INDEX_STALE_FILES
+                                                                      or not state[3]):
         tops = [os.fspath(d) for d in directories]
-        state[1:] = [_parses, now, True]
+        state[1:] = [_parses, now, True, _outdated]
         scanned = {key: (known.entries, list(known.inodes or ()), _subdirs.get(key, [])) for key, known in _dir_cache.items()
                    if any(key == top or key.startswith(top + os.sep) for top in tops)}
         try:
