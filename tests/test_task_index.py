@@ -141,6 +141,18 @@ def test_a_file_that_cannot_be_stat_ed_is_skipped_and_the_rest_listed(workspace,
     assert {t.task_id for t in claims.ready_tasks(root=cfg.root)} == {"T-0", "T-1", "T-4"}
 
 
+def test_a_dangling_symlink_costs_a_file_by_file_check_not_an_index_rewrite(workspace, trust_all, parsed):
+    for n in range(5):
+        write(workspace, f"T-{n}")
+    (workspace / "tasks" / "active" / "T-9.md").symlink_to(workspace / "nowhere.md")
+    cold_ready(workspace)
+    written = index_of(workspace).stat()
+    for _ in range(2):
+        parsed.clear()
+        assert set(cold_ready(workspace)) == {f"T-{n}" for n in range(5)} and parsed == []
+    assert index_of(workspace).stat() == written
+
+
 def test_a_completed_dependency_counts_from_the_index(workspace, trust_all):
     write(workspace, "T-1")
     write(workspace, "T-2", extra="**Depends On:** T-1")

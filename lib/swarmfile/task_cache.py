@@ -14,7 +14,6 @@ import os
 import re
 import stat
 import time
-from functools import partial
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -81,7 +80,6 @@ _NOT_A_TASK = _NotATask()
 
 _VALUE, _READ_AT = itemgetter(1), itemgetter(2)
 _STAT_KEY = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")  # _stat_key as one C call
-_INODE_OF_KEY = itemgetter(2)
 
 
 class _Listing:
@@ -341,40 +339,21 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
 def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Optional[list], nested: bool,
                 defer: Optional[Callable[[str], bool]]) -> Optional[list[Task]]:
     """The cold listing of ``directory`` from its record in the task index, checked in a few C loops
-    over the whole folder: its names, one stat per file, the files whose stat key changed read
-    again (as ``_scan`` reads them). None when the folder's names or subfolders changed (or a stat
-    failed): the caller scans file by file.
-
-    ``os.listdir`` and stats relative to the folder, not ``scandir``: at 10,000 files, keeping a
-    DirEntry and its stat for each cost a third as much again as the stats themselves.
+    over the whole folder (``Folder.names``, ``Folder.stat``); the files whose stat key changed are
+    read again, as ``_scan`` reads them. None when the folder's names or subfolders changed (or a
+    stat failed): the caller scans file by file.
     """
     global _parses, _outdated
-    names = os.listdir(key)
-    if not folder.matches(names):
-        _outdated += 1  # files came, went or were renamed: the index is written again, whatever the count
+    if os.stat not in os.supports_dir_fd:  # no stat relative to a folder on this system: file by file
         return None
-    if os.stat not in os.supports_dir_fd:
-        return None
-    files = folder.files(names)
-    fd = os.open(key, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    names = folder.names(key)  # a folder gone: raised, and _scan drops it
     try:
-        stamps = list(map(_STAT_KEY, map(partial(os.stat, dir_fd=fd), files)))  # follows symlinks, as _scan does
-        inodes = dict.fromkeys(names)  # in the folder's order, as a scandir's: the next index records it
-        inodes.update(zip(files, map(_INODE_OF_KEY, stamps)))
-        subfolders = []
-        if len(files) < len(names):  # not all task files: which of the rest are folders (_scan's rule)
-            for name in names:
-                if inodes[name] is None:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    inodes[name] = st.st_ino
-                    if name[0] not in "._" and stat.S_ISDIR(st.st_mode):
-                        subfolders.append(name)
-    except OSError:  # gone since the listing, or a dangling symlink: _scan's loop says which
+        files, stamps, inodes, others = folder.stat(key, names) if names is not None else ((),) * 4
+    except OSError:  # a file gone since the listing, or a dangling symlink: _scan's loop says which
         return None
-    finally:
-        os.close(fd)
-    if sorted(subfolders) != folder.folders:
-        _outdated += 1
+    subfolders = sorted(name for name in others if name[0] not in "._")
+    if names is None or subfolders != folder.folders:
+        _outdated += 1  # files came, went or were renamed: the index is written again, whatever the count
         return None
     values = folder.values(files)
     entries = dict(zip(files, zip(stamps, values, repeat(task_index.TRUSTED))))
@@ -394,7 +373,7 @@ def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Op
             pass
         except NotFoundError:
             continue  # moved or deleted between the directory read and the file read
-    _subdirs[key] = sorted(subfolders)
+    _subdirs[key] = subfolders
     known = _dir_cache[key] = _Listing(entries, inodes)
     return _collect(known, errors)
 
