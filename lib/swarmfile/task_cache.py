@@ -87,20 +87,23 @@ class _Listing:
 
     __slots__ = ("entries", "values", "positions", "broken", "inodes", "held")
 
-    def __init__(self, entries: dict, inodes: Optional[dict]) -> None:
+    def __init__(self, entries: dict, inodes: Optional[dict], tasks: Optional[tuple[list, list]] = None) -> None:
         # file name -> (stat stamp, Task or its ParseError, time.time_ns() before the read; 0: a _held stand-in)
         self.entries = entries
         self.inodes = inodes  # every name of the last scandir -> its inode (None: not recorded)
-        # C loops (map, zip, compress): a cold listing builds one of 10,000 files.
-        names = sorted(entries)
-        values = list(map(_VALUE, map(entries.__getitem__, names)))
-        if any(map(operator.is_, values, repeat(_NOT_A_TASK))):
-            keep = list(map(operator.is_not, values, repeat(_NOT_A_TASK)))
-            names, values = list(compress(names, keep)), list(compress(values, keep))
+        if tasks is not None:  # (names, values) of every entry, in file-name order, each a Task read from its file
+            names, values = tasks
+            self.broken = self.held = 0
+        else:  # C loops (map, zip, compress): a cold listing builds one of 10,000 files.
+            names = sorted(entries)
+            values = list(map(_VALUE, map(entries.__getitem__, names)))
+            if any(map(operator.is_, values, repeat(_NOT_A_TASK))):
+                keep = list(map(operator.is_not, values, repeat(_NOT_A_TASK)))
+                names, values = list(compress(names, keep)), list(compress(values, keep))
+            self.broken = len(values) - sum(map(isinstance, values, repeat(Task)))
+            self.held = sum(map(operator.not_, map(_READ_AT, entries.values())))  # stand-ins, not read from their files
         self.values = values  # what a listing returns, by file name
         self.positions = dict(zip(names, range(len(names))))
-        self.broken = len(values) - sum(map(isinstance, values, repeat(Task)))
-        self.held = sum(map(operator.not_, map(_READ_AT, entries.values())))  # stand-ins, not read from their files
 
     def replace(self, name: str, entry: tuple) -> bool:
         """Put a changed file's entry in place; False when the listing must be rebuilt instead."""
@@ -357,7 +360,12 @@ def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Op
         return None
     values = folder.values(files)
     entries = dict(zip(files, zip(stamps, values, repeat(task_index.TRUSTED))))
-    for n in folder.changed(stamps):  # as _scan's loop does for a file whose stat key changed
+    changed = folder.changed(stamps)
+    if not changed and folder.all_tasks:  # every file a task, as recorded
+        known = _dir_cache[key] = _Listing(entries, inodes, (files, values))
+        _subdirs[key] = subfolders
+        return _collect(known, errors)
+    for n in changed:  # as _scan's loop does for a file whose stat key changed
         name, stamp, value = files[n], stamps[n], values[n]
         held = _held((folder.key(n), value, task_index.TRUSTED), stamp, defer) if value is not None else None
         if held is not None:

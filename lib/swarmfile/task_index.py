@@ -220,7 +220,7 @@ class Folder:
     ``at``: each one's place among the names), the stat keys and columns of the summaries.
     """
 
-    __slots__ = ("path", "order", "folders", "at", "keys", "columns", "not_a_task")
+    __slots__ = ("path", "order", "folders", "at", "keys", "columns", "not_a_task", "all_tasks")
 
     def __init__(self, path: str, record: dict, not_a_task: Any) -> None:
         self.path = path
@@ -233,9 +233,11 @@ class Folder:
         count = len(self.at)
         if len(self.keys) != count * _KEY_SIZE or any(len(values) != count for values in columns.values()):
             raise ValueError("columns of different lengths")
+        ids = set(map(type, columns["id"]))
+        self.all_tasks = _NONE not in ids  # no file recorded as no task, or not indexed
         if not (type(self.order) is str and set(map(type, self.folders)) <= {str} and set(map(type, self.at)) <= {int}
                 and (not self.at or 0 <= min(self.at) <= max(self.at) < self.order.count("\0") + 1)
-                and set(map(type, columns["id"])) <= {str, _NONE} and set(columns["status"]) <= {*_STATUS, None}
+                and ids <= {str, _NONE} and set(columns["status"]) <= {*_STATUS, None}
                 and set(columns["priority"]) <= {*_PRIORITY, None}
                 and all(set(map(type, columns[c])) <= {tuple} for c in ("depends_on", "sub_tasks", "files"))):
             raise TypeError("not an index record")
