@@ -203,7 +203,7 @@ _parses = 0  # task files parsed, or found gone, by listings: when it moves, a t
 _outdated = 0  # folders found unlike their record in a task index (names changed): written again at once
 _INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
 # Files changed since the index was written before a listing writes it again: parsing a few costs
-# a cold listing less than rewriting the whole index (3 MB at 10,000 tasks) in every new process.
+# a cold listing less than rewriting the whole index (2 MB at 10,000 tasks) in every new process.
 _INDEX_STALE_FILES = 16
 # task index file -> [its entries, to seed cold directories (None once used), _parses at the last save,
 #                     when, whether it was read whole, _outdated at the last save]
