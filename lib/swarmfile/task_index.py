@@ -1,14 +1,16 @@
 """The persistent task index: what a listing needs of each task file, so a new process parses only what changed.
 
-One file, ``.swarm/task-index.marshal``, holds for every task folder the listing saw its directory
-listing (names in the order ``scandir`` gives them, with their inodes) and, for every file that may be
-a task, its stat key (mtime, size, inode, ctime) and its summary: id, title, status, priority, created,
-dependencies, parent, assignee, sub-tasks and files to modify (the rest is read from the file when
-asked for). A listing that starts cold (the first in a process: every CLI call, every new agent) takes
-a file's summary from the index only when the file's stat key is the one recorded; any other file is
-parsed as before. So an operator's edit is seen at once: saving a file changes its ctime (and usually
-its size or inode). When a folder's names and inodes are the recorded ones, the check is a few C loops
-over the whole folder (``Folder``); otherwise the listing goes file by file (``Folder.entries``).
+One file, ``.swarm/task-index.marshal``, holds for every task folder the listing saw its names (in
+the order the directory lists them) and subfolders and, for every file that may be a task, its stat
+key (mtime, size, inode, ctime) and its summary: id, title, status, priority, created, dependencies,
+parent, assignee, sub-tasks and files to modify (the rest is read from the file when asked for). A
+listing that starts cold (the first in a process: every CLI call, every new agent) takes a file's
+summary from the index only when the file's stat key is the one recorded; any other file is parsed as
+before. So an operator's edit is seen at once: saving a file changes its ctime (and usually its size
+or inode). When a folder's names are the recorded ones, the check is one stat per file and a few C
+loops over the whole folder (``Folder``), and its tasks are made from the index's columns in C loops
+(``IndexedTask``); when its names changed (a file added, deleted or renamed) the listing goes file by
+file (``Folder.entries``) and the index is written again.
 
 It is a cache, never the truth. A missing, truncated, corrupt or foreign index is ignored and
 rebuilt by the next listing: its first line names the format, the interpreter (``marshal``'s format
@@ -193,9 +195,9 @@ _FREEZE_AFTER = 20_000  # new containers in a gc_paused block above which they a
 
 # ---------------------------------------------------------------------------- one folder's record
 
-# A folder's record: its scandir (every name, in scandir's order, and each one's inode), its
-# subfolders, and one column per field with an item per file that may be a task (by its name:
-# task_cache decides which), in file-name order. "at" is each such file's place in the scandir.
+# A folder's record: its names (every one, in the order the directory lists them, joined by NULs),
+# its subfolders, and one column per field with an item per file that may be a task (by its name:
+# task_cache decides which), in file-name order; "at" is each such file's place among the names.
 # A file not indexed (racily clean, did not parse, not a regular file, a claim's stand-in) has the
 # stat key _UNKNOWN, which no file has: it is read again. One that is not a task has id None.
 _COLUMNS = ("id", "title", "status", "status_text", "priority", "priority_text", "created", "rank", "moment",
