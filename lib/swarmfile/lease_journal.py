@@ -109,8 +109,10 @@ class JournalLeaseTable(FileLeaseTable):
             return str(self._journal(self._index.generation))
 
     def lock(self, task_id: str, timeout: Optional[float] = None) -> ContextManager[Any]:
+        # A byte of the shared lock file, not a sidecar per task: a task is claimed once, and a new
+        # sidecar per claim cost more than the claim's journal line (locks.py: ``many``).
         return locked(self.dir / "tasks" / task_id, lock_dir=self.cfg.lock_dir,
-                      timeout=self.cfg.lock_timeout if timeout is None else timeout)
+                      timeout=self.cfg.lock_timeout if timeout is None else timeout, many=True)
 
     def _journal_lock(self) -> ContextManager[Any]:
         return locked(self.dir / "journal", lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
