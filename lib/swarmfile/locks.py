@@ -53,7 +53,7 @@ __all__ = ["locked", "lock_path", "read_note", "leave_note", "NOTE_WIDTH"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_lock_names: dict[tuple[str, str], tuple[Path, str, int]] = {}  # (target, lock_dir) -> sidecar (Path, str), hash
+_lock_names: dict[tuple[str, str], tuple[Path, str]] = {}  # (target, lock_dir) -> sidecar, as a Path and a str
 _real_dirs: dict[str, str] = {}  # folder -> its real path, resolved once per process
 _HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
 NOTE_WIDTH = 160  # bytes of the note after it
@@ -69,21 +69,26 @@ def lock_path(target: PathLike, lock_dir: PathLike) -> Path:
     return _sidecar_of(target, lock_dir)[0]
 
 
-def _sidecar_of(target: PathLike, lock_dir: PathLike) -> tuple[Path, str, int]:
+def _sidecar_of(target: PathLike, lock_dir: PathLike) -> tuple[Path, str]:
     key = (os.fspath(target), os.fspath(lock_dir))
     found = _lock_names.get(key)
     if found is None:
-        folder = os.path.dirname(os.path.abspath(key[0]))
-        real_dir = _real_dirs.get(folder)
-        if real_dir is None:
-            real_dir = _real_dirs[folder] = os.path.realpath(folder)
-        real = os.path.join(real_dir, os.path.basename(key[0]))
-        import hashlib  # here: most commands never lock, and start-up time shows
-
-        digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        real, digest = _real_digest(key[0])
         sidecar = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
-        found = _lock_names[key] = (sidecar, str(sidecar), int(digest, 16))
+        found = _lock_names[key] = (sidecar, str(sidecar))
     return found
+
+
+def _real_digest(target: str) -> tuple[str, str]:
+    """``target``'s real path (its folder resolved, once per process) and 48 bits of its hash, in hex."""
+    folder, name = os.path.split(os.path.abspath(target))
+    real_dir = _real_dirs.get(folder)
+    if real_dir is None:
+        real_dir = _real_dirs[folder] = os.path.realpath(folder)
+    real = os.path.join(real_dir, name)
+    import hashlib  # here: most commands never lock, and start-up time shows
+
+    return real, hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 # Byte-range locks of one open file description (F_OFD_SETLK): 64-bit Linux, where ``struct flock``
@@ -99,12 +104,13 @@ _many_names: dict[str, tuple[Path, str]] = {}  # lock_dir -> its many.lock, as a
 
 def _many_of(target: PathLike, lock_dir: PathLike) -> tuple[Path, str, int]:
     """The shared lock file of ``lock_dir`` and the offset of ``target``'s byte in it."""
-    digest = _sidecar_of(target, lock_dir)[2]  # 48 bits of the real path's hash: no two task files meet
-    names = _many_names.get(os.fspath(lock_dir))
+    key = os.fspath(lock_dir)
+    names = _many_names.get(key)
     if names is None:
         path = Path(lock_dir) / _MANY_FILE
-        names = _many_names[os.fspath(lock_dir)] = (path, str(path))
-    return names[0], names[1], _RANGE_BASE + digest
+        names = _many_names[key] = (path, str(path))
+    # 48 bits of the real path's hash: two files of one workspace never share a byte.
+    return names[0], names[1], _RANGE_BASE + int(_real_digest(os.fspath(target))[1], 16)
 
 
 def _holder_slot(at: Optional[int]) -> int:
@@ -112,14 +118,18 @@ def _holder_slot(at: Optional[int]) -> int:
     return 0 if at is None else (at % _HOLDER_SLOTS) * _HOLDER_WIDTH
 
 
-def _holder_of(path: Path, at: Optional[int] = None) -> Optional[str]:
+def _holder_of(path: Path, at: Optional[int] = None, fd: Optional[int] = None) -> Optional[str]:
+    """The holder record of a lock: read through ``fd`` (a descriptor of the lock file) if given."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(_holder_slot(at))
-            text = handle.read(_HOLDER_WIDTH).decode("utf-8", errors="replace").strip("\0 \n")
+        if fd is not None:
+            raw = os.pread(fd, _HOLDER_WIDTH, _holder_slot(at))
+        else:
+            with open(path, "rb") as handle:
+                handle.seek(_holder_slot(at))
+                raw = handle.read(_HOLDER_WIDTH)
     except OSError:
         return None
-    return text or None
+    return raw.decode("utf-8", errors="replace").strip("\0 \n") or None
 
 
 # ---------------------------------------------------------------------------- descriptors
@@ -175,7 +185,7 @@ class locked:
         if many and _RANGES:
             self.sidecar, self.key, self.at = _many_of(target, lock_dir)
         else:
-            self.sidecar, self.key, _ = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
+            self.sidecar, self.key = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
         self.handle: Optional[Kept] = None
 
     def __enter__(self) -> Path:
@@ -189,8 +199,9 @@ class locked:
             raise
         if not taken:
             if timeout <= 0:  # no wait asked for: no thread either
+                holder = _holder_of(sidecar, at, handle.fd)
                 _sidecars.give_back(key, handle)
-                raise self.error(self.target, timeout, holder=_holder_of(sidecar, at)) from None
+                raise self.error(self.target, timeout, holder=holder) from None
             # The descriptor is now the waiter's if we give up (see _wait_for): it closes it.
             if not _wait_for(handle.fd, flags, timeout, at):
                 raise self.error(self.target, timeout, holder=_holder_of(sidecar, at)) from None
