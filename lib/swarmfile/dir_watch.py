@@ -3,10 +3,10 @@
 A process that lists a task folder again and again (an executor's claim loop) learns from the
 kernel which files changed, instead of reading the whole folder each time: at 2,000 task files a
 ``scandir`` per claim cost more than the claim. ``changes(directory)`` returns the names created,
-written, replaced, renamed, removed or touched in it since the previous call, or None when that is
-not known (no watch yet, the event queue overflowed, a subfolder came or went, the folder itself was
-moved or deleted, after a fork): then the caller reads the folder in full, as it would without a
-watch.
+written, replaced, renamed, removed or touched in it since the previous call (not those starting
+with a dot: temporary files, never tasks), or None when that is not known (no watch yet, the event
+queue overflowed, a subfolder came or went, the folder itself was moved or deleted, after a fork):
+then the caller reads the folder in full, as it would without a watch.
 
 An event is queued by the system call that changed the file, before that call returns: a change
 another process made before ours is in the queue when we read it. Writes through a shared memory
@@ -44,6 +44,7 @@ _IN_CLOEXEC = 0o2000000
 _MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
          | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR)
 _LOST = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED  # the folder itself is gone: its watch ends
+_SPECIAL = _LOST | _IN_Q_OVERFLOW | _IN_ISDIR
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 # Folders one process watches at most (the kernel's default per-user limit is 8,192 or more, shared by
 # every process of the user): a process that lists many workspaces (a test run) gives up the oldest.
@@ -59,7 +60,7 @@ class _State:
         self.libc = None
         self.folders: dict[str, int] = {}  # folder -> watch descriptor, least recently used first
         self.by_wd: dict[int, str] = {}
-        self.pending: dict[str, Optional[set]] = {}  # folder -> names changed since the last ask (None: unknown)
+        self.pending: dict[str, Optional[set]] = {}  # folder -> names (bytes) changed since the last ask (None: unknown)
 
 
 _state = _State()
@@ -158,8 +159,9 @@ def changes(directory: str) -> Optional[set]:
     _drain(state)
     if directory not in state.folders:  # the folder went while we were away
         return None
-    found = state.pending[directory]
+    raw = state.pending[directory]
     state.pending[directory] = set()
+    found = None if raw is None else set(map(os.fsdecode, raw))
     # Least recently used first: a folder asked about moves to the end.
     del state.folders[directory]
     state.folders[directory] = wd
@@ -181,27 +183,32 @@ def _drain(state: _State) -> None:
         pending, by_wd = state.pending, state.by_wd
         while at < end:
             wd, mask, _cookie, size = unpack(data, at)
-            name = data[at + 16:at + 16 + size].rstrip(b"\0")
-            at += 16 + size
-            if mask & _IN_Q_OVERFLOW:  # events were dropped: nothing is known
-                for folder in pending:
-                    pending[folder] = None
+            start = at + 16
+            at = start + size
+            if mask & _SPECIAL:
+                _special(state, wd, mask)
                 continue
-            folder = by_wd.get(wd)
-            if folder is None:
-                continue
-            if mask & _LOST:
-                state.folders.pop(folder, None)
-                state.pending.pop(folder, None)
-                by_wd.pop(wd, None)
-                continue
-            names = pending.get(folder)
-            if names is None:
-                continue
-            if mask & _IN_ISDIR:  # a subfolder came, went or was renamed: the caller lists in full
-                pending[folder] = None
-                continue
-            names.add(os.fsdecode(name))
+            names = pending.get(by_wd.get(wd))  # type: ignore[arg-type]
+            if names is not None and size and data[start] != 0x2E:  # a dot file (a temporary one): not a task
+                names.add(data[start:at].rstrip(b"\0"))
+
+
+def _special(state: _State, wd: int, mask: int) -> None:
+    """An event that is not a plain file's change: an overflow, a subfolder's, the folder's own."""
+    pending = state.pending
+    if mask & _IN_Q_OVERFLOW:  # events were dropped: nothing is known
+        for folder in pending:
+            pending[folder] = None
+        return
+    folder = state.by_wd.get(wd)
+    if folder is None:
+        return
+    if mask & _LOST:
+        state.folders.pop(folder, None)
+        pending.pop(folder, None)
+        state.by_wd.pop(wd, None)
+    elif folder in pending:  # a subfolder came, went or was renamed: the caller lists in full
+        pending[folder] = None
 
 
 def _give_up(state: _State) -> None:
