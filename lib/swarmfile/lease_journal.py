@@ -49,6 +49,7 @@ import json
 import os
 import re
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -59,9 +60,13 @@ from .config import Config
 from .errors import ParseError, SwarmError, ValidationError
 from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
 from .lease_store import FileLeaseTable, Lease, LeaseState
+from .liveness import dead_reason
 
 __all__ = ["JournalLeaseTable"]
 
+# held_view trusts a holder's liveness probed this recently: a few agents hold every lease, and each
+# claim asks about many. (The view only skips work: a holder's death is seen this much later by it.)
+_ALIVE_SECONDS = 1.0
 # A journal longer than this (and holding three times more records than live leases) is compacted.
 _COMPACT_BYTES = 4 * 1024 * 1024
 # The task id in a record that does not parse as JSON (see _take).
@@ -129,6 +134,7 @@ class JournalLeaseTable(FileLeaseTable):
         self._journal_target = str(self.dir / "journal")
         self._journals: dict[int, Path] = {}
         self._index = _Index()
+        self._alive: dict[tuple, tuple[bool, float]] = {}  # lease holder -> (lives, when probed): held_view's
         self._mutex = threading.Lock()  # an executor's beat thread renews while its main thread claims
         self._migrated = False
 
@@ -281,7 +287,7 @@ class JournalLeaseTable(FileLeaseTable):
         if index.broken:
             return None  # a record nobody can read: let every check read the table (and meet the error)
         held, stamp, mutex = LeaseState.HELD, format_ts(now), self._mutex
-        alive: dict[tuple, bool] = {}  # holder -> whether it lives: a few agents hold every lease
+        alive, since = self._alive, time.monotonic() - _ALIVE_SECONDS
 
         def leased(task_id: str) -> bool:
             # The index as it was: a record that does not decode reads as not leased, and the claim
@@ -295,9 +301,10 @@ class JournalLeaseTable(FileLeaseTable):
             if not (expires > stamp if len(expires) == len(stamp) and expires[-1] == "Z" else not lease.expired(now)):
                 return False
             holder = (lease.pid, lease.host, lease.proc_start)
-            if holder not in alive:  # a holder dead on this host frees its leases (Lease.free_reason)
-                alive[holder] = lease.free_reason(now) is None
-            return alive[holder]
+            known = alive.get(holder)
+            if known is None or known[1] < since:  # a holder dead on this host frees its leases (free_reason)
+                known = alive[holder] = (dead_reason(*holder) is None, time.monotonic())
+            return known[0]
 
         return leased
 
