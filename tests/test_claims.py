@@ -559,3 +559,31 @@ def test_hand_edited_tasks_never_make_claim_next_give_up(workspace, monkeypatch)
     _edit_in_place(first, "**Status:** pending", "**Status:** blocked")
     assert claims.claim_next("e").task_id == "T-2"
     assert claims.claim_next("e") is None and [t.task_id for t in claims.ready_tasks()] == []
+
+
+@pytest.mark.parametrize("salt", range(8))
+def test_a_claimer_that_lost_a_race_takes_a_task_further_on_of_the_same_priority(workspace, monkeypatch, salt):
+    """Losers of a race spread over the next tasks rather than all trying the same next one, and
+    never pass over a task of a higher priority for it."""
+    from leases import table
+
+    make_task(workspace, "H-1", priority="high", created="2026-01-01T00:00:00Z")
+    make_task(workspace, "H-2", priority="high", created="2026-01-01T00:00:01Z")
+    for i in range(8):
+        make_task(workspace, f"L-{i}", priority="low", created=f"2026-01-01T00:00:0{i}Z")
+    monkeypatch.setattr(claims, "_PID_SALT", salt)
+    with table(workspace).lock("H-1"):  # another claimer is taking H-1 right now
+        lease = claims.claim_next("executor-1", root=workspace)
+    assert lease.task_id == "H-2"
+
+
+@pytest.mark.parametrize("salt", [0, 3, 7])
+def test_losers_of_a_race_spread_over_the_next_tasks(workspace, monkeypatch, salt):
+    from leases import table
+
+    for i in range(12):
+        make_task(workspace, f"T-{i:02d}", priority="high", created=f"2026-01-01T00:00:{i:02d}Z")
+    monkeypatch.setattr(claims, "_PID_SALT", salt)
+    with table(workspace).lock("T-00"):
+        lease = claims.claim_next("executor-1", root=workspace)
+    assert lease.task_id == f"T-{1 + salt % 8:02d}"

@@ -21,14 +21,15 @@ _HOLDER = """
 import sys
 sys.path.insert(0, {lib!r})
 from swarmfile import locks
-with locks.locked(sys.argv[1], lock_dir=sys.argv[2], timeout=30):
+with locks.locked(sys.argv[1], lock_dir=sys.argv[2], timeout=30, many=sys.argv[3] == "many"):
     print("held", flush=True)
     sys.stdin.readline()
 """
 
 
-def _hold_in_another_process(target: Path, lock_dir: Path) -> subprocess.Popen:
-    child = subprocess.Popen([sys.executable, "-c", _HOLDER.format(lib=str(LIB)), str(target), str(lock_dir)],
+def _hold_in_another_process(target: Path, lock_dir: Path, many: bool = False) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER.format(lib=str(LIB)), str(target), str(lock_dir),
+                              "many" if many else "own"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "held"
     return child
@@ -145,3 +146,88 @@ def test_a_note_is_left_for_the_next_holder_and_only_under_the_lock(tmp_path):
     with locks.locked(target, lock_dir=lock_dir, shared=True):
         with pytest.raises(RuntimeError):
             locks.leave_note(sidecar, b"x")
+
+
+# ---------------------------------------------------------------------------- many=True: byte ranges of one file
+
+needs_ranges = pytest.mark.skipif(not locks._RANGES, reason="open file description locks are Linux-only")
+
+
+@needs_ranges
+def test_many_locks_exclude_other_processes_per_file_without_a_sidecar_each(tmp_path):
+    lock_dir = tmp_path / "locks"
+    first, second = tmp_path / "T-1.md", tmp_path / "T-2.md"
+    child = _hold_in_another_process(first, lock_dir, many=True)
+    try:
+        with pytest.raises(LockTimeout) as caught:
+            with locks.locked(first, lock_dir=lock_dir, timeout=0.2, many=True):
+                pass
+        assert f"pid {child.pid}" in str(caught.value)  # the holder's record, from its slot
+        with locks.locked(second, lock_dir=lock_dir, timeout=0, many=True):  # another file: free
+            pass
+        # The same file through another spelling is the same lock.
+        with pytest.raises(LockTimeout):
+            with locks.locked(tmp_path / "." / "T-1.md", lock_dir=lock_dir, timeout=0, many=True):
+                pass
+    finally:
+        _let_go(child)
+    with locks.locked(first, lock_dir=lock_dir, timeout=5, many=True):  # free once let go
+        pass
+    for i in range(50):
+        with locks.locked(tmp_path / f"task-{i}.md", lock_dir=lock_dir, many=True):
+            pass
+    assert sorted(p.name for p in lock_dir.iterdir()) == ["many.lock"]
+
+
+@needs_ranges
+def test_a_many_lock_waited_for_is_taken_when_let_go(tmp_path):
+    lock_dir, target = tmp_path / "locks", tmp_path / "T-1.md"
+    child = _hold_in_another_process(target, lock_dir, many=True)
+    released = threading.Event()
+
+    def let_go_soon() -> None:
+        released.wait(30)
+        _let_go(child)
+
+    helper = threading.Thread(target=let_go_soon)
+    helper.start()
+    try:
+        released.set()
+        with locks.locked(target, lock_dir=lock_dir, timeout=30, many=True):  # waits in a waiter thread
+            assert child.wait(timeout=30) == 0  # it let go before we got it
+    finally:
+        helper.join()
+
+
+@needs_ranges
+def test_many_locks_exclude_threads_of_one_process(tmp_path):
+    """An executor's beat thread renews a lease while its main thread ends it: one lock, two holders never."""
+    lock_dir, target = tmp_path / "locks", tmp_path / "T-1.md"
+    inside, overlaps = [0], []
+    start = threading.Barrier(4)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(200):
+            with locks.locked(target, lock_dir=lock_dir, timeout=30, many=True):
+                inside[0] += 1
+                overlaps.append(inside[0])
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(overlaps) == 800 and max(overlaps) == 1
+
+
+@needs_ranges
+def test_a_shared_many_lock_admits_readers_and_excludes_a_writer(tmp_path):
+    lock_dir, target = tmp_path / "locks", tmp_path / "T-1.md"
+    with locks.locked(target, lock_dir=lock_dir, shared=True, many=True):
+        with locks.locked(target, lock_dir=lock_dir, shared=True, many=True, timeout=0):
+            pass
+        with pytest.raises(LockTimeout):
+            with locks.locked(target, lock_dir=lock_dir, many=True, timeout=0.1):
+                pass

@@ -268,10 +268,10 @@ def test_a_claims_two_field_edits_scan_the_file_once(monkeypatch):
     monkeypatch.setattr(task_document, "scan_lines", lambda lines, path: scans.append(path) or real(lines, path))
     document = TaskDocument(SIMPLE, Path("/x/t.md"))
     document.set_field("Status", "claimed")
-    document.set_field("Claimed By", "executor-1")  # not in SIMPLE: inserted, so the next look scans again
+    document.set_field("Claimed By", "executor-1")  # not in SIMPLE: a line inserted, the scan moved with it
     document.set_field("Claimed By", "executor-2")
     assert document.task.status is Status.CLAIMED and document.task.field("Claimed By") == "executor-2"
-    assert len(scans) == 2  # the first read, and the one after the inserted line
+    assert len(scans) == 1  # the first read only
 
 
 def test_unchanged_edit_does_not_rewrite(workspace):

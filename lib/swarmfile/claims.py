@@ -355,7 +355,10 @@ def claim_next(
         # the untouched ones first, then those (they may only have been edited by a person).
         touched: list[taskmod.Task] = []
         try:
-            for task in ready:  # one stat per task tried, not per task listed
+            order, at = list(ready), 0
+            while at < len(order):  # one stat per task tried, not per task listed
+                task = order[at]
+                at += 1
                 if task.task_id in skipped or (leased is not None and leased(task.task_id)):
                     continue
                 if not task_store.unchanged_since_listing(task):
@@ -364,6 +367,7 @@ def claim_next(
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
                 if lease is not None:
                     return lease
+                _spread(order, at)
             for task in touched:
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
                 if lease is not None:
@@ -377,6 +381,34 @@ def claim_next(
 # Ready lists made within one claim_next when tasks turn out edited by hand; in the last, such a
 # task is skipped (and read again by the next listing) rather than the list made again.
 _RELISTS = 8
+# After losing a race, the next task is tried by every other loser too: each takes one of this
+# many next tasks instead, picked by its process id (of the same priority: the order of
+# priorities always holds).
+_SPREAD = 8
+
+
+def _spread(order: list, at: int) -> None:
+    """Move one of the next ``_SPREAD`` tasks of ``order`` (from ``at``), of the same priority as the
+    next one, to the front: claimers that lost a race spread out instead of queueing on one task."""
+    window = min(_SPREAD, len(order) - at)
+    if window < 2:
+        return
+    pick = at + _PID_SALT % window
+    rank = taskmod.ready_order_key(order[at])[0]
+    if pick != at and taskmod.ready_order_key(order[pick])[0] == rank:
+        order.insert(at, order.pop(pick))
+
+
+_PID_SALT = os.getpid() * 2654435761 >> 7  # a process's pick among the next tasks (see _spread)
+
+
+def _new_salt() -> None:
+    global _PID_SALT
+    _PID_SALT = os.getpid() * 2654435761 >> 7
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_salt)
 
 
 def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Optional[PathLike],

@@ -54,6 +54,11 @@ def parse_ts(value: Any) -> datetime:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, timezone.utc)
     elif isinstance(value, str):
+        if len(value) == 24 and value[-1] == "Z" and value[10] == "T":  # format_ts's own: the common case
+            try:
+                return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
+            except ValueError:
+                pass  # not a time after all: the general path below says why
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"

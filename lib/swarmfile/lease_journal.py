@@ -14,8 +14,11 @@ lock (which only orders appends and compaction; the lease rules take the task's 
 ``lock(task_id)``, around their read-modify-write). The last record of a task wins.
 
 Each process keeps an index (task id -> lease) and brings it up to date before every read by
-reading only the bytes added to the journal since it last looked; a stat of the snapshot
-tells it when a compaction began a new generation, and then it reloads.
+reading only the bytes added to the journal since it last looked, through a descriptor it keeps:
+one ``fstat`` when nothing changed. A compaction deletes the journal the descriptor reads (its link
+count drops to 0): then the process reloads from the snapshot. A record is decoded when its task is
+first asked about, not when it is read: each process reads every claim of every other, and asks
+about few of them.
 
 Compaction, when the journal has grown past ``_COMPACT_BYTES`` and holds mostly superseded
 records: under the journal lock, write ``snapshot.jsonl`` of generation G+1 atomically (temp,
@@ -46,6 +49,7 @@ import json
 import os
 import re
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -56,9 +60,13 @@ from .config import Config
 from .errors import ParseError, SwarmError, ValidationError
 from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
 from .lease_store import FileLeaseTable, Lease, LeaseState
+from .liveness import dead_reason
 
 __all__ = ["JournalLeaseTable"]
 
+# held_view trusts a holder's liveness probed this recently: a few agents hold every lease, and each
+# claim asks about many. (The view only skips work: a holder's death is seen this much later by it.)
+_ALIVE_SECONDS = 1.0
 # A journal longer than this (and holding three times more records than live leases) is compacted.
 _COMPACT_BYTES = 4 * 1024 * 1024
 # The task id in a record that does not parse as JSON (see _take).
@@ -69,6 +77,11 @@ def _encode(lease: Lease) -> str:
     return json.dumps(lease.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 
 
+# A record as _encode writes it starts with its task id: read without decoding the record.
+_RECORD_START = b'{"task_id":"'
+_VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 class _Index:
     """One process's view of the table: the snapshot it loaded and how far into the journal it read."""
 
@@ -76,12 +89,37 @@ class _Index:
         self.snapshot_key: Optional[tuple[int, int, int]] = None
         self.generation = 0
         self.journal_ino: Optional[int] = None  # the journal file read so far (a hand edit replaces it)
+        self.fd: Optional[int] = None  # kept open on that file, for the next look
+        self.seen: Optional[tuple[int, int]] = None  # its (size, mtime) at the last look
         self.offset = 0  # bytes of the journal read so far (whole lines only)
         self.tail = b""  # the journal's bytes just before ``offset``
         self.lines = 0  # lines of the journal read so far, for error messages
         self.records = 0  # records read since the snapshot (compaction looks at it)
-        self.leases: dict[str, Lease] = {}
+        # task id -> its last record: a Lease, or (its bytes, file, line) until first asked about
+        self.leases: dict[str, Any] = {}
         self.broken: dict[Optional[str], SwarmError] = {}  # task id (None: unknown) -> why its record is unreadable
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+    def lease(self, task_id: str) -> Optional[Lease]:
+        """The task's last record, decoded now if it was not yet; a record that does not decode is
+        moved to ``broken`` (and None returned)."""
+        entry = self.leases.get(task_id)
+        if entry is None or type(entry) is Lease:
+            return entry
+        del self.leases[task_id]
+        _decode(self, *entry, supersede=False)
+        return self.leases.get(task_id)
+
+    def decode_all(self) -> None:
+        for task_id in [k for k, v in self.leases.items() if type(v) is not Lease]:
+            self.lease(task_id)
 
 
 class JournalLeaseTable(FileLeaseTable):
@@ -91,14 +129,22 @@ class JournalLeaseTable(FileLeaseTable):
         super().__init__(cfg)
         self.dir = cfg.runtime_dir / "leases"
         self.snapshot = self.dir / "snapshot.jsonl"
+        self._snapshot_name = str(self.snapshot)
+        self._lock_prefix = os.path.join(str(self.dir), "tasks", "")  # + task id: the lease lock's target
+        self._journal_target = str(self.dir / "journal")
+        self._journals: dict[int, Path] = {}
         self._index = _Index()
+        self._alive: dict[tuple, tuple[bool, float]] = {}  # lease holder -> (lives, when probed): held_view's
         self._mutex = threading.Lock()  # an executor's beat thread renews while its main thread claims
         self._migrated = False
 
     # ------------------------------------------------------------------ naming
 
     def _journal(self, generation: int) -> Path:
-        return self.dir / f"journal-{generation}.jsonl"
+        found = self._journals.get(generation)
+        if found is None:
+            found = self._journals[generation] = self.dir / f"journal-{generation}.jsonl"
+        return found
 
     def where(self, task_id: str) -> str:
         try:
@@ -109,17 +155,19 @@ class JournalLeaseTable(FileLeaseTable):
             return str(self._journal(self._index.generation))
 
     def lock(self, task_id: str, timeout: Optional[float] = None) -> ContextManager[Any]:
-        return locked(self.dir / "tasks" / task_id, lock_dir=self.cfg.lock_dir,
-                      timeout=self.cfg.lock_timeout if timeout is None else timeout)
+        # A byte of the shared lock file, not a sidecar per task: a task is claimed once, and a new
+        # sidecar per claim cost more than the claim's journal line (locks.py: ``many``).
+        return locked(self._lock_prefix + task_id, lock_dir=self.cfg.lock_dir,
+                      timeout=self.cfg.lock_timeout if timeout is None else timeout, many=True)
 
     def _journal_lock(self) -> ContextManager[Any]:
-        return locked(self.dir / "journal", lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
+        return locked(self._journal_target, lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
 
     # ------------------------------------------------------------------ reading
 
     def _snapshot_key(self) -> Optional[tuple[int, int, int]]:
         try:
-            st = os.stat(self.snapshot)
+            st = os.stat(self._snapshot_name)
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -127,31 +175,54 @@ class JournalLeaseTable(FileLeaseTable):
     def _catch_up(self) -> _Index:
         """Bring the index up to date: reload after a compaction, then read the journal's new lines."""
         index = self._index
+        if index.fd is not None:  # the journal last read, through the descriptor kept of it
+            st = os.fstat(index.fd)
+            if st.st_nlink:  # not compacted away, not replaced: the snapshot is the one loaded
+                seen = (st.st_size, st.st_mtime_ns)
+                if seen == index.seen:
+                    return index
+                back = len(index.tail)
+                if st.st_size >= index.offset and (not back or os.pread(index.fd, back, index.offset - back) == index.tail):
+                    new = os.pread(index.fd, st.st_size - index.offset, index.offset) if st.st_size > index.offset else b""
+                    self._apply(index, new)
+                    index.seen = seen
+                    return index
+            index.close()  # compacted, replaced or rewritten: the slow look below decides
         for _ in range(10):  # a compaction between the stat and the journal read: look again
             key = self._snapshot_key()
             if key != index.snapshot_key:
-                index = self._index = self._load_snapshot(key)
+                index = self._replace_index(self._load_snapshot(key))
             try:
-                with open(self._journal(index.generation), "rb") as journal:
-                    st = os.fstat(journal.fileno())
-                    seen = len(index.tail)
-                    if (index.journal_ino not in (None, st.st_ino) or st.st_size < index.offset
-                            or (seen and os.pread(journal.fileno(), seen, index.offset - seen) != index.tail)):
-                        # Replaced or rewritten by hand (a person deleted a bad line): what was read is void.
-                        index = self._index = self._load_snapshot(index.snapshot_key)
-                    index.journal_ino = st.st_ino
-                    journal.seek(index.offset)
-                    new = journal.read()
+                fd = os.open(self._journal(index.generation), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 if self._snapshot_key() != index.snapshot_key:
                     continue  # compacted meanwhile
                 if index.offset or index.journal_ino is not None:  # deleted by hand: forget what it said
-                    index = self._index = self._load_snapshot(index.snapshot_key)
+                    index = self._replace_index(self._load_snapshot(index.snapshot_key))
                 return index  # nothing appended to this generation yet
+            try:
+                st = os.fstat(fd)
+                back = len(index.tail)
+                if (index.journal_ino not in (None, st.st_ino) or st.st_size < index.offset
+                        or (back and os.pread(fd, back, index.offset - back) != index.tail)):
+                    # Replaced or rewritten by hand (a person deleted a bad line): what was read is void.
+                    index = self._replace_index(self._load_snapshot(index.snapshot_key))
+                index.journal_ino = st.st_ino
+                new = os.pread(fd, st.st_size - index.offset, index.offset) if st.st_size > index.offset else b""
+            except BaseException:
+                os.close(fd)
+                raise
+            index.close()
+            index.fd, index.seen = fd, (st.st_size, st.st_mtime_ns)
             self._apply(index, new)
             return index
         raise SwarmError("the lease journal changes faster than it can be read", path=self.dir,
                          hint="is a process compacting it in a loop? see `doctor.py`")
+
+    def _replace_index(self, index: _Index) -> _Index:
+        self._index.close()
+        self._index = index
+        return index
 
     def _load_snapshot(self, key: Optional[tuple[int, int, int]]) -> _Index:
         index = _Index()
@@ -189,39 +260,25 @@ class JournalLeaseTable(FileLeaseTable):
 
     @staticmethod
     def _take(index: _Index, raw: bytes, path: Path, line: int) -> None:
-        task_id: Optional[str] = None
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            # Whose record it was, if that much is legible: only that task's claim is then unknown.
-            named = set(_TASK_ID.findall(raw))
-            task_id = named.pop().decode("ascii") if len(named) == 1 else None
-            index.broken[task_id] = ParseError(
-                f"does not parse: {exc}", path=path, line=line, task_id=task_id,
-                hint="restore the journal from a backup or delete that line (the task's claim is unknown until then)")
-            return
-        try:
-            if not isinstance(data, dict):
-                raise ValueError("not a record")
-            task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
-            lease = Lease.from_dict(data, path)
-        except (ValueError, SwarmError) as exc:
-            reason = exc.reason if isinstance(exc, SwarmError) else f"not a lease record ({exc})"
-            index.broken[task_id] = ParseError(
-                reason, path=path, line=line, task_id=task_id,
-                hint="restore the journal from a backup or delete that line (the task's claim is unknown until then)")
-            return
-        index.broken.pop(lease.task_id, None)  # a later whole record of the task supersedes a broken one
-        index.leases[lease.task_id] = lease
+        if raw.startswith(_RECORD_START):  # the task id is legible: decode the record when it is asked for
+            end = raw.find(b'"', len(_RECORD_START))
+            task_id = raw[len(_RECORD_START):end].decode("ascii", "replace") if end > 0 else ""
+            if _VALID_ID.fullmatch(task_id):
+                index.broken.pop(task_id, None)  # a later record of the task supersedes a broken one
+                index.leases[task_id] = (raw, path, line)
+                return
+        _decode(index, raw, path, line)
+
 
     def read(self, task_id: str) -> Optional[Lease]:
         self._migrate()
         with self._mutex:
             index = self._catch_up()
+            lease = index.lease(task_id)
             broken = index.broken.get(task_id) or index.broken.get(None)
             if broken is not None:
                 raise broken
-            return index.leases.get(task_id)
+            return lease
 
     def held_view(self, now: datetime) -> Optional[Callable[[str], bool]]:
         self._migrate()
@@ -229,11 +286,14 @@ class JournalLeaseTable(FileLeaseTable):
             index = self._catch_up()
         if index.broken:
             return None  # a record nobody can read: let every check read the table (and meet the error)
-        leases, held, stamp = index.leases, LeaseState.HELD, format_ts(now)
-        alive: dict[tuple, bool] = {}  # holder -> whether it lives: a few agents hold every lease
+        held, stamp, mutex = LeaseState.HELD, format_ts(now), self._mutex
+        alive, since = self._alive, time.monotonic() - _ALIVE_SECONDS
 
         def leased(task_id: str) -> bool:
-            lease = leases.get(task_id)
+            # The index as it was: a record that does not decode reads as not leased, and the claim
+            # of that task reads the table (and meets the error).
+            with mutex:
+                lease = index.lease(task_id)
             if lease is None or lease.state is not held:
                 return False
             expires = lease.expires_at
@@ -241,9 +301,10 @@ class JournalLeaseTable(FileLeaseTable):
             if not (expires > stamp if len(expires) == len(stamp) and expires[-1] == "Z" else not lease.expired(now)):
                 return False
             holder = (lease.pid, lease.host, lease.proc_start)
-            if holder not in alive:  # a holder dead on this host frees its leases (Lease.free_reason)
-                alive[holder] = lease.free_reason(now) is None
-            return alive[holder]
+            known = alive.get(holder)
+            if known is None or known[1] < since:  # a holder dead on this host frees its leases (free_reason)
+                known = alive[holder] = (dead_reason(*holder) is None, time.monotonic())
+            return known[0]
 
         return leased
 
@@ -251,6 +312,7 @@ class JournalLeaseTable(FileLeaseTable):
         self._migrate()
         with self._mutex:
             index = self._catch_up()
+            index.decode_all()
             if index.broken:
                 if errors is None:
                     raise next(iter(index.broken.values()))
@@ -275,6 +337,7 @@ class JournalLeaseTable(FileLeaseTable):
         with self._journal_lock():
             with self._mutex:
                 index = self._catch_up()  # under the journal lock: the generation cannot change now
+                index.lease(lease.task_id)  # decoded: a record of it nobody can read is found now
                 broken = index.broken.get(None) or index.broken.get(lease.task_id)
                 if broken is not None:
                     raise broken  # fail closed: never write past a record nobody can read
@@ -299,7 +362,7 @@ class JournalLeaseTable(FileLeaseTable):
         def relock() -> Iterator[None]:
             with self._journal_lock(), self._mutex:
                 yield
-                self._index = self._load_snapshot(self._snapshot_key())  # without the record taken back
+                self._replace_index(self._load_snapshot(self._snapshot_key()))  # without the record taken back
 
         try:
             sync_appended(fd, start, end, relock=relock)
@@ -310,6 +373,7 @@ class JournalLeaseTable(FileLeaseTable):
 
     def _compact(self, index: _Index) -> None:
         """Write generation G+1's snapshot, then drop journal G (see the module docstring)."""
+        index.decode_all()
         if index.broken:
             return  # never fold a record we cannot read into a snapshot: a person decides first
         old = index.generation
@@ -325,7 +389,7 @@ class JournalLeaseTable(FileLeaseTable):
                     pass
         fresh = _Index()
         fresh.snapshot_key, fresh.generation, fresh.leases = self._snapshot_key(), old + 1, dict(index.leases)
-        self._index = fresh
+        self._replace_index(fresh)
 
     def compact(self) -> None:
         """Compact now, whatever the journal's size (doctor --fix, tests)."""
@@ -376,6 +440,38 @@ class JournalLeaseTable(FileLeaseTable):
             raise ValidationError("cannot move the old lease files aside: the name is taken", path=target,
                                   hint="move that folder away; the leases are in .swarm/leases/ now")
         os.rename(old_dir, target)
+
+
+def _decode(index: _Index, raw: bytes, path: Path, line: int, supersede: bool = True) -> None:
+    """Decode one record into ``index.leases``, or put why it cannot be into ``index.broken``.
+
+    ``supersede``: the record is the last one read (not one kept undecoded, which a broken record
+    read after it may follow), so it ends its task's broken state."""
+    task_id: Optional[str] = None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        # Whose record it was, if that much is legible: only that task's claim is then unknown.
+        named = set(_TASK_ID.findall(raw))
+        task_id = named.pop().decode("ascii") if len(named) == 1 else None
+        index.broken[task_id] = ParseError(
+            f"does not parse: {exc}", path=path, line=line, task_id=task_id,
+            hint="restore the journal from a backup or delete that line (the task's claim is unknown until then)")
+        return
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("not a record")
+        task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
+        lease = Lease.from_dict(data, path)
+    except (ValueError, SwarmError) as exc:
+        reason = exc.reason if isinstance(exc, SwarmError) else f"not a lease record ({exc})"
+        index.broken[task_id] = ParseError(
+            reason, path=path, line=line, task_id=task_id,
+            hint="restore the journal from a backup or delete that line (the task's claim is unknown until then)")
+        return
+    if supersede:
+        index.broken.pop(lease.task_id, None)  # a later whole record of the task supersedes a broken one
+    index.leases[lease.task_id] = lease
 
 
 def _names(directory: Path) -> list[str]:

@@ -17,38 +17,49 @@ from .clock import HOSTNAME
 __all__ = ["process_start_time", "pid_alive", "dead_reason", "my_identity", "stop_processes"]
 
 
-def process_start_time(pid: int) -> Optional[int]:
-    """When ``pid`` started, in clock ticks since boot (Linux), or None when unknown."""
+def _proc_stat(pid: int) -> Optional[list[bytes]]:
+    """The fields of /proc/<pid>/stat from the third (state) on, or None (no such process, no /proc)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def _start_of(fields: Optional[list[bytes]]) -> Optional[int]:
     try:
-        return int(fields[19])  # field 22 of stat(5), counted from field 3
-    except (IndexError, ValueError):  # pragma: no cover - malformed /proc entry
+        return int(fields[19])  # type: ignore[index]  # field 22 of stat(5), counted from field 3
+    except (TypeError, IndexError, ValueError):  # no fields, or a malformed /proc entry
         return None
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """When ``pid`` started, in clock ticks since boot (Linux), or None when unknown."""
+    return _start_of(_proc_stat(pid))
 
 
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this host (zombies count as dead)."""
+    return _alive(pid)[0]
+
+
+def _alive(pid: int) -> tuple[bool, Optional[list[bytes]]]:
+    """Whether ``pid`` lives, and its /proc stat fields when they were read (one read serves both)."""
     if pid <= 0:
-        return False
+        return False, None
     try:
         os.kill(pid, 0)
     except OSError as exc:
         if exc.errno == errno.ESRCH:
-            return False
+            return False, None
         if exc.errno != errno.EPERM:  # EPERM: it exists but belongs to someone else
             raise
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-        return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] != b"Z"
-    except OSError:
-        return True  # no /proc (not Linux): os.kill said it exists
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True, None  # no /proc (not Linux), or gone this instant: os.kill said it exists
+    return fields[:1] != [b"Z"], fields
 
 
 def dead_reason(pid: Any, host: Any, proc_start: Any = None) -> Optional[str]:
@@ -59,10 +70,11 @@ def dead_reason(pid: Any, host: Any, proc_start: Any = None) -> Optional[str]:
     """
     if host != HOSTNAME or not isinstance(pid, int) or isinstance(pid, bool):
         return None
-    if not pid_alive(pid):
+    alive, fields = _alive(pid)
+    if not alive:
         return f"process {pid} is dead"
     if proc_start is not None:
-        now_start = process_start_time(pid)
+        now_start = _start_of(fields)
         if now_start is not None and str(now_start) != str(proc_start):
             return f"pid {pid} was reused by another process"
     return None

@@ -15,11 +15,19 @@ The only module that touches portalocker or fcntl (fileio re-exports ``locked`` 
   another file).
 * A lock found held is tried again a few times after yielding the CPU, then waited for in the
   kernel by a waiter thread, kept for the next wait.
+* Files of which there are many, and each locked rarely (task files, leases: ``many=True``), are not
+  given a sidecar each: creating a file costs more than the rest of a claim on some file systems,
+  and a task is claimed once. Their locks are byte ranges of one shared file, ``many.lock`` in the
+  lock folder, one byte at an offset hashed from the file's real path (Linux's open file description
+  locks, which like flock exclude threads of one process too). The holder record is kept in one of
+  ``_HOLDER_SLOTS`` slots of that file (two files hashed to one slot share it: it is a hint for a
+  message). Elsewhere (no such locks) they get sidecars like any other file.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import threading
 import time
@@ -46,6 +54,7 @@ __all__ = ["locked", "lock_path", "read_note", "leave_note", "NOTE_WIDTH"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 _lock_names: dict[tuple[str, str], tuple[Path, str]] = {}  # (target, lock_dir) -> sidecar, as a Path and a str
+_real_dirs: dict[str, str] = {}  # folder -> its real path, resolved once per process
 _HOLDER_WIDTH = 160  # bytes of the holder record at the start of a sidecar
 NOTE_WIDTH = 160  # bytes of the note after it
 _IDLE_MAX = 64  # idle sidecar descriptors a process keeps (a claim locks many files: the rest are closed)
@@ -64,23 +73,63 @@ def _sidecar_of(target: PathLike, lock_dir: PathLike) -> tuple[Path, str]:
     key = (os.fspath(target), os.fspath(lock_dir))
     found = _lock_names.get(key)
     if found is None:
-        real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(key[0]))),
-                            os.path.basename(key[0]))
-        import hashlib  # here: most commands never lock, and start-up time shows
-
-        digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        real, digest = _real_digest(key[0])
         sidecar = Path(lock_dir) / f"{os.path.basename(real)[:80]}.{digest}.lock"
         found = _lock_names[key] = (sidecar, str(sidecar))
     return found
 
 
-def _holder_of(path: Path) -> Optional[str]:
+def _real_digest(target: str) -> tuple[str, str]:
+    """``target``'s real path (its folder resolved, once per process) and 48 bits of its hash, in hex."""
+    folder, name = os.path.split(os.path.abspath(target))
+    real_dir = _real_dirs.get(folder)
+    if real_dir is None:
+        real_dir = _real_dirs[folder] = os.path.realpath(folder)
+    real = os.path.join(real_dir, name)
+    import hashlib  # here: most commands never lock, and start-up time shows
+
+    return real, hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+# Byte-range locks of one open file description (F_OFD_SETLK): 64-bit Linux, where ``struct flock``
+# is two shorts, two 64-bit offsets and an int, padded to 32 bytes.
+_RANGES = (fcntl is not None and sys.platform.startswith("linux") and hasattr(fcntl, "F_OFD_SETLK")
+           and struct.calcsize("P") == 8)
+_FLOCK = struct.Struct("hhxxxxqqixxxx")
+_MANY_FILE = "many.lock"
+_HOLDER_SLOTS = 4096
+_RANGE_BASE = _HOLDER_SLOTS * 160  # lock bytes start past the holder slots (a lock need not lie in the file)
+_many_names: dict[str, tuple[Path, str]] = {}  # lock_dir -> its many.lock, as a Path and a str
+
+
+def _many_of(target: PathLike, lock_dir: PathLike) -> tuple[Path, str, int]:
+    """The shared lock file of ``lock_dir`` and the offset of ``target``'s byte in it."""
+    key = os.fspath(lock_dir)
+    names = _many_names.get(key)
+    if names is None:
+        path = Path(lock_dir) / _MANY_FILE
+        names = _many_names[key] = (path, str(path))
+    # 48 bits of the real path's hash: two files of one workspace never share a byte.
+    return names[0], names[1], _RANGE_BASE + int(_real_digest(os.fspath(target))[1], 16)
+
+
+def _holder_slot(at: Optional[int]) -> int:
+    """Where the holder record of a lock is: the sidecar's start, or a slot of the shared file."""
+    return 0 if at is None else (at % _HOLDER_SLOTS) * _HOLDER_WIDTH
+
+
+def _holder_of(path: Path, at: Optional[int] = None, fd: Optional[int] = None) -> Optional[str]:
+    """The holder record of a lock: read through ``fd`` (a descriptor of the lock file) if given."""
     try:
-        with open(path, "rb") as handle:
-            text = handle.read(_HOLDER_WIDTH).decode("utf-8", errors="replace").strip()
+        if fd is not None:
+            raw = os.pread(fd, _HOLDER_WIDTH, _holder_slot(at))
+        else:
+            with open(path, "rb") as handle:
+                handle.seek(_holder_slot(at))
+                raw = handle.read(_HOLDER_WIDTH)
     except OSError:
         return None
-    return text or None
+    return raw.decode("utf-8", errors="replace").strip("\0 \n") or None
 
 
 # ---------------------------------------------------------------------------- descriptors
@@ -127,30 +176,35 @@ class locked:
     context manager cost a third of the lock.)
     """
 
-    __slots__ = ("target", "sidecar", "key", "timeout", "shared", "error", "handle")
+    __slots__ = ("target", "sidecar", "key", "at", "timeout", "shared", "error", "handle")
 
     def __init__(self, target: PathLike, *, lock_dir: PathLike, timeout: float = 30.0, shared: bool = False,
-                 error: type = LockTimeout) -> None:
+                 error: type = LockTimeout, many: bool = False) -> None:
         self.target, self.timeout, self.shared, self.error = target, timeout, shared, error
-        self.sidecar, self.key = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
+        self.at: Optional[int] = None  # the byte locked in the shared file, or None: a sidecar's flock
+        if many and _RANGES:
+            self.sidecar, self.key, self.at = _many_of(target, lock_dir)
+        else:
+            self.sidecar, self.key = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
         self.handle: Optional[Kept] = None
 
     def __enter__(self) -> Path:
-        sidecar, key, timeout = self.sidecar, self.key, self.timeout
+        sidecar, key, timeout, at = self.sidecar, self.key, self.timeout, self.at
         flags = _SHARED if self.shared else _EXCLUSIVE
         handle, _ = _sidecars.take(key)
         try:
-            taken = _lock_now(handle.fd, flags) or (timeout > 0 and _spin(handle.fd, flags))
+            taken = _lock_now(handle.fd, flags, at) or (timeout > 0 and _spin(handle.fd, flags, at))
         except BaseException:  # e.g. KeyboardInterrupt between two tries: the lock may be held
             os.close(handle.fd)
             raise
         if not taken:
             if timeout <= 0:  # no wait asked for: no thread either
+                holder = _holder_of(sidecar, at, handle.fd)
                 _sidecars.give_back(key, handle)
-                raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
+                raise self.error(self.target, timeout, holder=holder) from None
             # The descriptor is now the waiter's if we give up (see _wait_for): it closes it.
-            if not _wait_for(handle.fd, flags, timeout):
-                raise self.error(self.target, timeout, holder=_holder_of(sidecar)) from None
+            if not _wait_for(handle.fd, flags, timeout, at):
+                raise self.error(self.target, timeout, holder=_holder_of(sidecar, at)) from None
         self.handle = handle
         if not self.shared:
             try:
@@ -160,34 +214,39 @@ class locked:
                 # when it already says this (this process, this second).
                 # The note is read with it: no one else writes it while this lock is held.
                 record = _holder_record()
-                head = os.pread(handle.fd, _HOLDER_WIDTH + NOTE_WIDTH, 0)
+                slot = _holder_slot(at)
+                head = os.pread(handle.fd, _HOLDER_WIDTH + (NOTE_WIDTH if at is None else 0), slot)
                 if head[:_HOLDER_WIDTH] != record:
-                    os.pwrite(handle.fd, record, 0)
+                    os.pwrite(handle.fd, record, slot)
             except BaseException:
                 self.handle = None
                 os.close(handle.fd)
                 raise
-            _held[(threading.get_ident(), key)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
+            if at is None:  # notes are a sidecar's (one file, one note)
+                _held[(threading.get_ident(), key)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
         return sidecar
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
         handle, self.handle = self.handle, None
         if handle is None:  # pragma: no cover - exited without entering
             return
-        if not self.shared:
+        if not self.shared and self.at is None:
             _held.pop((threading.get_ident(), self.key), None)
         if kind is None:
-            _release(self.key, handle)
+            _release(self.key, handle, self.at)
         else:
-            os.close(handle.fd)  # closing releases the flock: after a failure nothing is kept
+            os.close(handle.fd)  # closing releases the lock: after a failure nothing is kept
 
 
-def _release(sidecar: str, handle: Kept) -> None:
+def _release(sidecar: str, handle: Kept, at: Optional[int] = None) -> None:
     if fcntl is None:  # pragma: no cover - Windows: closing releases it, nothing is kept
         os.close(handle.fd)
         return
     try:
-        fcntl.flock(handle.fd, fcntl.LOCK_UN)
+        if at is None:
+            fcntl.flock(handle.fd, fcntl.LOCK_UN)
+        else:
+            fcntl.fcntl(handle.fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, at, 1, 0))
     except OSError:  # pragma: no cover - closing releases it whatever went wrong
         os.close(handle.fd)
         raise
@@ -220,8 +279,19 @@ def leave_note(sidecar: Path, note: bytes) -> None:
     held[1] = note
 
 
-def _lock_now(fd: int, flags: int) -> bool:
+def _range_lock(fd: int, flags: int, at: int, wait: bool) -> None:
+    kind = fcntl.F_RDLCK if flags == _SHARED else fcntl.F_WRLCK
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, at, 1, 0))
+
+
+def _lock_now(fd: int, flags: int, at: Optional[int] = None) -> bool:
     """Take the lock if it is free now: whether it was."""
+    if at is not None:
+        try:
+            _range_lock(fd, flags, at, wait=False)
+            return True
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held by another
+            return False
     if fcntl is not None:
         # On POSIX portalocker makes this very call; made directly, it skips portalocker's checks
         # of its arguments, which cost ten times the system call (a claim takes several locks).
@@ -243,7 +313,7 @@ _SPINS = 20  # tries, each after yielding the CPU, before a wait is handed to a 
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
-def _spin(fd: int, flags: int) -> bool:
+def _spin(fd: int, flags: int, at: Optional[int] = None) -> bool:
     """Try for the lock a few times, letting other processes run in between: whether it was taken.
 
     Most holders let go within microseconds (an event append holds its log's lock for one write),
@@ -253,7 +323,7 @@ def _spin(fd: int, flags: int) -> bool:
     """
     for _ in range(_SPINS):
         _yield()
-        if _lock_now(fd, flags):
+        if _lock_now(fd, flags, at):
             return True
     return False
 
@@ -277,10 +347,10 @@ def _holder_record() -> bytes:
 class _Wait:
     """One wait handed to a waiter thread."""
 
-    __slots__ = ("fd", "flags", "taken", "gave_up", "error", "mutex", "settled")
+    __slots__ = ("fd", "flags", "at", "taken", "gave_up", "error", "mutex", "settled")
 
-    def __init__(self, fd: int, flags: int) -> None:
-        self.fd, self.flags = fd, flags
+    def __init__(self, fd: int, flags: int, at: Optional[int]) -> None:
+        self.fd, self.flags, self.at = fd, flags, at
         self.taken = self.gave_up = False
         self.error: Optional[BaseException] = None
         self.mutex = threading.Lock()
@@ -294,7 +364,9 @@ def _waiter(inbox: Any) -> None:
     while True:
         wait = inbox.get()
         try:
-            if fcntl is not None:
+            if wait.at is not None:
+                _range_lock(wait.fd, wait.flags, wait.at, wait=True)
+            elif fcntl is not None:
                 fcntl.flock(wait.fd, wait.flags)
             else:  # pragma: no cover - Windows
                 portalocker.lock(wait.fd, wait.flags)
@@ -321,7 +393,7 @@ def _hand_over(wait: _Wait) -> None:
     inbox.put(wait)
 
 
-def _wait_for(fd: int, flags: int, timeout: float) -> bool:
+def _wait_for(fd: int, flags: int, timeout: float, at: Optional[int] = None) -> bool:
     """Wait in the kernel for a held lock, at most ``timeout`` seconds; whether it was taken.
 
     flock has no timeout, so a waiter thread makes the blocking call while this one waits for
@@ -334,7 +406,7 @@ def _wait_for(fd: int, flags: int, timeout: float) -> bool:
     another open file mid-call. So a wait that timed out leaves a thread blocked and a
     descriptor open until the holder lets go.
     """
-    wait = _Wait(fd, flags)
+    wait = _Wait(fd, flags, at)
     _hand_over(wait)
     try:
         wait.settled.wait(max(0.0, timeout))

@@ -165,8 +165,22 @@ def _backend(cfg: Config) -> tuple[str, Backend]:
                                    "unix:///path/to/socket)") from None
 
 
+# The last Config asked about and its table (one tuple, swapped whole: threads read it unlocked).
+_last_lease_table: tuple = (None, None)
+
+
 def lease_table(cfg: Config) -> "LeaseTable":
     """The lease table of ``cfg``'s workspace, as ``swarm.yaml`` ``backend:`` says (default ``files``)."""
+    global _last_lease_table
+    last = _last_lease_table
+    if last[0] is cfg:  # a claim asks four times
+        return last[1]
+    table = _lease_table(cfg)
+    _last_lease_table = (cfg, table)
+    return table
+
+
+def _lease_table(cfg: Config) -> "LeaseTable":
     name, backend = _backend(cfg)
     # Two names of one table share its index; a Redis table is one per URL and namespace.
     server = name if isinstance(name, str) and "://" in name else None

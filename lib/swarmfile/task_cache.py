@@ -23,7 +23,7 @@ from .config import Config
 from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, swarm_logger, warn_once
 from .textfile import read_text
 from .tasks import PathLike, Status, Task, parse_task
-from . import task_index
+from . import dir_watch, task_index
 
 if TYPE_CHECKING:
     from .task_document import TaskDocument
@@ -198,7 +198,13 @@ def _cached(entries: dict, path: Path, name: str, key: tuple, nested: bool = Fal
 # So a fast listing may show an in-place edit, or a rename in the clock tick of our own write, up to
 # that late; every other listing stats each file. (Claims re-read a task under its lock before
 # acting and compare it with the listing's, so lateness costs no correctness.)
+# - A process that makes a second fast listing of a folder watches it (dir_watch: inotify, on Linux):
+#   from then on the kernel names the files that changed, written in place or replaced, and only
+#   those are read; no scandir, and a full scan only every _WATCHED_FULL_SCAN_SECONDS (for what the
+#   kernel does not report: writes through a memory map, a network file system's other hosts).
 _FULL_SCAN_SECONDS = 1.0
+_WATCHED_FULL_SCAN_SECONDS = 10.0
+_recheck: dict[str, set] = {}  # watched folder -> names to read again at its next listing (_forget)
 _parses = 0  # task files parsed, or found gone, by listings: when it moves, a task index is out of date
 _outdated = 0  # folders found unlike their record in a task index (names changed): written again at once
 _INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
@@ -235,7 +241,8 @@ def _held(hit: Optional[tuple], stamp: tuple, defer: Optional[Callable[[str], bo
 
 def _drop_held(key: str, known: _Listing) -> None:
     """Forget the stand-ins of a listing, so this listing reads their files (it was not given ``defer``)."""
-    for name in [name for name, entry in known.entries.items() if not entry[2]]:
+    names = [name for name, entry in known.entries.items() if not entry[2]]
+    for name in names:
         del known.entries[name]
         if known.inodes is not None:
             known.inodes.pop(name, None)
@@ -243,6 +250,8 @@ def _drop_held(key: str, known: _Listing) -> None:
     seen = _dir_seen.get(key)
     if seen is not None:
         _dir_seen[key] = (None, seen[1], None)
+    if dir_watch.watched(key):
+        _recheck.setdefault(key, set()).update(names)
 
 
 def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: bool = False,
@@ -252,14 +261,25 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     known = _dir_cache.get(key)
     if known is not None and known.held and (defer is None or not fast):
         _drop_held(key, known)
+    now = time.monotonic()
+    trusted, last_full, _ = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS, None))
+    watching = fast and known is not None and dir_watch.watched(key)
+    if watching:
+        names = dir_watch.changes(key)
+        if names is not None and now - last_full < _WATCHED_FULL_SCAN_SECONDS:
+            names |= _recheck.pop(key, set())
+            return _collect(_apply_changes(directory, key, known, names, nested, defer), errors) if names \
+                else _collect(known, errors)
     try:
         dir_mtime = os.stat(key).st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
         _drop(key)
         return []
-    now = time.monotonic()
-    trusted, last_full, _ = _dir_seen.get(key, (None, -_FULL_SCAN_SECONDS, None))
-    recent = fast and known is not None and now - last_full < _FULL_SCAN_SECONDS
+    # Watched, but what changed is not known (or it is time for the full scan): stat every file.
+    recent = fast and known is not None and not watching and now - last_full < _FULL_SCAN_SECONDS
+    if fast and known is not None and not watching and dir_watch.watch(key):
+        recent = False  # changes are reported from now on: this scan reads everything before
+    _recheck.pop(key, None)
     if recent and trusted == dir_mtime:
         return _collect(known, errors)
     # Trust an mtime only once it is older than the clock tick that stamps it: two renames
@@ -398,20 +418,36 @@ def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool,
     None (nothing changed) when a folder or another non-task name came, went or was replaced:
     the caller scans in full.
     """
-    global _parses
     with os.scandir(directory) as listing:
         inodes = {entry.name: entry.inode() for entry in listing}
     names = {name for name, _ in inodes.items() ^ known.inodes.items() if name[0] not in "._"}
     if any(not name.endswith(".md") or name in _SKIPPED for name in names):
         return None
+    known.inodes = inodes
+    return _apply_changes(directory, key, known, {name for name in names if name in inodes},
+                          nested, defer, gone={name for name in names if name not in inodes})
+
+
+def _apply_changes(directory: Path, key: str, known: _Listing, names: set, nested: bool,
+                   defer: Optional[Callable[[str], bool]], gone: frozenset = frozenset()) -> _Listing:
+    """``known`` with the files ``names`` read again where their stat key changed (and ``gone`` removed):
+    those a scandir found replaced, or the kernel reported changed (dir_watch)."""
+    global _parses
     rebuild = False
-    entries = known.entries
-    for name in names:
+    entries, inodes = known.entries, known.inodes
+    for name in names | gone:
+        if name[0] in "._" or not name.endswith(".md") or name in _SKIPPED:
+            continue  # temporary files, and what is not a task file (a folder's change rescans in full)
         hit = entries.get(name)
         try:
-            st = os.stat(os.path.join(key, name)) if name in inodes else None
-        except FileNotFoundError:
+            st = os.stat(os.path.join(key, name)) if name not in gone else None
+        except (FileNotFoundError, NotADirectoryError):
             st = None
+        if inodes is not None:
+            if st is None:
+                inodes.pop(name, None)
+            else:
+                inodes[name] = st.st_ino
         if st is None or not stat.S_ISREG(st.st_mode):
             if entries.pop(name, None) is not None:
                 _parses += 1  # a file gone: the task index changes too
@@ -436,7 +472,6 @@ def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool,
         if hit is None or hit[1] is _NOT_A_TASK or not known.replace(name, scratch[name]):
             entries[name] = scratch[name]
             rebuild = True
-    known.inodes = inodes
     if rebuild:
         known = _dir_cache[key] = _Listing(entries, inodes)
     return known
@@ -543,6 +578,8 @@ def _forget(path: Path) -> None:
     seen = _dir_seen.get(key)
     if seen is not None:
         _dir_seen[key] = (None, seen[1], None)  # and the next listing does scan the folder
+    if dir_watch.watched(key):
+        _recheck.setdefault(key, set()).add(path.name)  # a watched one reads the file again
 
 
 def remember(path: Path, document: TaskDocument, before: Optional[int]) -> None:

@@ -9,6 +9,7 @@ The grammar (what a field line, a checklist line is) and the parse are tasks.py'
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -30,6 +31,21 @@ def _clean_value(value: Any, path: Optional[Path] = None) -> str:
     if "\n" in text or "\r" in text:
         raise ValidationError(f"value must be one line: {text[:60]!r}", path=path)
     return text.strip()
+
+
+def _with_line_added(scanned: Scanned, after: int, name: str, value: str) -> Scanned:
+    """``scanned`` with a header field line ``name``/``value`` inserted after line ``after`` (1-based)."""
+
+    def moved(line: int) -> int:
+        return line + 1 if line > after else line
+
+    field_lines = {k: moved(n) for k, n in scanned.field_lines.items()}
+    field_lines[name] = after + 1
+    return scanned._replace(
+        title_line=moved(scanned.title_line),
+        fields={**scanned.fields, name: value}, field_lines=field_lines,
+        sections=tuple(replace(s, line=moved(s.line), end=moved(s.end)) for s in scanned.sections),
+        checklist=tuple(replace(c, line=moved(c.line)) if c.line > after else c for c in scanned.checklist))
 
 
 class TaskDocument:
@@ -109,7 +125,13 @@ class TaskDocument:
             return True
         new_line = f"**{name}:** {text}".rstrip()
         if scanned.field_lines:
-            self._insert(max(scanned.field_lines.values()), [new_line])
+            last = max(scanned.field_lines.values())
+            self._insert(last, [new_line])
+            # One line after the last header field: the scan stays true with the lines below it moved
+            # down one and the field added (a claim inserting Claimed By parses the file once).
+            again = FIELD_LINE.match(new_line)
+            if again and field_key(again.group(1).strip()) != "taskid":
+                self._scanned = _with_line_added(scanned, last, again.group(1).strip(), again.group(2))
         else:
             index = self.task.title_line
             following = self._lines[index] if index < len(self._lines) else None

@@ -32,7 +32,7 @@ from .task_cache import (clear_cache, forget_cached, list_indexed, load_task, lo
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished", "looks_like_task", "list_indexed", "forget_cached",
+    "task_files", "is_finished", "looks_like_task", "list_indexed", "forget_cached", "task_file_lock",
 ]
 
 
@@ -129,6 +129,13 @@ def task_config(path: PathLike, *, root: Optional[PathLike] = None) -> Config:
     return load_config(root=parent)
 
 
+def task_file_lock(path: PathLike, cfg: Config, timeout: Optional[float] = None) -> locked:
+    """The lock every runtime writer of a task file holds around its read-modify-write (edits,
+    claims' mirrors, splits, moves to completed/). A byte of the lock folder's shared lock file, not
+    a sidecar per task file (locks.py: ``many``)."""
+    return locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout if timeout is None else timeout, many=True)
+
+
 @contextmanager
 def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool = True) -> Iterator[TaskDocument]:
     """Hold the task's lock, yield its freshly re-read document, write it back if it changed.
@@ -140,7 +147,7 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
     """
     target = Path(path)
     cfg = task_config(target, root=root)
-    with locked(target, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+    with task_file_lock(target, cfg):
         try:
             text = read_text(target)
         except FileNotFoundError:
@@ -227,7 +234,7 @@ def move_to_completed(task_id: str, *, root: Optional[PathLike] = None,
     # An epic's task moves to the same folder under completed/: names stay unique, the epic together.
     target = cfg.tasks_completed / (source.relative_to(cfg.tasks_active) if _inside(source, cfg.tasks_active)
                                     else source.name)
-    with locked(source, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+    with task_file_lock(source, cfg):
         document = TaskDocument(read_text(source), source)  # re-read under the lock
         if document.task.task_id != task_id:
             raise NotFoundError(f"{source.name} no longer holds task {task_id}", path=source, task_id=task_id)

@@ -35,7 +35,7 @@ from . import tasks
 from .task_document import TaskDocument
 from .config import Config, load_config, validate_id
 from .errors import AlreadyClaimed, NotClaimable, NotFoundError, SwarmError, ValidationError
-from .fileio import atomic_write, locked, read_text, split_lines
+from .fileio import atomic_write, read_text, split_lines
 
 __all__ = [
     "claim_item",
@@ -289,7 +289,7 @@ def add_item(task: Any, text: str, section: str = "Success Criteria", *, root: O
     validate_id(agent, "agent id")
     cfg, path = _locate(task, root)
     # The lock edit_task takes: TaskDocument has no public way to insert a line.
-    with locked(path, lock_dir=cfg.lock_dir, timeout=cfg.lock_timeout):
+    with task_store.task_file_lock(path, cfg):
         try:
             original = read_text(path)
         except FileNotFoundError:
