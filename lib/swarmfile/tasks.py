@@ -49,7 +49,9 @@ class _pattern:
 
     The ready query from the task index parses no file: compiling the parser's expressions at
     import cost a tenth of ``python lib/claims.py ready``'s start. After the first use, the
-    compiled expression's methods are this object's own attributes (no forwarding call).
+    compiled expression's methods are this object's own attributes, and its class one without
+    ``__getattr__`` (a class with one looks attributes up through a slower hook: the parser
+    calls these for every line).
     """
 
     def __init__(self, pattern: str, flags: int = 0) -> None:
@@ -60,7 +62,12 @@ class _pattern:
         for method in ("match", "fullmatch", "search", "finditer", "findall", "sub", "subn", "split"):
             setattr(self, method, getattr(compiled, method))
         self.pattern, self.flags, self.groups = compiled.pattern, compiled.flags, compiled.groups
+        self.__class__ = _Compiled
         return getattr(compiled, name)
+
+
+class _Compiled:
+    """A ``_pattern`` once compiled: its attributes are the compiled expression's."""
 
 
 class Status(str, Enum):
