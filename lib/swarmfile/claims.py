@@ -365,12 +365,13 @@ def claim_next(
                     touched.append(task)
                     continue
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
-                if lease is not None:
+                if lease is _LOST:
+                    _spread(order, at)
+                elif lease is not None:
                     return lease
-                _spread(order, at)
             for task in touched:
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
-                if lease is not None:
+                if lease is not None and lease is not _LOST:
                     return lease
             return None
         except _Changed as exc:
@@ -411,9 +412,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_salt)
 
 
+_LOST: Any = object()  # _try_claim: another agent holds the task, or is claiming it right now (else a Lease or None)
+
+
 def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Optional[PathLike],
                now: Optional[datetime], pid: Optional[int], host: Optional[str],
-               proc_start: Optional[int], skip_changed: bool = False) -> Optional[Lease]:
+               proc_start: Optional[int], skip_changed: bool = False) -> Any:
     try:
         return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
                           proc_start=proc_start, task_path=task.path, _from_ready=True, _listed=task)
@@ -422,8 +426,10 @@ def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Op
             raise
         task_store.forget_cached(exc.path)
         return None
-    except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
-        return None  # LockTimeout: another agent is claiming it right now; try the next one
+    except (AlreadyClaimed, LockTimeout):
+        return _LOST  # LockTimeout: another agent is claiming it right now; try the next one
+    except (NotClaimable, NotFoundError):
+        return None
     except BackendUnavailable:
         raise  # the lease store is down, not this task: the caller pauses
     except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working
