@@ -335,3 +335,29 @@ def test_a_failed_fsync_takes_its_record_back_unless_another_record_follows_it(w
         put(table, "T-1", 3)
     assert [(x.task_id, x.token) for x in fresh_table(workspace).list()] == [("T-1", 3), ("T-2", 1)]
     assert [(x.task_id, x.token) for x in table.list()] == [("T-1", 3), ("T-2", 1)]
+
+
+def test_a_process_working_in_many_workspaces_keeps_few_journals_open(tmp_path):
+    """Each table reads its journal through a descriptor it keeps; a process that touches many
+    workspaces (a test run, an MCP server) must not keep one per workspace until it runs out."""
+    def journals_open() -> int:
+        return sum("/.swarm/leases/journal-" in os.readlink(f"/proc/self/fd/{fd}")
+                   for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    before = journals_open()
+    tables = []
+    for i in range(3 * lease_journal._KEPT_OPEN):
+        root = tmp_path / f"ws-{i}"
+        root.mkdir()
+        journal_ws(root)
+        table = fresh_table(root)
+        put(table, "T-1", 1)
+        assert table.read("T-1").token == 1  # read through the kept descriptor
+        tables.append(table)
+    assert journals_open() - before <= lease_journal._KEPT_OPEN
+    for table in tables:  # one closed to keep the bound reopens its journal when it looks again
+        put(table, "T-1", 2)
+        assert fresh_table(table.cfg.root).read("T-1").token == 2 and table.read("T-1").token == 2
+    assert journals_open() - before <= lease_journal._KEPT_OPEN

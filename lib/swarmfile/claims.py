@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from . import task_graph
 from . import tasks as taskmod
@@ -40,6 +38,7 @@ from .lease_store import Assignment, Lease, LeaseState, LeaseTable
 from .ready_query import claim_candidates, ready_tasks
 from .stores import lease_table, task_board
 from .liveness import dead_reason, my_identity
+from .renew_watch import RENEW_MARGIN_SECONDS, RenewWatch
 
 __all__ = [
     "Lease",
@@ -69,54 +68,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-# A holder gives its lease up (stops its agent) when no renewal has succeeded by this long (or a
-# third of the TTL, if less) before the lease could expire: 2 s for the agent to exit after
-# SIGTERM, and 1 s to spare. Timed on the holder's monotonic clock from the moment it sent its
-# last renewal that succeeded, by a timer (RenewWatch), so a renewal stuck on an unreachable
-# server cannot delay it: a lease granted by the server's clock outlives its agent.
-RENEW_MARGIN_SECONDS = 3.0
-
-
-class RenewWatch:
-    """Calls ``give_up`` (once, in a timer thread) unless the lease in hand is renewed in time.
-
-    ``renewed(asked)`` after each successful claim or renewal (``asked``: ``time.monotonic()``
-    when its request was sent); ``stop()`` when the lease is no longer in hand. ``fired`` says
-    whether ``give_up`` was called for the lease in hand.
-    """
-
-    def __init__(self, ttl: float, give_up: "Callable[[], None]") -> None:
-        self.ttl = ttl
-        self._give_up = give_up
-        self._lock = threading.Lock()
-        self._timer: Optional[threading.Timer] = None
-        self.fired = False
-
-    def renewed(self, asked: float) -> None:
-        deadline = asked + self.ttl - min(RENEW_MARGIN_SECONDS, self.ttl / 3)
-        with self._lock:
-            self.stop_unlocked()
-            self.fired = False
-            self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self.fired or self._timer is None:
-                return
-            self.fired, self._timer = True, None
-        self._give_up()
-
-    def stop_unlocked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def stop(self) -> None:
-        with self._lock:
-            self.stop_unlocked()
 
 log = logging.getLogger("swarmfile")
 
@@ -365,12 +316,13 @@ def claim_next(
                     touched.append(task)
                     continue
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
-                if lease is not None:
+                if lease is _LOST:
+                    _spread(order, at)
+                elif lease is not None:
                     return lease
-                _spread(order, at)
             for task in touched:
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
-                if lease is not None:
+                if lease is not None and lease is not _LOST:
                     return lease
             return None
         except _Changed as exc:
@@ -411,9 +363,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_salt)
 
 
+_LOST: Any = object()  # _try_claim: another agent holds the task, or is claiming it right now (else a Lease or None)
+
+
 def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Optional[PathLike],
                now: Optional[datetime], pid: Optional[int], host: Optional[str],
-               proc_start: Optional[int], skip_changed: bool = False) -> Optional[Lease]:
+               proc_start: Optional[int], skip_changed: bool = False) -> Any:
     try:
         return claim_task(task.task_id, agent_id, ttl, root=root, now=now, pid=pid, host=host,
                           proc_start=proc_start, task_path=task.path, _from_ready=True, _listed=task)
@@ -422,8 +377,10 @@ def _try_claim(task: taskmod.Task, agent_id: str, ttl: Optional[float], root: Op
             raise
         task_store.forget_cached(exc.path)
         return None
-    except (AlreadyClaimed, NotClaimable, NotFoundError, LockTimeout):
-        return None  # LockTimeout: another agent is claiming it right now; try the next one
+    except (AlreadyClaimed, LockTimeout):
+        return _LOST  # LockTimeout: another agent is claiming it right now; try the next one
+    except (NotClaimable, NotFoundError):
+        return None
     except BackendUnavailable:
         raise  # the lease store is down, not this task: the caller pauses
     except SwarmError as exc:  # a corrupt lease or task file: skip that task, keep working

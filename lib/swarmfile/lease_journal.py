@@ -50,6 +50,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -214,6 +215,7 @@ class JournalLeaseTable(FileLeaseTable):
                 raise
             index.close()
             index.fd, index.seen = fd, (st.st_size, st.st_mtime_ns)
+            _kept_open(self)
             self._apply(index, new)
             return index
         raise SwarmError("the lease journal changes faster than it can be read", path=self.dir,
@@ -440,6 +442,27 @@ class JournalLeaseTable(FileLeaseTable):
             raise ValidationError("cannot move the old lease files aside: the name is taken", path=target,
                                   hint="move that folder away; the leases are in .swarm/leases/ now")
         os.rename(old_dir, target)
+
+
+# Tables whose index keeps its journal open, least recently opened first: a process that works in many
+# workspaces (a test run, an MCP server) keeps at most _KEPT_OPEN descriptors, not one per workspace.
+_KEPT_OPEN = 8
+_kept: "OrderedDict[int, JournalLeaseTable]" = OrderedDict()
+_kept_mutex = threading.Lock()
+
+
+def _kept_open(table: JournalLeaseTable) -> None:
+    """Record that ``table`` keeps its journal open (its mutex held); close the oldest others' beyond the bound."""
+    with _kept_mutex:
+        _kept.pop(id(table), None)
+        _kept[id(table)] = table
+        over = [_kept.popitem(last=False)[1] for _ in range(max(0, len(_kept) - _KEPT_OPEN))]
+    for other in over:
+        if other._mutex.acquire(blocking=False):  # in use by another thread: it stays open this time
+            try:
+                other._index.close()  # its next look opens the journal again
+            finally:
+                other._mutex.release()
 
 
 def _decode(index: _Index, raw: bytes, path: Path, line: int, supersede: bool = True) -> None:
