@@ -72,6 +72,11 @@ def index_of(root: Path) -> Path:
     return task_index.index_file(load_config(root=root).runtime_dir)
 
 
+def indexed_names(path: Path) -> dict[str, set[str]]:
+    """Per folder in the index file at ``path``: the files whose summary a listing may take from it."""
+    return {folder: record.indexed() for folder, record in task_index.load(path, object()).items()}
+
+
 # ---------------------------------------------------------------------------- what a cold listing parses
 
 
@@ -116,9 +121,9 @@ def test_new_deleted_moved_files_and_renamed_folders_are_seen(workspace, trust_a
     assert set(found) == {"T-1", "T-3", "T-4", "E-1"}
     assert found["T-3"].path.name == "T-3-renamed.md" and found["E-1"].path.parent.name == "epic-b"
     assert sorted(parsed) == ["E-1.md", "T-3-renamed.md", "T-4.md"]  # T-1 came from the index
-    stored = json.loads(index_of(workspace).read_text())["dirs"]
+    stored = indexed_names(index_of(workspace))
     assert not any(key.endswith("epic-a") for key in stored)  # the old folder left the index
-    assert set(stored[str(workspace / "tasks" / "active")]["name"]) == {"T-1.md", "T-3-renamed.md", "T-4.md"}
+    assert stored[str(workspace / "tasks" / "active")] == {"T-1.md", "T-3-renamed.md", "T-4.md"}
 
 
 def test_a_file_that_cannot_be_stat_ed_is_skipped_and_the_rest_listed(workspace, trust_all, parsed):
@@ -134,6 +139,18 @@ def test_a_file_that_cannot_be_stat_ed_is_skipped_and_the_rest_listed(workspace,
     task_cache._dir_seen.clear()  # the next fast listing is a full scan (every _FULL_SCAN_SECONDS)
     write(workspace, "T-3", status="blocked")
     assert {t.task_id for t in claims.ready_tasks(root=cfg.root)} == {"T-0", "T-1", "T-4"}
+
+
+def test_a_dangling_symlink_costs_a_file_by_file_check_not_an_index_rewrite(workspace, trust_all, parsed):
+    for n in range(5):
+        write(workspace, f"T-{n}")
+    (workspace / "tasks" / "active" / "T-9.md").symlink_to(workspace / "nowhere.md")
+    cold_ready(workspace)
+    written = index_of(workspace).stat()
+    for _ in range(2):
+        parsed.clear()
+        assert set(cold_ready(workspace)) == {f"T-{n}" for n in range(5)} and parsed == []
+    assert index_of(workspace).stat() == written
 
 
 def test_a_completed_dependency_counts_from_the_index(workspace, trust_all):
@@ -163,6 +180,92 @@ def test_documents_and_broken_files_stay_out_and_broken_ones_are_reported_each_t
         assert [t.task_id for t in active] == ["T-1"]
         assert [Path(e.path).name for e in errors] == ["T-9.md"]
     assert parsed == ["T-9.md"]  # the document's verdict came from the index; the broken file is parsed again
+
+
+def test_an_unchanged_folder_is_checked_whole_and_a_changed_one_file_by_file(workspace, trust_all, eager, parsed,
+                                                                              monkeypatch):
+    """A folder whose names are the recorded ones is checked in a few C loops over all its files
+    (task_index.Folder.check); one whose names changed is checked file by file, as before."""
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    write(workspace, "E-1", folder="epic")
+    cold_ready(workspace)
+    by_file: list[str] = []
+    real = task_index.Folder.entries
+    monkeypatch.setattr(task_index.Folder, "entries", lambda self: by_file.append(Path(self.path).name) or real(self))
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 21 and parsed == [] and by_file == []
+    write(workspace, "T-05", status="blocked")  # in place: the same names
+    write(workspace, "E-1", status="blocked", folder="epic")
+    assert len(cold_ready(workspace)) == 19 and sorted(parsed) == ["E-1.md", "T-05.md"] and by_file == []
+    parsed.clear()
+    write(workspace, "T-99")  # a new name: that folder file by file, the others from their records
+    assert len(cold_ready(workspace)) == 20 and parsed == ["T-99.md"] and by_file == ["active"]
+
+
+def test_a_folder_whose_names_changed_is_recorded_again_by_the_next_listing(workspace, trust_all, parsed,
+                                                                            monkeypatch):
+    """Fewer than _INDEX_STALE_FILES changed files leave the index as it is, but not a changed name:
+    until its record is written again, the folder would be checked file by file in every new process."""
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    (workspace / "tasks" / "active" / "notes.txt").write_text("not a task\n")
+    cold_ready(workspace)
+    by_file: list[str] = []
+    real = task_index.Folder.entries
+    monkeypatch.setattr(task_index.Folder, "entries", lambda self: by_file.append(Path(self.path).name) or real(self))
+    write(workspace, "T-99")
+    (workspace / "tasks" / "active" / "notes.txt").rename(workspace / "tasks" / "active" / "notes-old.txt")
+    assert len(cold_ready(workspace)) == 21 and by_file == ["active"]
+    by_file.clear()
+    parsed.clear()
+    assert len(cold_ready(workspace)) == 21 and parsed == [] and by_file == []
+    (workspace / "tasks" / "active" / "notes-old.txt").unlink()  # no task file changed, only a name
+    cold_ready(workspace)
+    by_file.clear()
+    assert len(cold_ready(workspace)) == 21 and parsed == [] and by_file == []
+
+
+def test_a_file_replaced_by_a_folder_of_the_same_name_is_listed(workspace, trust_all):
+    write(workspace, "T-1")
+    notes = workspace / "tasks" / "active" / "notes"
+    notes.write_text("not a task\n")
+    assert set(cold_ready(workspace)) == {"T-1"}
+    notes.unlink()
+    write(workspace, "E-1", folder="notes")  # the folder's inode may be the file's, freed
+    assert set(cold_ready(workspace)) == {"T-1", "E-1"}
+
+
+def test_an_index_of_the_old_format_is_never_read_and_is_deleted(workspace, trust_all):
+    """The JSON index of format 4 had the same stat keys: a file it says is blocked is read, not believed."""
+    path = write(workspace, "T-1")
+    st = os.stat(path)
+    runtime = load_config(root=workspace).runtime_dir
+    runtime.mkdir(parents=True, exist_ok=True)
+    columns = {"name": ["T-1.md"], "mtime": [st.st_mtime_ns], "size": [st.st_size], "ino": [st.st_ino],
+               "ctime": [st.st_ctime_ns], "id": ["T-1"], "title": ["task T-1"], "status": ["blocked"],
+               "status_text": [True], "priority": ["medium"], "priority_text": [True], "created": [None],
+               "rank": [-1.0], "moment": [None], "depends_on": [None], "parent": [None], "assigned_to": [None],
+               "sub_tasks": [None], "files": [None]}
+    old = json.dumps({"format": 4, "dirs": {str(workspace / "tasks" / "active"): columns}})
+    (runtime / "task-index.json").write_text(old)
+    index_of(workspace).write_text(old)  # and the old text under the new name
+    assert set(cold_ready(workspace)) == {"T-1"}
+    assert not (runtime / "task-index.json").exists()
+    assert task_index.decode(index_of(workspace).read_bytes()) is not None  # rebuilt in the new format
+    assert set(cold_ready(workspace)) == {"T-1"}
+
+
+def test_a_flipped_byte_fails_the_checksum_and_the_index_is_rebuilt(workspace, trust_all, parsed):
+    write(workspace, "T-1")
+    write(workspace, "T-2", status="blocked")
+    cold_ready(workspace)
+    good = index_of(workspace).read_bytes()
+    at = good.index(b"blocked")  # T-2's status, the one text that flipped would make it ready
+    index_of(workspace).write_bytes(good[:at] + b"pending" + good[at + 7:])
+    parsed.clear()
+    assert set(cold_ready(workspace)) == {"T-1"} and sorted(parsed) == ["T-1.md", "T-2.md"]
+    assert index_of(workspace).read_bytes() != good[:at] + b"pending" + good[at + 7:]
 
 
 # ---------------------------------------------------------------------------- tasks from the index
@@ -202,6 +305,23 @@ def test_a_task_from_the_index_reads_its_title_line_and_path_from_its_file(works
     assert task.path == path and task_index.path_text(task) == str(path)
 
 
+def test_a_task_from_the_index_compares_by_identity_and_has_no_order(workspace, trust_all):
+    write(workspace, "T-1")
+    write(workspace, "T-2")
+    cold_listing(workspace)
+    found = cold_listing(workspace)
+    one, two = found["T-1"], found["T-2"]
+    assert task_index.is_summary(one) and isinstance(one, tasks.Task)
+    assert one == one and one != two and len({one, two, one}) == 2 and [one, two] != [one, one]
+    with pytest.raises(TypeError):
+        sorted([one, two])
+    assert "T-1" in repr(one)
+    held = task_index.restated(one, Status.CLAIMED)
+    assert task_index.is_summary(held) and held is not one and held.task_id == "T-1" and held.path == one.path
+    assert (held.status, held.status_text, one.status) == (Status.CLAIMED, "claimed", Status.PENDING)
+    assert held.field("Priority") == "medium" and tasks.ready_order_key(held) == tasks.ready_order_key(one)
+
+
 def test_a_full_listing_after_an_indexed_one_parses_the_files(workspace, trust_all):
     write(workspace, "T-1")
     cold_ready(workspace)
@@ -231,23 +351,23 @@ def test_a_damaged_index_is_rebuilt_silently(workspace, trust_all, damage, caplo
     elif damage == "garbage":
         index.write_bytes(os.urandom(300))
     elif damage == "other format":
-        index.write_text(json.dumps({**json.loads(good), "format": 999}))
+        index.write_bytes(good.replace(b" %d " % task_index.FORMAT, b" 999 ", 1))
     elif damage == "wrong shapes":
-        index.write_text('{"format": %d, "dirs": {"%s": {"T-1.md": [1, 2], "T-2.md": "x"}}}'
-                         % (task_index.FORMAT, workspace / "tasks" / "active"))
+        index.write_bytes(task_index.encode({"dirs": {str(workspace / "tasks" / "active"):
+                                                      {"T-1.md": [1, 2], "T-2.md": "x"}}}))
     elif damage == "a directory":
         index.mkdir()
     elif damage == "not utf-8":
         index.write_bytes(b"\xff\xfe" + good)
     elif damage == "ragged columns":
-        document = json.loads(good)
+        document = task_index.decode(good)
         document["dirs"][str(workspace / "tasks" / "active")]["status"].pop()
-        index.write_text(json.dumps(document))
+        index.write_bytes(task_index.encode(document))
     assert set(cold_ready(workspace)) == {"T-1"}
     if damage == "a directory":  # cannot be replaced: the listing still works, the cause is logged once
         assert "cannot write the task index" in caplog.text
         return
-    assert json.loads(index.read_text())["format"] == task_index.FORMAT  # rebuilt
+    assert task_index.decode(index.read_bytes()) is not None  # rebuilt
     assert set(cold_ready(workspace)) == {"T-1"}
 
 
@@ -290,9 +410,9 @@ def test_racily_clean_files_are_not_trusted_by_the_index(workspace, parsed):
     settled = os.stat(old).st_ctime_ns
     fresh = write(workspace, "T-NEW")
     cold_ready(workspace)
-    stored = json.loads(index_of(workspace).read_text())["dirs"][str(workspace / "tasks" / "active")]
+    stored = indexed_names(index_of(workspace))[str(workspace / "tasks" / "active")]
     # Both were written just now (their ctime cannot be set back): neither is in the index yet ...
-    assert stored["name"] == [] and os.stat(fresh).st_ctime_ns >= settled
+    assert stored == set() and os.stat(fresh).st_ctime_ns >= settled
     parsed.clear()
     assert set(cold_ready(workspace)) == {"T-OLD", "T-NEW"}
     assert sorted(parsed) == ["T-NEW.md", "T-OLD.md"]  # ... so the next cold listing reads both again
@@ -304,9 +424,9 @@ def test_racy_rule_uses_the_time_of_the_read(workspace, monkeypatch):
     task = tasks.parse_task("# T-1: x\n", "T-1.md")
     entries = {"a.md": ((1, 2, 3, 5000), task, 6001), "b.md": ((1, 2, 3, 5000), task, 6000),
                "c.md": ((1, 2, 3, 5000), task, task_index.TRUSTED)}
-    target = workspace / ".swarm" / "task-index.json"
-    task_index.save(target, {"/d": entries}, object())
-    assert set(json.loads(target.read_text())["dirs"]["/d"]["name"]) == {"a.md", "c.md"}
+    target = index_of(workspace)
+    task_index.save(target, {"/d": (entries, dict.fromkeys(entries, 7), [])}, object(), lambda name: True)
+    assert indexed_names(target)["/d"] == {"a.md", "c.md"}
 
 
 def test_a_claim_listings_stand_in_is_never_written_to_the_index(workspace, trust_all, eager, monkeypatch):
@@ -319,7 +439,7 @@ def test_a_claim_listings_stand_in_is_never_written_to_the_index(workspace, trus
     run_elsewhere(f"claims.claim_task('T-1', 'executor-2', {live_holder()})")
     write(workspace, "T-3")  # parsed by the next listing: the index is written again
     assert claims.claim_next("executor-1").task_id == "T-2"
-    names = set(json.loads(index_of(workspace).read_text())["dirs"][str(workspace / "tasks" / "active")]["name"])
+    names = indexed_names(index_of(workspace))[str(workspace / "tasks" / "active")]
     assert "T-1.md" not in names and {"T-2.md", "T-3.md"} <= names
     assert cold_listing(workspace)["T-1"].status is Status.CLAIMED
 
@@ -352,7 +472,7 @@ def _hammer(root: str, task_id: str, rounds: int) -> int:
 
 
 def _read_index(root: str, rounds: int) -> int:
-    """Read the index while the others write it: it is always whole JSON (or not there yet)."""
+    """Read the index while the others write it: it is always whole (or not there yet)."""
     path = task_index.index_file(load_config(root=root).runtime_dir)
     whole = 0
     for _ in range(rounds):
@@ -360,7 +480,7 @@ def _read_index(root: str, rounds: int) -> int:
             data = path.read_bytes()
         except FileNotFoundError:
             continue
-        json.loads(data)  # raises on a torn index
+        assert task_index.decode(data) is not None  # a torn index fails its checksum
         whole += 1
     return whole
 
@@ -374,7 +494,7 @@ def test_concurrent_writers_never_leave_a_torn_index(workspace):
     results = run_together(_call, jobs, timeout=100)
     assert sorted(results)[-2:] != [0, 0]  # the readers saw the index
     assert set(cold_ready(workspace)) == {f"T-{n}" for n in range(8)}
-    assert json.loads(index_of(workspace).read_text())["format"] == task_index.FORMAT
+    assert task_index.decode(index_of(workspace).read_bytes()) is not None
 
 
 def _call(fn, args):
@@ -469,3 +589,18 @@ def test_ready_on_the_command_line_does_not_import_the_lease_code(workspace):
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "swarmfile.ready_query" in imported
     assert not imported & {"swarmfile.claims", "swarmfile.lease_store", "swarmfile.stores", "swarmfile.liveness"}
+
+
+def test_ready_on_the_command_line_imports_neither_yaml_nor_the_locks(workspace):
+    """Reading tasks needs no lock and, without a swarm.yaml, no YAML: a polling script pays for neither."""
+    write(workspace, "T-1")
+    for n in range(2):  # the first writes the task index (atomic_write: fileio); the second only reads
+        out = subprocess.run([sys.executable, "-X", "importtime", str(LIB / "claims.py"), "ready", "--json",
+                              "--root", str(workspace)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and json.loads(out.stdout)["count"] == 1
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "swarmfile.ready_query" in imported
+    assert not imported & {"yaml", "portalocker", "swarmfile.fileio", "swarmfile.locks"}
+    (workspace / "swarm.yaml").write_text("timeouts:\n  lease_seconds: 60\n")
+    out = _claims_cli("ready", "--json", root=workspace)
+    assert out.returncode == 0 and json.loads(out.stdout)["count"] == 1

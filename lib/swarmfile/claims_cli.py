@@ -11,35 +11,77 @@ more than the interpreter's start (see tests/benchmarks, the cli group).
 from __future__ import annotations
 
 import sys
+from itertools import chain, repeat
 from json.encoder import encode_basestring
-from typing import Optional, Sequence
+from operator import attrgetter
+from typing import Iterator, Optional, Sequence
 
 from .cli import non_negative_int, parser, run, table
-from .task_index import path_text
+from .task_index import path_texts
 
 __all__ = ["main"]
 
 
-_ROW = ('{"task_id": %s, "title": %s, "priority": %s, "status": %s, "created": %s, "depends_on": %s, '
-        '"parent": %s, "path": %s}')
+# What comes before each value of a row.
+_KEYS = ('{"task_id": ', ', "title": ', ', "priority": ', ', "status": ', ', "created": ', ', "depends_on": ',
+         ', "parent": ', ', "path": ')
 
 
 def _json(found: list, shown: list) -> str:
-    """``json.dumps({"ready": [row, ...], "count": len(found)}, ensure_ascii=False)``, a row at a time.
+    """``json.dumps({"ready": [row, ...], "count": len(found)}, ensure_ascii=False)``: ``_json_parts`` joined."""
+    return "".join(_json_parts(found, shown))
 
-    Each row is one format of its values, each string quoted by the function json.dumps quotes
-    strings with: at 10,000 tasks, json.dumps of the rows as dicts costs more than the query (it
-    quotes every key of every row, and builds and joins a list of pieces per row). The same text
-    byte for byte (tests/test_task_index.py compares the two). A status is a str enum, whose text
-    is its value (no Enum.value, a Python-level property, nor Enum.__hash__, a Python function).
+
+def _json_parts(found: list, shown: list) -> Iterator[str]:
+    """The text of ``_json`` in parts of ``_ROWS`` rows, a column at a time.
+
+    Each column's values are quoted by the function json.dumps quotes strings with, mapped over the
+    column (a C loop), and the rows' pieces are joined once: at 10,000 tasks, json.dumps of the rows
+    as dicts, or a Python expression per row, costs more than the query (json.dumps quotes every key
+    of every row). Written part by part, the text reuses the memory of the part before (a new process
+    pays for every page it touches first). The same text byte for byte (tests/test_task_index.py
+    compares the two). A status is a str enum, whose text is its value (no Enum.value, a Python-level
+    property, nor Enum.__hash__, a Python function).
     """
-    q = encode_basestring
-    rows = [_ROW % (q(t.task_id), q(t.title), "null" if t.priority_text is None else q(t.priority_text),
-                    q(t.status) if t.status is not None else "null" if t.status_text is None else q(t.status_text),
-                    "null" if t.created is None else q(t.created),
-                    "[" + ", ".join(map(q, t.depends_on)) + "]", "null" if t.parent is None else q(t.parent),
-                    q(path_text(t))) for t in shown]
-    return '{"ready": [' + ", ".join(rows) + '], "count": ' + str(len(found)) + "}"
+    yield '{"ready": ['
+    for start in range(0, len(shown), _ROWS):
+        part = shown[start:start + _ROWS]
+        statuses = list(map(_STATUS, part))
+        for at in [n for n, status in enumerate(statuses) if status is None] if None in statuses else ():
+            statuses[at] = part[at].status_text  # unrecognised: its text as written (null if none)
+        columns = (_quoted(list(map(_ID, part))), _quoted(list(map(_TITLE, part))),
+                   _quoted(list(map(_PRIORITY_TEXT, part))), _quoted(statuses), _quoted(list(map(_CREATED, part))),
+                   map(_ID_LISTS.__getitem__, map(_DEPENDS_ON, part)), _quoted(list(map(_PARENT, part))),
+                   _quoted(path_texts(part)))
+        rows = zip(*chain.from_iterable(zip(map(repeat, _KEYS), columns)), repeat("}, "))
+        text = "".join(chain.from_iterable(rows))
+        yield text[:-2] if start + _ROWS >= len(shown) else text  # no ", " after the last row
+    yield '], "count": ' + str(len(found)) + "}"
+
+
+_ROWS = 512
+_ID, _TITLE, _STATUS, _PRIORITY_TEXT, _CREATED, _DEPENDS_ON, _PARENT = map(
+    attrgetter, ("task_id", "title", "status", "priority_text", "created", "depends_on", "parent"))
+
+
+def _quoted(values: list) -> list[str]:
+    """Each value as JSON: a string quoted, None as null (one C loop when there is no None)."""
+    if None not in values:
+        return list(map(encode_basestring, values))
+    if values.count(None) == len(values):  # a field most tasks leave out (parent)
+        return ["null"] * len(values)
+    return ["null" if value is None else encode_basestring(value) for value in values]
+
+
+class _IdLists(dict):
+    """A tuple of ids -> its JSON list, made once per distinct tuple (most tasks: the empty one)."""
+
+    def __missing__(self, ids: tuple) -> str:
+        text = self[ids] = "[" + ", ".join(map(encode_basestring, ids)) + "]"
+        return text
+
+
+_ID_LISTS = _IdLists()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -57,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json:
             # One line, not print_json's indented document: 10,000 tasks indented by the pure-Python
             # encoder would cost more than the whole query.
-            sys.stdout.write(_json(found, shown) + "\n")
+            sys.stdout.writelines(_json_parts(found, shown))
+            sys.stdout.write("\n")
             return 0
         if not found:
             print("no task is ready")

@@ -19,7 +19,6 @@ from typing import Any, Optional, Union
 
 from .clock import HOSTNAME, format_ts, in_seconds, parse_ts, seconds_since, utc_now  # noqa: F401 (re-exported)
 from .errors import InvalidIdError, ValidationError
-from .fileio import key_line, load_yaml_file
 
 __all__ = [
     "DEFAULTS",
@@ -147,6 +146,7 @@ _NUMBERS: dict[tuple[str, str], tuple[float, bool, bool]] = {
 
 
 def _check_numbers(settings: dict[str, Any], config_file: Path, text: str) -> None:
+    from .fileio import key_line
 
     for (section, key), (least, whole, inclusive) in _NUMBERS.items():
         value = settings.get(section, {}).get(key)
@@ -251,6 +251,8 @@ def load_config(*, root: Optional[PathLike] = None) -> Config:
     config_file = resolved / "swarm.yaml"
     settings = copy.deepcopy(DEFAULTS)
     if stamp is not None:
+        from .fileio import load_yaml_file  # here: a workspace without swarm.yaml needs no YAML (claims.py ready)
+
         data = load_yaml_file(config_file, default=None)
         if data is not None:
             if not isinstance(data, dict):

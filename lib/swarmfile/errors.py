@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HAND_FIX",
+    "swarm_logger",
     "SwarmError",
     "ParseError",
     "ValidationError",
@@ -178,6 +179,14 @@ class ReservationConflict(SwarmError):
 
 
 _warned: dict[tuple[str, str], tuple] = {}
+
+
+def swarm_logger() -> "logging.Logger":
+    """The "swarmfile" logger. ``logging`` is imported on first use: a command that logs nothing
+    (``python lib/claims.py ready``) starts without it."""
+    import logging
+
+    return logging.getLogger("swarmfile")
 
 
 def warn_once(logger: "logging.Logger", template: str, *args: object, about: object = None) -> bool:

@@ -29,6 +29,7 @@ import yaml
 from .errors import HAND_FIX, NotFoundError, ParseError, ValidationError
 from .descriptors import DescriptorPool, Kept
 from .locks import lock_path, locked
+from .textfile import read_text, split_lines  # re-exported: reading needs no lock nor YAML (textfile.py)
 
 __all__ = [
     "locked",
@@ -374,31 +375,6 @@ def key_line(text: str, key: Any, *, nested: bool = False, start: int = 0) -> Op
     indent = r"[ \t]+" if nested else ""
     found = re.compile(rf"^{indent}['\"]?{re.escape(str(key))}['\"]?[ \t]*:", re.M).search(text, start)
     return text.count("\n", 0, found.start()) + 1 if found else None
-
-
-def split_lines(text: str) -> list[str]:
-    """``text`` as lines that keep their own endings (the last may have none): joined, the same text."""
-    return _LINE.findall(text)
-
-
-_LINE = re.compile(r"[^\n]*\n|[^\n]+")
-
-
-def _line_of_byte(data: bytes, index: int) -> int:
-    return data.count(b"\n", 0, index) + 1
-
-
-def read_text(path: PathLike) -> str:
-    """The UTF-8 text of ``path``; ParseError with the line of the first invalid byte."""
-    target = Path(path)
-    data = target.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParseError(
-            f"is not valid UTF-8 (byte {exc.start})", path=target, line=_line_of_byte(data, exc.start),
-            hint="fix or restore the file; it was not changed",
-        ) from None
 
 
 # Limits that keep a hostile or broken file from taking the process down. libyaml's composer

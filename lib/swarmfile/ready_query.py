@@ -2,33 +2,30 @@
 
 Kept apart from the lease code (claims.py re-exports ``ready_tasks``) so that answering it needs
 only the task model and its files: ``python lib/claims.py ready`` starts without the lease
-table, the stores or the liveness probes. It lists through the task index (task_store.list_indexed),
+table, the stores or the liveness probes. It lists through the task index (task_cache.list_indexed),
 so a cold query in a new process parses only the task files that changed since the index was written.
 """
 
 from __future__ import annotations
 
 import bisect
-import logging
 import operator
 import os
-from itertools import compress, repeat
+from itertools import compress, filterfalse, repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 from . import task_graph
 from . import task_index
-from . import task_store
+from . import task_cache
 from . import tasks as taskmod
 from .config import Config, load_config
-from .errors import warn_once
+from .errors import swarm_logger, warn_once
 
 __all__ = ["ready_tasks", "markdown_ready", "claim_candidates"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-log = logging.getLogger("swarmfile")
 
 
 @dataclass
@@ -51,7 +48,8 @@ _ready_memo: dict[Path, _Ready] = {}
 _warned: dict[Path, set] = {}  # per workspace: the duplicate-id warnings already given (once per change)
 _FEW = 64  # changed tasks above which the ready list is computed afresh
 _board_tasks: dict[Path, dict] = {}  # per workspace on a task board: task id -> (its entry, the Task made of it)
-_ID, _STATUS, _PARENT, _SUB_TASKS = map(operator.attrgetter, ("task_id", "status", "parent", "sub_tasks"))
+_ID, _STATUS, _PARENT, _SUB_TASKS, _DEPENDS_ON = map(operator.attrgetter,
+                                                    ("task_id", "status", "parent", "sub_tasks", "depends_on"))
 _ORDER = operator.attrgetter("_order")  # taskmod.ready_order_key, called from C: a sort calls it for every task
 
 
@@ -162,10 +160,10 @@ def markdown_ready(*, root: Optional[PathLike] = None) -> list[taskmod.Task]:
 
 def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[taskmod.Task]:
     unreadable: list = []
-    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable,
+    active, completed = task_cache.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=unreadable,
                                                 defer=leased)
     for error in unreadable:  # one bad file must not stop the whole swarm; doctor names it too
-        warn_once(log, "skipping a task file that does not parse: %s", error)  # once per file and change
+        warn_once(swarm_logger(), "skipping a task file that does not parse: %s", error)  # once per file and change
     memo = _ready_memo.get(cfg.root)
     if memo is not None:
         if _same(memo.active, active) and _same(memo.completed, completed):
@@ -184,7 +182,7 @@ def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[
         key = (task_id, tuple(map(str, paths)))
         if key not in warned:
             warned.add(key)
-            log.warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
+            swarm_logger().warning("skipping task %s: its id is used by %d files: %s (rename one or delete the stale copy)",
                         task_id, len(paths), ", ".join(map(str, paths)))
     statuses = list(map(_STATUS, active))
     done = set(map(_ID, completed))
@@ -194,8 +192,10 @@ def _ready(cfg: Config, leased: Optional[Callable[[str], bool]] = None) -> list[
     pending = compress(active, map(operator.is_, statuses, repeat(taskmod.Status.PENDING)))
     if linked or twice:
         found = [t for t in pending if _is_ready(t, judged)]
-    else:  # _is_ready's common case (no family, no dependencies) decided without a call
-        found = [t for t in pending if not t.depends_on or _is_ready(t, judged)]
+    else:  # _is_ready without a family nor a shared id: its dependencies completed (C loops; the sort orders)
+        pending = list(pending)
+        found = list(filterfalse(_DEPENDS_ON, pending))
+        found += [t for t in filter(_DEPENDS_ON, pending) if done.issuperset(t.depends_on)]
     found.sort(key=_ORDER)
     judged.ready = found
     _ready_memo[cfg.root] = judged

@@ -9,7 +9,6 @@ completed tasks) on this module and re-exports its public names.
 
 from __future__ import annotations
 
-import logging
 import operator
 import os
 import re
@@ -18,21 +17,22 @@ import time
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .config import Config
-from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, warn_once
-from .fileio import read_text
-from .task_document import TaskDocument
+from .errors import InvalidIdError, NotFoundError, ParseError, SwarmError, swarm_logger, warn_once
+from .textfile import read_text
 from .tasks import PathLike, Status, Task, parse_task
 from . import dir_watch, task_index
+
+if TYPE_CHECKING:
+    from .task_document import TaskDocument
 
 __all__ = [
     "looks_like_task", "clear_cache", "load_task", "scan_tree", "unchanged_since_listing", "forget_cached",
     "remember", "list_indexed",
 ]
 
-log = logging.getLogger("swarmfile")
 
 _CONTENT_FIELD = re.compile(r"\*\*(status|task[ _-]?id)(?::\*\*|\*\*:)", re.I)
 
@@ -87,20 +87,23 @@ class _Listing:
 
     __slots__ = ("entries", "values", "positions", "broken", "inodes", "held")
 
-    def __init__(self, entries: dict, inodes: Optional[dict]) -> None:
+    def __init__(self, entries: dict, inodes: Optional[dict], tasks: Optional[tuple[list, list]] = None) -> None:
         # file name -> (stat stamp, Task or its ParseError, time.time_ns() before the read; 0: a _held stand-in)
         self.entries = entries
         self.inodes = inodes  # every name of the last scandir -> its inode (None: not recorded)
-        # C loops (map, zip, compress): a cold listing builds one of 10,000 files.
-        names = sorted(entries)
-        values = list(map(_VALUE, map(entries.__getitem__, names)))
-        if any(map(operator.is_, values, repeat(_NOT_A_TASK))):
-            keep = list(map(operator.is_not, values, repeat(_NOT_A_TASK)))
-            names, values = list(compress(names, keep)), list(compress(values, keep))
+        if tasks is not None:  # (names, values) of every entry, in file-name order, each a Task read from its file
+            names, values = tasks
+            self.broken = self.held = 0
+        else:  # C loops (map, zip, compress): a cold listing builds one of 10,000 files.
+            names = sorted(entries)
+            values = list(map(_VALUE, map(entries.__getitem__, names)))
+            if any(map(operator.is_, values, repeat(_NOT_A_TASK))):
+                keep = list(map(operator.is_not, values, repeat(_NOT_A_TASK)))
+                names, values = list(compress(names, keep)), list(compress(values, keep))
+            self.broken = len(values) - sum(map(isinstance, values, repeat(Task)))
+            self.held = sum(map(operator.not_, map(_READ_AT, entries.values())))  # stand-ins, not read from their files
         self.values = values  # what a listing returns, by file name
         self.positions = dict(zip(names, range(len(names))))
-        self.broken = len(values) - sum(map(isinstance, values, repeat(Task)))
-        self.held = sum(map(operator.not_, map(_READ_AT, entries.values())))  # stand-ins, not read from their files
 
     def replace(self, name: str, entry: tuple) -> bool:
         """Put a changed file's entry in place; False when the listing must be rebuilt instead."""
@@ -203,12 +206,13 @@ _FULL_SCAN_SECONDS = 1.0
 _WATCHED_FULL_SCAN_SECONDS = 10.0
 _recheck: dict[str, set] = {}  # watched folder -> names to read again at its next listing (_forget)
 _parses = 0  # task files parsed, or found gone, by listings: when it moves, a task index is out of date
+_outdated = 0  # folders found unlike their record in a task index (names changed): written again at once
 _INDEX_SAVE_SECONDS = 10.0  # a long-lived process rewrites its task index at most this often
 # Files changed since the index was written before a listing writes it again: parsing a few costs
-# a cold listing less than rewriting the whole index (3 MB at 10,000 tasks) in every new process.
+# a cold listing less than rewriting the whole index (2 MB at 10,000 tasks) in every new process.
 _INDEX_STALE_FILES = 16
 # task index file -> [its entries, to seed cold directories (None once used), _parses at the last save,
-#                     when, whether it was read whole]
+#                     when, whether it was read whole, _outdated at the last save]
 _index_state: dict[str, list] = {}
 # directory -> (trusted mtime_ns, last full scan, mtime_ns at the last scan)
 _dir_seen: dict[str, tuple[Optional[int], float, Optional[int]]] = {}
@@ -231,10 +235,7 @@ def _held(hit: Optional[tuple], stamp: tuple, defer: Optional[Callable[[str], bo
     stand-in, the cached task as claimed (see ``list_indexed``); None when the file must be read."""
     if defer is None or hit is None or not isinstance(hit[1], Task) or not defer(hit[1].task_id):
         return None
-    task = hit[1]
-    stand_in = object.__new__(type(task))  # a copy, whatever the class (an index summary reads lazily)
-    object.__setattr__(stand_in, "__dict__", {**task.__dict__, "status": Status.CLAIMED,
-                                              "status_text": Status.CLAIMED.value})
+    stand_in = task_index.restated(hit[1], Status.CLAIMED)  # a copy, whatever the class (an index summary reads lazily)
     return (stamp, stand_in, 0)  # read at 0: never trusted as the file's content (load_task, the index)
 
 
@@ -290,13 +291,17 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
             updated = _renamed_only(directory, key, known, nested, defer)
             if updated is not None:
                 return _collect(updated, errors)
+        if seed and known is None and key in seed:  # cold, and the task index has this folder
+            indexed = _from_index(directory, key, seed[key], errors, nested, defer)
+            if indexed is not None:
+                return indexed
         listing = os.scandir(directory)
     except (FileNotFoundError, NotADirectoryError):
         _drop(key)
         return []
     old = dict(known.entries) if known is not None else {}
-    if seed and known is None:  # cold: start from the task index's entries, each checked below
-        old = dict(seed.get(key, ()))
+    if seed and known is None and key in seed:  # cold: start from the task index's entries, each checked below
+        old = seed[key].entries()
     fresh: dict = {}
     inodes: dict = {}
     folders: list[str] = []
@@ -352,6 +357,58 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
     else:
         known.inodes = inodes
     return _collect(known, errors)
+
+
+def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Optional[list], nested: bool,
+                defer: Optional[Callable[[str], bool]]) -> Optional[list[Task]]:
+    """The cold listing of ``directory`` from its record in the task index, checked in a few C loops
+    over the whole folder (``Folder.names``, ``Folder.stat``); the files whose stat key changed are
+    read again, as ``_scan`` reads them. None when the folder's names or subfolders changed (or a
+    stat failed): the caller scans file by file.
+    """
+    global _parses, _outdated
+    if os.stat not in os.supports_dir_fd:  # no stat relative to a folder on this system: file by file
+        return None
+    names = folder.names(key)  # a folder gone: raised, and _scan drops it
+    try:
+        files, stamps, inodes, others = folder.stat(key, names) if names is not None else ((),) * 4
+    except OSError:  # a file gone since the listing, or a dangling symlink: _scan's loop says which
+        return None
+    subfolders = sorted(name for name in others if name[0] not in "._")
+    if names is None or subfolders != folder.folders:
+        _outdated += 1  # files came, went or were renamed: the index is written again, whatever the count
+        return None
+    values = folder.values(files)
+    entries = dict(zip(files, zip(stamps, values, repeat(task_index.TRUSTED))))
+    changed = folder.changed(stamps)
+    if not changed and folder.all_tasks:  # every file a task, as recorded
+        known = _dir_cache[key] = _Listing(entries, inodes, (files, values))
+        _subdirs[key] = subfolders
+        return _collect(known, errors)
+    for n in changed:  # as _scan's loop does for a file whose stat key changed
+        name, stamp, value = files[n], stamps[n], values[n]
+        held = _held((folder.key(n), value, task_index.TRUSTED), stamp, defer) if value is not None else None
+        if held is not None:
+            entries[name] = held
+            continue
+        del entries[name]
+        if not os.path.isfile(os.path.join(key, name)):
+            _parses += value is not None  # in the index, now no file: the index changes too
+            continue
+        try:
+            _cached(entries, directory / name, name, stamp, nested)
+        except (ParseError, InvalidIdError):
+            pass
+        except NotFoundError:
+            continue  # moved or deleted between the directory read and the file read
+    _subdirs[key] = subfolders
+    known = _dir_cache[key] = _Listing(entries, inodes)
+    return _collect(known, errors)
+
+
+def _candidate(name: str) -> bool:
+    """Whether ``_scan`` reads a file of this name as a possible task (the rule of its loop)."""
+    return name[0] not in "._" and name.endswith(".md") and name not in _SKIPPED
 
 
 def _renamed_only(directory: Path, key: str, known: _Listing, nested: bool,
@@ -483,21 +540,24 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Option
     state = _index_state.get(os.fspath(path))
     if state is None:
         seed = task_index.load(path, _NOT_A_TASK)
-        state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed)]
+        state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed), _outdated]
     seed, state[0] = state[0], None  # after this listing every directory is warm in memory
     with task_index.gc_paused():
         found = [scan_tree(Path(d), errors, fast=True, seed=seed, defer=defer) for d in directories]
     now = time.monotonic()
     stale = _parses - state[1]
-    if stale and now - state[2] >= _INDEX_SAVE_SECONDS and (stale >= _INDEX_STALE_FILES or not state[3]):
+    # A folder whose names changed is checked file by file until its record is written again.
+    outdated = _outdated != state[4]
+    if (stale or outdated) and now - state[2] >= _INDEX_SAVE_SECONDS and (outdated or stale >= _INDEX_STALE_FILES
+                                                                      or not state[3]):
         tops = [os.fspath(d) for d in directories]
-        state[1:] = [_parses, now, True]
-        scanned = {key: known.entries for key, known in _dir_cache.items()
+        state[1:] = [_parses, now, True, _outdated]
+        scanned = {key: (known.entries, list(known.inodes or ()), _subdirs.get(key, [])) for key, known in _dir_cache.items()
                    if any(key == top or key.startswith(top + os.sep) for top in tops)}
         try:
-            task_index.save(path, scanned, _NOT_A_TASK)
+            task_index.save(path, scanned, _NOT_A_TASK, _candidate)
         except OSError as exc:  # a cache: a full disk or a read-only runtime folder costs speed, not work
-            warn_once(log, "cannot write the task index %s: %s", path, exc, about=path)
+            warn_once(swarm_logger(), "cannot write the task index %s: %s", path, exc, about=path)
     return found
 
 

@@ -32,7 +32,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 from .clock import parse_ts
 
 from .config import validate_id
-from .fileio import split_lines
+from .textfile import split_lines
 from .errors import InvalidIdError, ParseError, ValidationError
 
 __all__ = [
@@ -42,6 +42,32 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class _pattern:
+    """A regular expression compiled when first used, then as fast as the compiled one.
+
+    The ready query from the task index parses no file: compiling the parser's expressions at
+    import cost a tenth of ``python lib/claims.py ready``'s start. After the first use, the
+    compiled expression's methods are this object's own attributes, and its class one without
+    ``__getattr__`` (a class with one looks attributes up through a slower hook: the parser
+    calls these for every line).
+    """
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._source = (pattern, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        compiled = re.compile(*self._source)
+        for method in ("match", "fullmatch", "search", "finditer", "findall", "sub", "subn", "split"):
+            setattr(self, method, getattr(compiled, method))
+        self.pattern, self.flags, self.groups = compiled.pattern, compiled.flags, compiled.groups
+        self.__class__ = _Compiled
+        return getattr(compiled, name)
+
+
+class _Compiled:
+    """A ``_pattern`` once compiled: its attributes are the compiled expression's."""
 
 
 class Status(str, Enum):
@@ -94,7 +120,7 @@ _PRIORITY_WORDS = {
     **dict.fromkeys(["low", "minor"], _P.LOW),
 }
 _RANK = {_P.CRITICAL: 3.0, _P.HIGH: 2.0, _P.MEDIUM: 1.0, _P.LOW: 0.0}
-_NOT_WORD = re.compile(r"[^a-z0-9 ]+")
+_NOT_WORD = _pattern(r"[^a-z0-9 ]+")
 
 
 def _lookup(table: Mapping[str, Any], text: Optional[str]) -> Any:
@@ -242,24 +268,24 @@ def ready_order_key(task: Task) -> tuple:
 
 # ---------------------------------------------------------------------------- parsing
 
-_HEADING = re.compile(r"(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-FIELD_LINE = re.compile(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
-_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
-CHECKLIST_LINE = re.compile(r"([ \t]*[-*+][ \t]+\[)([ xX])(\])(.*?)[ \t]*$")
-IP_MARKER = re.compile(r"[ \t]*\[IP:([^\]\s]*)\]$")
-_FILES_SECTION = re.compile(
+_HEADING = _pattern(r"(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+FIELD_LINE = _pattern(r"\*\*([^*\n:]+?)(?::\*\*|\*\*:)[ \t]*(.*?)[ \t]*$")
+_FENCE = _pattern(r"[ \t]*(`{3,}|~{3,})[ \t]*([^`]*?)[ \t]*$")
+CHECKLIST_LINE = _pattern(r"([ \t]*[-*+][ \t]+\[)([ xX])(\])(.*?)[ \t]*$")
+IP_MARKER = _pattern(r"[ \t]*\[IP:([^\]\s]*)\]$")
+_FILES_SECTION = _pattern(
     r"files?\s+(?:to\s+(?:modify|create|change|edit|update|add|write|touch)|modified|created|changed|added)\b",
     re.I)
-_BULLET = re.compile(r"[ \t]*(?:[-*+]|\d+[.)])[ \t]+(.*)$")
-_TICKED = re.compile(r"`([^`\n]+)`")
-_BARE_PATH = re.compile(
+_BULLET = _pattern(r"[ \t]*(?:[-*+]|\d+[.)])[ \t]+(.*)$")
+_TICKED = _pattern(r"`([^`\n]+)`")
+_BARE_PATH = _pattern(
     r"(?<![\w@:/.~-])((?:~/|\.{1,2}/)?[\w.-]*[\w-]/[\w./*-]*[\w*]|[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/-])")
-_PATH_LIKE = re.compile(r"(?:~/|\.{1,2}/)?[\w.*-]+(?:/[\w.*-]+)*/?$")
-_ID_TOKEN = re.compile(r"[^\s,;()]+")
-_CRITERIA_SECTION = re.compile(r"(?:success|acceptance)\s+criteria\b", re.I)
-_SUBTASKS_SECTION = re.compile(r"sub[- ]?tasks\b", re.I)
-_TABLE_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_NOT_KEY = re.compile(r"[^a-z0-9]")
+_PATH_LIKE = _pattern(r"(?:~/|\.{1,2}/)?[\w.*-]+(?:/[\w.*-]+)*/?$")
+_ID_TOKEN = _pattern(r"[^\s,;()]+")
+_CRITERIA_SECTION = _pattern(r"(?:success|acceptance)\s+criteria\b", re.I)
+_SUBTASKS_SECTION = _pattern(r"sub[- ]?tasks\b", re.I)
+_TABLE_LINK = _pattern(r"\[([^\]]+)\]\([^)]*\)")
+_NOT_KEY = _pattern(r"[^a-z0-9]")
 _NONE_WORDS = {"none", "n/a", "na", "-", "—", "null", "nothing"}
 
 
