@@ -341,12 +341,8 @@ def _scan(directory: Path, errors: Optional[list], fast: bool = False, nested: b
                 if not entry.is_file():
                     continue
                 changed = True
-                try:
-                    _cached(old, directory / name, name, stamp, nested)
-                except (ParseError, InvalidIdError):
-                    pass
-                except NotFoundError:
-                    continue  # moved or deleted between the directory read and the file read
+                if not _read_entry(old, directory, name, stamp, nested):
+                    continue
                 hit = old[name]
             fresh[name] = hit
     _subdirs[key] = sorted(folders)
@@ -395,12 +391,7 @@ def _from_index(directory: Path, key: str, folder: task_index.Folder, errors: Op
         if not os.path.isfile(os.path.join(key, name)):
             _parses += value is not None  # in the index, now no file: the index changes too
             continue
-        try:
-            _cached(entries, directory / name, name, stamp, nested)
-        except (ParseError, InvalidIdError):
-            pass
-        except NotFoundError:
-            continue  # moved or deleted between the directory read and the file read
+        _read_entry(entries, directory, name, stamp, nested)
     _subdirs[key] = subfolders
     known = _dir_cache[key] = _Listing(entries, inodes)
     return _collect(known, errors)
@@ -460,21 +451,28 @@ def _apply_changes(directory: Path, key: str, known: _Listing, names: set, neste
         held = _held(hit, stamp, defer)
         if held is not None:
             scratch[name] = held
-        else:
-            try:
-                _cached(scratch, directory / name, name, stamp, nested)
-            except (ParseError, InvalidIdError):
-                pass
-            except NotFoundError:
-                if entries.pop(name, None) is not None:
-                    rebuild = True
-                continue
+        elif not _read_entry(scratch, directory, name, stamp, nested):
+            if entries.pop(name, None) is not None:
+                rebuild = True
+            continue
         if hit is None or hit[1] is _NOT_A_TASK or not known.replace(name, scratch[name]):
             entries[name] = scratch[name]
             rebuild = True
     if rebuild:
         known = _dir_cache[key] = _Listing(entries, inodes)
     return known
+
+
+def _read_entry(entries: dict, directory: Path, name: str, stamp: tuple, nested: bool) -> bool:
+    """Read the file ``name`` into ``entries`` (one that does not parse is kept as its error);
+    False when it is gone (moved or deleted between the directory's read and the file's)."""
+    try:
+        _cached(entries, directory / name, name, stamp, nested)
+    except (ParseError, InvalidIdError):
+        pass
+    except NotFoundError:
+        return False
+    return True
 
 
 def _drop(key: str) -> None:
