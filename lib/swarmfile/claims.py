@@ -351,7 +351,7 @@ def _spread(order: list, at: int) -> None:
         order.insert(at, order.pop(pick))
 
 
-_PID_SALT = os.getpid() * 2654435761 >> 7  # a process's pick among the next tasks (see _spread)
+_PID_SALT = 0  # a process's pick among the next tasks (see _spread): from its pid, again after a fork
 
 
 def _new_salt() -> None:
@@ -359,6 +359,7 @@ def _new_salt() -> None:
     _PID_SALT = os.getpid() * 2654435761 >> 7
 
 
+_new_salt()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_salt)
 

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
 
 from .clock import format_ts
-from .config import Config
+from .config import ID_PATTERN, Config
 from .errors import ParseError, SwarmError, ValidationError
 from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
 from .lease_store import FileLeaseTable, Lease, LeaseState
@@ -80,7 +80,6 @@ def _encode(lease: Lease) -> str:
 
 # A record as _encode writes it starts with its task id: read without decoding the record.
 _RECORD_START = b'{"task_id":"'
-_VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class _Index:
@@ -265,7 +264,7 @@ class JournalLeaseTable(FileLeaseTable):
         if raw.startswith(_RECORD_START):  # the task id is legible: decode the record when it is asked for
             end = raw.find(b'"', len(_RECORD_START))
             task_id = raw[len(_RECORD_START):end].decode("ascii", "replace") if end > 0 else ""
-            if _VALID_ID.fullmatch(task_id):
+            if ID_PATTERN.fullmatch(task_id):
                 index.broken.pop(task_id, None)  # a later record of the task supersedes a broken one
                 index.leases[task_id] = (raw, path, line)
                 return
