@@ -564,6 +564,55 @@ def test_ready_json_is_what_json_dumps_writes_of_the_rows(workspace, trust_all):
     assert all(task_index.is_summary(t) for t in found)
 
 
+def _rows_as_json_dumps_writes_them(found) -> list[dict]:
+    return [{"task_id": t.task_id, "title": t.title, "priority": t.priority_text,
+             "status": t.status.value if t.status else t.status_text, "created": t.created,
+             "depends_on": list(t.depends_on), "parent": t.parent, "path": str(t.path)} for t in found]
+
+
+def test_ready_json_of_many_rows_with_nulls_and_escapes_is_what_json_dumps_writes(workspace, trust_all, monkeypatch):
+    """More rows than one part, columns of values, of nulls and of both, values that need escaping
+    (quotes, control characters, the null's own stand-in) among plain ones, and a listing of tasks
+    from the index and parsed files mixed."""
+    from swarmfile import claims_cli
+
+    monkeypatch.setattr(claims_cli, "_ROWS", 7)
+    active = workspace / "tasks" / "active"
+    odd = ['say "hi"', "back\\slash", "\x01 stand-in", "\x00 nul", "tab\there", "é ✅ 日本", "u\\u0000"]
+    for n in range(40):
+        fields = "" if n % 3 == 0 else f"**Priority:** {('high', 'low', '7')[n % 3]}\n"
+        fields += "" if n % 4 == 0 else "**Created:** 2026-01-01T00:00:%02dZ\n" % n
+        fields += f"**Parent Task:** EPIC-{n}\n" if n % 5 == 0 else ""
+        title = odd[n // 6] if n % 6 == 0 and n // 6 < len(odd) else f"plain {n}"
+        (active / f"T-{n:02d}.md").write_text(f"# T-{n:02d}: {title}\n\n{fields}")
+    for attempt in range(3):  # every file parsed; all from the index; two changed since (parsed, the rest indexed)
+        if attempt == 2:
+            for n in (3, 17):
+                path = active / f"T-{n:02d}.md"
+                path.write_text(path.read_text() + "\nmore\n")
+        found = list(cold_ready(workspace).values())
+        assert len(found) == 40 and any(task_index.is_summary(t) for t in found) == (attempt > 0)
+        assert all(task_index.is_summary(t) for t in found) == (attempt == 1)
+        assert {t.title for t in found} >= set(odd)
+        for shown in (found, found[:7], found[:8], found[3:4], []):
+            expected = json.dumps({"ready": _rows_as_json_dumps_writes_them(shown), "count": 40}, ensure_ascii=False)
+            assert claims_cli._json(found, shown) == expected
+
+
+def test_columns_and_path_columns_are_the_fields_of_each_task(workspace, trust_all):
+    for n in range(3):
+        write(workspace, f"T-{n}", extra=f"**Depends On:** T-{n + 5}\n**Parent Task:** E-1" if n else "")
+    names = ("task_id", "title", "status", "status_text", "priority", "priority_text", "created", "depends_on",
+             "parent", "assigned_to", "sub_tasks", "files_to_modify")
+    parsed = list(cold_listing(workspace).values())
+    indexed = list(cold_listing(workspace).values())
+    assert not any(map(task_index.is_summary, parsed)) and all(map(task_index.is_summary, indexed))
+    for found in (parsed, indexed, indexed[:1] + parsed[1:], []):
+        assert task_index.columns(found, names) == [[getattr(t, name) for t in found] for name in names]
+        prefixes, rest = task_index.path_columns(found)
+        assert list(map(str.__add__, prefixes, rest)) == [str(t.path) for t in found]
+
+
 def test_ready_into_a_pipe_closed_early_exits_quietly(workspace):
     for n in range(300):
         write(workspace, f"T-{n:03d}")

@@ -39,14 +39,14 @@ from itertools import compress, repeat, starmap
 from operator import attrgetter, is_, itemgetter
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .errors import SwarmError
 from .textfile import read_text
 from .tasks import Priority, Status, Task, parse_task, ready_order_key
 
 __all__ = ["IndexedTask", "Folder", "RACY_NS", "TRUSTED", "index_file", "load", "save", "encode", "decode",
-           "is_summary", "restated", "gc_paused", "path_text", "path_texts"]
+           "is_summary", "restated", "gc_paused", "path_text", "path_columns", "columns"]
 
 FORMAT = 6  # bumped when the layout changes: an index of another format is rebuilt
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
@@ -152,12 +152,23 @@ def path_text(task: Task) -> str:
     return folder + name if folder.endswith(os.sep) else folder + os.sep + name  # os.path.join, without its checks
 
 
-def path_texts(found: list) -> list[str]:
-    """``[path_text(t) for t in found]``, in C loops when they all came from the index."""
+def columns(found: list, names: Sequence[str]) -> list[list]:
+    """``[list(map(attrgetter(name), found)) for name in names]``: the summary fields ``names`` (task_id,
+    title, status ... files_to_modify) of the tasks ``found``, of any class, a list per field; in one
+    transposition (C) when they all came from the index."""
     if set(map(type, found)) != {IndexedTask}:
-        return list(map(path_text, found))
+        return [list(map(attrgetter(name), found)) for name in names]
+    fields = list(zip(*found)) or [()] * len(_FIELDS)
+    return [list(fields[_AT[name]]) for name in names]
+
+
+def path_columns(found: list) -> tuple[list[str], list[str]]:
+    """Each task's ``path_text`` in two parts, a prefix and the rest, in C loops when they all came from
+    the index (its folder with the separator, one object per folder, and its file name; else "" and the path)."""
+    if set(map(type, found)) != {IndexedTask}:
+        return [""] * len(found), list(map(path_text, found))
     prefixes = _Prefixes()
-    return list(map(str.__add__, map(prefixes.__getitem__, map(_FOLDER, found)), map(_FILE_NAME, found)))
+    return list(map(prefixes.__getitem__, map(_FOLDER, found))), list(map(_FILE_NAME, found))
 
 
 class _Prefixes(dict):
