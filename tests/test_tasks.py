@@ -143,6 +143,24 @@ def test_parse_fields_sections_checklist_and_files():
     assert task.files_to_modify == ("lib/thing.py", "docs/thing.md")
 
 
+def test_a_task_is_read_only_and_compared_by_identity_its_parts_by_value():
+    task = tasks.parse_task(SIMPLE, "x.md")
+    again = tasks.parse_task(SIMPLE, "x.md")
+    for change in (lambda: setattr(task, "status", Status.COMPLETED), lambda: delattr(task, "title"),
+                   lambda: setattr(task.sections[0], "line", 9), lambda: setattr(task.checklist[0], "checked", True)):
+        with pytest.raises(AttributeError):
+            change()
+    assert task.status is Status.PENDING and task.title == again.title
+    assert task != again and task == task and len({task, again}) == 2  # identity: a listing's cache relies on it
+    assert task.sections == again.sections and task.checklist == again.checklist  # values
+    assert task.checklist[0]._replace(line=99) == tasks.ChecklistItem(0, 99, False, "item one", None, "Success Criteria")
+    made = tasks.Task(**{name: getattr(task, name) for name in tasks.Task.__match_args__})
+    assert [getattr(made, name) for name in tasks.Task.__match_args__] == [
+        getattr(task, name) for name in tasks.Task.__match_args__]
+    assert tasks.ready_order_key(made) == tasks.ready_order_key(task)
+    assert repr(task).startswith("Task(task_id='") and "title_line=1" in repr(task)
+
+
 @pytest.mark.parametrize("raw, expected", [
     ("pending", Status.PENDING), ("COMPLETE", Status.COMPLETED), ("done", Status.COMPLETED),
     ("in progress", Status.IN_PROGRESS), ("In-Progress", Status.IN_PROGRESS), ("in_progress", Status.IN_PROGRESS),
@@ -234,7 +252,7 @@ def test_set_field_replaces_one_line_in_place(workspace):
 
 
 def _as_parsed(task: tasks.Task) -> dict:
-    return {name: getattr(task, name) for name in tasks.Task.__dataclass_fields__}
+    return {name: getattr(task, name) for name in tasks.Task.__match_args__}
 
 
 EDGE_CASES = [

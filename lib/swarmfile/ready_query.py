@@ -12,7 +12,6 @@ import bisect
 import operator
 import os
 from itertools import compress, filterfalse, repeat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
@@ -28,17 +27,21 @@ __all__ = ["ready_tasks", "markdown_ready", "claim_candidates"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-@dataclass
 class _Ready:
-    """The last ready list of a workspace, the listings it came from and what it was judged by."""
+    """The last ready list of a workspace, the listings it came from and what it was judged by.
 
-    active: list
-    completed: list
-    ready: list
-    twice: dict  # task id -> the files that use it
-    done: set  # ids of completed tasks
-    children: dict  # parent id -> child ids
-    known: set  # every task id
+    Not a dataclass: ``python lib/claims.py ready`` starts without importing ``dataclasses`` (tasks.py).
+    """
+
+    __slots__ = ("active", "completed", "ready", "twice", "done", "children", "known")
+
+    def __init__(self, active: list, completed: list, ready: list, twice: dict, done: set, children: dict,
+                 known: set) -> None:
+        self.active, self.completed, self.ready = active, completed, ready
+        self.twice = twice  # task id -> the files that use it
+        self.done = done  # ids of completed tasks
+        self.children = children  # parent id -> child ids
+        self.known = known  # every task id
 
 
 # Per workspace: a listing made of the very same (cached, unchanged) task objects gives the same

@@ -9,7 +9,6 @@ The grammar (what a field line, a checklist line is) and the parse are tasks.py'
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -44,8 +43,8 @@ def _with_line_added(scanned: Scanned, after: int, name: str, value: str) -> Sca
     return scanned._replace(
         title_line=moved(scanned.title_line),
         fields={**scanned.fields, name: value}, field_lines=field_lines,
-        sections=tuple(replace(s, line=moved(s.line), end=moved(s.end)) for s in scanned.sections),
-        checklist=tuple(replace(c, line=moved(c.line)) if c.line > after else c for c in scanned.checklist))
+        sections=tuple(s._replace(line=moved(s.line), end=moved(s.end)) for s in scanned.sections),
+        checklist=tuple(c._replace(line=moved(c.line)) if c.line > after else c for c in scanned.checklist))
 
 
 class TaskDocument:

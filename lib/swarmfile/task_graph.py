@@ -11,7 +11,6 @@ Every function here works on a listing (``task_store.list_tasks``) and reads no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -20,13 +19,13 @@ from .tasks import Task
 __all__ = ["Family", "family", "duplicate_ids", "find_cycles", "cycle_through"]
 
 
-@dataclass
 class Family:
-    """Parent and child links of one listing, by task id."""
+    """Parent and child links of one listing, by task id (not a dataclass: see tasks.py, the ready query's start)."""
 
-    children: dict[str, list[str]] = field(default_factory=dict)  # parent id -> child ids, in file order
-    parent: dict[str, str] = field(default_factory=dict)  # child id -> parent id
-    unresolved: dict[str, list[str]] = field(default_factory=dict)  # parent id -> listed ids no task has
+    def __init__(self) -> None:
+        self.children: dict[str, list[str]] = {}  # parent id -> child ids, in file order
+        self.parent: dict[str, str] = {}  # child id -> parent id
+        self.unresolved: dict[str, list[str]] = {}  # parent id -> listed ids no task has
 
     def missing_parent(self, task: Task, known: Iterable[str]) -> Optional[str]:
         """The parent ``task`` names in its own field when no task has that id (deleted), else None."""

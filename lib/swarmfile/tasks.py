@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from functools import cached_property, lru_cache
@@ -153,8 +152,13 @@ def priority_rank(value: Any) -> float:
 # ---------------------------------------------------------------------------- the model
 
 
-@dataclass(frozen=True)
-class ChecklistItem:
+# The model's records are not dataclasses: the ready query (``python lib/claims.py ready``) imports
+# this module, and importing ``dataclasses`` (which imports ``inspect``) was a tenth of that
+# command's start. The two values are named tuples (immutable, compared by value; ``_replace``),
+# and Task a read-only class compared by identity, as the frozen dataclasses were.
+
+
+class ChecklistItem(NamedTuple):
     """One ``- [ ]`` / ``- [x]`` line; ``text`` is without the ``[IP:agent]`` marker."""
 
     index: int  # 0-based among the file's checklist items (code blocks excluded)
@@ -169,8 +173,7 @@ class ChecklistItem:
                 "agent": self.agent, "section": self.section}
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """A ``## Name`` section: heading line, last body line, body text (### headings included)."""
 
     name: str
@@ -183,9 +186,11 @@ class Section:
         return {"name": self.name, "line": self.line, "end": self.end, "level": self.level}
 
 
-@dataclass(frozen=True, eq=False)
 class Task:
-    """A parsed task file, shared with the list cache: read-only, compared by identity."""
+    """A parsed task file, shared with the list cache: read-only, compared by identity.
+
+    Made with its attributes, in the order of ``__match_args__`` or by name.
+    """
 
     task_id: str
     title: str
@@ -204,7 +209,32 @@ class Task:
     sections: tuple[Section, ...]
     checklist: tuple[ChecklistItem, ...]
     files_to_modify: tuple[str, ...]
-    title_line: int = 1
+    title_line: int  # 1 unless given
+
+    __match_args__ = ("task_id", "title", "path", "fields", "field_lines", "status", "status_text", "priority",
+                      "priority_text", "created", "depends_on", "parent", "assigned_to", "sub_tasks", "sections",
+                      "checklist", "files_to_modify", "title_line")
+
+    def __init__(self, task_id: str, title: str, path: Optional[Path], fields: Mapping[str, str],
+                 field_lines: Mapping[str, int], status: Optional[Status], status_text: Optional[str],
+                 priority: Optional[Priority], priority_text: Optional[str], created: Optional[str],
+                 depends_on: tuple[str, ...], parent: Optional[str], assigned_to: Optional[str],
+                 sub_tasks: tuple[str, ...], sections: tuple[Section, ...], checklist: tuple[ChecklistItem, ...],
+                 files_to_modify: tuple[str, ...], title_line: int = 1) -> None:
+        vars(self).update(
+            task_id=task_id, title=title, path=path, fields=fields, field_lines=field_lines, status=status,
+            status_text=status_text, priority=priority, priority_text=priority_text, created=created,
+            depends_on=depends_on, parent=parent, assigned_to=assigned_to, sub_tasks=sub_tasks, sections=sections,
+            checklist=checklist, files_to_modify=files_to_modify, title_line=title_line)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a Task (read-only)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of a Task (read-only)")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in Task.__match_args__)})"
 
     def field(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """A header field by name, ignoring case, spaces and dashes."""
