@@ -226,6 +226,58 @@ def test_a_folder_whose_names_changed_is_recorded_again_by_the_next_listing(work
     assert len(cold_ready(workspace)) == 21 and parsed == [] and by_file == []
 
 
+def _past_the_tick_of(folder: Path, workspace: Path) -> None:
+    """Wait until the file system's clock is past the folder's last change: a change made now gives the
+    folder a new change time (within one tick it could keep the recorded one)."""
+    probe = workspace / "probe"
+    while True:
+        probe.write_text("")
+        if probe.stat().st_ctime_ns > folder.stat().st_ctime_ns:
+            return
+
+
+def test_a_settled_folder_is_not_listed_and_an_added_renamed_or_deleted_file_is_seen(workspace, trust_all, parsed,
+                                                                                      monkeypatch):
+    """A folder whose own stat key is the recorded one has the recorded names (no listing); any entry
+    added, renamed or deleted changes that key, and the folder is listed and checked file by file."""
+    monkeypatch.setattr(task_index, "FOLDER_RACY_NS", -10**12)  # settled at once (else 2 s after its last change)
+    active = workspace / "tasks" / "active"
+    for n in range(5):
+        write(workspace, f"T-{n}")
+    cold_ready(workspace)
+    assert {Path(f).name: r.folder_key is not None for f, r in task_index.load(index_of(workspace), object()).items()} \
+        == {"active": True, "completed": True}
+    listed: list[str] = []
+    real = os.listdir
+    monkeypatch.setattr(task_index.os, "listdir", lambda path: listed.append(Path(path).name) or real(path))
+    by_file: list[str] = []
+    entries = task_index.Folder.entries
+    monkeypatch.setattr(task_index.Folder, "entries", lambda self: by_file.append(Path(self.path).name) or entries(self))
+    parsed.clear()
+    assert set(cold_ready(workspace)) == {f"T-{n}" for n in range(5)} and listed == [] and parsed == []
+    write(workspace, "T-1", status="blocked")  # in place: the folder's key stays, the file's changed
+    assert set(cold_ready(workspace)) == {"T-0", "T-2", "T-3", "T-4"} and listed == [] and parsed == ["T-1.md"]
+    for change in (lambda: write(workspace, "T-9"), lambda: (active / "T-2.md").rename(active / "T-7.md"),
+                   lambda: (active / "T-3.md").unlink()):
+        _past_the_tick_of(active, workspace)
+        change()
+        listed.clear()
+        by_file.clear()
+        found = set(cold_ready(workspace))
+        assert listed[0] == "active" and by_file == ["active"]  # listed, checked file by file, the index written
+        listed.clear()
+        assert set(cold_ready(workspace)) == found and listed == []  # recorded again, with the folder's new key
+    assert found == {"T-0", "T-2", "T-4", "T-9"} and cold_ready(workspace)["T-2"].path == active / "T-7.md"
+
+
+def test_a_folder_changed_within_the_racy_window_has_no_key_in_the_index(workspace, trust_all):
+    write(workspace, "T-1")
+    cold_ready(workspace)
+    records = task_index.load(index_of(workspace), object())
+    assert [r.folder_key for f, r in records.items() if Path(f).name == "active"] == [None]
+    assert set(cold_ready(workspace)) == {"T-1"}
+
+
 def test_a_file_replaced_by_a_folder_of_the_same_name_is_listed(workspace, trust_all):
     write(workspace, "T-1")
     notes = workspace / "tasks" / "active" / "notes"

@@ -10,7 +10,9 @@ before. So an operator's edit is seen at once: saving a file changes its ctime (
 or inode). When a folder's names are the recorded ones, the check is one stat per file and a few C
 loops over the whole folder (``Folder``), and its tasks are made from the index's columns in C loops
 (``IndexedTask``); when its names changed (a file added, deleted or renamed) the listing goes file by
-file (``Folder.entries``) and the index is written again.
+file (``Folder.entries``) and the index is written again. Whether the names changed is told by the
+folder's own stat key when it is the recorded one (adding, removing or renaming an entry sets the
+folder's change time; recorded only when settled, as a file's), else by listing the folder.
 
 It is a cache, never the truth. A missing, truncated, corrupt or foreign index is ignored and
 rebuilt by the next listing: its first line names the format, the interpreter (``marshal``'s format
@@ -32,6 +34,7 @@ import os
 import stat
 import struct
 import sys
+import time
 import zlib
 from contextlib import contextmanager
 from functools import partial
@@ -48,10 +51,14 @@ from .tasks import Priority, Status, Task, parse_task, ready_order_key
 __all__ = ["IndexedTask", "Folder", "RACY_NS", "TRUSTED", "index_file", "load", "save", "encode", "decode",
            "is_summary", "restated", "gc_paused", "path_text", "path_columns", "columns"]
 
-FORMAT = 6  # bumped when the layout changes: an index of another format is rebuilt
+FORMAT = 7  # bumped when the layout changes: an index of another format is rebuilt
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
 # coarsest timestamps in common use (FAT's 2 s; ext4 and tmpfs stamp with the kernel's tick).
 RACY_NS = 2_000_000_000
+# The same for a folder's own stat key (``Folder.names``), kept apart: a file added in the same
+# clock tick as the folder's last change leaves the folder's key as it was, and tests that trust
+# every file at once (RACY_NS patched) add files one right after another.
+FOLDER_RACY_NS = 2_000_000_000
 TRUSTED = 1 << 62  # "read at" of an entry taken from the index: it was checked when it was written
 _MAGIC = b"swarmfile-task-index"
 _TAG = (sys.implementation.cache_tag or sys.implementation.name).encode()  # marshal's format is the interpreter's
@@ -231,9 +238,10 @@ class Folder:
     Its names (``order``: every name in the folder, in the order the directory lists them, joined
     by NULs, which no file name holds) and, for the files that may be tasks (in file-name order,
     ``at``: each one's place among the names), the stat keys and columns of the summaries.
+    ``folder_key``: the folder's own stat key when it listed exactly these names, settled; else None.
     """
 
-    __slots__ = ("path", "order", "folders", "at", "keys", "columns", "not_a_task", "all_tasks")
+    __slots__ = ("path", "order", "folders", "at", "keys", "columns", "not_a_task", "all_tasks", "folder_key")
 
     def __init__(self, path: str, record: dict, not_a_task: Any) -> None:
         self.path = path
@@ -241,6 +249,7 @@ class Folder:
         self.folders: list[str] = record["folders"]
         self.at: list[int] = record["at"]
         self.keys: bytes = record["keys"]
+        self.folder_key: Optional[tuple] = record["folder_key"]
         self.columns = columns = {column: record[column] for column in _COLUMNS}
         self.not_a_task = not_a_task
         count = len(self.at)
@@ -252,12 +261,20 @@ class Folder:
                 and (not self.at or 0 <= min(self.at) <= max(self.at) < self.order.count("\0") + 1)
                 and ids <= {str, _NONE} and set(columns["status"]) <= {*_STATUS, None}
                 and set(columns["priority"]) <= {*_PRIORITY, None}
-                and all(set(map(type, columns[c])) <= {tuple} for c in ("depends_on", "sub_tasks", "files"))):
+                and all(set(map(type, columns[c])) <= {tuple} for c in ("depends_on", "sub_tasks", "files"))
+                and (self.folder_key is None or (type(self.folder_key) is tuple and len(self.folder_key) == 4
+                                                 and set(map(type, self.folder_key)) == {int}))):
             raise TypeError("not an index record")
 
     def names(self, directory: str) -> Optional[list[str]]:
-        """The names in ``directory`` now (``os.listdir``), if they are the recorded ones in the recorded
-        order; else None. Errors of the listing are raised."""
+        """The names in ``directory`` now, if they are the recorded ones in the recorded order; else None.
+
+        When the folder's own stat key is the recorded one (``folder_key``), the recorded names,
+        without listing the folder: adding, removing or renaming an entry sets the folder's change
+        time. Else ``os.listdir``. Errors of either are raised.
+        """
+        if self.folder_key is not None and _STAT_KEY(os.stat(directory)) == self.folder_key:
+            return self.order.split("\0") if self.order else []
         names = os.listdir(directory)
         return names if "\0".join(names) == self.order else None
 
@@ -341,7 +358,8 @@ def _differing(a: Any, b: Any, width: int) -> list[int]:
     return found
 
 
-def _record(entries: dict, order: list, folders: list, not_a_task: Any, candidate: Callable[[str], bool]) -> dict:
+def _record(entries: dict, order: list, folders: list, not_a_task: Any, candidate: Callable[[str], bool],
+            folder_key: Optional[tuple]) -> dict:
     place = {name: n for n, name in enumerate(order)}
     names = sorted(filter(candidate, order))
     keys: list[bytes] = []
@@ -359,8 +377,27 @@ def _record(entries: dict, order: list, folders: list, not_a_task: Any, candidat
         rows.append(_row(value if isinstance(value, Task) else None, same))
     record = dict(zip(_COLUMNS, map(list, zip(*rows)))) if rows else {column: [] for column in _COLUMNS}
     record.update(order="\0".join(order), folders=list(folders), at=[place[name] for name in names],
-                  keys=b"".join(keys))
+                  keys=b"".join(keys), folder_key=folder_key)
     return record
+
+
+def _folder_key(directory: str, order: list) -> Optional[tuple]:
+    """The stat key of ``directory`` if it lists the names ``order`` and was last changed more than
+    ``FOLDER_RACY_NS`` ago (checked now, as the index is written); else None.
+
+    Taken before the listing and checked again after it: a change between the two, or within the
+    clock tick of the key (which a later change in the same tick would keep), is never recorded.
+    """
+    try:
+        now = time.time_ns()
+        key = _STAT_KEY(os.stat(directory))
+        names = os.listdir(directory)
+        if _STAT_KEY(os.stat(directory)) != key:
+            return None
+    except OSError:
+        return None
+    settled = max(key[0], key[3]) < now - FOLDER_RACY_NS  # mtime and ctime
+    return key if settled and len(names) == len(order) and set(names) == set(order) else None
 
 
 def _row(task: Optional[Task], same: dict) -> tuple:
@@ -432,12 +469,13 @@ def save(path: Path, folders: dict[str, tuple[dict, dict, list]], not_a_task: An
     ``folders``: {folder: (its entries {file name: (stat key, value, read_ns)}, every name in it
     in the order the directory lists them, its subfolders)}; ``candidate``: whether a name is one a
     listing reads as a possible task. Left out: files that did not parse (parsed again, to report them),
-    and racily clean files, changed less than ``RACY_NS`` before they were read. Atomic, not
-    fsynced: a cache lost in a crash is rebuilt.
+    and racily clean files, changed less than ``RACY_NS`` before they were read. A folder's own stat
+    key is recorded when it lists these very names now and is settled (``_folder_key``: one listing of
+    each folder here). Atomic, not fsynced: a cache lost in a crash is rebuilt.
     """
     from .fileio import atomic_write  # here: most cold listings write no index, and fileio imports yaml and the locks
 
-    document = {"dirs": {folder: _record(entries, order, subfolders, not_a_task, candidate)
+    document = {"dirs": {folder: _record(entries, order, subfolders, not_a_task, candidate, _folder_key(folder, order))
                          for folder, (entries, order, subfolders) in folders.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, encode(document), fsync=False, fsync_dir=False)
