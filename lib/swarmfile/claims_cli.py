@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from itertools import compress, repeat
-from json.encoder import encode_basestring
 from operator import is_
 from typing import Iterator, Optional, Sequence
 
@@ -111,6 +110,9 @@ def _bodies(values: list, nulls: int = 0) -> list[str]:
     if joined.translate(_UNESCAPED) is joined:
         bodies = texts
     else:
+        # Here, not at the top: json's import compiles six regular expressions, and most lists need none.
+        from json.encoder import encode_basestring
+
         bodies = [quoted[1:-1] for quoted in map(encode_basestring, texts)]
     if nulls:
         for at in compress(range(len(values)), map(is_, values, repeat(None))):
@@ -122,7 +124,7 @@ class _Prefixes(dict):
     """A folder's text, escaped, as it comes before a file name in a path (one per folder)."""
 
     def __missing__(self, folder: str) -> str:
-        text = self[folder] = encode_basestring(folder)[1:-1]
+        text = self[folder] = _bodies([folder])[0]
         return text
 
 
@@ -130,7 +132,7 @@ class _IdLists(dict):
     """A tuple of ids -> its JSON list, made once per distinct tuple (most tasks: the empty one)."""
 
     def __missing__(self, ids: tuple) -> str:
-        text = self[ids] = "[" + ", ".join(map(encode_basestring, ids)) + "]"
+        text = self[ids] = "[" + ", ".join(map('"{}"'.format, _bodies(list(ids)))) + "]"
         return text
 
 

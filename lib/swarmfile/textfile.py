@@ -21,10 +21,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def split_lines(text: str) -> list[str]:
     """``text`` as lines that keep their own endings (the last may have none): joined, the same text."""
-    return _LINE.findall(text)
+    return re.findall(_LINE, text)
 
 
-_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+# Compiled on first use (re's cache): the ready query from the task index splits no file.
+_LINE = r"[^\n]*\n|[^\n]+"
 
 
 def _line_of_byte(data: bytes, index: int) -> int:
