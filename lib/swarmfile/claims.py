@@ -178,8 +178,9 @@ def claim_task(
     NotClaimable when the task is not pending (or is backing off), NotFoundError.
     """
     cfg = load_config(root=root)
-    validate_id(task_id, "task id")
-    validate_id(agent_id, "agent id")
+    if not _from_ready:  # claim_next checked the agent's id once, and a listed task's id is one
+        validate_id(task_id, "task id")
+        validate_id(agent_id, "agent id")
     ttl = cfg.lease_seconds if ttl is None else ttl
     if pid is None:
         ident = my_identity()
@@ -189,12 +190,14 @@ def claim_task(
         return board.claim(agent_id, ttl, pid=pid, host=host, proc_start=proc_start, only=task_id)  # type: ignore[return-value]
     now = now or _table(cfg).now()  # the table's clock: the Redis server's, shared by every host
     path = task_path or _task_path(cfg, task_id)
-    # Lock-free first look: losers of a race skip a freshly claimed task without queueing
-    # on its lock. Safe because a lease record is only ever read whole.
-    current = _read(cfg, task_id)
-    if current is not None and current.free_reason(now) is None:
-        raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
-                             task_id=task_id, holder=current.agent_id)
+    if not _from_ready:
+        # Lock-free first look: losers of a race skip a freshly claimed task without queueing
+        # on its lock. Safe because a lease record is only ever read whole. (claim_next has just
+        # looked, in its view of the table.)
+        current = _read(cfg, task_id)
+        if current is not None and current.free_reason(now) is None:
+            raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
+                                 task_id=task_id, holder=current.agent_id)
     # From claim_next, a lock someone holds means they are claiming this very task: move on
     # at once (LockTimeout) rather than queue behind them for a task they are about to own.
     with _lease_lock(cfg, task_id, timeout=0 if _from_ready else None):
@@ -289,6 +292,10 @@ def claim_next(
             pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
         return board.claim(validate_id(agent_id, "agent id"), cfg.lease_seconds if ttl is None else ttl,
                            pid=pid, host=host, proc_start=proc_start, skip=skip)
+    validate_id(agent_id, "agent id")
+    if pid is None:
+        ident = my_identity()
+        pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
     skipped = set(skip)
     table = _table(cfg)
     for attempt in range(_RELISTS):
