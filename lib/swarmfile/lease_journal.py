@@ -45,6 +45,7 @@ a held lease's mirror is not fsynced, an ended one's is (see ``claims._commit``)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -92,7 +93,8 @@ class _Index:
         self.snapshot_key: Optional[tuple[int, int, int]] = None
         self.generation = 0
         self.journal_ino: Optional[int] = None  # the journal file read so far (a hand edit replaces it)
-        self.fd: Optional[int] = None  # kept open on that file, for the next look
+        self.fd: Optional[int] = None  # kept open on that file, for the next look (and append: ``writable``)
+        self.writable = False
         self.seen: Optional[tuple[int, int]] = None  # its (size, mtime) at the last look
         self.offset = 0  # bytes of the journal read so far (whole lines only)
         self.tail = b""  # the journal's bytes just before ``offset``
@@ -231,7 +233,7 @@ class JournalLeaseTable(FileLeaseTable):
             if key != index.snapshot_key:
                 index = self._replace_index(self._load_snapshot(key))
             try:
-                fd = os.open(self._journal(index.generation), os.O_RDONLY | os.O_CLOEXEC)
+                fd, writable = _open_kept(self._journal(index.generation))
             except FileNotFoundError:
                 if self._snapshot_key() != index.snapshot_key:
                     continue  # compacted meanwhile
@@ -251,7 +253,7 @@ class JournalLeaseTable(FileLeaseTable):
                 os.close(fd)
                 raise
             index.close()
-            index.fd, index.seen = fd, (st.st_size, st.st_mtime_ns)
+            index.fd, index.writable, index.seen = fd, writable, (st.st_size, st.st_mtime_ns)
             _kept_open(self)
             self._apply(index, new)
             return index
@@ -382,19 +384,32 @@ class JournalLeaseTable(FileLeaseTable):
                 journal = self._journal(index.generation)
                 if index.offset == 0 and not journal.exists():
                     atomic_write(journal, "")  # created durably: a crash must not lose the file's name
-                start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False).offset
+                fd: Optional[int] = None
+                if index.writable and index.seen is not None and index.seen[0] == index.offset:
+                    # Appended through the descriptor kept for reading (the file just looked at, under
+                    # the lock, ending with a whole line): no open, no torn-tail check. The fsync gets a
+                    # copy: another thread may close the kept one once the lock is let go.
+                    start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False, fd=index.fd,
+                                                 whole_at=index.offset).offset
+                    fd = os.dup(index.fd)
+                else:
+                    start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False).offset
                 self._apply(index, line)
                 if index.offset > _COMPACT_BYTES and index.records > 3 * max(1, len(index.leases)):
+                    if fd is not None:
+                        os.close(fd)
                     self._compact(index)  # its snapshot is fsynced: the record is durable there
                     return
-        self._sync(journal, start, start + len(line))
+        self._sync(journal, start, start + len(line), fd)
 
-    def _sync(self, journal: Path, start: int, end: int) -> None:
-        """fsync the journal holding a record at bytes start..end; take the record back if that fails."""
-        try:
-            fd = os.open(journal, os.O_WRONLY)  # for the ftruncate that takes a record back
-        except FileNotFoundError:
-            return  # compacted meanwhile: the snapshot, fsynced before the journal went, holds the record
+    def _sync(self, journal: Path, start: int, end: int, fd: Optional[int] = None) -> None:
+        """fsync the journal holding a record at bytes start..end; take the record back if that fails.
+        ``fd``: a descriptor of it open for writing, which this closes (else the journal is opened)."""
+        if fd is None:
+            try:
+                fd = os.open(journal, os.O_WRONLY)  # for the ftruncate that takes a record back
+            except FileNotFoundError:
+                return  # compacted meanwhile: the snapshot, fsynced before the journal went, holds the record
 
         @contextmanager
         def relock() -> Iterator[None]:
@@ -531,6 +546,17 @@ def _decode(index: _Index, raw: bytes, path: Path, line: int, supersede: bool = 
     if supersede:
         index.broken.pop(lease.task_id, None)  # a later whole record of the task supersedes a broken one
     index.leases[lease.task_id] = lease
+
+
+def _open_kept(path: Path) -> tuple[int, bool]:
+    """The journal opened to be kept (and whether it may be appended through): for appending and
+    reading where this process may write it, else for reading. A symlink is only read through."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)), True
+    except (PermissionError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP):
+            raise
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
 
 
 def _readable(stamp: str) -> bool:

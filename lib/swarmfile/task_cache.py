@@ -613,8 +613,9 @@ def remember(path: Path, document: TaskDocument, before: Optional[int], written:
         task = document.task
     except (OSError, SwarmError):
         st = None
-    if st is None or not looks_like_task(document.render()) \
-            or not known.replace(path.name, (_stat_key(st), task, read_at)):
+    # No looks_like_task: replace() takes only a file listed as a task, and a TaskDocument's edits
+    # change values and add lines, never remove the heading or a field that made it one.
+    if st is None or not known.replace(path.name, (_stat_key(st), task, read_at)):
         _forget(path)
         return
     if known.inodes is not None:
