@@ -550,7 +550,8 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Option
         state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed), _outdated]
     seed, state[0] = state[0], None  # after this listing every directory is warm in memory
     with task_index.gc_paused():
-        found = [scan_tree(Path(d), errors, fast=True, seed=seed, defer=defer) for d in directories]
+        found = [scan_tree(d if isinstance(d, Path) else Path(d), errors, fast=True, seed=seed, defer=defer)
+                 for d in directories]
     now = time.monotonic()
     stale = _parses - state[1]
     # A folder whose names changed is checked file by file until its record is written again.

@@ -145,7 +145,7 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
     ``durable=False`` skips the fsyncs (claims: the lease journal is the truth, and a mirror
     update lost to a power cut is repaired from it); other processes see the write at once.
     """
-    target = Path(path)
+    target = path if isinstance(path, Path) else Path(path)  # a claim's path is one already: not made again
     cfg = task_config(target, root=root)
     with task_file_lock(target, cfg):
         try:
