@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -314,6 +315,8 @@ def claim_next(
         touched: list[taskmod.Task] = []
         try:
             order, at = list(ready), 0
+            if time.monotonic() < _contended_until:
+                _spread(order, 0)  # racing other claimers lately: do not all start at the same task
             while at < len(order):  # one stat per task tried, not per task listed
                 task = order[at]
                 at += 1
@@ -324,6 +327,7 @@ def claim_next(
                     continue
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
                 if lease is _LOST:
+                    _lost_a_race()
                     _spread(order, at)
                 elif lease is not None:
                     return lease
@@ -359,6 +363,15 @@ def _spread(order: list, at: int) -> None:
 
 
 _PID_SALT = 0  # a process's pick among the next tasks (see _spread): from its pid, again after a fork
+# Until then (time.monotonic) this process starts each claim_next at its pick among the first tasks, not
+# at the first: it lost a race lately, and claimers that all start at the first lose to each other again.
+_contended_until = 0.0
+_CONTENDED_SECONDS = 1.0
+
+
+def _lost_a_race() -> None:
+    global _contended_until
+    _contended_until = time.monotonic() + _CONTENDED_SECONDS
 
 
 def _new_salt() -> None:
