@@ -55,9 +55,9 @@ FORMAT = 7  # bumped when the layout changes: an index of another format is rebu
 # A file changed less than this before it was read is not trusted by its stat key: it covers the
 # coarsest timestamps in common use (FAT's 2 s; ext4 and tmpfs stamp with the kernel's tick).
 RACY_NS = 2_000_000_000
-# The same for a folder's own stat key (``Folder.names``), kept apart: a file added in the same
-# clock tick as the folder's last change leaves the folder's key as it was, and tests that trust
-# every file at once (RACY_NS patched) add files one right after another.
+# The same for a folder's own stat key (``Folder.names``), kept apart: files added in a burst land
+# in one clock tick and leave the folder's key as the first left it (common), where a file edited
+# twice in one tick to the same size is rare; tests that trust files at once must not trust folders.
 FOLDER_RACY_NS = 2_000_000_000
 TRUSTED = 1 << 62  # "read at" of an entry taken from the index: it was checked when it was written
 _MAGIC = b"swarmfile-task-index"
