@@ -14,9 +14,11 @@ lock (which only orders appends and compaction; the lease rules take the task's 
 ``lock(task_id)``, around their read-modify-write). The last record of a task wins.
 
 Each process keeps an index (task id -> lease) and brings it up to date before every read by
-reading only the bytes added to the journal since it last looked, through a descriptor it keeps:
-one ``fstat`` when nothing changed. A compaction deletes the journal the descriptor reads (its link
-count drops to 0): then the process reloads from the snapshot. A record is decoded when its task is
+reading only the bytes added to the journal since it last looked, through a descriptor it keeps
+(and appends through, where it may write): an ``fstat`` of it and a ``stat`` of the journal's name
+when nothing changed. A compaction deletes the journal the descriptor reads (its link count drops
+to 0), and a person may move it aside and put a copy back (the name holds another file): then the
+process reads again from the snapshot and the file the name holds. A record is decoded when its task is
 first asked about, not when it is read: each process reads every claim of every other, and asks
 about few of them.
 
@@ -217,7 +219,9 @@ class JournalLeaseTable(FileLeaseTable):
         index = self._index
         if index.fd is not None:  # the journal last read, through the descriptor kept of it
             st = os.fstat(index.fd)
-            if st.st_nlink:  # not compacted away, not replaced: the snapshot is the one loaded
+            # Not compacted away (its last link gone), not replaced (the name holds another file: a
+            # person moved it aside and put a copy back): the snapshot is the one loaded.
+            if st.st_nlink and _holds(self._journal(index.generation), st.st_ino):
                 seen = (st.st_size, st.st_mtime_ns)
                 if seen == index.seen:
                     return index
@@ -546,6 +550,14 @@ def _decode(index: _Index, raw: bytes, path: Path, line: int, supersede: bool = 
     if supersede:
         index.broken.pop(lease.task_id, None)  # a later whole record of the task supersedes a broken one
     index.leases[lease.task_id] = lease
+
+
+def _holds(path: Path, inode: Optional[int]) -> bool:
+    """Whether ``path`` names the file of inode ``inode`` (one stat: a write checks this, a read need not)."""
+    try:
+        return os.stat(path).st_ino == inode
+    except FileNotFoundError:
+        return False
 
 
 def _open_kept(path: Path) -> tuple[int, bool]:
