@@ -61,7 +61,7 @@ class DescriptorPool:
                 st: Optional[os.stat_result] = os.lstat(path)
             except FileNotFoundError:
                 st = None
-            if st is not None and (st.st_dev, st.st_ino) == found.ident:
+            if st is not None and st.st_ino == found.ident[1] and st.st_dev == found.ident[0]:
                 return found, st
             os.close(found.fd)
         fd = self.opener(path)
@@ -77,19 +77,27 @@ class DescriptorPool:
         if kept.pid != _pid[0]:  # opened before a fork: shared with the parent
             os.close(kept.fd)
             return
-        closing = []
+        closing = None
         with self.mutex:
-            self.idle.setdefault(path, []).append(kept)
-            self.idle.move_to_end(path)
+            idle = self.idle
+            free = idle.get(path)
+            if free is None:
+                idle[path] = [kept]  # a new key goes last: the most recently used
+            else:
+                free.append(kept)
+                idle.move_to_end(path)
             self.count += 1
-            while self.count > self.limit:
-                oldest, free = next(iter(self.idle.items()))
-                closing.append(free.pop(0))
-                self.count -= 1
-                if not free:
-                    del self.idle[oldest]
-        for old in closing:
-            os.close(old.fd)
+            if self.count > self.limit:
+                closing = []
+                while self.count > self.limit:
+                    oldest, free = next(iter(idle.items()))
+                    closing.append(free.pop(0))
+                    self.count -= 1
+                    if not free:
+                        del idle[oldest]
+        if closing:
+            for old in closing:
+                os.close(old.fd)
 
     def _forget(self) -> None:
         self.mutex = threading.Lock()  # it may have been held by a thread the fork left behind

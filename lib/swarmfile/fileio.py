@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write",
     "append_line",
     "append_line_unlocked",
+    "append_whole",
     "append_state",
     "open_for_append",
     "sync_appended",
@@ -294,21 +295,33 @@ def append_line_unlocked(
         payload = line.encode("utf-8")
         if size == 0 and header:
             payload = header.encode("utf-8") + payload
-        try:
-            written = _write_all(fd, payload)
-            if written != len(payload):
-                raise OSError(errno.EIO, f"short write to {path} ({written} of {len(payload)} bytes)")
-            if fsync:
-                os.fsync(fd)
-        except OSError as exc:
-            os.ftruncate(fd, size)  # roll back the partial line: all or nothing
-            if exc.filename is None:
-                exc.filename = os.fspath(path)
-            raise
+        append_whole(fd, payload, size, path, fsync=fsync)
         return AppendResult(offset=size, repaired_bytes=removed, torn_tail=torn)
     finally:
         if own:
             os.close(fd)
+
+
+def append_whole(fd: int, payload: bytes, size: int, path: PathLike, *, fsync: bool = False) -> int:
+    """Append ``payload`` (whole lines) in one ``os.write`` to the file open at ``fd`` (``open_for_append``),
+    which is ``size`` bytes long and ends with a whole line; the caller holds its lock. Returns where the
+    file now ends.
+
+    If the write comes up short, or fails, or (``fsync``) the fsync fails, the file is cut back to
+    ``size`` and OSError raised, naming ``path``: an append is all there or not there.
+    """
+    try:
+        written = _write_all(fd, payload)
+        if written != len(payload):
+            raise OSError(errno.EIO, f"short write to {path} ({written} of {len(payload)} bytes)")
+        if fsync:
+            os.fsync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, size)  # roll back the partial line: all or nothing
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise
+    return size + written
 
 
 def append_state(st: os.stat_result) -> bytes:
@@ -517,11 +530,21 @@ _NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False 
                        "null Null NULL".split())
 
 
-_PLAIN_KEYS: dict[str, bool] = {}  # whether a key seen before is written bare (events use a handful)
+# A key seen before -> its text before the value ("type: "), or "" when it is not written bare; events use a handful.
+_KEY_HEADS: dict[str, str] = {}
+# Short strings seen before that are written bare: an event's type, agent and task repeat on every line.
+_PLAIN_WORDS: set[str] = set()
+_PLAIN_WORDS_MAX = 4096
 
 
 def _flow_str(value: str) -> Optional[str]:
+    if value in _PLAIN_WORDS:
+        return value
     if _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:
+        if len(value) <= 128:
+            if len(_PLAIN_WORDS) >= _PLAIN_WORDS_MAX:
+                _PLAIN_WORDS.clear()  # a bound, not an LRU: the words in use come back at once
+            _PLAIN_WORDS.add(value)
         return value
     if value.isprintable() and "\ufeff" not in value:
         return "'" + value.replace("'", "''") + "'"
@@ -557,24 +580,24 @@ def _fast_flow(value: Any) -> Optional[str]:
         for key, item in value.items():
             if type(key) is not str:
                 return None
-            plain = _PLAIN_KEYS.get(key)
-            if plain is None:
-                plain = bool(_PLAIN.fullmatch(key)) and key not in _NOT_PLAIN
-                if len(_PLAIN_KEYS) < 4096:
-                    _PLAIN_KEYS[key] = plain
-            if not plain:
+            head = _KEY_HEADS.get(key)
+            if head is None:
+                head = key + ": " if _PLAIN.fullmatch(key) and key not in _NOT_PLAIN else ""
+                if len(_KEY_HEADS) < 4096:
+                    _KEY_HEADS[key] = head
+            if not head:
                 return None
             kind = type(item)
             text: Optional[str]
             if kind is str:  # the usual values, straight to their rule
-                text = _flow_str(item)
+                text = item if item in _PLAIN_WORDS else _flow_str(item)
             elif kind is int:
                 text = str(item)
             else:
                 text = _fast_flow(item)
             if text is None:
                 return None
-            parts.append(f"{key}: {text}")
+            parts.append(head + text)
         return "{" + ", ".join(parts) + "}"
     return None
 

@@ -163,7 +163,7 @@ if hasattr(os, "register_at_fork"):
 # Plain ints where fcntl is there: portalocker's are IntFlag members, and their "|" costs more than the flock.
 _SHARED, _EXCLUSIVE = ((fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None
                        else (portalocker.LOCK_SH, portalocker.LOCK_EX))
-_held: dict[tuple[int, str], list] = {}  # (thread, sidecar) -> [descriptor, note] of each exclusive lock held
+_held: dict[tuple[int, str], "locked"] = {}  # (thread, sidecar) -> each exclusive lock of a sidecar held
 
 
 class locked:
@@ -176,7 +176,7 @@ class locked:
     context manager cost a third of the lock.)
     """
 
-    __slots__ = ("target", "sidecar", "key", "at", "timeout", "shared", "error", "handle")
+    __slots__ = ("target", "sidecar", "key", "at", "timeout", "shared", "error", "handle", "note")
 
     def __init__(self, target: PathLike, *, lock_dir: PathLike, timeout: float = 30.0, shared: bool = False,
                  error: type = LockTimeout, many: bool = False) -> None:
@@ -187,6 +187,7 @@ class locked:
         else:
             self.sidecar, self.key = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
         self.handle: Optional[Kept] = None
+        self.note = b""  # the note the last exclusive holder of a sidecar left, read when it is taken
 
     def __enter__(self) -> Path:
         sidecar, key, timeout, at = self.sidecar, self.key, self.timeout, self.at
@@ -216,15 +217,27 @@ class locked:
                 record = _holder_record()
                 slot = _holder_slot(at)
                 head = os.pread(handle.fd, _HOLDER_WIDTH + (NOTE_WIDTH if at is None else 0), slot)
-                if head[:_HOLDER_WIDTH] != record:
+                if not head.startswith(record):  # the record is _HOLDER_WIDTH bytes
                     os.pwrite(handle.fd, record, slot)
             except BaseException:
                 self.handle = None
                 os.close(handle.fd)
                 raise
             if at is None:  # notes are a sidecar's (one file, one note)
-                _held[(threading.get_ident(), key)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
+                self.note = head[_HOLDER_WIDTH:].rstrip(b" \n\0")
+                _held[(threading.get_ident(), key)] = self
         return sidecar
+
+    def leave_note(self, note: bytes) -> None:
+        """Leave ``note`` for the next holder (see the module's ``leave_note``); this lock is held exclusively."""
+        handle = self.handle
+        if handle is None or self.shared or self.at is not None:
+            raise RuntimeError(f"{self.sidecar}: a lock note is left only under the exclusive lock of a sidecar")
+        if len(note) >= NOTE_WIDTH or b"\n" in note:
+            raise ValueError(f"a lock note is one line under {NOTE_WIDTH} bytes, got {note[:40]!r}")
+        # Written in place, like the holder record.
+        os.pwrite(handle.fd, note.ljust(NOTE_WIDTH - 1) + b"\n", _HOLDER_WIDTH)
+        self.note = note
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
         handle, self.handle = self.handle, None
@@ -253,7 +266,7 @@ def _release(sidecar: str, handle: Kept, at: Optional[int] = None) -> None:
     _sidecars.give_back(sidecar, handle)
 
 
-def _held_lock(sidecar: Path) -> list:
+def _held_lock(sidecar: Path) -> locked:
     held = _held.get((threading.get_ident(), os.fspath(sidecar)))
     if held is None:
         raise RuntimeError(f"{sidecar}: a lock note is read and left only under the exclusive lock")
@@ -266,17 +279,13 @@ def read_note(sidecar: Path) -> bytes:
     A note says nothing about a file unless every writer of that file leaves it: a reader must
     check it against the file (the event log compares it with the log's stat key).
     """
-    return _held_lock(sidecar)[1]
+    return _held_lock(sidecar).note
 
 
 def leave_note(sidecar: Path, note: bytes) -> None:
     """Leave ``note`` (at most NOTE_WIDTH - 1 bytes, one line) for the next holder; the caller holds
-    the lock exclusively. Written in place, like the holder record."""
-    if len(note) >= NOTE_WIDTH or b"\n" in note:
-        raise ValueError(f"a lock note is one line under {NOTE_WIDTH} bytes, got {note[:40]!r}")
-    held = _held_lock(sidecar)
-    os.pwrite(held[0], note.ljust(NOTE_WIDTH - 1) + b"\n", _HOLDER_WIDTH)
-    held[1] = note
+    the lock exclusively (``locked.leave_note`` does the same for the lock in hand)."""
+    _held_lock(sidecar).leave_note(note)
 
 
 def _range_lock(fd: int, flags: int, at: int, wait: bool) -> None:
