@@ -47,6 +47,7 @@ from .event_query import Matcher, matcher
 from .descriptors import Kept
 from .fileio import (YAML_ERROR, append_line_unlocked, append_state, append_whole, atomic_write, dump_flow,
                      keep_for_append, line_at, locked, sync_appended, take_for_append)
+from .locks import pad_note
 from .store_check import ERROR, WARNING, Problem, read_problems
 from .yaml_log import FIX as _FIX
 from .yaml_log import (append_layout, archive_keys, classify, cut_torn_tail, identity, is_blank, is_entry, open_log,
@@ -79,6 +80,11 @@ class FileEventLog(EventLog):
         self._rotate_bytes = cfg.get("events", "rotate_bytes")
         self._lock_dir, self._lock_timeout = str(cfg.lock_dir), cfg.lock_timeout
         self._where = str(self.path)  # locks and kept descriptors are keyed by str: a Path converts in Python
+        # The note this process left last, as the sidecar holds it, and the stat key it says: found again
+        # (no one appended since), the log is known to be as it was left without formatting its stat.
+        self._left: tuple[bytes, tuple] = (b"", ())
+        self._idle_locks: list[locked] = []  # lock objects between appends, each used by one thread at a time
+        self._id_prefix: tuple[tuple[int, int], str] = ((-1, -1), "")  # (dev, ino) of the log -> "dev.ino:"
 
     def where(self) -> str:
         return str(self.path)
@@ -105,9 +111,15 @@ class FileEventLog(EventLog):
         fileio.sync_appended: the fsyncs of concurrent writers share one flush); returns its id
         once it is durable."""
         payload = (_entry_line(event) + "\n").encode("utf-8")
-        lock = self._lock()
+        idle = self._idle_locks
+        try:
+            lock = idle.pop()  # atomic: two threads never get one object
+        except IndexError:
+            lock = self._lock()
         with lock:
             written = self._write(lock, payload, event["agent"], self._rotate_bytes if rotate_bytes is None else rotate_bytes)
+        if len(idle) < 8:
+            idle.append(lock)
         return self._sync(written)
 
     def append_after(self, key: str, pending: Callable[[Optional[Any]], list[dict]], *,
@@ -160,7 +172,9 @@ class FileEventLog(EventLog):
         kept, st = take_for_append(self._where)
         fd = kept.fd
         try:
-            if lock.note == append_state(st):  # the usual case: one write
+            found, left = lock.padded_note, self._left
+            if (found == left[0] and (st.st_size, st.st_ctime_ns, st.st_mtime_ns, st.st_ino, st.st_dev) == left[1]) \
+                    or found == pad_note(append_state(st)):  # the usual case: one write
                 start = st.st_size
                 end = append_whole(fd, payload, start, path)
             else:
@@ -181,8 +195,14 @@ class FileEventLog(EventLog):
                     end = append_whole(fd, (note + "\n").encode("utf-8"), end, path)
                     log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
                                 path, result.repaired_bytes)
-            event_id = f"{st.st_dev}.{st.st_ino}:{start + len(payload)}"
-            lock.leave_note(append_state(os.fstat(fd)))
+            prefix = self._id_prefix
+            if prefix[0] != kept.ident:
+                prefix = self._id_prefix = (kept.ident, f"{st.st_dev}.{st.st_ino}:")
+            event_id = prefix[1] + str(start + len(payload))
+            after = os.fstat(fd)
+            lock.leave_note(append_state(after))
+            self._left = (lock.padded_note, (after.st_size, after.st_ctime_ns, after.st_mtime_ns, after.st_ino,
+                                             after.st_dev))
             if limit and end >= limit:
                 self._rotate()
         except BaseException:

@@ -530,8 +530,6 @@ _NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False 
                        "null Null NULL".split())
 
 
-# A key seen before -> its text before the value ("type: "), or "" when it is not written bare; events use a handful.
-_KEY_HEADS: dict[str, str] = {}
 # Short strings seen before that are written bare: an event's type, agent and task repeat on every line.
 _PLAIN_WORDS: set[str] = set()
 _PLAIN_WORDS_MAX = 4096
@@ -558,48 +556,67 @@ def _fast_flow(value: Any) -> Optional[str]:
     scalars, single-quoted strings, numbers, lists and mappings directly is several times
     faster, and anything unusual still goes through yaml (tests check both read back equal).
     """
+    kind = type(value)
+    if kind is dict:
+        return _flow_dict(value)
+    if kind is str:
+        return _flow_str(value)
+    if kind is int:
+        return str(value)
     if value is None:
         return "null"
     if value is True:
         return "true"
     if value is False:
         return "false"
-    kind = type(value)
-    if kind is str:
-        return _flow_str(value)
-    if kind is int:
-        return str(value)
     if kind is float:
         text = repr(value)
         return text if "." in text and "e" not in text and "n" not in text else None
     if kind is list or kind is tuple:
         parts = [_fast_flow(item) for item in value]
         return None if None in parts else "[" + ", ".join(parts) + "]"  # type: ignore[arg-type]
-    if kind is dict:
-        parts = []
-        for key, item in value.items():
-            if type(key) is not str:
-                return None
-            head = _KEY_HEADS.get(key)
-            if head is None:
-                head = key + ": " if _PLAIN.fullmatch(key) and key not in _NOT_PLAIN else ""
-                if len(_KEY_HEADS) < 4096:
-                    _KEY_HEADS[key] = head
-            if not head:
-                return None
-            kind = type(item)
-            text: Optional[str]
-            if kind is str:  # the usual values, straight to their rule
-                text = item if item in _PLAIN_WORDS else _flow_str(item)
-            elif kind is int:
-                text = str(item)
-            else:
-                text = _fast_flow(item)
-            if text is None:
-                return None
-            parts.append(head + text)
-        return "{" + ", ".join(parts) + "}"
     return None
+
+
+# The keys of a mapping seen before (in order) -> its text with a %s for each value: every event of a
+# loop has the same keys, and looking the template up once cost less than a check of each key.
+_TEMPLATES: dict[tuple, str] = {}
+
+
+def _flow_dict(value: dict) -> Optional[str]:
+    template = _TEMPLATES.get(tuple(value))
+    if template is None:
+        template = _template(value)
+        if template is None:
+            return None
+    texts = []
+    for item in value.values():
+        kind = type(item)
+        text: Optional[str]
+        if kind is str:  # the usual values, straight to their rule
+            text = item if item in _PLAIN_WORDS else _flow_str(item)
+        elif kind is int:
+            text = str(item)
+        else:
+            text = _fast_flow(item)
+        if text is None:
+            return None
+        texts.append(text)
+    return template % tuple(texts)
+
+
+def _template(value: dict) -> Optional[str]:
+    """The template of ``value``'s keys (kept for the next mapping with them), or None if one is not a
+    plain word."""
+    keys = tuple(value)
+    for key in keys:
+        if type(key) is not str or not _PLAIN.fullmatch(key) or key in _NOT_PLAIN:
+            return None
+    template = "{" + ", ".join(key + ": %s" for key in keys) + "}"
+    if len(_TEMPLATES) >= 4096:
+        _TEMPLATES.clear()  # a bound, not an LRU: the shapes in use come back at once
+    _TEMPLATES[keys] = template
+    return template
 
 
 def dump_flow(data: Any) -> str:
