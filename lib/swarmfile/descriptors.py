@@ -51,11 +51,11 @@ class DescriptorPool:
         """A descriptor of the file ``path`` names now, and that file's stat: a kept one, else a new one."""
         with self.mutex:
             free = self.idle.get(path)
-            found = free.pop() if free else None
-            if found is not None:
+            if free:  # an emptied list stays (a path used once tends to be used again): no reshuffle per use
+                found: Optional[Kept] = free.pop()
                 self.count -= 1
-                if not free:
-                    del self.idle[path]
+            else:
+                found = None
         if found is not None:
             try:
                 st: Optional[os.stat_result] = os.lstat(path)
@@ -87,17 +87,25 @@ class DescriptorPool:
                 free.append(kept)
                 idle.move_to_end(path)
             self.count += 1
-            if self.count > self.limit:
-                closing = []
-                while self.count > self.limit:
-                    oldest, free = next(iter(idle.items()))
-                    closing.append(free.pop(0))
-                    self.count -= 1
-                    if not free:
-                        del idle[oldest]
+            if self.count > self.limit or len(idle) > 2 * self.limit:
+                closing = self._trim()
         if closing:
             for old in closing:
                 os.close(old.fd)
+
+    def _trim(self) -> list[Kept]:
+        """Drop the least recently used descriptors over the limit, and the paths with none; the caller
+        holds the mutex and closes what is returned."""
+        closing = []
+        idle = self.idle
+        for path in list(idle):
+            free = idle[path]
+            while free and self.count > self.limit:
+                closing.append(free.pop(0))
+                self.count -= 1
+            if not free:
+                del idle[path]
+        return closing
 
     def _forget(self) -> None:
         self.mutex = threading.Lock()  # it may have been held by a thread the fork left behind
