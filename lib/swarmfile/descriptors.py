@@ -94,16 +94,19 @@ class DescriptorPool:
                 os.close(old.fd)
 
     def _trim(self) -> list[Kept]:
-        """Drop the least recently used descriptors over the limit, and the paths with none; the caller
-        holds the mutex and closes what is returned."""
+        """Drop the least recently used descriptors over the limit, and paths left with none once they are
+        many; the caller holds the mutex and closes what is returned."""
         closing = []
         idle = self.idle
-        for path in list(idle):
-            free = idle[path]
-            while free and self.count > self.limit:
+        while self.count > self.limit:
+            oldest, free = next(iter(idle.items()))
+            if free:
                 closing.append(free.pop(0))
                 self.count -= 1
             if not free:
+                del idle[oldest]
+        if len(idle) > 2 * self.limit:
+            for path in [path for path, free in idle.items() if not free]:
                 del idle[path]
         return closing
 
