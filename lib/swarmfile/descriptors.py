@@ -42,6 +42,7 @@ class DescriptorPool:
 
     def __init__(self, opener: Callable[[str], int], limit: int) -> None:
         self.opener, self.limit = opener, limit
+        self.most_paths = 2 * limit  # paths kept with no descriptor left (one in use, or closed) before a sweep
         self.idle: OrderedDict[str, list[Kept]] = OrderedDict()
         self.count = 0
         self.mutex = threading.Lock()
@@ -87,7 +88,7 @@ class DescriptorPool:
                 free.append(kept)
                 idle.move_to_end(path)
             self.count += 1
-            if self.count > self.limit or len(idle) > 2 * self.limit:
+            if self.count > self.limit or len(idle) > self.most_paths:
                 closing = self._trim()
         if closing:
             for old in closing:
@@ -105,7 +106,7 @@ class DescriptorPool:
                 self.count -= 1
             if not free:
                 del idle[oldest]
-        if len(idle) > 2 * self.limit:
+        if len(idle) > self.most_paths:
             for path in [path for path, free in idle.items() if not free]:
                 del idle[path]
         return closing

@@ -589,20 +589,17 @@ def _flow_dict(value: dict) -> Optional[str]:
         template = _template(value)
         if template is None:
             return None
-    texts = []
+    texts: list[Optional[str]] = []
+    add, plain = texts.append, _PLAIN_WORDS
     for item in value.values():
         kind = type(item)
-        text: Optional[str]
         if kind is str:  # the usual values, straight to their rule
-            text = item if item in _PLAIN_WORDS else _flow_str(item)
+            add(item if item in plain else _flow_str(item))
         elif kind is int:
-            text = str(item)
+            add(str(item))
         else:
-            text = _fast_flow(item)
-        if text is None:
-            return None
-        texts.append(text)
-    return template % tuple(texts)
+            add(_fast_flow(item))
+    return None if None in texts else template % tuple(texts)
 
 
 def _template(value: dict) -> Optional[str]:
