@@ -526,6 +526,7 @@ def dump_yaml(data: Any) -> str:
 # A string YAML reads back as the same string when written bare: starts with a letter, holds
 # only these characters, and is none of YAML 1.1's bool/null words.
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF "
                        "null Null NULL".split())
 
@@ -538,7 +539,7 @@ _PLAIN_WORDS_MAX = 4096
 def _flow_str(value: str) -> Optional[str]:
     if value in _PLAIN_WORDS:
         return value
-    if _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:
+    if value[:1] in _LETTERS and _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:  # (a time starts with a digit)
         if len(value) <= 128:
             if len(_PLAIN_WORDS) >= _PLAIN_WORDS_MAX:
                 _PLAIN_WORDS.clear()  # a bound, not an LRU: the words in use come back at once
@@ -578,42 +579,53 @@ def _fast_flow(value: Any) -> Optional[str]:
     return None
 
 
-# The keys of a mapping seen before (in order) -> its text with a %s for each value: every event of a
-# loop has the same keys, and looking the template up once cost less than a check of each key.
-_TEMPLATES: dict[tuple, str] = {}
+# The keys of a mapping seen before (in order) -> the text before each value ("{timestamp: ", ", type: ", ...):
+# every event of a loop has the same keys, and looking them up once cost less than a check of each key.
+_HEADS: dict[tuple, tuple[str, ...]] = {}
 
 
 def _flow_dict(value: dict) -> Optional[str]:
-    template = _TEMPLATES.get(tuple(value))
-    if template is None:
-        template = _template(value)
-        if template is None:
+    if not value:
+        return "{}"
+    heads = _HEADS.get(tuple(value))
+    if heads is None:
+        heads = _heads(value)
+        if heads is None:
             return None
-    texts: list[Optional[str]] = []
-    add, plain = texts.append, _PLAIN_WORDS
-    for item in value.values():
+    parts: list[str] = []
+    add, plain = parts.append, _PLAIN_WORDS
+    for head, item in zip(heads, value.values()):
+        add(head)
         kind = type(item)
         if kind is str:  # the usual values, straight to their rule
-            add(item if item in plain else _flow_str(item))
+            if item in plain:
+                add(item)
+                continue
+            text = _flow_str(item)
         elif kind is int:
             add(str(item))
+            continue
         else:
-            add(_fast_flow(item))
-    return None if None in texts else template % tuple(texts)
+            text = _fast_flow(item)
+        if text is None:
+            return None
+        add(text)
+    add("}")
+    return "".join(parts)
 
 
-def _template(value: dict) -> Optional[str]:
-    """The template of ``value``'s keys (kept for the next mapping with them), or None if one is not a
-    plain word."""
+def _heads(value: dict) -> Optional[tuple[str, ...]]:
+    """The text before each value of ``value`` (kept for the next mapping with its keys), or None if a key
+    is not a plain word."""
     keys = tuple(value)
     for key in keys:
         if type(key) is not str or not _PLAIN.fullmatch(key) or key in _NOT_PLAIN:
             return None
-    template = "{" + ", ".join(key + ": %s" for key in keys) + "}"
-    if len(_TEMPLATES) >= 4096:
-        _TEMPLATES.clear()  # a bound, not an LRU: the shapes in use come back at once
-    _TEMPLATES[keys] = template
-    return template
+    heads = ("{" + keys[0] + ": ",) + tuple(", " + key + ": " for key in keys[1:])
+    if len(_HEADS) >= 4096:
+        _HEADS.clear()  # a bound, not an LRU: the shapes in use come back at once
+    _HEADS[keys] = heads
+    return heads
 
 
 def dump_flow(data: Any) -> str:
