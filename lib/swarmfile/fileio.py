@@ -8,8 +8,9 @@ these functions, so the guarantees hold everywhere:
 * ``atomic_write(path, data)``: temp file in the same directory, fsync, ``os.replace``,
   fsync of the directory. Readers see the old file or the new one, never a mix.
 * ``append_line(path, line, lock_dir=...)``: one ``os.write`` of one whole line under the
-  lock, after repairing a torn last line left by a crash; a short write is rolled back. A log
-  appended to often keeps its descriptor between appends (``take_for_append``, descriptors.py)
+  lock, after repairing a torn last line left by a crash; a short write is rolled back
+  (``append_whole`` is that write alone, for a caller that knows the file ends with a whole line).
+  A log appended to often keeps its descriptor between appends (``take_for_append``, descriptors.py)
   and leaves ``append_state`` as the lock's note, so the next append need not check it again.
 * ``load_yaml_*`` / ``dump_yaml`` / ``dump_flow``: safe loading only (libyaml when present);
   a file that does not parse raises ParseError with file and line, and is never rewritten.

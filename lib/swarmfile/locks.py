@@ -9,7 +9,8 @@ The only module that touches portalocker or fcntl (fileio re-exports ``locked`` 
   now (a descriptor kept from before is not used).
 * The first bytes of a sidecar say who holds it exclusively, for the LockTimeout of whoever waits
   next; the next ``NOTE_WIDTH`` bytes are a note the holder may leave for the next holder
-  (``read_note``/``leave_note``: the event log says there how it left the log).
+  (``read_note``/``leave_note``, or ``padded_note``/``leave_note`` of the lock in hand: the event log
+  says there how it left the log).
 * A process keeps the descriptors of the sidecars it let go of, for its next lock of the same
   file (descriptors.py: one user at a time, never across a fork, never once the path names
   another file).
