@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from swarmfile import fileio
+from swarmfile import fileio, flow_text
 from swarmfile.errors import LockTimeout, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
@@ -269,8 +269,8 @@ def test_a_flow_line_is_the_same_text_whether_its_keys_and_words_were_seen_befor
              "note": "it's 100%", "ok": True, "x": None, "f": 1.5, "l": [1, "two words", {"k": "No"}]}
     expected = ("{timestamp: '2026-11-22T10:00:00.123Z', type: progress, agent: executor-1, count: 3, "
                 "note: 'it''s 100%', ok: true, x: null, f: 1.5, l: [1, 'two words', {k: 'No'}]}")
-    fileio._HEADS.clear()
-    fileio._PLAIN_WORDS.clear()
+    flow_text._HEADS.clear()
+    flow_text._PLAIN_WORDS.clear()
     assert fileio.dump_flow(event) == expected  # first sight
     assert fileio.dump_flow(event) == expected  # from the template and the remembered words
     same_keys = dict(event, type="yes", agent="%s", count="3")  # same keys, values that need quotes
