@@ -5,7 +5,8 @@ single-quoted strings, numbers, lists and mappings directly is several times fas
 unusual (a key or word YAML would read as something else, a float in exponent form, a string with
 characters that need escapes) returns None, and yaml writes it. The text reads back equal to the
 value (tests check it against yaml's own reading) and is the same whatever was written before
-(the caches below only skip work).
+(the caches below only skip work). One difference from yaml: a key of a str subclass equal to a
+plain word, in a mapping whose keys were seen before, is written as that word (yaml refuses it).
 """
 
 from __future__ import annotations
