@@ -54,9 +54,11 @@ def ralf(tmp_path):
 @pytest.fixture(autouse=True)
 def _short_lock_timeout(monkeypatch):
     """Fail fast instead of waiting the production 30 s when a test leaves a lock held."""
-    from swarmfile import config
+    from swarmfile import claims, config
 
     monkeypatch.setitem(config.DEFAULTS["timeouts"], "lock_seconds", 5)
+    # A race lost in one test must not change the claim order of the next (claims._lost_a_race).
+    monkeypatch.setattr(claims, "_contended_until", 0.0)
     config._cache.clear()
     yield
     config._cache.clear()

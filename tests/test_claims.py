@@ -587,3 +587,25 @@ def test_losers_of_a_race_spread_over_the_next_tasks(workspace, monkeypatch, sal
     with table(workspace).lock("T-00"):
         lease = claims.claim_next("executor-1", root=workspace)
     assert lease.task_id == f"T-{1 + salt % 8:02d}"
+
+
+@pytest.mark.parametrize("salt", [0, 3, 7])
+def test_a_claimer_that_lost_a_race_lately_starts_its_next_claim_at_its_own_pick(workspace, monkeypatch, salt):
+    """For a second after a lost race, claim_next starts at the process's pick among the first tasks (claimers
+    that all start at the first lose to each other again), never passing over a higher priority for it."""
+    from leases import table
+
+    make_task(workspace, "H-1", priority="high", created="2026-01-01T00:00:00Z")
+    medium = [f"T-{i:02d}" for i in range(12)]
+    for i, task_id in enumerate(medium):
+        make_task(workspace, task_id, priority="medium", created=f"2026-01-01T00:00:{i:02d}Z")
+    monkeypatch.setattr(claims, "_PID_SALT", salt)
+    monkeypatch.setattr(claims, "_contended_until", 0.0)
+    with table(workspace).lock("H-1"):  # another claimer is taking H-1 right now: this one loses it
+        medium.remove(claims.claim_next("executor-1", root=workspace).task_id)
+    assert claims.claim_next("executor-1", root=workspace).task_id == "H-1"  # still first: the higher priority
+    pick = claims.claim_next("executor-1", root=workspace).task_id
+    assert pick == medium[salt % 8]  # the process's own pick among the first eight, not the first
+    medium.remove(pick)
+    monkeypatch.setattr(claims, "_contended_until", 0.0)  # a second later: the first again
+    assert claims.claim_next("executor-1", root=workspace).task_id == medium[0]

@@ -49,7 +49,10 @@ from procs import run_together
 LIB = Path(__file__).resolve().parent.parent / "lib"
 TESTS = Path(__file__).resolve().parent
 LONG = bool(os.environ.get("SWARM_LONG_TESTS"))
-LONG_ONLY = [pytest.mark.slow, pytest.mark.skipif(not LONG, reason="long tier: set SWARM_LONG_TESTS=1")]
+# The long tier's cases run for minutes (an fsync per step): more than the suite's 2-minute timeout on a
+# loaded machine, which is for the default tier's hangs.
+LONG_ONLY = [pytest.mark.slow, pytest.mark.skipif(not LONG, reason="long tier: set SWARM_LONG_TESTS=1"),
+             pytest.mark.timeout(900)]
 SEED = int(os.environ.get("SWARM_TEST_SEED") or random.SystemRandom().randrange(2**32))
 TEMP_NAME = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}$")  # fileio.atomic_write's temp files
 BASE = datetime(2030, 1, 1, tzinfo=timezone.utc)  # injected clocks start here

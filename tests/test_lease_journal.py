@@ -361,3 +361,80 @@ def test_a_process_working_in_many_workspaces_keeps_few_journals_open(tmp_path):
         put(table, "T-1", 2)
         assert fresh_table(table.cfg.root).read("T-1").token == 2 and table.read("T-1").token == 2
     assert journals_open() - before <= lease_journal._KEPT_OPEN
+
+
+def test_held_view_judges_each_record_as_the_decoded_lease_does(workspace):
+    """held_view reads an undecoded record's few fields without making a Lease: it must say "leased"
+    exactly when the decoded lease binds (held, not expired, holder alive), for every kind of record."""
+    journal_ws(workspace)
+    me = claims.my_identity()
+    live = dict(pid=me["pid"], host=me["host"], proc_start=me["proc_start"])
+    table = fresh_table(workspace)
+    records = {
+        "T-LIVE": replace(lease("T-LIVE", 1), expires_at="2999-01-01T00:00:00.000Z", **live),
+        "T-OFFSET": replace(lease("T-OFFSET", 1), expires_at="2999-01-01T00:00:00+00:00", **live),
+        "T-PAST": replace(lease("T-PAST", 1), **live),
+        "T-ENDED": replace(lease("T-ENDED", 1), expires_at="2999-01-01T00:00:00.000Z", state=LeaseState.COMPLETED,
+                           **live),
+        "T-DEAD": replace(lease("T-DEAD", 1), expires_at="2999-01-01T00:00:00.000Z", pid=2 ** 22 + 7,
+                          host=me["host"], proc_start=1),
+    }
+    for record in records.values():
+        with table.lock(record.task_id):
+            table.write(record)
+    reader = fresh_table(workspace)
+    now = reader.now()
+    view = reader.held_view(now)
+    for task_id in records:
+        assert view(task_id) is (reader.read(task_id).free_reason(now) is None), task_id
+    assert [t for t in records if view(t)] == ["T-LIVE", "T-OFFSET"]
+    assert view("T-NEVER") is False
+
+
+def test_held_view_decodes_a_record_whose_fields_are_not_plainly_whole(workspace):
+    """A record with a field of the wrong type is decoded in full: it is broken, read as not leased, and
+    the table's next view gives up (None) so each claim reads the table and meets the error."""
+    journal_ws(workspace)
+    table = fresh_table(workspace)
+    put(table, "T-1", 1)
+    journal = workspace / ".swarm" / "leases" / "journal-0.jsonl"
+    record = json.loads(journal.read_text())
+    record.update(task_id="T-2", token="two", expires_at="2999-01-01T00:00:00.000Z")
+    with journal.open("a") as handle:
+        handle.write(json.dumps(record, separators=(",", ":")) + "\n")  # as written: decoded only when asked
+    reader = fresh_table(workspace)
+    view = reader.held_view(reader.now())
+    assert view("T-2") is False
+    assert reader.held_view(reader.now()) is None
+    with pytest.raises(ParseError):
+        reader.read("T-2")
+
+
+def test_a_journal_moved_aside_and_put_back_by_hand_gets_the_next_record(workspace):
+    """A process appends through the descriptor it keeps of the journal: it must append to the file the
+    journal's name holds now, not to the one a person moved aside (still linked, as a backup) and copied back."""
+    journal_ws(workspace)
+    table = fresh_table(workspace)
+    put(table, "T-1", 1)
+    journal = Path(table.where("T-1"))
+    backup = journal.with_name("journal-backup.jsonl")
+    os.rename(journal, backup)
+    backup_bytes = backup.read_bytes()
+    journal.write_bytes(backup_bytes)  # a copy: a new file under the journal's name
+    put(table, "T-2", 1)
+    assert backup.read_bytes() == backup_bytes
+    assert [x.task_id for x in fresh_table(workspace).list()] == ["T-1", "T-2"]
+
+
+def test_a_reader_sees_records_appended_to_a_journal_put_back_by_hand(workspace):
+    """A process reads through the descriptor it keeps: after a person moved the journal aside (still linked)
+    and put a copy back, it must read the file the name holds, where the others append."""
+    journal_ws(workspace)
+    reader = fresh_table(workspace)
+    put(reader, "T-1", 1)
+    journal = Path(reader.where("T-1"))
+    backup = journal.with_name("journal-backup.jsonl")
+    os.rename(journal, backup)
+    journal.write_bytes(backup.read_bytes())
+    put(fresh_table(workspace), "T-2", 1)
+    assert reader.read("T-2") is not None and reader.read("T-2").token == 1

@@ -244,5 +244,6 @@ class TestLeaseModel(LeaseMachine.TestCase):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LONG, reason="long tier: set SWARM_LONG_TESTS=1")
+@pytest.mark.timeout(900)  # 500 runs of 80 steps, an fsync each: minutes on a loaded machine
 class TestLeaseModelLong(LeaseMachine.TestCase):
     settings = settings(max_examples=500, stateful_step_count=80, **COMMON)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -178,8 +179,9 @@ def claim_task(
     NotClaimable when the task is not pending (or is backing off), NotFoundError.
     """
     cfg = load_config(root=root)
-    validate_id(task_id, "task id")
-    validate_id(agent_id, "agent id")
+    if not _from_ready:  # claim_next checked the agent's id once, and a listed task's id is one
+        validate_id(task_id, "task id")
+        validate_id(agent_id, "agent id")
     ttl = cfg.lease_seconds if ttl is None else ttl
     if pid is None:
         ident = my_identity()
@@ -189,12 +191,14 @@ def claim_task(
         return board.claim(agent_id, ttl, pid=pid, host=host, proc_start=proc_start, only=task_id)  # type: ignore[return-value]
     now = now or _table(cfg).now()  # the table's clock: the Redis server's, shared by every host
     path = task_path or _task_path(cfg, task_id)
-    # Lock-free first look: losers of a race skip a freshly claimed task without queueing
-    # on its lock. Safe because a lease record is only ever read whole.
-    current = _read(cfg, task_id)
-    if current is not None and current.free_reason(now) is None:
-        raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
-                             task_id=task_id, holder=current.agent_id)
+    if not _from_ready:
+        # Lock-free first look: losers of a race skip a freshly claimed task without queueing
+        # on its lock. Safe because a lease record is only ever read whole. (claim_next has just
+        # looked, in its view of the table.)
+        current = _read(cfg, task_id)
+        if current is not None and current.free_reason(now) is None:
+            raise AlreadyClaimed(f"task {task_id} is held by {current.agent_id} until {current.expires_at}",
+                                 task_id=task_id, holder=current.agent_id)
     # From claim_next, a lock someone holds means they are claiming this very task: move on
     # at once (LockTimeout) rather than queue behind them for a task they are about to own.
     with _lease_lock(cfg, task_id, timeout=0 if _from_ready else None):
@@ -289,6 +293,10 @@ def claim_next(
             pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
         return board.claim(validate_id(agent_id, "agent id"), cfg.lease_seconds if ttl is None else ttl,
                            pid=pid, host=host, proc_start=proc_start, skip=skip)
+    validate_id(agent_id, "agent id")
+    if pid is None:
+        ident = my_identity()
+        pid, host, proc_start = ident["pid"], ident["host"], ident["proc_start"]
     skipped = set(skip)
     table = _table(cfg)
     for attempt in range(_RELISTS):
@@ -307,6 +315,8 @@ def claim_next(
         touched: list[taskmod.Task] = []
         try:
             order, at = list(ready), 0
+            if time.monotonic() < _contended_until:
+                _spread(order, 0)  # racing other claimers lately: do not all start at the same task
             while at < len(order):  # one stat per task tried, not per task listed
                 task = order[at]
                 at += 1
@@ -317,6 +327,7 @@ def claim_next(
                     continue
                 lease = _try_claim(task, agent_id, ttl, root, now, pid, host, proc_start, last)
                 if lease is _LOST:
+                    _lost_a_race()
                     _spread(order, at)
                 elif lease is not None:
                     return lease
@@ -352,6 +363,15 @@ def _spread(order: list, at: int) -> None:
 
 
 _PID_SALT = 0  # a process's pick among the next tasks (see _spread): from its pid, again after a fork
+# Until then (time.monotonic) this process starts each claim_next at its pick among the first tasks, not
+# at the first: it lost a race lately, and claimers that all start at the first lose to each other again.
+_contended_until = 0.0
+_CONTENDED_SECONDS = 1.0
+
+
+def _lost_a_race() -> None:
+    global _contended_until
+    _contended_until = time.monotonic() + _CONTENDED_SECONDS
 
 
 def _new_salt() -> None:

@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISLNK
 from typing import Any, Optional, Union
 
 import yaml
@@ -113,16 +114,23 @@ def atomic_write(path: PathLike, data: Union[str, bytes], *, fsync: bool = True,
     error before the replace the temp file is removed and ``path`` is left exactly as it was;
     a failing directory fsync after it is logged, not raised (the new content is in place).
     """
-    target = Path(path)
+    # Plain strings and os calls, no Path: a claim rewrites its task's Status line with this, and
+    # pathlib's parsing cost as much as the write.
+    target = os.fspath(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    directory = os.path.dirname(target) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # the folder is missing: made, then the write goes on
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
     try:
         try:
-            if not target.is_symlink():
-                os.fchmod(fd, target.stat().st_mode & 0o7777)
+            st = os.lstat(target)
+            if not S_ISLNK(st.st_mode):  # keep a file's mode; a symlink is replaced, its target untouched
+                os.fchmod(fd, st.st_mode & 0o7777)
         except FileNotFoundError:
             pass
         view = memoryview(payload)
@@ -144,7 +152,7 @@ def atomic_write(path: PathLike, data: Union[str, bytes], *, fsync: bool = True,
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = os.fspath(target)  # os.write/fsync errors name no file: say which
+            exc.filename = target  # os.write/fsync errors name no file: say which
         raise
     if fsync and fsync_dir:
         try:

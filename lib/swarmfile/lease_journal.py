@@ -14,9 +14,11 @@ lock (which only orders appends and compaction; the lease rules take the task's 
 ``lock(task_id)``, around their read-modify-write). The last record of a task wins.
 
 Each process keeps an index (task id -> lease) and brings it up to date before every read by
-reading only the bytes added to the journal since it last looked, through a descriptor it keeps:
-one ``fstat`` when nothing changed. A compaction deletes the journal the descriptor reads (its link
-count drops to 0): then the process reloads from the snapshot. A record is decoded when its task is
+reading only the bytes added to the journal since it last looked, through a descriptor it keeps
+(and appends through, where it may write): an ``fstat`` of it and a ``stat`` of the journal's name
+when nothing changed. A compaction deletes the journal the descriptor reads (its link count drops
+to 0), and a person may move it aside and put a copy back (the name holds another file): then the
+process reads again from the snapshot and the file the name holds. A record is decoded when its task is
 first asked about, not when it is read: each process reads every claim of every other, and asks
 about few of them.
 
@@ -45,6 +47,7 @@ a held lease's mirror is not fsynced, an ended one's is (see ``claims._commit``)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -56,7 +59,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
 
-from .clock import format_ts
+from .clock import format_ts, parse_ts
 from .config import ID_PATTERN, Config
 from .errors import ParseError, SwarmError, ValidationError
 from .fileio import append_line_unlocked, atomic_write, locked, sync_appended
@@ -78,6 +81,9 @@ def _encode(lease: Lease) -> str:
     return json.dumps(lease.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 
 
+# The states of an ended lease (_Index.held: not held, whatever else the record says).
+_ENDED = frozenset(state.value for state in LeaseState if state is not LeaseState.HELD)
+
 # A record as _encode writes it starts with its task id: read without decoding the record.
 _RECORD_START = b'{"task_id":"'
 
@@ -89,7 +95,8 @@ class _Index:
         self.snapshot_key: Optional[tuple[int, int, int]] = None
         self.generation = 0
         self.journal_ino: Optional[int] = None  # the journal file read so far (a hand edit replaces it)
-        self.fd: Optional[int] = None  # kept open on that file, for the next look
+        self.fd: Optional[int] = None  # kept open on that file, for the next look (and append: ``writable``)
+        self.writable = False
         self.seen: Optional[tuple[int, int]] = None  # its (size, mtime) at the last look
         self.offset = 0  # bytes of the journal read so far (whole lines only)
         self.tail = b""  # the journal's bytes just before ``offset``
@@ -98,6 +105,7 @@ class _Index:
         # task id -> its last record: a Lease, or (its bytes, file, line) until first asked about
         self.leases: dict[str, Any] = {}
         self.broken: dict[Optional[str], SwarmError] = {}  # task id (None: unknown) -> why its record is unreadable
+        self.holds: dict[str, tuple] = {}  # task id -> (its undecoded record, what held() made of it)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -116,6 +124,40 @@ class _Index:
         del self.leases[task_id]
         _decode(self, *entry, supersede=False)
         return self.leases.get(task_id)
+
+    def held(self, task_id: str) -> Optional[tuple]:
+        """(expires_at, holder) when the task's last record is a held lease, else None. An undecoded
+        record is read as JSON for those fields alone, no Lease made: each claimer asks this of every
+        other claimer's claim. A record that is not plainly whole is decoded (``lease``) to decide."""
+        entry = self.leases.get(task_id)
+        if entry is not None and type(entry) is not Lease:
+            known = self.holds.get(task_id)
+            if known is not None and known[0] is entry:
+                return known[1]
+            found = self.holds[task_id] = (entry, self._held_undecoded(task_id, entry))
+            return found[1]
+        return self._held_of(entry)
+
+    def _held_undecoded(self, task_id: str, entry: tuple) -> Optional[tuple]:
+        try:
+            data = json.loads(entry[0])
+        except ValueError:
+            data = None
+        if type(data) is dict:
+            state, expires = data.get("state", "held"), data.get("expires_at")
+            if state != "held":
+                return None if state in _ENDED else self._held_of(self.lease(task_id))
+            if (type(expires) is str and type(data.get("agent_id")) is str
+                    and type(data.get("acquired_at")) is str and type(data.get("token")) is int
+                    and _readable(expires)):
+                return expires, (data.get("pid"), data.get("host"), data.get("proc_start"))
+        return self._held_of(self.lease(task_id))
+
+    @staticmethod
+    def _held_of(lease: Optional[Lease]) -> Optional[tuple]:
+        if lease is None or lease.state is not LeaseState.HELD:
+            return None
+        return lease.expires_at, (lease.pid, lease.host, lease.proc_start)
 
     def decode_all(self) -> None:
         for task_id in [k for k, v in self.leases.items() if type(v) is not Lease]:
@@ -177,7 +219,9 @@ class JournalLeaseTable(FileLeaseTable):
         index = self._index
         if index.fd is not None:  # the journal last read, through the descriptor kept of it
             st = os.fstat(index.fd)
-            if st.st_nlink:  # not compacted away, not replaced: the snapshot is the one loaded
+            # Not compacted away (its last link gone), not replaced (the name holds another file: a
+            # person moved it aside and put a copy back): the snapshot is the one loaded.
+            if st.st_nlink and _holds(self._journal(index.generation), st.st_ino):
                 seen = (st.st_size, st.st_mtime_ns)
                 if seen == index.seen:
                     return index
@@ -193,7 +237,7 @@ class JournalLeaseTable(FileLeaseTable):
             if key != index.snapshot_key:
                 index = self._replace_index(self._load_snapshot(key))
             try:
-                fd = os.open(self._journal(index.generation), os.O_RDONLY | os.O_CLOEXEC)
+                fd, writable = _open_kept(self._journal(index.generation))
             except FileNotFoundError:
                 if self._snapshot_key() != index.snapshot_key:
                     continue  # compacted meanwhile
@@ -213,7 +257,7 @@ class JournalLeaseTable(FileLeaseTable):
                 os.close(fd)
                 raise
             index.close()
-            index.fd, index.seen = fd, (st.st_size, st.st_mtime_ns)
+            index.fd, index.writable, index.seen = fd, writable, (st.st_size, st.st_mtime_ns)
             _kept_open(self)
             self._apply(index, new)
             return index
@@ -287,21 +331,20 @@ class JournalLeaseTable(FileLeaseTable):
             index = self._catch_up()
         if index.broken:
             return None  # a record nobody can read: let every check read the table (and meet the error)
-        held, stamp, mutex = LeaseState.HELD, format_ts(now), self._mutex
+        stamp, mutex = format_ts(now), self._mutex
         alive, since = self._alive, time.monotonic() - _ALIVE_SECONDS
 
         def leased(task_id: str) -> bool:
             # The index as it was: a record that does not decode reads as not leased, and the claim
             # of that task reads the table (and meets the error).
             with mutex:
-                lease = index.lease(task_id)
-            if lease is None or lease.state is not held:
+                found = index.held(task_id)
+            if found is None:
                 return False
-            expires = lease.expires_at
+            expires, holder = found
             # Stamps in format_ts's one format compare as the times they name; any other is parsed.
-            if not (expires > stamp if len(expires) == len(stamp) and expires[-1] == "Z" else not lease.expired(now)):
+            if not (expires > stamp if len(expires) == len(stamp) and expires[-1] == "Z" else now < parse_ts(expires)):
                 return False
-            holder = (lease.pid, lease.host, lease.proc_start)
             known = alive.get(holder)
             if known is None or known[1] < since:  # a holder dead on this host frees its leases (free_reason)
                 known = alive[holder] = (dead_reason(*holder) is None, time.monotonic())
@@ -345,19 +388,32 @@ class JournalLeaseTable(FileLeaseTable):
                 journal = self._journal(index.generation)
                 if index.offset == 0 and not journal.exists():
                     atomic_write(journal, "")  # created durably: a crash must not lose the file's name
-                start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False).offset
+                fd: Optional[int] = None
+                if index.writable and index.seen is not None and index.seen[0] == index.offset:
+                    # Appended through the descriptor kept for reading (the file just looked at, under
+                    # the lock, ending with a whole line): no open, no torn-tail check. The fsync gets a
+                    # copy: another thread may close the kept one once the lock is let go.
+                    start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False, fd=index.fd,
+                                                 whole_at=index.offset).offset
+                    fd = os.dup(index.fd)
+                else:
+                    start = append_line_unlocked(journal, line.decode("utf-8"), fsync=False).offset
                 self._apply(index, line)
                 if index.offset > _COMPACT_BYTES and index.records > 3 * max(1, len(index.leases)):
+                    if fd is not None:
+                        os.close(fd)
                     self._compact(index)  # its snapshot is fsynced: the record is durable there
                     return
-        self._sync(journal, start, start + len(line))
+        self._sync(journal, start, start + len(line), fd)
 
-    def _sync(self, journal: Path, start: int, end: int) -> None:
-        """fsync the journal holding a record at bytes start..end; take the record back if that fails."""
-        try:
-            fd = os.open(journal, os.O_WRONLY)  # for the ftruncate that takes a record back
-        except FileNotFoundError:
-            return  # compacted meanwhile: the snapshot, fsynced before the journal went, holds the record
+    def _sync(self, journal: Path, start: int, end: int, fd: Optional[int] = None) -> None:
+        """fsync the journal holding a record at bytes start..end; take the record back if that fails.
+        ``fd``: a descriptor of it open for writing, which this closes (else the journal is opened)."""
+        if fd is None:
+            try:
+                fd = os.open(journal, os.O_WRONLY)  # for the ftruncate that takes a record back
+            except FileNotFoundError:
+                return  # compacted meanwhile: the snapshot, fsynced before the journal went, holds the record
 
         @contextmanager
         def relock() -> Iterator[None]:
@@ -494,6 +550,33 @@ def _decode(index: _Index, raw: bytes, path: Path, line: int, supersede: bool = 
     if supersede:
         index.broken.pop(lease.task_id, None)  # a later whole record of the task supersedes a broken one
     index.leases[lease.task_id] = lease
+
+
+def _holds(path: Path, inode: Optional[int]) -> bool:
+    """Whether ``path`` names the file of inode ``inode`` (one stat: a write checks this, a read need not)."""
+    try:
+        return os.stat(path).st_ino == inode
+    except FileNotFoundError:
+        return False
+
+
+def _open_kept(path: Path) -> tuple[int, bool]:
+    """The journal opened to be kept (and whether it may be appended through): for appending and
+    reading where this process may write it, else for reading. A symlink is only read through."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)), True
+    except (PermissionError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP):
+            raise
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+
+
+def _readable(stamp: str) -> bool:
+    try:
+        parse_ts(stamp)
+        return True
+    except ValueError:
+        return False
 
 
 def _names(directory: Path) -> list[str]:

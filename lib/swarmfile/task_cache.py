@@ -512,6 +512,15 @@ def unchanged_since_listing(task: Task) -> bool:
     return entry is not None and entry[1] is task and entry[0][:3] == (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _read_bytes(path: PathLike, size: int) -> bytes:
+    """Up to ``size + 1`` bytes of ``path``: enough to tell whether it holds exactly ``size`` bytes we know."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, size + 1)
+    finally:
+        os.close(fd)
+
+
 def forget_cached(path: PathLike) -> None:
     """Drop one file from the listing cache: the next listing reads it again (a claim found it edited)."""
     _forget(Path(path))
@@ -541,7 +550,8 @@ def list_indexed(cfg: Config, directories: Sequence[PathLike], *, errors: Option
         state = _index_state[os.fspath(path)] = [seed, _parses, -_INDEX_SAVE_SECONDS, bool(seed), _outdated]
     seed, state[0] = state[0], None  # after this listing every directory is warm in memory
     with task_index.gc_paused():
-        found = [scan_tree(Path(d), errors, fast=True, seed=seed, defer=defer) for d in directories]
+        found = [scan_tree(d if isinstance(d, Path) else Path(d), errors, fast=True, seed=seed, defer=defer)
+                 for d in directories]
     now = time.monotonic()
     stale = _parses - state[1]
     # A folder whose names changed is checked file by file until its record is written again.
@@ -580,7 +590,7 @@ def _forget(path: Path) -> None:
         _recheck.setdefault(key, set()).add(path.name)  # a watched one reads the file again
 
 
-def remember(path: Path, document: TaskDocument, before: Optional[int]) -> None:
+def remember(path: Path, document: TaskDocument, before: Optional[int], written: bytes) -> None:
     """Record a file this process just replaced, as written, in the fast listing's cache.
 
     So our own writes (every claim's Status line) cost no parse and no scandir in the next
@@ -594,18 +604,19 @@ def remember(path: Path, document: TaskDocument, before: Optional[int]) -> None:
     if known is None:
         return
     read_at = time.time_ns()
-    text = document.render()
     try:
         st = os.stat(path)
         after = os.stat(key).st_mtime_ns
-        # Stat, then read (as _cached does): a hand edit after our write shows in the text now, or in
+        # Stat, then read (as _cached does): a hand edit after our write shows in the bytes now, or in
         # the stat key later. The key alone, taken after the write, could be that of an edit.
-        if read_text(path) != text:
+        if _read_bytes(path, len(written)) != written:
             st = None
         task = document.task
     except (OSError, SwarmError):
         st = None
-    if st is None or not looks_like_task(text) or not known.replace(path.name, (_stat_key(st), task, read_at)):
+    # No looks_like_task: replace() takes only a file listed as a task, and a TaskDocument's edits
+    # change values and add lines, never remove the heading or a field that made it one.
+    if st is None or not known.replace(path.name, (_stat_key(st), task, read_at)):
         _forget(path)
         return
     if known.inodes is not None:

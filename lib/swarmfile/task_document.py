@@ -52,7 +52,7 @@ class TaskDocument:
     """The lines of one task file, editable one line at a time; ``render()`` gives the text back."""
 
     def __init__(self, text: str, path: Optional[PathLike] = None) -> None:
-        self.path = Path(path) if path is not None else None
+        self.path = path if path is None or isinstance(path, Path) else Path(path)
         self.original = text
         self._lines = split_lines(text)
         self._task: Optional[Task] = None

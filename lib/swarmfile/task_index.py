@@ -60,7 +60,7 @@ _OLD_NAMES = ("task-index.json",)  # earlier formats, deleted when the index is 
 
 def index_file(runtime_dir: Path) -> Path:
     """Where the index of a workspace lives (its runtime folder, git-ignored)."""
-    return Path(runtime_dir) / "task-index.marshal"
+    return (runtime_dir if isinstance(runtime_dir, Path) else Path(runtime_dir)) / "task-index.marshal"
 
 
 class _Lazy:

@@ -145,7 +145,7 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
     ``durable=False`` skips the fsyncs (claims: the lease journal is the truth, and a mirror
     update lost to a power cut is repaired from it); other processes see the write at once.
     """
-    target = Path(path)
+    target = path if isinstance(path, Path) else Path(path)  # a claim's path is one already: not made again
     cfg = task_config(target, root=root)
     with task_file_lock(target, cfg):
         try:
@@ -154,13 +154,15 @@ def edit_task(path: PathLike, *, root: Optional[PathLike] = None, durable: bool 
             raise NotFoundError("task file does not exist", path=target) from None
         document = TaskDocument(text, target)
         yield document
-        if document.changed:
+        after = document.render()
+        if after != text:
             try:
                 before: Optional[int] = os.stat(target.parent).st_mtime_ns
             except OSError:
                 before = None
-            atomic_write(target, document.render(), fsync=durable)
-            remember(target, document, before)
+            payload = after.encode("utf-8")
+            atomic_write(target, payload, fsync=durable)
+            remember(target, document, before, payload)
 
 
 def set_fields(path: PathLike, values: Mapping[str, Any], *, root: Optional[PathLike] = None,

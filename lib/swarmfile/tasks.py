@@ -493,10 +493,12 @@ def assemble(title: str, title_line: int, fields: dict[str, str], field_lines: d
               files: tuple[str, ...], path: Optional[Path]) -> Task:
     """The Task of a scanned file: its title line, header fields, sections, checklist and files."""
     where = path if path is not None else "<text>"
+    keyed: dict[str, str] = {}
+    for name, value in fields.items():  # the first of two spellings of one field wins, as before
+        keyed.setdefault(field_key(name), value)
 
     def get(name: str) -> Optional[str]:
-        wanted = field_key(name)
-        return next((v for k, v in fields.items() if field_key(k) == wanted), None)
+        return keyed.get(field_key(name))
 
     task_id, title_text = _title_id(title, where, title_line)
     if task_id is None:

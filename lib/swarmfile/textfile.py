@@ -33,12 +33,12 @@ def _line_of_byte(data: bytes, index: int) -> int:
 
 def read_text(path: PathLike) -> str:
     """The UTF-8 text of ``path``; ParseError with the line of the first invalid byte."""
-    target = Path(path)
-    data = target.read_bytes()
+    with open(path, "rb") as handle:
+        data = handle.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError(
-            f"is not valid UTF-8 (byte {exc.start})", path=target, line=_line_of_byte(data, exc.start),
+            f"is not valid UTF-8 (byte {exc.start})", path=Path(path), line=_line_of_byte(data, exc.start),
             hint="fix or restore the file; it was not changed",
         ) from None
