@@ -78,6 +78,18 @@ def test_append_rejects_bad_values_and_writes_nothing(workspace, call):
     assert (workspace / "events.yaml").read_bytes() == before
 
 
+def test_values_found_valid_before_do_not_let_an_invalid_one_through(workspace):
+    """make_event remembers the types and ids it checked: an id is still no type, and a bad value still fails."""
+    events.append_event("tick", agent="Planner", task_id="TASK-1")
+    with pytest.raises(ValidationError):
+        events.append_event("Planner", agent="a")  # a valid agent id, not a valid type
+    with pytest.raises(ValidationError):
+        events.append_event("TASK-1", agent="a")
+    with pytest.raises((ValidationError, InvalidIdError)):
+        events.append_event("tick", agent="Planner/x")
+    assert [e["agent"] for e in events.read_events()] == ["Planner"]
+
+
 @pytest.mark.parametrize("content", [None, "", "# the log\n"])
 def test_missing_or_empty_log_starts_with_header(workspace, content):
     path = workspace / "events.yaml"
@@ -370,6 +382,23 @@ def test_an_append_checks_the_log_again_unless_it_is_as_the_last_append_left_it(
     assert _bytes_read_by(monkeypatch, append) == 0
     assert [(e["type"], e["agent"]) for e in events.read_events(root=workspace)] == \
         [("tick", "w0")] * 2 + [("tick", "w1")] + [("tick", "w0")] * 2 + [("repaired", "w0"), ("tick", "w0")]
+
+
+def test_a_log_edited_in_place_to_the_same_size_between_two_appends_is_checked_again(workspace):
+    """The note is compared with what this process left without formatting the log's stat: a change that
+    keeps the size (an editor writing in place) still changes the ctime, and the next append checks it all."""
+    log = workspace / "events.yaml"
+    events.append_event("tick", "w0", root=workspace)
+    before = log.stat().st_ctime_ns
+    broken = log.read_bytes().replace(b"events:", b"evento:", 1)  # same size; appends would not join it
+    while True:  # the ctime moves with the kernel's clock tick: write until it has
+        with open(log, "r+b") as handle:
+            handle.write(broken)
+        if log.stat().st_ctime_ns != before:
+            break
+    with pytest.raises(ValidationError, match="does not start with"):
+        events.append_event("tick", "w0", root=workspace)
+    assert log.read_bytes() == broken
 
 
 @pytest.mark.parametrize("how", ["rotated", "replaced"])

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from swarmfile import fileio
+from swarmfile import fileio, flow_text
 from swarmfile.errors import LockTimeout, NotFoundError, ParseError, ValidationError
 from procs import run_together
 
@@ -261,6 +261,22 @@ def test_fast_flow_writes_plain_words_bare():
     assert fileio.dump_flow({"type": "started", "agent": "executor-1", "n": 3, "ok": True, "x": None}) == \
         "{type: started, agent: executor-1, n: 3, ok: true, x: null}"
     assert fileio.dump_flow({"t": "2026-11-22T10:00:00.123Z", "q": "yes"}) == "{t: '2026-11-22T10:00:00.123Z', q: 'yes'}"
+
+
+def test_a_flow_line_is_the_same_text_whether_its_keys_and_words_were_seen_before_or_not():
+    """dump_flow keeps a template per key order and the plain words it met: the text must not depend on them."""
+    event = {"timestamp": "2026-11-22T10:00:00.123Z", "type": "progress", "agent": "executor-1", "count": 3,
+             "note": "it's 100%", "ok": True, "x": None, "f": 1.5, "l": [1, "two words", {"k": "No"}]}
+    expected = ("{timestamp: '2026-11-22T10:00:00.123Z', type: progress, agent: executor-1, count: 3, "
+                "note: 'it''s 100%', ok: true, x: null, f: 1.5, l: [1, 'two words', {k: 'No'}]}")
+    flow_text._HEADS.clear()
+    flow_text._PLAIN_WORDS.clear()
+    assert fileio.dump_flow(event) == expected  # first sight
+    assert fileio.dump_flow(event) == expected  # from the template and the remembered words
+    same_keys = dict(event, type="yes", agent="%s", count="3")  # same keys, values that need quotes
+    assert fileio.load_yaml_text(fileio.dump_flow(same_keys)) == same_keys
+    assert fileio.dump_flow({}) == "{}"
+    assert fileio.load_yaml_text(fileio.dump_flow({"a b": 1, "n": 2})) == {"a b": 1, "n": 2}  # no template: yaml
 
 
 def test_lock_holder_record_is_rewritten_in_place_not_appended(tmp_path):

@@ -107,6 +107,7 @@ def test_kept_descriptors_are_bounded(tmp_path):
         with locks.locked(tmp_path / f"t{i}", lock_dir=lock_dir):
             pass
     assert len(os.listdir("/proc/self/fd")) - before <= locks._IDLE_MAX
+    assert len(locks._sidecars.idle) <= 2 * locks._IDLE_MAX  # paths whose descriptors were closed are dropped too
 
 
 def test_waits_are_made_by_kept_waiter_threads_and_still_exclude(tmp_path):
@@ -139,6 +140,8 @@ def test_a_note_is_left_for_the_next_holder_and_only_under_the_lock(tmp_path):
         locks.leave_note(sidecar, b"append 1 2 3")
         with pytest.raises(ValueError):
             locks.leave_note(sidecar, b"x" * locks.NOTE_WIDTH)
+        with pytest.raises(ValueError):
+            locks.leave_note(sidecar, b"two\nlines")
     with locks.locked(target, lock_dir=lock_dir) as sidecar:
         assert locks.read_note(sidecar) == b"append 1 2 3"
     with pytest.raises(RuntimeError):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
 
-__all__ = ["HOSTNAME", "utc_now", "format_ts", "parse_ts", "seconds_since", "in_seconds"]
+__all__ = ["HOSTNAME", "utc_now", "format_ts", "now_ts", "parse_ts", "seconds_since", "in_seconds"]
 
 # This machine's name in leases and liveness: $SWARM_HOST when set (two "hosts" on one machine, in
 # tests or containers sharing a pid namespace), else the kernel's node name (socket.gethostname()
@@ -36,6 +37,25 @@ def format_ts(moment: Optional[datetime] = None) -> str:
     # Not strftime: every event and lease stamps one, and strftime cost four times this.
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (moment.year, moment.month, moment.day, moment.hour,
                                                   moment.minute, moment.second, moment.microsecond // 1000)
+
+
+# (second, its text up to the seconds) of the last now_ts, swapped whole: threads read it unlocked.
+_second: tuple[int, str] = (-1, "")
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
+
+
+def now_ts() -> str:
+    """``format_ts()`` of now, made without a datetime: every event is stamped, and this costs a fifth.
+
+    The same text: both take the system clock's microseconds rounded down, then milliseconds.
+    """
+    global _second
+    micros = time.time_ns() // 1000
+    seconds = micros // 1_000_000
+    known = _second
+    if known[0] != seconds:
+        known = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return known[1] + _MILLIS[micros // 1000 % 1000]
 
 
 _OFFSET_NO_COLON = re.compile(r"([+-]\d{2})(\d{2})$")

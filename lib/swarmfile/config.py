@@ -223,7 +223,7 @@ class Config:
         return f"Config(root={str(self.root)!r})"
 
 
-_cache: dict[Path, tuple[Optional[int], Config]] = {}
+_cache: dict[str, tuple[Optional[int], Config]] = {}  # by swarm.yaml's path, a str: a Path hashes in Python
 # An absolute root as callers pass it (str or Path) -> (its Path, its swarm.yaml): every call of
 # every module starts here (an append_event costs two), and building the Path each time showed.
 _resolved: dict[Any, tuple[Path, str]] = {}
@@ -245,7 +245,7 @@ def load_config(*, root: Optional[PathLike] = None) -> Config:
         stamp: Optional[int] = os.stat(config_name).st_mtime_ns
     except FileNotFoundError:
         stamp = None
-    cached = _cache.get(resolved)
+    cached = _cache.get(config_name)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     config_file = resolved / "swarm.yaml"
@@ -266,7 +266,7 @@ def load_config(*, root: Optional[PathLike] = None) -> Config:
                 raise ValidationError(exc.reason, path=config_file, hint="fix swarm.yaml") from None
             _check_numbers(settings, config_file, config_file.read_text(encoding="utf-8", errors="replace"))
     config = Config(resolved, settings)
-    _cache[resolved] = (stamp, config)
+    _cache[config_name] = (stamp, config)
     return config
 
 

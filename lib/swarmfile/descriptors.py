@@ -42,6 +42,7 @@ class DescriptorPool:
 
     def __init__(self, opener: Callable[[str], int], limit: int) -> None:
         self.opener, self.limit = opener, limit
+        self.most_paths = 2 * limit  # paths kept with no descriptor left (one in use, or closed) before a sweep
         self.idle: OrderedDict[str, list[Kept]] = OrderedDict()
         self.count = 0
         self.mutex = threading.Lock()
@@ -51,17 +52,17 @@ class DescriptorPool:
         """A descriptor of the file ``path`` names now, and that file's stat: a kept one, else a new one."""
         with self.mutex:
             free = self.idle.get(path)
-            found = free.pop() if free else None
-            if found is not None:
+            if free:  # an emptied list stays (a path used once tends to be used again): no reshuffle per use
+                found: Optional[Kept] = free.pop()
                 self.count -= 1
-                if not free:
-                    del self.idle[path]
+            else:
+                found = None
         if found is not None:
             try:
                 st: Optional[os.stat_result] = os.lstat(path)
             except FileNotFoundError:
                 st = None
-            if st is not None and (st.st_dev, st.st_ino) == found.ident:
+            if st is not None and st.st_ino == found.ident[1] and st.st_dev == found.ident[0]:
                 return found, st
             os.close(found.fd)
         fd = self.opener(path)
@@ -77,19 +78,38 @@ class DescriptorPool:
         if kept.pid != _pid[0]:  # opened before a fork: shared with the parent
             os.close(kept.fd)
             return
-        closing = []
+        closing = None
         with self.mutex:
-            self.idle.setdefault(path, []).append(kept)
-            self.idle.move_to_end(path)
+            idle = self.idle
+            free = idle.get(path)
+            if free is None:
+                idle[path] = [kept]  # a new key goes last: the most recently used
+            else:
+                free.append(kept)
+                idle.move_to_end(path)
             self.count += 1
-            while self.count > self.limit:
-                oldest, free = next(iter(self.idle.items()))
+            if self.count > self.limit or len(idle) > self.most_paths:
+                closing = self._trim()
+        if closing:
+            for old in closing:
+                os.close(old.fd)
+
+    def _trim(self) -> list[Kept]:
+        """Drop the least recently used descriptors over the limit, and paths left with none once they are
+        many; the caller holds the mutex and closes what is returned."""
+        closing = []
+        idle = self.idle
+        while self.count > self.limit:
+            oldest, free = next(iter(idle.items()))
+            if free:
                 closing.append(free.pop(0))
                 self.count -= 1
-                if not free:
-                    del self.idle[oldest]
-        for old in closing:
-            os.close(old.fd)
+            if not free:
+                del idle[oldest]
+        if len(idle) > self.most_paths:
+            for path in [path for path, free in idle.items() if not free]:
+                del idle[path]
+        return closing
 
     def _forget(self) -> None:
         self.mutex = threading.Lock()  # it may have been held by a thread the fork left behind

@@ -28,7 +28,7 @@ from abc import abstractmethod
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
-from .clock import format_ts
+from .clock import now_ts
 from .config import validate_id
 from .errors import ValidationError
 from .store_check import WorkspaceStore
@@ -40,7 +40,29 @@ Since = Union[str, datetime, None]
 
 RESERVED = ("timestamp", "type", "agent", "task_id")  # set by make_event, never by data
 STREAM_ID = "stream_id"  # beside an event mirrored from a Redis stream (event_mirror), never in data
+_NOT_DATA = frozenset(RESERVED + (STREAM_ID,))
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+# Types and ids already found valid (exact str only, at most _KNOWN_MAX each): a loop stamps the same few on
+# every event, and a set lookup costs a fraction of the pattern match.
+_known_types: set[str] = set()
+_known_ids: set[str] = set()
+_KNOWN_MAX = 4096
+
+
+def _check_type(value: Any) -> None:
+    if not isinstance(value, str) or not _TYPE.fullmatch(value):
+        raise ValidationError(f"invalid event type {value!r}",
+                              hint="use a lowercase word: a-z first, then a-z, 0-9 or '_'")
+    if value.__class__ is str and len(_known_types) < _KNOWN_MAX:
+        _known_types.add(value)
+
+
+def _check_id(value: Any, kind: str) -> None:
+    validate_id(value, kind)
+    if value.__class__ is str and len(_known_ids) < _KNOWN_MAX:
+        _known_ids.add(value)
 
 
 def make_event(type: str, agent: str, task_id: Optional[str], data: dict[str, Any]) -> dict[str, Any]:
@@ -48,16 +70,21 @@ def make_event(type: str, agent: str, task_id: Optional[str], data: dict[str, An
 
     Raises ValidationError for a type that is not a lowercase word, a bad id, or a reserved key in ``data``.
     """
-    if not isinstance(type, str) or not _TYPE.fullmatch(type):
-        raise ValidationError(f"invalid event type {type!r}",
-                              hint="use a lowercase word: a-z first, then a-z, 0-9 or '_'")
-    event: dict[str, Any] = {"timestamp": format_ts(), "type": type, "agent": validate_id(agent, "agent id")}
+    if type.__class__ is not str or type not in _known_types:
+        _check_type(type)
+    known = _known_ids
+    if agent.__class__ is not str or agent not in known:
+        _check_id(agent, "agent id")
+    event: dict[str, Any] = {"timestamp": now_ts(), "type": type, "agent": agent}
     if task_id is not None:
-        event["task_id"] = validate_id(task_id, "task id")
-    for key, value in data.items():
-        if key in RESERVED or key == STREAM_ID:
-            raise ValidationError(f"event field {key!r} is set by append_event, not by data")
-        event[key] = value
+        if task_id.__class__ is not str or task_id not in known:
+            _check_id(task_id, "task id")
+        event["task_id"] = task_id
+    if data:
+        for key in data:
+            if key in _NOT_DATA:
+                raise ValidationError(f"event field {key!r} is set by append_event, not by data")
+        event.update(data)
     return event
 
 

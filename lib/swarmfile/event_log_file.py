@@ -45,9 +45,9 @@ from .event_check import append_problem, scan_log
 from .event_log import EventLog, Since, Types, make_event
 from .event_query import Matcher, matcher
 from .descriptors import Kept
-from .fileio import (YAML_ERROR, append_line_unlocked, append_state, atomic_write, dump_flow, keep_for_append,
-                     line_at, locked, sync_appended, take_for_append)
-from .locks import leave_note, read_note
+from .fileio import (YAML_ERROR, append_line_unlocked, append_state, append_whole, atomic_write, dump_flow,
+                     keep_for_append, line_at, locked, sync_appended, take_for_append)
+from .locks import pad_note
 from .store_check import ERROR, WARNING, Problem, read_problems
 from .yaml_log import FIX as _FIX
 from .yaml_log import (append_layout, archive_keys, classify, cut_torn_tail, identity, is_blank, is_entry, open_log,
@@ -75,6 +75,16 @@ class FileEventLog(EventLog):
     def __init__(self, cfg: Config, path: Optional[Path] = None) -> None:
         self.cfg = cfg
         self.path = cfg.events_file if path is None else path
+        # Read once: a Config is never changed (stores make a new log for a new one).
+        self._fsync = bool(cfg.get("events", "fsync"))
+        self._rotate_bytes = cfg.get("events", "rotate_bytes")
+        self._lock_dir, self._lock_timeout = str(cfg.lock_dir), cfg.lock_timeout
+        self._where = str(self.path)  # locks and kept descriptors are keyed by str: a Path converts in Python
+        # The note this process left last, as the sidecar holds it, and the stat key it says: found again
+        # (no one appended since), the log is known to be as it was left without formatting its stat.
+        self._left: tuple[bytes, tuple] = (b"", ())
+        self._idle_locks: list[locked] = []  # lock objects between appends, each used by one thread at a time
+        self._id_prefix: tuple[tuple[int, int], str] = ((-1, -1), "")  # (dev, ino) of the log -> "dev.ino:"
 
     def where(self) -> str:
         return str(self.path)
@@ -100,11 +110,17 @@ class FileEventLog(EventLog):
         """Append the event's line under the log's lock, then fsync it after letting go (see
         fileio.sync_appended: the fsyncs of concurrent writers share one flush); returns its id
         once it is durable."""
-        line = _entry_line(event)
-        fsync, limit = self._settings(rotate_bytes)
-        with self._lock() as sidecar:
-            written = self._write(sidecar, [line], event["agent"], fsync, limit)
-        return self._sync(written, fsync)
+        payload = (_entry_line(event) + "\n").encode("utf-8")
+        idle = self._idle_locks
+        try:
+            lock = idle.pop()  # atomic: two threads never get one object
+        except IndexError:
+            lock = self._lock()
+        with lock:
+            written = self._write(lock, payload, event["agent"], self._rotate_bytes if rotate_bytes is None else rotate_bytes)
+        if len(idle) < 8:
+            idle.append(lock)
+        return self._sync(written)
 
     def append_after(self, key: str, pending: Callable[[Optional[Any]], list[dict]], *,
                      rotate_bytes: Optional[int] = None) -> int:
@@ -115,21 +131,19 @@ class FileEventLog(EventLog):
         source never write an event twice, and a copier killed mid-way resumes where the file ends
         (a torn last line is not read, and is cut off by this append). The events go in one write.
         """
-        fsync, limit = self._settings(rotate_bytes)
-        with self._lock() as sidecar:
+        lock = self._lock()
+        with lock:
             events = pending(self._last_value(key))
             if not events:
                 return 0
-            written = self._write(sidecar, [_entry_line(event) for event in events], events[-1]["agent"], fsync, limit)
-        self._sync(written, fsync)
+            payload = "".join(_entry_line(event) + "\n" for event in events).encode("utf-8")
+            written = self._write(lock, payload, events[-1]["agent"],
+                                  self._rotate_bytes if rotate_bytes is None else rotate_bytes)
+        self._sync(written)
         return len(events)
 
-    def _settings(self, rotate_bytes: Optional[int]) -> tuple[bool, Optional[int]]:
-        cfg = self.cfg
-        return bool(cfg.get("events", "fsync")), cfg.get("events", "rotate_bytes") if rotate_bytes is None else rotate_bytes
-
-    def _lock(self) -> Any:
-        return locked(self.path, lock_dir=self.cfg.lock_dir, timeout=self.cfg.lock_timeout)
+    def _lock(self) -> locked:
+        return locked(self._where, lock_dir=self._lock_dir, timeout=self._lock_timeout)
 
     def _last_value(self, key: str) -> Optional[Any]:
         needle = f"{key}:".encode("utf-8")
@@ -145,10 +159,9 @@ class FileEventLog(EventLog):
                 return found[0][key]
         return None
 
-    def _write(self, sidecar: Path, lines: list[str], agent: str, fsync: bool,
-               limit: Optional[int]) -> tuple[Kept, int, int, str]:
-        """Append ``lines`` in one write, unsynced (the caller holds the lock, whose sidecar is given): (a
-        descriptor of the file written, where the write starts and ends, the id of the last line).
+    def _write(self, lock: locked, payload: bytes, agent: str, limit: Optional[int]) -> tuple[Kept, int, int, str]:
+        """Append ``payload`` (whole lines) in one write, unsynced, under ``lock`` (held): (a descriptor of
+        the file written, where the write starts and ends, the id of its last line).
 
         The lock's note says how the last append left the log (fileio.append_state): found so, the log
         is known to join the list and to end with a whole line, and the checks are skipped. Every
@@ -156,54 +169,62 @@ class FileEventLog(EventLog):
         stat key, so the next append checks it all again.
         """
         path = self.path
-        kept, st = take_for_append(path)
+        kept, st = take_for_append(self._where)
         fd = kept.fd
         try:
-            first, whole_at = "", None
-            if read_note(sidecar) == append_state(st):
-                whole_at = st.st_size
+            found, left = lock.padded_note, self._left
+            if (found == left[0] and (st.st_size, st.st_ctime_ns, st.st_mtime_ns, st.st_ino, st.st_dev) == left[1]) \
+                    or found == pad_note(append_state(st)):  # the usual case: one write
+                start = st.st_size
+                end = append_whole(fd, payload, start, path)
             else:
-                first, replaced = self._prepare(fd, st.st_size, fsync)
+                first, replaced = self._prepare(fd, st.st_size)
                 if replaced:  # rewritten by an atomic replace: append to the new file
                     os.close(fd)
-                    kept, st = take_for_append(path)
+                    kept, st = take_for_append(self._where)
                     fd = kept.fd
-            payload = first + "".join(line + "\n" for line in lines)
-            result = append_line_unlocked(path, payload, fsync=False, fd=fd, whole_at=whole_at)
-            start = result.offset
-            end = start + len(payload.encode("utf-8"))
-            event_id = f"{st.st_dev}.{st.st_ino}:{end}"
-            if result.torn_tail is not None:
-                note = _entry_line(make_event("repaired", agent, None, {
-                    "file": path.name, "dropped_bytes": result.repaired_bytes,
-                    "dropped_text": result.torn_tail[:200]}))
-                end += len(note.encode("utf-8")) + 1
-                append_line_unlocked(path, note, fsync=False, fd=fd)
-                log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
-                            path, result.repaired_bytes)
-            leave_note(sidecar, append_state(os.fstat(fd)))
+                if first:
+                    payload = first.encode("utf-8") + payload
+                result = append_line_unlocked(path, payload.decode("utf-8"), fsync=False, fd=fd)
+                start = result.offset
+                end = start + len(payload)
+                if result.torn_tail is not None:
+                    note = _entry_line(make_event("repaired", agent, None, {
+                        "file": path.name, "dropped_bytes": result.repaired_bytes,
+                        "dropped_text": result.torn_tail[:200]}))
+                    end = append_whole(fd, (note + "\n").encode("utf-8"), end, path)
+                    log.warning("%s: a torn last line (%d bytes) was cut off; recorded as a 'repaired' event",
+                                path, result.repaired_bytes)
+            prefix = self._id_prefix
+            if prefix[0] != kept.ident:
+                prefix = self._id_prefix = (kept.ident, f"{st.st_dev}.{st.st_ino}:")
+            event_id = prefix[1] + str(start + len(payload))
+            after = os.fstat(fd)
+            lock.leave_note(append_state(after))
+            self._left = (lock.padded_note, (after.st_size, after.st_ctime_ns, after.st_mtime_ns, after.st_ino,
+                                             after.st_dev))
             if limit and end >= limit:
-                self._rotate(fsync)
+                self._rotate()
         except BaseException:
             os.close(fd)
             raise
         return kept, start, end, event_id
 
-    def _sync(self, written: tuple[Kept, int, int, str], fsync: bool) -> str:
+    def _sync(self, written: tuple[Kept, int, int, str]) -> str:
         """fsync what ``_write`` wrote, after the lock (keeps its descriptor for the next append, or
         closes it when the fsync failed); the id of its last line."""
         kept, start, end, event_id = written
-        if fsync:
+        if self._fsync:
             try:  # the descriptor follows the file through a rotation: the fsync reaches the line
                 sync_appended(kept.fd, start, end, relock=self._lock, close=False)
             except OSError as exc:
                 if exc.filename is None:
                     exc.filename = os.fspath(self.path)
                 raise
-        keep_for_append(self.path, kept)
+        keep_for_append(self._where, kept)
         return event_id
 
-    def _prepare(self, fd: int, size: int, fsync: bool) -> tuple[str, bool]:
+    def _prepare(self, fd: int, size: int) -> tuple[str, bool]:
         """Check under the lock that a line appended to the log open at ``fd`` (``size`` bytes) joins the
         list: (text to write first, whether the file was replaced to make it so)."""
         kind, at, body = append_layout(fd, self.path, size)
@@ -214,10 +235,10 @@ class FileEventLog(EventLog):
         # The one shape a line cannot be appended to that can be fixed without losing anything.
         data = read_at(fd, size, 0)
         line = data[at:body]
-        atomic_write(self.path, data[:at] + line.replace(b"[]", b"", 1) + data[body:], fsync=fsync)
+        atomic_write(self.path, data[:at] + line.replace(b"[]", b"", 1) + data[body:], fsync=self._fsync)
         return "", True
 
-    def _rotate(self, fsync: bool) -> Path:
+    def _rotate(self) -> Path:
         """Move the live log to a new archive and start a fresh one; the caller holds the lock."""
         path = self.path
         moment = utc_now()
@@ -231,7 +252,7 @@ class FileEventLog(EventLog):
                 break
             key = (key[0], key[1] + 1)
         os.rename(path, target)
-        atomic_write(path, HEADER, fsync=fsync)  # also fsyncs the directory, making the rename durable
+        atomic_write(path, HEADER, fsync=self._fsync)  # also fsyncs the directory, making the rename durable
         log.info("%s: rotated to %s", path, target.name)
         return target
 

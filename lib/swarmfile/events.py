@@ -69,10 +69,23 @@ def archives(*, root: Optional[PathLike] = None, events_file: Optional[PathLike]
 # ---------------------------------------------------------------------------- append
 
 
+# (Config, events_file, EventLog) of the last append: a loop appends to one log, and asking stores for it
+# on every event cost more than the checks of the event. Swapped whole, so threads read it unlocked.
+_last_log: tuple = (None, None, None)
+
+
 def _append(type: str, agent: str, task_id: Optional[str], root: Optional[PathLike],
             events_file: Optional[PathLike], rotate_bytes: Optional[int], data: dict[str, Any]) -> dict[str, Any]:
+    global _last_log
     event = make_event(type, agent, task_id, data)
-    _log(root, events_file)[1].append(event, rotate_bytes=rotate_bytes)
+    cfg = load_config(root=root)  # a new Config when swarm.yaml changed: then the log is asked for again
+    last = _last_log
+    if last[0] is cfg and last[1] == events_file:
+        store = last[2]
+    else:
+        store = event_log(cfg, events_file=events_file)
+        _last_log = (cfg, events_file, store)
+    store.append(event, rotate_bytes=rotate_bytes)
     return event
 
 

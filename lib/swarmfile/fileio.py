@@ -8,8 +8,9 @@ these functions, so the guarantees hold everywhere:
 * ``atomic_write(path, data)``: temp file in the same directory, fsync, ``os.replace``,
   fsync of the directory. Readers see the old file or the new one, never a mix.
 * ``append_line(path, line, lock_dir=...)``: one ``os.write`` of one whole line under the
-  lock, after repairing a torn last line left by a crash; a short write is rolled back. A log
-  appended to often keeps its descriptor between appends (``take_for_append``, descriptors.py)
+  lock, after repairing a torn last line left by a crash; a short write is rolled back
+  (``append_whole`` is that write alone, for a caller that knows the file ends with a whole line).
+  A log appended to often keeps its descriptor between appends (``take_for_append``, descriptors.py)
   and leaves ``append_state`` as the lock's note, so the next append need not check it again.
 * ``load_yaml_*`` / ``dump_yaml`` / ``dump_flow``: safe loading only (libyaml when present);
   a file that does not parse raises ParseError with file and line, and is never rewritten.
@@ -29,6 +30,7 @@ import yaml
 
 from .errors import HAND_FIX, NotFoundError, ParseError, ValidationError
 from .descriptors import DescriptorPool, Kept
+from .flow_text import flow_text
 from .locks import lock_path, locked
 from .textfile import read_text, split_lines  # re-exported: reading needs no lock nor YAML (textfile.py)
 
@@ -38,6 +40,7 @@ __all__ = [
     "atomic_write",
     "append_line",
     "append_line_unlocked",
+    "append_whole",
     "append_state",
     "open_for_append",
     "sync_appended",
@@ -302,21 +305,33 @@ def append_line_unlocked(
         payload = line.encode("utf-8")
         if size == 0 and header:
             payload = header.encode("utf-8") + payload
-        try:
-            written = _write_all(fd, payload)
-            if written != len(payload):
-                raise OSError(errno.EIO, f"short write to {path} ({written} of {len(payload)} bytes)")
-            if fsync:
-                os.fsync(fd)
-        except OSError as exc:
-            os.ftruncate(fd, size)  # roll back the partial line: all or nothing
-            if exc.filename is None:
-                exc.filename = os.fspath(path)
-            raise
+        append_whole(fd, payload, size, path, fsync=fsync)
         return AppendResult(offset=size, repaired_bytes=removed, torn_tail=torn)
     finally:
         if own:
             os.close(fd)
+
+
+def append_whole(fd: int, payload: bytes, size: int, path: PathLike, *, fsync: bool = False) -> int:
+    """Append ``payload`` (whole lines) in one ``os.write`` to the file open at ``fd`` (``open_for_append``),
+    which is ``size`` bytes long and ends with a whole line; the caller holds its lock. Returns where the
+    file now ends.
+
+    If the write comes up short, or fails, or (``fsync``) the fsync fails, the file is cut back to
+    ``size`` and OSError raised, naming ``path``: an append is all there or not there.
+    """
+    try:
+        written = _write_all(fd, payload)
+        if written != len(payload):
+            raise OSError(errno.EIO, f"short write to {path} ({written} of {len(payload)} bytes)")
+        if fsync:
+            os.fsync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, size)  # roll back the partial line: all or nothing
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise
+    return size + written
 
 
 def append_state(st: os.stat_result) -> bytes:
@@ -518,78 +533,9 @@ def dump_yaml(data: Any) -> str:
                      allow_unicode=True, width=100)
 
 
-# A string YAML reads back as the same string when written bare: starts with a letter, holds
-# only these characters, and is none of YAML 1.1's bool/null words.
-_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
-_NOT_PLAIN = frozenset("y Y n N yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF "
-                       "null Null NULL".split())
-
-
-_PLAIN_KEYS: dict[str, bool] = {}  # whether a key seen before is written bare (events use a handful)
-
-
-def _flow_str(value: str) -> Optional[str]:
-    if _PLAIN.fullmatch(value) and value not in _NOT_PLAIN:
-        return value
-    if value.isprintable() and "\ufeff" not in value:
-        return "'" + value.replace("'", "''") + "'"
-    return None
-
-
-def _fast_flow(value: Any) -> Optional[str]:
-    """The flow text of simple values (what events are made of), or None to let yaml do it.
-
-    An event append is dominated by fsync; after that by yaml's representer. Writing plain
-    scalars, single-quoted strings, numbers, lists and mappings directly is several times
-    faster, and anything unusual still goes through yaml (tests check both read back equal).
-    """
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    kind = type(value)
-    if kind is str:
-        return _flow_str(value)
-    if kind is int:
-        return str(value)
-    if kind is float:
-        text = repr(value)
-        return text if "." in text and "e" not in text and "n" not in text else None
-    if kind is list or kind is tuple:
-        parts = [_fast_flow(item) for item in value]
-        return None if None in parts else "[" + ", ".join(parts) + "]"  # type: ignore[arg-type]
-    if kind is dict:
-        parts = []
-        for key, item in value.items():
-            if type(key) is not str:
-                return None
-            plain = _PLAIN_KEYS.get(key)
-            if plain is None:
-                plain = bool(_PLAIN.fullmatch(key)) and key not in _NOT_PLAIN
-                if len(_PLAIN_KEYS) < 4096:
-                    _PLAIN_KEYS[key] = plain
-            if not plain:
-                return None
-            kind = type(item)
-            text: Optional[str]
-            if kind is str:  # the usual values, straight to their rule
-                text = _flow_str(item)
-            elif kind is int:
-                text = str(item)
-            else:
-                text = _fast_flow(item)
-            if text is None:
-                return None
-            parts.append(f"{key}: {text}")
-        return "{" + ", ".join(parts) + "}"
-    return None
-
-
 def dump_flow(data: Any) -> str:
     """``data`` as one line of flow-style YAML, without the newline."""
-    fast = _fast_flow(data)
+    fast = flow_text(data)
     if fast is not None:
         return fast
     text = yaml.dump(data, Dumper=_FlowDumper, default_flow_style=True, sort_keys=False,

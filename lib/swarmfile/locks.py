@@ -9,7 +9,8 @@ The only module that touches portalocker or fcntl (fileio re-exports ``locked`` 
   now (a descriptor kept from before is not used).
 * The first bytes of a sidecar say who holds it exclusively, for the LockTimeout of whoever waits
   next; the next ``NOTE_WIDTH`` bytes are a note the holder may leave for the next holder
-  (``read_note``/``leave_note``: the event log says there how it left the log).
+  (``read_note``/``leave_note``, or ``padded_note``/``leave_note`` of the lock in hand: the event log
+  says there how it left the log).
 * A process keeps the descriptors of the sidecars it let go of, for its next lock of the same
   file (descriptors.py: one user at a time, never across a fork, never once the path names
   another file).
@@ -49,7 +50,7 @@ from .clock import HOSTNAME, format_ts  # noqa: E402
 from .descriptors import DescriptorPool, Kept, this_pid  # noqa: E402
 from .errors import LockTimeout  # noqa: E402
 
-__all__ = ["locked", "lock_path", "read_note", "leave_note", "NOTE_WIDTH"]
+__all__ = ["locked", "lock_path", "read_note", "leave_note", "pad_note", "NOTE_WIDTH"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -163,7 +164,7 @@ if hasattr(os, "register_at_fork"):
 # Plain ints where fcntl is there: portalocker's are IntFlag members, and their "|" costs more than the flock.
 _SHARED, _EXCLUSIVE = ((fcntl.LOCK_SH, fcntl.LOCK_EX) if fcntl is not None
                        else (portalocker.LOCK_SH, portalocker.LOCK_EX))
-_held: dict[tuple[int, str], list] = {}  # (thread, sidecar) -> [descriptor, note] of each exclusive lock held
+_held: dict[tuple[int, str], "locked"] = {}  # (thread, sidecar) -> each exclusive lock of a sidecar held
 
 
 class locked:
@@ -176,7 +177,7 @@ class locked:
     context manager cost a third of the lock.)
     """
 
-    __slots__ = ("target", "sidecar", "key", "at", "timeout", "shared", "error", "handle")
+    __slots__ = ("target", "sidecar", "key", "at", "timeout", "shared", "error", "handle", "padded_note")
 
     def __init__(self, target: PathLike, *, lock_dir: PathLike, timeout: float = 30.0, shared: bool = False,
                  error: type = LockTimeout, many: bool = False) -> None:
@@ -187,26 +188,31 @@ class locked:
         else:
             self.sidecar, self.key = _sidecar_of(target, lock_dir)  # str keys: a Path hashes in Python
         self.handle: Optional[Kept] = None
+        self.padded_note = b""  # the note as the sidecar holds it (``pad_note``), read when the lock is taken
 
     def __enter__(self) -> Path:
-        sidecar, key, timeout, at = self.sidecar, self.key, self.timeout, self.at
+        key, at = self.key, self.at
         flags = _SHARED if self.shared else _EXCLUSIVE
-        handle, _ = _sidecars.take(key)
+        handle = _sidecars.take(key)[0]
+        fd = handle.fd
         try:
-            taken = _lock_now(handle.fd, flags, at) or (timeout > 0 and _spin(handle.fd, flags, at))
+            if at is None and fcntl is not None:  # a sidecar's flock, tried here: the usual case, on every append
+                try:
+                    fcntl.flock(fd, flags | fcntl.LOCK_NB)
+                    taken = True
+                except BlockingIOError:
+                    taken = False
+            else:
+                taken = _lock_now(fd, flags, at)
+            if not taken:
+                taken = self.timeout > 0 and _spin(fd, flags, at)
         except BaseException:  # e.g. KeyboardInterrupt between two tries: the lock may be held
-            os.close(handle.fd)
+            os.close(fd)
             raise
         if not taken:
-            if timeout <= 0:  # no wait asked for: no thread either
-                holder = _holder_of(sidecar, at, handle.fd)
-                _sidecars.give_back(key, handle)
-                raise self.error(self.target, timeout, holder=holder) from None
-            # The descriptor is now the waiter's if we give up (see _wait_for): it closes it.
-            if not _wait_for(handle.fd, flags, timeout, at):
-                raise self.error(self.target, timeout, holder=_holder_of(sidecar, at)) from None
+            self._wait(handle, flags)
         self.handle = handle
-        if not self.shared:
+        if flags == _EXCLUSIVE:
             try:
                 # Who holds it, for the LockTimeout of whoever waits next. Written in place over the
                 # last holder's record, padded to a fixed width: no truncate, so no metadata change for
@@ -214,26 +220,57 @@ class locked:
                 # when it already says this (this process, this second).
                 # The note is read with it: no one else writes it while this lock is held.
                 record = _holder_record()
-                slot = _holder_slot(at)
-                head = os.pread(handle.fd, _HOLDER_WIDTH + (NOTE_WIDTH if at is None else 0), slot)
-                if head[:_HOLDER_WIDTH] != record:
-                    os.pwrite(handle.fd, record, slot)
+                if at is None:
+                    head = os.pread(fd, _HOLDER_WIDTH + NOTE_WIDTH, 0)
+                    if not head.startswith(record):  # the record is _HOLDER_WIDTH bytes
+                        os.pwrite(fd, record, 0)
+                    self.padded_note = head[_HOLDER_WIDTH:]
+                    _held[(threading.get_ident(), key)] = self
+                else:
+                    slot = _holder_slot(at)
+                    if os.pread(fd, _HOLDER_WIDTH, slot) != record:
+                        os.pwrite(fd, record, slot)
             except BaseException:
                 self.handle = None
-                os.close(handle.fd)
+                os.close(fd)
                 raise
-            if at is None:  # notes are a sidecar's (one file, one note)
-                _held[(threading.get_ident(), key)] = [handle.fd, head[_HOLDER_WIDTH:].rstrip(b" \n\0")]
-        return sidecar
+        return self.sidecar
+
+    def _wait(self, handle: Kept, flags: int) -> None:
+        """Wait for the lock found held (the descriptor is the waiter's if we give up: see _wait_for)."""
+        timeout, at = self.timeout, self.at
+        if timeout <= 0:  # no wait asked for: no thread either
+            holder = _holder_of(self.sidecar, at, handle.fd)
+            _sidecars.give_back(self.key, handle)
+            raise self.error(self.target, timeout, holder=holder) from None
+        if not _wait_for(handle.fd, flags, timeout, at):
+            raise self.error(self.target, timeout, holder=_holder_of(self.sidecar, at)) from None
+
+    @property
+    def note(self) -> bytes:
+        """The note the last exclusive holder of this sidecar left (b"" if none), read when it was taken."""
+        return self.padded_note.rstrip(b" \n\0")
+
+    def leave_note(self, note: bytes) -> None:
+        """Leave ``note`` for the next holder (see the module's ``leave_note``); this lock is held exclusively."""
+        handle = self.handle
+        if handle is None or self.shared or self.at is not None:
+            raise RuntimeError(f"{self.sidecar}: a lock note is left only under the exclusive lock of a sidecar")
+        if len(note) >= NOTE_WIDTH or note.find(b"\n") >= 0:  # (``in`` tries the needle as a number first)
+            raise ValueError(f"a lock note is one line under {NOTE_WIDTH} bytes, got {note[:40]!r}")
+        padded = pad_note(note)
+        os.pwrite(handle.fd, padded, _HOLDER_WIDTH)  # in place, like the holder record
+        self.padded_note = padded
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
         handle, self.handle = self.handle, None
         if handle is None:  # pragma: no cover - exited without entering
             return
-        if not self.shared and self.at is None:
+        at = self.at
+        if at is None and not self.shared:
             _held.pop((threading.get_ident(), self.key), None)
         if kind is None:
-            _release(self.key, handle, self.at)
+            _release(self.key, handle, at)
         else:
             os.close(handle.fd)  # closing releases the lock: after a failure nothing is kept
 
@@ -253,7 +290,7 @@ def _release(sidecar: str, handle: Kept, at: Optional[int] = None) -> None:
     _sidecars.give_back(sidecar, handle)
 
 
-def _held_lock(sidecar: Path) -> list:
+def _held_lock(sidecar: Path) -> locked:
     held = _held.get((threading.get_ident(), os.fspath(sidecar)))
     if held is None:
         raise RuntimeError(f"{sidecar}: a lock note is read and left only under the exclusive lock")
@@ -266,17 +303,19 @@ def read_note(sidecar: Path) -> bytes:
     A note says nothing about a file unless every writer of that file leaves it: a reader must
     check it against the file (the event log compares it with the log's stat key).
     """
-    return _held_lock(sidecar)[1]
+    return _held_lock(sidecar).note
 
 
 def leave_note(sidecar: Path, note: bytes) -> None:
     """Leave ``note`` (at most NOTE_WIDTH - 1 bytes, one line) for the next holder; the caller holds
-    the lock exclusively. Written in place, like the holder record."""
-    if len(note) >= NOTE_WIDTH or b"\n" in note:
-        raise ValueError(f"a lock note is one line under {NOTE_WIDTH} bytes, got {note[:40]!r}")
-    held = _held_lock(sidecar)
-    os.pwrite(held[0], note.ljust(NOTE_WIDTH - 1) + b"\n", _HOLDER_WIDTH)
-    held[1] = note
+    the lock exclusively (``locked.leave_note`` does the same for the lock in hand)."""
+    _held_lock(sidecar).leave_note(note)
+
+
+def pad_note(note: bytes) -> bytes:
+    """``note`` as a sidecar holds it: padded with spaces to NOTE_WIDTH, ending with a newline (compare
+    it with ``locked.padded_note`` to skip the strip)."""
+    return note.ljust(NOTE_WIDTH - 1) + b"\n"
 
 
 def _range_lock(fd: int, flags: int, at: int, wait: bool) -> None:
