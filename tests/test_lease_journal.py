@@ -410,17 +410,22 @@ def test_held_view_decodes_a_record_whose_fields_are_not_plainly_whole(workspace
         reader.read("T-2")
 
 
+def move_aside_and_put_back(journal: Path) -> Path:
+    """What a person may do: rename the journal to a backup (still linked) and copy it back; the backup."""
+    backup = journal.with_name("journal-backup.jsonl")
+    os.rename(journal, backup)
+    journal.write_bytes(backup.read_bytes())  # a copy: a new file under the journal's name
+    return backup
+
+
 def test_a_journal_moved_aside_and_put_back_by_hand_gets_the_next_record(workspace):
     """A process appends through the descriptor it keeps of the journal: it must append to the file the
     journal's name holds now, not to the one a person moved aside (still linked, as a backup) and copied back."""
     journal_ws(workspace)
     table = fresh_table(workspace)
     put(table, "T-1", 1)
-    journal = Path(table.where("T-1"))
-    backup = journal.with_name("journal-backup.jsonl")
-    os.rename(journal, backup)
+    backup = move_aside_and_put_back(Path(table.where("T-1")))
     backup_bytes = backup.read_bytes()
-    journal.write_bytes(backup_bytes)  # a copy: a new file under the journal's name
     put(table, "T-2", 1)
     assert backup.read_bytes() == backup_bytes
     assert [x.task_id for x in fresh_table(workspace).list()] == ["T-1", "T-2"]
@@ -432,9 +437,6 @@ def test_a_reader_sees_records_appended_to_a_journal_put_back_by_hand(workspace)
     journal_ws(workspace)
     reader = fresh_table(workspace)
     put(reader, "T-1", 1)
-    journal = Path(reader.where("T-1"))
-    backup = journal.with_name("journal-backup.jsonl")
-    os.rename(journal, backup)
-    journal.write_bytes(backup.read_bytes())
+    move_aside_and_put_back(Path(reader.where("T-1")))
     put(fresh_table(workspace), "T-2", 1)
     assert reader.read("T-2") is not None and reader.read("T-2").token == 1
