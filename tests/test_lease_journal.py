@@ -400,11 +400,13 @@ def test_held_view_decodes_a_record_whose_fields_are_not_plainly_whole(workspace
     journal = workspace / ".swarm" / "leases" / "journal-0.jsonl"
     record = json.loads(journal.read_text())
     record.update(task_id="T-2", token="two", expires_at="2999-01-01T00:00:00.000Z")
+    odd_state = dict(record, task_id="T-3", token=1, state=["held"])
     with journal.open("a") as handle:
-        handle.write(json.dumps(record, separators=(",", ":")) + "\n")  # as written: decoded only when asked
+        for line in (record, odd_state):  # as written: decoded only when asked
+            handle.write(json.dumps(line, separators=(",", ":")) + "\n")
     reader = fresh_table(workspace)
     view = reader.held_view(reader.now())
-    assert view("T-2") is False
+    assert view("T-2") is False and view("T-3") is False
     assert reader.held_view(reader.now()) is None
     with pytest.raises(ParseError):
         reader.read("T-2")

@@ -146,7 +146,7 @@ class _Index:
         if type(data) is dict:
             state, expires = data.get("state", "held"), data.get("expires_at")
             if state != "held":
-                return None if state in _ENDED else self._held_of(self.lease(task_id))
+                return None if type(state) is str and state in _ENDED else self._held_of(self.lease(task_id))
             if (type(expires) is str and type(data.get("agent_id")) is str
                     and type(data.get("acquired_at")) is str and type(data.get("token")) is int
                     and _readable(expires)):
