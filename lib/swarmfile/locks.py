@@ -196,16 +196,7 @@ class locked:
         handle = _sidecars.take(key)[0]
         fd = handle.fd
         try:
-            if at is None and fcntl is not None:  # a sidecar's flock, tried here: the usual case, on every append
-                try:
-                    fcntl.flock(fd, flags | fcntl.LOCK_NB)
-                    taken = True
-                except BlockingIOError:
-                    taken = False
-            else:
-                taken = _lock_now(fd, flags, at)
-            if not taken:
-                taken = self.timeout > 0 and _spin(fd, flags, at)
+            taken = _lock_now(fd, flags, at) or (self.timeout > 0 and _spin(fd, flags, at))
         except BaseException:  # e.g. KeyboardInterrupt between two tries: the lock may be held
             os.close(fd)
             raise
