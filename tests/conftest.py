@@ -18,12 +18,14 @@ for entry in (str(LIB), str(TESTS)):
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative path (a symlink as its target), lock sidecars left
-    out: they hold the last holder's pid. Compare two to prove nothing was changed."""
+    """Every file under ``root`` by relative path (a symlink as its target), lock sidecars and the
+    task index left out: the sidecars hold the last holder's pid, and the index is a cache that any
+    listing (ready, status) may write. Compare two to prove nothing was changed."""
     found = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if rel.startswith(".swarm/locks") or (path.is_dir() and not path.is_symlink()):
+        if rel.startswith(".swarm/locks") or rel == ".swarm/task-index.marshal" \
+                or (path.is_dir() and not path.is_symlink()):
             continue
         found[rel] = b"-> " + os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
     return found

@@ -345,6 +345,51 @@ def test_a_task_from_the_index_equals_the_parsed_file(workspace, trust_all, head
     full = tasks.parse_task(path.read_text(), path)
     assert task_index.is_summary(task) and task.to_dict() == full.to_dict()
     assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
+    assert task.checklist_counts == full.checklist_counts == (0, 0)
+
+
+def test_a_task_from_the_index_counts_its_checklist_without_reading_its_file(workspace, trust_all):
+    path = write(workspace, "T-1", extra="\n## Notes\n\n- [x] three\n- [X] four\n")
+    cold_listing(workspace)
+    task = cold_listing(workspace)["T-1"]
+    assert task_index.is_summary(task) and task.checklist_counts == (3, 4)
+    assert "checklist" not in vars(task)  # the file was not read for it
+    assert tasks.parse_task(path.read_text(), path).checklist_counts == (3, 4)
+
+
+def test_status_from_the_index_is_the_status_from_the_files_and_sees_a_checklist_edit(workspace, trust_all, parsed):
+    from swarmfile import swarm
+
+    write(workspace, "T-1")
+    write(workspace, "T-2", status="in_progress", folder="epic-a")
+    write(workspace, "T-3", extra="**Depends On:** T-4")
+    write(workspace, "T-4", extra="**Depends On:** T-3")  # a cycle, named by status
+    # RALF left files in completed/ whose Status line still says pending: the folder decides.
+    (workspace / "tasks" / "completed" / "T-0.md").write_text("# T-0: done\n\n**Status:** pending\n\n- [x] a\n")
+
+    def status() -> dict:
+        task_store.clear_cache()
+        found = swarm.collect_status(root=workspace)
+        found.pop("events")
+        return found
+
+    first = status()  # no index yet: every file parsed
+    assert len(parsed) == 5 and index_of(workspace).is_file()
+    parsed.clear()
+    assert status() == first and parsed == []  # from the index: nothing parsed, the same document
+    assert {t["task_id"]: t["items"] for ts in first["tasks"].values() for t in ts} == {
+        "T-0": "1/1", "T-1": "1/2", "T-2": "1/2", "T-3": "1/2", "T-4": "1/2"}
+    assert [t["task_id"] for t in first["tasks"]["completed"]] == ["T-0"]
+    assert first["dependency_cycles"] == [["T-3", "T-4", "T-3"]]
+    assert {t["path"] for t in first["tasks"]["in_progress"]} == {str(workspace / "tasks" / "active" / "epic-a" / "T-2.md")}
+    path = workspace / "tasks" / "active" / "T-1.md"
+    with open(path, "r+b") as handle:  # an editor that saves in place, to the same size
+        text = handle.read()
+        handle.seek(0)
+        handle.write(text.replace(b"- [ ] one", b"- [x] one"))
+    after = status()
+    assert parsed == ["T-1.md"]
+    assert [t["items"] for t in after["tasks"]["pending"] if t["task_id"] == "T-1"] == ["2/2"]
 
 
 def test_a_task_from_the_index_reads_its_title_line_and_path_from_its_file(workspace, trust_all):

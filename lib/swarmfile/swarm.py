@@ -101,25 +101,31 @@ def _markdown_tasks(cfg: Any, holders: dict[str, str], moved: dict[str, str],
     ``moved``: the status of each task whose lease moved on since its file showed it (on a task board).
     """
     from . import task_graph
+    from .task_index import path_text
 
     by_status: dict[str, list[dict]] = {}
-    listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=errors)
+    # Through the task index: a status in a new process parses only the files changed since it was
+    # written (each file is still checked by its stat key, so an operator's edit shows at once).
+    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
+    listing = active + completed
     twice = task_graph.duplicate_ids(listing)
+    open_tasks = []
     for task in listing:
         # The folder decides: RALF left files in completed/ whose Status line still says pending.
         if task_store.is_finished(task, cfg):
             key = "completed"
         else:
             key = task.status.value if task.status else f"unknown ({task.status_text})"
-        done = sum(1 for item in task.checklist if item.checked)
+            open_tasks.append(task)
+        done, items = task.checklist_counts
         entry = {"task_id": task.task_id, "title": task.title, "priority": task.priority_text,
-                 "items": f"{done}/{len(task.checklist)}", "path": str(task.path), "holder": holders.get(task.task_id)}
+                 "items": f"{done}/{items}", "path": path_text(task), "holder": holders.get(task.task_id)}
         if task.task_id in moved and key != "completed" and moved[task.task_id] != key:
             entry["markdown_status"], key = key, moved[task.task_id]
         if task.task_id in twice:
             entry["duplicate_id"] = len(twice[task.task_id])
         by_status.setdefault(key, []).append(entry)
-    return by_status, twice, task_graph.find_cycles([t for t in listing if not task_store.is_finished(t, cfg)])
+    return by_status, twice, task_graph.find_cycles(open_tasks)
 
 
 def _board_tasks(cfg: Any, view: Any, holders: dict[str, str]) -> tuple[dict, list]:

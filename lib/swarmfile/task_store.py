@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
@@ -25,6 +26,7 @@ from .config import ID_PATTERN, Config, load_config, validate_id
 from .errors import NotFoundError, ValidationError
 from .fileio import atomic_write, locked, read_text
 from .task_document import KEEP, TaskDocument, render_task
+from .task_index import is_summary, path_text
 from .tasks import ChecklistItem, PathLike, Status, Task
 from .task_cache import (clear_cache, forget_cached, list_indexed, load_task, looks_like_task, remember, scan_tree,
                          unchanged_since_listing)
@@ -74,7 +76,17 @@ def is_finished(task: Task, cfg: Config) -> bool:
     whatever its Status line says (RALF left many there saying ``pending``)."""
     if task.status is Status.COMPLETED:
         return True
-    return task.path is not None and _inside(task.path, cfg.tasks_completed)
+    if not is_summary(task) and task.path is None:
+        return False
+    # The text of the path, not Path.relative_to (as lexical, and status asks it of 10,000 tasks);
+    # path_text makes no Path of a task from the index.
+    return path_text(task).startswith(_folder_prefix(cfg.tasks_completed))
+
+
+@lru_cache(maxsize=64)
+def _folder_prefix(folder: Path) -> str:
+    """The text every path inside ``folder`` starts with: the folder and a separator."""
+    return os.path.join(folder, "")
 
 
 def _inside(path: Path, directory: Path) -> bool:

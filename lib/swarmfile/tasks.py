@@ -265,6 +265,13 @@ class Task:
         return tuple(i for i in self.checklist if _CRITERIA_SECTION.match(i.section or ""))
 
     @property
+    def checklist_counts(self) -> tuple[int, int]:
+        """(items checked, items in all) of the checklist: what ``swarm.py status`` shows of it. A task
+        from the task index has it without reading its file."""
+        checklist = self.checklist
+        return (sum(item.checked for item in checklist), len(checklist))
+
+    @property
     def priority_rank(self) -> float:
         return priority_rank(self.priority or self.priority_text)
 

@@ -13,9 +13,9 @@ append (event appends, 1 and 8 writers, on files and on Redis with ``appendfsync
 and of a 200,000-event stream on Redis; Redis rows skipped without redis-server), doctor (``doctor.check`` of a workspace with a
 1,000,000-event log vs reading that log line by line once, both in a fresh process, with their
 peak RSS), heartbeat and discovery (10/100/1,000 agents vs a bare libyaml parse, heartbeat also
-vs a raw durable rewrite), cli (start-up of ``lib/agent_discovery.py --json`` and of
-``lib/claims.py ready --json`` on the largest latency workspace vs ``import yaml, portalocker``,
-with bytecode cached and as the environment leaves it).
+vs a raw durable rewrite), cli (start-up of ``lib/agent_discovery.py --json``, and
+``lib/claims.py ready --json`` and ``lib/swarm.py status`` on the largest latency workspace, vs
+``import yaml, portalocker``, with bytecode cached and as the environment leaves it).
 
 Prints a table (median and slow-tail p95 over repeated runs, the Swarmfile/baseline ratio of
 the medians, PASS/MISS against the targets) and writes JSON (default
@@ -715,6 +715,7 @@ def bench_cli(run: Run) -> None:
     workloads.write_tasks(ready_ws, workloads.task_specs(n, deps_every=10))
     workloads.settle_task_index(ready_ws)  # warm: written by an earlier process
     ready_cmd = [sys.executable, str(workloads.LIB / "claims.py"), "ready", "--json", "--root", str(ready_ws)]
+    status_cmd = [sys.executable, str(workloads.LIB / "swarm.py"), "status", "--root", str(ready_ws)]
     # Steady state: every module's bytecode cached (in the temp dir, not in lib/__pycache__), for
     # both commands alike. The inherited environment may forbid writing bytecode
     # (PYTHONDONTWRITEBYTECODE): then lib/ is compiled from source on every start, which the
@@ -733,7 +734,7 @@ def bench_cli(run: Run) -> None:
         return elapsed
 
     plan = [("swarm", swarm_cmd, cached), ("bare", bare_cmd, cached), ("ready", ready_cmd, cached),
-            ("swarm_env", swarm_cmd, inherited), ("bare_env", bare_cmd, inherited)]
+            ("status", status_cmd, cached), ("swarm_env", swarm_cmd, inherited), ("bare_env", bare_cmd, inherited)]
     for _, cmd, env in plan:
         once(cmd, env)  # fills the bytecode cache and the page cache
     times: dict[str, list[float]] = {name: [] for name, _, _ in plan}
@@ -746,6 +747,10 @@ def bench_cli(run: Run) -> None:
                    bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
     run.report.add("cli.ready", "cli", f"CLI claims.py ready --json, {n:,} tasks", "s", times["ready"],
                    "python -c 'import yaml, portalocker' (no redis-py)", times["bare"], {"kind": "ratio<=", "value": 1.5},
+                   tasks=n, task_index="settled, written by an earlier process",
+                   bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
+    run.report.add("cli.status", "cli", f"CLI swarm.py status, {n:,} tasks", "s", times["status"],
+                   "python -c 'import yaml, portalocker' (no redis-py)", times["bare"],
                    tasks=n, task_index="settled, written by an earlier process",
                    bytecode="cached (PYTHONPYCACHEPREFIX in the temp dir)")
     label = "CLI, no bytecode writes (as inherited)" if no_write else "CLI, environment as inherited"
