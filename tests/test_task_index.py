@@ -392,6 +392,22 @@ def test_status_from_the_index_is_the_status_from_the_files_and_sees_a_checklist
     assert [t["items"] for t in after["tasks"]["pending"] if t["task_id"] == "T-1"] == ["2/2"]
 
 
+def test_find_task_and_a_claim_by_id_in_a_new_process_parse_only_what_changed(workspace, trust_all, parsed):
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    cold_listing(workspace)  # writes the index
+    parsed.clear()
+    task_store.clear_cache()
+    assert task_store.find_task("T-07", root=workspace).path == workspace / "tasks" / "active" / "T-07.md"
+    task_store.clear_cache()
+    lease = claims.claim_task("T-05", "agent-1", root=workspace)  # looks for sub-tasks of T-05 too
+    assert parsed == [] and lease.task_id == "T-05"
+    write(workspace, "T-09", status="blocked")
+    task_store.clear_cache()
+    assert task_store.find_task("T-09", root=workspace).status is Status.BLOCKED
+    assert sorted(parsed) == ["T-05.md", "T-09.md"]  # the claim's Status line, the edit: read again
+
+
 def test_a_task_from_the_index_reads_its_title_line_and_path_from_its_file(workspace, trust_all):
     path = workspace / "tasks" / "active" / "T-1.md"
     path.write_text("\n\n# T-1: title\n\n**Status:** pending\n")  # the heading on line 3

@@ -265,8 +265,10 @@ def _judged_otherwise(listed: taskmod.Task, task: taskmod.Task) -> bool:
 
 
 def _has_children(cfg: Config, task_id: str) -> bool:
-    listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
-    return bool(task_graph.family(listing).children.get(task_id))
+    # Through the task index: a claim by id in a new process (an agent given its task) would
+    # otherwise parse every task file to learn whether one names this task as its parent.
+    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=[])
+    return bool(task_graph.family(active + completed).children.get(task_id))
 
 
 def claim_next(

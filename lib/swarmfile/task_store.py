@@ -101,13 +101,16 @@ def find_task(task_id: str, *, root: Optional[PathLike] = None) -> Task:
     """The task with this id, active or completed; ValidationError if two files claim it."""
     validate_id(task_id, "task id")
     errors: list = []
-    matches = [t for t in list_tasks(root=root, include_completed=True, errors=errors) if t.task_id == task_id]
+    # Through the task index: in a new process (a command given a task id, an agent given its task)
+    # only the files changed since it was written are parsed, not all of them.
+    cfg = load_config(root=root)
+    active, completed = list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
+    matches = [t for t in active + completed if t.task_id == task_id]
     if len(matches) > 1:
         raise ValidationError(f"task id {task_id} is used by two files: {matches[0].path} and {matches[1].path}",
                               path=matches[1].path, line=matches[1].title_line, task_id=task_id,
                               hint="rename one of the tasks or delete the stale copy")
     if not matches:
-        cfg = load_config(root=root)
         hint = f"{len(errors)} task file(s) did not parse, e.g. {errors[0]}" if errors else None
         raise NotFoundError(f"no task {task_id} in {cfg.tasks_active} or {cfg.tasks_completed}",
                             task_id=task_id, hint=hint)
