@@ -115,3 +115,59 @@ def test_cli_task_mode_excludes_itself(ralf, tmp_path):
     assert [m["task_id"] for m in json.loads(twin.stdout)["matches"]] == ["TASK-9"]
     missing = run("--task", tmp_path / "nope.md", cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
+
+
+def _brute_force(tasks_, title, text, limit, exclude=()):
+    """The rule of find_duplicates, task by task (what it did before DuplicateIndex): the reference."""
+    import os
+
+    title_words = dd.keywords(title)
+    full_words = title_words | dd.keywords(text) if text.strip() else None
+    skipped = {os.path.realpath(p) for p in exclude}
+    found = []
+    for task in tasks_:
+        if task.path is not None and os.path.realpath(task.path) in skipped:
+            continue
+        their_title = dd.keywords(task.title)
+        score = dd.similarity(title_words, their_title)
+        if full_words is not None and task.objective:
+            score = max(score, dd.similarity(full_words, their_title | dd.keywords(task.objective)))
+        if score >= limit:
+            found.append((task.task_id, str(task.path), score))
+    return sorted(found, key=lambda m: (-m[2], m[0]))
+
+
+@pytest.mark.parametrize("limit", [0.2, 0.5, 0.75, 0.8, 0.9, 1.0])
+def test_the_index_finds_exactly_what_comparing_with_every_task_finds(tmp_path, limit):
+    import random
+
+    from swarmfile.task_document import render_task
+    from swarmfile.tasks import parse_task
+
+    rnd = random.Random(limit)
+    vocab = [f"w{n}" for n in range(12)] + ["the", "tests", "test", "index", "Indexes"]  # stopwords, plurals
+    def text(low, high):
+        return " ".join(rnd.choice(vocab) for _ in range(rnd.randint(low, high)))
+    listing = []
+    for n in range(120):
+        objective = text(0, 9) if n % 4 else ""  # some tasks without an objective
+        path = tmp_path / f"T-{n}.md"
+        parts = {"objective": objective} if objective else {}
+        listing.append(parse_task(render_task(f"T-{n % 100}", text(1, 6) or "w0", **parts), path))  # some ids twice
+    index = dd.DuplicateIndex(listing, limit)
+    for n in range(200):
+        title, body = text(0, 6), text(0, 10) if n % 3 else ""
+        exclude = [listing[n % 120].path] if n % 5 == 0 else []
+        got = [(m.task_id, str(m.path), m.similarity) for m in index.find(title, body, exclude=exclude)]
+        assert got == _brute_force(listing, title, body, limit, exclude), (title, body)
+
+
+def test_an_index_reuses_the_keywords_of_unchanged_tasks(ralf, monkeypatch):
+    listing = task_store.list_tasks(root=ralf, include_completed=True)
+    first = dd.DuplicateIndex(listing, 0.8)
+    seen = []
+    real = dd.keywords
+    monkeypatch.setattr(dd, "keywords", lambda text: seen.append(text) or real(text))
+    again = dd.DuplicateIndex(listing, 0.8, previous=first)
+    assert seen == []
+    assert [m.task_id for m in again.find(F005_TITLE)] == [m.task_id for m in first.find(F005_TITLE)]

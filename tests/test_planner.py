@@ -116,6 +116,33 @@ def test_near_duplicates_are_flagged_once(workspace):
     assert [d for d in planner.round() if d.kind == "flagged"] == []
 
 
+def test_a_first_round_over_many_tasks_checks_each_against_the_few_alike(workspace, monkeypatch):
+    """Each new task is checked against all the others: compared one by one, N tasks cost N² keyword
+    extractions (a first round took 2 minutes at 1,000 tasks, hours at 10,000)."""
+    import random
+
+    import duplicate_detector
+
+    rnd = random.Random(3)
+    vocab = [f"word{n}" for n in range(400)]
+    copies = set()
+    for n in range(150):
+        words = rnd.sample(vocab, 5)
+        objective = " ".join(rnd.sample(vocab, 12))
+        if n % 30 == 29:  # a copy of the task written just before
+            copies.add(f"T-{n:03d}")
+            words, objective = last
+        last = (words, objective)
+        make_task(workspace, f"T-{n:03d}", title=" ".join(words), objective=objective,
+                  created=f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}Z")
+    calls = []
+    real = duplicate_detector.keywords
+    monkeypatch.setattr(duplicate_detector, "keywords", lambda text: calls.append(text) or real(text))
+    flagged = {d.task_id for d in Planner(root=str(workspace), min_executors=99).round() if d.kind == "flagged"}
+    assert flagged == copies
+    assert len(calls) <= 4 * 150  # two per task for the index, two per check: not two per pair
+
+
 SPLITTABLE = dict(
     objective="Build three independent reports; each can be done separately and in parallel.",
     criteria=["Sales report in `reports/sales.py`", "Stock report in `reports/stock.py`",

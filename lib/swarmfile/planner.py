@@ -84,6 +84,7 @@ class Planner:
         self.ack_timeout = self.cfg.seconds("planner", "ack_timeout_seconds") if ack_timeout is None else float(ack_timeout)
         self.min_executors = int(setting["min_executors_to_split"] if min_executors is None else min_executors)
         self._checked_for_duplicates: set[str] = set()
+        self._duplicates: Optional[duplicate_detector.DuplicateIndex] = None  # keywords kept from the last round
         self._items_released: set[tuple[str, str]] = set()  # (agent, started_at) already handled
         self._reported: set[str] = set()  # steps whose error was already logged (once per outage)
         self._sync = (board_sync.Sync.of(root=self.cfg.root, agent_id=self.agent_id)
@@ -234,19 +235,27 @@ class Planner:
 
     def _flag_duplicates(self) -> list[Decision]:
         out = []
-        every = {t.task_id: t for t in task_store.list_tasks(root=self.cfg.root, include_completed=True, errors=[])}
+        listing = task_store.list_tasks(root=self.cfg.root, include_completed=True, errors=[])
+        every = {t.task_id: t for t in listing}
+        ages: dict[tasks.Task, tuple] = {}
 
-        def age(task: tasks.Task) -> tuple:
-            moment = task.created_at
-            return (moment.timestamp() if moment else float("inf"), task.task_id)
+        def age(task: tasks.Task) -> tuple:  # once per task: a check may match many
+            found = ages.get(task)
+            if found is None:
+                moment = task.created_at
+                found = ages[task] = (moment.timestamp() if moment else float("inf"), task.task_id)
+            return found
 
+        index = None
         for task in task_store.list_tasks(root=self.cfg.root, errors=[]):
             if (task.task_id in self._checked_for_duplicates or task.status is not tasks.Status.PENDING
                     or task.parent or task.field("Possible Duplicate Of")):
                 continue
             self._checked_for_duplicates.add(task.task_id)
-            matches = [m for m in duplicate_detector.find_duplicates(task.title, task.objective, root=self.cfg.root,
-                                                                     exclude=[task.path], errors=[])
+            if index is None:  # one index a round, and only in a round with a task to check
+                index = self._duplicates = duplicate_detector.DuplicateIndex(
+                    listing, duplicate_detector.duplicate_threshold(self.cfg.root), self._duplicates)
+            matches = [m for m in index.find(task.title, task.objective, exclude=[task.path])
                        if m.task_id != task.task_id and m.task_id != task.parent
                        # Of two copies only the later one is held: the original runs.
                        and (m.task_id not in every or age(every[m.task_id]) < age(task))]
