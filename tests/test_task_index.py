@@ -408,6 +408,20 @@ def test_find_task_and_a_claim_by_id_in_a_new_process_parse_only_what_changed(wo
     assert sorted(parsed) == ["T-05.md", "T-09.md"]  # the claim's Status line, the edit: read again
 
 
+def test_a_split_in_a_new_process_parses_only_the_task_it_splits(workspace, trust_all, parsed):
+    from swarmfile import task_distribution
+
+    for n in range(20):
+        write(workspace, f"T-{n:02d}")
+    write(workspace, "T-05-SUB1", extra="**Parent Task:** T-05")
+    cold_listing(workspace)
+    parsed.clear()
+    task_store.clear_cache()
+    parent = task_store.load_task(workspace / "tasks" / "active" / "T-05.md")
+    assert [s.task_id for s in task_distribution.existing_subtasks(parent, root=workspace)] == ["T-05-SUB1"]
+    assert parsed == ["T-05.md"]  # load_task's own read; the listing took the rest from the index
+
+
 def test_a_task_from_the_index_reads_its_title_line_and_path_from_its_file(workspace, trust_all):
     path = workspace / "tasks" / "active" / "T-1.md"
     path.write_text("\n\n# T-1: title\n\n**Status:** pending\n")  # the heading on line 3

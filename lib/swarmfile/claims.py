@@ -267,8 +267,7 @@ def _judged_otherwise(listed: taskmod.Task, task: taskmod.Task) -> bool:
 def _has_children(cfg: Config, task_id: str) -> bool:
     # Through the task index: a claim by id in a new process (an agent given its task) would
     # otherwise parse every task file to learn whether one names this task as its parent.
-    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=[])
-    return bool(task_graph.family(active + completed).children.get(task_id))
+    return bool(task_graph.family(task_store.indexed_listing(cfg, errors=[])).children.get(task_id))
 
 
 def claim_next(

@@ -104,10 +104,7 @@ def _markdown_tasks(cfg: Any, holders: dict[str, str], moved: dict[str, str],
     from .task_index import path_text
 
     by_status: dict[str, list[dict]] = {}
-    # Through the task index: a status in a new process parses only the files changed since it was
-    # written (each file is still checked by its stat key, so an operator's edit shows at once).
-    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
-    listing = active + completed
+    listing = task_store.indexed_listing(cfg, errors)  # a status in a new process parses only what changed
     twice = task_graph.duplicate_ids(listing)
     open_tasks = []
     for task in listing:

@@ -452,7 +452,7 @@ def existing_subtasks(task: taskmod.Task, *, root: Optional[PathLike] = None) ->
     """Sub-tasks of ``task`` on disk (active or completed), by their Parent Task field or the parent's list."""
     cfg = task_store.task_config(task.path, root=root) if task.path else load_config(root=root)
     errors: list = []
-    every = task_store.list_tasks(root=cfg.root, include_completed=True, errors=errors)
+    every = task_store.indexed_listing(cfg, errors)  # a split in a new process parses only what changed
     for error in errors:  # a sub-task we cannot read must not be split again over the top of
         if error.path and os.path.basename(error.path).startswith(f"{task.task_id}-SUB"):
             raise error.with_traceback(None)
@@ -478,7 +478,7 @@ def distribute_task(task_file: TaskRef, available_agents: Optional[Sequence[str]
             if existing and not parent.sub_tasks:
                 document.set_field("Sub-Tasks", ", ".join(s.task_id for s in existing))
             return existing
-        listing = task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
+        listing = task_store.indexed_listing(cfg, errors=[])
         twin = next((t.path for t in listing if t.task_id == parent.task_id and t.path != task.path), None)
         if twin is not None:  # which file's criteria would the sub-tasks hold? Neither is split.
             raise ValidationError(f"task id {parent.task_id} is used by two files: {task.path} and {twin}",

@@ -34,7 +34,7 @@ from .task_cache import (clear_cache, forget_cached, list_indexed, load_task, lo
 __all__ = [
     "load_task", "list_tasks", "find_task", "task_config", "unchanged_since_listing", "clear_cache",
     "edit_task", "set_field", "set_fields", "set_checklist_item", "new_task_file", "move_to_completed",
-    "task_files", "is_finished", "looks_like_task", "list_indexed", "forget_cached", "task_file_lock",
+    "task_files", "is_finished", "looks_like_task", "list_indexed", "indexed_listing", "forget_cached", "task_file_lock",
 ]
 
 
@@ -56,6 +56,15 @@ def list_tasks(*, root: Optional[PathLike] = None, directory: Optional[PathLike]
     if include_completed:
         found += scan_tree(cfg.tasks_completed, errors, fast)
     return found
+
+
+def indexed_listing(cfg: Config, errors: Optional[list] = None) -> list[Task]:
+    """Active then completed tasks, as ``list_tasks(include_completed=True)`` lists them, through the task
+    index (``list_indexed``): in a new process only the files changed since it was written are parsed.
+    Each file is still checked by its stat key, so an edit shows at once (in a long-lived process, an
+    edit saved in place may show up to a second late where inotify is not to be had: task_cache.py)."""
+    active, completed = list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
+    return active + completed
 
 
 def task_files(directory: PathLike) -> list[Path]:
@@ -101,11 +110,9 @@ def find_task(task_id: str, *, root: Optional[PathLike] = None) -> Task:
     """The task with this id, active or completed; ValidationError if two files claim it."""
     validate_id(task_id, "task id")
     errors: list = []
-    # Through the task index: in a new process (a command given a task id, an agent given its task)
-    # only the files changed since it was written are parsed, not all of them.
+    # A command given a task id, an agent given its task: in a new process, parse only what changed.
     cfg = load_config(root=root)
-    active, completed = list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
-    matches = [t for t in active + completed if t.task_id == task_id]
+    matches = [t for t in indexed_listing(cfg, errors) if t.task_id == task_id]
     if len(matches) > 1:
         raise ValidationError(f"task id {task_id} is used by two files: {matches[0].path} and {matches[1].path}",
                               path=matches[1].path, line=matches[1].title_line, task_id=task_id,
