@@ -346,14 +346,15 @@ def test_a_task_from_the_index_equals_the_parsed_file(workspace, trust_all, head
     assert task_index.is_summary(task) and task.to_dict() == full.to_dict()
     assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
     assert task.checklist_counts == full.checklist_counts == (0, 0)
+    assert task.objective == full.objective == ""
 
 
 def test_a_task_from_the_index_counts_its_checklist_without_reading_its_file(workspace, trust_all):
     path = write(workspace, "T-1", extra="\n## Notes\n\n- [x] three\n- [X] four\n")
     cold_listing(workspace)
     task = cold_listing(workspace)["T-1"]
-    assert task_index.is_summary(task) and task.checklist_counts == (3, 4)
-    assert "checklist" not in vars(task)  # the file was not read for it
+    assert task_index.is_summary(task) and task.checklist_counts == (3, 4) and task.objective == "Do it."
+    assert "checklist" not in vars(task) and "sections" not in vars(task)  # the file was not read for them
     assert tasks.parse_task(path.read_text(), path).checklist_counts == (3, 4)
 
 

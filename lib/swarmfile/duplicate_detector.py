@@ -110,7 +110,9 @@ def find_duplicates(title: str, text: str = "", *, root: Optional[PathLike] = No
     ``exclude``: task files to leave out (the task being checked). A task file that does not
     parse raises its ParseError unless ``errors`` is a list to collect it in.
     """
-    listing = task_store.list_tasks(root=root, include_completed=True, errors=errors)
+    # Through the task index, which holds each task's title and objective: in a new process (a
+    # new-task command) only the files changed since it was written are read.
+    listing = task_store.indexed_listing(load_config(root=root), errors)
     return DuplicateIndex(listing, _threshold(threshold, root)).find(title, text, exclude=exclude)
 
 

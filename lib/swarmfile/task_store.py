@@ -235,8 +235,8 @@ def new_task_file(task_id: str, title: str, *, root: Optional[PathLike] = None,
         if target.exists():
             raise ValidationError("task file already exists", path=target, task_id=task_id)
         # Files that do not parse cannot be checked here; find_task names them once fixed.
-        taken = [t for d in {target_dir, cfg.tasks_active, cfg.tasks_completed}
-                 for t in list_tasks(directory=d, errors=[]) if t.task_id == task_id]
+        folders = list(dict.fromkeys([target_dir, cfg.tasks_active, cfg.tasks_completed]))
+        taken = [t for listing in list_indexed(cfg, folders, errors=[]) for t in listing if t.task_id == task_id]
         if taken:
             raise ValidationError(f"task id {task_id} is already used", path=taken[0].path, task_id=task_id,
                                   hint="pick another id")

@@ -53,8 +53,7 @@ def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium"
         duplicate_detector.check_new_task(title, objective, root=cfg.root)
     if task_id is None:
         task_id = _fresh_id(cfg)
-    open_tasks = [t for t in task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])
-                  if not task_store.is_finished(t, cfg)]
+    open_tasks = [t for t in task_store.indexed_listing(cfg, errors=[]) if not task_store.is_finished(t, cfg)]
     loop = task_graph.cycle_through(task_id, list(depends_on), open_tasks)
     if loop is not None:
         raise ValidationError(f"task {task_id} would close a dependency cycle: {' -> '.join(loop)}", task_id=task_id,
@@ -67,7 +66,7 @@ def new_task(title: str, *, root: Optional[str] = None, priority: str = "medium"
 
 def _fresh_id(cfg: Any) -> str:
     """``TASK-<unix seconds>``, the RALF convention, bumped past any id already taken."""
-    taken = {t.task_id for t in task_store.list_tasks(root=cfg.root, include_completed=True, errors=[])}
+    taken = {t.task_id for t in task_store.indexed_listing(cfg, errors=[])}
     stamp = int(time.time())
     while f"TASK-{stamp}" in taken:
         stamp += 1
