@@ -346,16 +346,19 @@ def test_a_task_from_the_index_equals_the_parsed_file(workspace, trust_all, head
     assert task_index.is_summary(task) and task.to_dict() == full.to_dict()
     assert tasks.ready_order_key(task) == tasks.ready_order_key(full)
     assert task.checklist_counts == full.checklist_counts == (0, 0)
-    assert task.objective == full.objective == ""
+    assert task.objective == full.objective == "" and task.claimed_by is full.claimed_by is None
 
 
-def test_a_task_from_the_index_counts_its_checklist_without_reading_its_file(workspace, trust_all):
-    path = write(workspace, "T-1", extra="\n## Notes\n\n- [x] three\n- [X] four\n")
+def test_a_task_from_the_index_has_its_checklist_counts_objective_and_claimer_without_reading_its_file(
+        workspace, trust_all):
+    path = write(workspace, "T-1", extra="**Claimed By:** agent-7\n\n## Notes\n\n- [x] three\n- [X] four\n")
     cold_listing(workspace)
     task = cold_listing(workspace)["T-1"]
     assert task_index.is_summary(task) and task.checklist_counts == (3, 4) and task.objective == "Do it."
-    assert "checklist" not in vars(task) and "sections" not in vars(task)  # the file was not read for them
-    assert tasks.parse_task(path.read_text(), path).checklist_counts == (3, 4)
+    assert task.claimed_by == "agent-7"
+    assert not {"checklist", "sections", "fields"} & set(vars(task))  # the file was not read for them
+    full = tasks.parse_task(path.read_text(), path)
+    assert (full.checklist_counts, full.objective, full.claimed_by) == ((3, 4), "Do it.", "agent-7")
 
 
 def test_status_from_the_index_is_the_status_from_the_files_and_sees_a_checklist_edit(workspace, trust_all, parsed):
@@ -407,6 +410,27 @@ def test_find_task_and_a_claim_by_id_in_a_new_process_parse_only_what_changed(wo
     task_store.clear_cache()
     assert task_store.find_task("T-09", root=workspace).status is Status.BLOCKED
     assert sorted(parsed) == ["T-05.md", "T-09.md"]  # the claim's Status line, the edit: read again
+
+
+def test_the_dashboard_from_the_index_is_the_dashboard_from_the_files(workspace, trust_all, parsed):
+    from swarmfile import dashboard
+
+    write(workspace, "T-1", extra="**Claimed By:** agent-7")
+    write(workspace, "T-2", status="in_progress", folder="epic-a")
+    write(workspace, "T-3", extra="**Parent Task:** T-1")
+    (workspace / "tasks" / "completed" / "T-0.md").write_text("# T-0: done\n\n**Status:** completed\n")
+
+    def frame() -> dict:
+        task_store.clear_cache()
+        return {key: value for key, value in dashboard.collect(root=workspace).items() if key in ("tasks", "completed_count")}
+
+    first = frame()  # no index yet: every file parsed
+    parsed.clear()
+    assert frame() == first and parsed == []
+    rows = {row["task_id"]: row for row in first["tasks"]}
+    assert rows["T-1"]["agent"] == "agent-7" and rows["T-1"]["subtasks_total"] == 1
+    assert (rows["T-2"]["checklist_done"], rows["T-2"]["checklist_total"]) == (1, 2)
+    assert rows["T-2"]["path"] == "tasks/active/epic-a/T-2.md" and first["completed_count"] == 1
 
 
 def test_a_split_in_a_new_process_parses_only_the_task_it_splits(workspace, trust_all, parsed):

@@ -123,6 +123,7 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int,
     """
     from . import tasks as taskmod
     from . import task_graph
+    from .task_index import path_text
 
     view = None
     if cfg.settings.get("task_board") is True:
@@ -133,8 +134,10 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int,
     holders = {lease["task_id"]: lease["agent_id"] for lease in leases if not lease["stale"]}
     if view is not None and not view.here:
         return _board_rows(view, holders), sum(s == taskmod.Status.COMPLETED.value for s in view.status.values()), view
-    active = task_store.list_tasks(directory=cfg.tasks_active, errors=errors)
-    completed = task_store.list_tasks(directory=cfg.tasks_completed, errors=errors)
+    # Through the task index: the first frame in a new process parses only the files changed since
+    # it was written (a row's fields are all in its summary: no file is read for them).
+    active, completed = task_store.list_indexed(cfg, (cfg.tasks_active, cfg.tasks_completed), errors=errors)
+    root_prefix = os.path.join(cfg.root, "")
     moved = view.moved if view is not None else {}
     done_meanwhile = {task_id for task_id, status in moved.items() if status == taskmod.Status.COMPLETED.value}
 
@@ -145,7 +148,7 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int,
         if task.task_id in done_meanwhile:
             continue  # completed by its lease: the planner's next mirror moves the file
         subs = sorted(children.get(task.task_id, ()))
-        claimed_by = task.field("Claimed By")
+        claimed_by = task.claimed_by
         who = holders.get(task.task_id) or (claimed_by if claimed_by and claimed_by.lower() != "none" else None) \
             or task.assigned_to
         status = task.status.value if task.status else None
@@ -155,10 +158,10 @@ def _tasks(cfg: Any, leases: list[dict], errors: list) -> tuple[list[dict], int,
             "task_id": task.task_id, "title": task.title,
             "status": status, "status_text": task.status_text,
             "priority": task.priority.value if task.priority else task.priority_text,
-            "checklist_done": sum(item.checked for item in task.checklist), "checklist_total": len(task.checklist),
+            "checklist_done": task.checklist_counts[0], "checklist_total": task.checklist_counts[1],
             "subtasks_done": sum(s in finished for s in subs),
             "subtasks_total": len(subs), "parent": task.parent, "agent": who,
-            "path": str(task.path.relative_to(cfg.root)) if task.path.is_relative_to(cfg.root) else str(task.path),
+            "path": path[len(root_prefix):] if (path := path_text(task)).startswith(root_prefix) else path,
         })
     return rows, len(completed) + len(done_meanwhile - {t.task_id for t in completed}), view
 

@@ -3,8 +3,8 @@
 One file, ``.swarm/task-index.marshal``, holds for every task folder the listing saw its names (in
 the order the directory lists them) and subfolders and, for every file that may be a task, its stat
 key (mtime, size, inode, ctime) and its summary: id, title, status, priority, created, dependencies,
-parent, assignee, sub-tasks, files to modify, how many checklist items are checked and the objective
-(the rest is read from the file when asked for). A
+parent, assignee, claimer, sub-tasks, files to modify, how many checklist items are checked and the
+objective (the rest is read from the file when asked for). A
 listing that starts cold (the first in a process: every CLI call, every new agent) takes a file's
 summary from the index only when the file's stat key is the one recorded; any other file is parsed as
 before. So an operator's edit is seen at once: saving a file changes its ctime (and usually its size
@@ -102,7 +102,7 @@ class _Lazy:
 # What an IndexedTask holds, in order; "_order" is tasks.ready_order_key's (rank, moment, id).
 _FIELDS = ("task_id", "title", "status", "status_text", "priority", "priority_text", "created", "depends_on",
            "parent", "assigned_to", "sub_tasks", "files_to_modify", "_order", "_folder", "_name", "checklist_counts",
-           "objective")
+           "objective", "claimed_by")
 _AT = {name: n for n, name in enumerate(_FIELDS)}
 
 
@@ -111,8 +111,9 @@ class IndexedTask(tuple, Task):  # type: ignore[misc]
 
     ``fields``, ``field_lines``, ``title_line``, ``sections`` and ``checklist`` (and what derives
     from them: ``field()``, success criteria) are parsed from the file when first asked for; a file
-    gone or broken by then gives none. ``path`` is made when first asked for. The objective and the
-    checklist's counts are in the summary (status and the duplicate check read them of every task).
+    gone or broken by then gives none. ``path`` is made when first asked for. The objective, the
+    Claimed By field and the checklist's counts are in the summary (status, the dashboard and the
+    duplicate check read them of every task).
 
     A tuple of its summary (``_FIELDS``, each read by a C getter): a cold listing makes 10,000 of
     them from the index's columns in C loops (map, zip), where making each one's attribute dict
@@ -222,7 +223,8 @@ _FREEZE_AFTER = 20_000  # new containers in a gc_paused block above which they a
 # A file not indexed (racily clean, did not parse, not a regular file, a claim's stand-in) has the
 # stat key _UNKNOWN, which no file has: it is read again. One that is not a task has id None.
 _COLUMNS = ("id", "title", "status", "status_text", "priority", "priority_text", "created", "rank", "moment",
-            "depends_on", "parent", "assigned_to", "sub_tasks", "files", "checklist_counts", "objective")
+            "depends_on", "parent", "assigned_to", "sub_tasks", "files", "checklist_counts", "objective",
+            "claimed_by")
 _UNKNOWN = (-1, -1, 0, -1)  # no file has a size of -1
 _STAT_KEY = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")  # as task_cache keys its entries
 _INODE_OF_KEY = itemgetter(2)
@@ -267,6 +269,7 @@ class Folder:
                 and all(set(map(type, columns[c])) <= {tuple} for c in ("depends_on", "sub_tasks", "files"))
                 and set(map(type, columns["checklist_counts"])) <= {tuple, _NONE}
                 and set(map(type, columns["objective"])) <= {str, _NONE}
+                and set(map(type, columns["claimed_by"])) <= {str, _NONE}
                 and (self.folder_key is None or (type(self.folder_key) is tuple and len(self.folder_key) == 4
                                                  and set(map(type, self.folder_key)) == {int}))):
             raise TypeError("not an index record")
@@ -333,7 +336,7 @@ class Folder:
             ids, c["title"], map(_STATUS.get, c["status"]), c["status_text"], map(_PRIORITY.get, c["priority"]),
             c["priority_text"], c["created"], c["depends_on"], c["parent"], c["assigned_to"], c["sub_tasks"],
             c["files"], zip(c["rank"], c["moment"], ids), repeat(self.path), files, c["checklist_counts"],
-            c["objective"])))
+            c["objective"], c["claimed_by"])))
         for n in compress(range(len(ids)), map(is_, ids, repeat(None))):
             made[n] = None if self.key(n) == _UNKNOWN else self.not_a_task
         return made
@@ -408,7 +411,7 @@ def _folder_key(directory: str, order: list) -> Optional[tuple]:
 
 def _row(task: Optional[Task], same: dict) -> tuple:
     if task is None:
-        return (None,) * 9 + ((), None, None, (), (), None, None)
+        return (None,) * 9 + ((), None, None, (), (), None, None, None)
     status = task.status.value if task.status else None
     priority = task.priority.value if task.priority else None
     rank, moment, _ = ready_order_key(task)
@@ -418,7 +421,8 @@ def _row(task: Optional[Task], same: dict) -> tuple:
             same.setdefault(task.created, task.created), same.setdefault(rank, rank), same.setdefault(moment, moment),
             _same(same, tuple(same.setdefault(d, d) for d in task.depends_on)), task.parent, task.assigned_to,
             _same(same, tuple(task.sub_tasks)), _same(same, tuple(same.setdefault(f, f) for f in task.files_to_modify)),
-            _same(same, tuple(task.checklist_counts)), same.setdefault(task.objective, task.objective))
+            _same(same, tuple(task.checklist_counts)), same.setdefault(task.objective, task.objective),
+            same.setdefault(task.claimed_by, task.claimed_by))
 
 
 def _same(same: dict, value: tuple) -> tuple:

@@ -265,6 +265,11 @@ class Task:
         return tuple(i for i in self.checklist if _CRITERIA_SECTION.match(i.section or ""))
 
     @property
+    def claimed_by(self) -> Optional[str]:
+        """The ``**Claimed By:**`` field (the lease's holder as the runtime mirrors it), or None."""
+        return self.field("Claimed By")
+
+    @property
     def checklist_counts(self) -> tuple[int, int]:
         """(items checked, items in all) of the checklist: what ``swarm.py status`` shows of it. A task
         from the task index has it without reading its file."""
