@@ -24,8 +24,8 @@ from .config import load_config
 from .errors import DuplicateTaskError, ValidationError
 from .tasks import Task
 
-__all__ = ["Match", "keywords", "similarity", "find_duplicates", "DuplicateIndex", "duplicate_threshold", "is_duplicate", "check_new_task",
-           "main"]
+__all__ = ["Match", "keywords", "similarity", "find_duplicates", "DuplicateIndex", "duplicate_threshold", "is_duplicate",
+           "check_new_task", "main"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -98,7 +98,7 @@ def _threshold(value: Optional[float], root: Optional[PathLike]) -> float:
     return number
 
 
-def duplicate_threshold(root: Optional[PathLike] = None) -> float:
+def duplicate_threshold(*, root: Optional[PathLike] = None) -> float:
     """The similarity at which a task counts as a near-duplicate: ``duplicates.threshold`` in swarm.yaml."""
     return _threshold(None, root)
 

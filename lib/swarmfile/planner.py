@@ -254,7 +254,7 @@ class Planner:
             self._checked_for_duplicates.add(task.task_id)
             if index is None:  # one index a round, and only in a round with a task to check
                 index = self._duplicates = duplicate_detector.DuplicateIndex(
-                    listing, duplicate_detector.duplicate_threshold(self.cfg.root), self._duplicates)
+                    listing, duplicate_detector.duplicate_threshold(root=self.cfg.root), self._duplicates)
             matches = [m for m in index.find(task.title, task.objective, exclude=[task.path])
                        if m.task_id != task.task_id and m.task_id != task.parent
                        # Of two copies only the later one is held: the original runs.
