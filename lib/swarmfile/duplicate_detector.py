@@ -57,15 +57,11 @@ def keywords(text: str) -> frozenset[str]:
 
 def similarity(a: Iterable[str], b: Iterable[str]) -> float:
     """Jaccard index of two keyword sets (0.0 when both are empty)."""
-    left, right = set(a), set(b)
-    union = left | right
-    return len(left & right) / len(union) if union else 0.0
-
-
-def _jaccard(a: frozenset, b: frozenset) -> float:
-    """``similarity`` of two keyword sets, the same number, without copying them (a planner's round makes many)."""
-    shared = len(a & b)
-    union = len(a) + len(b) - shared
+    # Sets as they are, not copied: a planner's round compares many keyword sets.
+    left = a if isinstance(a, (set, frozenset)) else set(a)
+    right = b if isinstance(b, (set, frozenset)) else set(b)
+    shared = len(left & right)
+    union = len(left) + len(right) - shared
     return shared / union if union else 0.0
 
 
@@ -128,7 +124,7 @@ class DuplicateIndex:
     |A ∩ B| >= limit·|A ∪ B| >= limit·|A|, so at most d = |A| - ⌈limit·|A|⌉ of A's keywords are
     missing from B, and any k of them include k - d of B's. A check takes 2·d + 1 of A's keywords, the
     rarest first (the fewest tasks to look at), and scores only the tasks that have d + 1 of them,
-    with the same number ``similarity`` gives.
+    with ``similarity`` as before.
 
     ``previous``: an index of an earlier listing, whose keyword sets are reused for the very same
     task objects (a listing gives the same object for a file that did not change).
@@ -169,9 +165,9 @@ class DuplicateIndex:
             if skipped and task.path is not None and self._real_path(n) in skipped:
                 continue
             their_title, their_full = self._words[task]
-            score = _jaccard(title_words, their_title)
+            score = similarity(title_words, their_title)
             if full_words is not None and their_full is not None:
-                score = max(score, _jaccard(full_words, their_full))
+                score = max(score, similarity(full_words, their_full))
             if score >= self.limit:
                 status = task.status.value if task.status else task.status_text
                 found.append(Match(task.task_id, task.path, score, status, task.title))
