@@ -287,7 +287,9 @@ def test_a_task_done_in_a_worktree_merges_through_the_queue(workspace):
 
     anyio.run(main)
     assert git(workspace, "show", "main:feature.txt") == "built by the agent\n"
-    assert "T-1: add the feature file [swarm builder]" in git(workspace, "log", "-2", "--format=%s", "main")
+    # The merged branch's commit, as main's second parent: ``log -2`` listed base instead when all
+    # three commits fell in one second (git orders equal commit dates by parent order).
+    assert git(workspace, "log", "-1", "--format=%s", "main^2") == "T-1: add the feature file [swarm builder]\n"
     assert [e.status for e in merge_queue.read_queue(root=workspace)][-1] == "merged"
     done = events.read_events(types=["completed"], task_id="T-1", root=workspace)
     assert done[0]["merge"] == "merged" and done[0]["files_modified"] == ["feature.txt"]
